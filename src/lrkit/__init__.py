@@ -1,0 +1,128 @@
+"""lrkit: find, schedule and watch learning rates.
+
+Every name below is resolved lazily on first use, so ``import lrkit`` loads no
+framework and no matplotlib (check with ``python -X importtime -c "import lrkit"``).
+``lrkit.find_lr`` loads the PyTorch adapter, which needs ``pip install lrkit[torch]``.
+
+Example:
+    >>> import lrkit
+    >>> text = "warmup(steps=100) >> cosine(total_steps=1000, end_lr=0)"
+    >>> s = lrkit.parse_schedule(text)
+    >>> round(s(100), 6)
+    1.0
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (relative to this package).
+# Keep one section per module; sections are owned by the module's author.
+_LAZY: dict[str, str] = {
+    # --- errors --------------------------------------------------------------
+    "LRKitError": "._check",
+    # --- range test (framework-free core) ------------------------------------
+    "range_test": ".rangetest",
+    "RangeTestResult": ".rangetest",
+    "RangeTestSettings": ".rangetest",
+    "Progress": ".rangetest",
+    "lr_ladder": ".rangetest",
+    # --- suggestion ----------------------------------------------------------
+    "suggest": ".suggest",
+    "Suggestion": ".suggest",
+    # --- PyTorch adapter -----------------------------------------------------
+    "find_lr": ".torch",
+    # --- schedules -----------------------------------------------------------
+    "Constant": ".schedules",
+    "Step": ".schedules",
+    "MultiStep": ".schedules",
+    "Piecewise": ".schedules",
+    "Exponential": ".schedules",
+    "Linear": ".schedules",
+    "Polynomial": ".schedules",
+    "Cosine": ".schedules",
+    "CosineRestarts": ".schedules",
+    "Cyclic": ".schedules",
+    "OneCycle": ".schedules",
+    "InverseSqrt": ".schedules",
+    "WarmupStableDecay": ".schedules",
+    "Schedule": ".schedules",
+    "parse_schedule": ".schedules",
+    "schedule_from_config": ".schedules",
+    "register": ".schedules",
+    "registry": ".schedules",
+    "lint": ".schedules",
+    "LintWarning": ".schedules",
+    # --- composition ---------------------------------------------------------
+    "Warmup": ".compose",
+    "Join": ".compose",
+    "Scale": ".compose",
+    # --- reduce on plateau ---------------------------------------------------
+    "ReduceOnPlateau": ".plateau",
+    "PlateauState": ".plateau",
+    # --- monitor -------------------------------------------------------------
+    "Monitor": ".monitor",
+    "Finding": ".monitor",
+    "diagnose": ".monitor",
+    "Diagnosis": ".monitor",
+    # --- logs ----------------------------------------------------------------
+    "History": ".logs",
+    "read_log": ".logs",
+}
+
+__all__ = sorted([*_LAZY, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lrkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # cache: later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from ._check import LRKitError
+    from .compose import Join, Scale, Warmup
+    from .logs import History, read_log
+    from .monitor import Diagnosis, Finding, Monitor, diagnose
+    from .plateau import PlateauState, ReduceOnPlateau
+    from .rangetest import (
+        Progress,
+        RangeTestResult,
+        RangeTestSettings,
+        lr_ladder,
+        range_test,
+    )
+    from .schedules import (
+        Constant,
+        Cosine,
+        CosineRestarts,
+        Cyclic,
+        Exponential,
+        InverseSqrt,
+        Linear,
+        LintWarning,
+        MultiStep,
+        OneCycle,
+        Piecewise,
+        Polynomial,
+        Schedule,
+        Step,
+        WarmupStableDecay,
+        lint,
+        parse_schedule,
+        register,
+        registry,
+        schedule_from_config,
+    )
+    from .suggest import Suggestion, suggest
+    from .torch import find_lr

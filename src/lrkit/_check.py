@@ -1,0 +1,171 @@
+"""Argument validation: the only place lrkit builds error text.
+
+Every message follows one template::
+
+    "{param} must be {constraint}, got {param}={value!r}." [+ " " + hint]
+
+Validators return the (possibly converted) value so constructors can write
+``steps = _check.positive_int("steps", steps)``. Bad arguments raise
+``ValueError`` (wrong value) or ``TypeError`` (wrong type); problems found while
+running raise subclasses of :class:`LRKitError`.
+
+Example:
+    >>> from lrkit import _check
+    >>> _check.positive("peak_lr", 0.1)
+    0.1
+    >>> _check.positive("peak_lr", 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: peak_lr must be > 0, got peak_lr=0.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Iterable
+from typing import Any, NoReturn, TypeVar
+
+T = TypeVar("T")
+
+__all__ = [
+    "LRKitError",
+    "callable_",
+    "choice",
+    "fail",
+    "finite",
+    "fraction",
+    "is_real",
+    "message",
+    "non_negative",
+    "non_negative_int",
+    "positive",
+    "positive_int",
+    "real",
+]
+
+
+class LRKitError(RuntimeError):
+    """Base class of the errors lrkit raises while running (not for bad arguments)."""
+
+
+def message(param: str, constraint: str, value: Any, hint: str | None = None) -> str:
+    """Build the one error message template.
+
+    Args:
+        param: the parameter's name as the user wrote it (``"end_lr"``).
+        constraint: what was expected, phrased to follow "must be" (``"> start_lr"``).
+        value: the value given.
+        hint: optional sentence on how to fix it.
+
+    Returns:
+        ``"{param} must be {constraint}, got {param}={value!r}."`` plus the hint.
+    """
+    text = f"{param} must be {constraint}, got {param}={value!r}."
+    if hint:
+        text += " " + hint.strip()
+    return text
+
+
+def fail(
+    param: str,
+    constraint: str,
+    value: Any,
+    hint: str | None = None,
+    *,
+    exc: type[Exception] = ValueError,
+) -> NoReturn:
+    """Raise ``exc`` (``ValueError`` by default) with the template message."""
+    raise exc(message(param, constraint, value, hint))
+
+
+def is_real(value: Any) -> bool:
+    """True for ints and floats (numpy scalars included), False for bool and others."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def real(param: str, value: Any, hint: str | None = None) -> float:
+    """Check ``value`` is a real number (not bool) and return it as ``float``."""
+    if not is_real(value):
+        fail(param, "a real number", value, hint, exc=TypeError)
+    return float(value)
+
+
+def finite(param: str, value: Any, hint: str | None = None) -> float:
+    """Check ``value`` is a finite real number."""
+    v = real(param, value, hint)
+    if not math.isfinite(v):
+        fail(param, "finite", value, hint)
+    return v
+
+
+def positive(param: str, value: Any, hint: str | None = None) -> float:
+    """Check ``value`` is a finite real number > 0."""
+    v = real(param, value, hint)
+    if not (v > 0 and math.isfinite(v)):
+        fail(param, "> 0", value, hint)
+    return v
+
+
+def non_negative(param: str, value: Any, hint: str | None = None) -> float:
+    """Check ``value`` is a finite real number >= 0."""
+    v = real(param, value, hint)
+    if not (v >= 0 and math.isfinite(v)):
+        fail(param, ">= 0", value, hint)
+    return v
+
+
+def fraction(
+    param: str,
+    value: Any,
+    hint: str | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """Check ``value`` is a real number in [0, 1] (ends open where asked)."""
+    v = real(param, value, hint)
+    lo = "(0" if low_open else "[0"
+    hi = "1)" if high_open else "1]"
+    ok = (v > 0 if low_open else v >= 0) and (v < 1 if high_open else v <= 1)
+    if not ok:
+        fail(param, f"in {lo}, {hi}", value, hint)
+    return v
+
+
+def _int(param: str, value: Any, hint: str | None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        fail(param, "an int", value, hint, exc=TypeError)
+    return int(value)
+
+
+def positive_int(param: str, value: Any, hint: str | None = None) -> int:
+    """Check ``value`` is an int >= 1."""
+    v = _int(param, value, hint)
+    if v < 1:
+        fail(param, "an int >= 1", value, hint)
+    return v
+
+
+def non_negative_int(param: str, value: Any, hint: str | None = None) -> int:
+    """Check ``value`` is an int >= 0."""
+    v = _int(param, value, hint)
+    if v < 0:
+        fail(param, "an int >= 0", value, hint)
+    return v
+
+
+def choice(param: str, value: T, choices: Iterable[T], hint: str | None = None) -> T:
+    """Check ``value`` is one of ``choices``; the message lists them."""
+    options = list(choices)
+    if value not in options:
+        listed = ", ".join(repr(c) for c in options)
+        fail(param, f"one of {listed}", value, hint)
+    return value
+
+
+def callable_(param: str, value: Any, hint: str | None = None) -> Callable[..., Any]:
+    """Check ``value`` is callable."""
+    if not callable(value):
+        fail(param, "callable", value, hint, exc=TypeError)
+    return value  # type: ignore[no-any-return]
