@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
         _log(f"{len(todo)} cells to run")
         futs = {ex.submit(run_cell, *job): job for job in todo}
         cpu_total = 0.0
-        last_save = dict.fromkeys(names, 0.0)
+        last_save, dirty = time.time(), set()
         for done, fut in enumerate(cf.as_completed(futs), 1):
             n, sched, i, s, every = futs[fut]
             try:
@@ -340,10 +340,13 @@ def main(argv: list[str] | None = None) -> None:
                 )
                 curves[n]["_have"].add((i, s))
             cpu_total += r["cpu_s"]
-            if time.time() - last_save[n] > 60:
-                save_oracle(n, oracles[n])
-                save_curves(n, _finish_curves(curves[n], oracles[n]))
-                last_save[n] = time.time()
+            dirty.add(n)
+            if time.time() - last_save > 60:  # flush every task with new cells
+                for d in dirty:
+                    save_oracle(d, oracles[d])
+                    save_curves(d, _finish_curves(curves[d], oracles[d]))
+                dirty.clear()
+                last_save = time.time()
             if done % 25 == 0 or done == len(todo):
                 el = time.time() - t_start
                 _log(
