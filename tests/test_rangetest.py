@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from lrkit.rangetest import (
     Progress,
@@ -73,7 +73,7 @@ class TestLadder:
     def test_monotone_and_bounded(self, start, ratio, n, mode) -> None:
         lrs = lr_ladder(start, start * ratio, n, mode)
         assert len(lrs) == n
-        assert all(b > a for a, b in zip(lrs, lrs[1:], strict=False))
+        assert all(b > a for a, b in itertools.pairwise(lrs))
         assert lrs[0] == pytest.approx(start) and lrs[-1] == start * ratio
 
 
