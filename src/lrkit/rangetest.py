@@ -557,6 +557,10 @@ def range_test(
     resolve = _resolve_default if resolve is None else resolve
     if not isinstance(suggest, (bool, str)):
         _check.fail("suggest", "a bool or a rule name", suggest, exc=TypeError)
+    if isinstance(suggest, str):
+        from .suggest import RULES
+
+        _check.choice("method", suggest, RULES)
     ladder = lr_ladder(start_lr, end_lr, num_steps, mode)
 
     rule = _StopRule(settings)
