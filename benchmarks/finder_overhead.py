@@ -195,12 +195,16 @@ def main() -> None:
     plain = med("plain", "wall_s") if "plain" in results else float("nan")
     state_mb = med(methods[0], "state_mb")
     print(
-        f"\nRange-test overhead: {args.steps} steps, MLP {args.features}-{args.width}x{args.depth}-10, "
+        f"\nRange-test overhead: {args.steps} steps, "
+        f"MLP {args.features}-{args.width}x{args.depth}-10, "
         f"batch {args.batch}, AdamW, device {args.device}, amp {args.amp}, "
         f"{args.threads} thread(s); model+optimizer state {state_mb:.1f} MB; "
         f"median of {args.repeats} runs, each in a fresh process.\n"
     )
-    head = "| method | wall (s) | vs plain loop | steps/s | peak extra RSS (MB) | extra RSS / state |"
+    head = (
+        "| method | wall (s) | vs plain loop | steps/s | peak extra RSS (MB) "
+        "| extra RSS / state |"
+    )
     sep = "|---|---|---|---|---|---|"
     if args.device.startswith("cuda"):
         head += " GPU peak extra (MB) | GPU after - before (MB) |"
@@ -215,7 +219,9 @@ def main() -> None:
             f"{rss / state_mb:.2f} |"
         )
         if args.device.startswith("cuda"):
-            row += f" {med(m, 'gpu_peak_extra_mb'):.1f} | {med(m, 'gpu_after_minus_before_mb'):.2f} |"
+            gpu_peak = med(m, "gpu_peak_extra_mb")
+            gpu_left = med(m, "gpu_after_minus_before_mb")
+            row += f" {gpu_peak:.1f} | {gpu_left:.2f} |"
         print(row)
 
 
