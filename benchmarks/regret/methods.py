@@ -243,27 +243,26 @@ def lrkit_default_range(find_lr: Any) -> tuple[float, float]:
 
 
 def suggestion_details(result: Any) -> dict[str, Any]:
-    """Confidence, range and reasons of the suggestion, from whichever attribute
-    of the result holds the ``Suggestion`` (an object with ``confidence``)."""
-    candidates = [result]
-    for name in dir(result):
-        if name.startswith("_") or name in ("suggestion",):
-            continue
-        with contextlib.suppress(Exception):
-            candidates.append(getattr(result, name))
-    for obj in candidates:
-        conf = getattr(obj, "confidence", None)
-        if isinstance(conf, (int, float)) and not isinstance(conf, bool):
-            out: dict[str, Any] = {"confidence": float(conf)}
-            for key in ("low", "high"):
-                val = getattr(obj, key, None)
-                if isinstance(val, (int, float)):
-                    out[key] = float(val)
-            reasons = getattr(obj, "reasons", None)
-            if reasons is not None:
-                out["reasons"] = [str(r) for r in reasons][:8]
-            return out
-    return {}
+    """Confidence, range, reasons, rule and evidence of the suggestion.
+
+    lrkit's ``RangeTestResult`` keeps the full ``Suggestion`` in
+    ``result.suggestion_info`` (``result.suggestion`` is its ``lr``).
+    """
+    info = getattr(result, "suggestion_info", None)
+    if info is None:
+        return {}
+    out: dict[str, Any] = {}
+    for key in ("confidence", "low", "high"):
+        val = getattr(info, key, None)
+        if isinstance(val, (int, float)) and not isinstance(val, bool):
+            out[key] = float(val)
+    out["reasons"] = [str(r) for r in getattr(info, "reasons", ())][:8]
+    out["rule"] = str(getattr(info, "method", ""))
+    evidence = getattr(info, "evidence", None) or {}
+    out["evidence"] = {
+        str(k): float(v) for k, v in evidence.items() if isinstance(v, (int, float))
+    }
+    return out
 
 
 def _run_lrkit(inst: TaskInstance, *, val: bool, wide: bool) -> Result:
