@@ -35,6 +35,9 @@ CONF_THRESHOLD = 0.5
 README = os.path.join(BENCH_DIR, "README.md")
 README_START = "<!-- regret-table:start -->"
 README_END = "<!-- regret-table:end -->"
+SUITE_START = "<!-- suite-table:start -->"
+SUITE_END = "<!-- suite-table:end -->"
+LATEST = os.path.join(BENCH_DIR, "latest.json")
 
 
 # ------------------------------------------------------------------ worker
@@ -194,6 +197,34 @@ def oracle_table(curves: dict[str, dict[str, Any]], tasks: list[str]) -> list[st
             f"{_pct(lo)} / {_pct(hi)} | {_pct(c.seed_std_at_star())} | "
             f"{'—' if cos is None else f'{cos.L_star:.4g}'} | "
             f"{'—' if cos is None else f'{cos.lr_star:.3g}'} |"
+        )
+    return lines
+
+
+def suite_table(curves: dict[str, dict[str, Any]], tasks: list[str]) -> list[str]:
+    """The suite as the oracle caches describe it."""
+    from .oracle import load_oracle
+
+    lines = [
+        "| task | description | train / val examples | budget (steps) | s/run | lr* "
+        "| lr*cos |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for t in tasks:
+        o = load_oracle(t)
+        if o is None:
+            lines.append(f"| {t} | oracle missing ||||||")
+            continue
+        fp = o["fingerprint"]
+        cpu = [x["cpu_s"] for x in o["cells"].values() if x.get("cpu_s")]
+        cs = curves.get(t, {})
+        star = "—" if "constant" not in cs else f"{cs['constant'].lr_star:.2g}"
+        star_c = "—" if "cosine" not in cs else f"{cs['cosine'].lr_star:.2g}"
+        ntr, nva = fp["train_shapes"][0][0], fp["val_shapes"][0][0]
+        sec = _num(statistics.mean(cpu) if cpu else None, ".1f")
+        lines.append(
+            f"| {t} | {fp['description']} | {ntr} / {nva} | {fp['budget_steps']} | "
+            f"{sec} | {star} | {star_c} |"
         )
     return lines
 
@@ -507,33 +538,75 @@ def make_plots(
     return paths
 
 
+def _replace_block(text: str, start: str, end: str, lines: list[str]) -> str:
+    if start not in text or end not in text:
+        raise SystemExit(f"{README} lacks the {start} / {end} markers")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return head + "\n".join([start, *lines, end]) + tail
+
+
+SLIM_KEYS = (
+    "method", "task", "seed", "kind", "status", "lr", "confidence", "steps",
+    "budget_steps", "cost_pct", "wall_s", "final_loss", "diverged", "score", "error",
+)  # fmt: skip
+
+
 def update_readme(
     records: list[dict[str, Any]],
     methods: list[str],
-    tasks: list[str],
     meta: dict[str, Any],
+    curves: dict[str, dict[str, Any]],
 ) -> None:
+    """Merge this run into ``latest.json`` (replacing the methods it ran) and
+    rewrite the README's suite and results blocks from the merged records."""
+    from . import methods as M
+    from .tasks import TASKS
+
+    latest: dict[str, Any] = {"runs": {}, "records": []}
+    if os.path.exists(LATEST):
+        with open(LATEST) as f:
+            latest = json.load(f)
+    latest["records"] = [r for r in latest["records"] if r["method"] not in methods]
+    latest["records"] += [{k: r[k] for k in SLIM_KEYS if k in r} for r in records]
+    for m in methods:
+        latest["runs"][m] = {"timestamp": meta["timestamp"], "seeds": meta["seeds"]}
+    present = {r["method"] for r in latest["records"]}
+    order = [m for m in (*M.DEFAULT_METHODS, *M.METHOD_RUNNER) if m in present]
+    all_methods = list(dict.fromkeys(order))
+    tasks = [t for t in TASKS if any(r["task"] == t for r in latest["records"])]
+    with open(LATEST, "w") as f:
+        json.dump(latest, f, indent=0, sort_keys=True, default=float)
+        f.write("\n")
+
     with open(README) as f:
         text = f.read()
-    if README_START not in text or README_END not in text:
-        raise SystemExit(f"{README} lacks the {README_START} / {README_END} markers")
+    text = _replace_block(text, SUITE_START, SUITE_END, suite_table(curves, tasks))
+    runs = latest["runs"]
+    stamp_of = {m: (runs[m]["timestamp"], str(runs[m]["seeds"])) for m in all_methods}
+    parts = []
+    for st in sorted(set(stamp_of.values())):
+        names = ", ".join(m for m in all_methods if stamp_of[m] == st)
+        parts.append(f"{names}: measured {st[0]} (seeds {st[1]})")
+    when = "; ".join(parts)
     block = [
-        README_START,
-        f"Measured {meta['timestamp']} (seeds {meta['seeds']}); "
-        "`python -m benchmarks.regret.run --update-readme` rewrites this block.",
+        f"{when}. `python -m benchmarks.regret.run --update-readme` replaces the rows "
+        "of the methods it runs (records in `latest.json`).",
         "",
     ]
+    lat = latest["records"]
     for sched, title in (("constant", "constant-LR"), ("cosine", "warmup+cosine")):
         block += [f"**Summary, {title} oracle**", ""]
-        block += summary_table(records, methods, tasks, sched)
+        block += summary_table(lat, all_methods, tasks, sched)
         block += ["", f"**Per task, {title} oracle (mean % / worst %)**", ""]
-        block += regret_table(records, methods, tasks, sched)
+        block += regret_table(lat, all_methods, tasks, sched)
         block += [""]
-    block.append(README_END)
-    head, rest = text.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
+    ct = confidence_table(lat, all_methods)
+    if ct:
+        block += ["**lrkit: regret by confidence (constant oracle)**", "", *ct, ""]
+    text = _replace_block(text, README_START, README_END, block)
     with open(README, "w") as f:
-        f.write(head + "\n".join(block) + tail)
+        f.write(text)
 
 
 # ------------------------------------------------------------------ main
@@ -691,7 +764,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         print(f"wrote {len(paths)} plots to {a.out}/plots", file=sys.stderr)
     if a.update_readme:
-        update_readme(records, methods, tasks, meta)
+        update_readme(records, methods, meta, curves)
         print(f"updated {README}", file=sys.stderr)
 
 
