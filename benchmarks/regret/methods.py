@@ -318,6 +318,7 @@ RUNNERS: dict[str, tuple[Runner, tuple[str, ...]]] = {
     "schedulefree": (run_schedulefree, ("schedulefree",)),
     "dadapt": (run_dadapt, ("dadapt",)),
 }
+TRAINED_RUNNERS = ("prodigy", "schedulefree", "dadapt")
 METHOD_RUNNER: dict[str, str] = {m: r for r, (_, ms) in RUNNERS.items() for m in ms}
 LRKIT = ("lrkit", "lrkit_val")
 ANCHORS = (

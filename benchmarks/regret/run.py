@@ -47,6 +47,7 @@ def run_job(runner: str, task: str, seed: int) -> list[dict[str, Any]]:
     from .tasks import TASKS
 
     base: dict[str, Any] = {"runner": runner, "task": task, "seed": seed}
+    base["kind"] = "trained" if runner in M.TRAINED_RUNNERS else "pick"
     names = M.RUNNERS[runner][1]
     counter = StepCounter()
     try:
@@ -94,11 +95,15 @@ def score(records: list[dict[str, Any]], curves: dict[str, dict[str, Any]]) -> N
             else None
         )
         r["score"] = {}
-        if r.get("status") not in ("ok", "none"):
+        if r.get("status") not in ("ok", "none", "error"):
             continue
         for sched, curve in curves.get(r["task"], {}).items():
-            if r["kind"] == "pick":
+            if r["kind"] == "pick":  # None or a crash: a failed pick
                 r["score"][sched] = curve.score(r.get("lr"))
+            elif r.get("status") == "error":
+                reg = curve.score_loss(None, True, curve.init_loss)
+                r["score"][sched] = {"regret": reg, "L": curve.init_loss,
+                                     "divergent": False, "failed": True}  # fmt: skip
             else:
                 reg = curve.score_loss(r["final_loss"], r["diverged"], r["init_loss"])
                 r["score"][sched] = {
@@ -698,6 +703,7 @@ def main(argv: list[str] | None = None) -> None:
                         "seed": s,
                         "method": m,
                         "status": "error",
+                        "kind": "trained" if rn in M.TRAINED_RUNNERS else "pick",
                         "error": f"worker: {type(e).__name__}: {e}",
                     }
                     for m in M.RUNNERS[rn][1]
