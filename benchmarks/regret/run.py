@@ -350,8 +350,8 @@ def confidence_table(records: list[dict[str, Any]], methods: list[str]) -> list[
 
 def stability_table(records: list[dict[str, Any]], tasks: list[str]) -> list[str]:
     lines = [
-        "| task | method | seeds | sd of log2(suggestion) | octaves moved by the 10x "
-        "wider range (mean / max) |",
+        "| task | method | seeds with a suggestion | sd of log2(suggestion) | octaves "
+        "moved by the 10x wider range (mean / max) |",
         "|---|---|---|---|---|",
     ]
     found = False
@@ -367,14 +367,15 @@ def stability_table(records: list[dict[str, Any]], tasks: list[str]) -> list[str
                 for r in records
                 if r["task"] == t and r["method"] == f"{m}_wide" and r.get("lr")
             }
-            if not base:
+            n_runs = sum(r["task"] == t and r["method"] == m for r in records)
+            if not n_runs:
                 continue
             found = True
             logs = [math.log2(x) for x in base.values()]
             sd = statistics.stdev(logs) if len(logs) > 1 else float("nan")
             moved = [abs(math.log2(wide[s] / base[s])) for s in base if s in wide]
             mv = f"{statistics.mean(moved):.2f} / {max(moved):.2f}" if moved else "—"
-            lines.append(f"| {t} | {m} | {len(base)} | {_num(sd)} | {mv} |")
+            lines.append(f"| {t} | {m} | {len(base)}/{n_runs} | {_num(sd)} | {mv} |")
     return lines if found else []
 
 
@@ -413,7 +414,8 @@ def build_report(
     ct = confidence_table(records, methods)
     if ct:
         out += ["", "## lrkit: regret by confidence (constant oracle)", "", *ct]
-    st = stability_table(records, tasks)
+    has_wide = any(r["method"].endswith("_wide") for r in records)
+    st = stability_table(records, tasks) if has_wide else []
     if st:
         out += ["", "## lrkit stability", "", *st]
     errs = [r for r in records if r.get("status") in ("error", "not_installed")]
@@ -551,6 +553,17 @@ def _replace_block(text: str, start: str, end: str, lines: list[str]) -> str:
     return head + "\n".join([start, *lines, end]) + tail
 
 
+def _round(x: Any) -> Any:
+    """Floats to 5 significant digits (non-finite to None), recursively."""
+    if isinstance(x, float):
+        return float(f"{x:.5g}") if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _round(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_round(v) for v in x]
+    return x
+
+
 SLIM_KEYS = (
     "method", "task", "seed", "kind", "status", "lr", "confidence", "steps",
     "budget_steps", "cost_pct", "wall_s", "final_loss", "diverged", "score", "error",
@@ -580,9 +593,11 @@ def update_readme(
     order = [m for m in (*M.DEFAULT_METHODS, *M.METHOD_RUNNER) if m in present]
     all_methods = list(dict.fromkeys(order))
     tasks = [t for t in TASKS if any(r["task"] == t for r in latest["records"])]
-    with open(LATEST, "w") as f:
-        json.dump(latest, f, indent=0, sort_keys=True, default=float)
-        f.write("\n")
+    with open(LATEST, "w") as f:  # one record per line: small diffs
+        f.write('{"runs": ' + json.dumps(latest["runs"], sort_keys=True) + ",\n")
+        f.write('"records": [\n')
+        lines = [json.dumps(_round(r), sort_keys=True) for r in latest["records"]]
+        f.write(",\n".join(lines) + "\n]}\n")
 
     with open(README) as f:
         text = f.read()
