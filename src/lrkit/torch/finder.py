@@ -509,6 +509,9 @@ def find_lr(
         "val_batches": val_batches if val_loader is not None else 0,
     }
     snap = snapshot(model, optimizer, loaders=loaders, rng=True, spill_dir=spill_dir)
+    # the optimizer's own step hooks (a scheduler's step counter, an EMA update)
+    # must not see the test's steps: they are set aside and put back after
+    hooks = _detach_step_hooks(optimizer)
     try:
         model.train()
         result = range_test(
@@ -528,6 +531,7 @@ def find_lr(
     finally:
         t0 = time.perf_counter()
         val_cache.clear()
+        _reattach_step_hooks(optimizer, hooks)
         snap.restore()
         snap.discard()
         restore_s = time.perf_counter() - t0
@@ -535,6 +539,29 @@ def find_lr(
     return _replace(
         result, timings=timings, reference_group=reference_group, group_factors=factors
     )
+
+
+_HOOK_ATTRS = ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks")
+
+
+def _detach_step_hooks(optimizer: torch.optim.Optimizer) -> dict[str, dict[Any, Any]]:
+    """Empty the optimizer's per-instance step hooks; returns them for later."""
+    saved: dict[str, dict[Any, Any]] = {}
+    for attr in _HOOK_ATTRS:
+        table = getattr(optimizer, attr, None)
+        if isinstance(table, dict):
+            saved[attr] = dict(table)
+            table.clear()
+    return saved
+
+
+def _reattach_step_hooks(
+    optimizer: torch.optim.Optimizer, saved: Mapping[str, Mapping[Any, Any]]
+) -> None:
+    for attr, hooks in saved.items():
+        table = getattr(optimizer, attr)
+        table.clear()
+        table.update(hooks)
 
 
 def _replace(result: RangeTestResult, **changes: Any) -> RangeTestResult:
