@@ -50,12 +50,13 @@ _LAZY: dict[str, str] = {
     "InverseSqrt": ".schedules",
     "WarmupStableDecay": ".schedules",
     "Schedule": ".schedules",
-    "parse_schedule": ".schedules",
     "schedule_from_config": ".schedules",
     "register": ".schedules",
     "registry": ".schedules",
-    "lint": ".schedules",
-    "LintWarning": ".schedules",
+    "parse_schedule": "._parse",
+    "ScheduleSyntaxError": "._parse",
+    "lint": "._lint",
+    "LintWarning": "._lint",
     # --- composition ---------------------------------------------------------
     "Warmup": ".compose",
     "Join": ".compose",
@@ -91,6 +92,8 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._check import LRKitError
+    from ._lint import LintWarning, lint
+    from ._parse import ScheduleSyntaxError, parse_schedule
     from .compose import Join, Scale, Warmup
     from .logs import History, read_log
     from .monitor import Diagnosis, Finding, Monitor, diagnose
@@ -110,7 +113,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         Exponential,
         InverseSqrt,
         Linear,
-        LintWarning,
         MultiStep,
         OneCycle,
         Piecewise,
@@ -118,8 +120,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         Schedule,
         Step,
         WarmupStableDecay,
-        lint,
-        parse_schedule,
         register,
         registry,
         schedule_from_config,
