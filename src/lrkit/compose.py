@@ -343,18 +343,31 @@ def chain(*parts: ScheduleFn) -> Schedule:
     """
     if not parts:
         _check.fail("parts", "non-empty", parts)
-    acc: ScheduleFn = parts[-1]
-    for part in reversed(parts[:-1]):
-        if isinstance(part, Warmup) and part.then is None:
-            acc = replace(part, then=acc)
-        else:
-            acc = _join2(part, acc)
+    acc: ScheduleFn = parts[0]
+    for part in parts[1:]:
+        acc = _join2(acc, part)
     if not isinstance(acc, Schedule):
         _check.fail("parts", "lrkit schedules when given alone", acc, exc=TypeError)
     return acc
 
 
-def _join2(first: ScheduleFn, rest: ScheduleFn) -> Join:
+def _open(schedule: ScheduleFn) -> bool:
+    """Whether the schedule ends in a Warmup still waiting for its ``then``."""
+    if isinstance(schedule, Warmup):
+        return schedule.then is None or _open(schedule.then)
+    if isinstance(schedule, Join):
+        return _open(schedule.parts[-1])
+    return False
+
+
+def _join2(first: ScheduleFn, rest: ScheduleFn) -> Schedule:
+    """``first >> rest`` in canonical form (warmups wrap what follows them)."""
+    if isinstance(first, Warmup):
+        then = rest if first.then is None else _join2(first.then, rest)
+        return replace(first, then=then)
+    if isinstance(first, Join) and _open(first):
+        last = _join2(first.parts[-1], rest)
+        return replace(first, parts=(*first.parts[:-1], last))
     end = _end_of(first)
     if end is None or end < 1:
         _check.fail(

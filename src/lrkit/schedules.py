@@ -805,6 +805,8 @@ class Polynomial(Schedule):
         n: int = self.total_steps  # type: ignore[assignment]
         if step >= n:
             return self.end_lr
+        if step == 0:  # exactly peak_lr (the formula can be off by one ulp)
+            return self.peak_lr
         shape = float((1.0 - step / n) ** self.power)
         return self.end_lr + (self.peak_lr - self.end_lr) * shape
 
@@ -858,6 +860,8 @@ class Cosine(Schedule):
             _negative_step(step)
         if step >= self.total_steps:  # type: ignore[operator]
             return self.end_lr
+        if step == 0:  # exactly peak_lr (the formula can be off by one ulp)
+            return self.peak_lr
         return self.end_lr + self._half * (1.0 + math.cos(self._omega * step))
 
     @property
@@ -1049,7 +1053,7 @@ class Cyclic(Schedule):
         if self.mode == "triangular":
             return self.low_lr + height * 1.0
         if self.mode == "triangular2":
-            return self.low_lr + height * (1 / (2.0 ** (cycle - 1)))
+            return self.low_lr + height * 0.5 ** (cycle - 1)  # = 1 / 2 ** (c - 1)
         return self.low_lr + height * self.factor**step
 
 
@@ -1325,7 +1329,7 @@ class WarmupStableDecay(Schedule):
         if step >= n:
             return self.end_lr
         start = n - d
-        if step < start:
+        if step <= start:
             return self.peak_lr
         p = (step - start) / d
         if self.decay == "linear":
