@@ -23,7 +23,7 @@ def schedule_sparkline(values: Sequence[float], width: int = 60) -> str:
 
     Example:
         >>> schedule_sparkline([0.0, 0.5, 1.0, 0.5, 0.0], width=5)
-        '▁▄█▄▁'
+        '▁▅█▅▁'
     """
     if not values:
         return ""
