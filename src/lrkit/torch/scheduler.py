@@ -256,39 +256,28 @@ class Scheduler(LRScheduler):
 
     def _apply(self) -> None:
         groups = self.optimizer.param_groups
-        if len(groups) != len(self._fns):
+        fns = self._fns
+        if len(groups) != len(fns):
             from .._check import LRKitError
 
             raise LRKitError(
                 f"the optimizer has {len(groups)} param groups but the Scheduler was "
-                f"built for {len(self._fns)}; add param groups before creating it."
+                f"built for {len(fns)}; add param groups before creating it."
             )
         t = self._t
-        k = (
-            self._recovery
-            if self._state is None
-            else self._state.scale * self._recovery
-        )
+        state = self._state
+        k = self._recovery if state is None else state.scale * self._recovery
         last: list[float | torch.Tensor] = []
-        if self._shared:
-            v = float(self._fns[0](t)) * k
-            for group, base in zip(groups, self._bases, strict=True):
-                lr = base * v
-                cur = group["lr"]
-                if isinstance(cur, torch.Tensor):
-                    cur.fill_(lr)
-                else:
-                    group["lr"] = lr
-                last.append(lr)
-        else:
-            for group, fn, base in zip(groups, self._fns, self._bases, strict=True):
-                lr = base * float(fn(t)) * k
-                cur = group["lr"]
-                if isinstance(cur, torch.Tensor):
-                    cur.fill_(lr)
-                else:
-                    group["lr"] = lr
-                last.append(lr)
+        shared = float(fns[0](t)) * k if self._shared else 0.0
+        # lengths were checked above; plain loops keep the per-step cost small
+        for group, base, fn in zip(groups, self._bases, fns):  # noqa: B905
+            lr = base * (shared if self._shared else float(fn(t)) * k)
+            cur = group["lr"]
+            if type(cur) is not float and isinstance(cur, torch.Tensor):
+                cur.fill_(lr)
+            else:
+                group["lr"] = lr
+            last.append(lr)
         self._last_lr = last
 
     # ------------------------------------------------------------ reading
