@@ -181,8 +181,11 @@ def _total_for_frac(total_steps: Any, used: bool, frac_names: str) -> int | None
     return total
 
 
-def _int_seq(name: str, values: Any, *, minimum: int = 1) -> tuple[int, ...]:
-    """A strictly increasing tuple of ints >= minimum."""
+def _int_seq(
+    name: str, values: Any, *, minimum: int = 1, shown: Any = None
+) -> tuple[int, ...]:
+    """A strictly increasing tuple of ints >= minimum (``shown`` in errors)."""
+    shown = values if shown is None else shown
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
         _check.fail(name, "a sequence of ints", values, exc=TypeError)
     out = tuple(values)
@@ -193,7 +196,7 @@ def _int_seq(name: str, values: Any, *, minimum: int = 1) -> tuple[int, ...]:
     ints = tuple(int(v) for v in out)
     increasing = all(b > a for a, b in itertools.pairwise(ints))
     if not increasing or any(v < minimum for v in ints):
-        _check.fail(name, f"strictly increasing ints >= {minimum}", values)
+        _check.fail(name, f"strictly increasing ints >= {minimum}", shown)
     return ints
 
 
@@ -236,7 +239,8 @@ def _seq_arg(
         values = [
             _check.non_negative(epochs_name, e) for e in _floats(epochs_name, epochs)
         ]
-        return _int_seq(epochs_name, [round(e * steps_per_epoch) for e in values])
+        steps_list = [round(e * steps_per_epoch) for e in values]
+        return _int_seq(epochs_name, steps_list, shown=epochs)
     assert fracs_name is not None
     if total_steps is None:
         _check.fail(
@@ -246,7 +250,8 @@ def _seq_arg(
             f"{fracs_name} are fractions of total_steps.",
         )
     values = [_check.fraction(fracs_name, f) for f in _floats(fracs_name, fracs)]
-    return _int_seq(fracs_name, [round(f * total_steps) for f in values])
+    steps_list = [round(f * total_steps) for f in values]
+    return _int_seq(fracs_name, steps_list, shown=fracs)
 
 
 def _floats(name: str, values: Any) -> tuple[float, ...]:

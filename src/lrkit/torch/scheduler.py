@@ -113,7 +113,8 @@ class Scheduler(LRScheduler):
             group, or one float per group.
 
     Example:
-        >>> import torch, lrkit
+        >>> import torch
+        >>> import lrkit.torch
         >>> model = torch.nn.Linear(2, 1)
         >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
         >>> sched = lrkit.torch.Scheduler(opt, "warmup(2) >> cosine(total_steps=4)")
