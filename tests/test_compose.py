@@ -199,6 +199,8 @@ def test_scale() -> None:
     assert s.end_step == 10
     with pytest.raises(ValueError, match="factor must be > 0"):
         Scale(schedule=Constant(), factor=0.0)
+    with pytest.raises(ValueError, match="step must be >= 0"):
+        Scale(schedule=lambda t: 1.0, factor=2.0)(-1)  # even around a plain callable
 
 
 def test_rshift_chains_and_flattens() -> None:

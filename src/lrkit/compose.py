@@ -322,6 +322,8 @@ class Scale(Schedule):
         _set(self, "factor", _check.positive("factor", self.factor))
 
     def __call__(self, step: int) -> float:
+        if step < 0:
+            _negative_step(step)
         return self.factor * float(self.schedule(step))
 
     @property
