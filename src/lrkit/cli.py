@@ -175,14 +175,6 @@ def find(
     val: Annotated[
         bool, typer.Option("--val/--no-val", help="Use the task's val_loader.")
     ] = True,
-    total_steps: Annotated[
-        int | None,
-        typer.Option(
-            help="Optimizer steps of the training run you plan (helps on small "
-            "data sets, where the best LR depends on the run's length).",
-            show_default=False,
-        ),
-    ] = None,
     amp: Annotated[
         str | None, typer.Option(help="Autocast: bf16 or fp16.", show_default=False)
     ] = None,
@@ -267,7 +259,6 @@ def find(
                 num_steps=num_steps,
                 mode=mode,  # type: ignore[arg-type]
                 suggest=rule,
-                total_steps=total_steps,
                 progress=on_progress,
                 **parts,
             )

@@ -271,7 +271,6 @@ def find_lr(
     spill_dir: str | Path | None = None,
     progress: Callable[[Progress], None] | None = None,
     suggest: bool | str = True,
-    total_steps: int | None = None,
 ) -> RangeTestResult:
     """Run an LR range test on a PyTorch model and suggest a learning rate.
 
@@ -322,10 +321,6 @@ def find_lr(
             instead of CPU memory (for very large models).
         progress: called with a :class:`~lrkit.rangetest.Progress` each step.
         suggest: ``True`` (default rule), a rule name, or ``False``.
-        total_steps: optimizer steps of the training run you plan (optional).
-            On small data sets the best constant LR depends on how long you
-            train, because the model starts to overfit; with it the suggestion
-            can account for that.
 
     Returns:
         A :class:`~lrkit.rangetest.RangeTestResult`; ``result.suggestion`` is the
@@ -407,11 +402,7 @@ def find_lr(
     if sync_every is None:
         sync_every = 1 if dev.type == "cpu" else 8
     RangeTestSettings(  # validates the ladder arguments before anything runs
-        start_lr=start_lr,
-        end_lr=end_lr,
-        num_steps=num_steps,
-        mode=mode,
-        total_steps=total_steps,
+        start_lr=start_lr, end_lr=end_lr, num_steps=num_steps, mode=mode
     )
 
     if compute_loss is not None:
@@ -535,7 +526,6 @@ def find_lr(
             resolve=resolve,
             progress=progress,
             suggest=suggest,
-            total_steps=total_steps,
             extra=extra,
         )
     finally:
