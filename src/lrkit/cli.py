@@ -167,7 +167,7 @@ def find(
     end_lr: Annotated[float, typer.Option(help="Last LR of the ladder.")] = 10.0,
     num_steps: Annotated[
         int, typer.Option(help="Optimizer steps (one LR each).")
-    ] = 100,
+    ] = 200,
     mode: Annotated[str, typer.Option(help="Ladder spacing: exp or linear.")] = "exp",
     rule: Annotated[
         str, typer.Option(help="Suggestion rule: lrkit, valley, steepest, minimum.")
@@ -320,6 +320,7 @@ def _print_find_summary(
 
 
 EXIT_LINT = 1  # `lrkit schedule --lint` found something
+
 
 def _schedule_record(
     spec: str, schedule: Any, steps: int, base_lr: float, lint_on: bool, lint_kw: Any
