@@ -403,7 +403,12 @@ def suggest(
 
     start = float(np.median(c.smooth[: max(3, len(c.smooth) // 10)]))
     drop = float(start - c.smooth.min())
-    if drop <= 2.0 * c.sigma or drop <= 1e-9 * max(1.0, abs(start)):
+    # noise of the smoothed curve: the raw step-to-step noise averaged over the
+    # points inside one smoothing kernel
+    density = (len(c.x) - 1) / max(float(c.x[-1] - c.x[0]), 1e-12)
+    n_eff = max(1.0, math.sqrt(2.0 * math.pi) * bandwidth * density)
+    sigma_s = c.sigma / math.sqrt(n_eff)
+    if drop <= 3.0 * sigma_s or drop <= 1e-9 * max(1.0, abs(start)):
         reasons.append(
             "curve flat: the model may already be trained, or start_lr is too low"
         )
@@ -411,7 +416,7 @@ def suggest(
             None,
             reasons=tuple(reasons),
             method=method,
-            evidence={"drop": drop, "noise": c.sigma},
+            evidence={"drop": drop, "noise": sigma_s},
         )
 
     lr, evidence = RULES[method](_Inputs(c, val))
@@ -423,9 +428,9 @@ def suggest(
     high = max(min(evidence.get("lr_bottom_val", lr_min), lr_min), lr)
 
     conf = 1.0
-    snr = drop / max(c.sigma, 1e-12)
+    snr = drop / max(sigma_s, 1e-12)
     conf *= min(1.0, snr / 10.0)
-    if snr < 5.0:
+    if snr < 8.0:
         reasons.append("curve too noisy: more steps or a larger batch")
     diverged = stop_reason in ("diverged", "nan") or c.nan_lr is not None
     if i_min >= len(c.x) - 2 and not diverged:
@@ -461,7 +466,7 @@ def suggest(
         "min_loss": float(c.smooth[i_min]),
         "drop": drop,
         "span": float(np.ptp(c.smooth)),
-        "noise": c.sigma,
+        "noise": sigma_s,
     }
     if stop_reason == "diverged":
         reasons.append(f"loss diverged above LR {float(10 ** c.x[-1]):.3g}")
