@@ -495,7 +495,7 @@ def range_test(
     end_lr: float = 10.0,
     num_steps: int = 200,
     mode: Mode = "exp",
-    val_fn: Callable[[], float] | None = None,
+    val_fn: Callable[[], Any] | None = None,
     val_every: int = 2,
     smooth_frac: float = 0.05,
     diverge_factor: float = 1.0,
@@ -517,7 +517,8 @@ def range_test(
         end_lr: last LR of the ladder.
         num_steps: rungs of the ladder, one optimizer step each.
         mode: ``"exp"`` or ``"linear"`` spacing.
-        val_fn: optional cheap validation: returns a validation loss. It is
+        val_fn: optional cheap validation: returns a validation loss (a float,
+            or a value ``float()`` reads later, with the step losses). It is
             called every ``val_every`` steps once the training loss has
             started to fall (where the curve is informative), every
             ``4 * val_every`` steps before that, and after the last step.
@@ -607,25 +608,33 @@ def range_test(
                 return reason
         return None
 
+    pending_val: list[tuple[int, Any]] = []  # (step, value not yet read)
+
+    def flush_val() -> None:
+        for i, value in pending_val:
+            if i < len(lrs):  # validations after a stop point are dropped
+                v = float(value)
+                val_steps.append(i)
+                val_losses.append(v if math.isfinite(v) else math.nan)
+        pending_val.clear()
+
     batch_start = 0
     for i, lr in enumerate(ladder):
         pending.append(step_fn(lr))
         steps_done += 1
         every = settings.val_every * (1 if rule.descending else 4)
-        due_val = val_fn is not None and ((i + 1) % every == 0 or i == num_steps - 1)
-        if len(pending) >= sync_every or due_val or i == num_steps - 1:
+        if val_fn is not None and ((i + 1) % every == 0 or i == num_steps - 1):
+            t0 = time.perf_counter()
+            pending_val.append((i, val_fn()))
+            t_val += time.perf_counter() - t0
+        if len(pending) >= sync_every or i == num_steps - 1:
             reason = record(batch_start, resolve(pending))
             batch_start += len(pending)
             pending = []
+            flush_val()
             if reason is not None:
                 stop = reason
                 break
-        if due_val and val_fn is not None:
-            t0 = time.perf_counter()
-            v = float(val_fn())
-            t_val += time.perf_counter() - t0
-            val_steps.append(i)
-            val_losses.append(v if math.isfinite(v) else math.nan)
     total = time.perf_counter() - t_start
 
     info = None

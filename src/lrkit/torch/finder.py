@@ -482,7 +482,7 @@ def find_lr(
     if val_loader is not None:
         vloader = val_loader
 
-        def val_fn() -> float:
+        def val_fn() -> Any:
             if not val_cache:
                 for i, b in enumerate(vloader):
                     if i >= val_batches:
@@ -506,7 +506,7 @@ def find_lr(
                 return val_fn()
             finally:
                 model.train()
-            return float(torch.stack(vals).mean().item())
+            return torch.stack(vals).mean()  # read with the step losses
 
     loaders = [train_loader] if val_loader is None else [train_loader, val_loader]
     extra = {
