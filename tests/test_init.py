@@ -26,7 +26,8 @@ def test_import_loads_no_framework_and_no_matplotlib() -> None:
     p = run_python(
         "import sys, lrkit\n"
         "lrkit.parse_schedule('cosine(total_steps=10)'); lrkit.suggest\n"
-        "heavy = [m for m in ('torch', 'matplotlib', 'keras', 'tensorboard') if m in sys.modules]\n"
+        "names = ('torch', 'matplotlib', 'keras', 'tensorboard')\n"
+        "heavy = [m for m in names if m in sys.modules]\n"
         "print(heavy)"
     )
     assert p.returncode == 0, p.stderr
@@ -55,8 +56,8 @@ def test_find_lr_writes_nothing_to_the_working_directory(tmp_path: Path) -> None
         "from torch.utils.data import DataLoader, TensorDataset\n"
         "x = torch.randn(128, 4); y = x.sum(1, keepdim=True)\n"
         "m = torch.nn.Linear(4, 1); o = torch.optim.SGD(m.parameters(), lr=0.1)\n"
-        "r = lrkit.find_lr(m, o, torch.nn.functional.mse_loss,\n"
-        "                  DataLoader(TensorDataset(x, y), batch_size=16), num_steps=50)\n"
+        "dl = DataLoader(TensorDataset(x, y), batch_size=16)\n"
+        "r = lrkit.find_lr(m, o, torch.nn.functional.mse_loss, dl, num_steps=50)\n"
         "print(r.suggestion is not None)"
     )
     before = sorted(os.listdir(tmp_path))
