@@ -210,6 +210,17 @@ def _bottom(c: _Curve) -> int:
     return int(np.argmax(near))
 
 
+def _edge_seen(c: _Curve) -> bool:
+    """True when the loss rose again after its minimum (by a fifth of its drop)
+    or turned NaN: the ladder reached an instability edge."""
+    if c.nan_lr is not None:
+        return True
+    i_min = int(np.argmin(c.smooth))
+    start = float(np.median(c.smooth[: max(3, len(c.smooth) // 10)]))
+    drop = max(start - float(c.smooth[i_min]), 0.0)
+    return float(np.max(c.smooth[i_min:]) - c.smooth[i_min]) > 0.2 * drop
+
+
 def _descent(c: _Curve) -> tuple[int, Array]:
     """Index of the minimum of the smoothed curve and the slope d(loss)/d(log lr)."""
     i_min = int(np.argmin(c.smooth))
@@ -281,21 +292,24 @@ def _rule_lrkit(d: _Inputs) -> tuple[float, dict[str, float]]:
     (within ``BOTTOM_FRAC`` of its lowest value), taking the lower of the
     training and, when recorded, the validation curve.
 
-    Why: the minimum of a range test marks the LR at which a few steps stop
-    helping; a full run at a constant LR needs a margin below it, and the
-    margin errs low because the basin is asymmetric (an LR 2x too low costs a
-    little, 3x too high can wreck the run). The validation minimum comes first
-    when the model starts to overfit or when the training loss is measured on
-    batches it is fitting; taking the lower of the two is the safe side.
+    Why: the bottom of a range test marks the LR at which a few steps stop
+    helping; when the loss then rises again (an instability edge was seen), a
+    full run at a constant LR needs a margin below it, and the margin errs low
+    because the basin is asymmetric (an LR 2x too low costs a little, 3x too
+    high can wreck the run). When the loss never turned up within the ladder,
+    no edge was seen and the bottom itself is suggested (with a reason to
+    raise ``end_lr``). The validation bottom comes first when the model starts
+    to overfit; taking the lower of the two is the safe side.
     """
     lr_bottom = float(10 ** d.train.x[_bottom(d.train)])
-    evidence = {"lr_bottom": lr_bottom}
+    evidence = {"lr_bottom": lr_bottom, "edge_seen": float(_edge_seen(d.train))}
     anchor = lr_bottom
     if d.val is not None:
         lr_vbottom = float(10 ** d.val.x[_bottom(d.val)])
         evidence["lr_bottom_val"] = lr_vbottom
         anchor = min(anchor, lr_vbottom)
-    lr = max(anchor / SAFETY_FACTOR, float(10 ** d.train.x[0]))
+    margin = SAFETY_FACTOR if _edge_seen(d.train) else 1.0
+    lr = max(anchor / margin, float(10 ** d.train.x[0]))
     return lr, evidence
 
 
