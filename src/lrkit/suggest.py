@@ -349,7 +349,9 @@ def _val_curve(
     if keep.sum() < MIN_VAL_POINTS:
         return None
     x, y = x[keep], vy[keep]
-    spacing = float(np.median(np.diff(x))) if len(x) > 1 else bandwidth
+    # validation is sparse where the curve is flat and dense where it falls:
+    # the kernel follows the dense part
+    spacing = float(np.percentile(np.diff(x), 25)) if len(x) > 1 else bandwidth
     smooth = _smooth(x, y, max(bandwidth, 1.5 * spacing))
     return _Curve(x, y, smooth, _noise(y), len(vl), None)
 
