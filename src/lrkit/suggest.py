@@ -210,6 +210,16 @@ def _bottom(c: _Curve) -> int:
     return int(np.argmax(near))
 
 
+def _low(c: _Curve) -> int:
+    """Index where training starts to respond: the loss has fallen by a tenth of
+    its total drop."""
+    i_min = int(np.argmin(c.smooth))
+    start = float(np.median(c.smooth[: max(3, len(c.smooth) // 10)]))
+    drop = max(start - float(c.smooth[i_min]), 0.0)
+    fallen = c.smooth[: i_min + 1] <= start - 0.1 * drop
+    return int(np.argmax(fallen)) if np.any(fallen) else 0
+
+
 def _edge_seen(c: _Curve) -> bool:
     """True when the loss rose again after its minimum (by a fifth of its drop)
     or turned NaN: the ladder reached an instability edge."""
@@ -231,6 +241,9 @@ def _descent(c: _Curve) -> tuple[int, Array]:
 # ---------------------------------------------------------------- the rules
 MIN_POINTS = 10
 MIN_VAL_POINTS = 5
+#: Validation points needed across the descent before validation can lower the
+#: suggestion.
+MIN_VAL_DESCENT = 8
 #: The default rule's margin below the bottom of the curve (half a decade).
 SAFETY_FACTOR = 3.0
 #: The bottom of a curve starts where the loss is within this fraction of its
@@ -307,7 +320,14 @@ def _rule_lrkit(d: _Inputs) -> tuple[float, dict[str, float]]:
     if d.val is not None:
         lr_vbottom = float(10 ** d.val.x[_bottom(d.val)])
         evidence["lr_bottom_val"] = lr_vbottom
-        anchor = min(anchor, lr_vbottom)
+        # the validation curve may only pull the anchor down where it resolves
+        # the descent: enough validation points between where training starts
+        # to respond and the training bottom
+        x_low = float(d.train.x[_low(d.train)])
+        resolved = np.sum((d.val.x >= x_low) & (d.val.x <= np.log10(lr_bottom)))
+        evidence["val_points_in_descent"] = float(resolved)
+        if resolved >= MIN_VAL_DESCENT:
+            anchor = min(anchor, lr_vbottom)
     margin = SAFETY_FACTOR if _edge_seen(d.train) else 1.0
     lr = max(anchor / margin, float(10 ** d.train.x[0]))
     return lr, evidence
@@ -438,9 +458,7 @@ def suggest(
     lr, evidence = RULES[method](_Inputs(c, val))
     i_min, slope = _descent(c)
     lr_min = float(10 ** c.x[i_min])
-    fallen = c.smooth[: i_min + 1] <= start - 0.1 * drop
-    i_low = int(np.argmax(fallen)) if np.any(fallen) else 0
-    low = min(float(10 ** c.x[i_low]), lr)
+    low = min(float(10 ** c.x[_low(c)]), lr)
     high = max(min(evidence.get("lr_bottom_val", lr_min), lr_min), lr)
 
     conf = 1.0
