@@ -65,12 +65,14 @@ _LAZY: dict[str, str] = {
     "PlateauState": ".plateau",
     # --- monitor -------------------------------------------------------------
     "Monitor": ".monitor",
+    "MonitorConfig": ".monitor",
     "Finding": ".monitor",
     "diagnose": ".monitor",
     "Diagnosis": ".monitor",
     # --- logs ----------------------------------------------------------------
     "History": ".logs",
     "read_log": ".logs",
+    "LogFormatError": ".logs",
 }
 
 __all__ = sorted([*_LAZY, "__version__"])
@@ -92,8 +94,8 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._check import LRKitError
     from .compose import Join, Scale, Warmup
-    from .logs import History, read_log
-    from .monitor import Diagnosis, Finding, Monitor, diagnose
+    from .logs import History, LogFormatError, read_log
+    from .monitor import Diagnosis, Finding, Monitor, MonitorConfig, diagnose
     from .plateau import PlateauState, ReduceOnPlateau
     from .rangetest import (
         Progress,
