@@ -92,39 +92,63 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from ._check import LRKitError
-    from .compose import Join, Scale, Warmup
-    from .logs import History, LogFormatError, read_log
-    from .monitor import Diagnosis, Finding, Monitor, MonitorConfig, diagnose
-    from .plateau import PlateauState, ReduceOnPlateau
+    from ._check import (
+        LRKitError as LRKitError,
+    )
+    from .compose import (
+        Join as Join,
+        Scale as Scale,
+        Warmup as Warmup,
+    )
+    from .logs import (
+        History as History,
+        LogFormatError as LogFormatError,
+        read_log as read_log,
+    )
+    from .monitor import (
+        Diagnosis as Diagnosis,
+        Finding as Finding,
+        Monitor as Monitor,
+        MonitorConfig as MonitorConfig,
+        diagnose as diagnose,
+    )
+    from .plateau import (
+        PlateauState as PlateauState,
+        ReduceOnPlateau as ReduceOnPlateau,
+    )
     from .rangetest import (
-        Progress,
-        RangeTestResult,
-        RangeTestSettings,
-        lr_ladder,
-        range_test,
+        Progress as Progress,
+        RangeTestResult as RangeTestResult,
+        RangeTestSettings as RangeTestSettings,
+        lr_ladder as lr_ladder,
+        range_test as range_test,
     )
     from .schedules import (
-        Constant,
-        Cosine,
-        CosineRestarts,
-        Cyclic,
-        Exponential,
-        InverseSqrt,
-        Linear,
-        LintWarning,
-        MultiStep,
-        OneCycle,
-        Piecewise,
-        Polynomial,
-        Schedule,
-        Step,
-        WarmupStableDecay,
-        lint,
-        parse_schedule,
-        register,
-        registry,
-        schedule_from_config,
+        Constant as Constant,
+        Cosine as Cosine,
+        CosineRestarts as CosineRestarts,
+        Cyclic as Cyclic,
+        Exponential as Exponential,
+        InverseSqrt as InverseSqrt,
+        Linear as Linear,
+        LintWarning as LintWarning,
+        MultiStep as MultiStep,
+        OneCycle as OneCycle,
+        Piecewise as Piecewise,
+        Polynomial as Polynomial,
+        Schedule as Schedule,
+        Step as Step,
+        WarmupStableDecay as WarmupStableDecay,
+        lint as lint,
+        parse_schedule as parse_schedule,
+        register as register,
+        registry as registry,
+        schedule_from_config as schedule_from_config,
     )
-    from .suggest import Suggestion, suggest
-    from .torch import find_lr
+    from .suggest import (
+        Suggestion as Suggestion,
+        suggest as suggest,
+    )
+    from .torch import (
+        find_lr as find_lr,
+    )

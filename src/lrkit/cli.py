@@ -32,6 +32,11 @@ EXIT_RUNTIME = 1
 EXIT_USAGE = 2
 
 
+@app.callback()
+def _root() -> None:
+    """Find, schedule and watch learning rates (lrkit COMMAND --help for each)."""
+
+
 def err_console() -> Console:
     """Console on stderr (progress, summaries when --json owns stdout)."""
     return Console(stderr=True)
@@ -80,6 +85,234 @@ JsonOption = Annotated[
 
 # ============================================================================ find
 # (owned by the range-test code: lrkit find)
+
+_TASK_KEYS = ("model", "optimizer", "loss_fn", "train_loader", "val_loader")
+_PASS_THROUGH = (
+    "compute_loss",
+    "unpack",
+    "amp",
+    "accumulation_steps",
+    "device",
+    "max_grad_norm",
+    "reference_group",
+)
+
+
+def _load_factory(target: str) -> Any:
+    """Import ``module.path:factory``; one-line errors (exit 2) when impossible."""
+    import importlib
+
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        fail(
+            f"TARGET must be 'module.path:factory', got TARGET={target!r}. "
+            "Example: lrkit find my_pkg.tasks:make_task"
+        )
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")  # like `python -m`: the current directory imports
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:
+        fail(f"cannot import module {module_name!r} of TARGET={target!r}: {e}")
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            fail(
+                f"module {module_name!r} has no attribute {attr!r} (TARGET={target!r})."
+            )
+        obj = getattr(obj, part)
+    if not callable(obj):
+        fail(f"TARGET must name a callable factory, got {target!r} = {obj!r}.")
+    return obj
+
+
+def _task_parts(task: Any, target: str) -> dict[str, Any]:
+    """Normalise what a factory returned into find_lr's arguments."""
+    if isinstance(task, dict):
+        missing = [k for k in _TASK_KEYS[:4] if k not in task]
+        if missing and not ("compute_loss" in task and missing == ["loss_fn"]):
+            fail(
+                f"the factory {target!r} must return a dict with keys "
+                f"{', '.join(_TASK_KEYS[:4])} (val_loader optional), got keys "
+                f"{sorted(task)}; missing {missing}."
+            )
+        unknown = set(task) - set(_TASK_KEYS) - set(_PASS_THROUGH)
+        if unknown:
+            fail(
+                f"the factory {target!r} returned unknown keys {sorted(unknown)}; "
+                f"known: {', '.join((*_TASK_KEYS, *_PASS_THROUGH))}."
+            )
+        return dict(task)
+    if isinstance(task, (tuple, list)) and len(task) in (4, 5):
+        return dict(zip(_TASK_KEYS, task, strict=False))
+    fail(
+        f"the factory {target!r} must return (model, optimizer, loss_fn, "
+        f"train_loader[, val_loader]) or a dict with those keys, got "
+        f"{type(task).__name__}."
+    )
+
+
+@app.command()
+def find(
+    target: Annotated[
+        str | None,
+        typer.Argument(
+            help="Your task as module.path:factory (default: the embedded demo). "
+            "The factory returns (model, optimizer, loss_fn, train_loader"
+            "[, val_loader]) or a dict with those keys.",
+            show_default=False,
+        ),
+    ] = None,
+    start_lr: Annotated[float, typer.Option(help="First LR of the ladder.")] = 1e-7,
+    end_lr: Annotated[float, typer.Option(help="Last LR of the ladder.")] = 10.0,
+    num_steps: Annotated[
+        int, typer.Option(help="Optimizer steps (one LR each).")
+    ] = 100,
+    mode: Annotated[str, typer.Option(help="Ladder spacing: exp or linear.")] = "exp",
+    rule: Annotated[
+        str, typer.Option(help="Suggestion rule: lrkit, valley, steepest, minimum.")
+    ] = "lrkit",
+    val: Annotated[
+        bool, typer.Option("--val/--no-val", help="Use the task's val_loader.")
+    ] = True,
+    amp: Annotated[
+        str | None, typer.Option(help="Autocast: bf16 or fp16.", show_default=False)
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="Device, e.g. cuda or cpu.", show_default=False)
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(help="Passed to the factory as seed= (the demo uses it)."),
+    ] = None,
+    out: OutOption = Path("."),
+    json_out: JsonOption = False,
+) -> None:
+    """Run an LR range test and suggest a learning rate.
+
+    With no TARGET it runs the embedded demo (handwritten digits, a small MLP).
+    Writes lr_find.png and lr_find.json under --out.
+    """
+    import time
+
+    if target is None:
+        from .demo import make_task as factory
+
+        target_name = "lrkit.demo:make_task"
+    else:
+        factory = _load_factory(target)
+        target_name = target
+    out = out_dir(out)
+    console = err_console()
+    try:
+        task = factory() if seed is None else factory(seed=seed)
+    except TypeError as e:
+        fail(f"calling the factory {target_name!r} failed: {e}")
+    except Exception as e:
+        fail(
+            f"the factory {target_name!r} raised {type(e).__name__}: {e}", EXIT_RUNTIME
+        )
+    parts = _task_parts(task, target_name)
+    if not val:
+        parts.pop("val_loader", None)
+    for key, value in (("amp", amp), ("device", device)):
+        if value is not None:
+            parts[key] = value
+
+    try:
+        from . import find_lr
+    except ImportError as e:  # pragma: no cover - torch missing
+        fail(str(e), EXIT_RUNTIME)
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    bar = Progress(
+        TextColumn("range test"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("lr {task.fields[lr]:.2e}  loss {task.fields[loss]:.4g}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+    t0 = time.perf_counter()
+    with bar:
+        job = bar.add_task("find", total=num_steps, lr=start_lr, loss=float("nan"))
+
+        def on_progress(p: Any) -> None:
+            bar.update(job, completed=p.step, lr=p.lr, loss=p.loss)
+
+        try:
+            result = find_lr(
+                parts.pop("model"),
+                parts.pop("optimizer"),
+                parts.pop("loss_fn", None),
+                parts.pop("train_loader"),
+                start_lr=start_lr,
+                end_lr=end_lr,
+                num_steps=num_steps,
+                mode=mode,  # type: ignore[arg-type]
+                suggest=rule,
+                progress=on_progress,
+                **parts,
+            )
+        except (ValueError, TypeError) as e:
+            fail(str(e))
+        except Exception as e:
+            fail(f"the range test failed: {type(e).__name__}: {e}", EXIT_RUNTIME)
+    elapsed = time.perf_counter() - t0
+
+    json_path = result.save(out / "lr_find.json")
+    png_path = out / "lr_find.png"
+    fig = result.plot(png_path)
+    del fig
+    if json_out:
+        record = result.to_dict()
+        record["task"] = target_name
+        record["files"] = {"json": str(json_path), "png": str(png_path)}
+        print_json(record)
+        return
+    _print_find_summary(result, target_name, elapsed, json_path, png_path)
+
+
+def _print_find_summary(
+    result: Any, target: str, elapsed: float, json_path: Path, png_path: Path
+) -> None:
+    from rich.panel import Panel
+    from rich.table import Table
+
+    from .plot import range_test_terminal
+
+    console = Console()
+
+    def fmt(x: float | None) -> str:
+        return "none" if x is None else f"{x:.3g}"
+
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("task", target)
+    table.add_row("suggested LR", f"[bold green]{fmt(result.suggestion)}[/]")
+    if result.low is not None:
+        table.add_row("range", f"{fmt(result.low)} .. {fmt(result.high)}")
+    table.add_row("confidence", f"{result.confidence:.2f}")
+    table.add_row(
+        "stopped",
+        f"{result.stop_reason} at LR {fmt(result.lrs[-1] if result.lrs else None)}",
+    )
+    table.add_row("steps", f"{result.steps_done} optimizer steps in {elapsed:.1f} s")
+    for i, reason in enumerate(result.reasons):
+        table.add_row("why" if i == 0 else "", reason)
+    console.print(Panel(table, title="lrkit find", expand=False))
+    console.print(range_test_terminal(result), markup=False, highlight=False)
+    console.print("S = suggested LR; smoothed training loss vs LR (log scale)")
+    console.print(f"wrote {png_path} and {json_path}")
 
 
 # ======================================================================== schedule

@@ -48,8 +48,18 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_LAZY])
 
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .finder import find_lr
-    from .guard import Guard, GuardEvent
-    from .scheduler import Scheduler
-    from .state import Snapshot, snapshot
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from .finder import (
+        find_lr as find_lr,
+    )
+    from .guard import (
+        Guard as Guard,
+        GuardEvent as GuardEvent,
+    )
+    from .scheduler import (
+        Scheduler as Scheduler,
+    )
+    from .state import (
+        Snapshot as Snapshot,
+        snapshot as snapshot,
+    )

@@ -1,0 +1,184 @@
+"""Figures (matplotlib, imported lazily) and terminal renderings.
+
+Each section belongs to one part of lrkit; matplotlib is imported inside the
+functions so that ``import lrkit`` never loads it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from .rangetest import RangeTestResult
+
+
+def _new_axes(ax: Any) -> tuple[Figure, Any]:
+    """The figure and axes to draw on: ``ax``'s, or new ones.
+
+    When the user's session already uses pyplot (a notebook, a script that
+    calls ``plt.show()``) the figure is made through pyplot so it shows up there;
+    otherwise a bare ``Figure`` is made, which needs no display and is never
+    kept alive by pyplot.
+    """
+    import sys
+
+    if ax is not None:
+        return ax.figure, ax
+    if "matplotlib.pyplot" in sys.modules:
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
+        return fig, ax
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.2), layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def _save(fig: Figure, path: str | Path | None) -> None:
+    if path is not None:
+        fig.savefig(Path(path), dpi=120)
+
+
+# --- range test ---------------------------------------------------------------
+def range_test_figure(
+    result: RangeTestResult, *, path: str | Path | None = None, ax: Any = None
+) -> Figure:
+    """Loss vs LR on a log axis: raw points, a lag-free smoothed curve, the
+    validation losses (if any), the suggested LR and its low..high range."""
+    from .suggest import smooth_curve
+
+    fig, ax = _new_axes(ax)
+    lrs = np.asarray(result.lrs, dtype=float)
+    losses = np.asarray(result.losses, dtype=float)
+    ax.set_xscale("log")
+    ax.plot(lrs, losses, ".", color="0.7", ms=3, label="loss (raw)")
+    finite = np.isfinite(losses)
+    if finite.sum() >= 3:
+        xs, ys = smooth_curve(lrs[finite], losses[finite])
+        ax.plot(xs, ys, "-", color="C0", lw=2, label="loss (smoothed)")
+        lo, hi = float(np.min(ys)), float(ys[0])
+        pad = 0.25 * max(hi - lo, 1e-12)
+        top = max(hi, float(np.median(losses[finite][: max(3, len(ys) // 10)])))
+        ax.set_ylim(lo - pad, top + 2 * pad)
+    if result.val_losses:
+        vx = lrs[list(result.val_steps)]
+        ax.plot(vx, result.val_losses, "s-", color="C2", ms=3, lw=1, label="validation")
+    s = result.suggestion
+    if s is not None:
+        if result.low is not None and result.high is not None:
+            ax.axvspan(result.low, result.high, color="C1", alpha=0.12, label="range")
+        ax.axvline(s, color="C1", lw=2, label=f"suggested {s:.3g}")
+    if result.stop_reason != "completed" and len(lrs):
+        ax.axvline(
+            lrs[-1], color="C3", ls=":", lw=1, label=f"stopped ({result.stop_reason})"
+        )
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss")
+    conf = f", confidence {result.confidence:.2f}" if s is not None else ""
+    ax.set_title(f"LR range test{conf}")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize="small", loc="best")
+    _save(fig, path)
+    return fig
+
+
+def terminal_curve(
+    xs: Sequence[float] | np.ndarray[Any, Any],
+    ys: Sequence[float] | np.ndarray[Any, Any],
+    *,
+    marks: Mapping[str, float] | None = None,
+    width: int = 64,
+    height: int = 14,
+    log_x: bool = True,
+    y_range: tuple[float, float] | None = None,
+) -> str:
+    """A plain-text plot of ``ys`` against ``xs`` (log x axis by default).
+
+    ``marks`` maps a one-character label to an x value drawn as a vertical line.
+    Non-finite values are left out. Returns the lines joined by newlines.
+    """
+    x = np.asarray(xs, dtype=float)
+    y = np.asarray(ys, dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y) & ((x > 0) if log_x else True)
+    x, y = x[ok], y[ok]
+    if len(x) < 2:
+        return "(not enough points to plot)"
+    tx = np.log10(x) if log_x else x
+    x0, x1 = float(tx.min()), float(tx.max())
+    if y_range is None:
+        y0, y1 = float(y.min()), float(y.max())
+    else:
+        y0, y1 = y_range
+    if y1 <= y0:
+        y1 = y0 + 1.0
+    grid = [[" "] * width for _ in range(height)]
+
+    def col(v: float) -> int:
+        return round((v - x0) / max(x1 - x0, 1e-12) * (width - 1))
+
+    for label, xv in (marks or {}).items():
+        if xv is None or not math.isfinite(xv) or (log_x and xv <= 0):
+            continue
+        c = col(math.log10(xv) if log_x else xv)
+        if 0 <= c < width:
+            for r in range(height):
+                grid[r][c] = "|"
+            grid[0][c] = label[:1]
+    for xv, yv in zip(tx, y, strict=True):
+        c = col(float(xv))
+        r = round((y1 - min(max(yv, y0), y1)) / (y1 - y0) * (height - 1))
+        grid[r][c] = "*" if grid[r][c] in (" ", "|") else grid[r][c]
+    labels = [f"{y1:.4g}", f"{(y0 + y1) / 2:.4g}", f"{y0:.4g}"]
+    pad = max(len(s) for s in labels)
+    lines = []
+    for r in range(height):
+        lab = (
+            labels[0]
+            if r == 0
+            else labels[1]
+            if r == height // 2
+            else labels[2]
+            if r == height - 1
+            else ""
+        )
+        lines.append(f"{lab:>{pad}} ┤" + "".join(grid[r]))
+    left = f"{10**x0:.2g}" if log_x else f"{x0:.4g}"
+    right = f"{10**x1:.2g}" if log_x else f"{x1:.4g}"
+    lines.append(" " * pad + " └" + "─" * width)
+    lines.append(
+        " " * (pad + 2) + left + " " * max(1, width - len(left) - len(right)) + right
+    )
+    return "\n".join(lines)
+
+
+def range_test_terminal(
+    result: RangeTestResult, *, width: int = 64, height: int = 14
+) -> str:
+    """The range test as text: smoothed loss vs LR, the suggestion marked ``S``."""
+    from .suggest import smooth_curve
+
+    lrs = np.asarray(result.lrs, dtype=float)
+    losses = np.asarray(result.losses, dtype=float)
+    finite = np.isfinite(losses)
+    if finite.sum() < 3:
+        return "(not enough finite points to plot)"
+    xs, ys = smooth_curve(lrs[finite], losses[finite])
+    lo, start = float(np.min(ys)), float(ys[0])
+    pad = 0.15 * max(start - lo, 1e-12)
+    marks = {"S": result.suggestion} if result.suggestion is not None else {}
+    return terminal_curve(
+        xs,
+        ys,
+        marks=marks,
+        width=width,
+        height=height,
+        y_range=(lo - pad, start + 3 * pad),
+    )

@@ -1,0 +1,368 @@
+"""Suggest a learning rate from a range-test curve (framework-free, numpy only).
+
+:func:`suggest` reads ``(lrs, losses)`` (and, when available, validation losses
+recorded along the same ladder) and returns a :class:`Suggestion`: the LR to
+train with, a ``low .. high`` range usable as the bounds of a one-cycle or cyclic
+schedule, a confidence in [0, 1] and reasons in plain words.
+
+Rules, by name (``method=``):
+
+- ``"lrkit"`` (default): see :func:`_rule_lrkit`;
+- ``"valley"``: fastai's valley rule (the middle of the longest descending run);
+- ``"steepest"``: the LR of steepest descent of the smoothed loss in log-LR
+  (torch-lr-finder's and Lightning's idea, on a lag-free smoothing);
+- ``"minimum"``: the LR of minimum smoothed loss divided by 10 (fastai's
+  ``minimum``).
+
+Example:
+    >>> import numpy as np
+    >>> from lrkit.suggest import suggest
+    >>> lrs = np.logspace(-6, 1, 100)
+    >>> x = np.log10(lrs)
+    >>> losses = 2.3 - 2.0 / (1 + np.exp(-3 * (x + 3))) + np.exp(3 * (x - 0.3))
+    >>> s = suggest(lrs, losses)
+    >>> 1e-4 < s.lr < 1e-1 and s.low < s.lr < s.high
+    True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from . import _check
+
+__all__ = ["RULES", "Suggestion", "smooth_curve", "suggest"]
+
+Array = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A suggested learning rate with its range, confidence and reasons.
+
+    Attributes:
+        lr: the learning rate to train with (``None`` if the curve allows none).
+        low: lower end of the usable range (where the loss starts to fall).
+        high: upper end of the usable range (just before the loss stops falling).
+        confidence: in [0, 1]; low values come with reasons saying why.
+        reasons: plain-language notes on the curve and what to change.
+        method: the rule that produced it.
+        evidence: the numbers the rule used (e.g. ``lr_min_loss``, ``lr_steepest``).
+    """
+
+    lr: float | None
+    low: float | None = None
+    high: float | None = None
+    confidence: float = 0.0
+    reasons: tuple[str, ...] = ()
+    method: str = "lrkit"
+    evidence: Mapping[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (non-finite numbers become ``None``)."""
+
+        def num(x: float | None) -> float | None:
+            return None if x is None or not math.isfinite(x) else float(x)
+
+        return {
+            "lr": num(self.lr),
+            "low": num(self.low),
+            "high": num(self.high),
+            "confidence": float(self.confidence),
+            "reasons": list(self.reasons),
+            "method": self.method,
+            "evidence": {k: num(v) for k, v in self.evidence.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> Suggestion:
+        """Inverse of :meth:`to_dict`."""
+        evidence = {
+            k: (math.nan if v is None else float(v))
+            for k, v in record.get("evidence", {}).items()
+        }
+        return cls(
+            lr=record.get("lr"),
+            low=record.get("low"),
+            high=record.get("high"),
+            confidence=float(record.get("confidence", 0.0)),
+            reasons=tuple(record.get("reasons", ())),
+            method=str(record.get("method", "lrkit")),
+            evidence=evidence,
+        )
+
+
+# ---------------------------------------------------------------- curve tools
+@dataclass(frozen=True)
+class _Curve:
+    """A cleaned range-test curve in log10-LR space."""
+
+    x: Array  # log10(lr) of usable points, increasing
+    y: Array  # raw loss there
+    smooth: Array  # lag-free robust smoothing of y
+    sigma: float  # step-to-step noise of y
+    n_input: int  # points handed in
+    nan_lr: float | None  # first LR with a non-finite loss, if any
+
+
+def _to_array(name: str, values: Any) -> Array:
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        _check.fail(name, "a sequence of numbers", values, exc=TypeError)
+    if arr.ndim != 1:
+        _check.fail(name, "one-dimensional", f"array of shape {arr.shape}")
+    return arr
+
+
+def _smooth(x: Array, y: Array, bandwidth: float) -> Array:
+    """Robust, lag-free smoothing: running median of 5, then a Gaussian kernel
+    local-linear fit with ``bandwidth`` (in decades of LR)."""
+    n = len(y)
+    if n < 3:
+        return np.array(y, dtype=np.float64)
+    k = 2
+    padded = np.concatenate([np.full(k, y[0]), y, np.full(k, y[-1])])
+    med = np.median(np.lib.stride_tricks.sliding_window_view(padded, 2 * k + 1), axis=1)
+    out = np.empty(n)
+    for i in range(n):
+        w = np.exp(-0.5 * ((x - x[i]) / bandwidth) ** 2)
+        sw = w.sum()
+        mx = (w * x).sum() / sw
+        my = (w * med).sum() / sw
+        vx = (w * (x - mx) ** 2).sum()
+        slope = (w * (x - mx) * (med - my)).sum() / vx if vx > 1e-18 else 0.0
+        out[i] = my + slope * (x[i] - mx)
+    return out
+
+
+def smooth_curve(
+    lrs: Sequence[float] | Array,
+    losses: Sequence[float] | Array,
+    bandwidth: float = 0.15,
+) -> tuple[Array, Array]:
+    """The lag-free robust smoothing the rules use, for display.
+
+    Args:
+        lrs: increasing learning rates (> 0).
+        losses: finite losses at those LRs.
+        bandwidth: kernel width in decades of LR.
+
+    Returns:
+        ``(lrs, smoothed_losses)`` as arrays.
+    """
+    lr = np.asarray(lrs, dtype=np.float64)
+    y = np.asarray(losses, dtype=np.float64)
+    return lr, _smooth(np.log10(lr), y, bandwidth)
+
+
+def _noise(y: Array) -> float:
+    if len(y) < 3:
+        return 0.0
+    return float(np.median(np.abs(np.diff(y))) / (0.6745 * math.sqrt(2.0)))
+
+
+def _prepare(
+    lrs: Any, losses: Any, skipped: Sequence[bool] | None, bandwidth: float
+) -> _Curve:
+    lr = _to_array("lrs", lrs)
+    loss = _to_array("losses", losses)
+    if len(lr) != len(loss):
+        _check.fail(
+            "losses",
+            f"as long as lrs ({len(lr)} values)",
+            f"{len(loss)} values",
+        )
+    if np.any(~np.isfinite(lr)) or np.any(lr <= 0):
+        _check.fail("lrs", "finite and > 0", lrs)
+    if len(lr) > 1 and np.any(np.diff(lr) <= 0):
+        _check.fail("lrs", "strictly increasing", lrs)
+    keep = np.ones(len(lr), dtype=bool)
+    if skipped is not None:
+        if len(skipped) != len(lr):
+            _check.fail("skipped", f"as long as lrs ({len(lr)})", len(skipped))
+        keep &= ~np.asarray(skipped, dtype=bool)
+    bad = ~np.isfinite(loss)
+    nan_lr = None
+    if np.any(bad & keep):
+        first = int(np.argmax(bad & keep))
+        nan_lr = float(lr[first])
+        keep[first:] = False  # nothing after a NaN is trustworthy
+    x = np.log10(lr[keep])
+    y = loss[keep]
+    smooth = _smooth(x, y, bandwidth) if len(y) else y
+    return _Curve(x, y, smooth, _noise(y), len(lr), nan_lr)
+
+
+def _descent(c: _Curve) -> tuple[int, Array]:
+    """Index of the minimum of the smoothed curve and the slope d(loss)/d(log lr)."""
+    i_min = int(np.argmin(c.smooth))
+    slope = np.gradient(c.smooth, c.x) if len(c.x) > 1 else np.zeros(1)
+    return i_min, slope
+
+
+# ---------------------------------------------------------------- the rules
+MIN_POINTS = 10
+
+
+def _rule_steepest(c: _Curve) -> tuple[float, dict[str, float]]:
+    i_min, slope = _descent(c)
+    hi = max(i_min, 1)
+    i = int(np.argmin(slope[:hi]))
+    return float(10 ** c.x[i]), {"lr_steepest": float(10 ** c.x[i])}
+
+
+def _rule_minimum(c: _Curve) -> tuple[float, dict[str, float]]:
+    i_min, _ = _descent(c)
+    lr_min = float(10 ** c.x[i_min])
+    return lr_min / 10.0, {"lr_min_loss": lr_min}
+
+
+def _rule_valley(c: _Curve) -> tuple[float, dict[str, float]]:
+    """fastai's valley: the middle-ish of the longest strictly descending run."""
+    y = c.smooth
+    n = len(y)
+    lds = [1] * n
+    max_start = max_end = 0
+    for i in range(1, n):
+        for j in range(i):
+            if y[i] < y[j] and lds[i] < lds[j] + 1:
+                lds[i] = lds[j] + 1
+            if lds[max_end] < lds[i]:
+                max_end = i
+                max_start = max_end - lds[max_end]
+    sections = (max_end - max_start) / 3
+    idx = min(n - 1, max_start + int(sections) + int(sections / 2))
+    return float(10 ** c.x[idx]), {"lr_valley": float(10 ** c.x[idx])}
+
+
+def _rule_lrkit(c: _Curve) -> tuple[float, dict[str, float]]:
+    """Default rule: the geometric mean of the steepest-descent LR and a tenth of
+    the LR of minimum loss, kept inside the descending part of the curve."""
+    i_min, _ = _descent(c)
+    lr_min = float(10 ** c.x[i_min])
+    lr_steep, _ = _rule_steepest(c)
+    lr = math.sqrt(lr_steep * lr_min / 10.0)
+    lr = min(lr, lr_min)
+    return lr, {"lr_min_loss": lr_min, "lr_steepest": lr_steep}
+
+
+RULES: dict[str, Callable[[_Curve], tuple[float, dict[str, float]]]] = {
+    "lrkit": _rule_lrkit,
+    "valley": _rule_valley,
+    "steepest": _rule_steepest,
+    "minimum": _rule_minimum,
+}
+
+
+# ---------------------------------------------------------------- public entry
+def suggest(
+    lrs: Sequence[float] | Array,
+    losses: Sequence[float] | Array,
+    *,
+    method: str = "lrkit",
+    val_lrs: Sequence[float] | None = None,
+    val_losses: Sequence[float] | None = None,
+    stop_reason: str | None = None,
+    skipped: Sequence[bool] | None = None,
+    settings: Any = None,
+    bandwidth: float = 0.15,
+) -> Suggestion:
+    """Suggest a learning rate from a range-test curve.
+
+    Args:
+        lrs: learning rates, strictly increasing, > 0.
+        losses: training loss at each LR (NaN/inf allowed: everything from the
+            first non-finite loss on is ignored).
+        method: the rule: ``"lrkit"`` (default), ``"valley"``, ``"steepest"``
+            or ``"minimum"``.
+        val_lrs: LRs at which a validation loss was recorded (optional).
+        val_losses: those validation losses.
+        stop_reason: how the range test ended (``"completed"``, ``"diverged"``,
+            ``"nan"``), used for the reasons.
+        skipped: per point, True where the optimizer skipped the update.
+        settings: the range test's settings (for the reasons; optional).
+        bandwidth: smoothing bandwidth in decades of LR.
+
+    Returns:
+        A :class:`Suggestion`; its ``lr`` is ``None`` when the curve holds no
+        usable descent (``reasons`` says why).
+
+    Raises:
+        ValueError: on mismatched lengths, non-increasing or non-positive LRs,
+            or an unknown method.
+    """
+    _check.choice("method", method, RULES)
+    bandwidth = _check.positive("bandwidth", bandwidth)
+    c = _prepare(lrs, losses, skipped, bandwidth)
+    reasons: list[str] = []
+    if c.nan_lr is not None:
+        reasons.append(f"loss became NaN/inf at LR {c.nan_lr:.3g}")
+    if len(c.y) < MIN_POINTS:
+        reasons.append(
+            f"only {len(c.y)} usable points (need {MIN_POINTS}): "
+            "lower start_lr or raise num_steps"
+        )
+        return Suggestion(None, reasons=tuple(reasons), method=method)
+
+    drop = float(c.smooth[0] - c.smooth.min())
+    span = float(np.ptp(c.smooth))
+    if drop <= 2.0 * c.sigma or drop <= 1e-9 * max(1.0, abs(float(c.smooth[0]))):
+        reasons.append(
+            "curve flat: the model may already be trained, or start_lr is too low"
+        )
+        return Suggestion(
+            None,
+            reasons=tuple(reasons),
+            method=method,
+            evidence={"drop": drop, "noise": c.sigma},
+        )
+
+    lr, evidence = RULES[method](c)
+    i_min, slope = _descent(c)
+    lr_min = float(10 ** c.x[i_min])
+    # range: from where the loss has fallen by 10% of its drop, to the minimum
+    fallen = c.smooth[: i_min + 1] <= c.smooth[0] - 0.1 * drop
+    i_low = int(np.argmax(fallen)) if np.any(fallen) else 0
+    low = float(10 ** c.x[i_low])
+    high = lr_min
+    low = min(low, lr)
+    high = max(high, lr)
+
+    conf = 1.0
+    snr = drop / max(c.sigma, 1e-12)
+    conf *= min(1.0, snr / 10.0)
+    if snr < 5.0:
+        reasons.append("curve too noisy: more steps or a larger batch")
+    if i_min >= len(c.x) - 2 and stop_reason not in ("diverged", "nan"):
+        reasons.append("no divergence reached: raise end_lr")
+        conf *= 0.5
+    first_slope = slope[: max(2, len(slope) // 10)]
+    if float(np.min(first_slope)) <= 0.5 * float(np.min(slope[: max(i_min, 1)])):
+        reasons.append("loss already falling at start_lr: lower start_lr")
+        conf *= 0.6
+    evidence = {
+        **evidence,
+        "lr_min_loss": lr_min,
+        "min_loss": float(c.smooth[i_min]),
+        "drop": drop,
+        "span": span,
+        "noise": c.sigma,
+    }
+    if stop_reason == "diverged":
+        reasons.append(f"loss diverged above LR {float(10 ** c.x[-1]):.3g}")
+    return Suggestion(
+        lr=float(lr),
+        low=low,
+        high=high,
+        confidence=float(max(0.0, min(1.0, conf))),
+        reasons=tuple(reasons),
+        method=method,
+        evidence=evidence,
+    )

@@ -1,0 +1,543 @@
+"""``lrkit.find_lr``: the LR range test for PyTorch.
+
+Builds a ``step_fn(lr)`` over the user's model, optimizer and data, hands it to
+:func:`lrkit.rangetest.range_test`, and restores everything it touched: the model
+(parameters, buffers such as BatchNorm statistics, grads, train/eval flags), the
+optimizer (state, param groups and their LRs), the RNG states and the data
+loaders' shuffling generators are bit-identical after the call to before, also
+when it raises or is interrupted (Ctrl-C). The copy is held in CPU memory (or
+spilled to a temporary directory with ``spill_dir=``); nothing is written to
+the working directory.
+
+Example:
+    >>> import torch
+    >>> from torch.utils.data import DataLoader, TensorDataset
+    >>> import lrkit
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> x = torch.randn(256, 4); y = x @ torch.tensor([1.0, -2.0, 0.5, 3.0])
+    >>> model = torch.nn.Linear(4, 1)
+    >>> opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    >>> loader = DataLoader(TensorDataset(x, y[:, None]), batch_size=32, shuffle=True)
+    >>> result = lrkit.find_lr(model, opt, torch.nn.functional.mse_loss, loader)
+    >>> result.stop_reason in ("diverged", "nan") and 1e-4 < result.suggestion < 1.0
+    True
+    >>> opt.param_groups[0]["lr"]  # untouched
+    0.01
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import _check
+from ..rangetest import (
+    Mode,
+    Progress,
+    RangeTestResult,
+    RangeTestSettings,
+    StepOutcome,
+    range_test,
+)
+from .state import snapshot
+
+__all__ = ["find_lr"]
+
+LossFn = Callable[..., torch.Tensor]
+
+
+class _Batches:
+    """Endless iteration over a loader: restarts it when exhausted."""
+
+    def __init__(self, loader: Iterable[Any], name: str) -> None:
+        self.loader = loader
+        self.name = name
+        self.it: Iterator[Any] | None = None
+        self.epochs = 0
+
+    def __next__(self) -> Any:
+        if self.it is None:
+            self.it = iter(self.loader)
+        try:
+            return next(self.it)
+        except StopIteration:
+            self.epochs += 1
+            self.it = iter(self.loader)
+            try:
+                return next(self.it)
+            except StopIteration:
+                _check.fail(
+                    self.name, "a loader that yields at least one batch", self.loader
+                )
+
+
+def _known_len(obj: Any) -> int | None:
+    """``len(obj)`` when it has one (a DataLoader over an IterableDataset may not)."""
+    try:
+        return len(obj)
+    except TypeError:
+        return None
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, Mapping):
+        return type(value)({k: _to_device(v, device) for k, v in value.items()})  # type: ignore[call-arg]
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # namedtuple
+        return type(value)(*(_to_device(v, device) for v in value))
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_device(v, device) for v in value)
+    return value
+
+
+def _output_loss(out: Any) -> torch.Tensor | None:
+    """The ``.loss`` of a Hugging Face style output (attribute or key), if any."""
+    loss = getattr(out, "loss", None)
+    if loss is None and isinstance(out, Mapping):
+        loss = out.get("loss")
+    return loss if isinstance(loss, torch.Tensor) else None
+
+
+_LABEL_KEYS = ("labels", "label", "targets", "target", "y")
+
+_HOOK_HINT = (
+    "Pass compute_loss=lambda model, batch: <scalar loss tensor>, or "
+    "unpack=lambda batch: (inputs, target)."
+)
+
+
+def _call(model: nn.Module, inputs: Any) -> Any:
+    if isinstance(inputs, Mapping):
+        return model(**inputs)
+    if isinstance(inputs, (list, tuple)):
+        return model(*inputs)
+    return model(inputs)
+
+
+def _default_loss(
+    model: nn.Module,
+    batch: Any,
+    loss_fn: LossFn | None,
+    unpack: Callable[[Any], tuple[Any, Any]] | None,
+) -> torch.Tensor:
+    """Loss of one batch for the common batch formats (see :func:`find_lr`)."""
+    if unpack is not None:
+        inputs, target = unpack(batch)
+        out = _call(model, inputs)
+        if loss_fn is None:
+            loss = _output_loss(out)
+            if loss is None:
+                _check.fail(
+                    "loss_fn",
+                    "given when the model output has no .loss",
+                    loss_fn,
+                    _HOOK_HINT,
+                    exc=TypeError,
+                )
+            return loss
+        return loss_fn(out, target)
+    if isinstance(batch, Mapping):
+        out = model(**batch)
+        loss = _output_loss(out)
+        if loss_fn is None:
+            if loss is None:
+                _check.fail(
+                    "loss_fn",
+                    "given when the model output for a dict batch has no .loss",
+                    loss_fn,
+                    _HOOK_HINT,
+                    exc=TypeError,
+                )
+            return loss
+        key = next((k for k in _LABEL_KEYS if k in batch), None)
+        if key is None:
+            if loss is not None:
+                return loss
+            _check.fail(
+                "train_loader",
+                f"dict batches with a label key ({', '.join(_LABEL_KEYS)}) "
+                "when loss_fn is given",
+                f"a dict with keys {sorted(batch)}",
+                _HOOK_HINT,
+                exc=TypeError,
+            )
+        logits = getattr(out, "logits", out)
+        return loss_fn(logits, batch[key])
+    if isinstance(batch, (list, tuple)) and len(batch) == 2:
+        x, y = batch
+        out = model(x)
+        if loss_fn is None:
+            loss = _output_loss(out)
+            if loss is None:
+                _check.fail(
+                    "loss_fn",
+                    "given when the model output has no .loss",
+                    loss_fn,
+                    _HOOK_HINT,
+                    exc=TypeError,
+                )
+            return loss
+        return loss_fn(out, y)
+    if loss_fn is None and not isinstance(batch, (list, tuple, Mapping)):
+        loss = _output_loss(model(batch))
+        if loss is not None:
+            return loss
+    described = (
+        f"a {type(batch).__name__} of length {len(batch)}"
+        if isinstance(batch, (list, tuple))
+        else f"a {type(batch).__name__}"
+    )
+    _check.fail(
+        "train_loader",
+        "batches of (inputs, target) or dicts of model keyword arguments",
+        described,
+        _HOOK_HINT,
+        exc=TypeError,
+    )
+
+
+def _scalar(loss: Any) -> torch.Tensor:
+    if not isinstance(loss, torch.Tensor):
+        _check.fail(
+            "loss_fn",
+            "a function returning a torch.Tensor",
+            f"a function returning {type(loss).__name__}",
+            exc=TypeError,
+        )
+    if loss.numel() != 1:
+        _check.fail(
+            "loss_fn",
+            "a function returning a scalar loss (one element)",
+            f"a tensor of shape {tuple(loss.shape)}",
+            "Reduce it, e.g. with .mean().",
+        )
+    return loss.reshape(())
+
+
+def _amp_dtype(amp: Any) -> torch.dtype | None:
+    if amp is None or amp is False:
+        return None
+    names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    names.update({"fp16": torch.float16, "float16": torch.float16})
+    if isinstance(amp, torch.dtype) and amp in (torch.bfloat16, torch.float16):
+        return amp
+    if isinstance(amp, str) and amp in names:
+        return names[amp]
+    _check.fail("amp", "None, 'bf16' or 'fp16'", amp)
+
+
+def _set_lr(group: dict[str, Any], value: float) -> None:
+    if isinstance(group["lr"], torch.Tensor):
+        group["lr"].fill_(value)
+    else:
+        group["lr"] = value
+
+
+def _group_lr(group: Mapping[str, Any]) -> float:
+    lr = group["lr"]
+    return float(lr.item() if isinstance(lr, torch.Tensor) else lr)
+
+
+def find_lr(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: LossFn | None = None,
+    train_loader: Iterable[Any] | None = None,
+    *,
+    val_loader: Iterable[Any] | None = None,
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    num_steps: int = 100,
+    mode: Mode = "exp",
+    accumulation_steps: int = 1,
+    compute_loss: Callable[[nn.Module, Any], torch.Tensor] | None = None,
+    unpack: Callable[[Any], tuple[Any, Any]] | None = None,
+    amp: str | torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    max_grad_norm: float | None = None,
+    val_batches: int = 4,
+    val_every: int | None = None,
+    reference_group: int = 0,
+    sync_every: int | None = None,
+    spill_dir: str | Path | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    suggest: bool | str = True,
+) -> RangeTestResult:
+    """Run an LR range test on a PyTorch model and suggest a learning rate.
+
+    The LR rises from ``start_lr`` to ``end_lr`` over ``num_steps`` optimizer
+    steps (one LR per step); the test stops early when the loss turns NaN/inf
+    or diverges (see :mod:`lrkit.rangetest`). Everything is restored afterwards.
+
+    Batches: ``(inputs, target)`` pairs by default (``loss_fn(model(inputs),
+    target)``); dict batches are passed as ``model(**batch)`` and the loss is
+    ``output.loss`` (Hugging Face style) or ``loss_fn(output.logits or output,
+    batch["labels"])``; ``unpack(batch) -> (inputs, target)`` adapts other
+    formats and ``compute_loss(model, batch) -> loss`` replaces all of this.
+
+    Args:
+        model: the model to test (trained in place, then restored).
+        optimizer: its optimizer; its LRs are overwritten during the test and
+            restored after. With several param groups the ladder scales every
+            group, keeping their LR ratios; LRs in the result are those of
+            ``reference_group``.
+        loss_fn: ``loss_fn(output, target) -> scalar tensor`` (a criterion); may
+            be ``None`` with ``compute_loss`` or models that return ``.loss``.
+        train_loader: any iterable of batches (a DataLoader, with or without
+            ``len``); restarted when it runs out.
+        val_loader: optional; its first ``val_batches`` batches are evaluated
+            every ``val_every`` steps as a cheap validation signal.
+        start_lr: first LR of the ladder.
+        end_lr: last LR of the ladder.
+        num_steps: optimizer steps (one LR each).
+        mode: ``"exp"`` (default) or ``"linear"`` ladder.
+        accumulation_steps: micro-batches accumulated per optimizer step (the
+            recorded loss is their mean).
+        compute_loss: ``compute_loss(model, batch) -> loss``; overrides the
+            batch handling above.
+        unpack: ``unpack(batch) -> (inputs, target)``; inputs that are a tuple
+            are passed as ``model(*inputs)``, a dict as ``model(**inputs)``.
+        amp: ``"bf16"`` or ``"fp16"`` to run forward passes under autocast
+            (fp16 adds a ``GradScaler``; a step it skips is recorded as skipped).
+        device: where batches go (default: the device of the model's first
+            parameter).
+        max_grad_norm: clip the gradient norm before each step, as in training.
+        val_batches: validation batches used (fixed, cached on ``device``).
+        val_every: steps between validations (default: ``num_steps // 25``,
+            at least 1).
+        reference_group: index of the param group whose LR the ladder follows.
+        sync_every: read losses from the device every this many steps (default
+            1 on CPU, 8 on accelerators, to avoid a host sync per step).
+        spill_dir: hold the state snapshot in a temporary directory there
+            instead of CPU memory (for very large models).
+        progress: called with a :class:`~lrkit.rangetest.Progress` each step.
+        suggest: ``True`` (default rule), a rule name, or ``False``.
+
+    Returns:
+        A :class:`~lrkit.rangetest.RangeTestResult`; ``result.suggestion`` is the
+        LR to train with (for the reference group; ``result.group_suggestions``
+        for all groups).
+
+    Raises:
+        ValueError, TypeError: on bad arguments or batches that cannot be
+            unpacked; nothing of the user's is changed.
+    """
+    # ---------------------------------------------------------- validate first
+    if not isinstance(model, nn.Module):
+        _check.fail("model", "a torch.nn.Module", model, exc=TypeError)
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        _check.fail("optimizer", "a torch.optim.Optimizer", optimizer, exc=TypeError)
+    if loss_fn is not None and not callable(loss_fn):
+        _check.fail("loss_fn", "callable or None", loss_fn, exc=TypeError)
+    if compute_loss is not None and not callable(compute_loss):
+        _check.fail("compute_loss", "callable or None", compute_loss, exc=TypeError)
+    if unpack is not None and not callable(unpack):
+        _check.fail("unpack", "callable or None", unpack, exc=TypeError)
+    if train_loader is None:
+        _check.fail(
+            "train_loader", "an iterable of batches", train_loader, exc=TypeError
+        )
+    if not hasattr(train_loader, "__iter__"):
+        _check.fail(
+            "train_loader", "an iterable of batches", train_loader, exc=TypeError
+        )
+    if _known_len(train_loader) == 0:
+        _check.fail(
+            "train_loader", "a loader that yields at least one batch", train_loader
+        )
+    if val_loader is not None and not hasattr(val_loader, "__iter__"):
+        _check.fail(
+            "val_loader", "an iterable of batches or None", val_loader, exc=TypeError
+        )
+    accumulation_steps = _check.positive_int("accumulation_steps", accumulation_steps)
+    val_batches = _check.positive_int("val_batches", val_batches)
+    if val_every is None:
+        val_every = max(1, num_steps // 25) if isinstance(num_steps, int) else 1
+    val_every = _check.positive_int("val_every", val_every)
+    if max_grad_norm is not None:
+        max_grad_norm = _check.positive("max_grad_norm", max_grad_norm)
+    amp_dtype = _amp_dtype(amp)
+    groups = optimizer.param_groups
+    if not isinstance(reference_group, int) or isinstance(reference_group, bool):
+        _check.fail("reference_group", "an int", reference_group, exc=TypeError)
+    if not 0 <= reference_group < len(groups):
+        _check.fail(
+            "reference_group",
+            f"a param group index in [0, {len(groups) - 1}]",
+            reference_group,
+        )
+    model_params = {id(p) for p in model.parameters()}
+    opt_params = [p for g in groups for p in g["params"]]
+    if not any(id(p) in model_params for p in opt_params):
+        _check.fail(
+            "optimizer",
+            "an optimizer over parameters of model",
+            f"{type(optimizer).__name__} with {len(opt_params)} parameters, "
+            "none of them in model",
+            "Build it with optimizer = Optim(model.parameters(), ...).",
+        )
+    ref_lr = _group_lr(groups[reference_group])
+    if not (ref_lr > 0 and math.isfinite(ref_lr)):
+        _check.fail(
+            f"optimizer.param_groups[{reference_group}]['lr']",
+            "> 0 (the other groups' LRs are kept as ratios of it)",
+            ref_lr,
+            "Pick another reference_group or set a positive LR.",
+        )
+    factors = tuple(_group_lr(g) / ref_lr for g in groups)
+    if device is None:
+        first = next(model.parameters(), None)
+        dev = first.device if first is not None else torch.device("cpu")
+    else:
+        dev = torch.device(device)
+    if sync_every is None:
+        sync_every = 1 if dev.type == "cpu" else 8
+    RangeTestSettings(  # validates the ladder arguments before anything runs
+        start_lr=start_lr, end_lr=end_lr, num_steps=num_steps, mode=mode
+    )
+
+    if compute_loss is not None:
+        hook = compute_loss
+
+        def batch_loss(batch: Any) -> torch.Tensor:
+            return _scalar(hook(model, batch))
+    else:
+
+        def batch_loss(batch: Any) -> torch.Tensor:
+            return _scalar(_default_loss(model, batch, loss_fn, unpack))
+
+    autocast: Callable[[], contextlib.AbstractContextManager[Any]]
+    if amp_dtype is None:
+        autocast = contextlib.nullcontext
+    else:
+        dtype = amp_dtype
+
+        def autocast() -> contextlib.AbstractContextManager[Any]:
+            return torch.autocast(device_type=dev.type, dtype=dtype)
+
+    scaler = None
+    if amp_dtype is torch.float16:
+        scaler = torch.amp.GradScaler(dev.type)
+
+    batches = _Batches(train_loader, "train_loader")
+    params = [p for p in opt_params if p.requires_grad]
+
+    def step_fn(lr: float) -> Any:
+        for group, f in zip(groups, factors, strict=True):
+            _set_lr(group, lr * f)
+        optimizer.zero_grad(set_to_none=True)
+        total: torch.Tensor | None = None
+        for _ in range(accumulation_steps):
+            batch = _to_device(next(batches), dev)
+            with autocast():
+                loss = batch_loss(batch)
+            part = loss.float() / accumulation_steps
+            if scaler is not None:
+                scaler.scale(part).backward()  # type: ignore[no-untyped-call]
+            else:
+                part.backward()  # type: ignore[no-untyped-call]
+            d = part.detach()
+            total = d if total is None else total + d
+        assert total is not None
+        if scaler is not None:
+            if max_grad_norm is not None:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+            old = scaler._scale
+            old = None if old is None else old.clone()
+            scaler.step(optimizer)
+            scaler.update()
+            new = scaler._scale
+            skipped = None if old is None or new is None else new < old
+            return (total, skipped)
+        if max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        optimizer.step()
+        return total
+
+    def resolve(values: Sequence[Any]) -> list[Any]:
+        if scaler is None:
+            if len(values) == 1:
+                return [values[0].item()]
+            return list(torch.stack(list(values)).cpu().tolist())
+        losses = torch.stack([v[0] for v in values]).cpu().tolist()
+        flags = [bool(v[1].item()) if v[1] is not None else False for v in values]
+        return [StepOutcome(v, s) for v, s in zip(losses, flags, strict=True)]
+
+    val_fn = None
+    val_cache: list[Any] = []
+    if val_loader is not None:
+        vloader = val_loader
+
+        def val_fn() -> float:
+            if not val_cache:
+                for i, b in enumerate(vloader):
+                    if i >= val_batches:
+                        break
+                    val_cache.append(_to_device(b, dev))
+                if not val_cache:
+                    _check.fail(
+                        "val_loader", "a loader that yields at least one batch", vloader
+                    )
+            model.eval()
+            try:
+                with torch.no_grad(), autocast():
+                    vals = [batch_loss(b).float() for b in val_cache]
+                return float(torch.stack(vals).mean().item())
+            finally:
+                model.train()
+
+    loaders = [train_loader] if val_loader is None else [train_loader, val_loader]
+    extra = {
+        "accumulation_steps": accumulation_steps,
+        "amp": None if amp_dtype is None else str(amp_dtype).replace("torch.", ""),
+        "device": str(dev),
+        "optimizer": type(optimizer).__name__,
+        "param_groups": len(groups),
+        "reference_group": reference_group,
+        "group_lrs": [_group_lr(g) for g in groups],
+        "max_grad_norm": max_grad_norm,
+        "val_batches": val_batches if val_loader is not None else 0,
+    }
+    snap = snapshot(model, optimizer, loaders=loaders, rng=True, spill_dir=spill_dir)
+    try:
+        model.train()
+        result = range_test(
+            step_fn,
+            start_lr=start_lr,
+            end_lr=end_lr,
+            num_steps=num_steps,
+            mode=mode,
+            val_fn=val_fn,
+            val_every=val_every,
+            sync_every=sync_every,
+            resolve=resolve,
+            progress=progress,
+            suggest=suggest,
+            extra=extra,
+        )
+    finally:
+        t0 = time.perf_counter()
+        val_cache.clear()
+        snap.restore()
+        snap.discard()
+        restore_s = time.perf_counter() - t0
+    timings = {**result.timings, "restore": restore_s}
+    return _replace(
+        result, timings=timings, reference_group=reference_group, group_factors=factors
+    )
+
+
+def _replace(result: RangeTestResult, **changes: Any) -> RangeTestResult:
+    import dataclasses
+
+    return dataclasses.replace(result, **changes)

@@ -1,0 +1,381 @@
+"""Bit-exact snapshots of training state, for the range test and the guard.
+
+A :class:`Snapshot` holds one copy of everything a training step can change:
+
+- every parameter and buffer of the model (persistent or not), their ``.grad``
+  and ``requires_grad``, and each submodule's ``training`` flag;
+- the optimizer's per-parameter state, its param groups (learning rates and all
+  other keys; keys added later are removed on restore) and its plain attributes;
+- the ``state_dict()`` of any other object handed in (an LR scheduler, a
+  ``GradScaler``, ...);
+- the Python, NumPy and torch (CPU and, when initialised, CUDA) RNG states, and
+  the ``torch.Generator`` of data loaders (their shuffling order).
+
+:meth:`Snapshot.restore` writes all of it back *in place*: the tensors the model
+and the optimizer hold keep their identity, so references the user keeps (an
+EMA of the weights, a second optimizer) stay valid. The copy lives in CPU memory
+(one extra copy of model + optimizer state, no disk writes) unless ``spill_dir``
+is given, in which case tensors are written to a fresh temporary directory
+there and read back on restore.
+
+Example:
+    >>> import torch
+    >>> from lrkit.torch.state import snapshot
+    >>> model = torch.nn.Linear(2, 1)
+    >>> opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    >>> before = model.weight.detach().clone()
+    >>> snap = snapshot(model, opt)
+    >>> model(torch.ones(4, 2)).sum().backward(); opt.step()
+    >>> snap.restore()
+    >>> torch.equal(model.weight, before) and not opt.state
+    True
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import _check
+
+__all__ = ["Snapshot", "snapshot"]
+
+_PLAIN = (bool, int, float, str, type(None))
+
+
+class _SpillKey(str):
+    """Name of a tensor written to the spill file (not a user string)."""
+
+
+def _to_cpu(value: Any) -> Any:
+    """Deep copy of ``value`` with every tensor copied to CPU (detached)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_cpu(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_to_cpu(v) for v in value)
+    return copy.deepcopy(value)
+
+
+def _nbytes(value: Any) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_nbytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_nbytes(v) for v in value)
+    return 0
+
+
+def _generators(loader: Any) -> list[torch.Generator]:
+    """The torch.Generators a DataLoader-like object shuffles or samples with."""
+    found: list[torch.Generator] = []
+    candidates = [
+        getattr(loader, "generator", None),
+        getattr(getattr(loader, "sampler", None), "generator", None),
+        getattr(
+            getattr(getattr(loader, "batch_sampler", None), "sampler", None),
+            "generator",
+            None,
+        ),
+    ]
+    for g in candidates:
+        if isinstance(g, torch.Generator) and all(g is not f for f in found):
+            found.append(g)
+    return found
+
+
+@dataclass
+class _TensorSlot:
+    owner: nn.Module
+    name: str
+    kind: str  # "_parameters" or "_buffers"
+    tensor: torch.Tensor
+    requires_grad: bool
+    data: Any  # CPU copy, or a key into the spill file
+    grad: Any  # CPU copy, None, or a key into the spill file
+
+
+@dataclass(eq=False)
+class Snapshot:
+    """A restorable copy of model, optimizer, extra objects, RNG and loader state.
+
+    Build it with :func:`snapshot`; call :meth:`restore` (any number of times)
+    to put everything back in place, and :meth:`discard` (or use it as a
+    context manager) to free the copy and any spill files.
+
+    Attributes:
+        nbytes: bytes held by the tensor copies (in RAM, or on disk if spilled).
+        spill_path: the temporary directory holding the copy, or ``None``.
+    """
+
+    _model: nn.Module | None
+    _slots: list[_TensorSlot]
+    _flags: list[tuple[nn.Module, bool]]
+    _optimizer: torch.optim.Optimizer | None
+    _opt_state: list[tuple[Any, dict[str, Any]]]
+    _opt_groups: list[dict[str, Any]]
+    _opt_attrs: dict[str, Any]
+    _objects: dict[str, tuple[Any, Any]]
+    _rng: dict[str, Any] | None
+    _loader_gens: list[tuple[torch.Generator, torch.Tensor]]
+    nbytes: int = 0
+    spill_path: Path | None = None
+    _spilled: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+    # ------------------------------------------------------------------ restore
+    def restore(self) -> None:
+        """Write the snapshot back in place (bit-exact). Idempotent."""
+        store = self._load_spill()
+        with torch.no_grad():
+            for slot in self._slots:
+                self._restore_slot(slot, store)
+        for module, flag in self._flags:
+            module.training = flag
+        if self._optimizer is not None:
+            self._restore_optimizer(store)
+        for obj, state in self._objects.values():
+            obj.load_state_dict(copy.deepcopy(state))
+        for gen, gstate in self._loader_gens:
+            gen.set_state(gstate)
+        if self._rng is not None:
+            _set_rng(self._rng)
+
+    def _load_spill(self) -> dict[str, torch.Tensor] | None:
+        if self.spill_path is None:
+            return None
+        loaded: dict[str, torch.Tensor] = torch.load(
+            self.spill_path / "tensors.pt", map_location="cpu", weights_only=True
+        )
+        return loaded
+
+    @staticmethod
+    def _fetch(value: Any, store: dict[str, torch.Tensor] | None) -> Any:
+        if store is not None and isinstance(value, _SpillKey):
+            return store[value]
+        return value
+
+    def _restore_slot(
+        self, slot: _TensorSlot, store: dict[str, torch.Tensor] | None
+    ) -> None:
+        t = slot.tensor
+        table = getattr(slot.owner, slot.kind)
+        if table.get(slot.name) is not t:  # replaced or removed by the test
+            table[slot.name] = t
+        t.copy_(self._fetch(slot.data, store))
+        if t.is_leaf:
+            t.requires_grad_(slot.requires_grad)
+        grad = self._fetch(slot.grad, store)
+        if grad is None:
+            t.grad = None
+        elif t.grad is not None and t.grad.shape == grad.shape:
+            t.grad.copy_(grad)
+        else:
+            t.grad = grad.to(device=t.device, copy=True)
+
+    def _restore_optimizer(self, store: dict[str, torch.Tensor] | None) -> None:
+        opt = self._optimizer
+        assert opt is not None
+        opt.state.clear()
+        for key, per_param in self._opt_state:
+            device = key.device if isinstance(key, torch.Tensor) else None
+            restored: dict[str, Any] = {}
+            for name, (value, value_device) in per_param.items():
+                value = self._fetch(value, store)
+                if isinstance(value, torch.Tensor):
+                    target = value_device if value_device is not None else device
+                    value = value.to(device=target, copy=True)
+                else:
+                    value = copy.deepcopy(value)
+                restored[name] = value
+            opt.state[key] = restored
+        for group, saved in zip(opt.param_groups, self._opt_groups, strict=True):
+            for k in [k for k in group if k != "params" and k not in saved]:
+                del group[k]
+            for k, v in saved.items():
+                group[k] = copy.deepcopy(v)
+        for k in [
+            k
+            for k, v in vars(opt).items()
+            if isinstance(v, _PLAIN) and k not in self._opt_attrs
+        ]:
+            delattr(opt, k)
+        for k, v in self._opt_attrs.items():
+            setattr(opt, k, v)
+
+    # ------------------------------------------------------------------ lifetime
+    def discard(self) -> None:
+        """Free the copy (and delete spill files). The snapshot is unusable after."""
+        self._slots.clear()
+        self._opt_state.clear()
+        self._objects.clear()
+        if self.spill_path is not None:
+            shutil.rmtree(self.spill_path, ignore_errors=True)
+            self.spill_path = None
+
+    def __enter__(self) -> Snapshot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
+
+
+def _get_rng() -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng(state: Mapping[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def snapshot(
+    model: nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    objects: Mapping[str, Any] | None = None,
+    loaders: Iterable[Any] = (),
+    rng: bool = True,
+    spill_dir: str | Path | None = None,
+) -> Snapshot:
+    """Take a bit-exact snapshot of training state (see the module docstring).
+
+    Args:
+        model: the model whose parameters, buffers, grads and train/eval flags
+            are copied.
+        optimizer: the optimizer whose state, param groups and attributes are
+            copied.
+        objects: other stateful objects by name, each with ``state_dict()`` and
+            ``load_state_dict()`` (an LR scheduler, a ``GradScaler``, an EMA).
+        loaders: data loaders whose ``torch.Generator`` states (shuffle order)
+            are copied.
+        rng: also copy the global Python, NumPy and torch RNG states.
+        spill_dir: if given, write the tensor copies to a new temporary
+            directory inside it instead of holding them in RAM (for models too
+            large to copy in memory).
+
+    Returns:
+        The :class:`Snapshot`.
+
+    Raises:
+        TypeError: if ``model`` is not an ``nn.Module``, ``optimizer`` not a
+            ``torch.optim.Optimizer`` or an object lacks ``state_dict``.
+    """
+    if model is not None and not isinstance(model, nn.Module):
+        _check.fail("model", "a torch.nn.Module", model, exc=TypeError)
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        _check.fail("optimizer", "a torch.optim.Optimizer", optimizer, exc=TypeError)
+    objects = dict(objects or {})
+    for name, obj in objects.items():
+        if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")):
+            _check.fail(
+                f"objects[{name!r}]",
+                "an object with state_dict() and load_state_dict()",
+                obj,
+                exc=TypeError,
+            )
+    spill = None
+    if spill_dir is not None:
+        spill = Path(tempfile.mkdtemp(prefix="lrkit-snapshot-", dir=spill_dir))
+    pending: dict[str, torch.Tensor] = {}
+
+    def keep(value: torch.Tensor | None, key: str) -> Any:
+        if value is None:
+            return None
+        cpu = value.detach().to("cpu", copy=True)
+        if spill is None:
+            return cpu
+        pending[key] = cpu
+        return _SpillKey(key)
+
+    slots: list[_TensorSlot] = []
+    flags: list[tuple[nn.Module, bool]] = []
+    nbytes = 0
+    if model is not None:
+        seen: set[int] = set()
+        for mod_name, module in model.named_modules(remove_duplicate=False):
+            flags.append((module, module.training))
+            for kind in ("_parameters", "_buffers"):
+                for name, t in getattr(module, kind).items():
+                    if t is None or id(t) in seen:
+                        continue
+                    seen.add(id(t))
+                    key = f"{kind}:{mod_name}.{name}"
+                    slots.append(
+                        _TensorSlot(
+                            owner=module,
+                            name=name,
+                            kind=kind,
+                            tensor=t,
+                            requires_grad=t.requires_grad,
+                            data=keep(t, key),
+                            grad=keep(t.grad, key + ".grad"),
+                        )
+                    )
+                    nbytes += _nbytes(t) + _nbytes(t.grad)
+    opt_state: list[tuple[Any, dict[str, Any]]] = []
+    opt_groups: list[dict[str, Any]] = []
+    opt_attrs: dict[str, Any] = {}
+    if optimizer is not None:
+        for i, (param_key, per_param) in enumerate(optimizer.state.items()):
+            saved: dict[str, Any] = {}
+            for state_name, value in per_param.items():
+                if isinstance(value, torch.Tensor):
+                    saved[state_name] = (
+                        keep(value, f"opt:{i}.{state_name}"),
+                        value.device,
+                    )
+                    nbytes += _nbytes(value)
+                else:
+                    saved[state_name] = (copy.deepcopy(value), None)
+            opt_state.append((param_key, saved))
+        for group in optimizer.param_groups:
+            opt_groups.append(
+                {k: _to_cpu(v) for k, v in group.items() if k != "params"}
+            )
+        opt_attrs = {k: v for k, v in vars(optimizer).items() if isinstance(v, _PLAIN)}
+    saved_objects = {
+        name: (obj, _to_cpu(obj.state_dict())) for name, obj in objects.items()
+    }
+    nbytes += sum(_nbytes(state) for _, state in saved_objects.values())
+    gens = [(g, g.get_state()) for loader in loaders for g in _generators(loader)]
+    if spill is not None:
+        torch.save(pending, spill / "tensors.pt")
+        pending.clear()
+    return Snapshot(
+        _model=model,
+        _slots=slots,
+        _flags=flags,
+        _optimizer=optimizer,
+        _opt_state=opt_state,
+        _opt_groups=opt_groups,
+        _opt_attrs=opt_attrs,
+        _objects=saved_objects,
+        _rng=_get_rng() if rng else None,
+        _loader_gens=gens,
+        nbytes=nbytes,
+        spill_path=spill,
+    )

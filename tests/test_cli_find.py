@@ -1,0 +1,112 @@
+"""`lrkit find` in a real subprocess: the demo, a user's factory, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+
+def lrkit(
+    *args: str, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("MPLBACKEND", "Agg")
+    return subprocess.run(
+        [sys.executable, "-m", "lrkit", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_demo_json(tmp_path: Path) -> None:
+    p = lrkit("find", "--json", "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    record = json.loads(p.stdout)
+    assert record["task"] == "lrkit.demo:make_task"
+    s = record["suggestion"]
+    assert isinstance(s, float) and math.isfinite(s) and s > 0
+    assert record["low"] <= s <= record["high"]
+    assert len(record["lrs"]) == len(record["losses"]) >= 10
+    assert (tmp_path / "lr_find.png").stat().st_size > 1000
+    saved = json.loads((tmp_path / "lr_find.json").read_text())
+    assert saved["suggestion"] == s
+
+
+def test_demo_human_output(tmp_path: Path) -> None:
+    p = lrkit("find", "--out", str(tmp_path), "--num-steps", "60")
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    assert "suggested LR" in out and "confidence" in out and "stopped" in out
+    assert "S" in out and "┤" in out  # the terminal plot with the suggestion mark
+    assert str(tmp_path / "lr_find.png") in out
+
+
+def test_user_factory(tmp_path: Path) -> None:
+    (tmp_path / "mytask.py").write_text(
+        textwrap.dedent(
+            """
+            import torch
+            from torch.utils.data import DataLoader, TensorDataset
+
+            def make_task():
+                torch.manual_seed(0)
+                x = torch.randn(256, 5)
+                y = x @ torch.arange(5.0) + 0.1 * torch.randn(256)
+                model = torch.nn.Linear(5, 1)
+                opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+                loader = DataLoader(TensorDataset(x, y[:, None]), batch_size=32)
+                return model, opt, torch.nn.functional.mse_loss, loader
+            """
+        )
+    )
+    p = lrkit("find", "mytask:make_task", "--json", "--out", "res", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    record = json.loads(p.stdout)
+    assert record["task"] == "mytask:make_task"
+    assert record["settings"]["extra"]["optimizer"] == "Adam"
+    assert (tmp_path / "res" / "lr_find.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["no_such_module_xyz:make"], "cannot import module 'no_such_module_xyz'"),
+        (["lrkit.demo"], "TARGET must be 'module.path:factory'"),
+        (["lrkit.demo:no_such_factory"], "has no attribute 'no_such_factory'"),
+        (["--start-lr", "0"], "start_lr must be > 0"),
+        (["--end-lr", "1e-9"], "end_lr must be > start_lr"),
+        (["--mode", "log"], "mode must be one of 'exp', 'linear'"),
+        (["--rule", "magic"], "method must be one of"),
+    ],
+)
+def test_bad_input_one_line_exit_2(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    p = lrkit("find", *args, "--out", str(tmp_path))
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    assert lines[0].startswith("lrkit: error: ")
+    assert message in lines[0]
+    assert not (tmp_path / "lr_find.json").exists()
+
+
+def test_help_lists_commands() -> None:
+    p = lrkit("--help")
+    assert p.returncode == 0
+    assert "find" in p.stdout
+    p = lrkit("find", "--help")
+    assert p.returncode == 0 and "module.path:factory" in p.stdout

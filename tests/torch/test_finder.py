@@ -1,0 +1,400 @@
+"""lrkit.find_lr on real tiny torch models: restoration, batch formats, AMP, groups."""
+
+from __future__ import annotations
+
+import math
+import random
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, IterableDataset, TensorDataset
+
+import lrkit
+
+
+def make_data(n: int = 256, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 8, generator=g)
+    y = (x[:, :3].sum(1) > 0).long() + (x[:, 3] > 1).long()
+    return x, y
+
+
+def loader(batch_size: int = 16, shuffle: bool = True, n: int = 256) -> DataLoader:
+    x, y = make_data(n)
+    return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle)
+
+
+class BNDropNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(8, 32),
+            nn.BatchNorm1d(32),
+            nn.ReLU(),
+            nn.Dropout(0.3),
+            nn.Linear(32, 3),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def state_of(model: nn.Module, opt: torch.optim.Optimizer) -> dict:
+    return {
+        "params": [t.detach().clone() for t in model.state_dict().values()],
+        "grads": [
+            None if p.grad is None else p.grad.clone() for p in model.parameters()
+        ],
+        "training": [m.training for m in model.modules()],
+        "opt": repr(opt.state_dict()),
+    }
+
+
+def assert_state_equal(a: dict, b: dict) -> None:
+    assert len(a["params"]) == len(b["params"])
+    for x, y in zip(a["params"], b["params"], strict=True):
+        assert torch.equal(x, y)
+    for x, y in zip(a["grads"], b["grads"], strict=True):
+        assert (x is None) == (y is None)
+        if x is not None:
+            assert torch.equal(x, y)
+    assert a["training"] == b["training"]
+    assert a["opt"] == b["opt"]
+
+
+def rng_probe() -> tuple:
+    return (random.random(), float(np.random.rand()), torch.rand(3).tolist())
+
+
+def seeded() -> None:
+    random.seed(3)
+    np.random.seed(3)
+    torch.manual_seed(3)
+
+
+@pytest.fixture
+def setup() -> tuple[nn.Module, torch.optim.Optimizer, DataLoader]:
+    torch.manual_seed(0)
+    model = BNDropNet()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    dl = loader()
+    # one real step so the optimizer has state and the params have grads
+    x, y = next(iter(dl))
+    F.cross_entropy(model(x), y).backward()
+    opt.step()
+    model.eval()  # a flag find_lr must give back
+    return model, opt, dl
+
+
+def test_state_identical_after_find_lr(setup) -> None:
+    model, opt, dl = setup
+    before = state_of(model, opt)
+    seeded()
+    expected_rng = rng_probe()
+    seeded()
+    result = lrkit.find_lr(
+        model, opt, F.cross_entropy, dl, val_loader=loader(64, False)
+    )
+    got_rng = rng_probe()
+    assert_state_equal(before, state_of(model, opt))
+    assert got_rng == expected_rng
+    assert result.suggestion is not None and result.suggestion > 0
+    assert result.steps_done >= 10 and len(result.val_losses) >= 1
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.mark.parametrize("exc", [Boom, KeyboardInterrupt])
+def test_state_restored_when_interrupted(setup, exc) -> None:
+    model, opt, dl = setup
+    before = state_of(model, opt)
+    calls = [0]
+
+    def loss_fn(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        if calls[0] == 20:
+            raise exc()
+        return F.cross_entropy(out, y)
+
+    seeded()
+    expected_rng = rng_probe()
+    seeded()
+    with pytest.raises(exc):
+        lrkit.find_lr(model, opt, loss_fn, dl)
+    assert rng_probe() == expected_rng
+    assert_state_equal(before, state_of(model, opt))
+    assert calls[0] == 20
+
+
+def test_finds_a_sane_lr_on_a_quadratic_problem() -> None:
+    # linear regression with SGD: GD is unstable above lr = 2 / lambda_max(X^T X / n)
+    torch.manual_seed(0)
+    x = torch.randn(512, 4) * torch.tensor([1.0, 1.0, 1.0, 3.0])
+    y = x @ torch.tensor([1.0, -1.0, 2.0, 0.5]) + 0.1 * torch.randn(512)
+    dl = DataLoader(TensorDataset(x, y[:, None]), batch_size=512)
+    model = nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    edge = 2.0 / float(torch.linalg.eigvalsh(2 * x.T @ x / 512).max())
+    r = lrkit.find_lr(
+        model, opt, F.mse_loss, dl, start_lr=1e-5, end_lr=10.0, num_steps=100
+    )
+    assert r.stop_reason in ("diverged", "nan")
+    assert edge / 30 < r.suggestion < edge  # below the stability edge, not absurdly so
+    assert r.lrs[-1] > edge / 2
+
+
+def test_accumulation_takes_k_batches_per_step() -> None:
+    seen = [0]
+
+    class Counting(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen[0] += 1
+            return self.lin(x)
+
+    model = Counting()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    r = lrkit.find_lr(
+        model,
+        opt,
+        F.cross_entropy,
+        loader(),
+        accumulation_steps=3,
+        num_steps=20,
+        end_lr=1e-2,
+    )
+    assert len(r.lrs) == r.steps_done == 20
+    assert seen[0] == 3 * 20
+    assert r.settings.extra["accumulation_steps"] == 3
+
+
+def test_param_group_ratios_kept() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    opt = torch.optim.SGD(
+        [
+            {"params": model[0].parameters(), "lr": 0.1},
+            {"params": model[2].parameters(), "lr": 0.01},
+        ],
+        lr=0.1,
+    )
+    ratios = []
+    orig_step = opt.step
+
+    def spy(*a, **k):
+        ratios.append(opt.param_groups[1]["lr"] / opt.param_groups[0]["lr"])
+        return orig_step(*a, **k)
+
+    opt.step = spy  # type: ignore[method-assign]
+    r = lrkit.find_lr(
+        model, opt, F.cross_entropy, loader(), num_steps=30, reference_group=0
+    )
+    del opt.step
+    assert ratios and all(abs(q - 0.1) < 1e-12 for q in ratios)
+    assert r.group_factors == pytest.approx((1.0, 0.1))
+    assert r.group_suggestions[1] == pytest.approx(r.suggestion * 0.1)
+    assert [g["lr"] for g in opt.param_groups] == [0.1, 0.01]
+
+
+def test_loader_without_len_and_shorter_than_test() -> None:
+    class Stream(IterableDataset):
+        def __iter__(self):
+            x, y = make_data(48)
+            for i in range(0, 48, 16):
+                yield x[i : i + 16], y[i : i + 16]
+
+    dl = DataLoader(Stream(), batch_size=None)
+    model = nn.Linear(8, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    r = lrkit.find_lr(model, opt, F.cross_entropy, dl, num_steps=40, end_lr=1.0)
+    assert r.steps_done == len(r.lrs)
+    assert len(r.lrs) > 3  # ran through many restarts of a 3-batch loader
+
+
+class DictModel(nn.Module):
+    """Hugging Face style: keyword inputs, an output object with .loss and .logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(8, 3)
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None):
+        logits = self.lin(features)
+        loss = None if labels is None else F.cross_entropy(logits, labels)
+        return SimpleNamespace(loss=loss, logits=logits)
+
+
+def dict_loader() -> list[dict[str, torch.Tensor]]:
+    x, y = make_data(128)
+    return [
+        {"features": x[i : i + 16], "labels": y[i : i + 16]} for i in range(0, 128, 16)
+    ]
+
+
+def test_dict_batches_and_output_loss() -> None:
+    model = DictModel()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    r = lrkit.find_lr(model, opt, None, dict_loader(), num_steps=30)
+    assert all(math.isfinite(v) for v in r.losses[:10])
+    # with a criterion the logits are used against batch["labels"]
+    r2 = lrkit.find_lr(model, opt, F.cross_entropy, dict_loader(), num_steps=30)
+    assert r2.losses[0] == pytest.approx(r.losses[0])
+
+
+def test_real_hugging_face_model() -> None:
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(
+        n_embd=32, n_layer=1, n_head=2, vocab_size=50, n_positions=16
+    )
+    model = transformers.GPT2LMHeadModel(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    ids = torch.randint(0, 50, (64, 16), generator=torch.Generator().manual_seed(0))
+    batches = [
+        {"input_ids": ids[i : i + 8], "labels": ids[i : i + 8]} for i in range(0, 64, 8)
+    ]
+    before = [t.clone() for t in model.state_dict().values()]
+    r = lrkit.find_lr(model, opt, None, batches, num_steps=25, end_lr=1.0)
+    assert math.isfinite(r.losses[0]) and r.losses[0] > 3.0  # ~ln(50) at init
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(before, model.state_dict().values(), strict=True)
+    )
+
+
+def test_compute_loss_hook_and_unpack_hook() -> None:
+    model = nn.Linear(8, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = make_data(64)
+    triples = [(x[i : i + 16], y[i : i + 16], "meta") for i in range(0, 64, 16)]
+    r1 = lrkit.find_lr(
+        model,
+        opt,
+        compute_loss=lambda m, b: F.cross_entropy(m(b[0]), b[1]),
+        train_loader=triples,
+        num_steps=20,
+    )
+    r2 = lrkit.find_lr(
+        model,
+        opt,
+        F.cross_entropy,
+        triples,
+        unpack=lambda b: (b[0], b[1]),
+        num_steps=20,
+    )
+    assert r1.losses[0] == pytest.approx(r2.losses[0])
+
+
+def test_bf16_autocast_on_cpu() -> None:
+    torch.manual_seed(0)
+    model = BNDropNet()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    before = [t.clone() for t in model.state_dict().values()]
+    r = lrkit.find_lr(model, opt, F.cross_entropy, loader(), amp="bf16", num_steps=40)
+    assert r.settings.extra["amp"] == "bfloat16"
+    assert all(math.isfinite(v) for v in r.losses[:10])
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(before, model.state_dict().values(), strict=True)
+    )
+
+
+def test_fp16_gradscaler_records_skipped_steps() -> None:
+    torch.manual_seed(0)
+    model = nn.Linear(8, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    calls = [0]
+
+    def loss_fn(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        loss = F.cross_entropy(out.float(), y)
+        if calls[0] % 7 == 0:  # an overflowing gradient: the scaler skips this step
+            loss = loss * torch.tensor(float("inf"))
+        return loss
+
+    r = lrkit.find_lr(
+        model, opt, loss_fn, loader(), amp="fp16", num_steps=30, end_lr=1.0
+    )
+    assert any(r.skipped)
+    assert r.stop_reason != "nan"  # a skipped step is not a NaN loss of the model
+
+
+class TestBadInput:
+    def test_errors_name_the_parameter_and_change_nothing(self, setup) -> None:
+        model, opt, dl = setup
+        before = state_of(model, opt)
+        cases = [
+            (dict(start_lr=0.0), ValueError, "start_lr must be > 0, got start_lr=0.0"),
+            (
+                dict(start_lr=1e-2, end_lr=1e-3),
+                ValueError,
+                "end_lr must be > start_lr=0.01",
+            ),
+            (dict(num_steps=5), ValueError, "num_steps must be >= 10, got num_steps=5"),
+            (
+                dict(accumulation_steps=0),
+                ValueError,
+                "accumulation_steps must be an int >= 1",
+            ),
+            (dict(amp="int8"), ValueError, "amp must be None, 'bf16' or 'fp16'"),
+            (
+                dict(reference_group=3),
+                ValueError,
+                r"reference_group must be a param group index",
+            ),
+        ]
+        for kwargs, exc, match in cases:
+            with pytest.raises(exc, match=match):
+                lrkit.find_lr(model, opt, F.cross_entropy, dl, **kwargs)
+        assert_state_equal(before, state_of(model, opt))
+
+    def test_empty_loader(self) -> None:
+        model = nn.Linear(8, 3)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        with pytest.raises(
+            ValueError, match="train_loader must be a loader that yields"
+        ):
+            lrkit.find_lr(model, opt, F.cross_entropy, [])
+
+    def test_optimizer_of_another_model(self) -> None:
+        model = nn.Linear(8, 3)
+        opt = torch.optim.SGD(nn.Linear(8, 3).parameters(), lr=0.1)
+        with pytest.raises(
+            ValueError, match="optimizer must be an optimizer over parameters"
+        ):
+            lrkit.find_lr(model, opt, F.cross_entropy, loader())
+
+    def test_unpackable_batch_says_how_to_fix(self, setup) -> None:
+        model, opt, _ = setup
+        before = state_of(model, opt)
+        x, y = make_data(32)
+        triples = [(x, y, y)]
+        with pytest.raises(TypeError, match="compute_loss=lambda model, batch"):
+            lrkit.find_lr(model, opt, F.cross_entropy, triples)
+        assert_state_equal(before, state_of(model, opt))
+
+    def test_non_scalar_loss(self) -> None:
+        model = nn.Linear(8, 3)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        with pytest.raises(ValueError, match="scalar loss"):
+            lrkit.find_lr(model, opt, lambda o, y: (o - 1) ** 2, loader())
+
+    def test_wrong_types(self) -> None:
+        model = nn.Linear(8, 3)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+            lrkit.find_lr("model", opt, F.cross_entropy, loader())  # type: ignore[arg-type]
+        with pytest.raises(
+            TypeError, match="optimizer must be a torch.optim.Optimizer"
+        ):
+            lrkit.find_lr(model, "sgd", F.cross_entropy, loader())  # type: ignore[arg-type]

@@ -1,0 +1,183 @@
+"""Bit-exact snapshot and restore of training state on real tiny torch models."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lrkit.torch.state import snapshot
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Linear(6, 16),
+            nn.BatchNorm1d(16),
+            nn.ReLU(),
+            nn.Dropout(0.2),
+            nn.Linear(16, 3),
+        )
+        self.register_buffer("scratch", torch.zeros(3), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.body(x)
+        self.scratch += out.detach().mean(0)  # a non-persistent buffer that changes
+        return out
+
+
+def full_state(model: nn.Module, opt: torch.optim.Optimizer) -> dict:
+    return {
+        "tensors": {n: t.detach().clone() for n, t in model.named_parameters()}
+        | {n: t.detach().clone() for n, t in model.named_buffers()},
+        "grads": {
+            n: None if p.grad is None else p.grad.clone()
+            for n, p in model.named_parameters()
+        },
+        "training": [m.training for m in model.modules()],
+        "opt": repr(opt.state_dict()),
+        "opt_tensors": [
+            (k, v.clone())
+            for s in opt.state.values()
+            for k, v in s.items()
+            if torch.is_tensor(v)
+        ],
+        "groups": [
+            {k: v for k, v in g.items() if k != "params"} for g in opt.param_groups
+        ],
+    }
+
+
+def assert_same(a: dict, b: dict) -> None:
+    assert a["tensors"].keys() == b["tensors"].keys()
+    for k in a["tensors"]:
+        assert torch.equal(a["tensors"][k], b["tensors"][k]), k
+    for k in a["grads"]:
+        ga, gb = a["grads"][k], b["grads"][k]
+        assert (ga is None) == (gb is None), k
+        if ga is not None:
+            assert torch.equal(ga, gb), k
+    assert a["training"] == b["training"]
+    assert a["opt"] == b["opt"]
+    assert len(a["opt_tensors"]) == len(b["opt_tensors"])
+    for (ka, va), (kb, vb) in zip(a["opt_tensors"], b["opt_tensors"], strict=True):
+        assert ka == kb and torch.equal(va, vb)
+    assert a["groups"] == b["groups"]
+
+
+def train_a_bit(model: nn.Module, opt: torch.optim.Optimizer, steps: int = 5) -> None:
+    model.train()
+    for _ in range(steps):
+        x = torch.randn(8, 6)
+        loss = model(x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+@pytest.mark.parametrize(
+    "make_opt",
+    [
+        lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
+        lambda p: torch.optim.Adam(p, lr=1e-3),
+        lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=0.1),
+        lambda p: torch.optim.RMSprop(p, lr=1e-3),
+    ],
+)
+def test_restore_is_bit_exact_after_training(make_opt) -> None:
+    torch.manual_seed(0)
+    model = Net()
+    opt = make_opt(model.parameters())
+    train_a_bit(model, opt)  # non-empty optimizer state, BN statistics, grads
+    model.body[1].eval()  # a mixed train/eval flag pattern
+    before = full_state(model, opt)
+    weight_obj = model.body[0].weight
+    snap = snapshot(model, opt)
+    train_a_bit(model, opt)
+    opt.param_groups[0]["lr"] = 123.0
+    opt.param_groups[0]["extra_key"] = 1
+    model.eval()
+    snap.restore()
+    assert_same(before, full_state(model, opt))
+    assert model.body[0].weight is weight_obj  # identity kept: references stay valid
+
+
+def test_restore_empty_optimizer_state_and_none_grads() -> None:
+    torch.manual_seed(0)
+    model = Net()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    snap = snapshot(model, opt)
+    train_a_bit(model, opt)
+    assert opt.state
+    snap.restore()
+    assert not opt.state
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_rng_and_loader_generator_restored() -> None:
+    gen = torch.Generator().manual_seed(7)
+    loader = DataLoader(
+        TensorDataset(torch.arange(20.0)), batch_size=4, shuffle=True, generator=gen
+    )
+    random.seed(1)
+    np.random.seed(1)
+    torch.manual_seed(1)
+    snap = snapshot(loaders=[loader])
+    expected = (
+        random.random(),
+        np.random.rand(),
+        torch.rand(1),
+        [b[0].tolist() for b in loader],
+    )
+    snap.restore()
+    got = (
+        random.random(),
+        np.random.rand(),
+        torch.rand(1),
+        [b[0].tolist() for b in loader],
+    )
+    assert expected[0] == got[0] and expected[1] == got[1]
+    assert torch.equal(expected[2], got[2]) and expected[3] == got[3]
+
+
+def test_objects_with_state_dict() -> None:
+    model = nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    snap = snapshot(model, opt, objects={"scheduler": sched})
+    for _ in range(5):
+        opt.step()
+        sched.step()
+    snap.restore()
+    assert sched.last_epoch == 0 and opt.param_groups[0]["lr"] == 1.0
+
+
+def test_spill_to_disk_roundtrip(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = Net()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    train_a_bit(model, opt)
+    before = full_state(model, opt)
+    snap = snapshot(model, opt, spill_dir=tmp_path)
+    assert snap.spill_path is not None and any(snap.spill_path.iterdir())
+    train_a_bit(model, opt)
+    snap.restore()
+    assert_same(before, full_state(model, opt))
+    snap.discard()
+    assert not any(tmp_path.iterdir())
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        snapshot(model=3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="optimizer must be a torch.optim.Optimizer"):
+        snapshot(optimizer="sgd")  # type: ignore[arg-type]
+    with pytest.raises(
+        TypeError, match=r"objects\['x'\] must be an object with state_dict"
+    ):
+        snapshot(objects={"x": 1})
