@@ -147,7 +147,11 @@ class MonitorConfig:
             ``level`` fell by less than ``slow_rate_z·σ`` over the last
             ``trend_window`` updates (tiny progress per step against the noise) ...
         slow_flat_z: ... or when the run gained less than ``slow_flat_z·σ`` in
-            all (no progress above the noise). Not raised once the run diverged.
+            all (no progress above the noise; not after a spike, which makes a
+            flat curve a broken run rather than a slow one). Not raised once the
+            run diverged.
+        slow_patience: updates the ``too_slow`` condition must hold in a row
+            before the finding opens (its first step is where it began to hold).
         plateau_patience: validation evaluations without an improvement before
             ``plateau`` (an improvement beats the best by more than
             ``plateau_frac`` times the validation progress so far).
@@ -181,6 +185,7 @@ class MonitorConfig:
     slow_ratio: float = 0.6
     slow_rate_z: float = 4.0
     slow_flat_z: float = 3.0
+    slow_patience: int = 32
     plateau_patience: int = 10
     plateau_frac: float = 0.01
     overfit_frac: float = 0.1
@@ -221,6 +226,7 @@ class MonitorConfig:
         _check.positive_int("smooth_span", self.smooth_span)
         _check.positive_int("osc_spikes", self.osc_spikes)
         _check.positive_int("slow_min_updates", self.slow_min_updates)
+        _check.non_negative_int("slow_patience", self.slow_patience)
         _check.fraction("slow_ratio", self.slow_ratio, low_open=True)
         _check.positive_int("plateau_patience", self.plateau_patience)
         _check.positive_int("overfit_patience", self.overfit_patience)
@@ -421,15 +427,31 @@ def _advice(kind: str, lr: float | None, evidence: Mapping[str, float]) -> str:
             f"the LR to {times(0.5)}."
         )
     if kind == "oscillating":
+        rule = evidence.get("rule", 0.0)
+        if rule == 3.0:
+            what = (
+                f"Loss spikes keep coming ({int(evidence.get('spikes', 0))} in the "
+                "last trend window)"
+            )
+        elif rule == 1.0:
+            what = "The smoothed loss climbed back well above its best"
+        else:
+            what = "Loss noise is large against its trend and the progress made"
         return (
-            "Loss noise is large against its downward trend: LR likely too high. "
-            f"Try {times(0.3)}, or decay the LR now."
+            f"{what}: LR likely too high. Try {times(0.3)}, or decay the LR now; "
+            "gradient clipping helps against spikes."
         )
     if kind == "too_slow":
+        if evidence.get("rule", 0.0) == 1.0:
+            return (
+                "The loss has not moved beyond its noise since the start: LR likely "
+                f"far too low (or the model is stuck). Try 10x the current LR "
+                f"({times(10)}); a range test (lrkit find) tells the right value."
+            )
         return (
             "Progress is slow and steady, the curve has not started to flatten: LR "
-            f"likely too low. Try 3-10x the current LR ({times(3)}); a range test "
-            "(lrkit find) tells the right value."
+            f"likely too low. Try 3-10x the current LR, e.g. {times(3)}; a range "
+            "test (lrkit find) tells the right value."
         )
     if kind == "plateau":
         return (
@@ -470,6 +492,7 @@ _STATE_FIELDS = (
     "_diverge_thr",
     "_broken",
     "_unstable",
+    "_slow_since",
     "_gdiffs",
     "_gsorted",
     "_lr",
@@ -585,6 +608,7 @@ class Monitor:
         self._diverge_thr = math.nan
         self._broken = False  # a nan / diverged finding happened
         self._unstable = False  # a nan / diverged / spike / exploding_grad one
+        self._slow_since: tuple[int, int] | None = None  # (update, step)
         self._gdiffs: deque[float] = deque()  # gradient norms, in order
         self._gsorted: list[float] = []
         self._lr: float | None = None
@@ -880,7 +904,7 @@ class Monitor:
 
         # The run's shape so far: gains of the first and second half.
         window = c.trend_window
-        slow = False
+        slow = flat_rule = False
         d1 = d2 = math.nan
         drop = levels[0] - level
         if n >= c.slow_min_updates and not self._broken:
@@ -900,6 +924,7 @@ class Monitor:
                     and drop < c.slow_rate_z * sigma * hold
                 )
                 slow = flat or steady
+                flat_rule = flat
 
         # oscillating: repeated spikes; once the curve is not slow: rises of the
         # smoothed curve, or noise against trend and progress after flattening.
@@ -936,12 +961,19 @@ class Monitor:
 
         # too slow: little progress per step and the curve has not flattened.
         if slow and not any(k in self._open for k in _HIGH_KINDS):
+            if self._slow_since is None:
+                self._slow_since = (u, step)
+        else:
+            self._slow_since = None
+        since = self._slow_since
+        if since is not None and u - since[0] >= c.slow_patience:
             self._hit(
                 "too_slow",
                 step,
-                step,
+                since[1],
                 d2 / d1 if d1 > 0.0 else math.inf,
                 {
+                    "rule": 1.0 if flat_rule else 2.0,
                     "gain": start - level,
                     "noise": sigma,
                     "first_half_gain": d1,
