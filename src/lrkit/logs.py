@@ -642,7 +642,11 @@ def _read_tensorboard(path: Path, overrides: Mapping[str, str | None]) -> Histor
                         arr.reshape(())
                     )
     if not scalars:
-        raise LogFormatError(path, "the event files hold no scalar summaries")
+        raise LogFormatError(
+            path,
+            "no scalar summaries could be read (not an event file, corrupt, or "
+            "without add_scalar values)",
+        )
     tag_list = list(scalars)
     records_by_step: dict[int, dict[str, Any]] = {}
     for tag, points in scalars.items():
