@@ -487,3 +487,20 @@ def test_any_stream_is_accepted(values: list[float], with_grads: bool) -> None:
     assert ("nan" in kinds(mon)) == has_bad
     d = diagnose(values) if values else None
     assert d is None or d.verdict in lrkit.monitor.VERDICTS
+
+
+def test_finish_flags_a_curve_still_steep_at_the_end() -> None:
+    """An accelerating descent (a slow start) is only judged once the run is over."""
+    t = np.arange(200)
+    y = 4.6 - 1.2 * (t / 200) ** 2 + 0.01 * rng(25).standard_normal(200)
+    mon = feed(y)
+    assert "too_slow" not in kinds(mon)  # streaming: it could still bend
+    found = mon.finish()
+    assert [(f.kind, f.first_step, f.last_step) for f in found] == [
+        ("too_slow", 99, 199)
+    ]
+    assert found[0].evidence["rule"] == 3.0 and "still steep" in found[0].advice
+    assert mon.finish() == []  # once
+    d = diagnose(list(y))
+    assert d.verdict == "lr too low"
+    assert not feed(exp_decay()).finish()  # a healthy run is not steep at its end

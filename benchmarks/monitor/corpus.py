@@ -60,6 +60,11 @@ class Run:
     val_loss: list[float]
 
 
+def _num(v: float | None) -> float:
+    """Curves store non-finite values as null."""
+    return math.nan if v is None else float(v)
+
+
 def _final_level(y: list[float]) -> float:
     tail = y[-10:]
     if not tail or not all(math.isfinite(v) for v in tail):
@@ -99,13 +104,13 @@ def label_task(record: dict[str, Any]) -> list[Run]:
     runs = record["runs"]
     finals = {}
     for r in runs:
-        y = r["train_loss"]
+        y = [_num(v) for v in r["train_loss"]]
         if y and all(math.isfinite(v) for v in y):
             finals.setdefault(r["lr"], []).append(y[0] - _final_level(y))
     best_gain = max((float(np.mean(v)) for v in finals.values()), default=0.0)
     out = []
     for r in runs:
-        y = [float(v) for v in r["train_loss"]]
+        y = [_num(v) for v in r["train_loss"]]
         if len(y) < 2:
             continue
         mult = float(r["lr"]) / best
@@ -131,9 +136,9 @@ def label_task(record: dict[str, Any]) -> list[Run]:
                 label=label,
                 onset=_onset(y) if label == "diverged" else None,
                 train_loss=y,
-                grad_norm=[float(v) for v in r.get("grad_norm", [])],
+                grad_norm=[_num(v) for v in r.get("grad_norm", [])],
                 val_steps=[int(s) for s in r.get("val_steps", [])],
-                val_loss=[float(v) for v in r.get("val_loss", [])],
+                val_loss=[_num(v) for v in r.get("val_loss", [])],
             )
         )
     return out

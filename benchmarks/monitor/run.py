@@ -43,6 +43,7 @@ def run_monitor(run: corpus.Run, **settings: float) -> tuple[Finding, ...]:
             val_loss=val.get(t),
             grad_norm=gn[t] if t < len(gn) else None,
         )
+    mon.finish()  # the run is over: as lrkit.diagnose does
     return mon.findings
 
 
@@ -164,11 +165,178 @@ def bench_update_cost() -> None:
         print(f"| {label} | {dt:.1f} |")
 
 
+# ------------------------------------------------------------------ the guard
+def _regret(root: Path) -> tuple[object, object]:
+    """The regret suite's task registry and training helpers (repo import)."""
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from benchmarks.regret import tasks as regret_tasks, train as regret_train
+
+    return regret_tasks, regret_train
+
+
+def guarded_run(
+    name: str, seed: int, lr: float, root: Path, *, guard: bool, every: int
+) -> dict[str, float]:
+    """Train a regret task for its budget of batches at a constant ``lr``.
+
+    With ``guard``: an lrkit Guard (factor 0.5, snapshots every ``every`` steps)
+    checks each step; a rolled-back step consumes its batch without an update,
+    so both runs see the same number of batches.
+    """
+    from lrkit.torch import Guard, GuardError
+
+    tasks, train = _regret(root)
+    inst = tasks.TASKS[name](seed)  # type: ignore[attr-defined]
+    params = [p for p in inst.model.parameters() if p.requires_grad]
+    opt = inst.make_optimizer(params, lr)
+    g = (
+        Guard(inst.model, opt, loaders=[inst.train_loader], every=every)
+        if guard
+        else None
+    )
+    batches = train.infinite_batches(inst.train_loader)  # type: ignore[attr-defined]
+    init = train.evaluate(inst)  # type: ignore[attr-defined]
+    inst.model.train()
+    failed = False
+    t0 = time.perf_counter()
+    for _ in range(inst.budget_steps):
+        x, y = next(batches)
+        opt.zero_grad(set_to_none=True)
+        loss = inst.loss_fn(inst.model(x), y)
+        if g is None:
+            if not math.isfinite(float(loss.detach())):
+                failed = True
+                break
+            loss.backward()
+            opt.step()
+            continue
+        loss.backward()
+        try:
+            if g.step(loss):
+                opt.step()
+        except GuardError:
+            failed = True
+            break
+    wall = time.perf_counter() - t0
+    final = math.nan if failed else train.evaluate(inst)  # type: ignore[attr-defined]
+    return {
+        "final": final,
+        "recoveries": float(len(g.events)) if g is not None else 0.0,
+        "scale": g.recovery_scale if g is not None else 1.0,
+        "wall": wall,
+        "init": init,
+    }
+
+
+def bench_guard(curves: Path, root: Path, seeds: tuple[int, ...]) -> None:
+    """The Guard started at 4x the best LR, and at the lowest LR >= 4x that diverges.
+
+    A run diverges as the regret suite defines it (``train.DIVERGE_FACTOR``): a
+    non-finite loss, or a final validation loss above 1.5x the untrained one.
+    The lowest diverging LR comes from the curve file's ``diverged`` flags
+    (same seed), then is re-run here without and with the guard.
+    """
+    import gzip
+    import json
+
+    rows = []
+    overhead = []
+    false_alarms = 0
+    best_runs = 0
+    quiet4: list[str] = []
+    _, train = _regret(root)
+    limit = train.DIVERGE_FACTOR  # type: ignore[attr-defined]
+
+    def diverges(r: dict[str, float]) -> bool:
+        return not math.isfinite(r["final"]) or r["final"] > limit * r["init"]
+
+    for path in sorted(curves.glob("*.json.gz")):
+        with gzip.open(path, "rt") as fh:
+            record = json.load(fh)
+        name, best = record["task"], float(record["best_lr"])
+        every = max(10, int(record["budget_steps"]) // 20)
+        for seed in seeds:
+            ref = guarded_run(name, seed, best, root, guard=False, every=every)
+            ref_g = guarded_run(name, seed, best, root, guard=True, every=every)
+            best_runs += 1
+            false_alarms += ref_g["recoveries"] > 0
+            if math.isfinite(ref["final"]) and ref_g["recoveries"] == 0:
+                overhead.append(ref_g["wall"] / ref["wall"])
+            starts = []
+            plain4 = guarded_run(name, seed, 4 * best, root, guard=False, every=every)
+            if diverges(plain4):
+                starts.append(("4x", 4.0, plain4))
+            else:
+                quiet4.append(f"{name}/{seed}")
+            grid = sorted(
+                float(r["lr"])
+                for r in record["runs"]
+                if r["seed"] == seed and r["diverged"] and float(r["lr"]) >= 4 * best
+            )
+            if grid:
+                m = grid[0] / best
+                plain = guarded_run(name, seed, grid[0], root, guard=False, every=every)
+                if diverges(plain) and abs(m - 4) > 1e-6:
+                    starts.append(("lowest diverging", m, plain))
+            for which, m, plain in starts:
+                g = guarded_run(name, seed, m * best, root, guard=True, every=every)
+                gap = g["final"] / ref["final"] - 1
+                rows.append(
+                    (which, name, seed, m, ref["final"], plain["final"], g, gap)
+                )
+    print(
+        "\n| start | task | seed | LR / best | best-LR final | plain final | "
+        "guarded final | recoveries | LR scale | gap | within 2% |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for which, name, seed, m, best_final, plain_final, g, gap in rows:
+        good = math.isfinite(gap) and gap <= 0.02
+        print(
+            f"| {which} | {name} | {seed} | {m:.3g} | {best_final:.4g} | "
+            f"{plain_final:.4g} | {g['final']:.4g} | {int(g['recoveries'])} | "
+            f"{g['scale']:.3g} | {100 * gap:+.1f}% | {'yes' if good else 'no'} |"
+        )
+    for which in ("4x", "lowest diverging"):
+        sel = [r for r in rows if r[0] == which]
+        ok = sum(math.isfinite(r[7]) and r[7] <= 0.02 for r in sel)
+        saved = sum(
+            math.isfinite(r[6]["final"]) and not r[6]["final"] > limit * r[6]["init"]
+            for r in sel
+        )
+        print(
+            f"\nGuard started at the {which} LR, on runs that diverge there: "
+            f"{pct(ok, len(sel))} finish within 2% of the best-LR run's final "
+            f"validation loss; {pct(saved, len(sel))} no longer diverge."
+        )
+    print(
+        f"\nRuns that do not diverge at 4x the best LR: {', '.join(quiet4) or 'none'}"
+    )
+    print(
+        f"Guard recoveries on best-LR runs (false alarms): {false_alarms} of "
+        f"{best_runs} runs"
+    )
+    if overhead:
+        print(
+            f"Guard overhead when nothing happens (wall time guarded / plain, "
+            f"median over {len(overhead)} best-LR runs): "
+            f"{statistics.median(overhead):.3f}x"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--curves", type=Path, default=None)
     ap.add_argument("--tuning", action="store_true")
     ap.add_argument("--no-timing", action="store_true")
+    ap.add_argument("--guard", action="store_true", help="also run the Guard test")
+    ap.add_argument("--seeds", default="0,1", help="seeds for the Guard test")
+    ap.add_argument(
+        "--regret-root",
+        type=Path,
+        default=corpus.ROOT,
+        help="the repository holding benchmarks/regret (default: this one)",
+    )
     args = ap.parse_args()
     directory = args.curves or (
         corpus.TUNING_CURVES if args.tuning else corpus.REGRET_CURVES
@@ -178,6 +346,12 @@ def main() -> None:
     evaluate(directory)
     if not args.no_timing:
         bench_update_cost()
+    if args.guard:
+        import torch
+
+        torch.set_num_threads(1)
+        seeds = tuple(int(s) for s in args.seeds.split(","))
+        bench_guard(directory, args.regret_root, seeds)
     _ = lrkit
 
 

@@ -442,6 +442,12 @@ def _advice(kind: str, lr: float | None, evidence: Mapping[str, float]) -> str:
             "gradient clipping helps against spikes."
         )
     if kind == "too_slow":
+        if evidence.get("rule", 0.0) == 3.0:
+            return (
+                "The curve was still steep when the run ended: LR likely too low "
+                f"(or too few steps). Try 3-10x the current LR, e.g. {times(3)}; a "
+                "range test (lrkit find) tells the right value."
+            )
         if evidence.get("rule", 0.0) == 1.0:
             return (
                 "The loss has not moved beyond its noise since the start: LR likely "
@@ -493,6 +499,7 @@ _STATE_FIELDS = (
     "_broken",
     "_unstable",
     "_slow_since",
+    "_first_step",
     "_gdiffs",
     "_gsorted",
     "_lr",
@@ -609,6 +616,7 @@ class Monitor:
         self._broken = False  # a nan / diverged finding happened
         self._unstable = False  # a nan / diverged / spike / exploding_grad one
         self._slow_since: tuple[int, int] | None = None  # (update, step)
+        self._first_step = 0  # step of the first finite loss
         self._gdiffs: deque[float] = deque()  # gradient norms, in order
         self._gsorted: list[float] = []
         self._lr: float | None = None
@@ -854,6 +862,8 @@ class Monitor:
         if n == 1:
             self._start = x
         self._curve.push(level)
+        if n == 1:
+            self._first_step = step
         levels = self._levels
         levels.append(level)
         sm = self._smooth
@@ -982,6 +992,53 @@ class Monitor:
                 },
                 out,
             )
+
+    def finish(self) -> list[Finding]:
+        """Judge the run as a whole once it is over; return the findings raised.
+
+        The streaming ``too_slow`` rule must wait for a slow curve to stand out
+        from the early phase of a healthy one; at the end of the run the length
+        is known. When the whole run gained more than ``slow_flat_z·σ`` and its
+        second half gained at least ``slow_ratio`` times its first half, the
+        curve was still steep when training stopped: more steps or a higher LR
+        would have gained more. This raises ``too_slow`` (``evidence["rule"]``
+        3) over the second half, unless the run diverged, a ``too_slow`` was
+        already raised, or an LR-too-high finding is open. :func:`diagnose`
+        calls it.
+        """
+        c = self.config
+        out: list[Finding] = []
+        if (
+            self._n < c.slow_min_updates
+            or self._broken
+            or any(f.kind == "too_slow" for f in self._findings)
+            or any(k in self._open for k in _HIGH_KINDS)
+            or self._last_step is None
+        ):
+            return out
+        h = self._curve.halves()
+        sigma = self._sigma()
+        if h is None or math.isnan(sigma):
+            return out
+        d1, d2 = h[0] - h[1], h[1] - h[2]
+        gain = self._start - self._level
+        if gain > c.slow_flat_z * sigma and d1 > 0.0 and d2 >= c.slow_ratio * d1:
+            self._updates += 1  # the judgement is an update of its own
+            self._hit(
+                "too_slow",
+                self._last_step,
+                (self._first_step + self._last_step) // 2,
+                d2 / d1,
+                {
+                    "rule": 3.0,
+                    "gain": gain,
+                    "noise": sigma,
+                    "first_half_gain": d1,
+                    "second_half_gain": d2,
+                },
+                out,
+            )
+        return out
 
     def _diverged(
         self,
@@ -1346,6 +1403,7 @@ def diagnose(
             grad_norm=None if gj is None else float(h.grad_norm[gj]),
             lr=lr if lr is not None and math.isfinite(lr) and lr >= 0 else None,
         )
+    mon.finish()
     findings = mon.findings
     finite = sum(1 for v in loss if math.isfinite(v))
     verdict, summary, advice = _verdict(findings, finite, mon.config)
