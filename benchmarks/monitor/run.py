@@ -140,6 +140,55 @@ def evaluate(directory: Path, tune_subset: bool = False) -> None:
     print(f"\nWarnings on good runs by kind: {dict(kinds)}")
 
 
+PRESETS: dict[str, dict[str, float]] = {
+    "default": {},
+    "fewer alarms": {
+        "spike_z": 8.0,
+        "grad_factor": 20.0,
+        "osc_rise_frac": 0.15,
+        "overfit_frac": 0.2,
+    },
+    "more alarms": {"spike_z": 5.0, "grad_factor": 6.0, "osc_rise_frac": 0.07},
+}
+
+
+def sweep(directory: Path) -> None:
+    """The trade-off between false warnings and recall for a few settings."""
+    runs = [r for _, rs in corpus.load(directory) for r in rs]
+    print(
+        "\n| settings | good: any warning | good: LR warning | diverged: nan/diverged"
+        " | oscillating: LR-too-high | too_low: too_slow |"
+    )
+    print("|---|---|---|---|---|---|")
+    lr_kinds = HIGH | {"too_slow"}
+    for name, settings in PRESETS.items():
+        found = [(r, run_monitor(r, **settings)) for r in runs]
+
+        def rate(label: str, test: object, found: list = found) -> str:  # type: ignore[type-arg]
+            sel = [fs for r, fs in found if r.label == label]
+            return pct(sum(bool(test(fs)) for fs in sel), len(sel))  # type: ignore[operator]
+
+        print(
+            f"| {name} | "
+            + " | ".join(
+                [
+                    rate("good", lambda fs: any(f.severity in WARN for f in fs)),
+                    rate("good", lambda fs: any(f.kind in lr_kinds for f in fs)),
+                    rate(
+                        "diverged",
+                        lambda fs: any(f.kind in ("nan", "diverged") for f in fs),
+                    ),
+                    rate("oscillating", lambda fs: any(f.kind in HIGH for f in fs)),
+                    rate("too_low", lambda fs: any(f.kind == "too_slow" for f in fs)),
+                ]
+            )
+            + " |"
+        )
+    for name, settings in PRESETS.items():
+        if settings:
+            print(f"- {name}: " + ", ".join(f"{k}={v:g}" for k, v in settings.items()))
+
+
 def bench_update_cost() -> None:
     import random
 
@@ -330,6 +379,7 @@ def main() -> None:
     ap.add_argument("--tuning", action="store_true")
     ap.add_argument("--no-timing", action="store_true")
     ap.add_argument("--guard", action="store_true", help="also run the Guard test")
+    ap.add_argument("--sweep", action="store_true", help="also compare settings")
     ap.add_argument("--seeds", default="0,1", help="seeds for the Guard test")
     ap.add_argument(
         "--regret-root",
@@ -344,6 +394,8 @@ def main() -> None:
     if not any(directory.glob("*.json.gz")):
         sys.exit(f"no curves in {directory}: run the regret suite's oracle first")
     evaluate(directory)
+    if args.sweep:
+        sweep(directory)
     if not args.no_timing:
         bench_update_cost()
     if args.guard:
