@@ -32,7 +32,7 @@ def tiny_run(
         loss.backward()
         gn = float(torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf")))
         opt.step()
-        row = {"step": t, "loss": float(loss), "grad_norm": gn, "lr": lr}
+        row = {"step": t, "loss": loss.item(), "grad_norm": gn, "lr": lr}
         if t % 10 == 9:
             with torch.no_grad():
                 row["val_loss"] = float(

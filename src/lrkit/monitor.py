@@ -111,8 +111,10 @@ class MonitorConfig:
     Attributes:
         min_updates: finite losses before the statistical detectors start. The
             first ``min_updates`` losses are judged together when the last of
-            them arrives, with the noise of all of them (a blow-up in the very
-            first steps is caught too). ``nan`` works from the first update.
+            them arrives, with the noise of all of them, and for ``diverged``
+            again at each update until ``4·min_updates`` with the noise measured
+            since (a blow-up in the very first steps inflates the early noise).
+            ``nan`` works from the first update.
         level_window: losses in the running median called ``level``.
         noise_window: step-to-step changes in the running median behind ``σ``.
         spike_z: a spike is a loss above the previous ``level`` by more than
