@@ -196,6 +196,30 @@ def test_hf_trainer_state(tmp_path: Path) -> None:
         np.testing.assert_allclose(h.grad_norm, [r["grad_norm"] for r in rows])
 
 
+def test_keras_csvlogger(tmp_path: Path) -> None:
+    keras = pytest.importorskip("keras")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((128, 4)).astype("float32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    path = tmp_path / "training.log.csv"
+    model.fit(
+        x,
+        x.sum(1, keepdims=True),
+        epochs=12,
+        batch_size=16,
+        validation_split=0.25,
+        verbose=0,
+        callbacks=[keras.callbacks.CSVLogger(str(path))],
+    )
+    h = read_log(path)
+    assert h.columns == {"step": "epoch", "loss": "loss", "val_loss": "val_loss"}
+    assert h.steps.tolist() == list(range(12)) and h.val_steps.tolist() == list(
+        range(12)
+    )
+    assert h.loss[-1] < h.loss[0]
+
+
 def test_generic_csv_needs_no_options(tmp_path: Path) -> None:
     rows = tiny_run()
     path = tmp_path / "log.csv"
