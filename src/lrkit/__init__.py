@@ -50,12 +50,13 @@ _LAZY: dict[str, str] = {
     "InverseSqrt": ".schedules",
     "WarmupStableDecay": ".schedules",
     "Schedule": ".schedules",
-    "parse_schedule": ".schedules",
     "schedule_from_config": ".schedules",
     "register": ".schedules",
     "registry": ".schedules",
-    "lint": ".schedules",
-    "LintWarning": ".schedules",
+    "parse_schedule": "._parse",
+    "ScheduleSyntaxError": "._parse",
+    "lint": "._lint",
+    "LintWarning": "._lint",
     # --- composition ---------------------------------------------------------
     "Warmup": ".compose",
     "Join": ".compose",
@@ -78,7 +79,13 @@ _LAZY: dict[str, str] = {
 __all__ = sorted([*_LAZY, "__version__"])
 
 
+# adapter subpackages, imported on first attribute access (lrkit.torch.Scheduler)
+_SUBMODULES = ("torch", "keras", "plot", "demo", "cli")
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'lrkit' has no attribute {name!r}")
@@ -94,6 +101,14 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._check import (
         LRKitError as LRKitError,
+    )
+    from ._lint import (
+        LintWarning as LintWarning,
+        lint as lint,
+    )
+    from ._parse import (
+        ScheduleSyntaxError as ScheduleSyntaxError,
+        parse_schedule as parse_schedule,
     )
     from .compose import (
         Join as Join,
@@ -131,7 +146,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         Exponential as Exponential,
         InverseSqrt as InverseSqrt,
         Linear as Linear,
-        LintWarning as LintWarning,
         MultiStep as MultiStep,
         OneCycle as OneCycle,
         Piecewise as Piecewise,
@@ -139,8 +153,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         Schedule as Schedule,
         Step as Step,
         WarmupStableDecay as WarmupStableDecay,
-        lint as lint,
-        parse_schedule as parse_schedule,
         register as register,
         registry as registry,
         schedule_from_config as schedule_from_config,

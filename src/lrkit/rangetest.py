@@ -186,6 +186,8 @@ class RangeTestSettings:
             many times the scale.
         noise_factor: lower bound of the scale in units of the loss noise.
         val_every: validation every this many steps (0: no validation).
+        total_steps: the length of the training run the suggestion is for
+            (optional; see :func:`lrkit.suggest`).
         extra: adapter-specific settings (accumulation, amp, groups, ...).
     """
 
@@ -198,6 +200,7 @@ class RangeTestSettings:
     jump_factor: float = 4.0
     noise_factor: float = 3.0
     val_every: int = 0
+    total_steps: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -207,6 +210,8 @@ class RangeTestSettings:
         _check.positive("jump_factor", self.jump_factor)
         _check.non_negative("noise_factor", self.noise_factor)
         _check.non_negative_int("val_every", self.val_every)
+        if self.total_steps is not None:
+            _check.positive_int("total_steps", self.total_steps)
 
 
 @dataclass(frozen=True, repr=False)
@@ -502,6 +507,7 @@ def range_test(
     resolve: Callable[[Sequence[Any]], Sequence[Any]] | None = None,
     progress: Callable[[Progress], None] | None = None,
     suggest: bool | str = True,
+    total_steps: int | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> RangeTestResult:
     """Run a range test over any ``step_fn(lr) -> loss``.
@@ -530,6 +536,10 @@ def range_test(
         progress: called with a :class:`Progress` after each recorded step.
         suggest: ``True`` for the default suggestion rule, a rule name (see
             :func:`lrkit.suggest`), or ``False`` for none.
+        total_steps: how many optimizer steps the real training run will take
+            (optional). The best constant LR of a model that can overfit its
+            data depends on it; the suggestion uses it when the validation
+            curve shows overfitting.
         extra: adapter settings to record in ``result.settings.extra``.
 
     Returns:
@@ -548,6 +558,7 @@ def range_test(
         jump_factor=jump_factor,
         noise_factor=noise_factor,
         val_every=_check.positive_int("val_every", val_every) if val_fn else 0,
+        total_steps=total_steps,
         extra=dict(extra or {}),
     )
     _check.callable_("step_fn", step_fn)
@@ -637,6 +648,7 @@ def range_test(
             stop_reason=stop,
             skipped=skipped,
             settings=settings,
+            total_steps=total_steps,
         )
     return RangeTestResult(
         lrs=tuple(lrs),

@@ -272,6 +272,7 @@ def suggest(
     stop_reason: str | None = None,
     skipped: Sequence[bool] | None = None,
     settings: Any = None,
+    total_steps: int | None = None,
     bandwidth: float = 0.15,
 ) -> Suggestion:
     """Suggest a learning rate from a range-test curve.
@@ -288,6 +289,7 @@ def suggest(
             ``"nan"``), used for the reasons.
         skipped: per point, True where the optimizer skipped the update.
         settings: the range test's settings (for the reasons; optional).
+        total_steps: optimizer steps of the planned training run (optional).
         bandwidth: smoothing bandwidth in decades of LR.
 
     Returns:
@@ -300,6 +302,8 @@ def suggest(
     """
     _check.choice("method", method, RULES)
     bandwidth = _check.positive("bandwidth", bandwidth)
+    if total_steps is not None:
+        total_steps = _check.positive_int("total_steps", total_steps)
     c = _prepare(lrs, losses, skipped, bandwidth)
     reasons: list[str] = []
     if c.nan_lr is not None:

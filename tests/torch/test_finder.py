@@ -398,3 +398,15 @@ class TestBadInput:
             TypeError, match="optimizer must be a torch.optim.Optimizer"
         ):
             lrkit.find_lr(model, "sgd", F.cross_entropy, loader())  # type: ignore[arg-type]
+
+
+def test_optimizer_step_hooks_do_not_see_the_test() -> None:
+    model = nn.Linear(8, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    calls = []
+    handle = opt.register_step_post_hook(lambda o, a, k: calls.append(1))
+    lrkit.find_lr(model, opt, F.cross_entropy, loader(), num_steps=20)
+    assert calls == []  # e.g. a scheduler's step counter or an EMA update
+    opt.step()
+    assert calls == [1]  # and the hook is back afterwards
+    handle.remove()

@@ -271,6 +271,7 @@ def find_lr(
     spill_dir: str | Path | None = None,
     progress: Callable[[Progress], None] | None = None,
     suggest: bool | str = True,
+    total_steps: int | None = None,
 ) -> RangeTestResult:
     """Run an LR range test on a PyTorch model and suggest a learning rate.
 
@@ -321,6 +322,10 @@ def find_lr(
             instead of CPU memory (for very large models).
         progress: called with a :class:`~lrkit.rangetest.Progress` each step.
         suggest: ``True`` (default rule), a rule name, or ``False``.
+        total_steps: optimizer steps of the training run you plan (optional).
+            On small data sets the best constant LR depends on how long you
+            train, because the model starts to overfit; with it the suggestion
+            can account for that.
 
     Returns:
         A :class:`~lrkit.rangetest.RangeTestResult`; ``result.suggestion`` is the
@@ -402,7 +407,11 @@ def find_lr(
     if sync_every is None:
         sync_every = 1 if dev.type == "cpu" else 8
     RangeTestSettings(  # validates the ladder arguments before anything runs
-        start_lr=start_lr, end_lr=end_lr, num_steps=num_steps, mode=mode
+        start_lr=start_lr,
+        end_lr=end_lr,
+        num_steps=num_steps,
+        mode=mode,
+        total_steps=total_steps,
     )
 
     if compute_loss is not None:
@@ -509,6 +518,9 @@ def find_lr(
         "val_batches": val_batches if val_loader is not None else 0,
     }
     snap = snapshot(model, optimizer, loaders=loaders, rng=True, spill_dir=spill_dir)
+    # the optimizer's own step hooks (a scheduler's step counter, an EMA update)
+    # must not see the test's steps: they are set aside and put back after
+    hooks = _detach_step_hooks(optimizer)
     try:
         model.train()
         result = range_test(
@@ -523,11 +535,13 @@ def find_lr(
             resolve=resolve,
             progress=progress,
             suggest=suggest,
+            total_steps=total_steps,
             extra=extra,
         )
     finally:
         t0 = time.perf_counter()
         val_cache.clear()
+        _reattach_step_hooks(optimizer, hooks)
         snap.restore()
         snap.discard()
         restore_s = time.perf_counter() - t0
@@ -535,6 +549,29 @@ def find_lr(
     return _replace(
         result, timings=timings, reference_group=reference_group, group_factors=factors
     )
+
+
+_HOOK_ATTRS = ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks")
+
+
+def _detach_step_hooks(optimizer: torch.optim.Optimizer) -> dict[str, dict[Any, Any]]:
+    """Empty the optimizer's per-instance step hooks; returns them for later."""
+    saved: dict[str, dict[Any, Any]] = {}
+    for attr in _HOOK_ATTRS:
+        table = getattr(optimizer, attr, None)
+        if isinstance(table, dict):
+            saved[attr] = dict(table)
+            table.clear()
+    return saved
+
+
+def _reattach_step_hooks(
+    optimizer: torch.optim.Optimizer, saved: Mapping[str, Mapping[Any, Any]]
+) -> None:
+    for attr, hooks in saved.items():
+        table = getattr(optimizer, attr)
+        table.clear()
+        table.update(hooks)
 
 
 def _replace(result: RangeTestResult, **changes: Any) -> RangeTestResult:

@@ -1,0 +1,383 @@
+"""The Keras 3 adapter: lrkit schedules and reduce-on-plateau in ``model.fit``.
+
+Needs Keras 3 (``pip install 'lrkit[keras]'``) with any backend.
+
+- :class:`Schedule` wraps an lrkit schedule as a
+  ``keras.optimizers.schedules.LearningRateSchedule``. It is written with
+  ``keras.ops`` only, so it is correct when Keras calls it with a symbolic step
+  inside a compiled train function (``jit_compile``, ``tf.function``, ``jax.jit``).
+  In Keras the schedule object *is* the optimizer's learning rate, so
+  ``base_lr`` (default 1.0) plays the role of the optimizer's LR:
+  ``lr = base_lr × schedule(iterations) × plateau_scale``.
+- :class:`PlateauCallback` runs :class:`lrkit.ReduceOnPlateau` at the end of
+  each epoch and scales a :class:`Schedule` (or a plain float LR). Keras's own
+  ``ReduceLROnPlateau`` raises ``TypeError`` when the LR is a schedule.
+
+Example:
+    >>> import keras, lrkit
+    >>> import lrkit.keras as lk
+    >>> lr = lk.Schedule("warmup(10) >> cosine(100)", base_lr=1e-3)
+    >>> opt = keras.optimizers.Adam(learning_rate=lr)
+    >>> round(float(lr(10)), 6)
+    0.001
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any
+
+try:
+    import keras
+    from keras import ops
+except ImportError as e:  # pragma: no cover - exercised only without keras
+    raise ImportError(
+        "lrkit.keras needs Keras 3, which is not installed or could not load its "
+        "backend: pip install 'lrkit[keras]' (and set KERAS_BACKEND, e.g. torch)."
+    ) from e
+
+from . import _check
+from .compose import Join, Scale, Warmup
+from .plateau import PlateauState, ReduceOnPlateau
+from .schedules import (
+    Constant,
+    Cosine,
+    CosineRestarts,
+    Cyclic,
+    Exponential,
+    InverseSqrt,
+    Linear,
+    MultiStep,
+    OneCycle,
+    Piecewise,
+    Polynomial,
+    Schedule as _Schedule,
+    ScheduleFn,
+    Step,
+    WarmupStableDecay,
+    schedule_from_config,
+)
+
+__all__ = ["PlateauCallback", "Schedule", "symbolic"]
+
+logger = logging.getLogger(__name__)
+
+#: Largest table used for schedules that have no keras.ops form.
+_TABLE_LIMIT = 1_000_000
+
+
+def _f(x: float) -> Any:
+    return ops.convert_to_tensor(x, dtype="float32")
+
+
+def _ramp(shape: str, s0: float, x: Any) -> Any:
+    if shape == "linear":
+        return s0 + (1.0 - s0) * x
+    if shape == "cosine":
+        return s0 + (1.0 - s0) * (1.0 - ops.cos(math.pi * x)) / 2.0
+    return ops.exp((1.0 - x) * math.log(s0))  # s0 ** (1 - x), s0 > 0
+
+
+def symbolic(schedule: ScheduleFn, t: Any) -> Any:
+    """``schedule(t)`` in ``keras.ops`` for a float32 tensor step ``t``.
+
+    Every built-in schedule and composition has an exact ``keras.ops`` form, so
+    it traces inside compiled functions. Other callables with a finite
+    ``end_step`` (up to a million steps) are tabulated; the rest are evaluated
+    eagerly, which works on the torch backend outside compilation only.
+    """
+    s = schedule
+    if isinstance(s, Constant):
+        return ops.zeros_like(t) + s.lr
+    if isinstance(s, Step):
+        return s.peak_lr * ops.power(
+            _f(s.factor), ops.floor(t / float(s.every_steps or 1))
+        )
+    if isinstance(s, MultiStep):
+        value = ops.zeros_like(t) + s.peak_lr
+        for m, level in zip(s.milestones or (), s._levels[1:], strict=True):
+            value = ops.where(t >= float(m), _f(level), value)
+        return value
+    if isinstance(s, Piecewise):
+        value = ops.zeros_like(t) + s.values[0]
+        for b, v in zip(s.boundaries or (), s.values[1:], strict=True):
+            value = ops.where(t >= float(b), _f(v), value)
+        return value
+    if isinstance(s, Exponential):
+        return ops.maximum(s.peak_lr * ops.power(_f(s.factor), t), s.end_lr)
+    if isinstance(s, Linear):
+        n = float(s.total_steps or 1)
+        return s.start_lr + (s.end_lr - s.start_lr) * ops.minimum(t, n) / n
+    if isinstance(s, Polynomial):
+        n = float(s.total_steps or 1)
+        x = 1.0 - ops.minimum(t, n) / n
+        return s.end_lr + (s.peak_lr - s.end_lr) * ops.power(x, s.power)
+    if isinstance(s, Cosine):
+        n = float(s.total_steps or 1)
+        return s.end_lr + s._half * (1.0 + ops.cos(s._omega * ops.minimum(t, n)))
+    if isinstance(s, CosineRestarts):
+        return _cosine_restarts(s, t)
+    if isinstance(s, Cyclic):
+        cycle = ops.floor(1.0 + t / s._total)
+        x = 1.0 + t / s._total - cycle
+        up = x / s._ratio
+        down = (x - 1.0) / (s._ratio - 1.0)
+        height = (s.peak_lr - s.low_lr) * ops.where(x <= s._ratio, up, down)
+        if s.mode == "triangular":
+            return s.low_lr + height
+        if s.mode == "triangular2":
+            return s.low_lr + height / ops.power(_f(2.0), cycle - 1.0)
+        return s.low_lr + height * ops.power(_f(s.factor), t)
+    if isinstance(s, OneCycle):
+        return _one_cycle(s, t)
+    if isinstance(s, InverseSqrt):
+        tau = float(s.timescale_steps)
+        return s.peak_lr * ops.sqrt(tau / (t + tau))
+    if isinstance(s, WarmupStableDecay):
+        return _wsd(s, t)
+    if isinstance(s, Warmup):
+        w = float(s.steps or 0)
+        inner = (
+            ops.ones_like(t)
+            if s.then is None
+            else symbolic(s.then, ops.maximum(t - w, 0.0))
+        )
+        if w == 0:
+            return inner
+        ramp = s._target * _ramp(s.shape, s._s0, ops.minimum(t, w) / w)
+        return ops.where(t < w, ramp, inner)
+    if isinstance(s, Join):
+        value = symbolic(s.parts[0], t)
+        for start, part in zip(s._starts[1:], s.parts[1:], strict=True):
+            at = float(start)
+            value = ops.where(t >= at, symbolic(part, ops.maximum(t - at, 0.0)), value)
+        return value
+    if isinstance(s, Scale):
+        return s.factor * symbolic(s.schedule, t)
+    return _fallback(s, t)
+
+
+def _cosine_restarts(s: CosineRestarts, t: Any) -> Any:
+    length0 = float(s.cycle_steps or 1)
+    cf = s.cycle_factor
+    if cf == 1.0:
+        n = ops.floor(t / length0)
+        pos = t - n * length0
+        length = ops.zeros_like(t) + length0
+    else:
+
+        def bounds(k: Any) -> tuple[Any, Any]:
+            grow = ops.power(_f(cf), k)
+            return length0 * (grow - 1.0) / (cf - 1.0), length0 * grow
+
+        n = ops.floor(ops.log(t * (cf - 1.0) / length0 + 1.0) / math.log(cf))
+        start, length = bounds(n)
+        n = ops.where(t < start, n - 1.0, n)  # float rounding at a restart
+        start, length = bounds(n)
+        n = ops.where(t >= start + length, n + 1.0, n)
+        start, length = bounds(n)
+        pos = t - start
+    height = (s.peak_lr - s.end_lr) * ops.power(_f(s.peak_factor), n)
+    value = s.end_lr + height * (1.0 + ops.cos(math.pi * pos / length)) / 2.0
+    if s.num_cycles is not None:
+        value = ops.where(n >= float(s.num_cycles), _f(s.end_lr), value)
+    return value
+
+
+def _one_cycle(s: OneCycle, t: Any) -> Any:
+    def anneal(a: float, b: float, pct: Any) -> Any:
+        if s.anneal == "cosine":
+            return b + (a - b) / 2.0 * (ops.cos(math.pi * pct) + 1.0)
+        return (b - a) * pct + a
+
+    starts = [0.0] + [p[0] for p in s._phases[:-1]]
+    values = [
+        anneal(a, b, (t - start) / (end - start))
+        for start, (end, a, b) in zip(starts, s._phases, strict=True)
+    ]
+    value = values[-1]
+    for (end, _, _), v in zip(
+        reversed(s._phases[:-1]), reversed(values[:-1]), strict=True
+    ):
+        value = ops.where(t <= end, v, value)
+    return ops.where(t >= float((s.total_steps or 1) - 1), _f(s._end), value)
+
+
+def _wsd(s: WarmupStableDecay, t: Any) -> Any:
+    n = float(s.total_steps or 1)
+    w = float(s.warmup_steps or 0)
+    d = float(s.decay_steps or 1)
+    start = n - d
+    p = ops.clip((t - start) / d, 0.0, 1.0)
+    if s.decay == "linear":
+        g = 1.0 - p
+    elif s.decay == "cosine":
+        g = (1.0 + ops.cos(math.pi * p)) / 2.0
+    else:
+        g = 1.0 - ops.sqrt(p)
+    value = ops.where(t < start, _f(s.peak_lr), s.end_lr + (s.peak_lr - s.end_lr) * g)
+    value = ops.where(t >= n, _f(s.end_lr), value)
+    if w > 0:
+        value = ops.where(t < w, s.peak_lr * (t + 1.0) / (w + 1.0), value)
+    return value
+
+
+def _fallback(schedule: ScheduleFn, t: Any) -> Any:
+    end = getattr(schedule, "end_step", None)
+    if isinstance(end, int) and end <= _TABLE_LIMIT:
+        table = _f([float(schedule(i)) for i in range(end + 1)])  # type: ignore[arg-type]
+        index = ops.cast(ops.minimum(t, float(end)), "int32")
+        return ops.take(table, index)
+    try:
+        step = int(ops.convert_to_numpy(t))
+    except Exception as e:
+        raise TypeError(
+            f"{schedule!r} has no keras.ops form and no finite end_step, so it cannot "
+            "be evaluated on a symbolic step inside a compiled function. Use lrkit's "
+            "schedules, give it an end_step, or compile without jit."
+        ) from e
+    return _f(float(schedule(step)))
+
+
+@keras.saving.register_keras_serializable(package="lrkit", name="Schedule")
+class Schedule(keras.optimizers.schedules.LearningRateSchedule):  # type: ignore[misc]
+    """An lrkit schedule as a Keras ``LearningRateSchedule``.
+
+    ``lr(step) = base_lr × schedule(step) × plateau_scale``; the plateau scale
+    is a non-trainable ``keras.Variable`` that :class:`PlateauCallback` sets.
+    ``get_config()`` / ``from_config()`` round-trip (the schedule must be an
+    lrkit :class:`~lrkit.Schedule`), so models save and load with it.
+
+    Args:
+        schedule: an lrkit schedule (or its text form), or any callable.
+        base_lr: the LR the schedule multiplies (1.0: its values are absolute).
+
+    Example:
+        >>> import lrkit
+        >>> from lrkit.keras import Schedule
+        >>> lr = Schedule(lrkit.Cosine(total_steps=100), base_lr=0.1)
+        >>> round(float(lr(50)), 6), Schedule.from_config(lr.get_config()).base_lr
+        (0.05, 0.1)
+    """
+
+    def __init__(self, schedule: ScheduleFn | str, base_lr: float = 1.0) -> None:
+        if isinstance(schedule, str):
+            from ._parse import parse_schedule
+
+            schedule = parse_schedule(schedule)
+        _check.callable_("schedule", schedule)
+        self.schedule: ScheduleFn = schedule
+        self.base_lr = _check.non_negative("base_lr", base_lr)
+        self._scale = keras.Variable(
+            1.0, dtype="float32", trainable=False, name="lrkit_plateau_scale"
+        )
+
+    def unscaled(self, step: Any) -> Any:
+        """``base_lr × schedule(step)`` without the plateau scale."""
+        t = ops.cast(step, "float32")
+        return self.base_lr * symbolic(self.schedule, t)
+
+    def __call__(self, step: Any) -> Any:
+        return ops.multiply(self.unscaled(step), ops.cast(self._scale, "float32"))
+
+    @property
+    def plateau_scale(self) -> float:
+        """The plateau factor now applied."""
+        return float(ops.convert_to_numpy(self._scale))
+
+    def set_plateau_scale(self, value: float) -> None:
+        """Set the plateau factor (used by :class:`PlateauCallback`)."""
+        self._scale.assign(_check.positive("plateau_scale", value))
+
+    def get_config(self) -> dict[str, Any]:
+        if not isinstance(self.schedule, _Schedule):
+            _check.fail(
+                "schedule",
+                "an lrkit Schedule to be saved in a Keras config",
+                self.schedule,
+                exc=TypeError,
+            )
+        return {"schedule": self.schedule.to_config(), "base_lr": self.base_lr}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Schedule:
+        return cls(schedule_from_config(config["schedule"]), base_lr=config["base_lr"])
+
+
+class PlateauCallback(keras.callbacks.Callback):  # type: ignore[misc]
+    """Reduce-on-plateau for ``model.fit`` that also works with a schedule.
+
+    At the end of every epoch it reads ``logs[monitor]``, updates an
+    :class:`lrkit.ReduceOnPlateau` (patience counts epochs, torch's meaning:
+    Keras's ``patience=p`` is ``p - 1`` here) and applies the plateau scale:
+    to the :class:`Schedule` when the optimizer's learning rate is one, else to
+    a plain float learning rate. Another kind of Keras schedule raises
+    ``TypeError`` (wrap its shape in an lrkit schedule instead).
+
+    Args:
+        plateau: the settings (default ``ReduceOnPlateau()``).
+        monitor: the log key to watch (``"val_loss"``).
+
+    Attributes:
+        state: the :class:`lrkit.PlateauState` (set it to resume).
+    """
+
+    def __init__(
+        self, plateau: ReduceOnPlateau | None = None, *, monitor: str = "val_loss"
+    ) -> None:
+        super().__init__()
+        if plateau is None:
+            plateau = ReduceOnPlateau()
+        if not isinstance(plateau, ReduceOnPlateau):
+            _check.fail("plateau", "a lrkit.ReduceOnPlateau", plateau, exc=TypeError)
+        if not isinstance(monitor, str):
+            _check.fail("monitor", "a str", monitor, exc=TypeError)
+        self.plateau = plateau
+        self.monitor = monitor
+        self.state: PlateauState = plateau.init()
+        self._base: float | None = None
+
+    def _target(self) -> tuple[Any, Schedule | None]:
+        opt = self.model.optimizer
+        lr = getattr(opt, "_learning_rate", None)
+        if isinstance(lr, Schedule):
+            return opt, lr
+        if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
+            _check.fail(
+                "optimizer.learning_rate",
+                "an lrkit.keras.Schedule or a float",
+                lr,
+                "Express the schedule with lrkit and wrap it: "
+                "lrkit.keras.Schedule(lrkit.parse_schedule('...'), base_lr=...).",
+                exc=TypeError,
+            )
+        return opt, None
+
+    def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        opt, schedule = self._target()
+        if schedule is None and self._base is None:
+            self._base = float(ops.convert_to_numpy(opt.learning_rate))
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs if logs is not None else {}
+        value = logs.get(self.monitor)
+        if value is None:
+            logger.warning(
+                "PlateauCallback: %r is not in the logs (available: %s); no update",
+                self.monitor,
+                ", ".join(sorted(logs)),
+            )
+            return
+        opt, schedule = self._target()
+        if schedule is not None:
+            unscaled = float(ops.convert_to_numpy(schedule.unscaled(opt.iterations)))
+        else:
+            unscaled = self._base if self._base is not None else 1.0
+        self.state = self.plateau.update(self.state, float(value), lr=unscaled)
+        if schedule is not None:
+            schedule.set_plateau_scale(self.state.scale)
+        elif self._base is not None:
+            opt.learning_rate = self._base * self.state.scale
+        logs["plateau_scale"] = self.state.scale

@@ -1,0 +1,248 @@
+"""Reduce-on-plateau as pure data: a frozen config and an immutable state.
+
+:class:`ReduceOnPlateau` yields the ``plateau_scale`` of lrkit's one equation::
+
+    lr(t) = base_lr × schedule(t) × plateau_scale × recovery_scale
+
+so it multiplies whatever the schedule says: warmup + cosine + plateau works,
+which torch's ``ReduceLROnPlateau`` (it owns the LR outright) cannot do.
+
+Semantics (each call to :meth:`ReduceOnPlateau.update` is one *evaluation*)::
+
+    improved = metric beats best by more than the threshold
+    if improved: best = metric; bad_evals = 0   else: bad_evals += 1
+    if cooldown_left > 0: cooldown_left -= 1; bad_evals = 0
+    if bad_evals > patience: scale = max(scale × factor, floor)
+                             cooldown_left = cooldown; bad_evals = 0
+
+So the first reduction comes at the ``patience + 1``-th evaluation in a row
+without improvement. This is exactly torch's ``ReduceLROnPlateau``. Keras's
+callback reduces after ``patience`` bad evaluations (``wait >= patience``), so
+Keras ``patience=p`` is lrkit ``patience=p - 1``, and Keras only supports an
+absolute ``min_delta``. Differences from torch: a *relative* threshold is
+measured against ``|best|`` (torch's ``best × (1 - threshold)`` lets a worse
+value count as an improvement when the metric is negative); NaN/inf metrics
+count as "no improvement", as in torch.
+
+Example:
+    >>> from lrkit import ReduceOnPlateau
+    >>> plateau = ReduceOnPlateau(patience=1, factor=0.5)
+    >>> state = plateau.init()
+    >>> for loss in [1.0, 0.9, 0.9, 0.9, 0.9, 0.9]:
+    ...     state = plateau.update(state, loss)
+    >>> state.scale, state.reductions
+    (0.25, 2)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from . import _check
+
+__all__ = ["PlateauState", "ReduceOnPlateau"]
+
+
+@dataclass(frozen=True)
+class PlateauState:
+    """Where a reduce-on-plateau stands; returned by ``init()`` / ``update()``.
+
+    Attributes:
+        scale: the current ``plateau_scale`` (1.0 until the first reduction).
+        best: the best metric so far (``inf`` / ``-inf`` before the first).
+        bad_evals: evaluations in a row without improvement (torch's
+            ``num_bad_epochs``).
+        cooldown_left: evaluations left in the cooldown after a reduction.
+        evals: evaluations seen.
+        reductions: reductions made.
+    """
+
+    scale: float
+    best: float
+    bad_evals: int = 0
+    cooldown_left: int = 0
+    evals: int = 0
+    reductions: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict (for ``state_dict()`` and JSON; ``best`` may be inf)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PlateauState:
+        """Rebuild from :meth:`to_dict` output, validating every field."""
+        if not isinstance(data, Mapping):
+            _check.fail("state", "a mapping", data, exc=TypeError)
+        expected = {
+            "scale",
+            "best",
+            "bad_evals",
+            "cooldown_left",
+            "evals",
+            "reductions",
+        }
+        if set(data) != expected:
+            _check.fail("state", f"a dict with keys {sorted(expected)}", dict(data))
+        best = _check.real("state['best']", data["best"])
+        if math.isnan(best):
+            _check.fail("state['best']", "a number (not NaN)", best)
+        return cls(
+            scale=_check.positive("state['scale']", data["scale"]),
+            best=best,
+            bad_evals=_check.non_negative_int("state['bad_evals']", data["bad_evals"]),
+            cooldown_left=_check.non_negative_int(
+                "state['cooldown_left']", data["cooldown_left"]
+            ),
+            evals=_check.non_negative_int("state['evals']", data["evals"]),
+            reductions=_check.non_negative_int(
+                "state['reductions']", data["reductions"]
+            ),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReduceOnPlateau:
+    """Reduce-on-plateau settings; pure ``init()`` / ``update(state, metric)``.
+
+    Args:
+        mode: ``"min"`` (a loss) or ``"max"`` (an accuracy).
+        factor: multiply the scale by this at a reduction, in (0, 1).
+        patience: evaluations without improvement tolerated; the reduction
+            happens at the ``patience + 1``-th in a row (torch's meaning;
+            Keras's ``patience=p`` is ``p - 1`` here).
+        threshold: how much better than ``best`` counts as an improvement.
+        threshold_mode: ``"rel"`` (better by ``threshold × |best|``) or
+            ``"abs"`` (better by ``threshold``; Keras's ``min_delta``).
+        cooldown: evaluations after a reduction during which bad evaluations
+            are not counted.
+        min_scale: lower bound of the plateau scale.
+        min_lr: lower bound, in LR units, of the LR a reduction produces (torch's
+            ``min_lr``); needs the LR passed to :meth:`update`. The schedule may
+            still take the LR lower later; for a bound that always holds use
+            ``min_scale``.
+        eps: a reduction that changes the LR by ``eps`` or less is skipped
+            (torch's ``eps``, LR units).
+
+    Example:
+        >>> plateau = ReduceOnPlateau(mode="max", patience=0, factor=0.1)
+        >>> s = plateau.init()
+        >>> s = plateau.update(s, 0.80)
+        >>> s = plateau.update(s, 0.79)
+        >>> round(s.scale, 12), s.best
+        (0.1, 0.8)
+    """
+
+    mode: str = "min"
+    factor: float = 0.1
+    patience: int = 10
+    threshold: float = 1e-4
+    threshold_mode: str = "rel"
+    cooldown: int = 0
+    min_scale: float = 0.0
+    min_lr: float = 0.0
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        _check.choice("mode", self.mode, ("min", "max"))
+        factor = _check.real("factor", self.factor)
+        if not 0.0 < factor < 1.0:
+            _check.fail("factor", "in (0, 1)", self.factor, "It multiplies the LR.")
+        object.__setattr__(self, "factor", factor)
+        object.__setattr__(
+            self, "patience", _check.non_negative_int("patience", self.patience)
+        )
+        object.__setattr__(
+            self, "threshold", _check.non_negative("threshold", self.threshold)
+        )
+        _check.choice("threshold_mode", self.threshold_mode, ("rel", "abs"))
+        if self.threshold_mode == "rel" and self.threshold >= 1.0:
+            _check.fail(
+                "threshold",
+                "< 1 with threshold_mode='rel'",
+                self.threshold,
+                "A relative threshold is a fraction of |best|.",
+            )
+        object.__setattr__(
+            self, "cooldown", _check.non_negative_int("cooldown", self.cooldown)
+        )
+        object.__setattr__(
+            self, "min_scale", _check.fraction("min_scale", self.min_scale)
+        )
+        object.__setattr__(self, "min_lr", _check.non_negative("min_lr", self.min_lr))
+        object.__setattr__(self, "eps", _check.non_negative("eps", self.eps))
+
+    def init(self) -> PlateauState:
+        """The state before any evaluation (scale 1.0)."""
+        worst = math.inf if self.mode == "min" else -math.inf
+        return PlateauState(scale=1.0, best=worst)
+
+    def improves(self, metric: float, best: float) -> bool:
+        """Whether ``metric`` counts as an improvement over ``best``."""
+        thr = self.threshold
+        if self.threshold_mode == "abs":
+            return metric < best - thr if self.mode == "min" else metric > best + thr
+        # relative: better by thr × |best|, written as torch writes it for best >= 0
+        if self.mode == "min":
+            return metric < best * (1.0 - thr if best >= 0 else 1.0 + thr)
+        return metric > best * (1.0 + thr if best >= 0 else 1.0 - thr)
+
+    def update(
+        self, state: PlateauState, metric: float, *, lr: float = 1.0
+    ) -> PlateauState:
+        """Record one evaluation and return the new state (``state`` is unchanged).
+
+        Args:
+            state: from :meth:`init` or a previous :meth:`update`.
+            metric: the monitored value (a float or 0-d tensor).
+            lr: the LR the plateau scale multiplies right now
+                (``base_lr × schedule(t) × recovery_scale``), for ``min_lr`` and
+                ``eps``, which are in LR units. Leave at 1.0 to think in scales.
+        """
+        if not isinstance(state, PlateauState):
+            _check.fail("state", "a PlateauState", state, exc=TypeError)
+        try:
+            value = float(metric)
+        except (TypeError, ValueError):
+            _check.fail("metric", "a number", metric, exc=TypeError)
+        lr = _check.non_negative("lr", lr)
+        best, bad = state.best, state.bad_evals
+        if value == value and self.improves(value, best):  # NaN never improves
+            best, bad = value, 0
+        else:
+            bad += 1
+        cooldown = state.cooldown_left
+        if cooldown > 0:
+            cooldown -= 1
+            bad = 0
+        scale, reductions = state.scale, state.reductions
+        if bad > self.patience:
+            new = max(scale * self.factor, self.min_scale)
+            if self.min_lr > 0.0 and lr > 0.0:
+                new = max(new, self.min_lr / lr)
+            if (scale - new) * lr > self.eps:
+                scale, reductions = new, reductions + 1
+            cooldown = self.cooldown
+            bad = 0
+        return replace(
+            state,
+            scale=scale,
+            best=best,
+            bad_evals=bad,
+            cooldown_left=cooldown,
+            evals=state.evals + 1,
+            reductions=reductions,
+        )
+
+    def to_config(self) -> dict[str, Any]:
+        """The settings as a JSON-serialisable dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> ReduceOnPlateau:
+        """Rebuild from :meth:`to_config` output."""
+        if not isinstance(config, Mapping):
+            _check.fail("config", "a mapping", config, exc=TypeError)
+        return cls(**config)

@@ -1,0 +1,133 @@
+"""`lrkit schedule` run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import lrkit
+
+
+def lrkit_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lrkit", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+SPEC = "warmup(steps=100) >> cosine(total_steps=1000, end_lr=0)"
+
+
+def test_json_single_spec_has_one_lr_per_step() -> None:
+    r = lrkit_cli("schedule", SPEC, "--steps", "1100", "--json")
+    assert r.returncode == 0, r.stderr
+    record = json.loads(r.stdout)
+    s = lrkit.parse_schedule(SPEC)
+    assert record["lrs"] == [s(t) for t in range(1100)]
+    assert record["steps"] == 1100
+    assert record["spec"] == SPEC
+    assert record["end_step"] == 1100
+    assert lrkit.schedule_from_config(record["config"]) == s
+    assert record["summary"]["peak_step"] == 100
+    assert {"step": 100, "label": "warmup end", "lr": 1.0} in record["milestones"]
+    assert "warnings" not in record
+
+
+def test_json_several_specs_and_base_lr_and_default_steps() -> None:
+    r = lrkit_cli(
+        "schedule", "cosine(50)", "one_cycle(80)", "--base-lr", "0.5", "--json"
+    )
+    assert r.returncode == 0, r.stderr
+    record = json.loads(r.stdout)
+    assert record["steps"] == 80  # the longest end_step
+    assert [x["spec"] for x in record["schedules"]] == ["cosine(50)", "one_cycle(80)"]
+    one_cycle = lrkit.parse_schedule("one_cycle(80)")
+    assert record["schedules"][1]["lrs"] == [0.5 * one_cycle(t) for t in range(80)]
+    assert len(record["schedules"][0]["lrs"]) == 80
+
+
+def test_table_sparkline_and_png(tmp_path: Path) -> None:
+    r = lrkit_cli("schedule", SPEC, "cosine(1100)", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert SPEC in r.stdout
+    assert "warmup end" in r.stdout
+    assert any(ch in r.stdout for ch in "▁▂▃▄▅▆▇█")
+    png = tmp_path / "schedule.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.stat().st_size > 5000
+    assert "schedule.png" in r.stderr
+
+
+def test_lint_exit_codes() -> None:
+    bad = lrkit_cli(
+        "schedule", "warmup(500) >> cosine(10000)", "--steps", "10000", "--lint"
+    )
+    assert bad.returncode == 1
+    assert "ends-late" in bad.stdout
+    clean = lrkit_cli(
+        "schedule", "warmup(500) >> cosine(9500)", "--steps", "10000", "--lint"
+    )
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert "no warnings" in clean.stdout
+    js = lrkit_cli(
+        "schedule",
+        "cosine(1000)",
+        "--steps",
+        "1000",
+        "--lint",
+        "--json",
+        "--plateau",
+        "plateau(patience=10)",
+        "--eval-every",
+        "100",
+    )
+    assert js.returncode == 1
+    warnings = json.loads(js.stdout)["warnings"]
+    assert [w["code"] for w in warnings] == ["plateau-never-triggers"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["warmup(100) >> cosin(10)"],
+            "unknown schedule 'cosin'; valid names: constant",
+        ),
+        (["cosine(total_steps=-1)"], "total_steps must be an int >= 1"),
+        (["step(10)"], "--steps is needed"),
+        (["cosine(10)", "--steps", "0"], "--steps must be an int >= 1"),
+        (["cosine(10)", "--plateau", "plateau()"], "add --lint"),
+        (
+            [
+                "cosine(10)",
+                "--lint",
+                "--plateau",
+                "plateau(patience=x y)",
+                "--eval-every",
+                "3",
+            ],
+            "column",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:
+    r = lrkit_cli("schedule", *args)
+    assert r.returncode == 2
+    assert r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("lrkit: error: ")
+    assert message in lines[0]
+    assert "Traceback" not in r.stderr
+
+
+def test_help() -> None:
+    r = lrkit_cli("schedule", "--help")
+    assert r.returncode == 0
+    assert "--lint" in r.stdout

@@ -1,0 +1,222 @@
+"""Tests of lrkit.keras (Keras 3 on the torch backend): Schedule and PlateauCallback."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+keras = pytest.importorskip("keras")
+
+from test_schedules import ALL  # noqa: E402  (one instance of every registered schedule)
+
+import lrkit  # noqa: E402
+from lrkit import Constant, Cosine, ReduceOnPlateau, Warmup  # noqa: E402
+from lrkit.keras import PlateauCallback, Schedule  # noqa: E402
+
+STEPS = [
+    0,
+    1,
+    2,
+    3,
+    4,
+    5,
+    7,
+    9,
+    10,
+    11,
+    13,
+    20,
+    24,
+    25,
+    29,
+    30,
+    31,
+    39,
+    40,
+    49,
+    50,
+    59,
+    60,
+    61,
+    75,
+    99,
+    100,
+    150,
+    1000,
+]
+
+
+@pytest.mark.parametrize("schedule", ALL, ids=lambda s: repr(s)[:60])
+def test_keras_ops_form_matches_python(schedule: lrkit.Schedule) -> None:
+    lr = Schedule(schedule, base_lr=0.5)
+    got = np.array([float(keras.ops.convert_to_numpy(lr(t))) for t in STEPS])
+    want = np.array([0.5 * schedule(t) for t in STEPS])
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-7)
+
+
+@pytest.mark.parametrize("schedule", ALL, ids=lambda s: repr(s)[:60])
+def test_symbolic_step_traces(schedule: lrkit.Schedule) -> None:
+    """A symbolic step (as in a compiled train function) is handled with ops only."""
+    step = keras.KerasTensor(shape=(), dtype="int64")
+    out = Schedule(schedule)(step)
+    assert isinstance(out, keras.KerasTensor)
+    assert out.shape == ()
+
+
+def test_variable_step_like_the_optimizer_passes() -> None:
+    lr = Schedule(Cosine(total_steps=10), base_lr=0.1)
+    it = keras.Variable(5, dtype="int64", trainable=False)
+    assert float(keras.ops.convert_to_numpy(lr(it))) == pytest.approx(0.05, rel=1e-6)
+
+
+def test_config_round_trip_and_serialisation() -> None:
+    lr = Schedule("warmup(10) >> cosine(100, end_lr=0.1)", base_lr=3e-4)
+    config = lr.get_config()
+    assert config == {"schedule": lr.schedule.to_config(), "base_lr": 3e-4}
+    back = Schedule.from_config(config)
+    assert back.schedule == lr.schedule
+    again = keras.optimizers.schedules.deserialize(
+        keras.optimizers.schedules.serialize(lr)
+    )
+    assert isinstance(again, Schedule)
+    assert again.schedule == lr.schedule
+    with pytest.raises(TypeError, match="an lrkit Schedule to be saved"):
+        Schedule(lambda t: 1.0).get_config()
+
+
+def test_plain_callables() -> None:
+    tabled = Schedule(Warmup(steps=5, then=lambda t: 0.5))  # no end_step: eager
+    assert float(keras.ops.convert_to_numpy(tabled(7))) == pytest.approx(0.5)
+
+    class Finite:
+        end_step = 4
+
+        def __call__(self, t: int) -> float:
+            return [1.0, 0.8, 0.6, 0.4, 0.2][min(t, 4)]
+
+    f = Schedule(Finite())  # finite: tabulated, traceable
+    assert float(keras.ops.convert_to_numpy(f(10))) == pytest.approx(0.2)
+    assert isinstance(f(keras.KerasTensor(shape=(), dtype="int64")), keras.KerasTensor)
+    with pytest.raises(TypeError, match="cannot be evaluated on a symbolic step"):
+        Schedule(lambda t: 1.0)(keras.KerasTensor(shape=(), dtype="int64"))
+
+
+def tiny_data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 3)).astype("float32")
+    y = (x @ np.array([[1.0], [-1.0], [0.5]], dtype="float32")).astype("float32")
+    return x, y
+
+
+def tiny_model(lr: object) -> keras.Model:
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=lr), loss="mse")
+    return model
+
+
+def test_fit_with_schedule_and_plateau() -> None:
+    x, y = tiny_data()
+    schedule = Warmup(steps=4) >> Cosine(total_steps=36, end_lr=0.1)
+    lr = Schedule(schedule, base_lr=0.05)
+    model = tiny_model(lr)
+    # patience 0 and a huge threshold: every evaluation after the first reduces
+    callback = PlateauCallback(ReduceOnPlateau(patience=0, factor=0.5, threshold=0.99))
+    history = model.fit(
+        x,
+        y,
+        validation_split=0.25,
+        batch_size=16,
+        epochs=5,
+        verbose=0,
+        callbacks=[callback],
+    )
+    steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    assert steps == 5 * 3  # 48 training samples / 16
+    assert callback.state.evals == 5
+    assert callback.state.reductions == 4
+    assert lr.plateau_scale == 0.5**4
+    applied = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    assert applied == pytest.approx(0.05 * schedule(steps) * 0.5**4, rel=1e-6)
+    assert history.history["plateau_scale"] == [1.0, 0.5, 0.25, 0.125, 0.0625]
+    assert np.isfinite(history.history["loss"]).all()
+
+
+def test_keras_own_reduce_on_plateau_fails_with_a_schedule() -> None:
+    x, y = tiny_data()
+    model = tiny_model(Schedule(Cosine(total_steps=100), base_lr=0.05))
+    with pytest.raises(TypeError):
+        model.fit(
+            x,
+            y,
+            validation_split=0.25,
+            epochs=3,
+            verbose=0,
+            callbacks=[keras.callbacks.ReduceLROnPlateau(patience=0, min_delta=10.0)],
+        )
+
+
+def test_plateau_callback_with_a_float_lr_and_foreign_schedules() -> None:
+    x, y = tiny_data()
+    model = tiny_model(0.05)
+    cb = PlateauCallback(ReduceOnPlateau(patience=0, factor=0.5, threshold=0.99))
+    model.fit(x, y, validation_split=0.25, epochs=3, verbose=0, callbacks=[cb])
+    assert float(
+        keras.ops.convert_to_numpy(model.optimizer.learning_rate)
+    ) == pytest.approx(0.0125)
+    foreign = tiny_model(keras.optimizers.schedules.ExponentialDecay(0.05, 10, 0.9))
+    with pytest.raises(TypeError, match=r"an lrkit\.keras\.Schedule or a float"):
+        foreign.fit(
+            x,
+            y,
+            validation_split=0.25,
+            epochs=1,
+            verbose=0,
+            callbacks=[PlateauCallback()],
+        )
+
+
+def test_patience_is_one_less_than_keras() -> None:
+    """Keras's patience=p reduces where lrkit's patience=p-1 does.
+
+    (Keras's min_delta is lrkit's absolute threshold.)
+    """
+    stream = [1.0, 0.9, 0.95, 0.95, 0.8, 0.85, 0.86, 0.87, 0.9, 0.7, 0.75, 0.76]
+    model = tiny_model(0.1)
+    theirs = keras.callbacks.ReduceLROnPlateau(
+        monitor="val_loss", patience=2, factor=0.5, min_delta=0.0
+    )
+    theirs.set_model(model)
+    theirs.on_train_begin()
+    keras_lrs = []
+    for epoch, v in enumerate(stream):
+        theirs.on_epoch_end(epoch, {"val_loss": v})
+        keras_lrs.append(
+            float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+        )
+    model2 = tiny_model(0.1)
+    ours = PlateauCallback(
+        ReduceOnPlateau(patience=1, factor=0.5, threshold=0.0, threshold_mode="abs")
+    )
+    ours.set_model(model2)
+    ours.on_train_begin()
+    our_lrs = []
+    for epoch, v in enumerate(stream):
+        ours.on_epoch_end(epoch, {"val_loss": v})
+        our_lrs.append(
+            float(keras.ops.convert_to_numpy(model2.optimizer.learning_rate))
+        )
+    assert our_lrs == pytest.approx(keras_lrs)
+    assert min(our_lrs) < 0.1  # the stream does trigger reductions
+
+
+def test_validation() -> None:
+    with pytest.raises(TypeError, match="schedule must be callable"):
+        Schedule(3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="base_lr must be >= 0"):
+        Schedule(Constant(), base_lr=-1.0)
+    with pytest.raises(TypeError, match="plateau must be a lrkit"):
+        PlateauCallback(plateau=0.5)  # type: ignore[arg-type]

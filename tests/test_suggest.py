@@ -1,0 +1,164 @@
+"""lrkit.suggest on synthetic curves with known shapes (framework-free)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from lrkit.suggest import RULES, Suggestion, smooth_curve, suggest
+
+
+def curve(
+    n: int = 100,
+    lo: float = -7.0,
+    hi: float = 1.0,
+    descent_at: float = -3.0,
+    blowup_at: float = -0.5,
+    noise: float = 0.0,
+    seed: int = 0,
+    start: float = 2.3,
+    drop: float = 2.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A range-test-like curve: flat, a sigmoid descent around 10**descent_at,
+    then an exponential blow-up past 10**blowup_at."""
+    lrs = np.logspace(lo, hi, n)
+    x = np.log10(lrs)
+    loss = start - drop / (1 + np.exp(-4 * (x - descent_at)))
+    loss = loss + np.where(x > blowup_at, np.expm1(3 * (x - blowup_at)) * drop, 0.0)
+    rng = np.random.default_rng(seed)
+    return lrs, loss + noise * rng.standard_normal(n)
+
+
+class TestShape:
+    def test_suggestion_between_descent_and_blowup(self) -> None:
+        lrs, loss = curve()
+        s = suggest(lrs, loss)
+        assert 10**-3.5 < s.lr < 10**-0.5
+        assert s.low <= s.lr <= s.high
+        assert 0.0 < s.confidence <= 1.0
+        assert s.method == "lrkit"
+
+    @pytest.mark.parametrize("descent", [-5.0, -3.0, -1.5])
+    def test_follows_the_curve(self, descent: float) -> None:
+        lrs, loss = curve(descent_at=descent, blowup_at=descent + 2.0)
+        s = suggest(lrs, loss)
+        assert 10 ** (descent - 0.5) < s.lr < 10 ** (descent + 2.0)
+
+    def test_noise_moves_the_suggestion_little(self) -> None:
+        lrs, clean = curve()
+        ref = suggest(lrs, clean).lr
+        picks = [suggest(*curve(noise=0.05, seed=k)).lr for k in range(8)]
+        spread = np.std(np.log2(picks))
+        assert spread < 0.7
+        assert abs(np.median(np.log2(picks)) - math.log2(ref)) < 1.0
+
+    def test_shift_and_scale_invariant(self) -> None:
+        lrs, loss = curve(noise=0.02)
+        a = suggest(lrs, loss)
+        b = suggest(lrs, 1000.0 + 7.5 * loss)
+        c = suggest(lrs, loss - 50.0)  # negative losses
+        assert a.lr == pytest.approx(b.lr) == pytest.approx(c.lr)
+
+    @pytest.mark.parametrize("method", sorted(RULES))
+    def test_every_rule_gives_a_positive_lr_in_range(self, method: str) -> None:
+        lrs, loss = curve(noise=0.01)
+        s = suggest(lrs, loss, method=method)
+        assert s.method == method
+        assert lrs[0] <= s.lr <= lrs[-1]
+
+    def test_classic_rules_match_their_definitions(self) -> None:
+        lrs, loss = curve()
+        _, smooth = smooth_curve(lrs, loss)
+        i_min = int(np.argmin(smooth))
+        assert suggest(lrs, loss, method="minimum").lr == pytest.approx(lrs[i_min] / 10)
+        slope = np.gradient(smooth, np.log10(lrs))
+        i_steep = int(np.argmin(slope[:i_min]))
+        assert suggest(lrs, loss, method="steepest").lr == pytest.approx(lrs[i_steep])
+
+
+class TestReasons:
+    def test_flat_curve_gives_no_suggestion(self) -> None:
+        lrs = np.logspace(-7, 1, 100)
+        rng = np.random.default_rng(1)
+        s = suggest(lrs, 2.3 + 0.01 * rng.standard_normal(100))
+        assert s.lr is None
+        assert any("curve flat" in r for r in s.reasons)
+
+    def test_no_divergence_says_raise_end_lr(self) -> None:
+        lrs, loss = curve(hi=-2.0, blowup_at=5.0)  # still falling at the end
+        s = suggest(lrs, loss, stop_reason="completed")
+        assert any("raise end_lr" in r for r in s.reasons)
+        assert s.confidence < 0.6
+
+    def test_falling_at_start_says_lower_start_lr(self) -> None:
+        lrs, loss = curve(lo=-3.0, descent_at=-3.2)
+        s = suggest(lrs, loss)
+        assert any("lower start_lr" in r for r in s.reasons)
+
+    def test_noisy_curve_says_so_and_is_less_confident(self) -> None:
+        clean = suggest(*curve(noise=0.0))
+        noisy = suggest(*curve(noise=0.6, seed=3))
+        assert any("too noisy" in r for r in noisy.reasons)
+        assert noisy.confidence < clean.confidence
+
+    def test_nan_tail_is_cut_and_reported(self) -> None:
+        lrs, loss = curve()
+        loss = loss.copy()
+        loss[80:] = np.nan
+        s = suggest(lrs, loss)
+        assert s.lr is not None and s.lr < lrs[80]
+        assert any("NaN" in r for r in s.reasons)
+
+    def test_too_few_points(self) -> None:
+        s = suggest([1e-3, 1e-2, 1e-1], [1.0, 0.5, 0.7])
+        assert s.lr is None
+        assert any("usable points" in r for r in s.reasons)
+
+
+class TestInput:
+    def test_errors(self) -> None:
+        with pytest.raises(ValueError, match="losses must be as long as lrs"):
+            suggest([1e-3, 1e-2], [1.0])
+        with pytest.raises(ValueError, match="lrs must be strictly increasing"):
+            suggest([1e-2, 1e-3], [1.0, 1.0])
+        with pytest.raises(ValueError, match="lrs must be finite and > 0"):
+            suggest([0.0, 1e-3], [1.0, 1.0])
+        with pytest.raises(ValueError, match="method must be one of"):
+            suggest([1e-3, 1e-2], [1.0, 1.0], method="magic")
+        with pytest.raises(TypeError, match="lrs must be a sequence of numbers"):
+            suggest(["a", "b"], [1.0, 1.0])
+
+    def test_roundtrip_dict(self) -> None:
+        s = suggest(*curve(noise=0.01))
+        assert Suggestion.from_dict(s.to_dict()) == s
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.one_of(st.floats(-1e9, 1e9), st.just(math.nan), st.just(math.inf)),
+        min_size=1,
+        max_size=120,
+    ),
+    st.sampled_from(sorted(RULES)),
+)
+def test_never_crashes_and_stays_in_bounds(values: list[float], method: str) -> None:
+    lrs = np.logspace(-7, 1, len(values))
+    s = suggest(lrs, values, method=method)
+    assert 0.0 <= s.confidence <= 1.0
+    if s.lr is not None:
+        assert lrs[0] <= s.lr <= lrs[-1]
+        assert s.low <= s.lr <= s.high
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(-100, 100), st.floats(0.01, 100), st.integers(0, 10_000))
+def test_affine_invariance_property(shift: float, scale: float, seed: int) -> None:
+    lrs, loss = curve(noise=0.03, seed=seed)
+    a = suggest(lrs, loss)
+    b = suggest(lrs, shift + scale * loss)
+    assert a.lr == pytest.approx(b.lr, rel=1e-6)
+    assert a.confidence == pytest.approx(b.confidence, abs=1e-6)
