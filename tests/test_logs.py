@@ -135,65 +135,69 @@ def test_summary_writer_keras_style_runs(tmp_path: Path) -> None:
     assert h.val_loss[0] == pytest.approx(1.1)
 
 
-def test_hf_trainer_state(tmp_path: Path) -> None:
+def test_hf_trainer_state_from_a_real_trainer(tmp_path: Path) -> None:
     transformers = pytest.importorskip("transformers")
-    rows = tiny_run()
-    log_history: list[dict[str, float]] = []
-    for r in rows:  # the entries Trainer.log() appends, key for key
-        step = r["step"] + 1
-        log_history.append(
-            {
-                "loss": r["loss"],
-                "grad_norm": r["grad_norm"],
-                "learning_rate": r["lr"],
-                "epoch": step / 12,
-                "step": step,
-            }
-        )
-        if "val_loss" in r:
-            log_history.append(
-                {
-                    "eval_loss": r["val_loss"],
-                    "eval_runtime": 0.01,
-                    "eval_samples_per_second": 6400.0,
-                    "eval_steps_per_second": 400.0,
-                    "epoch": step / 12,
-                    "step": step,
-                }
-            )
-    log_history.append(
-        {
-            "train_runtime": 1.5,
-            "train_samples_per_second": 640.0,
-            "train_steps_per_second": 40.0,
-            "total_flos": 0.0,
-            "train_loss": 0.7,
-            "epoch": 5.0,
-            "step": 60,
-        }
-    )
-    state = transformers.TrainerState(
-        global_step=60, max_steps=60, log_history=log_history
-    )
+    pytest.importorskip("accelerate")
+
+    class Model(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 1)
+
+        def forward(self, x, labels=None):  # type: ignore[no-untyped-def]
+            out = self.lin(x)
+            return {"loss": torch.nn.functional.mse_loss(out, labels), "logits": out}
+
+    class Data(torch.utils.data.Dataset):  # type: ignore[type-arg]
+        def __init__(self, n: int) -> None:
+            g = torch.Generator().manual_seed(n)
+            self.x = torch.randn(n, 4, generator=g)
+            self.y = self.x.sum(1, keepdim=True)
+
+        def __len__(self) -> int:
+            return len(self.x)
+
+        def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+            return {"x": self.x[i], "labels": self.y[i]}
+
     out = tmp_path / "output"
-    (out / "checkpoint-20").mkdir(parents=True)
-    (out / "checkpoint-60").mkdir()
-    state.save_to_json(str(out / "checkpoint-60" / "trainer_state.json"))
-    transformers.TrainerState(log_history=log_history[:5]).save_to_json(
-        str(out / "checkpoint-20" / "trainer_state.json")
+    args = transformers.TrainingArguments(
+        output_dir=str(out),
+        max_steps=30,
+        logging_steps=1,
+        eval_strategy="steps",
+        eval_steps=10,
+        save_strategy="steps",
+        save_steps=15,
+        report_to=[],
+        use_cpu=True,
+        learning_rate=0.05,
+        per_device_train_batch_size=8,
+        disable_tqdm=True,
     )
-    for path in (out, out / "checkpoint-60" / "trainer_state.json"):
-        h = read_log(path)  # the directory picks the newest checkpoint
-        assert h.columns == {
-            "step": "step",
-            "loss": "loss",
-            "val_loss": "eval_loss",
-            "lr": "learning_rate",
-            "grad_norm": "grad_norm",
-        }
-        assert len(h) == 60 and h.steps[-1] == 60  # the summary's train_loss unused
-        assert h.val_steps.tolist() == [10, 20, 30, 40, 50, 60]
-        np.testing.assert_allclose(h.grad_norm, [r["grad_norm"] for r in rows])
+    trainer = transformers.Trainer(
+        model=Model(), args=args, train_dataset=Data(64), eval_dataset=Data(16)
+    )
+    trainer.train()
+    trainer.save_state()
+    expected = {
+        "step": "step",
+        "loss": "loss",
+        "val_loss": "eval_loss",
+        "lr": "learning_rate",
+        "grad_norm": "grad_norm",
+    }
+    h = read_log(out)  # the output directory's own trainer_state.json
+    assert h.columns == expected
+    assert h.steps.tolist() == list(range(1, 31))  # the summary's train_loss unused
+    assert h.val_steps.tolist() == [10, 20, 30]
+    assert len(h.grad_norm) == 30 and h.lr[0] == pytest.approx(0.05)
+    (out / "trainer_state.json").unlink()
+    h15 = read_log(out / "checkpoint-15")
+    assert h15.steps.tolist() == list(range(1, 16))
+    newest = read_log(out)  # now the newest checkpoint's
+    assert newest.source.endswith("checkpoint-30/trainer_state.json")
+    assert newest.steps.tolist() == h.steps.tolist()
 
 
 def test_keras_csvlogger(tmp_path: Path) -> None:

@@ -153,7 +153,6 @@ def test_torch_lr_scheduler_is_scaled() -> None:
 
 
 def test_lrkit_scheduler_recovery_scale() -> None:
-    pytest.importorskip("lrkit.torch.scheduler")  # lands with the schedules issue
     model, opt, loader = make(GOOD_LR)
     sched = lrkit.torch.Scheduler(opt, "cosine(total_steps=200)")
     guard = Guard(model, opt, scheduler=sched, every=20)
