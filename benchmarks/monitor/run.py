@@ -149,6 +149,9 @@ PRESETS: dict[str, dict[str, float]] = {
         "overfit_frac": 0.2,
     },
     "more alarms": {"spike_z": 5.0, "grad_factor": 6.0, "osc_rise_frac": 0.07},
+    "no noise rule": {"osc_noise_frac": 1e9},
+    "flat_z 2": {"slow_flat_z": 2.0},
+    "flat_z 2, noise .3": {"slow_flat_z": 2.0, "osc_noise_frac": 0.3},
 }
 
 

@@ -136,7 +136,10 @@ class MonitorConfig:
             or noise does not explain); or
         osc_noise_frac: when the curve has flattened, fell by less than ``σ``
             over the last ``trend_window`` updates, and ``σ > osc_noise_frac·P``
-            (noise large against both the trend and the progress); or
+            (noise large against both the trend and the progress) while ``σ``
+            exceeds the noise of the first ``noise_window`` updates (batch noise
+            does not grow as a healthy run's loss falls; LR-driven bouncing
+            does); or
         osc_spikes: when ``osc_spikes`` spikes occurred within ``trend_window``
             updates. The first two rules start after ``2·trend_window`` updates
             and pause while the LR rises (warmup), when ``lr`` is given.
@@ -502,6 +505,8 @@ _STATE_FIELDS = (
     "_unstable",
     "_slow_since",
     "_first_step",
+    "_start_level",
+    "_sigma_early",
     "_gdiffs",
     "_gsorted",
     "_lr",
@@ -619,6 +624,8 @@ class Monitor:
         self._unstable = False  # a nan / diverged / spike / exploding_grad one
         self._slow_since: tuple[int, int] | None = None  # (update, step)
         self._first_step = 0  # step of the first finite loss
+        self._start_level = math.nan  # max(first loss, median of the first 5)
+        self._sigma_early = math.inf  # σ over the first noise_window updates
         self._gdiffs: deque[float] = deque()  # gradient norms, in order
         self._gsorted: list[float] = []
         self._lr: float | None = None
@@ -862,10 +869,11 @@ class Monitor:
         if level < best:
             self._best = best = level
         if n == 1:
-            self._start = x
-        self._curve.push(level)
-        if n == 1:
+            self._start = self._start_level = x
             self._first_step = step
+        elif n <= c.level_window and level > self._start_level:
+            self._start_level = level  # the higher of the first loss and median
+        self._curve.push(level)
         levels = self._levels
         levels.append(level)
         sm = self._smooth
@@ -879,6 +887,8 @@ class Monitor:
             srt[m // 2] if m % 2 else 0.5 * (srt[m // 2 - 1] + srt[m // 2])
         ) * _GAUSS
         start = self._start
+        if n == c.noise_window + 1:
+            self._sigma_early = sigma  # the noise of the first window, frozen
         if n == c.min_updates:
             self._early.append((step, x, prev_level, level, best))
             self._judge_early(step, sigma, out)
@@ -925,7 +935,7 @@ class Monitor:
                 hold = 1.25 if "too_slow" in self._open else 1.0
                 d1 = h[0] - h[1]
                 d2 = h[1] - h[2]
-                total = start - level
+                total = self._start_level - level
                 flat = (
                     not self._unstable
                     and -c.slow_flat_z * sigma < total < c.slow_flat_z * sigma * hold
@@ -949,6 +959,7 @@ class Monitor:
                 reason = 1.0
             elif (
                 sigma > c.osc_noise_frac * p
+                and sigma > self._sigma_early
                 and drop < sigma
                 and d1 > c.slow_flat_z * sigma
                 and d2 < 0.5 * c.slow_ratio * d1
@@ -986,7 +997,7 @@ class Monitor:
                 d2 / d1 if d1 > 0.0 else math.inf,
                 {
                     "rule": 1.0 if flat_rule else 2.0,
-                    "gain": start - level,
+                    "gain": self._start_level - level,
                     "noise": sigma,
                     "first_half_gain": d1,
                     "second_half_gain": d2,
@@ -1023,7 +1034,7 @@ class Monitor:
         if h is None or math.isnan(sigma):
             return out
         d1, d2 = h[0] - h[1], h[1] - h[2]
-        gain = self._start - self._level
+        gain = self._start_level - self._level
         if gain > c.slow_flat_z * sigma and d1 > 0.0 and d2 >= c.slow_ratio * d1:
             self._updates += 1  # the judgement is an update of its own
             self._hit(
