@@ -137,7 +137,9 @@ def evaluate(directory: Path, tune_subset: bool = False) -> None:
         )
     good = per_label.get("good", [])
     kinds = Counter(f.kind for _, fs in good for f in fs if f.severity in WARN)
-    print(f"\nWarnings on good runs by kind: {dict(kinds)}")
+    print(
+        f"\nWarning findings on good runs, by kind (findings, not runs): {dict(kinds)}"
+    )
 
 
 PRESETS: dict[str, dict[str, float]] = {
@@ -225,6 +227,9 @@ def _regret(root: Path) -> tuple[object, object]:
     from benchmarks.regret import tasks as regret_tasks, train as regret_train
 
     return regret_tasks, regret_train
+
+
+GUARD_FACTOR = 0.5
 
 
 def guarded_run(
@@ -383,7 +388,11 @@ def main() -> None:
     ap.add_argument("--no-timing", action="store_true")
     ap.add_argument("--guard", action="store_true", help="also run the Guard test")
     ap.add_argument("--sweep", action="store_true", help="also compare settings")
+    ap.add_argument("--only-guard", action="store_true", help="skip the monitor tables")
     ap.add_argument("--seeds", default="0,1", help="seeds for the Guard test")
+    ap.add_argument(
+        "--guard-factor", type=float, default=0.5, help="the Guard's LR factor"
+    )
     ap.add_argument(
         "--regret-root",
         type=Path,
@@ -396,7 +405,8 @@ def main() -> None:
     )
     if not any(directory.glob("*.json.gz")):
         sys.exit(f"no curves in {directory}: run the regret suite's oracle first")
-    evaluate(directory)
+    if not args.only_guard:
+        evaluate(directory)
     if args.sweep:
         sweep(directory)
     if not args.no_timing:
@@ -406,6 +416,9 @@ def main() -> None:
 
         torch.set_num_threads(1)
         seeds = tuple(int(s) for s in args.seeds.split(","))
+        global GUARD_FACTOR
+        GUARD_FACTOR = args.guard_factor
+        print(f"\nGuard: factor={GUARD_FACTOR}, snapshots every budget/20 steps")
         bench_guard(directory, args.regret_root, seeds)
     _ = lrkit
 
