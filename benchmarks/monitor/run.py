@@ -248,7 +248,13 @@ def guarded_run(
     params = [p for p in inst.model.parameters() if p.requires_grad]
     opt = inst.make_optimizer(params, lr)
     g = (
-        Guard(inst.model, opt, loaders=[inst.train_loader], every=every)
+        Guard(
+            inst.model,
+            opt,
+            loaders=[inst.train_loader],
+            every=every,
+            factor=GUARD_FACTOR,
+        )
         if guard
         else None
     )
