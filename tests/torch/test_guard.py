@@ -118,19 +118,27 @@ def test_restores_the_snapshot_bit_exactly() -> None:
 
 
 def test_recovers_from_an_lr_100x_too_high() -> None:
-    ref_model, ref_opt, ref_loader = make(GOOD_LR)
+    model, opt, loader = make(100 * GOOD_LR)
+    guard = Guard(model, opt, every=20)  # factor 0.5, backing off in a row
+    train(model, opt, loader, guard)
+    events = guard.events
+    assert events and all(e.kind in ("nan", "diverged", "spike") for e in events)
+    # the k-th recovery in a row cuts by 0.5**k: 0.5, 0.125, 0.0078, ...
+    scale = 1.0
+    for e in events:
+        scale *= 0.5**e.attempt
+        assert e.recovery_scale == pytest.approx(scale)
+    assert guard.recovery_scale == pytest.approx(scale)
+    assert opt.param_groups[0]["lr"] == pytest.approx(100 * GOOD_LR * scale)
+    assert 100 * scale <= 2  # brought to at most 2x the good LR
+    assert all(e.restored_step == 0 for e in events)
+    # as good as a plain run at the LR the guard landed on, for the same steps
+    ref_model, ref_opt, ref_loader = make(100 * GOOD_LR * scale)
     train(ref_model, ref_opt, ref_loader, None)
     reference = full_loss(ref_model)
-
-    model, opt, loader = make(100 * GOOD_LR)
-    guard = Guard(model, opt, every=20, factor=0.1)
-    train(model, opt, loader, guard)
-    assert [e.kind in ("nan", "diverged", "spike") for e in guard.events] == [True] * 2
-    assert guard.recovery_scale == pytest.approx(0.01)
-    assert opt.param_groups[0]["lr"] == pytest.approx(GOOD_LR)
-    assert all(e.restored_step == 0 for e in guard.events)
     final = full_loss(model)
     assert math.isfinite(final) and final < 1.2 * reference + 0.01, (final, reference)
+    assert final < 0.2 * full_loss(make(GOOD_LR)[0])  # far below the untrained
 
 
 def test_without_guard_the_same_run_is_lost() -> None:
@@ -242,3 +250,38 @@ def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="loss must be a scalar"):
         guard.step(torch.ones(3))
     assert guard.steps == 0  # bad input changed nothing
+
+
+def test_watch_catches_a_problem_that_comes_back_after_a_restore() -> None:
+    """Right after a restore to step 0 the monitor has no noise estimate yet;
+    the line the first problem crossed still catches its return."""
+    model, opt, loader = make(GOOD_LR)
+    guard = Guard(model, opt, every=20)
+    bad = set(range(3, 10)) | {11, 12}  # a blow-up, and its return
+    events_at = []
+    for t, (xb, yb) in enumerate(loader):
+        loss = nn.functional.mse_loss(model(xb), yb)
+        if t in bad:
+            loss = loss + 50.0  # the gradient is the same; the value blows up
+        opt.zero_grad()
+        loss.backward()
+        if guard.step(loss):
+            opt.step()
+        else:
+            events_at.append(t)
+        if t == 60:
+            break
+    assert len(guard.events) == 2, guard.events
+    first, second = guard.events
+    assert (first.kind, first.first_step, first.step) == ("diverged", 3, 9)
+    assert first.restored_step == 0
+    # the monitor, back at step 0's statistics, cannot judge yet: the watch can
+    # 2 of the last 3 losses over the line: the median is
+    assert (second.kind, second.first_step, second.step) == ("diverged", 11, 12)
+    assert second.evidence["threshold"] == first.evidence["threshold"]
+    assert second.evidence["line"] == pytest.approx(
+        second.evidence["best"] + first.evidence["threshold"]
+    )
+    assert second.evidence["best"] >= first.evidence["best"]
+    assert second.attempt == 2 and second.recovery_scale == 0.5 * 0.25
+    assert events_at == [9, 12]

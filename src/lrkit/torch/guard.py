@@ -25,10 +25,19 @@ up, it
    ``first_step``), in place, and the monitor's statistics of that moment;
 2. multiplies the learning rate by ``factor`` (the *recovery scale* of lrkit's
    one equation ``lr = base_lr × schedule(t) × plateau_scale ×
-   recovery_scale``), cumulatively over recoveries;
+   recovery_scale``), cumulatively over recoveries, and by ``factor**k`` for
+   the k-th recovery in a row (a recovery that did not hold means the LR is
+   further off than one cut);
 3. asks :meth:`batches` to drop the next ``skip_batches`` batches;
 4. records a :class:`GuardEvent` and returns ``False`` so the caller skips the
    optimizer step of the offending batch.
+
+For ``every`` steps after a recovery the guard also watches the line the
+problem crossed (its threshold above the higher of its reference level and the
+restored state's level, in loss units): the
+monitor restarts from the snapshot's statistics and, after a restore to the
+first steps, has not measured the noise yet, but a median of the last 3 losses
+above that line is the same problem back, and triggers the next recovery.
 
 The batches between the snapshot and the problem are not replayed: like the
 skipping of PaLM, the run continues with fresh data from the restored state.
@@ -51,7 +60,7 @@ How the LR cut reaches the optimizer:
   ``lrkit.torch.Scheduler`` for an exact cut.
 
 Overhead when nothing happens: one ``float(loss)`` (a device sync, as for
-logging), a monitor update (~10 µs), and a CPU copy of model and optimizer every
+logging), a monitor update (5-20 µs), and a CPU copy of model and optimizer every
 ``every`` steps; ``benchmarks/monitor/run.py --guard`` measures it.
 """
 
@@ -167,7 +176,8 @@ class Guard:
         every: take a snapshot every ``every`` clean steps.
         keep: how many snapshots to keep (each is one copy of the model and the
             optimizer state).
-        factor: the LR multiplier per recovery, in (0, 1).
+        factor: the LR multiplier per recovery, in (0, 1); the k-th recovery in
+            a row multiplies by ``factor**k``.
         skip_batches: batches :meth:`batches` drops after each recovery.
         max_recoveries: recoveries in a row (without ``every`` clean steps in
             between) before :class:`GuardError`.
@@ -283,6 +293,9 @@ class Guard:
         self._attempt = 0
         self._last_recovery = -(10**18)
         self._to_skip = 0
+        self._watch: tuple[float, int] | None = None  # (line, until step)
+        self._watch_recent: deque[tuple[int, float]] = deque(maxlen=3)
+        self._watch_ref = (math.nan, math.nan)  # (reference level, threshold)
         self.events: list[GuardEvent] = []
 
     # ------------------------------------------------------------------ steps
@@ -337,8 +350,10 @@ class Guard:
         found = self.monitor.update(t, x, val_loss=v, grad_norm=g, lr=lr)
         self._t = t + 1
         trigger = self._trigger(found, t)
+        if trigger is None:
+            trigger = self._watch_check(t, x)
         if trigger is not None:
-            self._recover(trigger, t)
+            self._recover(*trigger, t)
             return False
         if t - self._last_recovery >= self.every:
             self._attempt = 0  # a clean stretch: the last recovery worked
@@ -349,12 +364,49 @@ class Guard:
             self._take(t)
         return True
 
-    def _trigger(self, found: Sequence[Finding], t: int) -> Finding | None:
+    def _trigger(
+        self, found: Sequence[Finding], t: int
+    ) -> tuple[str, int, Mapping[str, float]] | None:
         hits = [f for f in found if f.kind in self.on and f.last_step == t]
         if not hits:
             return None
         order = {k: i for i, k in enumerate(KINDS)}
-        return min(hits, key=lambda f: order[f.kind])
+        f = min(hits, key=lambda f: order[f.kind])
+        return f.kind, f.first_step, f.evidence
+
+    def _watch_check(
+        self, t: int, x: float
+    ) -> tuple[str, int, Mapping[str, float]] | None:
+        """After a recovery: has the loss gone back over the line it crossed?
+
+        The monitor restarts from the snapshot's statistics and, right after a
+        restore to the first steps, has no noise estimate yet; the line the
+        problem crossed (its reference level plus its threshold, in loss units)
+        still tells whether the same problem is back. Watched for ``every``
+        steps after each recovery: the median of the last 3 losses above it
+        triggers the next recovery at once.
+        """
+        if self._watch is None:
+            return None
+        line, until = self._watch
+        if t >= until:
+            self._watch = None
+            return None
+        recent = self._watch_recent
+        recent.append((t, x))
+        if len(recent) < 3:
+            return None
+        values = sorted(v for _, v in recent)
+        level = values[1]
+        if not level > line:
+            return None
+        first = next(s for s, v in recent if v > line)
+        ref, thr = self._watch_ref
+        return (
+            "diverged",
+            first,
+            {"loss": x, "level": level, "line": line, "best": ref, "threshold": thr},
+        )
 
     def _take(self, t: int) -> None:
         snap = snapshot(
@@ -370,7 +422,9 @@ class Guard:
         while len(self._saved) > self.keep:
             self._saved.popleft().snap.discard()
 
-    def _recover(self, finding: Finding, t: int) -> None:
+    def _recover(
+        self, kind: str, first_step: int, evidence: Mapping[str, float], t: int
+    ) -> None:
         self._attempt += 1
         if self._attempt > self.max_recoveries or not self._saved:
             why = (
@@ -380,31 +434,44 @@ class Guard:
                 else "no snapshot to restore: the problem came before the first "
                 "clean step."
             )
-            raise GuardError(
-                f"Guard: {finding.kind} at step {t} and {why}", self.events
-            )
+            raise GuardError(f"Guard: {kind} at step {t} and {why}", self.events)
         # the newest snapshot taken before the problem began
-        good = [s for s in self._saved if s.step < finding.first_step]
+        good = [s for s in self._saved if s.step < first_step]
         saved = good[-1] if good else self._saved[0]
         while self._saved and self._saved[-1] is not saved:
             self._saved.pop().snap.discard()  # newer ones may hold the problem
         saved.snap.restore()
         self.monitor.restore(saved.monitor)
-        self._scale *= self.factor
+        # back off: the k-th recovery in a row cuts by factor**k
+        self._scale *= self.factor**self._attempt
         self._apply_scale(saved.scale)
         self._last_recovery = t
         self._last_snap = t  # the restored state is the newest good one
         self._to_skip += self.skip_batches
+        # the line the problem crossed, measured from the higher of its own
+        # reference level and the level the restored state had then
+        ref = evidence.get("best", evidence.get("level"))
+        thr = evidence.get("threshold")
+        line: float | None = None
+        if ref is not None and thr is not None:
+            restored_level = self.monitor.stats()["level"]
+            if math.isfinite(restored_level):
+                ref = max(ref, restored_level)
+            line = ref + thr
+        self._watch = None if line is None else (float(line), t + 1 + self.every)
+        if ref is not None and thr is not None:
+            self._watch_ref = (float(ref), float(thr))
+        self._watch_recent.clear()
         event = GuardEvent(
             step=t,
-            kind=finding.kind,
-            first_step=finding.first_step,
+            kind=kind,
+            first_step=first_step,
             restored_step=saved.step,
             recovery_scale=self._scale,
             lrs=tuple(_lr_of(g) for g in self.optimizer.param_groups),
             attempt=self._attempt,
             skipped_batches=self.skip_batches,
-            evidence=dict(finding.evidence),
+            evidence=dict(evidence),
         )
         self.events.append(event)
         logger.warning("lrkit Guard: %s", event)
