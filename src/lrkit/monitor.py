@@ -701,6 +701,7 @@ class Monitor:
             "noise": self._sigma(),
             "smooth": self._smooth,
             "updates": float(self._updates),
+            "losses": float(self._n),
         }
 
     def _sigma(self) -> float:

@@ -278,10 +278,12 @@ def test_watch_catches_a_problem_that_comes_back_after_a_restore() -> None:
     # the monitor, back at step 0's statistics, cannot judge yet: the watch can
     # 2 of the last 3 losses over the line: the median is
     assert (second.kind, second.first_step, second.step) == ("diverged", 11, 12)
-    assert second.evidence["threshold"] == first.evidence["threshold"]
-    assert second.evidence["line"] == pytest.approx(
-        second.evidence["best"] + first.evidence["threshold"]
-    )
-    assert second.evidence["best"] >= first.evidence["best"]
+    # restored to step 0, before the monitor knew the noise: a quarter of the
+    # way from the restored level to the level that triggered the recovery
+    ref = second.evidence["best"]
+    assert ref >= first.evidence["best"]
+    expected = min(first.evidence["threshold"], 0.25 * (first.evidence["level"] - ref))
+    assert second.evidence["threshold"] == pytest.approx(expected)
+    assert second.evidence["line"] == pytest.approx(ref + expected)
     assert second.attempt == 2 and second.recovery_scale == 0.5 * 0.25
     assert events_at == [9, 12]

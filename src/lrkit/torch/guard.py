@@ -34,10 +34,14 @@ up, it
 
 For ``every`` steps after a recovery the guard also watches the line the
 problem crossed (its threshold above the higher of its reference level and the
-restored state's level, in loss units): the
-monitor restarts from the snapshot's statistics and, after a restore to the
-first steps, has not measured the noise yet, but a median of the last 3 losses
-above that line is the same problem back, and triggers the next recovery.
+restored state's level, in loss units): the monitor restarts from the
+snapshot's statistics and, after a restore to the first steps, has not measured
+the noise yet, but a median of the last 3 losses above that line is the same
+problem back, and triggers the next recovery. When the restored state predates
+the monitor's first noise estimate (a blow-up in the first steps, whose
+threshold came from noise the blow-up inflated), the line sits a quarter of the
+way from the restored level to the level that triggered the recovery, if that
+is lower.
 
 The batches between the snapshot and the problem are not replayed: like the
 skipping of PaLM, the run continues with fresh data from the restored state.
@@ -454,9 +458,15 @@ class Guard:
         thr = evidence.get("threshold")
         line: float | None = None
         if ref is not None and thr is not None:
-            restored_level = self.monitor.stats()["level"]
-            if math.isfinite(restored_level):
-                ref = max(ref, restored_level)
+            stats = self.monitor.stats()
+            if math.isfinite(stats["level"]):
+                ref = max(ref, stats["level"])
+            bad = evidence.get("level", evidence.get("loss", math.nan))
+            if stats["losses"] < self.monitor.config.min_updates and bad > ref:
+                # restored to before the monitor knew the noise: the threshold
+                # came from noise inflated by the blow-up itself; a return of a
+                # quarter of the blow-up is the problem back
+                thr = min(thr, 0.25 * (bad - ref))
             line = ref + thr
         self._watch = None if line is None else (float(line), t + 1 + self.every)
         if ref is not None and thr is not None:
