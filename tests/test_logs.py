@@ -264,6 +264,12 @@ def test_keys_are_matched_after_normalising(tmp_path: Path) -> None:
     assert h.columns["step"] == "Global-Step"
 
 
+def test_tsv(tmp_path: Path) -> None:
+    path = tmp_path / "log.tsv"
+    path.write_text("step\tloss\n0\t2.0\n1\t1.5\n")
+    assert read_log(path).loss.tolist() == [2.0, 1.5]
+
+
 def test_resumed_run_keeps_last_value_per_step(tmp_path: Path) -> None:
     path = tmp_path / "log.csv"
     path.write_text("step,loss\n0,3\n1,2\n2,1\n1,2.5\n2,1.5\n3,1\n")

@@ -486,7 +486,8 @@ def _read_csv(path: Path, overrides: Mapping[str, str | None]) -> History:
     text = _read_text(path)
     if not text.strip():
         raise LogFormatError(path, "the file is empty", 1)
-    reader = csv.reader(text.splitlines())
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    reader = csv.reader(text.splitlines(), delimiter=delimiter)
     try:
         header = next(reader)
     except csv.Error as e:  # pragma: no cover - csv rarely fails on a first line
@@ -507,7 +508,7 @@ def _read_csv(path: Path, overrides: Mapping[str, str | None]) -> History:
             if len(row) != len(header):
                 raise LogFormatError(
                     path,
-                    f"expected {len(header)} comma-separated values, got {len(row)}",
+                    f"expected {len(header)} values like the header, got {len(row)}",
                     line,
                 )
             records.append((line, dict(zip(header, row, strict=True))))
