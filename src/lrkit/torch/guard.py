@@ -36,7 +36,7 @@ For ``every`` steps after a recovery the guard also watches the line the
 problem crossed (its threshold above the higher of its reference level and the
 restored state's level, in loss units): the monitor restarts from the
 snapshot's statistics and, after a restore to the first steps, has not measured
-the noise yet, but a median of the last 3 losses above that line is the same
+the noise yet, but a median of the last 5 losses above that line is the same
 problem back, and triggers the next recovery. When the restored state predates
 the monitor's first noise estimate (a blow-up in the first steps, whose
 threshold came from noise the blow-up inflated), the line sits a quarter of the
@@ -298,7 +298,9 @@ class Guard:
         self._last_recovery = -(10**18)
         self._to_skip = 0
         self._watch: tuple[float, int] | None = None  # (line, until step)
-        self._watch_recent: deque[tuple[int, float]] = deque(maxlen=3)
+        self._watch_recent: deque[tuple[int, float]] = deque(
+            maxlen=self.monitor.config.level_window
+        )
         self._watch_ref = (math.nan, math.nan)  # (reference level, threshold)
         self.events: list[GuardEvent] = []
 
@@ -387,8 +389,8 @@ class Guard:
         restore to the first steps, has no noise estimate yet; the line the
         problem crossed (its reference level plus its threshold, in loss units)
         still tells whether the same problem is back. Watched for ``every``
-        steps after each recovery: the median of the last 3 losses above it
-        triggers the next recovery at once.
+        steps after each recovery: the median of the last ``level_window`` (5)
+        losses above it triggers the next recovery at once.
         """
         if self._watch is None:
             return None
@@ -398,10 +400,10 @@ class Guard:
             return None
         recent = self._watch_recent
         recent.append((t, x))
-        if len(recent) < 3:
+        if len(recent) < recent.maxlen:  # type: ignore[operator]
             return None
         values = sorted(v for _, v in recent)
-        level = values[1]
+        level = values[len(values) // 2]
         if not level > line:
             return None
         first = next(s for s, v in recent if v > line)
