@@ -136,6 +136,14 @@ def evaluate(directory: Path, tune_subset: bool = False) -> None:
             f"(undetected: {missed})"
         )
     good = per_label.get("good", [])
+    by_task: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for run, fs in good:
+        by_task[run.task][1] += 1
+        by_task[run.task][0] += any(f.severity in WARN for f in fs)
+    print("\n| task | good runs with a warning |")
+    print("|---|---|")
+    for task, (warned, n) in sorted(by_task.items()):
+        print(f"| {task} | {warned}/{n} |")
     kinds = Counter(f.kind for _, fs in good for f in fs if f.severity in WARN)
     print(
         f"\nWarning findings on good runs, by kind (findings, not runs): {dict(kinds)}"
