@@ -160,8 +160,7 @@ PRESETS: dict[str, dict[str, float]] = {
     },
     "more alarms": {"spike_z": 5.0, "grad_factor": 6.0, "osc_rise_frac": 0.07},
     "no noise rule": {"osc_noise_frac": 1e9},
-    "flat_z 2": {"slow_flat_z": 2.0},
-    "flat_z 2, noise .3": {"slow_flat_z": 2.0, "osc_noise_frac": 0.3},
+    "flat_z 3": {"slow_flat_z": 3.0},
 }
 
 

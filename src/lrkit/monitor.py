@@ -189,7 +189,7 @@ class MonitorConfig:
     slow_min_updates: int = 100
     slow_ratio: float = 0.6
     slow_rate_z: float = 4.0
-    slow_flat_z: float = 3.0
+    slow_flat_z: float = 2.0
     slow_patience: int = 32
     plateau_patience: int = 10
     plateau_frac: float = 0.01
