@@ -168,23 +168,28 @@ class TestStopRules:
 
 
 class TestValidationAndProgress:
-    def test_val_fn_called_every_k_steps_and_at_end(self) -> None:
+    def test_val_fn_sparse_while_flat_dense_while_falling(self) -> None:
         n = [0]
 
         def val() -> float:
             n[0] += 1
             return 0.5
 
+        def step(lr: float) -> float:  # flat until lr = 1e-2, then falling
+            return 2.0 - (math.log10(lr) + 2.0 if lr > 1e-2 else 0.0)
+
         r = range_test(
-            lambda lr: 1.0,
-            start_lr=1e-3,
-            end_lr=1.0,
-            num_steps=23,
-            val_fn=val,
-            val_every=5,
+            step, start_lr=1e-5, end_lr=1.0, num_steps=60, val_fn=val, val_every=2
         )
-        assert r.val_steps == (4, 9, 14, 19, 22)
-        assert n[0] == 5 and r.val_losses == (0.5,) * 5
+        gaps = np.diff(r.val_steps)
+        flat = [g for i, g in zip(r.val_steps, gaps, strict=False) if r.lrs[i] < 3e-3]
+        falling = [
+            g for i, g in zip(r.val_steps, gaps, strict=False) if r.lrs[i] > 0.05
+        ]
+        assert flat and set(flat) == {8}
+        assert falling and set(falling) <= {1, 2}
+        assert r.val_steps[-1] == len(r.lrs) - 1  # and after the last step
+        assert n[0] == len(r.val_steps) == len(r.val_losses)
 
     def test_progress_reports_every_step(self) -> None:
         events: list[Progress] = []

@@ -167,7 +167,7 @@ def find(
     end_lr: Annotated[float, typer.Option(help="Last LR of the ladder.")] = 10.0,
     num_steps: Annotated[
         int, typer.Option(help="Optimizer steps (one LR each).")
-    ] = 100,
+    ] = 200,
     mode: Annotated[str, typer.Option(help="Ladder spacing: exp or linear.")] = "exp",
     rule: Annotated[
         str, typer.Option(help="Suggestion rule: lrkit, valley, steepest, minimum.")
@@ -175,14 +175,6 @@ def find(
     val: Annotated[
         bool, typer.Option("--val/--no-val", help="Use the task's val_loader.")
     ] = True,
-    total_steps: Annotated[
-        int | None,
-        typer.Option(
-            help="Optimizer steps of the training run you plan (helps on small "
-            "data sets, where the best LR depends on the run's length).",
-            show_default=False,
-        ),
-    ] = None,
     amp: Annotated[
         str | None, typer.Option(help="Autocast: bf16 or fp16.", show_default=False)
     ] = None,
@@ -267,7 +259,6 @@ def find(
                 num_steps=num_steps,
                 mode=mode,  # type: ignore[arg-type]
                 suggest=rule,
-                total_steps=total_steps,
                 progress=on_progress,
                 **parts,
             )
@@ -329,6 +320,7 @@ def _print_find_summary(
 
 
 EXIT_LINT = 1  # `lrkit schedule --lint` found something
+
 
 def _schedule_record(
     spec: str, schedule: Any, steps: int, base_lr: float, lint_on: bool, lint_kw: Any

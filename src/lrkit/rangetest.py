@@ -186,21 +186,18 @@ class RangeTestSettings:
             many times the scale.
         noise_factor: lower bound of the scale in units of the loss noise.
         val_every: validation every this many steps (0: no validation).
-        total_steps: the length of the training run the suggestion is for
-            (optional; see :func:`lrkit.suggest`).
         extra: adapter-specific settings (accumulation, amp, groups, ...).
     """
 
     start_lr: float = 1e-7
     end_lr: float = 10.0
-    num_steps: int = 100
+    num_steps: int = 200
     mode: Mode = "exp"
     smooth_frac: float = 0.05
     diverge_factor: float = 1.0
     jump_factor: float = 4.0
     noise_factor: float = 3.0
     val_every: int = 0
-    total_steps: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -210,8 +207,6 @@ class RangeTestSettings:
         _check.positive("jump_factor", self.jump_factor)
         _check.non_negative("noise_factor", self.noise_factor)
         _check.non_negative_int("val_every", self.val_every)
-        if self.total_steps is not None:
-            _check.positive_int("total_steps", self.total_steps)
 
 
 @dataclass(frozen=True, repr=False)
@@ -465,6 +460,7 @@ class _StopRule:
         self.count = 0
         self.best = math.inf
         self.raw: list[float] = []
+        self.descending = False  # the loss has clearly started to fall
 
     def update(self, loss: float) -> tuple[float, StopReason | None]:
         """Feed one finite, non-skipped loss; returns (smoothed, stop reason)."""
@@ -478,6 +474,8 @@ class _StopRule:
             return smooth, None
         ref = float(np.median(self.raw[: self.warm]))
         sigma = _robust_sigma(self.raw)
+        if not self.descending and ref - smooth > 2.0 * sigma:
+            self.descending = True
         scale = max(ref - self.best, self.s.noise_factor * sigma, 1e-12 * abs(ref))
         if smooth - self.best > self.s.diverge_factor * scale:
             return smooth, "diverged"
@@ -495,10 +493,10 @@ def range_test(
     *,
     start_lr: float = 1e-7,
     end_lr: float = 10.0,
-    num_steps: int = 100,
+    num_steps: int = 200,
     mode: Mode = "exp",
-    val_fn: Callable[[], float] | None = None,
-    val_every: int = 5,
+    val_fn: Callable[[], Any] | None = None,
+    val_every: int = 2,
     smooth_frac: float = 0.05,
     diverge_factor: float = 1.0,
     jump_factor: float = 4.0,
@@ -507,7 +505,6 @@ def range_test(
     resolve: Callable[[Sequence[Any]], Sequence[Any]] | None = None,
     progress: Callable[[Progress], None] | None = None,
     suggest: bool | str = True,
-    total_steps: int | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> RangeTestResult:
     """Run a range test over any ``step_fn(lr) -> loss``.
@@ -520,8 +517,11 @@ def range_test(
         end_lr: last LR of the ladder.
         num_steps: rungs of the ladder, one optimizer step each.
         mode: ``"exp"`` or ``"linear"`` spacing.
-        val_fn: optional cheap validation: returns a validation loss; called
-            every ``val_every`` steps and after the last step.
+        val_fn: optional cheap validation: returns a validation loss (a float,
+            or a value ``float()`` reads later, with the step losses). It is
+            called every ``val_every`` steps once the training loss has
+            started to fall (where the curve is informative), every
+            ``4 * val_every`` steps before that, and after the last step.
         val_every: steps between validations (ignored without ``val_fn``).
         smooth_frac: EMA time constant of the stop rule, as a fraction of
             ``num_steps``.
@@ -536,10 +536,6 @@ def range_test(
         progress: called with a :class:`Progress` after each recorded step.
         suggest: ``True`` for the default suggestion rule, a rule name (see
             :func:`lrkit.suggest`), or ``False`` for none.
-        total_steps: how many optimizer steps the real training run will take
-            (optional). The best constant LR of a model that can overfit its
-            data depends on it; the suggestion uses it when the validation
-            curve shows overfitting.
         extra: adapter settings to record in ``result.settings.extra``.
 
     Returns:
@@ -558,7 +554,6 @@ def range_test(
         jump_factor=jump_factor,
         noise_factor=noise_factor,
         val_every=_check.positive_int("val_every", val_every) if val_fn else 0,
-        total_steps=total_steps,
         extra=dict(extra or {}),
     )
     _check.callable_("step_fn", step_fn)
@@ -613,26 +608,33 @@ def range_test(
                 return reason
         return None
 
+    pending_val: list[tuple[int, Any]] = []  # (step, value not yet read)
+
+    def flush_val() -> None:
+        for i, value in pending_val:
+            if i < len(lrs):  # validations after a stop point are dropped
+                v = float(value)
+                val_steps.append(i)
+                val_losses.append(v if math.isfinite(v) else math.nan)
+        pending_val.clear()
+
     batch_start = 0
     for i, lr in enumerate(ladder):
         pending.append(step_fn(lr))
         steps_done += 1
-        due_val = val_fn is not None and (
-            (i + 1) % settings.val_every == 0 or i == num_steps - 1
-        )
-        if len(pending) >= sync_every or due_val or i == num_steps - 1:
+        every = settings.val_every * (1 if rule.descending else 4)
+        if val_fn is not None and ((i + 1) % every == 0 or i == num_steps - 1):
+            t0 = time.perf_counter()
+            pending_val.append((i, val_fn()))
+            t_val += time.perf_counter() - t0
+        if len(pending) >= sync_every or i == num_steps - 1:
             reason = record(batch_start, resolve(pending))
             batch_start += len(pending)
             pending = []
+            flush_val()
             if reason is not None:
                 stop = reason
                 break
-        if due_val and val_fn is not None:
-            t0 = time.perf_counter()
-            v = float(val_fn())
-            t_val += time.perf_counter() - t0
-            val_steps.append(i)
-            val_losses.append(v if math.isfinite(v) else math.nan)
     total = time.perf_counter() - t_start
 
     info = None
@@ -648,7 +650,6 @@ def range_test(
             stop_reason=stop,
             skipped=skipped,
             settings=settings,
-            total_steps=total_steps,
         )
     return RangeTestResult(
         lrs=tuple(lrs),

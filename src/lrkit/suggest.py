@@ -200,6 +200,37 @@ def _prepare(
     return _Curve(x, y, smooth, _noise(y), len(lr), nan_lr)
 
 
+def _bottom(c: _Curve) -> int:
+    """Index where the smoothed curve reaches its bottom: the first point, before
+    the minimum, within ``BOTTOM_FRAC`` of the total drop of the minimum."""
+    i_min = int(np.argmin(c.smooth))
+    start = float(np.median(c.smooth[: max(3, len(c.smooth) // 10)]))
+    drop = max(start - float(c.smooth[i_min]), 0.0)
+    near = c.smooth[: i_min + 1] <= c.smooth[i_min] + BOTTOM_FRAC * drop
+    return int(np.argmax(near))
+
+
+def _low(c: _Curve) -> int:
+    """Index where training starts to respond: the loss has fallen by a tenth of
+    its total drop."""
+    i_min = int(np.argmin(c.smooth))
+    start = float(np.median(c.smooth[: max(3, len(c.smooth) // 10)]))
+    drop = max(start - float(c.smooth[i_min]), 0.0)
+    fallen = c.smooth[: i_min + 1] <= start - 0.1 * drop
+    return int(np.argmax(fallen)) if np.any(fallen) else 0
+
+
+def _edge_seen(c: _Curve) -> bool:
+    """True when the loss rose again after its minimum (by a fifth of its drop)
+    or turned NaN: the ladder reached an instability edge."""
+    if c.nan_lr is not None:
+        return True
+    i_min = int(np.argmin(c.smooth))
+    start = float(np.median(c.smooth[: max(3, len(c.smooth) // 10)]))
+    drop = max(start - float(c.smooth[i_min]), 0.0)
+    return float(np.max(c.smooth[i_min:]) - c.smooth[i_min]) > 0.2 * drop
+
+
 def _descent(c: _Curve) -> tuple[int, Array]:
     """Index of the minimum of the smoothed curve and the slope d(loss)/d(log lr)."""
     i_min = int(np.argmin(c.smooth))
@@ -209,23 +240,47 @@ def _descent(c: _Curve) -> tuple[int, Array]:
 
 # ---------------------------------------------------------------- the rules
 MIN_POINTS = 10
+MIN_VAL_POINTS = 5
+#: Validation points needed across the descent before validation can lower the
+#: suggestion.
+MIN_VAL_DESCENT = 8
+#: The default rule's margin below the bottom of the curve (half a decade).
+SAFETY_FACTOR = 3.0
+#: The bottom of a curve starts where the loss is within this fraction of its
+#: total drop from the minimum (stable where the minimum itself sits in a flat,
+#: noisy trough).
+BOTTOM_FRAC = 0.05
 
 
-def _rule_steepest(c: _Curve) -> tuple[float, dict[str, float]]:
+@dataclass(frozen=True)
+class _Inputs:
+    """What a rule sees: the training curve and, optionally, the validation one."""
+
+    train: _Curve
+    val: _Curve | None
+
+
+RuleFn = Callable[[_Inputs], tuple[float, dict[str, float]]]
+
+
+def _rule_steepest(d: _Inputs) -> tuple[float, dict[str, float]]:
+    """The LR of steepest descent of the smoothed training loss in log-LR."""
+    c = d.train
     i_min, slope = _descent(c)
-    hi = max(i_min, 1)
-    i = int(np.argmin(slope[:hi]))
+    i = int(np.argmin(slope[: max(i_min, 1)]))
     return float(10 ** c.x[i]), {"lr_steepest": float(10 ** c.x[i])}
 
 
-def _rule_minimum(c: _Curve) -> tuple[float, dict[str, float]]:
-    i_min, _ = _descent(c)
-    lr_min = float(10 ** c.x[i_min])
+def _rule_minimum(d: _Inputs) -> tuple[float, dict[str, float]]:
+    """fastai's ``minimum``: the LR of minimum smoothed loss divided by 10."""
+    i_min, _ = _descent(d.train)
+    lr_min = float(10 ** d.train.x[i_min])
     return lr_min / 10.0, {"lr_min_loss": lr_min}
 
 
-def _rule_valley(c: _Curve) -> tuple[float, dict[str, float]]:
+def _rule_valley(d: _Inputs) -> tuple[float, dict[str, float]]:
     """fastai's valley: the middle-ish of the longest strictly descending run."""
+    c = d.train
     y = c.smooth
     n = len(y)
     lds = [1] * n
@@ -242,23 +297,83 @@ def _rule_valley(c: _Curve) -> tuple[float, dict[str, float]]:
     return float(10 ** c.x[idx]), {"lr_valley": float(10 ** c.x[idx])}
 
 
-def _rule_lrkit(c: _Curve) -> tuple[float, dict[str, float]]:
-    """Default rule: the geometric mean of the steepest-descent LR and a tenth of
-    the LR of minimum loss, kept inside the descending part of the curve."""
-    i_min, _ = _descent(c)
-    lr_min = float(10 ** c.x[i_min])
-    lr_steep, _ = _rule_steepest(c)
-    lr = math.sqrt(lr_steep * lr_min / 10.0)
-    lr = min(lr, lr_min)
-    return lr, {"lr_min_loss": lr_min, "lr_steepest": lr_steep}
+def _rule_lrkit(d: _Inputs) -> tuple[float, dict[str, float]]:
+    """The default rule.
+
+    ``lr = min(lr_bottom_train, lr_bottom_val) / SAFETY_FACTOR``: a third of the
+    LR at which the (lag-free smoothed) loss reaches the bottom of its curve
+    (within ``BOTTOM_FRAC`` of its lowest value), taking the lower of the
+    training and, when recorded, the validation curve.
+
+    Why: the bottom of a range test marks the LR at which a few steps stop
+    helping; when the loss then rises again (an instability edge was seen), a
+    full run at a constant LR needs a margin below it, and the margin errs low
+    because the basin is asymmetric (an LR 2x too low costs a little, 3x too
+    high can wreck the run). When the loss never turned up within the ladder,
+    no edge was seen and the bottom itself is suggested (with a reason to
+    raise ``end_lr``). The validation bottom comes first when the model starts
+    to overfit; taking the lower of the two is the safe side.
+    """
+    lr_bottom = float(10 ** d.train.x[_bottom(d.train)])
+    evidence = {"lr_bottom": lr_bottom, "edge_seen": float(_edge_seen(d.train))}
+    anchor = lr_bottom
+    if d.val is not None:
+        lr_vbottom = float(10 ** d.val.x[_bottom(d.val)])
+        evidence["lr_bottom_val"] = lr_vbottom
+        # the validation curve may only pull the anchor down where it resolves
+        # the descent: enough validation points between where training starts
+        # to respond and the training bottom
+        x_low = float(d.train.x[_low(d.train)])
+        resolved = np.sum((d.val.x >= x_low) & (d.val.x <= np.log10(lr_bottom)))
+        evidence["val_points_in_descent"] = float(resolved)
+        if resolved >= MIN_VAL_DESCENT:
+            anchor = min(anchor, lr_vbottom)
+    margin = SAFETY_FACTOR if _edge_seen(d.train) else 1.0
+    lr = max(anchor / margin, float(10 ** d.train.x[0]))
+    return lr, evidence
 
 
-RULES: dict[str, Callable[[_Curve], tuple[float, dict[str, float]]]] = {
+RULES: dict[str, RuleFn] = {
     "lrkit": _rule_lrkit,
     "valley": _rule_valley,
     "steepest": _rule_steepest,
     "minimum": _rule_minimum,
 }
+
+
+def _val_curve(
+    val_lrs: Sequence[float] | None,
+    val_losses: Sequence[float] | None,
+    train: _Curve,
+    bandwidth: float,
+) -> _Curve | None:
+    """The validation curve over the LRs where the training curve is usable."""
+    if val_lrs is None or val_losses is None:
+        return None
+    vl = _to_array("val_lrs", val_lrs)
+    vy = _to_array("val_losses", val_losses)
+    if len(vl) != len(vy):
+        _check.fail(
+            "val_losses", f"as long as val_lrs ({len(vl)} values)", f"{len(vy)} values"
+        )
+    if len(vl) == 0:
+        return None
+    if np.any(~np.isfinite(vl)) or np.any(vl <= 0):
+        _check.fail("val_lrs", "finite and > 0", val_lrs)
+    if len(vl) > 1 and np.any(np.diff(vl) <= 0):
+        _check.fail("val_lrs", "strictly increasing", val_lrs)
+    x = np.log10(vl)
+    keep = np.isfinite(vy) & (x <= train.x[-1] + 1e-12)
+    if not np.all(np.isfinite(vy)):  # nothing after a non-finite validation loss
+        keep[int(np.argmax(~np.isfinite(vy))) :] = False
+    if keep.sum() < MIN_VAL_POINTS:
+        return None
+    x, y = x[keep], vy[keep]
+    # validation is sparse where the curve is flat and dense where it falls:
+    # the kernel follows the dense part
+    spacing = float(np.percentile(np.diff(x), 25)) if len(x) > 1 else bandwidth
+    smooth = _smooth(x, y, max(bandwidth, 1.5 * spacing))
+    return _Curve(x, y, smooth, _noise(y), len(vl), None)
 
 
 # ---------------------------------------------------------------- public entry
@@ -272,10 +387,18 @@ def suggest(
     stop_reason: str | None = None,
     skipped: Sequence[bool] | None = None,
     settings: Any = None,
-    total_steps: int | None = None,
     bandwidth: float = 0.15,
 ) -> Suggestion:
     """Suggest a learning rate from a range-test curve.
+
+    The default rule (``method="lrkit"``) is
+
+        lr = min(lr_min_train, lr_min_val) / 3
+
+    where ``lr_min_train`` and ``lr_min_val`` are the LRs at which the
+    lag-free smoothed training and validation losses bottom out (see
+    :func:`_rule_lrkit` for the reasoning). ``low`` is where the training loss
+    has fallen by a tenth of its total drop, ``high`` the minimum used.
 
     Args:
         lrs: learning rates, strictly increasing, > 0.
@@ -288,8 +411,8 @@ def suggest(
         stop_reason: how the range test ended (``"completed"``, ``"diverged"``,
             ``"nan"``), used for the reasons.
         skipped: per point, True where the optimizer skipped the update.
-        settings: the range test's settings (for the reasons; optional).
-        total_steps: optimizer steps of the planned training run (optional).
+        settings: the range test's settings (unused by the rules; accepted so
+            callers can pass the record along).
         bandwidth: smoothing bandwidth in decades of LR.
 
     Returns:
@@ -302,8 +425,6 @@ def suggest(
     """
     _check.choice("method", method, RULES)
     bandwidth = _check.positive("bandwidth", bandwidth)
-    if total_steps is not None:
-        total_steps = _check.positive_int("total_steps", total_steps)
     c = _prepare(lrs, losses, skipped, bandwidth)
     reasons: list[str] = []
     if c.nan_lr is not None:
@@ -314,10 +435,16 @@ def suggest(
             "lower start_lr or raise num_steps"
         )
         return Suggestion(None, reasons=tuple(reasons), method=method)
+    val = _val_curve(val_lrs, val_losses, c, bandwidth)
 
-    drop = float(c.smooth[0] - c.smooth.min())
-    span = float(np.ptp(c.smooth))
-    if drop <= 2.0 * c.sigma or drop <= 1e-9 * max(1.0, abs(float(c.smooth[0]))):
+    start = float(np.median(c.smooth[: max(3, len(c.smooth) // 10)]))
+    drop = float(start - c.smooth.min())
+    # noise of the smoothed curve: the raw step-to-step noise averaged over the
+    # points inside one smoothing kernel
+    density = (len(c.x) - 1) / max(float(c.x[-1] - c.x[0]), 1e-12)
+    n_eff = max(1.0, math.sqrt(2.0 * math.pi) * bandwidth * density)
+    sigma_s = c.sigma / math.sqrt(n_eff)
+    if drop <= 3.0 * sigma_s or drop <= 1e-9 * max(1.0, abs(start)):
         reasons.append(
             "curve flat: the model may already be trained, or start_lr is too low"
         )
@@ -325,39 +452,55 @@ def suggest(
             None,
             reasons=tuple(reasons),
             method=method,
-            evidence={"drop": drop, "noise": c.sigma},
+            evidence={"drop": drop, "noise": sigma_s},
         )
 
-    lr, evidence = RULES[method](c)
+    lr, evidence = RULES[method](_Inputs(c, val))
     i_min, slope = _descent(c)
     lr_min = float(10 ** c.x[i_min])
-    # range: from where the loss has fallen by 10% of its drop, to the minimum
-    fallen = c.smooth[: i_min + 1] <= c.smooth[0] - 0.1 * drop
-    i_low = int(np.argmax(fallen)) if np.any(fallen) else 0
-    low = float(10 ** c.x[i_low])
-    high = lr_min
-    low = min(low, lr)
-    high = max(high, lr)
+    low = min(float(10 ** c.x[_low(c)]), lr)
+    high = max(min(evidence.get("lr_bottom_val", lr_min), lr_min), lr)
 
     conf = 1.0
-    snr = drop / max(c.sigma, 1e-12)
+    snr = drop / max(sigma_s, 1e-12)
     conf *= min(1.0, snr / 10.0)
-    if snr < 5.0:
+    if snr < 8.0:
         reasons.append("curve too noisy: more steps or a larger batch")
-    if i_min >= len(c.x) - 2 and stop_reason not in ("diverged", "nan"):
+    diverged = stop_reason in ("diverged", "nan") or c.nan_lr is not None
+    if i_min >= len(c.x) - 2 and not diverged:
         reasons.append("no divergence reached: raise end_lr")
         conf *= 0.5
-    first_slope = slope[: max(2, len(slope) // 10)]
-    if float(np.min(first_slope)) <= 0.5 * float(np.min(slope[: max(i_min, 1)])):
+    first = slope[: max(2, len(slope) // 10)]
+    if float(np.min(first)) <= 0.5 * float(np.min(slope[: max(i_min, 1)])):
         reasons.append("loss already falling at start_lr: lower start_lr")
         conf *= 0.6
+    if method == "lrkit":
+        t_bottom = evidence["lr_bottom"]
+        v_bottom = evidence.get("lr_bottom_val")
+        if v_bottom is not None:
+            gap = abs(math.log10(v_bottom / t_bottom))
+            if v_bottom < t_bottom / 3.0:
+                reasons.append(
+                    f"validation loss bottoms out at LR {v_bottom:.3g}, before the "
+                    f"training loss ({t_bottom:.3g}): the model may start to overfit"
+                )
+            conf *= max(0.3, 1.0 - gap / 2.0)
+        which = (
+            "validation" if v_bottom is not None and v_bottom < t_bottom else "training"
+        )
+        anchor = t_bottom if v_bottom is None else min(t_bottom, v_bottom)
+        reasons.append(
+            f"{which} loss reaches its bottom at LR {anchor:.3g}; suggested a "
+            "third of it (the best constant LR sits below the range test's "
+            "bottom, and too high costs more than too low)"
+        )
     evidence = {
         **evidence,
         "lr_min_loss": lr_min,
         "min_loss": float(c.smooth[i_min]),
         "drop": drop,
-        "span": span,
-        "noise": c.sigma,
+        "span": float(np.ptp(c.smooth)),
+        "noise": sigma_s,
     }
     if stop_reason == "diverged":
         reasons.append(f"loss diverged above LR {float(10 ** c.x[-1]):.3g}")

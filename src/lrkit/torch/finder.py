@@ -256,7 +256,7 @@ def find_lr(
     val_loader: Iterable[Any] | None = None,
     start_lr: float = 1e-7,
     end_lr: float = 10.0,
-    num_steps: int = 100,
+    num_steps: int = 200,
     mode: Mode = "exp",
     accumulation_steps: int = 1,
     compute_loss: Callable[[nn.Module, Any], torch.Tensor] | None = None,
@@ -264,14 +264,13 @@ def find_lr(
     amp: str | torch.dtype | None = None,
     device: str | torch.device | None = None,
     max_grad_norm: float | None = None,
-    val_batches: int = 4,
-    val_every: int | None = None,
+    val_batches: int = 2,
+    val_every: int = 2,
     reference_group: int = 0,
     sync_every: int | None = None,
     spill_dir: str | Path | None = None,
     progress: Callable[[Progress], None] | None = None,
     suggest: bool | str = True,
-    total_steps: int | None = None,
 ) -> RangeTestResult:
     """Run an LR range test on a PyTorch model and suggest a learning rate.
 
@@ -313,8 +312,8 @@ def find_lr(
             parameter).
         max_grad_norm: clip the gradient norm before each step, as in training.
         val_batches: validation batches used (fixed, cached on ``device``).
-        val_every: steps between validations (default: ``num_steps // 25``,
-            at least 1).
+        val_every: steps between validations once the training loss has
+            started to fall (four times as many before that).
         reference_group: index of the param group whose LR the ladder follows.
         sync_every: read losses from the device every this many steps (default
             1 on CPU, 8 on accelerators, to avoid a host sync per step).
@@ -322,10 +321,6 @@ def find_lr(
             instead of CPU memory (for very large models).
         progress: called with a :class:`~lrkit.rangetest.Progress` each step.
         suggest: ``True`` (default rule), a rule name, or ``False``.
-        total_steps: optimizer steps of the training run you plan (optional).
-            On small data sets the best constant LR depends on how long you
-            train, because the model starts to overfit; with it the suggestion
-            can account for that.
 
     Returns:
         A :class:`~lrkit.rangetest.RangeTestResult`; ``result.suggestion`` is the
@@ -365,8 +360,6 @@ def find_lr(
         )
     accumulation_steps = _check.positive_int("accumulation_steps", accumulation_steps)
     val_batches = _check.positive_int("val_batches", val_batches)
-    if val_every is None:
-        val_every = max(1, num_steps // 25) if isinstance(num_steps, int) else 1
     val_every = _check.positive_int("val_every", val_every)
     if max_grad_norm is not None:
         max_grad_norm = _check.positive("max_grad_norm", max_grad_norm)
@@ -407,11 +400,7 @@ def find_lr(
     if sync_every is None:
         sync_every = 1 if dev.type == "cpu" else 8
     RangeTestSettings(  # validates the ladder arguments before anything runs
-        start_lr=start_lr,
-        end_lr=end_lr,
-        num_steps=num_steps,
-        mode=mode,
-        total_steps=total_steps,
+        start_lr=start_lr, end_lr=end_lr, num_steps=num_steps, mode=mode
     )
 
     if compute_loss is not None:
@@ -484,10 +473,16 @@ def find_lr(
 
     val_fn = None
     val_cache: list[Any] = []
+    # BatchNorm layers validate with batch statistics: their running statistics
+    # lag far behind a model whose LR rises every step (they are restored after)
+    bn_layers = [
+        m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    ]
+    batch_stats = [True]
     if val_loader is not None:
         vloader = val_loader
 
-        def val_fn() -> float:
+        def val_fn() -> Any:
             if not val_cache:
                 for i, b in enumerate(vloader):
                     if i >= val_batches:
@@ -498,12 +493,20 @@ def find_lr(
                         "val_loader", "a loader that yields at least one batch", vloader
                     )
             model.eval()
+            if batch_stats[0]:
+                for m in bn_layers:
+                    m.train()
             try:
                 with torch.no_grad(), autocast():
                     vals = [batch_loss(b).float() for b in val_cache]
-                return float(torch.stack(vals).mean().item())
+            except ValueError:
+                if not batch_stats[0]:
+                    raise
+                batch_stats[0] = False  # e.g. batches of one: use running stats
+                return val_fn()
             finally:
                 model.train()
+            return torch.stack(vals).mean()  # read with the step losses
 
     loaders = [train_loader] if val_loader is None else [train_loader, val_loader]
     extra = {
@@ -535,7 +538,6 @@ def find_lr(
             resolve=resolve,
             progress=progress,
             suggest=suggest,
-            total_steps=total_steps,
             extra=extra,
         )
     finally:

@@ -1,0 +1,1 @@
+"""lrkit's benchmarks: side-by-side comparisons with peers (not part of the library)."""

@@ -1,0 +1,67 @@
+"""The public namespace: lazy, light, complete."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import lrkit
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def run_python(code: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=cwd
+    )
+
+
+def test_import_loads_no_framework_and_no_matplotlib() -> None:
+    p = run_python(
+        "import sys, lrkit\n"
+        "lrkit.parse_schedule('cosine(total_steps=10)'); lrkit.suggest\n"
+        "names = ('torch', 'matplotlib', 'keras', 'tensorboard')\n"
+        "heavy = [m for m in names if m in sys.modules]\n"
+        "print(heavy)"
+    )
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("name", sorted(lrkit._LAZY))
+def test_every_public_name_resolves(name: str) -> None:
+    assert getattr(lrkit, name) is not None
+    assert name in dir(lrkit)
+
+
+def test_unknown_name_raises_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        lrkit.nope  # noqa: B018
+
+
+def test_adapters_resolve_as_attributes() -> None:
+    assert lrkit.torch.Scheduler is not None
+    assert lrkit.torch.find_lr is lrkit.find_lr
+
+
+def test_find_lr_writes_nothing_to_the_working_directory(tmp_path: Path) -> None:
+    code = (
+        "import torch, lrkit\n"
+        "from torch.utils.data import DataLoader, TensorDataset\n"
+        "x = torch.randn(128, 4); y = x.sum(1, keepdim=True)\n"
+        "m = torch.nn.Linear(4, 1); o = torch.optim.SGD(m.parameters(), lr=0.1)\n"
+        "dl = DataLoader(TensorDataset(x, y), batch_size=16)\n"
+        "r = lrkit.find_lr(m, o, torch.nn.functional.mse_loss, dl, num_steps=50)\n"
+        "print(r.suggestion is not None)"
+    )
+    before = sorted(os.listdir(tmp_path))
+    p = run_python(code, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "True"
+    assert sorted(os.listdir(tmp_path)) == before
