@@ -66,12 +66,14 @@ _LAZY: dict[str, str] = {
     "PlateauState": ".plateau",
     # --- monitor -------------------------------------------------------------
     "Monitor": ".monitor",
+    "MonitorConfig": ".monitor",
     "Finding": ".monitor",
     "diagnose": ".monitor",
     "Diagnosis": ".monitor",
     # --- logs ----------------------------------------------------------------
     "History": ".logs",
     "read_log": ".logs",
+    "LogFormatError": ".logs",
 }
 
 __all__ = sorted([*_LAZY, "__version__"])
@@ -115,12 +117,14 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     )
     from .logs import (
         History as History,
+        LogFormatError as LogFormatError,
         read_log as read_log,
     )
     from .monitor import (
         Diagnosis as Diagnosis,
         Finding as Finding,
         Monitor as Monitor,
+        MonitorConfig as MonitorConfig,
         diagnose as diagnose,
     )
     from .plateau import (

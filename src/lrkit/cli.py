@@ -522,6 +522,153 @@ def _print_schedules(
 # ======================================================================== diagnose
 # (owned by the monitor code: lrkit diagnose)
 
+_VERDICT_STYLE = {
+    "healthy": "bold green",
+    "overfitting": "bold yellow",
+    "lr too low": "bold yellow",
+    "lr too high": "bold red",
+    "diverged": "bold red",
+    "too short": "bold",
+}
+_SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "critical": "red"}
+
+
+def _evidence_text(evidence: dict[str, float], limit: int = 3) -> str:
+    parts = []
+    for key, value in list(evidence.items())[:limit]:
+        if isinstance(value, float) and value.is_integer() and abs(value) < 1e9:
+            parts.append(f"{key}={int(value)}")
+        else:
+            parts.append(f"{key}={value:.3g}")
+    return ", ".join(parts)
+
+
+@app.command()
+def diagnose(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="A training log: CSV (Lightning metrics.csv, Keras, any "
+            "step,loss,... file), JSON lines, Hugging Face trainer_state.json, "
+            "or TensorBoard event files (a file or a directory).",
+            show_default=False,
+        ),
+    ],
+    loss_key: Annotated[
+        str | None,
+        typer.Option(help="Column of the training loss.", show_default=False),
+    ] = None,
+    val_key: Annotated[
+        str | None,
+        typer.Option(help="Column of the validation loss.", show_default=False),
+    ] = None,
+    lr_key: Annotated[
+        str | None,
+        typer.Option(help="Column of the learning rate.", show_default=False),
+    ] = None,
+    grad_norm_key: Annotated[
+        str | None,
+        typer.Option(help="Column of the gradient norm.", show_default=False),
+    ] = None,
+    step_key: Annotated[
+        str | None,
+        typer.Option(help="Column of the step.", show_default=False),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Directory for the figure (diagnose.png); none written without it.",
+            show_default=False,
+        ),
+    ] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Diagnose learning-rate problems from a training log.
+
+    Prints a verdict (healthy, diverged, lr too high, lr too low, overfitting)
+    and the findings with advice in LR terms; --json prints them as JSON.
+    """
+    from ._check import LRKitError
+    from .logs import read_log
+    from .monitor import diagnose as run_diagnose
+
+    try:
+        history = read_log(
+            file,
+            loss_key=loss_key,
+            val_key=val_key,
+            lr_key=lr_key,
+            grad_norm_key=grad_norm_key,
+            step_key=step_key,
+        )
+    except ImportError as e:
+        fail(str(e), EXIT_RUNTIME)
+    except LRKitError as e:  # LogFormatError: names the file and line
+        fail(str(e))
+    except (ValueError, TypeError) as e:  # a --*-key naming no column
+        text = str(e)
+        for name in ("loss_key", "val_key", "lr_key", "grad_norm_key", "step_key"):
+            text = text.replace(name, "--" + name.replace("_", "-"))
+        fail(text)
+    result = run_diagnose(history)
+    figure: str | None = None
+    if out is not None:
+        directory = out_dir(out)
+        from .plot import diagnosis_figure
+
+        target = directory / "diagnose.png"
+        diagnosis_figure(history, result, path=target)
+        figure = str(target)
+    if json_out:
+        record = result.to_dict()
+        record["file"] = str(file)
+        record["columns"] = dict(history.columns)
+        record["figure"] = figure
+        print_json(record)
+        return
+
+    from rich.table import Table
+
+    console = Console()
+    style = _VERDICT_STYLE.get(result.verdict, "bold")
+    console.print(f"[{style}]{result.verdict}[/]  {result.summary}", highlight=False)
+    columns = ", ".join(f"{k}={v!r}" for k, v in history.columns.items())
+    console.print(
+        f"read {len(history)} steps from {file} ({columns})",
+        style="dim",
+        highlight=False,
+    )
+    if result.findings:
+        table = Table(show_lines=False)
+        table.add_column("kind")
+        table.add_column("steps", justify="right")
+        table.add_column("severity")
+        table.add_column("evidence")
+        for f in result.findings:
+            span = (
+                str(f.first_step)
+                if f.first_step == f.last_step
+                else f"{f.first_step}-{f.last_step}"
+            )
+            table.add_row(
+                f.kind,
+                span,
+                f"[{_SEVERITY_STYLE.get(f.severity, '')}]{f.severity}[/]",
+                _evidence_text(dict(f.evidence)),
+            )
+        console.print(table)
+        seen: set[str] = set()
+        for f in result.findings:
+            if f.kind not in seen:
+                seen.add(f.kind)
+                console.print(f"[bold]{f.kind}[/]: {f.advice}", highlight=False)
+    else:
+        console.print(f"advice: {result.advice}", highlight=False)
+    if figure is not None:
+        console.print(f"figure: {figure}", highlight=False)
+
 
 # ============================================================================ main
 

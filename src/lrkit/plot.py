@@ -16,6 +16,8 @@ import numpy as np
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from .logs import History
+    from .monitor import Diagnosis
     from .rangetest import RangeTestResult
 
 
@@ -246,4 +248,103 @@ def plot_schedules(
         ax.set_title(title)
     if path is not None:
         fig.savefig(path, dpi=120)
+    return fig
+
+
+# --- monitor ------------------------------------------------------------------
+_SEVERITY_COLOR = {"info": "#4C72B0", "warning": "#DD8452", "critical": "#C44E52"}
+
+
+def diagnosis_figure(
+    history: History,
+    diagnosis: Diagnosis | None = None,
+    *,
+    path: str | Path | None = None,
+    ax: Any = None,
+) -> Figure:
+    """The training curve with the monitor's findings shaded.
+
+    Draws the training loss (raw, and a running median of 9), the validation
+    loss, non-finite losses as red marks along the top, each finding as a band
+    from its first to its last step coloured by severity (labelled with its
+    kind), and the LR on a second axis when the history has one.
+
+    Args:
+        history: the run (:class:`lrkit.History`).
+        diagnosis: its :class:`lrkit.Diagnosis`; computed when None.
+        path: save the figure there (PNG by extension) when given.
+        ax: draw on these matplotlib axes instead of a new figure.
+
+    Returns:
+        The matplotlib ``Figure``.
+    """
+    from .monitor import diagnose
+
+    if diagnosis is None:
+        diagnosis = diagnose(history)
+    fig, ax = _new_axes(ax)
+    steps = np.asarray(history.steps, dtype=float)
+    loss = np.asarray(history.loss, dtype=float)
+    finite = np.isfinite(loss)
+    ax.plot(steps[finite], loss[finite], lw=0.6, alpha=0.45, color="#4C72B0")
+    if finite.sum() >= 3:
+        y = loss[finite]
+        k = 9
+        med = np.array([np.median(y[max(0, i - k + 1) : i + 1]) for i in range(len(y))])
+        ax.plot(steps[finite], med, lw=1.6, color="#4C72B0", label="train loss")
+    if len(history.val_loss):
+        ax.plot(
+            history.val_steps,
+            history.val_loss,
+            "o-",
+            ms=3,
+            lw=1.2,
+            color="#55A868",
+            label="val loss",
+        )
+    values = np.concatenate(
+        [loss[finite], history.val_loss[np.isfinite(history.val_loss)]]
+    )
+    if len(values):
+        lo, hi = np.percentile(values, [0.5, 99.5])
+        pad = 0.08 * max(hi - lo, 1e-12)
+        ax.set_ylim(lo - pad, hi + pad)
+        if (~finite).any():
+            ax.plot(
+                steps[~finite],
+                np.full((~finite).sum(), hi + 0.5 * pad),
+                "x",
+                color="#C44E52",
+                label="NaN / inf",
+            )
+    for i, f in enumerate(diagnosis.findings):
+        color = _SEVERITY_COLOR.get(f.severity, "#8172B3")
+        left, right = f.first_step, max(f.last_step, f.first_step + 1)
+        ax.axvspan(left, right, color=color, alpha=0.18, lw=0)
+        if i < 24:  # label the first ones, staggered so neighbours stay legible
+            ax.text(
+                left,
+                0.98 - 0.07 * (i % 4),
+                f" {f.kind}",
+                transform=ax.get_xaxis_transform(),
+                va="top",
+                ha="left",
+                fontsize=7,
+                color=color,
+            )
+    if len(history.lr):
+        lr_ax = ax.twinx()
+        lr_ax.plot(history.lr_steps, history.lr, "--", lw=0.9, color="0.45", label="LR")
+        lr_ax.set_ylabel("learning rate")
+        lr_values = history.lr[np.isfinite(history.lr)]
+        if len(lr_values) and lr_values.min() > 0:
+            if lr_values.max() / lr_values.min() > 100:
+                lr_ax.set_yscale("log")
+            else:
+                lr_ax.set_ylim(0, 1.15 * float(lr_values.max()))
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(f"{diagnosis.verdict}: {diagnosis.summary}", fontsize=9)
+    ax.legend(loc="upper right", fontsize=8)
+    _save(fig, path)
     return fig

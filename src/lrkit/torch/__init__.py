@@ -30,6 +30,7 @@ _LAZY: dict[str, str] = {
     # --- guard ---------------------------------------------------------------
     "Guard": ".guard",
     "GuardEvent": ".guard",
+    "GuardError": ".guard",
 }
 
 __all__ = sorted(_LAZY)
@@ -54,6 +55,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     )
     from .guard import (
         Guard as Guard,
+        GuardError as GuardError,
         GuardEvent as GuardEvent,
     )
     from .scheduler import (

@@ -1,0 +1,440 @@
+"""Measured quality of lrkit.Monitor on a labelled corpus of real loss curves.
+
+Prints markdown tables: per-label detection rates, precision and recall per
+finding kind, steps to detection of divergence, the false-warning rate on healthy
+runs, the cost of ``Monitor.update``, and (``--guard``) the Guard's recovery from
+an LR 4x too high on the regret suite's tasks.
+
+Run from the repository root:
+    PYTHONPATH=src python benchmarks/monitor/run.py            # regret curves
+    PYTHONPATH=src python benchmarks/monitor/run.py --tuning   # tuning corpus
+    PYTHONPATH=src python benchmarks/monitor/run.py --curves DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import corpus
+
+import lrkit
+from lrkit.monitor import KINDS, Finding, Monitor
+
+HIGH = {"oscillating", "spike", "exploding_grad", "diverged", "nan"}
+WARN = ("warning", "critical")
+
+
+def run_monitor(run: corpus.Run, **settings: float) -> tuple[Finding, ...]:
+    mon = Monitor(**settings)  # type: ignore[arg-type]
+    val = dict(zip(run.val_steps, run.val_loss, strict=True))
+    gn = run.grad_norm
+    for t, loss in enumerate(run.train_loss):
+        mon.update(
+            t,
+            loss,
+            val_loss=val.get(t),
+            grad_norm=gn[t] if t < len(gn) else None,
+        )
+    mon.finish()  # the run is over: as lrkit.diagnose does
+    return mon.findings
+
+
+def p90(values: list[int]) -> int:
+    return sorted(values)[int(0.9 * (len(values) - 1))]
+
+
+def pct(a: int, b: int) -> str:
+    return f"{100 * a / b:.0f}% ({a}/{b})" if b else "n/a"
+
+
+def evaluate(directory: Path, tune_subset: bool = False) -> None:
+    per_label: dict[str, list[tuple[corpus.Run, tuple[Finding, ...]]]] = defaultdict(
+        list
+    )
+    tasks = 0
+    for _record, runs in corpus.load(directory):
+        tasks += 1
+        for run in runs:
+            per_label[run.label].append((run, run_monitor(run)))
+    total = sum(len(v) for v in per_label.values())
+    print(f"\nCorpus: {directory} ({tasks} tasks, {total} runs)\n")
+
+    # --- per label: what the monitor said
+    print(
+        "| label | runs | any warning | LR-too-high finding | too_slow | diverged/nan |"
+    )
+    print("|---|---|---|---|---|---|")
+    for label in corpus.LABELS:
+        items = per_label.get(label, [])
+        n = len(items)
+        warn = sum(any(f.severity in WARN for f in fs) for _, fs in items)
+        high = sum(any(f.kind in HIGH for f in fs) for _, fs in items)
+        slow = sum(any(f.kind == "too_slow" for f in fs) for _, fs in items)
+        div = sum(any(f.kind in ("nan", "diverged") for f in fs) for _, fs in items)
+        cells = [label, str(n), pct(warn, n), pct(high, n), pct(slow, n), pct(div, n)]
+        print("| " + " | ".join(cells) + " |")
+
+    # --- precision / recall per finding kind
+    truth = {
+        "nan": {"diverged"},
+        "diverged": {"diverged"},
+        "spike": {"diverged", "oscillating"},
+        "exploding_grad": {"diverged", "oscillating"},
+        "oscillating": {"diverged", "oscillating"},
+        "too_slow": {"too_low", "low"},
+    }
+    recall_of = {
+        "diverged": ("diverged", {"nan", "diverged"}),
+        "oscillating": ("oscillating", HIGH),
+        "too_slow": ("too_low", {"too_slow"}),
+    }
+    print("\n| finding kind | runs flagged | precision (label it implies) | recall |")
+    print("|---|---|---|---|")
+    labelled = [
+        (r, fs) for lbl, items in per_label.items() if lbl != "low" for r, fs in items
+    ]
+    for kind in KINDS:
+        flagged = [(r, fs) for r, fs in labelled if any(f.kind == kind for f in fs)]
+        if kind in truth:
+            ok = sum(r.label in truth[kind] for r, _ in flagged)
+            prec = pct(ok, len(flagged))
+            implied = "/".join(sorted(truth[kind]))
+        else:
+            prec, implied = "n/a", "no label"
+        rec = "n/a"
+        if kind in recall_of:
+            lbl, kinds = recall_of[kind]
+            items = per_label.get(lbl, [])
+            hit = sum(any(f.kind in kinds for f in fs) for _, fs in items)
+            rec = f"{pct(hit, len(items))} of {lbl} runs"
+        print(f"| {kind} | {len(flagged)} | {prec} ({implied}) | {rec} |")
+
+    # --- steps to detection of divergence
+    lat = []
+    missed = 0
+    for run, fs in per_label.get("diverged", []):
+        det = [f.detected_step for f in fs if f.kind in ("nan", "diverged")]
+        if not det:
+            missed += 1
+            continue
+        assert run.onset is not None
+        lat.append(max(0, min(det) - run.onset))
+    if lat:
+        within = sum(v <= 10 for v in lat)
+        print(
+            f"\nSteps from divergence onset to a nan/diverged finding: median "
+            f"{statistics.median(lat):.0f}, p90 {p90(lat)}, "
+            f"max {max(lat)}; within 10 steps: {pct(within, len(lat) + missed)} "
+            f"(undetected: {missed})"
+        )
+    good = per_label.get("good", [])
+    by_task: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for run, fs in good:
+        by_task[run.task][1] += 1
+        by_task[run.task][0] += any(f.severity in WARN for f in fs)
+    print("\n| task | good runs with a warning |")
+    print("|---|---|")
+    for task, (warned, n) in sorted(by_task.items()):
+        print(f"| {task} | {warned}/{n} |")
+    kinds = Counter(f.kind for _, fs in good for f in fs if f.severity in WARN)
+    print(
+        f"\nWarning findings on good runs, by kind (findings, not runs): {dict(kinds)}"
+    )
+
+
+PRESETS: dict[str, dict[str, float]] = {
+    "default": {},
+    "fewer alarms": {
+        "spike_z": 8.0,
+        "grad_factor": 20.0,
+        "osc_rise_frac": 0.15,
+        "overfit_frac": 0.2,
+    },
+    "more alarms": {"spike_z": 5.0, "grad_factor": 6.0, "osc_rise_frac": 0.07},
+    "no noise rule": {"osc_noise_frac": 1e9},
+    "flat_z 3": {"slow_flat_z": 3.0},
+}
+
+
+def sweep(directory: Path) -> None:
+    """The trade-off between false warnings and recall for a few settings."""
+    runs = [r for _, rs in corpus.load(directory) for r in rs]
+    print(
+        "\n| settings | good: any warning | good: LR warning | diverged: nan/diverged"
+        " | oscillating: LR-too-high | too_low: too_slow |"
+    )
+    print("|---|---|---|---|---|---|")
+    lr_kinds = HIGH | {"too_slow"}
+    for name, settings in PRESETS.items():
+        found = [(r, run_monitor(r, **settings)) for r in runs]
+
+        def rate(label: str, test: object, found: list = found) -> str:  # type: ignore[type-arg]
+            sel = [fs for r, fs in found if r.label == label]
+            return pct(sum(bool(test(fs)) for fs in sel), len(sel))  # type: ignore[operator]
+
+        print(
+            f"| {name} | "
+            + " | ".join(
+                [
+                    rate("good", lambda fs: any(f.severity in WARN for f in fs)),
+                    rate("good", lambda fs: any(f.kind in lr_kinds for f in fs)),
+                    rate(
+                        "diverged",
+                        lambda fs: any(f.kind in ("nan", "diverged") for f in fs),
+                    ),
+                    rate("oscillating", lambda fs: any(f.kind in HIGH for f in fs)),
+                    rate("too_low", lambda fs: any(f.kind == "too_slow" for f in fs)),
+                ]
+            )
+            + " |"
+        )
+    for name, settings in PRESETS.items():
+        if settings:
+            print(f"- {name}: " + ", ".join(f"{k}={v:g}" for k, v in settings.items()))
+
+
+def bench_update_cost() -> None:
+    import random
+
+    rnd = random.Random(0)
+    n = 200_000
+    losses = [2.0 * math.exp(-t / 5000) + 0.1 * rnd.random() for t in range(n)]
+    grads = [1.0 + 0.2 * rnd.random() for _ in range(n)]
+    rows = []
+    for label, with_grad in (("loss only", False), ("loss + grad_norm", True)):
+        mon = Monitor()
+        t0 = time.perf_counter()
+        if with_grad:
+            for t in range(n):
+                mon.update(t, losses[t], grad_norm=grads[t])
+        else:
+            for t in range(n):
+                mon.update(t, losses[t])
+        dt = (time.perf_counter() - t0) / n * 1e6
+        rows.append((label, dt))
+    print("\n| Monitor.update | µs per call (CPU, median of one 200k-step run) |")
+    print("|---|---|")
+    for label, dt in rows:
+        print(f"| {label} | {dt:.1f} |")
+
+
+# ------------------------------------------------------------------ the guard
+def _regret(root: Path) -> tuple[object, object]:
+    """The regret suite's task registry and training helpers (repo import)."""
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from benchmarks.regret import tasks as regret_tasks, train as regret_train
+
+    return regret_tasks, regret_train
+
+
+GUARD_FACTOR = 0.5
+
+
+def guarded_run(
+    name: str, seed: int, lr: float, root: Path, *, guard: bool, every: int
+) -> dict[str, float]:
+    """Train a regret task for its budget of batches at a constant ``lr``.
+
+    With ``guard``: an lrkit Guard (factor 0.5, snapshots every ``every`` steps)
+    checks each step; a rolled-back step consumes its batch without an update,
+    so both runs see the same number of batches.
+    """
+    from lrkit.torch import Guard, GuardError
+
+    tasks, train = _regret(root)
+    inst = tasks.TASKS[name](seed)  # type: ignore[attr-defined]
+    params = [p for p in inst.model.parameters() if p.requires_grad]
+    opt = inst.make_optimizer(params, lr)
+    g = (
+        Guard(
+            inst.model,
+            opt,
+            loaders=[inst.train_loader],
+            every=every,
+            factor=GUARD_FACTOR,
+        )
+        if guard
+        else None
+    )
+    batches = train.infinite_batches(inst.train_loader)  # type: ignore[attr-defined]
+    init = train.evaluate(inst)  # type: ignore[attr-defined]
+    inst.model.train()
+    failed = False
+    t0 = time.perf_counter()
+    for _ in range(inst.budget_steps):
+        x, y = next(batches)
+        opt.zero_grad(set_to_none=True)
+        loss = inst.loss_fn(inst.model(x), y)
+        if g is None:
+            if not math.isfinite(float(loss.detach())):
+                failed = True
+                break
+            loss.backward()
+            opt.step()
+            continue
+        loss.backward()
+        try:
+            if g.step(loss):
+                opt.step()
+        except GuardError:
+            failed = True
+            break
+    wall = time.perf_counter() - t0
+    final = math.nan if failed else train.evaluate(inst)  # type: ignore[attr-defined]
+    return {
+        "final": final,
+        "recoveries": float(len(g.events)) if g is not None else 0.0,
+        "scale": g.recovery_scale if g is not None else 1.0,
+        "wall": wall,
+        "init": init,
+    }
+
+
+def bench_guard(curves: Path, root: Path, seeds: tuple[int, ...]) -> None:
+    """The Guard started at 4x the best LR, and at the lowest LR >= 4x that diverges.
+
+    A run diverges as the regret suite defines it (``train.DIVERGE_FACTOR``): a
+    non-finite loss, or a final validation loss above 1.5x the untrained one.
+    The lowest diverging LR comes from the curve file's ``diverged`` flags
+    (same seed), then is re-run here without and with the guard.
+    """
+    import gzip
+    import json
+
+    rows = []
+    overhead = []
+    false_alarms = 0
+    best_runs = 0
+    quiet4: list[str] = []
+    _, train = _regret(root)
+    limit = train.DIVERGE_FACTOR  # type: ignore[attr-defined]
+
+    def diverges(r: dict[str, float]) -> bool:
+        return not math.isfinite(r["final"]) or r["final"] > limit * r["init"]
+
+    for path in sorted(curves.glob("*.json.gz")):
+        with gzip.open(path, "rt") as fh:
+            record = json.load(fh)
+        name, best = record["task"], float(record["best_lr"])
+        every = max(10, int(record["budget_steps"]) // 20)
+        for seed in seeds:
+            ref = guarded_run(name, seed, best, root, guard=False, every=every)
+            ref_g = guarded_run(name, seed, best, root, guard=True, every=every)
+            best_runs += 1
+            false_alarms += ref_g["recoveries"] > 0
+            if math.isfinite(ref["final"]) and ref_g["recoveries"] == 0:
+                overhead.append(ref_g["wall"] / ref["wall"])
+            starts = []
+            plain4 = guarded_run(name, seed, 4 * best, root, guard=False, every=every)
+            if diverges(plain4):
+                starts.append(("4x", 4.0, plain4))
+            else:
+                quiet4.append(f"{name}/{seed}")
+            grid = sorted(
+                float(r["lr"])
+                for r in record["runs"]
+                if r["seed"] == seed and r["diverged"] and float(r["lr"]) >= 4 * best
+            )
+            if grid:
+                m = grid[0] / best
+                plain = guarded_run(name, seed, grid[0], root, guard=False, every=every)
+                if diverges(plain) and abs(m - 4) > 1e-6:
+                    starts.append(("lowest diverging", m, plain))
+            for which, m, plain in starts:
+                g = guarded_run(name, seed, m * best, root, guard=True, every=every)
+                gap = g["final"] / ref["final"] - 1
+                rows.append(
+                    (which, name, seed, m, ref["final"], plain["final"], g, gap)
+                )
+    print(
+        "\n| start | task | seed | LR / best | best-LR final | plain final | "
+        "guarded final | recoveries | LR scale | gap | within 2% |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for which, name, seed, m, best_final, plain_final, g, gap in rows:
+        good = math.isfinite(gap) and gap <= 0.02
+        print(
+            f"| {which} | {name} | {seed} | {m:.3g} | {best_final:.4g} | "
+            f"{plain_final:.4g} | {g['final']:.4g} | {int(g['recoveries'])} | "
+            f"{g['scale']:.3g} | {100 * gap:+.1f}% | {'yes' if good else 'no'} |"
+        )
+    for which in ("4x", "lowest diverging"):
+        sel = [r for r in rows if r[0] == which]
+        ok = sum(math.isfinite(r[7]) and r[7] <= 0.02 for r in sel)
+        saved = sum(
+            math.isfinite(r[6]["final"]) and not r[6]["final"] > limit * r[6]["init"]
+            for r in sel
+        )
+        print(
+            f"\nGuard started at the {which} LR, on runs that diverge there: "
+            f"{pct(ok, len(sel))} finish within 2% of the best-LR run's final "
+            f"validation loss; {pct(saved, len(sel))} no longer diverge."
+        )
+    print(
+        f"\nRuns that do not diverge at 4x the best LR: {', '.join(quiet4) or 'none'}"
+    )
+    print(
+        f"Guard recoveries on best-LR runs (false alarms): {false_alarms} of "
+        f"{best_runs} runs"
+    )
+    if overhead:
+        print(
+            f"Guard overhead when nothing happens (wall time guarded / plain, "
+            f"median over {len(overhead)} best-LR runs): "
+            f"{statistics.median(overhead):.3f}x"
+        )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--curves", type=Path, default=None)
+    ap.add_argument("--tuning", action="store_true")
+    ap.add_argument("--no-timing", action="store_true")
+    ap.add_argument("--guard", action="store_true", help="also run the Guard test")
+    ap.add_argument("--sweep", action="store_true", help="also compare settings")
+    ap.add_argument("--only-guard", action="store_true", help="skip the monitor tables")
+    ap.add_argument("--seeds", default="0,1", help="seeds for the Guard test")
+    ap.add_argument(
+        "--guard-factor", type=float, default=0.5, help="the Guard's LR factor"
+    )
+    ap.add_argument(
+        "--regret-root",
+        type=Path,
+        default=corpus.ROOT,
+        help="the repository holding benchmarks/regret (default: this one)",
+    )
+    args = ap.parse_args()
+    directory = args.curves or (
+        corpus.TUNING_CURVES if args.tuning else corpus.REGRET_CURVES
+    )
+    if not any(directory.glob("*.json.gz")):
+        sys.exit(f"no curves in {directory}: run the regret suite's oracle first")
+    if not args.only_guard:
+        evaluate(directory)
+    if args.sweep:
+        sweep(directory)
+    if not args.no_timing:
+        bench_update_cost()
+    if args.guard:
+        import torch
+
+        torch.set_num_threads(1)
+        seeds = tuple(int(s) for s in args.seeds.split(","))
+        global GUARD_FACTOR
+        GUARD_FACTOR = args.guard_factor
+        print(f"\nGuard: factor={GUARD_FACTOR}, snapshots every budget/20 steps")
+        bench_guard(directory, args.regret_root, seeds)
+    _ = lrkit
+
+
+if __name__ == "__main__":
+    main()

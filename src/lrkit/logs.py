@@ -1,0 +1,777 @@
+"""Read training logs into one :class:`History`.
+
+Supported formats (picked from the file name and content, or forced with
+``format=``):
+
+- ``csv``: any CSV with a header row: Lightning's ``CSVLogger`` ``metrics.csv``
+  (sparse rows: train and validation metrics on separate rows), Keras'
+  ``CSVLogger`` (one row per epoch), or a generic ``step,loss,val_loss,lr,
+  grad_norm`` file. Empty cells mean "not logged on this row".
+- ``jsonl``: JSON lines, one object per line (nested objects are flattened with
+  ``/``), as written by most ad-hoc loggers.
+- ``hf``: Hugging Face ``trainer_state.json`` (its ``log_history``), or a directory
+  holding one (the newest ``checkpoint-*`` is used when the directory has several).
+- ``tensorboard``: TensorBoard event files or a directory of them (every run below
+  it; tags are prefixed with the run's sub-directory when there are several).
+  Read with TensorBoard's own ``EventAccumulator``: ``pip install 'lrkit[logs]'``.
+
+Columns are picked by name (see :data:`KEYS`): the training loss, the validation
+loss, the learning rate, the gradient norm and the step. Names are compared after
+lower-casing and turning ``/ - . space`` into ``_``, so ``train/loss`` and
+``train_loss`` are the same name. Each pick can be overridden (``loss_key=`` ...).
+
+Every series keeps its own steps, so a validation loss logged every epoch and a
+training loss logged every step stay exact. When a series logs the same step twice
+(a resumed run appending to its log), the last value wins. A file that cannot be
+read raises :class:`LogFormatError` naming the file and, where it applies, the line.
+
+Example:
+    >>> import pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "log.csv"
+    >>> _ = path.write_text("step,loss,val_loss\\n0,2.3,\\n1,2.1,2.2\\n2,1.9,\\n")
+    >>> h = read_log(path)
+    >>> h.steps.tolist(), h.loss.tolist(), h.val_steps.tolist()
+    ([0, 1, 2], [2.3, 2.1, 1.9], [1])
+    >>> h.columns["loss"], h.columns["val_loss"]
+    ('loss', 'val_loss')
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from . import _check
+from ._check import LRKitError
+
+__all__ = ["KEYS", "History", "LogFormatError", "read_log"]
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+FORMATS = ("csv", "jsonl", "hf", "tensorboard")
+
+#: Column names tried in order for each series (after normalisation: lower case,
+#: ``/ - . space`` turned into ``_``). When none matches, a fallback rule applies:
+#: see :func:`read_log`.
+KEYS: Mapping[str, tuple[str, ...]] = {
+    "step": (
+        "step",
+        "global_step",
+        "trainer_global_step",
+        "_step",
+        "iteration",
+        "iter",
+        "it",
+        "steps",
+        "batch",
+        "epoch",
+    ),
+    "loss": (
+        "loss",
+        "train_loss",
+        "train_loss_step",
+        "training_loss",
+        "loss_train",
+        "loss_step",
+        "train_batch_loss",
+        "batch_loss",
+        "train_epoch_loss",
+        "epoch_loss",
+        "train_loss_epoch",
+    ),
+    "val_loss": (
+        "val_loss",
+        "valid_loss",
+        "validation_loss",
+        "eval_loss",
+        "loss_val",
+        "loss_valid",
+        "loss_validation",
+        "val_loss_epoch",
+        "validation_epoch_loss",
+        "val_epoch_loss",
+    ),
+    "lr": ("lr", "learning_rate", "train_lr", "train_learning_rate", "lr_step"),
+    "grad_norm": (
+        "grad_norm",
+        "gradient_norm",
+        "grad_norm_total",
+        "train_grad_norm",
+        "total_grad_norm",
+        "global_grad_norm",
+        "grad_2_0_norm_total",
+        "gradnorm",
+    ),
+}
+
+_STEPS_OF = {"val_loss": "val_steps", "lr": "lr_steps", "grad_norm": "grad_norm_steps"}
+
+_VAL_WORDS = ("val", "valid", "validation", "eval", "test", "dev")
+
+
+class LogFormatError(LRKitError):
+    """A log file could not be read: names the file and, where known, the line.
+
+    Attributes:
+        path: the file (or directory) being read.
+        line: the 1-based line number of the problem, or ``None``.
+        reason: what is wrong, in words.
+    """
+
+    def __init__(self, path: str | Path, reason: str, line: int | None = None):
+        self.path = str(path)
+        self.line = line
+        self.reason = " ".join(reason.split())
+        where = f"{self.path}:{line}" if line is not None else self.path
+        super().__init__(f"{where}: {self.reason}")
+
+
+def _as_float_array(name: str, values: Any) -> FloatArray:
+    try:
+        arr: FloatArray = np.array(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        _check.fail(name, "a sequence of real numbers", values, exc=TypeError)
+    if arr.ndim != 1:
+        _check.fail(name, "one-dimensional", values)
+    arr.setflags(write=False)
+    return arr
+
+
+def _as_step_array(name: str, values: Any, n: int) -> IntArray:
+    arr = np.asarray(values)
+    if arr.ndim != 1 or len(arr) != n:
+        _check.fail(name, f"a sequence of {n} ints (one per value)", values)
+    if len(arr) and not np.issubdtype(arr.dtype, np.integer):
+        as_float = arr.astype(np.float64)
+        if not np.all(np.isfinite(as_float)) or np.any(as_float != np.round(as_float)):
+            _check.fail(name, "whole numbers", values, exc=TypeError)
+    out: IntArray = np.array(arr, dtype=np.int64)
+    if len(out) > 1 and np.any(np.diff(out) <= 0):
+        _check.fail(name, "strictly increasing", values)
+    if len(out) and out[0] < 0:
+        _check.fail(name, ">= 0 everywhere", values)
+    out.setflags(write=False)
+    return out
+
+
+@dataclass(frozen=True, eq=False, init=False)
+class History:
+    """A training run's logged curves; every series keeps its own steps.
+
+    Attributes:
+        steps: steps of the training loss (strictly increasing ints >= 0).
+        loss: the training loss at ``steps`` (NaN/inf kept: they are findings).
+        val_steps, val_loss: the validation loss and its steps (empty when absent).
+        lr_steps, lr: the learning rate and its steps (empty when absent).
+        grad_norm_steps, grad_norm: the gradient norm and its steps (empty when
+            absent).
+        source: where it was read from (a path, or ``""`` for arrays).
+        columns: the column name used for each series that was found, e.g.
+            ``{"step": "step", "loss": "train_loss_step", "val_loss": "val_loss"}``.
+
+    A series given without steps uses ``steps`` (it must then have one value per
+    training step). Arrays are read-only numpy arrays.
+
+    Example:
+        >>> h = History(loss=[3.0, 2.0, 1.5], val_loss=[2.5], val_steps=[2])
+        >>> h.steps.tolist(), len(h)
+        ([0, 1, 2], 3)
+    """
+
+    loss: FloatArray
+    steps: IntArray
+    val_loss: FloatArray
+    val_steps: IntArray
+    lr: FloatArray
+    lr_steps: IntArray
+    grad_norm: FloatArray
+    grad_norm_steps: IntArray
+    source: str
+    columns: Mapping[str, str]
+
+    def __init__(
+        self,
+        *,
+        loss: npt.ArrayLike,
+        steps: npt.ArrayLike | None = None,
+        val_loss: npt.ArrayLike | None = None,
+        val_steps: npt.ArrayLike | None = None,
+        lr: npt.ArrayLike | None = None,
+        lr_steps: npt.ArrayLike | None = None,
+        grad_norm: npt.ArrayLike | None = None,
+        grad_norm_steps: npt.ArrayLike | None = None,
+        source: str = "",
+        columns: Mapping[str, str] | None = None,
+    ) -> None:
+        loss_arr = _as_float_array("loss", loss)
+        n = len(loss_arr)
+        step_arr = _as_step_array(
+            "steps", np.arange(n, dtype=np.int64) if steps is None else steps, n
+        )
+        given = {
+            "val_loss": (val_loss, val_steps),
+            "lr": (lr, lr_steps),
+            "grad_norm": (grad_norm, grad_norm_steps),
+        }
+        series: dict[str, tuple[FloatArray, IntArray]] = {}
+        for name, (values, at) in given.items():
+            at_name = _STEPS_OF[name]
+            if values is None:
+                if at is not None and len(np.asarray(at)):
+                    _check.fail(at_name, f"empty when {name} is None", at)
+                values, at = [], []
+            arr = _as_float_array(name, values)
+            if at is None:
+                if len(arr) != n:
+                    _check.fail(
+                        at_name,
+                        "given",
+                        None,
+                        f"{name} has {len(arr)} values and loss {n}; pass "
+                        f"{at_name} to say when each {name} value was logged.",
+                    )
+                at = step_arr
+            series[name] = (arr, _as_step_array(at_name, at, len(arr)))
+        if not isinstance(source, str):
+            _check.fail("source", "a str", source, exc=TypeError)
+        set_ = object.__setattr__
+        set_(self, "loss", loss_arr)
+        set_(self, "steps", step_arr)
+        for name, (arr, at_arr) in series.items():
+            set_(self, name, arr)
+            set_(self, _STEPS_OF[name], at_arr)
+        set_(self, "source", source)
+        set_(self, "columns", dict(columns or {}))
+
+    def __len__(self) -> int:
+        return len(self.loss)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable record (lists of numbers; NaN stays NaN)."""
+        return {
+            "source": self.source,
+            "columns": dict(self.columns),
+            "steps": self.steps.tolist(),
+            "loss": self.loss.tolist(),
+            "val_steps": self.val_steps.tolist(),
+            "val_loss": self.val_loss.tolist(),
+            "lr_steps": self.lr_steps.tolist(),
+            "lr": self.lr.tolist(),
+            "grad_norm_steps": self.grad_norm_steps.tolist(),
+            "grad_norm": self.grad_norm.tolist(),
+        }
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def _norm(key: str) -> str:
+    return re.sub(r"[/\-. ]+", "_", key.strip().lower())
+
+
+def _is_val(nkey: str) -> bool:
+    parts = nkey.split("_")
+    return any(w in parts for w in _VAL_WORDS)
+
+
+def _pick(
+    series: str, keys: Sequence[str], override: str | None, path: Path
+) -> str | None:
+    """The column used for ``series``: the override, a known name, or a fallback."""
+    if override is not None:
+        if override in keys:
+            return override
+        by_norm = [k for k in keys if _norm(k) == _norm(override)]
+        if by_norm:
+            return by_norm[0]
+        listed = ", ".join(repr(k) for k in keys) or "none"
+        _check.fail(
+            f"{series}_key" if series != "val_loss" else "val_key",
+            f"a column of {path} (found: {listed})",
+            override,
+        )
+    normed: dict[str, str] = {}
+    for k in keys:
+        normed.setdefault(_norm(k), k)
+    for cand in KEYS[series]:
+        if cand in normed:
+            return normed[cand]
+    # Fallback rules, all by name.
+    if series == "loss":
+        found = [k for k in keys if "loss" in _norm(k) and not _is_val(_norm(k))]
+        per_step = [k for k in found if "epoch" not in _norm(k)]
+        found = per_step or found
+        if len(found) > 1:
+            # prefer a name ending in "loss" or "loss_step" (the per-step value)
+            ending = [k for k in found if re.search(r"loss(_step)?$", _norm(k))]
+            found = ending if len(ending) == 1 else found
+        if len(found) > 1:
+            listed = ", ".join(repr(k) for k in found)
+            raise LogFormatError(
+                path,
+                f"several columns could be the training loss ({listed}); "
+                "choose one with loss_key= (--loss-key).",
+            )
+        return found[0] if found else None
+    if series == "val_loss":
+        found = [k for k in keys if "loss" in _norm(k) and _is_val(_norm(k))]
+        return found[0] if len(found) == 1 else None
+    if series == "lr":
+        found = [
+            k
+            for k in keys
+            if re.match(r"^(lr|learning_rate)_", _norm(k))
+            or re.search(r"_(lr|learning_rate)$", _norm(k))
+        ]
+        return sorted(found)[0] if found else None
+    if series == "grad_norm":
+        found = [k for k in keys if "grad" in _norm(k) and "norm" in _norm(k)]
+        return found[0] if len(found) == 1 else None
+    return None
+
+
+# ------------------------------------------------------------------------ records
+
+
+def _number(value: Any) -> float | None:
+    """A cell's value: None when missing, else a float (NaN/inf allowed)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        s = value.strip()
+        if not s:
+            return None
+        return float(s)  # raises ValueError for text
+    raise ValueError(f"not a number: {value!r}")
+
+
+def _series(
+    rows: Iterable[tuple[int, Mapping[str, Any]]],
+    key: str,
+    step_key: str | None,
+    path: Path,
+) -> tuple[list[int], list[float]]:
+    """(steps, values) of ``key`` over ``rows`` = (line, record) pairs."""
+    steps: list[int] = []
+    values: list[float] = []
+    counter = 0
+    for line, row in rows:
+        try:
+            v = _number(row.get(key))
+        except ValueError:
+            raise LogFormatError(
+                path, f"column {key!r} holds {row.get(key)!r}, not a number", line
+            ) from None
+        if v is None:
+            continue
+        if step_key is None:
+            step = counter
+        else:
+            try:
+                s = _number(row.get(step_key))
+            except ValueError:
+                raise LogFormatError(
+                    path,
+                    f"column {step_key!r} holds {row.get(step_key)!r}, not a number",
+                    line,
+                ) from None
+            if s is None:
+                raise LogFormatError(
+                    path, f"{key!r} is logged without a {step_key!r} value", line
+                )
+            if not math.isfinite(s) or s != int(s) or s < 0:
+                raise LogFormatError(
+                    path, f"{step_key!r} must be a whole number >= 0, got {s!r}", line
+                )
+            step = int(s)
+        counter += 1
+        steps.append(step)
+        values.append(v)
+    return steps, values
+
+
+def _dedupe(steps: list[int], values: list[float]) -> tuple[list[int], list[float]]:
+    """Sort by step; the last value logged for a step wins."""
+    last: dict[int, float] = {}
+    for s, v in zip(steps, values, strict=True):
+        last[s] = v
+    order = sorted(last)
+    return order, [last[s] for s in order]
+
+
+def _build(
+    records: Sequence[tuple[int, Mapping[str, Any]]],
+    keys: Sequence[str],
+    path: Path,
+    overrides: Mapping[str, str | None],
+) -> History:
+    if not records:
+        raise LogFormatError(path, "the log holds no records (is it empty?)")
+    step_key = _pick("step", keys, overrides.get("step"), path)
+    loss_key = _pick("loss", keys, overrides.get("loss"), path)
+    if loss_key is None:
+        listed = ", ".join(repr(k) for k in keys) or "none"
+        raise LogFormatError(
+            path,
+            f"no training-loss column found (columns: {listed}); "
+            "name it with loss_key= (--loss-key).",
+        )
+    picked: dict[str, str] = {"loss": loss_key}
+    if step_key is not None:
+        picked["step"] = step_key
+    for series in ("val_loss", "lr", "grad_norm"):
+        key = _pick(series, keys, overrides.get(series), path)
+        if key is not None and key != loss_key and key != step_key:
+            picked[series] = key
+    data: dict[str, Any] = {}
+    for series, key in picked.items():
+        if series == "step":
+            continue
+        steps, values = _dedupe(*_series(records, key, step_key, path))
+        if series == "loss":
+            if not values:
+                raise LogFormatError(path, f"column {key!r} holds no values")
+            data["steps"], data["loss"] = steps, values
+        else:
+            data[_STEPS_OF[series]], data[series] = steps, values
+    return History(source=str(path), columns=picked, **data)
+
+
+def _flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in obj.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, key + "/"))
+        else:
+            out[key] = v
+    return out
+
+
+def _ordered_keys(records: Iterable[tuple[int, Mapping[str, Any]]]) -> list[str]:
+    seen: dict[str, None] = {}
+    for _, r in records:
+        for k in r:
+            seen.setdefault(k, None)
+    return list(seen)
+
+
+# ------------------------------------------------------------------------ readers
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise LogFormatError(path, f"not a text file ({e.reason})") from None
+    except OSError as e:
+        raise LogFormatError(path, f"cannot be read ({e.strerror or e})") from None
+
+
+def _read_csv(path: Path, overrides: Mapping[str, str | None]) -> History:
+    text = _read_text(path)
+    if not text.strip():
+        raise LogFormatError(path, "the file is empty", 1)
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    reader = csv.reader(text.splitlines(), delimiter=delimiter)
+    try:
+        header = next(reader)
+    except csv.Error as e:  # pragma: no cover - csv rarely fails on a first line
+        raise LogFormatError(path, f"malformed CSV ({e})", 1) from None
+    header = [h.strip() for h in header]
+    if not any(header) or len(set(header)) != len(header):
+        raise LogFormatError(path, f"bad CSV header {header!r}", 1)
+    if all(_looks_numeric(h) for h in header):
+        raise LogFormatError(
+            path, "the first line must be a header naming the columns", 1
+        )
+    records: list[tuple[int, Mapping[str, Any]]] = []
+    try:
+        for row in reader:
+            line = reader.line_num
+            if not row or not any(c.strip() for c in row):
+                continue
+            if len(row) != len(header):
+                raise LogFormatError(
+                    path,
+                    f"expected {len(header)} values like the header, got {len(row)}",
+                    line,
+                )
+            records.append((line, dict(zip(header, row, strict=True))))
+    except csv.Error as e:
+        raise LogFormatError(path, f"malformed CSV ({e})", reader.line_num) from None
+    if not records:
+        raise LogFormatError(path, "the file has a header but no rows", 2)
+    return _build(records, header, path, overrides)
+
+
+def _looks_numeric(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_jsonl(path: Path, overrides: Mapping[str, str | None]) -> History:
+    text = _read_text(path)
+    records: list[tuple[int, Mapping[str, Any]]] = []
+    for i, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise LogFormatError(path, f"invalid JSON ({e.msg})", i) from None
+        if not isinstance(obj, dict):
+            raise LogFormatError(
+                path, f"each line must be a JSON object, got {type(obj).__name__}", i
+            )
+        records.append((i, _flatten(obj)))
+    if not records:
+        raise LogFormatError(path, "the file is empty", 1)
+    return _build(records, _ordered_keys(records), path, overrides)
+
+
+def _read_json(path: Path, overrides: Mapping[str, str | None]) -> History:
+    """A whole-file JSON document: trainer_state.json, or a list of records."""
+    text = _read_text(path)
+    if not text.strip():
+        raise LogFormatError(path, "the file is empty", 1)
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        if "\n" in text.strip() and text.lstrip().startswith("{"):
+            return _read_jsonl(path, overrides)  # JSON lines named *.json
+        raise LogFormatError(path, f"invalid JSON ({e.msg})", e.lineno) from None
+    if isinstance(doc, dict) and "log_history" in doc:
+        entries = doc["log_history"]
+        if not isinstance(entries, list):
+            raise LogFormatError(path, "'log_history' must be a list")
+    elif isinstance(doc, list):
+        entries = doc
+    else:
+        raise LogFormatError(
+            path,
+            "expected a Hugging Face trainer_state.json (with 'log_history') "
+            "or a list of records",
+        )
+    records: list[tuple[int, Mapping[str, Any]]] = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise LogFormatError(path, f"log entries must be objects, got {entry!r}")
+        records.append((0, _flatten(entry)))
+    # The Trainer's closing summary holds "train_loss" (the run's average), not a
+    # per-step loss: ignore it unless it is the only loss there is.
+    per_step = [r for r in records if "train_runtime" not in r[1]]
+    if per_step and any("loss" in r for _, r in per_step):
+        records = per_step
+    if not records:
+        raise LogFormatError(path, "the log holds no entries")
+    try:
+        return _build(records, _ordered_keys(records), path, overrides)
+    except LogFormatError as e:
+        raise LogFormatError(path, e.reason) from None
+
+
+def _event_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*tfevents*") if p.is_file())
+
+
+def _read_tensorboard(path: Path, overrides: Mapping[str, str | None]) -> History:
+    try:
+        from tensorboard.backend.event_processing import event_accumulator
+        from tensorboard.util import tensor_util
+    except ImportError as e:  # pragma: no cover - tensorboard is a test dependency
+        raise ImportError(
+            "reading TensorBoard event files needs the tensorboard package: "
+            "pip install 'lrkit[logs]'"
+        ) from e
+    files = _event_files(path)
+    if not files:
+        raise LogFormatError(path, "no TensorBoard event files (*tfevents*) found")
+    runs: dict[Path, list[Path]] = {}
+    for f in files:
+        runs.setdefault(f.parent, []).append(f)
+    base = path if path.is_dir() else path.parent
+    several = len(runs) > 1
+    scalars: dict[str, dict[int, float]] = {}
+    for run_dir, run_files in sorted(runs.items()):
+        prefix = ""
+        if several:
+            rel = run_dir.relative_to(base).as_posix()
+            prefix = "" if rel == "." else rel + "/"
+        for f in run_files:
+            acc = event_accumulator.EventAccumulator(
+                str(f),
+                size_guidance={
+                    event_accumulator.SCALARS: 0,
+                    event_accumulator.TENSORS: 0,
+                },
+            )
+            try:
+                acc.Reload()
+            except Exception as e:  # corrupt records raise tensorboard's own errors
+                raise LogFormatError(f, f"unreadable event file ({e})") from None
+            tags = acc.Tags()
+            for tag in tags.get(event_accumulator.SCALARS, []):
+                dest = scalars.setdefault(prefix + tag, {})
+                for ev in acc.Scalars(tag):
+                    dest[int(ev.step)] = float(ev.value)
+            for tag in tags.get(event_accumulator.TENSORS, []):
+                for ev in acc.Tensors(tag):
+                    arr = tensor_util.make_ndarray(ev.tensor_proto)
+                    if arr.size != 1 or arr.dtype.kind not in "fiu":
+                        break  # not a scalar summary (text, histogram, ...)
+                    scalars.setdefault(prefix + tag, {})[int(ev.step)] = float(
+                        arr.reshape(())
+                    )
+    if not scalars:
+        raise LogFormatError(
+            path,
+            "no scalar summaries could be read (not an event file, corrupt, or "
+            "without add_scalar values)",
+        )
+    tag_list = list(scalars)
+    records_by_step: dict[int, dict[str, Any]] = {}
+    for tag, points in scalars.items():
+        for step, value in points.items():
+            records_by_step.setdefault(step, {"step": step})[tag] = value
+    records = [(0, records_by_step[s]) for s in sorted(records_by_step)]
+    if overrides.get("step") is not None:
+        _check.fail(
+            "step_key",
+            "None for TensorBoard event files",
+            overrides["step"],
+            "Event files store each value's step.",
+        )
+    return _build(records, ["step", *tag_list], path, overrides)
+
+
+def _detect(path: Path) -> tuple[str, Path]:
+    if path.is_dir():
+        state = path / "trainer_state.json"
+        if state.is_file():
+            return "hf", state
+        checkpoints = sorted(
+            path.glob("checkpoint-*/trainer_state.json"),
+            key=lambda p: int(re.sub(r"\D", "", p.parent.name) or 0),
+        )
+        if checkpoints:
+            return "hf", checkpoints[-1]
+        if _event_files(path):
+            return "tensorboard", path
+        metrics = path / "metrics.csv"
+        if metrics.is_file():
+            return "csv", metrics
+        raise LogFormatError(
+            path,
+            "no log found in this directory (looked for trainer_state.json, "
+            "TensorBoard event files and metrics.csv)",
+        )
+    name = path.name.lower()
+    if "tfevents" in name:
+        return "tensorboard", path
+    if name.endswith((".jsonl", ".ndjson")):
+        return "jsonl", path
+    if name.endswith(".json"):
+        return "hf", path  # trainer_state.json or any JSON list / JSON lines
+    if name.endswith((".csv", ".tsv")):
+        return "csv", path
+    # Unknown extension: sniff the first non-blank character.
+    head = _read_text(path).lstrip()[:1]
+    if not head:
+        raise LogFormatError(path, "the file is empty", 1)
+    return ("jsonl" if head == "{" else "hf" if head == "[" else "csv"), path
+
+
+def read_log(
+    path: str | Path,
+    *,
+    loss_key: str | None = None,
+    val_key: str | None = None,
+    lr_key: str | None = None,
+    grad_norm_key: str | None = None,
+    step_key: str | None = None,
+    format: str | None = None,
+) -> History:
+    """Read a training log (CSV, JSON lines, trainer_state.json, TensorBoard).
+
+    Args:
+        path: a log file, or a directory holding one (a Lightning ``version_N``
+            directory, a Hugging Face output or checkpoint directory, a TensorBoard
+            log directory).
+        loss_key: the training-loss column; by default the first of
+            ``KEYS["loss"]`` present, else the one column whose name contains
+            ``loss`` and no validation word (``val``, ``valid``, ``eval``, ``test``,
+            ``dev``), preferring per-step over per-epoch columns.
+        val_key: the validation-loss column; by default the first of
+            ``KEYS["val_loss"]``, else the one ``loss`` column with a validation
+            word. Optional: a log without one reads fine.
+        lr_key: the learning-rate column (``lr``, ``learning_rate``, Lightning's
+            ``lr-Adam``...). Optional.
+        grad_norm_key: the gradient-norm column (``grad_norm``...). Optional.
+        step_key: the step column (``step``, ``global_step``..., ``epoch`` last).
+            Without one, the n-th logged loss is step n.
+        format: ``"csv"``, ``"jsonl"``, ``"hf"`` or ``"tensorboard"``; detected
+            from the name and content when None.
+
+    Returns:
+        The :class:`History`, with ``source`` and the ``columns`` used.
+
+    Raises:
+        LogFormatError: the file is missing, empty or malformed (the message names
+            the file and line), or holds no training loss.
+        ValueError: an override names a column the file does not have (the message
+            lists the columns it has).
+        ImportError: a TensorBoard file without the ``tensorboard`` package.
+    """
+    p = Path(path)
+    overrides: dict[str, str | None] = {
+        "loss": loss_key,
+        "val_loss": val_key,
+        "lr": lr_key,
+        "grad_norm": grad_norm_key,
+        "step": step_key,
+    }
+    for name, value in (
+        ("loss_key", loss_key),
+        ("val_key", val_key),
+        ("lr_key", lr_key),
+        ("grad_norm_key", grad_norm_key),
+        ("step_key", step_key),
+    ):
+        if value is not None and not isinstance(value, str):
+            _check.fail(name, "a str or None", value, exc=TypeError)
+    if format is not None:
+        _check.choice("format", format, FORMATS)
+    if not p.exists():
+        raise LogFormatError(p, "no such file or directory")
+    kind, target = _detect(p) if format is None else (format, p)
+    if kind == "csv":
+        if target.is_dir():
+            target = target / "metrics.csv"
+        return _read_csv(target, overrides)
+    if kind == "jsonl":
+        return _read_jsonl(target, overrides)
+    if kind == "hf":
+        if target.is_dir():
+            target = _detect(target)[1]
+        return _read_json(target, overrides)
+    return _read_tensorboard(target, overrides)

@@ -1,0 +1,1499 @@
+"""Diagnose learning-rate problems from the loss curve, live or from a log.
+
+:class:`Monitor` is a streaming detector: feed it one training step at a time
+with :meth:`Monitor.update` and it returns the :class:`Finding` objects opened or
+extended by that step. It keeps fixed-size rolling windows and running
+statistics only, so each update costs O(1) time and memory whatever the length of
+the run. :func:`diagnose` runs a monitor over a whole :class:`~lrkit.History`
+(read from a log file with :func:`lrkit.read_log`) and returns a
+:class:`Diagnosis`: a verdict, the findings and advice in LR terms.
+
+The statistics every detector uses (windows count updates, not steps):
+
+- ``start``: the first finite loss.
+- ``level``: the median of the last ``level_window`` (5) losses; a lone outlier
+  does not move it.
+- ``best``: the lowest ``level`` so far.
+- ``progress`` ``P = start - best`` (>= 0): how much the run has gained.
+- ``noise`` ``σ``: the median absolute step-to-step change over the last
+  ``noise_window`` (64) updates, times 1.048 so that it equals the standard
+  deviation of Gaussian noise.
+
+Every threshold is a multiple of ``σ`` or ``P``, never of the loss value, so
+adding a constant to the loss or multiplying it by a positive constant changes no
+finding (up to floating-point rounding), and negative or near-zero losses work.
+The gradient-norm detector uses ratios of the norm to itself, which are likewise
+unchanged by scaling. See ``docs/monitor.md`` for each detector's rule.
+
+Example:
+    >>> import math
+    >>> from lrkit import Monitor
+    >>> mon = Monitor()
+    >>> for t in range(200):
+    ...     loss = 2.0 * math.exp(-t / 40) + 0.05 * math.sin(1.3 * t)
+    ...     found = mon.update(t, loss)
+    >>> mon.findings
+    ()
+    >>> [f.kind for f in mon.update(200, float("nan"))]
+    ['nan']
+    >>> f = mon.findings[0]
+    >>> f.severity, f.first_step, f.is_new
+    ('critical', 200, True)
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from . import _check
+
+if TYPE_CHECKING:
+    from .logs import History
+
+__all__ = [
+    "KINDS",
+    "SEVERITIES",
+    "Diagnosis",
+    "Finding",
+    "Monitor",
+    "MonitorConfig",
+    "diagnose",
+]
+
+#: Finding kinds, in the order detectors run.
+KINDS: tuple[str, ...] = (
+    "nan",
+    "diverged",
+    "spike",
+    "exploding_grad",
+    "oscillating",
+    "too_slow",
+    "plateau",
+    "overfitting",
+)
+
+#: Severities from mild to severe. ``info``: worth knowing, no action needed yet
+#: (a plateau); ``warning``: the run is wasting compute or at risk, act soon;
+#: ``critical``: the run is broken now (NaN, diverged).
+SEVERITIES: tuple[str, ...] = ("info", "warning", "critical")
+
+SEVERITY_OF: Mapping[str, str] = MappingProxyType(
+    {
+        "nan": "critical",
+        "diverged": "critical",
+        "spike": "warning",
+        "exploding_grad": "warning",
+        "oscillating": "warning",
+        "too_slow": "warning",
+        "plateau": "info",
+        "overfitting": "warning",
+    }
+)
+
+_GAUSS = 1.0 / (math.sqrt(2.0) * 0.6744897501960817)  # median|N(0,2)| -> sigma
+_TINY = 1e-12
+
+
+@dataclass(frozen=True, kw_only=True)
+class MonitorConfig:
+    """Thresholds of :class:`Monitor`; docs/monitor.md explains each rule.
+
+    Windows, patiences and gaps count updates (calls to :meth:`Monitor.update`),
+    not steps, so a log written every 50 steps reads like a live run; the
+    validation detectors count validation evaluations.
+
+    Attributes:
+        min_updates: finite losses before the statistical detectors start. The
+            first ``min_updates`` losses are judged together when the last of
+            them arrives, with the noise of all of them, and for ``diverged``
+            again at each update until ``4·min_updates`` with the noise measured
+            since (a blow-up in the very first steps inflates the early noise).
+            ``nan`` works from the first update.
+        level_window: losses in the running median called ``level``.
+        noise_window: step-to-step changes in the running median behind ``σ``.
+        spike_z: a spike is a loss above the previous ``level`` by more than
+            ``spike_z·σ`` ...
+        spike_frac: ... and by more than ``spike_frac·P``.
+        diverge_z: diverged when ``level - best`` exceeds ``diverge_z·σ`` ...
+        diverge_frac: ... and ``diverge_frac·P``: the run lost that share of its
+            progress, and the median of the last ``level_window`` losses says so,
+            which a lone spike cannot.
+        grad_factor: exploding gradient when the norm exceeds ``grad_factor``
+            times its median over the last ``grad_window`` updates.
+        grad_window: gradient norms in that running median.
+        trend_window: updates over which the recent trend is measured.
+        smooth_span: span of the exponential average of ``level`` called
+            ``smooth`` (``oscillating`` looks at its rises).
+        osc_rise_frac: oscillating when ``smooth`` climbs above its lowest value
+            by more than ``osc_rise_frac·P`` ...
+        osc_rise_z: ... and more than ``osc_rise_z·σ`` (a rise that a spike
+            or noise does not explain); or
+        osc_noise_frac: when the curve has flattened, fell by less than ``σ``
+            over the last ``trend_window`` updates, and ``σ > osc_noise_frac·P``
+            (noise large against both the trend and the progress) while ``σ``
+            exceeds the noise of the first ``noise_window`` updates (batch noise
+            does not grow as a healthy run's loss falls; LR-driven bouncing
+            does); or
+        osc_spikes: when ``osc_spikes`` spikes occurred within ``trend_window``
+            updates. The first two rules start after ``2·trend_window`` updates
+            and pause while the LR rises (warmup), when ``lr`` is given.
+        slow_min_updates: updates before ``too_slow`` may fire.
+        slow_ratio: the curve "has not started to flatten" when the second half
+            of the run so far gained at least ``slow_ratio`` times what the first
+            half gained (an exponential approach ``e^{-t/τ}`` does so only while
+            ``t < 2·ln(1/slow_ratio)·τ``, i.e. about one time constant);
+        slow_rate_z: too slow when it has not started to flatten and the
+            ``level`` fell by less than ``slow_rate_z·σ`` over the last
+            ``trend_window`` updates (tiny progress per step against the noise) ...
+        slow_flat_z: ... or when the run gained less than ``slow_flat_z·σ`` in
+            all (no progress above the noise; not after a spike, which makes a
+            flat curve a broken run rather than a slow one). Not raised once the
+            run diverged.
+        slow_patience: updates the ``too_slow`` condition must hold in a row
+            before the finding opens (its first step is where it began to hold).
+        plateau_patience: validation evaluations without an improvement before
+            ``plateau`` (an improvement beats the best by more than
+            ``plateau_frac`` times the validation progress so far).
+        plateau_frac: see ``plateau_patience``.
+        overfit_frac: overfitting when the validation loss (median of its last
+            3 values) is above its best by more than ``overfit_frac`` times its
+            progress, for ``overfit_patience`` evaluations in a row, while the
+            training ``level`` is below its value at the validation best.
+        overfit_patience: see ``overfit_frac``.
+        merge_gap: a problem that stops for at most ``merge_gap`` updates and
+            comes back extends the same finding instead of opening a new one.
+        val_merge_gap: the same for the validation detectors, in evaluations.
+    """
+
+    min_updates: int = 10
+    level_window: int = 5
+    noise_window: int = 64
+    spike_z: float = 6.0
+    spike_frac: float = 0.25
+    diverge_z: float = 6.0
+    diverge_frac: float = 0.5
+    grad_factor: float = 10.0
+    grad_window: int = 64
+    trend_window: int = 64
+    smooth_span: int = 16
+    osc_rise_frac: float = 0.1
+    osc_rise_z: float = 1.0
+    osc_noise_frac: float = 0.15
+    osc_spikes: int = 3
+    slow_min_updates: int = 100
+    slow_ratio: float = 0.6
+    slow_rate_z: float = 4.0
+    slow_flat_z: float = 2.0
+    slow_patience: int = 32
+    plateau_patience: int = 10
+    plateau_frac: float = 0.01
+    overfit_frac: float = 0.1
+    overfit_patience: int = 3
+    merge_gap: int = 10
+    val_merge_gap: int = 2
+
+    def __post_init__(self) -> None:
+        if _check.positive_int("min_updates", self.min_updates) < 3:
+            _check.fail("min_updates", ">= 3", self.min_updates)
+        _check.positive_int("level_window", self.level_window)
+        if _check.positive_int("noise_window", self.noise_window) < 2:
+            _check.fail("noise_window", ">= 2", self.noise_window)
+        for name in (
+            "spike_z",
+            "diverge_z",
+            "osc_rise_z",
+            "osc_noise_frac",
+            "slow_rate_z",
+            "slow_flat_z",
+        ):
+            _check.positive(name, getattr(self, name))
+        for name in (
+            "spike_frac",
+            "diverge_frac",
+            "osc_rise_frac",
+            "plateau_frac",
+            "overfit_frac",
+        ):
+            _check.non_negative(name, getattr(self, name))
+        if not _check.real("grad_factor", self.grad_factor) > 1 or not math.isfinite(
+            self.grad_factor
+        ):
+            _check.fail("grad_factor", "> 1 and finite", self.grad_factor)
+        _check.positive_int("grad_window", self.grad_window)
+        if _check.positive_int("trend_window", self.trend_window) < 2:
+            _check.fail("trend_window", ">= 2", self.trend_window)
+        _check.positive_int("smooth_span", self.smooth_span)
+        _check.positive_int("osc_spikes", self.osc_spikes)
+        _check.positive_int("slow_min_updates", self.slow_min_updates)
+        _check.non_negative_int("slow_patience", self.slow_patience)
+        _check.fraction("slow_ratio", self.slow_ratio, low_open=True)
+        _check.positive_int("plateau_patience", self.plateau_patience)
+        _check.positive_int("overfit_patience", self.overfit_patience)
+        _check.non_negative_int("merge_gap", self.merge_gap)
+        _check.non_negative_int("val_merge_gap", self.val_merge_gap)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a plain dict."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Finding:
+    """One problem seen in the curve, with its evidence and advice.
+
+    A finding is a value: when a problem persists, the monitor returns a new
+    ``Finding`` with the same ``id`` and a later ``last_step``.
+
+    Attributes:
+        kind: one of :data:`KINDS`.
+        first_step: the first step the problem shows in (it may precede
+            ``detected_step`` when the detector needs a few steps to be sure).
+        last_step: the last step the problem was seen in so far.
+        detected_step: the step at which the monitor raised it.
+        severity: ``"info"``, ``"warning"`` or ``"critical"`` (:data:`SEVERITIES`).
+        advice: what to do, in learning-rate terms.
+        evidence: the numbers behind it at its worst point (read-only mapping).
+        id: a number unique within one monitor, shared by the updates of one
+            finding.
+        is_new: True in the value returned by the update that raised the
+            finding, False in the values returned as it is extended.
+    """
+
+    kind: str
+    first_step: int
+    last_step: int
+    detected_step: int
+    severity: str
+    advice: str
+    evidence: Mapping[str, float] = field(default_factory=dict, hash=False)
+    id: int = 0
+    is_new: bool = True
+
+    def __post_init__(self) -> None:
+        _check.choice("kind", self.kind, KINDS)
+        _check.choice("severity", self.severity, SEVERITIES)
+        object.__setattr__(self, "evidence", MappingProxyType(dict(self.evidence)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable record."""
+        return {
+            "kind": self.kind,
+            "first_step": self.first_step,
+            "last_step": self.last_step,
+            "detected_step": self.detected_step,
+            "severity": self.severity,
+            "advice": self.advice,
+            "evidence": dict(self.evidence),
+            "id": self.id,
+            "is_new": self.is_new,
+        }
+
+
+class _Open:
+    """A finding being extended (mutable, private)."""
+
+    __slots__ = (
+        "detected_step",
+        "evidence",
+        "first_step",
+        "hits",
+        "id",
+        "kind",
+        "last_step",
+        "last_tick",
+        "score",
+    )
+
+    def __init__(self, kind: str, fid: int, first: int, step: int) -> None:
+        self.kind = kind
+        self.id = fid
+        self.first_step = first
+        self.detected_step = step
+        self.last_step = step
+        self.last_tick = 0
+        self.hits = 0
+        self.score = -math.inf
+        self.evidence: dict[str, float] = {}
+
+
+class _SortedWindow:
+    """The last ``size`` values, kept sorted too: O(size) memmove per push."""
+
+    __slots__ = ("order", "size", "sorted")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.order: deque[float] = deque()
+        self.sorted: list[float] = []
+
+    def push(self, x: float) -> None:
+        if len(self.order) == self.size:
+            old = self.order.popleft()
+            del self.sorted[bisect.bisect_left(self.sorted, old)]
+        self.order.append(x)
+        bisect.insort(self.sorted, x)
+
+    def median(self) -> float:
+        s = self.sorted
+        n = len(s)
+        if n % 2:
+            return s[n // 2]
+        return 0.5 * (s[n // 2 - 1] + s[n // 2])
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
+def _median_small(values: Iterable[float]) -> float:
+    s = sorted(values)
+    n = len(s)
+    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
+
+
+class _Curve:
+    """A whole-run summary in O(1) memory: means of equal blocks of ``level``.
+
+    Holds at most ``2 * half`` blocks; when full, neighbouring blocks merge and
+    the block size doubles, so the blocks always cover the run from its start.
+    """
+
+    __slots__ = ("block", "half", "means", "part_n", "part_sum")
+
+    def __init__(self, half: int = 16) -> None:
+        self.half = half
+        self.block = 1
+        self.means: list[float] = []
+        self.part_sum = 0.0
+        self.part_n = 0
+
+    def push(self, x: float) -> None:
+        self.part_sum += x
+        self.part_n += 1
+        if self.part_n == self.block:
+            self.means.append(self.part_sum / self.block)
+            self.part_sum = 0.0
+            self.part_n = 0
+            if len(self.means) == 2 * self.half:
+                m = self.means
+                self.means = [0.5 * (m[i] + m[i + 1]) for i in range(0, len(m), 2)]
+                self.block *= 2
+
+    def halves(self) -> tuple[float, float, float] | None:
+        """Mean level of the first block, at the middle, and of the last block."""
+        m = self.means
+        if len(m) < 4:
+            return None
+        return m[0], m[len(m) // 2], m[-1]
+
+    def copy(self) -> _Curve:
+        c = _Curve(self.half)
+        c.block, c.means = self.block, list(self.means)
+        c.part_sum, c.part_n = self.part_sum, self.part_n
+        return c
+
+
+def _fmt_lr(lr: float) -> str:
+    return f"{lr:.3g}"
+
+
+def _advice(kind: str, lr: float | None, evidence: Mapping[str, float]) -> str:
+    def times(f: float) -> str:
+        if lr is None or not math.isfinite(lr) or lr <= 0:
+            return f"{f:g}x the current LR"
+        return f"{f:g}x the current LR ({_fmt_lr(lr)} -> {_fmt_lr(lr * f)})"
+
+    if kind == "nan":
+        return (
+            "The loss or gradient is not finite: LR likely far too high (or a "
+            f"numerical bug: log(0), fp16 overflow). Roll back to the last good "
+            f"state and retry at {times(0.1)}; add warmup and gradient clipping."
+        )
+    if kind == "diverged":
+        return (
+            "The loss left its best level for good: LR likely too high. Roll back "
+            f"and retry at {times(0.3)}, or add warmup / gradient clipping."
+        )
+    if kind == "spike":
+        return (
+            "Loss spike: the LR is near the edge of stability. A lone spike the "
+            "run recovers from needs no action; if they repeat, lower the LR to "
+            f"{times(0.5)} or clip gradients."
+        )
+    if kind == "exploding_grad":
+        return (
+            "Gradient norm far above its running median: clip gradients (max norm "
+            f"around {evidence.get('median_grad_norm', float('nan')):.3g}) or lower "
+            f"the LR to {times(0.5)}."
+        )
+    if kind == "oscillating":
+        rule = evidence.get("rule", 0.0)
+        if rule == 3.0:
+            what = (
+                f"Loss spikes keep coming ({int(evidence.get('spikes', 0))} in the "
+                "last trend window)"
+            )
+        elif rule == 1.0:
+            what = "The smoothed loss climbed back well above its best"
+        else:
+            what = "Loss noise is large against its trend and the progress made"
+        return (
+            f"{what}: LR likely too high. Try {times(0.3)}, or decay the LR now; "
+            "gradient clipping helps against spikes."
+        )
+    if kind == "too_slow":
+        if evidence.get("rule", 0.0) == 3.0:
+            return (
+                "The curve was still steep when the run ended: LR likely too low "
+                f"(or too few steps). Try 3-10x the current LR, e.g. {times(3)}; a "
+                "range test (lrkit find) tells the right value."
+            )
+        if evidence.get("rule", 0.0) == 1.0:
+            return (
+                "The loss has not moved beyond its noise since the start: LR likely "
+                f"far too low (or the model is stuck). Try 10x the current LR "
+                f"({times(10)}); a range test (lrkit find) tells the right value."
+            )
+        return (
+            "Progress is slow and steady, the curve has not started to flatten: LR "
+            f"likely too low. Try 3-10x the current LR, e.g. {times(3)}; a range "
+            "test (lrkit find) tells the right value."
+        )
+    if kind == "plateau":
+        return (
+            "No improvement for a while: reduce the LR now (0.1-0.3x, i.e. reduce "
+            "on plateau), or stop if the schedule is done."
+        )
+    return (
+        "Validation loss rising while the training loss falls: not an LR problem. "
+        "Stop early (best validation at step "
+        f"{int(evidence.get('best_val_step', -1))}), regularise or add data; a "
+        "lower LR only delays it."
+    )
+
+
+_VAL_KINDS = frozenset({"plateau", "overfitting"})
+_HIGH_KINDS = ("oscillating", "spike", "exploding_grad")
+_UNSTABLE_KINDS = frozenset({"nan", "diverged", "spike", "exploding_grad"})
+
+# Statistics copied by Monitor.state() (everything but the findings).
+_STATE_FIELDS = (
+    "_updates",
+    "_last_step",
+    "_n",
+    "_prev",
+    "_start",
+    "_recent",
+    "_recent_steps",
+    "_level",
+    "_best",
+    "_diffs",
+    "_sorted",
+    "_levels",
+    "_smooth",
+    "_smooth_best",
+    "_spikes",
+    "_curve",
+    "_early",
+    "_diverge_thr",
+    "_broken",
+    "_unstable",
+    "_slow_since",
+    "_first_step",
+    "_start_level",
+    "_sigma_early",
+    "_gdiffs",
+    "_gsorted",
+    "_lr",
+    "_lr_rise",
+    "_val_n",
+    "_val_start",
+    "_val_best",
+    "_val_best_step",
+    "_val_best_train",
+    "_val_since_best",
+    "_val_recent",
+    "_val_above",
+)
+
+
+class MonitorState:
+    """An opaque copy of a monitor's running statistics (see :meth:`Monitor.state`)."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self._values = values
+
+
+def _copy_value(v: Any) -> Any:
+    if isinstance(v, deque):
+        return deque(v, maxlen=v.maxlen)
+    if isinstance(v, list):
+        return list(v)
+    if isinstance(v, _Curve):
+        return v.copy()
+    return v
+
+
+class Monitor:
+    """Streaming learning-rate diagnosis of a training run (framework-free).
+
+    Call :meth:`update` once per optimizer step (or per logged step) with the
+    training loss, and optionally the validation loss (on the steps it is
+    computed), the gradient norm and the LR. Each call returns the findings it
+    opened or extended, so a training loop can react at once (``f.is_new`` tells
+    a new problem from an ongoing one); :attr:`findings` holds the latest version
+    of every finding so far. Memory and time per update are O(1).
+
+    Detectors (``σ``, ``P``, ``level``, ``best`` as in the module docstring;
+    thresholds from :class:`MonitorConfig`):
+
+    - ``nan`` (critical): the loss, validation loss or gradient norm is NaN/inf.
+    - ``diverged`` (critical): ``level - best > max(diverge_z·σ, diverge_frac·P)``;
+      it lasts while ``level`` stays above ``best`` by half the threshold it
+      opened with.
+    - ``spike`` (warning): ``loss - previous level > max(spike_z·σ,
+      spike_frac·P)``.
+    - ``exploding_grad`` (warning): grad norm ``> grad_factor ×`` its running
+      median.
+    - ``oscillating`` (warning): the smoothed curve climbs well above its lowest
+      value, or noise is large against trend and progress once the curve has
+      flattened, or spikes repeat.
+    - ``too_slow`` (warning): the curve has not started to flatten and gains
+      little per step against the noise, or has not moved beyond the noise.
+    - ``plateau`` (info): no validation improvement for ``plateau_patience``
+      evaluations.
+    - ``overfitting`` (warning): validation rising while training falls.
+
+    Args:
+        config: the thresholds; ``MonitorConfig()`` when None.
+        **settings: shortcuts for config fields (``Monitor(spike_z=8)``).
+
+    Example:
+        >>> mon = Monitor(min_updates=5)
+        >>> for t, loss in enumerate([1.0, 0.9, 0.85, 0.8, 0.78, 0.77, 0.76]):
+        ...     _ = mon.update(t, loss)
+        >>> [(f.kind, f.is_new) for f in mon.update(7, 40.0)]
+        [('spike', True)]
+    """
+
+    def __init__(self, config: MonitorConfig | None = None, **settings: Any) -> None:
+        if config is None:
+            config = MonitorConfig(**settings)
+        else:
+            if not isinstance(config, MonitorConfig):
+                _check.fail("config", "a MonitorConfig", config, exc=TypeError)
+            if settings:
+                config = replace(config, **settings)
+        self.config = config
+        self._next_id = 1
+        self._findings: list[Finding] = []
+        self._index: dict[int, int] = {}  # finding id -> position in _findings
+        self._open: dict[str, _Open] = {}
+        self._alpha = 2.0 / (config.smooth_span + 1)
+        self._reset_stats()
+
+    # ------------------------------------------------------------------ state
+    def _reset_stats(self) -> None:
+        c = self.config
+        self._updates = 0  # calls to update()
+        self._last_step: int | None = None
+        self._n = 0  # finite losses seen
+        self._prev: float | None = None
+        self._start = math.nan
+        self._recent: deque[float] = deque(maxlen=c.level_window)
+        self._recent_steps: deque[int] = deque(maxlen=c.level_window)
+        self._level = math.nan
+        self._best = math.inf
+        self._diffs: deque[float] = deque()  # |step-to-step change|, in order
+        self._sorted: list[float] = []  # the same, sorted
+        self._levels: deque[float] = deque(maxlen=c.trend_window)
+        self._smooth = math.nan
+        self._smooth_best = math.inf
+        self._spikes: deque[int] = deque()  # update numbers of recent spikes
+        self._curve = _Curve()
+        self._early: list[tuple[int, float, float, float, float]] = []
+        self._diverge_thr = math.nan
+        self._broken = False  # a nan / diverged finding happened
+        self._unstable = False  # a nan / diverged / spike / exploding_grad one
+        self._slow_since: tuple[int, int] | None = None  # (update, step)
+        self._first_step = 0  # step of the first finite loss
+        self._start_level = math.nan  # max(first loss, median of the first 5)
+        self._sigma_early = math.inf  # σ over the first noise_window updates
+        self._gdiffs: deque[float] = deque()  # gradient norms, in order
+        self._gsorted: list[float] = []
+        self._lr: float | None = None
+        self._lr_rise = -(10**18)  # update number of the last LR increase
+        self._val_n = 0
+        self._val_start = math.nan
+        self._val_best = math.inf
+        self._val_best_step = -1
+        self._val_best_train = math.nan
+        self._val_since_best = 0
+        self._val_recent: deque[float] = deque(maxlen=3)
+        self._val_above = 0
+
+    def state(self) -> MonitorState:
+        """A copy of the running statistics, for :meth:`restore` (findings excluded).
+
+        A guard that rolls a run back to a snapshot restores the monitor's state
+        of that moment too, so the replayed steps are judged as the first time.
+        """
+        return MonitorState({k: _copy_value(getattr(self, k)) for k in _STATE_FIELDS})
+
+    def restore(self, state: MonitorState) -> None:
+        """Put back statistics taken with :meth:`state`; open findings are closed.
+
+        The step counter is not rolled back: later updates may repeat the steps
+        after the snapshot (the run was rolled back), so the next update only
+        needs a step larger than the one in ``state``.
+        """
+        if not isinstance(state, MonitorState):
+            _check.fail(
+                "state", "a MonitorState from Monitor.state()", state, exc=TypeError
+            )
+        for k, v in state._values.items():
+            setattr(self, k, _copy_value(v))
+        self._open.clear()
+
+    def reset(self) -> None:
+        """Forget the statistics (keep the findings): the curve starts afresh.
+
+        Use after changing something that moves the loss on purpose (loading
+        another checkpoint, switching data).
+        """
+        last = self._last_step
+        updates = self._updates
+        self._open.clear()
+        self._reset_stats()
+        self._last_step = last
+        self._updates = updates
+
+    @property
+    def findings(self) -> tuple[Finding, ...]:
+        """The latest version of every finding so far, in the order raised."""
+        return tuple(self._findings)
+
+    @property
+    def active(self) -> tuple[Finding, ...]:
+        """The findings still open (seen within the last ``merge_gap`` updates)."""
+        return tuple(self._findings[self._index[o.id]] for o in self._open.values())
+
+    @property
+    def updates(self) -> int:
+        """How many times :meth:`update` was called."""
+        return self._updates
+
+    def stats(self) -> dict[str, float]:
+        """The running statistics the detectors use (for logging and plots)."""
+        p = self._start - self._best
+        return {
+            "start": self._start,
+            "level": self._level,
+            "best": self._best,
+            "progress": p if p > 0 else 0.0,
+            "noise": self._sigma(),
+            "smooth": self._smooth,
+            "updates": float(self._updates),
+            "losses": float(self._n),
+        }
+
+    def _sigma(self) -> float:
+        s = self._sorted
+        n = len(s)
+        if not n:
+            return math.nan
+        m = s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
+        return m * _GAUSS
+
+    # --------------------------------------------------------------- findings
+    def _hit(
+        self,
+        kind: str,
+        step: int,
+        first: int,
+        score: float,
+        evidence: Mapping[str, float],
+        out: list[Finding],
+        last: int | None = None,
+    ) -> None:
+        o = self._open.get(kind)
+        if o is None:
+            o = _Open(kind, self._next_id, first, step)
+            o.hits = self._updates  # the update that raised it
+            self._next_id += 1
+            self._open[kind] = o
+            self._index[o.id] = len(self._findings)
+            self._findings.append(None)  # type: ignore[arg-type] # set below
+        o.last_step = step if last is None else max(o.last_step, last)
+        o.last_tick = self._val_n if kind in _VAL_KINDS else self._updates
+        if score >= o.score:
+            o.score = score
+            o.evidence = dict(evidence)
+        f = Finding(
+            kind=kind,
+            first_step=o.first_step,
+            last_step=o.last_step,
+            detected_step=o.detected_step,
+            severity=SEVERITY_OF[kind],
+            advice=_advice(kind, self._lr, o.evidence),
+            evidence=o.evidence,
+            id=o.id,
+            is_new=o.hits == self._updates,
+        )
+        self._findings[self._index[o.id]] = f
+        out.append(f)
+        if kind == "nan" or kind == "diverged":
+            self._broken = True
+        if kind in _UNSTABLE_KINDS:
+            self._unstable = True
+
+    def _close_stale(self) -> None:
+        c = self.config
+        stale = []
+        for kind, o in self._open.items():
+            if kind in _VAL_KINDS:
+                if self._val_n - o.last_tick > c.val_merge_gap:
+                    stale.append(kind)
+            elif self._updates - o.last_tick > c.merge_gap:
+                stale.append(kind)
+        for kind in stale:
+            del self._open[kind]
+
+    # ----------------------------------------------------------------- update
+    def update(
+        self,
+        step: int,
+        loss: float,
+        *,
+        val_loss: float | None = None,
+        grad_norm: float | None = None,
+        lr: float | None = None,
+    ) -> list[Finding]:
+        """Feed one step; return the findings it opened or extended.
+
+        Args:
+            step: the optimizer step (an int >= 0, larger than the previous one).
+            loss: the training loss at ``step`` (NaN/inf allowed: a finding).
+            val_loss: the validation loss, on the steps it is computed.
+            grad_norm: the total gradient norm (before clipping) at ``step``.
+                With AMP loss scaling, pass it only on the steps the scaler did
+                not skip (skipped steps have an inf norm by design).
+            lr: the LR used at ``step``: makes the advice concrete, and a rising
+                LR (warmup) pauses the ``oscillating`` rules.
+
+        Returns:
+            The findings opened or extended by this step (``f.is_new`` tells
+            which were opened), possibly empty.
+
+        Raises:
+            ValueError: ``step`` is negative or not larger than the previous one,
+                or ``lr`` is negative.
+            TypeError: a value is not a real number.
+        """
+        if type(step) is not int:
+            if isinstance(step, bool) or not hasattr(step, "__index__"):
+                _check.fail("step", "an int", step, exc=TypeError)
+            step = int(step)
+        last = self._last_step
+        if last is not None and step <= last:
+            _check.fail("step", f"> the previous step ({last})", step)
+        if step < 0:
+            _check.fail("step", ">= 0", step)
+        x = loss if type(loss) is float else _real("loss", loss)
+        v = None if val_loss is None else _real("val_loss", val_loss)
+        g = None if grad_norm is None else _real("grad_norm", grad_norm)
+        if lr is not None:
+            lr_f = _real("lr", lr)
+            if not lr_f >= 0:
+                _check.fail("lr", ">= 0", lr)
+        self._last_step = step
+        self._updates += 1
+        out: list[Finding] = []
+        if lr is not None:
+            if self._lr is not None and lr_f > self._lr:
+                self._lr_rise = self._updates
+            self._lr = lr_f
+        x_ok = x - x == 0.0  # False for NaN and +-inf
+        v_ok = v is None or v - v == 0.0
+        g_ok = g is None or g - g == 0.0
+        if not (x_ok and v_ok and g_ok):
+            ev = {"loss": x}
+            if v is not None:
+                ev["val_loss"] = v
+            if g is not None:
+                ev["grad_norm"] = g
+            self._hit("nan", step, step, 0.0, ev, out)
+        if x_ok:
+            self._observe(step, x, out)
+        if v is not None and v_ok:
+            self._observe_val(step, v, out)
+        if g is not None and g_ok:
+            self._observe_grad(step, g, out)
+        if self._open:
+            self._close_stale()
+        if len(out) > 1:
+            latest = {f.id: f for f in out}
+            out = list(latest.values())
+        return out
+
+    def _observe(self, step: int, x: float, out: list[Finding]) -> None:
+        c = self.config
+        n = self._n = self._n + 1
+        prev = self._prev
+        self._prev = x
+        srt = self._sorted
+        if prev is not None:
+            d = x - prev
+            if d < 0.0:
+                d = -d
+            diffs = self._diffs
+            if len(diffs) == c.noise_window:
+                del srt[bisect.bisect_left(srt, diffs.popleft())]
+            diffs.append(d)
+            bisect.insort(srt, d)
+        rec = self._recent
+        rec.append(x)
+        self._recent_steps.append(step)
+        prev_level = self._level
+        r = sorted(rec)
+        k = len(r)
+        level = r[k // 2] if k % 2 else 0.5 * (r[k // 2 - 1] + r[k // 2])
+        self._level = level
+        best = self._best
+        if level < best:
+            self._best = best = level
+        if n == 1:
+            self._start = self._start_level = x
+            self._first_step = step
+        elif n <= c.level_window and level > self._start_level:
+            self._start_level = level  # the higher of the first loss and median
+        self._curve.push(level)
+        levels = self._levels
+        levels.append(level)
+        sm = self._smooth
+        sm = level if n == 1 else sm + self._alpha * (level - sm)
+        self._smooth = sm
+        if n < c.min_updates:
+            self._early.append((step, x, prev_level, level, best))
+            return
+        m = len(srt)
+        sigma = (
+            srt[m // 2] if m % 2 else 0.5 * (srt[m // 2 - 1] + srt[m // 2])
+        ) * _GAUSS
+        start = self._start
+        if n == c.noise_window + 1:
+            self._sigma_early = sigma  # the noise of the first window, frozen
+        if n == c.min_updates:
+            self._early.append((step, x, prev_level, level, best))
+            self._judge_early(step, sigma, out)
+            self._smooth_best = sm
+            return
+        p = start - best
+        if p < 0.0:
+            p = 0.0
+        tiny = _TINY * (abs(start) + abs(best) + p) + 1e-300
+        if self._early:
+            self._rejudge_early(step, sigma, p, tiny, out)
+
+        # diverged: the level (a median) far above the best level.
+        diverged = self._diverged(step, step, x, level, best, p, sigma, tiny, out, None)
+
+        # spike: one loss far above the previous level.
+        jump = x - prev_level
+        thr = c.spike_z * sigma
+        t2 = c.spike_frac * p
+        if t2 > thr:
+            thr = t2
+        if tiny > thr:
+            thr = tiny
+        u = self._updates
+        spikes = self._spikes
+        if jump > thr and not diverged:
+            self._spike(step, step, x, prev_level, thr, sigma, p, out)
+            spikes.append(u)
+        while spikes and u - spikes[0] >= c.trend_window:
+            spikes.popleft()
+        if diverged:
+            return
+        if sm < self._smooth_best:
+            self._smooth_best = sm
+
+        # The run's shape so far: gains of the first and second half.
+        window = c.trend_window
+        slow = flat_rule = False
+        d1 = d2 = math.nan
+        drop = levels[0] - level
+        if n >= c.slow_min_updates and not self._broken:
+            h = self._curve.halves()
+            if h is not None:
+                hold = 1.25 if "too_slow" in self._open else 1.0
+                d1 = h[0] - h[1]
+                d2 = h[1] - h[2]
+                total = self._start_level - level
+                flat = (
+                    not self._unstable
+                    and -c.slow_flat_z * sigma < total < c.slow_flat_z * sigma * hold
+                )
+                steady = (
+                    d1 > 0.0
+                    and d2 * hold >= c.slow_ratio * d1
+                    and drop < c.slow_rate_z * sigma * hold
+                )
+                slow = flat or steady
+                flat_rule = flat
+
+        # oscillating: repeated spikes; once the curve is not slow: rises of the
+        # smoothed curve, or noise against trend and progress after flattening.
+        reason = 0.0
+        if len(spikes) >= c.osc_spikes:
+            reason = 3.0
+        elif n >= 2 * window and u - self._lr_rise > window and not slow:
+            rise = sm - self._smooth_best
+            if rise > c.osc_rise_frac * p and rise > c.osc_rise_z * sigma:
+                reason = 1.0
+            elif (
+                sigma > c.osc_noise_frac * p
+                and sigma > self._sigma_early
+                and drop < sigma
+                and d1 > c.slow_flat_z * sigma
+                and d2 < 0.5 * c.slow_ratio * d1
+            ):
+                reason = 2.0
+        if reason:
+            self._hit(
+                "oscillating",
+                step,
+                step,
+                (sm - self._smooth_best) / (p + tiny),
+                {
+                    "rule": reason,
+                    "noise": sigma,
+                    "progress": p,
+                    "rise": sm - self._smooth_best,
+                    "trend_drop": drop,
+                    "spikes": float(len(spikes)),
+                },
+                out,
+            )
+
+        # too slow: little progress per step and the curve has not flattened.
+        if slow and not any(k in self._open for k in _HIGH_KINDS):
+            if self._slow_since is None:
+                self._slow_since = (u, step)
+        else:
+            self._slow_since = None
+        since = self._slow_since
+        if since is not None and u - since[0] >= c.slow_patience:
+            self._hit(
+                "too_slow",
+                step,
+                since[1],
+                d2 / d1 if d1 > 0.0 else math.inf,
+                {
+                    "rule": 1.0 if flat_rule else 2.0,
+                    "gain": self._start_level - level,
+                    "noise": sigma,
+                    "first_half_gain": d1,
+                    "second_half_gain": d2,
+                    "trend_drop": drop,
+                },
+                out,
+            )
+
+    def finish(self) -> list[Finding]:
+        """Judge the run as a whole once it is over; return the findings raised.
+
+        The streaming ``too_slow`` rule must wait for a slow curve to stand out
+        from the early phase of a healthy one; at the end of the run the length
+        is known. When the whole run gained more than ``slow_flat_z·σ`` and its
+        second half gained at least ``slow_ratio`` times its first half, the
+        curve was still steep when training stopped: more steps or a higher LR
+        would have gained more. This raises ``too_slow`` (``evidence["rule"]``
+        3) over the second half, unless the run diverged, a ``too_slow`` was
+        already raised, or an LR-too-high finding is open. :func:`diagnose`
+        calls it.
+        """
+        c = self.config
+        out: list[Finding] = []
+        if (
+            self._n < c.slow_min_updates
+            or self._broken
+            or any(f.kind == "too_slow" for f in self._findings)
+            or any(k in self._open for k in _HIGH_KINDS)
+            or self._last_step is None
+        ):
+            return out
+        h = self._curve.halves()
+        sigma = self._sigma()
+        if h is None or math.isnan(sigma):
+            return out
+        d1, d2 = h[0] - h[1], h[1] - h[2]
+        gain = self._start_level - self._level
+        if gain > c.slow_flat_z * sigma and d1 > 0.0 and d2 >= c.slow_ratio * d1:
+            self._updates += 1  # the judgement is an update of its own
+            self._hit(
+                "too_slow",
+                self._last_step,
+                (self._first_step + self._last_step) // 2,
+                d2 / d1,
+                {
+                    "rule": 3.0,
+                    "gain": gain,
+                    "noise": sigma,
+                    "first_half_gain": d1,
+                    "second_half_gain": d2,
+                },
+                out,
+            )
+        return out
+
+    def _diverged(
+        self,
+        step: int,
+        at: int,
+        x: float,
+        level: float,
+        best: float,
+        p: float,
+        sigma: float,
+        tiny: float,
+        out: list[Finding],
+        recent: Sequence[tuple[int, float]] | None,
+    ) -> bool:
+        """Check ``diverged`` for the point ``at``; True while it is open."""
+        c = self.config
+        thr = c.diverge_z * sigma
+        t2 = c.diverge_frac * p
+        if t2 > thr:
+            thr = t2
+        if tiny > thr:
+            thr = tiny
+        excess = level - best
+        if "diverged" in self._open:
+            if excess > 0.5 * self._diverge_thr:
+                ev = _ev_level(x, level, best, p, sigma, self._diverge_thr)
+                self._hit("diverged", step, at, excess / thr, ev, out, last=at)
+                return True
+            del self._open["diverged"]
+            return False
+        if excess > thr:
+            self._diverge_thr = thr
+            pairs = (
+                recent
+                if recent is not None
+                else zip(self._recent_steps, self._recent, strict=True)
+            )
+            first = at
+            for s, val in pairs:
+                if val - best > thr:
+                    first = s
+                    break
+            ev = _ev_level(x, level, best, p, sigma, thr)
+            self._hit("diverged", step, first, excess / thr, ev, out, last=at)
+            return True
+        return False
+
+    def _spike(
+        self,
+        step: int,
+        at: int,
+        x: float,
+        prev_level: float,
+        thr: float,
+        sigma: float,
+        p: float,
+        out: list[Finding],
+    ) -> None:
+        ev = {
+            "loss": x,
+            "level": prev_level,
+            "excess": x - prev_level,
+            "threshold": thr,
+            "noise": sigma,
+            "progress": p,
+        }
+        self._hit("spike", step, at, (x - prev_level) / thr, ev, out, last=at)
+
+    def _judge_early(self, step: int, sigma: float, out: list[Finding]) -> None:
+        """Judge the first ``min_updates`` losses together, with their noise."""
+        c = self.config
+        start = self._start
+        early = self._early
+        for i, (at, x, prev_level, level, best) in enumerate(early):
+            p = start - best
+            if p < 0.0:
+                p = 0.0
+            tiny = _TINY * (abs(start) + abs(best) + p) + 1e-300
+            window = [
+                (e[0], e[1]) for e in early[max(0, i - c.level_window + 1) : i + 1]
+            ]
+            diverged = i >= 2 and self._diverged(
+                step, at, x, level, best, p, sigma, tiny, out, window
+            )
+            if i < 3 or diverged:  # the previous level: a median of >= 3 losses
+                continue
+            thr = max(c.spike_z * sigma, c.spike_frac * p, tiny)
+            if x - prev_level > thr:
+                self._spike(step, at, x, prev_level, thr, sigma, p, out)
+                self._spikes.append(self._updates)
+        if self._broken:
+            self._early = []
+
+    def _rejudge_early(
+        self, step: int, sigma: float, p: float, tiny: float, out: list[Finding]
+    ) -> None:
+        """Judge the first losses again with today's noise and progress.
+
+        A blow-up in the very first steps inflates the noise measured then; the
+        noise measured once the curve has settled tells how far off it was. Done
+        until ``4·min_updates`` updates (or a divergence is found).
+        """
+        c = self.config
+        if self._n > 4 * c.min_updates or self._broken:
+            self._early = []
+            return
+        thr = max(c.diverge_z * sigma, c.diverge_frac * p, tiny)
+        early = self._early
+        hits = [i for i, e in enumerate(early) if i >= 2 and e[3] - e[4] > thr]
+        if not hits:
+            return
+        i = hits[0]
+        window = early[max(0, i - c.level_window + 1) : i + 1]
+        first = next((e[0] for e in window if e[1] - e[4] > thr), early[i][0])
+        worst = max(hits, key=lambda j: early[j][3] - early[j][4])
+        _, x, _, level, best = early[worst]
+        self._diverge_thr = thr
+        ev = _ev_level(x, level, best, p, sigma, thr)
+        self._hit(
+            "diverged",
+            step,
+            first,
+            (level - best) / thr,
+            ev,
+            out,
+            last=early[hits[-1]][0],
+        )
+        self._early = []
+
+    def _observe_val(self, step: int, v: float, out: list[Finding]) -> None:
+        c = self.config
+        self._val_n += 1
+        first = self._val_n == 1
+        if first:
+            self._val_start = v
+        self._val_recent.append(v)
+        p_val = self._val_start - self._val_best if not first else 0.0
+        if p_val < 0.0:
+            p_val = 0.0
+        tiny = _TINY * (abs(self._val_start) + abs(v)) + 1e-300
+        if first or v < self._val_best - max(c.plateau_frac * p_val, tiny):
+            self._val_since_best = 0
+        else:
+            self._val_since_best += 1
+        if v < self._val_best:
+            self._val_best = v
+            self._val_best_step = step
+            self._val_best_train = self._level
+        p_val = max(self._val_start - self._val_best, 0.0)
+        if self._val_since_best >= c.plateau_patience:
+            self._hit(
+                "plateau",
+                step,
+                step,
+                float(self._val_since_best),
+                {
+                    "evaluations_without_improvement": float(self._val_since_best),
+                    "best_val_loss": self._val_best,
+                    "best_val_step": float(self._val_best_step),
+                },
+                out,
+            )
+        rise = _median_small(self._val_recent) - self._val_best
+        if len(self._val_recent) == 3 and p_val > 0 and rise > c.overfit_frac * p_val:
+            self._val_above += 1
+        else:
+            self._val_above = 0
+        if self._val_above >= c.overfit_patience and self._level < self._val_best_train:
+            self._hit(
+                "overfitting",
+                step,
+                self._val_best_step,
+                rise / (p_val + tiny),
+                {
+                    "val_loss": v,
+                    "best_val_loss": self._val_best,
+                    "best_val_step": float(self._val_best_step),
+                    "val_rise": rise,
+                    "val_progress": p_val,
+                    "train_level": self._level,
+                    "train_level_at_best_val": self._val_best_train,
+                },
+                out,
+            )
+
+    def _observe_grad(self, step: int, g: float, out: list[Finding]) -> None:
+        c = self.config
+        srt = self._gsorted
+        m = len(srt)
+        if m >= c.min_updates:
+            med = srt[m // 2] if m % 2 else 0.5 * (srt[m // 2 - 1] + srt[m // 2])
+            if g > c.grad_factor * med:
+                ratio = g / med if med > 0 else math.inf
+                self._hit(
+                    "exploding_grad",
+                    step,
+                    step,
+                    ratio,
+                    {"grad_norm": g, "median_grad_norm": med, "ratio": ratio},
+                    out,
+                )
+        order = self._gdiffs
+        if len(order) == c.grad_window:
+            del srt[bisect.bisect_left(srt, order.popleft())]
+        order.append(g)
+        bisect.insort(srt, g)
+
+
+def _ev_level(
+    x: float, level: float, best: float, p: float, sigma: float, thr: float
+) -> dict[str, float]:
+    return {
+        "loss": x,
+        "level": level,
+        "best": best,
+        "excess": level - best,
+        "threshold": thr,
+        "noise": sigma,
+        "progress": p,
+    }
+
+
+def _real(name: str, value: Any) -> float:
+    t = type(value)
+    if t is float:
+        return value  # type: ignore[no-any-return]
+    if t is int:
+        return float(value)
+    return _check.real(name, value)
+
+
+# ======================================================================= diagnose
+
+#: Verdicts of :func:`diagnose`, from worst to mildest.
+VERDICTS: tuple[str, ...] = (
+    "diverged",
+    "lr too high",
+    "lr too low",
+    "overfitting",
+    "healthy",
+    "too short",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Diagnosis:
+    """The diagnosis of a whole run.
+
+    Attributes:
+        verdict: one of :data:`VERDICTS`: ``"diverged"`` (a ``nan`` or
+            ``diverged`` finding), ``"lr too high"`` (``spike``,
+            ``exploding_grad`` or ``oscillating``), ``"lr too low"``
+            (``too_slow``), ``"overfitting"``, ``"healthy"`` (no warning; info
+            findings such as ``plateau`` allowed), ``"too short"`` (fewer finite
+            losses than ``min_updates``).
+        summary: one sentence explaining the verdict.
+        advice: what to do next, in LR terms.
+        findings: every finding, in the order raised.
+        steps: how many training steps were read.
+        source: where the history came from.
+    """
+
+    verdict: str
+    summary: str
+    advice: str
+    findings: tuple[Finding, ...]
+    steps: int
+    source: str = ""
+    config: MonitorConfig = field(default_factory=MonitorConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable record: verdict, summary, advice, findings, ..."""
+        return {
+            "verdict": self.verdict,
+            "summary": self.summary,
+            "advice": self.advice,
+            "steps": self.steps,
+            "source": self.source,
+            "findings": [f.to_dict() for f in self.findings],
+            "config": self.config.to_dict(),
+        }
+
+
+def _as_history(history: Any) -> History:
+    from .logs import History
+
+    if isinstance(history, History):
+        return history
+    if isinstance(history, (str, bytes)) or not isinstance(
+        history, (Sequence, Iterable)
+    ):
+        _check.fail(
+            "history",
+            "a History or a sequence of losses",
+            history,
+            "Read a log file with lrkit.read_log(path).",
+            exc=TypeError,
+        )
+    return History(loss=list(history))
+
+
+def diagnose(
+    history: History | Sequence[float],
+    *,
+    config: MonitorConfig | None = None,
+    **settings: Any,
+) -> Diagnosis:
+    """Diagnose a whole run from its logged curves.
+
+    Streams the history through a :class:`Monitor` (validation losses, gradient
+    norms and LRs attached to the training step at or after the step they were
+    logged at; the LR carried forward between its logged steps) and turns the
+    findings into a verdict.
+
+    Args:
+        history: a :class:`~lrkit.History` (see :func:`lrkit.read_log`) or a
+            plain sequence of training losses (steps 0, 1, ...).
+        config: the monitor's thresholds.
+        **settings: shortcuts for config fields.
+
+    Returns:
+        The :class:`Diagnosis`.
+
+    Example:
+        >>> import math
+        >>> from lrkit import diagnose
+        >>> losses = [2.3 * math.exp(-t / 30) + 0.3 for t in range(150)]
+        >>> diagnose(losses).verdict
+        'healthy'
+        >>> diagnose(losses[:100] + [1e3] * 10 + [math.nan]).verdict
+        'diverged'
+    """
+    h = _as_history(history)
+    mon = Monitor(config, **settings)
+    steps = h.steps
+    n = len(steps)
+
+    def attach(at: Any) -> dict[int, int]:
+        # index of the training step each logged point is attached to
+        out: dict[int, int] = {}
+        for j, s in enumerate(at.tolist()):
+            i = bisect.bisect_left(steps, s) if n else 0
+            out[min(i, n - 1)] = j
+        return out
+
+    val_at = attach(h.val_steps)
+    grad_at = attach(h.grad_norm_steps)
+    lr_steps = h.lr_steps.tolist()
+    lr_values = h.lr.tolist()
+    loss = h.loss.tolist()
+    j_lr = -1
+    for i, s in enumerate(steps.tolist()):
+        while j_lr + 1 < len(lr_steps) and lr_steps[j_lr + 1] <= s:
+            j_lr += 1
+        lr = lr_values[j_lr] if j_lr >= 0 else None
+        vj = val_at.get(i)
+        gj = grad_at.get(i)
+        mon.update(
+            s,
+            loss[i],
+            val_loss=None if vj is None else float(h.val_loss[vj]),
+            grad_norm=None if gj is None else float(h.grad_norm[gj]),
+            lr=lr if lr is not None and math.isfinite(lr) and lr >= 0 else None,
+        )
+    mon.finish()
+    findings = mon.findings
+    finite = sum(1 for v in loss if math.isfinite(v))
+    verdict, summary, advice = _verdict(findings, finite, mon.config)
+    return Diagnosis(
+        verdict=verdict,
+        summary=summary,
+        advice=advice,
+        findings=findings,
+        steps=n,
+        source=h.source,
+        config=mon.config,
+    )
+
+
+def _verdict(
+    findings: Sequence[Finding], finite: int, config: MonitorConfig
+) -> tuple[str, str, str]:
+    by_kind: dict[str, list[Finding]] = {}
+    for g in findings:
+        by_kind.setdefault(g.kind, []).append(g)
+
+    def first(*kinds: str) -> Finding | None:
+        found = [f for k in kinds for f in by_kind.get(k, [])]
+        return min(found, key=lambda f: f.detected_step) if found else None
+
+    f = first("nan", "diverged")
+    if f is not None:
+        what = "non-finite values" if f.kind == "nan" else "a loss far above its best"
+        return (
+            "diverged",
+            f"The run diverged at step {f.first_step} ({what}).",
+            f.advice,
+        )
+    f = first("oscillating", "spike", "exploding_grad")
+    if f is not None:
+        kinds = sorted(
+            {
+                g.kind
+                for k in ("oscillating", "spike", "exploding_grad")
+                for g in by_kind.get(k, [])
+            }
+        )
+        return (
+            "lr too high",
+            f"Signs of an LR too high from step {f.first_step}: {', '.join(kinds)}.",
+            f.advice,
+        )
+    f = first("too_slow")
+    if f is not None:
+        return (
+            "lr too low",
+            f"Slow steady progress from step {f.first_step}: the curve had not "
+            "started to flatten.",
+            f.advice,
+        )
+    f = first("overfitting")
+    if f is not None:
+        return (
+            "overfitting",
+            f"The validation loss rose from step {f.first_step} while the training "
+            "loss fell.",
+            f.advice,
+        )
+    if finite < config.min_updates:
+        return (
+            "too short",
+            f"Only {finite} finite losses: at least {config.min_updates} are "
+            "needed for a diagnosis.",
+            "Log more steps.",
+        )
+    f = first("plateau")
+    if f is not None:
+        return (
+            "healthy",
+            f"No LR problem found; the validation loss plateaued from step "
+            f"{f.first_step}.",
+            f.advice,
+        )
+    return ("healthy", "No LR problem found.", "Keep the LR.")

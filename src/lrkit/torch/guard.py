@@ -1,0 +1,548 @@
+"""``lrkit.torch.Guard``: roll a run back and cut the LR when it blows up.
+
+The classic recovery from a loss spike or divergence (PaLM, OPT): go back to a
+recent good state, lower the learning rate, skip the batches that were involved,
+carry on. The guard does it inside the training loop::
+
+    guard = lrkit.torch.Guard(model, optimizer, scheduler=sched, scaler=scaler)
+    for batch in guard.batches(loader):          # skips batches after a recovery
+        loss = loss_fn(model(batch.x), batch.y)
+        optimizer.zero_grad()
+        loss.backward()
+        if guard.step(loss):                     # False: rolled back, skip the update
+            optimizer.step()
+            sched.step()
+
+:meth:`Guard.step` feeds the loss (and optionally the gradient norm and the
+validation loss) to a :class:`lrkit.Monitor`. While nothing is wrong it takes a
+snapshot (:func:`lrkit.torch.state.snapshot`: model, optimizer, scheduler,
+GradScaler, RNG and loader generators, a bit-exact copy in CPU memory, or on
+disk with ``spill_dir``) every ``every`` steps, keeping the last ``keep``. When a
+finding of a kind in ``on`` (``nan``, ``diverged``, ``spike`` by default) shows
+up, it
+
+1. restores the newest snapshot taken before the problem began (the finding's
+   ``first_step``), in place, and the monitor's statistics of that moment;
+2. multiplies the learning rate by ``factor`` (the *recovery scale* of lrkit's
+   one equation ``lr = base_lr × schedule(t) × plateau_scale ×
+   recovery_scale``), cumulatively over recoveries, and by ``factor**k`` for
+   the k-th recovery in a row (a recovery that did not hold means the LR is
+   further off than one cut);
+3. asks :meth:`batches` to drop the next ``skip_batches`` batches;
+4. records a :class:`GuardEvent` and returns ``False`` so the caller skips the
+   optimizer step of the offending batch.
+
+For ``every`` steps after a recovery the guard also watches the line the
+problem crossed (its threshold above the higher of its reference level and the
+restored state's level, in loss units): the monitor restarts from the
+snapshot's statistics and, after a restore to the first steps, has not measured
+the noise yet, but a median of the last 5 losses above that line is the same
+problem back, and triggers the next recovery. When the restored state predates
+the monitor's first noise estimate (a blow-up in the first steps, whose
+threshold came from noise the blow-up inflated), the line sits a quarter of the
+way from the restored level to the level that triggered the recovery, if that
+is lower.
+
+The batches between the snapshot and the problem are not replayed: like the
+skipping of PaLM, the run continues with fresh data from the restored state.
+When problems keep coming, ``max_recoveries`` recoveries in a row without a
+clean stretch of ``every`` steps in between raise :class:`GuardError` with the
+history of events.
+
+How the LR cut reaches the optimizer:
+
+- an :class:`lrkit.torch.Scheduler` (anything with ``recovery_scale`` and
+  ``set_recovery_scale``): ``set_recovery_scale(scale)``; the scale is part of
+  the scheduler's ``state_dict()``, so a resumed run keeps it;
+- no scheduler: every param group's ``lr`` is multiplied;
+- a torch ``LRScheduler``: its ``base_lrs`` and every group's ``lr`` are
+  multiplied. That is exact for schedulers that compute the LR as
+  ``base_lr × f(t)`` (LambdaLR, MultiplicativeLR, StepLR, MultiStepLR,
+  ExponentialLR, LinearLR, PolynomialLR, ConstantLR, CosineAnnealingLR without
+  ``eta_min``); others (OneCycleLR, CyclicLR, ReduceLROnPlateau, which keep their
+  own max/min LRs) may drift back toward their own values. Use
+  ``lrkit.torch.Scheduler`` for an exact cut.
+
+Overhead when nothing happens: one ``float(loss)`` (a device sync, as for
+logging), a monitor update (5-20 µs), and a CPU copy of model and optimizer every
+``every`` steps; ``benchmarks/monitor/run.py --guard`` measures it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from .. import _check
+from .._check import LRKitError
+from ..monitor import KINDS, Finding, Monitor, MonitorConfig, MonitorState
+from .state import Snapshot, snapshot
+
+__all__ = ["Guard", "GuardError", "GuardEvent"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuardEvent:
+    """One recovery.
+
+    Attributes:
+        step: the guard step (call to :meth:`Guard.step`) at which it happened.
+        kind: the finding that triggered it (``nan``, ``diverged``, ``spike``...).
+        first_step: where the finding says the problem began.
+        restored_step: the guard step of the snapshot put back.
+        recovery_scale: the cumulative LR factor in force after the cut.
+        lrs: each param group's learning rate after the cut.
+        attempt: recoveries in a row so far (1 for the first after a clean run).
+        skipped_batches: batches :meth:`Guard.batches` drops after it.
+        evidence: the finding's numbers.
+    """
+
+    step: int
+    kind: str
+    first_step: int
+    restored_step: int
+    recovery_scale: float
+    lrs: tuple[float, ...]
+    attempt: int
+    skipped_batches: int
+    evidence: Mapping[str, float] = field(default_factory=dict, hash=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable record."""
+        return {
+            "step": self.step,
+            "kind": self.kind,
+            "first_step": self.first_step,
+            "restored_step": self.restored_step,
+            "recovery_scale": self.recovery_scale,
+            "lrs": list(self.lrs),
+            "attempt": self.attempt,
+            "skipped_batches": self.skipped_batches,
+            "evidence": dict(self.evidence),
+        }
+
+    def __str__(self) -> str:
+        lrs = ", ".join(f"{lr:.3g}" for lr in self.lrs)
+        return (
+            f"step {self.step}: {self.kind} (from step {self.first_step}) -> "
+            f"restored step {self.restored_step}, recovery_scale "
+            f"{self.recovery_scale:.3g}, lr [{lrs}]"
+        )
+
+
+class GuardError(LRKitError):
+    """Raised when recoveries keep failing; ``events`` holds the history."""
+
+    def __init__(self, message: str, events: Sequence[GuardEvent]) -> None:
+        self.events = tuple(events)
+        history = "; ".join(str(e) for e in self.events[-10:])
+        super().__init__(f"{message} Recoveries: {history}")
+
+
+@dataclass
+class _Saved:
+    step: int
+    snap: Snapshot
+    monitor: MonitorState
+    scale: float  # the guard's recovery scale when it was taken
+
+
+def _lr_of(group: Mapping[str, Any]) -> float:
+    lr = group["lr"]
+    return float(lr.item()) if isinstance(lr, torch.Tensor) else float(lr)
+
+
+class Guard:
+    """Watch a training loop; on NaN, divergence or a spike, roll back and cut the LR.
+
+    See the module docstring for the loop and the recovery semantics.
+
+    Args:
+        model: the ``nn.Module`` being trained.
+        optimizer: its optimizer.
+        scheduler: an :class:`lrkit.torch.Scheduler` (exact LR cut), a torch
+            ``LRScheduler``, or None.
+        scaler: a ``torch.amp.GradScaler`` (its state is snapshotted too).
+        loaders: data loaders whose shuffling generators are snapshotted.
+        objects: more objects with ``state_dict()`` / ``load_state_dict()`` to
+            snapshot (an EMA of the weights, ...).
+        every: take a snapshot every ``every`` clean steps.
+        keep: how many snapshots to keep (each is one copy of the model and the
+            optimizer state).
+        factor: the LR multiplier per recovery, in (0, 1); the k-th recovery in
+            a row multiplies by ``factor**k``.
+        skip_batches: batches :meth:`batches` drops after each recovery.
+        max_recoveries: recoveries in a row (without ``every`` clean steps in
+            between) before :class:`GuardError`.
+        on: the finding kinds that trigger a recovery.
+        monitor: a :class:`lrkit.MonitorConfig` (or a :class:`lrkit.Monitor`
+            to use) for the detection.
+        spill_dir: write snapshots to a temporary directory there instead of
+            CPU memory.
+        rng: snapshot the global Python, NumPy and torch RNG states too.
+
+    Example:
+        >>> import torch, lrkit
+        >>> torch.manual_seed(0)
+        <torch._C.Generator object at ...>
+        >>> model = torch.nn.Linear(4, 1)
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        >>> guard = lrkit.torch.Guard(model, opt, every=10)
+        >>> x = torch.randn(64, 4); y = x.sum(1, keepdim=True)
+        >>> for t in range(60):
+        ...     loss = torch.nn.functional.mse_loss(model(x), y)
+        ...     if t == 40:
+        ...         loss = loss * float("nan")  # a bad batch
+        ...     opt.zero_grad(); loss.backward()
+        ...     if guard.step(loss):
+        ...         opt.step()
+        >>> [(e.kind, e.step, e.restored_step) for e in guard.events]
+        [('nan', 40, 30)]
+        >>> opt.param_groups[0]["lr"]
+        0.025
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        scheduler: Any = None,
+        scaler: Any = None,
+        loaders: Iterable[Any] = (),
+        objects: Mapping[str, Any] | None = None,
+        every: int = 100,
+        keep: int = 2,
+        factor: float = 0.5,
+        skip_batches: int = 0,
+        max_recoveries: int = 5,
+        on: Sequence[str] = ("nan", "diverged", "spike"),
+        monitor: MonitorConfig | Monitor | None = None,
+        spill_dir: str | Path | None = None,
+        rng: bool = True,
+    ) -> None:
+        if not isinstance(model, torch.nn.Module):
+            _check.fail("model", "a torch.nn.Module", model, exc=TypeError)
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            _check.fail(
+                "optimizer", "a torch.optim.Optimizer", optimizer, exc=TypeError
+            )
+        self.every = _check.positive_int("every", every)
+        self.keep = _check.positive_int("keep", keep)
+        self.factor = _check.fraction("factor", factor, low_open=True, high_open=True)
+        self.skip_batches = _check.non_negative_int("skip_batches", skip_batches)
+        self.max_recoveries = _check.positive_int("max_recoveries", max_recoveries)
+        if isinstance(on, str) or not all(k in KINDS for k in on) or not on:
+            _check.fail(
+                "on",
+                f"a non-empty sequence of finding kinds ({', '.join(KINDS)})",
+                on,
+            )
+        self.on = frozenset(on)
+        objs = dict(objects or {})
+        for name, obj in (("scheduler", scheduler), ("scaler", scaler)):
+            if obj is not None:
+                if name in objs:
+                    _check.fail(
+                        "objects",
+                        f"free of the key {name!r}",
+                        list(objs),
+                        exc=ValueError,
+                    )
+                if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")):
+                    _check.fail(
+                        name,
+                        "an object with state_dict() and load_state_dict()",
+                        obj,
+                        exc=TypeError,
+                    )
+                objs[name] = obj
+        if monitor is None:
+            self.monitor = Monitor()
+        elif isinstance(monitor, Monitor):
+            self.monitor = monitor
+        elif isinstance(monitor, MonitorConfig):
+            self.monitor = Monitor(monitor)
+        else:
+            _check.fail(
+                "monitor", "a MonitorConfig, a Monitor or None", monitor, exc=TypeError
+            )
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.scaler = scaler
+        self._objects = objs
+        self._loaders = list(loaders)
+        self._spill_dir = spill_dir
+        self._rng = rng
+        self._lrkit_sched = scheduler is not None and hasattr(
+            scheduler, "set_recovery_scale"
+        )
+        self._torch_sched = scheduler is not None and not self._lrkit_sched
+        self._scale = float(scheduler.recovery_scale) if self._lrkit_sched else 1.0
+        self._saved: deque[_Saved] = deque()
+        self._t = 0  # guard steps so far
+        self._last_snap = -(10**18)
+        self._attempt = 0
+        self._last_recovery = -(10**18)
+        self._to_skip = 0
+        self._watch: tuple[float, int] | None = None  # (line, until step)
+        self._watch_recent: deque[tuple[int, float]] = deque(
+            maxlen=self.monitor.config.level_window
+        )
+        self._watch_ref = (math.nan, math.nan)  # (reference level, threshold)
+        self.events: list[GuardEvent] = []
+
+    # ------------------------------------------------------------------ steps
+    @property
+    def steps(self) -> int:
+        """How many times :meth:`step` was called."""
+        return self._t
+
+    @property
+    def recovery_scale(self) -> float:
+        """The cumulative LR factor the guard has applied (1.0 before any cut)."""
+        return self._scale
+
+    @property
+    def last_event(self) -> GuardEvent | None:
+        """The latest recovery, or None."""
+        return self.events[-1] if self.events else None
+
+    def step(
+        self,
+        loss: Any,
+        *,
+        grad_norm: Any = None,
+        val_loss: Any = None,
+        lr: float | None = None,
+    ) -> bool:
+        """Check one training step; roll back when it went wrong.
+
+        Call it after ``loss.backward()`` and before ``optimizer.step()``.
+
+        Args:
+            loss: the step's loss (a tensor or a number; one ``float()``).
+            grad_norm: the total gradient norm, if you compute it (e.g. the
+                return value of ``clip_grad_norm_``).
+            val_loss: a validation loss, on the steps you compute one.
+            lr: the LR (default: param group 0's).
+
+        Returns:
+            True: all is well, take the optimizer step. False: the guard
+            restored a snapshot and cut the LR; skip this optimizer step (and the
+            scheduler step) and carry on with the next batch.
+
+        Raises:
+            GuardError: ``max_recoveries`` recoveries in a row did not help.
+        """
+        x = _to_float("loss", loss)
+        g = None if grad_norm is None else _to_float("grad_norm", grad_norm)
+        v = None if val_loss is None else _to_float("val_loss", val_loss)
+        if lr is None:
+            lr = _lr_of(self.optimizer.param_groups[0])
+        t = self._t
+        found = self.monitor.update(t, x, val_loss=v, grad_norm=g, lr=lr)
+        self._t = t + 1
+        trigger = self._trigger(found, t)
+        if trigger is None:
+            trigger = self._watch_check(t, x)
+        if trigger is not None:
+            self._recover(*trigger, t)
+            return False
+        if t - self._last_recovery >= self.every:
+            self._attempt = 0  # a clean stretch: the last recovery worked
+        healthy = math.isfinite(x) and not any(
+            f.kind in self.on or f.kind == "exploding_grad" for f in self.monitor.active
+        )
+        if healthy and t - self._last_snap >= self.every:
+            self._take(t)
+        return True
+
+    def _trigger(
+        self, found: Sequence[Finding], t: int
+    ) -> tuple[str, int, Mapping[str, float]] | None:
+        hits = [f for f in found if f.kind in self.on and f.last_step == t]
+        if not hits:
+            return None
+        order = {k: i for i, k in enumerate(KINDS)}
+        f = min(hits, key=lambda f: order[f.kind])
+        return f.kind, f.first_step, f.evidence
+
+    def _watch_check(
+        self, t: int, x: float
+    ) -> tuple[str, int, Mapping[str, float]] | None:
+        """After a recovery: has the loss gone back over the line it crossed?
+
+        The monitor restarts from the snapshot's statistics and, right after a
+        restore to the first steps, has no noise estimate yet; the line the
+        problem crossed (its reference level plus its threshold, in loss units)
+        still tells whether the same problem is back. Watched for ``every``
+        steps after each recovery: the median of the last ``level_window`` (5)
+        losses above it triggers the next recovery at once.
+        """
+        if self._watch is None:
+            return None
+        line, until = self._watch
+        if t >= until:
+            self._watch = None
+            return None
+        recent = self._watch_recent
+        recent.append((t, x))
+        if len(recent) < recent.maxlen:  # type: ignore[operator]
+            return None
+        values = sorted(v for _, v in recent)
+        level = values[len(values) // 2]
+        if not level > line:
+            return None
+        first = next(s for s, v in recent if v > line)
+        ref, thr = self._watch_ref
+        return (
+            "diverged",
+            first,
+            {"loss": x, "level": level, "line": line, "best": ref, "threshold": thr},
+        )
+
+    def _take(self, t: int) -> None:
+        snap = snapshot(
+            self.model,
+            self.optimizer,
+            objects=self._objects,
+            loaders=self._loaders,
+            rng=self._rng,
+            spill_dir=self._spill_dir,
+        )
+        self._saved.append(_Saved(t, snap, self.monitor.state(), self._scale))
+        self._last_snap = t
+        while len(self._saved) > self.keep:
+            self._saved.popleft().snap.discard()
+
+    def _recover(
+        self, kind: str, first_step: int, evidence: Mapping[str, float], t: int
+    ) -> None:
+        self._attempt += 1
+        if self._attempt > self.max_recoveries or not self._saved:
+            why = (
+                f"the run kept failing: {self._attempt - 1} recoveries in a row did "
+                "not help (lower the LR, add warmup or clipping, or check the data)."
+                if self._saved
+                else "no snapshot to restore: the problem came before the first "
+                "clean step."
+            )
+            raise GuardError(f"Guard: {kind} at step {t} and {why}", self.events)
+        # the newest snapshot taken before the problem began
+        good = [s for s in self._saved if s.step < first_step]
+        saved = good[-1] if good else self._saved[0]
+        while self._saved and self._saved[-1] is not saved:
+            self._saved.pop().snap.discard()  # newer ones may hold the problem
+        saved.snap.restore()
+        self.monitor.restore(saved.monitor)
+        # back off: the k-th recovery in a row cuts by factor**k
+        self._scale *= self.factor**self._attempt
+        self._apply_scale(saved.scale)
+        self._last_recovery = t
+        self._last_snap = t  # the restored state is the newest good one
+        self._to_skip += self.skip_batches
+        # the line the problem crossed, measured from the higher of its own
+        # reference level and the level the restored state had then
+        ref = evidence.get("best", evidence.get("level"))
+        thr = evidence.get("threshold")
+        line: float | None = None
+        if ref is not None and thr is not None:
+            stats = self.monitor.stats()
+            if math.isfinite(stats["level"]):
+                ref = max(ref, stats["level"])
+            bad = evidence.get("level", evidence.get("loss", math.nan))
+            if stats["losses"] < self.monitor.config.min_updates and bad > ref:
+                # restored to before the monitor knew the noise: the threshold
+                # came from noise inflated by the blow-up itself; a return of a
+                # quarter of the blow-up is the problem back
+                thr = min(thr, 0.25 * (bad - ref))
+            line = ref + thr
+        self._watch = None if line is None else (float(line), t + 1 + self.every)
+        if ref is not None and thr is not None:
+            self._watch_ref = (float(ref), float(thr))
+        self._watch_recent.clear()
+        event = GuardEvent(
+            step=t,
+            kind=kind,
+            first_step=first_step,
+            restored_step=saved.step,
+            recovery_scale=self._scale,
+            lrs=tuple(_lr_of(g) for g in self.optimizer.param_groups),
+            attempt=self._attempt,
+            skipped_batches=self.skip_batches,
+            evidence=dict(evidence),
+        )
+        self.events.append(event)
+        logger.warning("lrkit Guard: %s", event)
+
+    def _apply_scale(self, scale_at_snapshot: float) -> None:
+        """Bring the LR from the snapshot's scale to the guard's current scale."""
+        if self._lrkit_sched:
+            self.scheduler.set_recovery_scale(self._scale)
+            return
+        ratio = self._scale / scale_at_snapshot
+        for group in self.optimizer.param_groups:
+            lr = group["lr"]
+            if isinstance(lr, torch.Tensor):
+                lr.mul_(ratio)
+            else:
+                group["lr"] = lr * ratio
+        if self._torch_sched:
+            base = getattr(self.scheduler, "base_lrs", None)
+            if isinstance(base, list):
+                self.scheduler.base_lrs = [b * ratio for b in base]
+            last = getattr(self.scheduler, "_last_lr", None)
+            if isinstance(last, list):
+                self.scheduler._last_lr = [
+                    _lr_of(g) for g in self.optimizer.param_groups
+                ]
+
+    # ------------------------------------------------------------ batches
+    def batches(self, iterable: Iterable[T]) -> Iterator[T]:
+        """Yield from ``iterable``, dropping ``skip_batches`` after each recovery."""
+        for item in iterable:
+            if self._to_skip > 0:
+                self._to_skip -= 1
+                continue
+            yield item
+
+    # ------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        """Free the snapshots (and their spill files)."""
+        while self._saved:
+            self._saved.popleft().snap.discard()
+
+    def __enter__(self) -> Guard:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"Guard(steps={self._t}, recoveries={len(self.events)}, "
+            f"recovery_scale={self._scale:.3g}, snapshots={len(self._saved)})"
+        )
+
+
+def _to_float(name: str, value: Any) -> float:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            _check.fail(name, "a scalar (one element)", tuple(value.shape))
+        return float(value.detach().item())
+    if isinstance(value, float):
+        return value
+    return _check.real(name, value)

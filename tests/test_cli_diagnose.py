@@ -1,0 +1,149 @@
+"""`lrkit diagnose FILE` in a real subprocess: verdicts, JSON, figure, bad files."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def lrkit(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("MPLBACKEND", "Agg")
+    return subprocess.run(
+        [sys.executable, "-m", "lrkit", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def write_csv(path: Path, losses: np.ndarray, val_every: int = 25) -> Path:
+    lines = ["step,loss,val_loss,lr,grad_norm"]
+    for t, v in enumerate(losses):
+        val = f"{v + 0.1:.6g}" if t % val_every == val_every - 1 else ""
+        lines.append(f"{t},{v:.6g},{val},0.003,{1.0 + 0.01 * (t % 7):.4g}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def curve(n: int = 600, seed: int = 0) -> np.ndarray:
+    t = np.arange(n)
+    noise = 0.03 * np.random.default_rng(seed).standard_normal(n)
+    return 2.0 * np.exp(-t / 80) + 0.3 + noise
+
+
+def test_healthy_json(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "run.csv", curve())
+    p = lrkit("diagnose", str(path), "--json")
+    assert p.returncode == 0, p.stderr
+    record = json.loads(p.stdout)
+    assert record["verdict"] == "healthy"
+    assert record["columns"] == {
+        "loss": "loss",
+        "step": "step",
+        "val_loss": "val_loss",
+        "lr": "lr",
+        "grad_norm": "grad_norm",
+    }
+    assert all(f["severity"] == "info" for f in record["findings"])
+    assert record["figure"] is None and not list(tmp_path.glob("*.png"))
+
+
+def test_diverged_json_and_figure(tmp_path: Path) -> None:
+    y = curve(seed=1)
+    y[400:] += np.exp(np.arange(200) / 10)  # blows up from step 400
+    y[590:] = math.nan
+    path = write_csv(tmp_path / "run.csv", y)
+    p = lrkit("diagnose", str(path), "--json", "--out", str(tmp_path / "fig"))
+    assert p.returncode == 0, p.stderr
+    record = json.loads(p.stdout)
+    assert record["verdict"] == "diverged"
+    kinds = [f["kind"] for f in record["findings"]]
+    assert "diverged" in kinds and "nan" in kinds
+    for f in record["findings"]:
+        assert {"kind", "first_step", "last_step", "severity", "advice"} <= set(f)
+        assert isinstance(f["first_step"], int) and f["first_step"] <= f["last_step"]
+    div = next(f for f in record["findings"] if f["kind"] == "diverged")
+    assert 400 <= div["first_step"] <= 440 and div["severity"] == "critical"
+    assert "0.003 -> 0.0009" in div["advice"]  # 0.3x the logged LR
+    assert (tmp_path / "fig" / "diagnose.png").stat().st_size > 5000
+    assert record["figure"] == str(tmp_path / "fig" / "diagnose.png")
+
+
+def test_human_output(tmp_path: Path) -> None:
+    t = np.arange(600)
+    y = 2.3 - 3e-4 * t + 0.02 * np.random.default_rng(2).standard_normal(600)
+    path = write_csv(tmp_path / "slow.csv", y)
+    p = lrkit("diagnose", str(path), "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("lr too low")
+    assert "too_slow" in p.stdout and "warning" in p.stdout
+    assert "Try" in p.stdout and "0.003 ->" in p.stdout
+    assert str(tmp_path / "diagnose.png") in p.stdout
+
+
+def test_tensorboard_directory(tmp_path: Path) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    w = SummaryWriter(log_dir=str(tmp_path / "tb"))
+    for t, v in enumerate(curve(300)):
+        w.add_scalar("Loss/train", float(v), t)
+    w.add_scalar("Loss/train", float("nan"), 300)
+    w.close()
+    p = lrkit("diagnose", str(tmp_path / "tb"), "--json")
+    assert p.returncode == 0, p.stderr
+    record = json.loads(p.stdout)
+    assert record["columns"]["loss"] == "Loss/train"
+    assert record["verdict"] == "diverged"
+    assert record["findings"][0]["kind"] == "nan"
+    assert record["findings"][0]["first_step"] == 300
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("", ":1:"),
+        ("step,loss\n0,1.0\n1,abc\n", ":3:"),
+        ("step,loss\n0,1.0\n1,1.0,2\n", ":3:"),
+    ],
+)
+def test_malformed_file_one_line_exit_2(tmp_path: Path, text: str, where: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    p = lrkit("diagnose", str(path), "--json")
+    assert p.returncode == 2
+    assert p.stdout == ""
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    assert lines[0].startswith(f"lrkit: error: {path}{where}")
+    assert "Traceback" not in p.stderr
+
+
+def test_bad_key_and_missing_file(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "run.csv", curve(50))
+    p = lrkit("diagnose", str(path), "--loss-key", "nope")
+    assert p.returncode == 2
+    assert p.stderr.startswith("lrkit: error: --loss-key must be a column of")
+    assert "'loss'" in p.stderr and "Traceback" not in p.stderr
+    p = lrkit("diagnose", str(tmp_path / "missing.csv"))
+    assert p.returncode == 2 and "no such file or directory" in p.stderr
+
+
+def test_help() -> None:
+    p = lrkit("diagnose", "--help")
+    assert p.returncode == 0
+    for option in ("--loss-key", "--val-key", "--lr-key", "--grad-norm-key"):
+        assert option in p.stdout
+    assert "--step-key" in p.stdout and "--json" in p.stdout and "--out" in p.stdout

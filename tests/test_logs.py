@@ -1,0 +1,362 @@
+"""lrkit.read_log on files written by the real libraries, and broken files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import lrkit
+from lrkit import History, LogFormatError, read_log
+
+
+def tiny_run(
+    steps: int = 60, seed: int = 0, lr: float = 0.05
+) -> list[dict[str, float]]:
+    """A real tiny torch regression run: per-step loss, grad norm, LR, val loss."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(256, 4, generator=g)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
+    model = torch.nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    rows = []
+    for t in range(steps):
+        idx = torch.randint(0, 192, (16,), generator=g)
+        loss = torch.nn.functional.mse_loss(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        gn = float(torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf")))
+        opt.step()
+        row = {"step": t, "loss": loss.item(), "grad_norm": gn, "lr": lr}
+        if t % 10 == 9:
+            with torch.no_grad():
+                row["val_loss"] = float(
+                    torch.nn.functional.mse_loss(model(x[192:]), y[192:])
+                )
+        rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------- real writers
+def test_lightning_csvlogger_from_a_real_fit(tmp_path: Path) -> None:
+    L = pytest.importorskip("lightning")
+    from lightning.pytorch.callbacks import LearningRateMonitor
+    from lightning.pytorch.loggers import CSVLogger
+
+    class Model(L.LightningModule):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, i):  # type: ignore[no-untyped-def]
+            x, y = batch
+            loss = torch.nn.functional.mse_loss(self.lin(x), y)
+            self.log("train_loss", loss, on_step=True, on_epoch=True)
+            return loss
+
+        def validation_step(self, batch, i):  # type: ignore[no-untyped-def]
+            x, y = batch
+            self.log("val_loss", torch.nn.functional.mse_loss(self.lin(x), y))
+
+        def configure_optimizers(self):  # type: ignore[no-untyped-def]
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 4, generator=g)
+    data = torch.utils.data.TensorDataset(x, x.sum(1, keepdim=True))
+    loader = torch.utils.data.DataLoader(data, batch_size=8)
+    trainer = L.Trainer(
+        max_epochs=3,
+        logger=CSVLogger(tmp_path),
+        callbacks=[LearningRateMonitor()],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        accelerator="cpu",
+    )
+    trainer.fit(Model(), loader, loader)
+    version_dir = tmp_path / "lightning_logs" / "version_0"
+    for path in (version_dir, version_dir / "metrics.csv"):
+        h = read_log(path)
+        assert h.columns["loss"] == "train_loss_step"
+        assert h.columns["val_loss"] == "val_loss"
+        assert h.columns["lr"] == "lr-SGD" and h.columns["step"] == "step"
+        assert h.steps.tolist() == list(range(24))  # 3 epochs x 8 batches
+        assert h.val_steps.tolist() == [7, 15, 23]  # sparse rows, own steps
+        assert np.all(h.lr == 0.1) and np.all(np.isfinite(h.loss))
+    assert lrkit.diagnose(h).verdict in ("healthy", "too short")
+
+
+def test_summary_writer_directory_and_file(tmp_path: Path) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    rows = tiny_run()
+    writer = SummaryWriter(log_dir=str(tmp_path / "run"))
+    for r in rows:
+        writer.add_scalar("train/loss", r["loss"], r["step"])
+        writer.add_scalar("train/grad_norm", r["grad_norm"], r["step"])
+        writer.add_scalar("lr", r["lr"], r["step"])
+        if "val_loss" in r:
+            writer.add_scalar("val/loss", r["val_loss"], r["step"])
+    writer.close()
+    h = read_log(tmp_path / "run")
+    assert h.columns == {
+        "step": "step",
+        "loss": "train/loss",
+        "val_loss": "val/loss",
+        "lr": "lr",
+        "grad_norm": "train/grad_norm",
+    }
+    assert h.steps.tolist() == [r["step"] for r in rows]
+    np.testing.assert_allclose(h.loss, [r["loss"] for r in rows], rtol=1e-6)
+    assert h.val_steps.tolist() == [9, 19, 29, 39, 49, 59]
+    event_file = next((tmp_path / "run").glob("*tfevents*"))
+    assert read_log(event_file).steps.tolist() == h.steps.tolist()
+
+
+def test_summary_writer_keras_style_runs(tmp_path: Path) -> None:
+    """train/ and validation/ sub-runs with the same tag, as Keras writes them."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    for run, offset in (("train", 0.0), ("validation", 0.1)):
+        w = SummaryWriter(log_dir=str(tmp_path / run))
+        for epoch in range(12):
+            w.add_scalar("epoch_loss", 1.0 / (epoch + 1) + offset, epoch)
+        w.close()
+    h = read_log(tmp_path)
+    assert h.columns["loss"] == "train/epoch_loss"
+    assert h.columns["val_loss"] == "validation/epoch_loss"
+    assert h.val_loss[0] == pytest.approx(1.1)
+
+
+def test_hf_trainer_state_from_a_real_trainer(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+
+    class Model(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 1)
+
+        def forward(self, x, labels=None):  # type: ignore[no-untyped-def]
+            out = self.lin(x)
+            return {"loss": torch.nn.functional.mse_loss(out, labels), "logits": out}
+
+    class Data(torch.utils.data.Dataset):  # type: ignore[type-arg]
+        def __init__(self, n: int) -> None:
+            g = torch.Generator().manual_seed(n)
+            self.x = torch.randn(n, 4, generator=g)
+            self.y = self.x.sum(1, keepdim=True)
+
+        def __len__(self) -> int:
+            return len(self.x)
+
+        def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+            return {"x": self.x[i], "labels": self.y[i]}
+
+    out = tmp_path / "output"
+    args = transformers.TrainingArguments(
+        output_dir=str(out),
+        max_steps=30,
+        logging_steps=1,
+        eval_strategy="steps",
+        eval_steps=10,
+        save_strategy="steps",
+        save_steps=15,
+        report_to=[],
+        use_cpu=True,
+        learning_rate=0.05,
+        per_device_train_batch_size=8,
+        disable_tqdm=True,
+    )
+    trainer = transformers.Trainer(
+        model=Model(), args=args, train_dataset=Data(64), eval_dataset=Data(16)
+    )
+    trainer.train()
+    trainer.save_state()
+    expected = {
+        "step": "step",
+        "loss": "loss",
+        "val_loss": "eval_loss",
+        "lr": "learning_rate",
+        "grad_norm": "grad_norm",
+    }
+    h = read_log(out)  # the output directory's own trainer_state.json
+    assert h.columns == expected
+    assert h.steps.tolist() == list(range(1, 31))  # the summary's train_loss unused
+    assert h.val_steps.tolist() == [10, 20, 30]
+    assert len(h.grad_norm) == 30 and h.lr[0] == pytest.approx(0.05)
+    (out / "trainer_state.json").unlink()
+    h15 = read_log(out / "checkpoint-15")
+    assert h15.steps.tolist() == list(range(1, 16))
+    newest = read_log(out)  # now the newest checkpoint's
+    assert newest.source.endswith("checkpoint-30/trainer_state.json")
+    assert newest.steps.tolist() == h.steps.tolist()
+
+
+def test_keras_csvlogger(tmp_path: Path) -> None:
+    keras = pytest.importorskip("keras")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((128, 4)).astype("float32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    path = tmp_path / "training.log.csv"
+    model.fit(
+        x,
+        x.sum(1, keepdims=True),
+        epochs=12,
+        batch_size=16,
+        validation_split=0.25,
+        verbose=0,
+        callbacks=[keras.callbacks.CSVLogger(str(path))],
+    )
+    h = read_log(path)
+    assert h.columns == {"step": "epoch", "loss": "loss", "val_loss": "val_loss"}
+    assert h.steps.tolist() == list(range(12)) and h.val_steps.tolist() == list(
+        range(12)
+    )
+    assert h.loss[-1] < h.loss[0]
+
+
+def test_generic_csv_needs_no_options(tmp_path: Path) -> None:
+    rows = tiny_run()
+    path = tmp_path / "log.csv"
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, ["step", "loss", "val_loss", "lr", "grad_norm"])
+        w.writeheader()
+        for r in rows:
+            w.writerow(r)
+    h = read_log(path)
+    assert set(h.columns) == {"step", "loss", "val_loss", "lr", "grad_norm"}
+    assert all(h.columns[k] == k for k in h.columns)
+    assert len(h) == 60 and len(h.val_loss) == 6 and len(h.grad_norm) == 60
+
+
+def test_jsonl_with_nested_records_and_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    with path.open("w") as fh:
+        for r in tiny_run(30):
+            rec = {"iteration": r["step"], "train": {"mse": r["loss"]}}
+            fh.write(json.dumps(rec) + "\n\n")
+    with pytest.raises(LogFormatError, match="no training-loss column found"):
+        read_log(path)
+    h = read_log(path, loss_key="train/mse")
+    assert h.columns == {"loss": "train/mse", "step": "iteration"}
+    assert h.steps.tolist() == list(range(30))
+
+
+def test_keys_are_matched_after_normalising(tmp_path: Path) -> None:
+    path = tmp_path / "log.csv"
+    path.write_text("Global-Step,Train Loss,Valid.Loss\n0,3,\n1,2,2.5\n")
+    h = read_log(path)
+    assert h.columns == {
+        "step": "Global-Step",
+        "loss": "Train Loss",
+        "val_loss": "Valid.Loss",
+    }
+    h = read_log(path, step_key="global_step", loss_key="train_loss")
+    assert h.columns["step"] == "Global-Step"
+
+
+def test_tsv(tmp_path: Path) -> None:
+    path = tmp_path / "log.tsv"
+    path.write_text("step\tloss\n0\t2.0\n1\t1.5\n")
+    assert read_log(path).loss.tolist() == [2.0, 1.5]
+
+
+def test_resumed_run_keeps_last_value_per_step(tmp_path: Path) -> None:
+    path = tmp_path / "log.csv"
+    path.write_text("step,loss\n0,3\n1,2\n2,1\n1,2.5\n2,1.5\n3,1\n")
+    h = read_log(path)
+    assert h.steps.tolist() == [0, 1, 2, 3]
+    assert h.loss.tolist() == [3.0, 2.5, 1.5, 1.0]
+
+
+def test_nan_values_are_kept(tmp_path: Path) -> None:
+    path = tmp_path / "log.csv"
+    path.write_text("step,loss\n0,2.0\n1,nan\n2,inf\n")
+    h = read_log(path)
+    assert math.isnan(h.loss[1]) and math.isinf(h.loss[2])
+
+
+# ----------------------------------------------------------------- broken files
+@pytest.mark.parametrize(
+    ("name", "text", "where"),
+    [
+        ("empty.csv", "", ":1:"),
+        ("header_only.csv", "step,loss\n", ":2:"),
+        ("bad_cell.csv", "step,loss\n0,2.0\n1,oops\n", ":3:"),
+        ("ragged.csv", "step,loss\n0,2.0\n1,2.0,7\n", ":3:"),
+        ("no_header.csv", "0,2.0\n1,1.0\n", ":1:"),
+        ("bad_step.csv", "step,loss\n0,2.0\n1.5,1.0\n", ":3:"),
+        ("broken.jsonl", '{"loss": 1}\n{"loss": 2}\n{"loss": \n', ":3:"),
+        ("list.jsonl", '{"loss": 1}\n[1, 2]\n', ":2:"),
+        ("truncated_trainer_state.json", '{"log_history": [{"loss": 1.0,\n', ":2:"),
+        ("empty.jsonl", "\n\n", ""),
+    ],
+)
+def test_malformed_files_name_file_and_line(
+    tmp_path: Path, name: str, text: str, where: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(LogFormatError) as info:
+        read_log(path)
+    message = str(info.value)
+    assert message.startswith(str(path) + where)
+    assert "\n" not in message
+    assert isinstance(info.value, lrkit.LRKitError)
+
+
+def test_corrupt_event_file_and_empty_directory(tmp_path: Path) -> None:
+    bad = tmp_path / "events.out.tfevents.123.host"
+    bad.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(LogFormatError, match=str(bad.name)):
+        read_log(bad)
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    with pytest.raises(LogFormatError, match="no log found in this directory"):
+        read_log(empty)
+    with pytest.raises(LogFormatError, match="no such file"):
+        read_log(tmp_path / "missing.csv")
+
+
+def test_overrides_naming_no_column(tmp_path: Path) -> None:
+    path = tmp_path / "log.csv"
+    path.write_text("step,loss\n0,1\n")
+    with pytest.raises(ValueError, match=r"val_key must be a column of .*'loss'"):
+        read_log(path, val_key="valid")
+    with pytest.raises(TypeError, match="loss_key must be a str or None"):
+        read_log(path, loss_key=3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="format must be one of"):
+        read_log(path, format="xls")
+
+
+def test_ambiguous_loss_columns(tmp_path: Path) -> None:
+    path = tmp_path / "log.csv"
+    path.write_text("step,ce_loss,kl_loss\n0,1,2\n")
+    with pytest.raises(LogFormatError, match="several columns could be"):
+        read_log(path)
+    assert read_log(path, loss_key="kl_loss").loss.tolist() == [2.0]
+
+
+# ---------------------------------------------------------------------- History
+def test_history_validation_and_record() -> None:
+    h = History(loss=[3.0, 2.0], val_loss=[2.5], val_steps=[1], source="x")
+    assert h.to_dict()["val_steps"] == [1] and len(h) == 2
+    with pytest.raises(ValueError, match="steps must be strictly increasing"):
+        History(loss=[1.0, 2.0], steps=[3, 3])
+    with pytest.raises(ValueError, match="val_steps must be given"):
+        History(loss=[1.0, 2.0], val_loss=[1.0])
+    with pytest.raises(ValueError, match="steps must be >= 0 everywhere"):
+        History(loss=[1.0], steps=[-1])
+    with pytest.raises(TypeError, match="loss must be a sequence of real numbers"):
+        History(loss=["a"])
+    with pytest.raises(ValueError):
+        h.loss[0] = 5.0  # read-only arrays

@@ -1,0 +1,506 @@
+"""lrkit.Monitor and lrkit.diagnose: scripted curves for every detector, properties."""
+
+from __future__ import annotations
+
+import math
+import tracemalloc
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import lrkit
+from lrkit import Diagnosis, Finding, Monitor, MonitorConfig, diagnose
+from lrkit.monitor import KINDS, SEVERITIES
+
+WARN = ("warning", "critical")
+
+
+# ------------------------------------------------------------------ curve makers
+def rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def exp_decay(n: int = 1000, seed: int = 0, noise: float = 0.03) -> np.ndarray:
+    t = np.arange(n)
+    return 2.0 * np.exp(-t / 80) + 0.3 + noise * rng(seed).standard_normal(n)
+
+
+def power_law(n: int = 1000, seed: int = 0) -> np.ndarray:
+    t = np.arange(n)
+    return 3.0 * (1 + t / 10) ** -0.5 + 0.02 * rng(seed).standard_normal(n)
+
+
+def noisy_sgd(n: int = 1000, seed: int = 0) -> np.ndarray:
+    """Mini-batch losses: a decaying trend times right-skewed batch noise."""
+    t = np.arange(n)
+    trend = 2.3 * np.exp(-t / 80) + 0.15
+    return trend * np.exp(0.15 * rng(seed).standard_normal(n))
+
+
+def warmup_bump(n: int = 1000, seed: int = 0) -> np.ndarray:
+    """Fast early drop, a bump at the end of warmup (peak LR), then decay."""
+    t = np.arange(n)
+    bump = 0.15 * np.exp(-(((t - 60) / 15) ** 2))
+    return 2.0 * np.exp(-t / 100) + 0.2 + bump + 0.02 * rng(seed).standard_normal(n)
+
+
+def step_schedule(n: int = 1200, seed: int = 0) -> np.ndarray:
+    """A step-decay schedule: the loss settles, then drops at each LR cut."""
+    t = np.arange(n)
+    y = 1.5 * np.exp(-t / 60) + 0.6
+    y -= 0.25 * (1 - np.exp(-np.clip(t - 400, 0, None) / 20))
+    y -= 0.10 * (1 - np.exp(-np.clip(t - 800, 0, None) / 20))
+    return y + 0.02 * rng(seed).standard_normal(n)
+
+
+def cosine_run(n: int = 1000, seed: int = 0) -> np.ndarray:
+    """Warmup + cosine: the loss also drops as the LR anneals at the end."""
+    t = np.arange(n)
+    anneal = 0.1 * (1 - np.cos(np.pi * t / n)) / 2
+    y = 2.0 * np.exp(-t / 70) + 0.4 - anneal
+    return y + 0.03 * rng(seed).standard_normal(n)
+
+
+HEALTHY = {
+    "exp_decay": exp_decay,
+    "power_law": power_law,
+    "noisy_sgd": noisy_sgd,
+    "warmup_bump": warmup_bump,
+    "step_schedule": step_schedule,
+    "cosine_run": cosine_run,
+}
+
+
+def feed(
+    losses: Sequence[float],
+    *,
+    val: dict[int, float] | None = None,
+    grads: Sequence[float] | None = None,
+    lrs: Sequence[float] | None = None,
+    **settings_: float,
+) -> Monitor:
+    mon = Monitor(**settings_)  # type: ignore[arg-type]
+    for t, loss in enumerate(losses):
+        mon.update(
+            t,
+            float(loss),
+            val_loss=None if val is None else val.get(t),
+            grad_norm=None if grads is None else float(grads[t]),
+            lr=None if lrs is None else float(lrs[t]),
+        )
+    return mon
+
+
+def kinds(mon: Monitor, severities: Sequence[str] = SEVERITIES) -> set[str]:
+    return {f.kind for f in mon.findings if f.severity in severities}
+
+
+# -------------------------------------------------------------- healthy curves
+@pytest.mark.parametrize("name", sorted(HEALTHY))
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_healthy_curves_get_no_warning(name: str, seed: int) -> None:
+    y = HEALTHY[name](seed=seed)
+    mon = feed(y)
+    assert kinds(mon, WARN) == set(), [f.to_dict() for f in mon.findings]
+    assert diagnose(list(y)).verdict == "healthy"
+
+
+def test_healthy_with_val_and_grads_and_warmup_lr() -> None:
+    y = warmup_bump(seed=3)
+    n = len(y)
+    val = {t: float(y[t] + 0.05) for t in range(0, n, 25)}
+    grads = 1.0 + 0.2 * rng(4).random(n)
+    lrs = np.minimum(1.0, (np.arange(n) + 1) / 80) * 3e-3
+    mon = feed(y, val=val, grads=grads, lrs=lrs)
+    assert kinds(mon, WARN) == set(), [f.to_dict() for f in mon.findings]
+
+
+# ------------------------------------------------------------- problem curves
+def test_nan_is_immediate_and_critical() -> None:
+    y = list(exp_decay())
+    y[500] = math.nan
+    y[501] = math.inf
+    mon = Monitor()
+    for t, loss in enumerate(y[:500]):
+        assert not [f for f in mon.update(t, loss) if f.kind == "nan"]
+    found = mon.update(500, y[500])
+    assert [(f.kind, f.is_new, f.severity) for f in found] == [
+        ("nan", True, "critical")
+    ]
+    again = mon.update(501, y[501])
+    assert [(f.kind, f.is_new) for f in again] == [("nan", False)]
+    nan = [f for f in mon.findings if f.kind == "nan"]
+    assert len(nan) == 1 and (nan[0].first_step, nan[0].last_step) == (500, 501)
+    assert "LR" in nan[0].advice
+    assert diagnose(y).verdict == "diverged"
+
+
+def test_nan_from_grad_norm_or_val() -> None:
+    mon = Monitor()
+    assert mon.update(0, 1.0, grad_norm=math.nan)[0].kind == "nan"
+    assert mon.update(1, 1.0, val_loss=math.inf)[0].kind == "nan"
+
+
+def test_spike_and_recover() -> None:
+    y = exp_decay(seed=5)
+    y[400] = y[399] + 1.5  # one batch far above the level, then back
+    mon = feed(y)
+    spikes = [f for f in mon.findings if f.kind == "spike"]
+    assert len(spikes) == 1
+    f = spikes[0]
+    assert (f.first_step, f.last_step, f.detected_step) == (400, 400, 400)
+    assert f.evidence["excess"] > f.evidence["threshold"]
+    assert "diverged" not in kinds(mon)
+    assert diagnose(list(y)).verdict == "lr too high"
+
+
+def test_divergence_flagged_within_a_few_steps() -> None:
+    y = exp_decay(seed=6)
+    onset = 600
+    t = np.arange(len(y) - onset)
+    y[onset:] = y[onset:] + 0.05 * (1.08**t - 1)  # exponential blow-up
+    mon = feed(y)
+    div = [f for f in mon.findings if f.kind == "diverged"]
+    assert div, [f.to_dict() for f in mon.findings]
+    # the documented rule: level - best > max(6 sigma, 0.5 P); the first loss
+    # past that line is where the blow-up becomes visible, and the level (a
+    # median of 5) follows two steps later
+    best = float(np.min(y[:onset]))
+    line = best + max(6 * 0.03, 0.5 * (y[0] - best))
+    crossing = onset + int(np.argmax(y[onset:] > line))
+    assert onset < crossing <= div[0].first_step + 1
+    assert div[0].detected_step <= crossing + 3
+    assert div[0].severity == "critical" and "0.3x" in div[0].advice
+    assert diagnose(list(y)).verdict == "diverged"
+
+
+def test_jump_divergence_detected_in_three_steps() -> None:
+    y = list(exp_decay(seed=7))
+    y[700:] = [50.0 + v for v in y[700:]]
+    mon = feed(y)
+    div = [f for f in mon.findings if f.kind == "diverged"]
+    assert div[0].first_step == 700 and div[0].detected_step <= 702
+    assert div[0].last_step == len(y) - 1  # lasts while the loss stays up
+
+
+def test_blowup_in_the_first_steps() -> None:
+    """A blow-up before the noise is known is judged once the curve settles."""
+    y = list(exp_decay(seed=8))
+    y[1:7] = [40.0, 80.0, 25.0, 30.0, 38.0, 18.0]
+    mon = feed(y)
+    div = [f for f in mon.findings if f.kind == "diverged"]
+    assert div and div[0].first_step <= 3 and div[0].detected_step <= 40
+
+
+def test_oscillation() -> None:
+    t = np.arange(1000)
+    trend = 2.0 * np.exp(-t / 60) + 0.5
+    swing = 0.3 * np.clip(t - 300, 0, None) / 700 * (1 + np.sin(2 * np.pi * t / 60))
+    y = trend + swing + 0.02 * rng(9).standard_normal(1000)
+    mon = feed(y)
+    osc = [f for f in mon.findings if f.kind == "oscillating"]
+    assert osc and 300 < osc[0].first_step < 800
+    assert "too high" in osc[0].advice
+    assert diagnose(list(y)).verdict == "lr too high"
+
+
+def test_repeated_spikes_are_oscillation() -> None:
+    y = exp_decay(seed=10)
+    for s in (500, 520, 540):
+        y[s] += 1.0
+    mon = feed(y)
+    assert len([f for f in mon.findings if f.kind == "spike"]) == 3
+    osc = [f for f in mon.findings if f.kind == "oscillating"]
+    assert osc and osc[0].first_step == 540
+    assert osc[0].evidence["spikes"] == 3
+
+
+@pytest.mark.parametrize("slope", [2e-4, 5e-4])
+def test_stall_too_slow(slope: float) -> None:
+    t = np.arange(1000)
+    y = 2.3 - slope * t + 0.02 * rng(11).standard_normal(1000)
+    mon = feed(y, lrs=[1e-5] * 1000)
+    slow = [f for f in mon.findings if f.kind == "too_slow"]
+    assert slow and slow[0].first_step <= 200
+    assert "too low" in slow[0].advice and "(1e-05 -> " in slow[0].advice
+    assert kinds(mon) <= {"too_slow"}
+    assert diagnose(list(y)).verdict == "lr too low"
+
+
+def test_flat_curve_too_slow() -> None:
+    y = 2.3 + 0.02 * rng(12).standard_normal(600)
+    mon = feed(y)
+    slow = [f for f in mon.findings if f.kind == "too_slow"]
+    assert slow and slow[0].evidence["rule"] == 1.0
+    assert "beyond its noise" in slow[0].advice
+
+
+def test_plateau_of_validation() -> None:
+    y = exp_decay(seed=13)
+    val = {}
+    for i, s in enumerate(range(0, 1000, 20)):
+        val[s] = max(0.5, 2.0 - 0.1 * i)  # improves for 15 evaluations, then flat
+    mon = feed(y, val=val, plateau_patience=10)
+    plateau = [f for f in mon.findings if f.kind == "plateau"]
+    assert plateau and plateau[0].severity == "info"
+    # best at evaluation 15 (step 300); the 10th evaluation without gain is 500
+    assert plateau[0].first_step == 500
+    assert plateau[0].evidence["best_val_step"] == 300
+    assert "reduce" in plateau[0].advice
+    assert kinds(mon, WARN) == set()
+
+
+def test_overfitting() -> None:
+    y = exp_decay(seed=14)
+    val = {}
+    for s in range(0, 1000, 20):
+        val[s] = 1.2 - 0.8 * min(s, 300) / 300 + 0.0015 * max(0, s - 300)
+    mon = feed(y, val=val)
+    over = [f for f in mon.findings if f.kind == "overfitting"]
+    assert len(over) == 1, [f.to_dict() for f in mon.findings]
+    assert over[0].first_step == 300 and over[0].evidence["best_val_step"] == 300
+    assert "not an LR problem" in over[0].advice
+    h = lrkit.History(loss=y, val_loss=list(val.values()), val_steps=list(val))
+    assert diagnose(h).verdict == "overfitting"
+
+
+def test_exploding_grad() -> None:
+    y = exp_decay(seed=15)
+    grads = 1.0 + 0.1 * rng(16).random(1000)
+    grads[300] = 40.0
+    mon = feed(y, grads=grads)
+    ex = [f for f in mon.findings if f.kind == "exploding_grad"]
+    assert len(ex) == 1 and ex[0].first_step == 300
+    assert ex[0].evidence["ratio"] > 10
+    assert "clip" in ex[0].advice
+
+
+# ------------------------------------------------------------ API behaviour
+def test_extensions_share_one_finding_and_is_new() -> None:
+    y = list(exp_decay(seed=17))
+    y[400:420] = [math.nan] * 20
+    mon = Monitor()
+    returned: list[Finding] = []
+    for t, loss in enumerate(y):
+        returned += mon.update(t, loss)
+    nan_snaps = [f for f in returned if f.kind == "nan"]
+    assert len(nan_snaps) == 20
+    assert nan_snaps[0].is_new and not any(f.is_new for f in nan_snaps[1:])
+    assert len({f.id for f in nan_snaps}) == 1
+    assert len([f for f in mon.findings if f.kind == "nan"]) == 1
+    assert mon.findings[0].last_step == 419
+
+
+def test_gap_opens_a_new_finding() -> None:
+    y = list(exp_decay(seed=18))
+    y[300] = math.nan
+    y[500] = math.nan
+    mon = feed(y)
+    assert [f.first_step for f in mon.findings if f.kind == "nan"] == [300, 500]
+    assert len({f.id for f in mon.findings}) == len(mon.findings)
+
+
+def test_bad_arguments() -> None:
+    mon = Monitor()
+    mon.update(5, 1.0)
+    with pytest.raises(ValueError, match=r"step must be > the previous step \(5\)"):
+        mon.update(5, 1.0)
+    with pytest.raises(TypeError, match="loss must be a real number"):
+        mon.update(6, "1.0")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="step must be an int"):
+        mon.update(6.0, 1.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="lr must be >= 0"):
+        mon.update(6, 1.0, lr=-1.0)
+    assert mon.updates == 1  # bad input changed nothing
+    mon.update(6, 1.0)
+    with pytest.raises(ValueError, match="spike_z must be > 0"):
+        Monitor(spike_z=0)
+    with pytest.raises(ValueError, match="slow_ratio must be in"):
+        MonitorConfig(slow_ratio=1.5)
+    with pytest.raises(TypeError, match="config must be a MonitorConfig"):
+        Monitor(config={"spike_z": 3})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="history must be a History"):
+        diagnose("loss.csv")  # type: ignore[arg-type]
+
+
+def test_config_shortcuts_and_state_restore() -> None:
+    cfg = MonitorConfig(spike_z=8.0)
+    assert Monitor(cfg, merge_gap=3).config == MonitorConfig(spike_z=8.0, merge_gap=3)
+    y = exp_decay(seed=19)
+    mon = feed(y[:300])
+    saved = mon.state()
+    level = mon.stats()["level"]
+    for t in range(300, 320):
+        mon.update(t, 30.0)  # a divergence
+    assert "diverged" in kinds(mon)
+    mon.restore(saved)
+    assert mon.stats()["level"] == level and mon.active == ()
+    for t in range(320, 600):  # replay: the statistics of step 299 apply again
+        mon.update(t, float(y[t - 20]))
+    assert len([f for f in mon.findings if f.kind == "diverged"]) == 1
+
+
+def test_memory_is_constant_per_update() -> None:
+    y = exp_decay(30_000, seed=20, noise=0.01)
+    y[1000:] = y[1000]  # flat but noisy tail: a healthy converged run
+    y[1000:] += 0.01 * rng(21).standard_normal(len(y) - 1000)
+    mon = Monitor()
+    for t in range(5000):
+        mon.update(t, float(y[t]))
+    tracemalloc.start()
+    for t in range(5000, 10_000):
+        mon.update(t, float(y[t]))
+    first, _ = tracemalloc.get_traced_memory()
+    for t in range(10_000, 30_000):
+        mon.update(t, float(y[t]))
+    second, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(mon.findings) <= 2
+    assert second - first < 20_000  # bytes: no growth with the run's length
+
+
+def test_diagnosis_record() -> None:
+    y = list(exp_decay(seed=22))
+    y[800:] = [math.nan] * 200
+    d = diagnose(y)
+    assert isinstance(d, Diagnosis)
+    rec = d.to_dict()
+    assert rec["verdict"] == "diverged" and rec["steps"] == 1000
+    f = rec["findings"][0]
+    for key in ("kind", "first_step", "last_step", "severity", "advice", "evidence"):
+        assert key in f
+    assert diagnose([1.0, 0.9]).verdict == "too short"
+
+
+def test_diagnose_attaches_sparse_series() -> None:
+    y = exp_decay(seed=23)
+    h = lrkit.History(
+        loss=y,
+        steps=np.arange(0, 2000, 2),
+        grad_norm=[1.0, 1.0, math.nan],
+        grad_norm_steps=[10, 500, 1001],  # 1001: attached to the step at/after it
+        lr=[0.1, 0.01],
+        lr_steps=[0, 1000],
+    )
+    d = diagnose(h)
+    nan = [f for f in d.findings if f.kind == "nan"]
+    assert [(f.first_step, f.evidence["grad_norm"]) for f in nan] == [
+        (1002, math.inf)
+    ] or [f.first_step for f in nan] == [1002]
+    assert "0.01 ->" in nan[0].advice  # the LR carried forward from step 1000
+
+
+def test_diagnosis_figure(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from lrkit.plot import diagnosis_figure
+
+    y = list(exp_decay(seed=24))
+    y[600:] = [v + 40 for v in y[600:]]
+    y[900] = math.nan
+    h = lrkit.History(
+        loss=y, val_loss=[1.0, 0.8], val_steps=[100, 200], lr=[0.1] * 1000
+    )
+    fig = diagnosis_figure(h, path=tmp_path / "d.png")
+    assert (tmp_path / "d.png").stat().st_size > 5000
+    ax = fig.axes[0]
+    assert "diverged" in ax.get_title()
+    assert len(ax.patches) >= 2  # the shaded findings (nan, diverged, ...)
+
+
+# ------------------------------------------------------------------ properties
+curve_params = st.fixed_dictionaries(
+    {
+        "shape": st.sampled_from(["exp", "power", "flat", "jump", "nan", "spikes"]),
+        "seed": st.integers(0, 10_000),
+        "n": st.integers(20, 400),
+        "noise": st.sampled_from([0.0, 0.01, 0.05, 0.3]),
+    }
+)
+
+
+def make_curve(p: dict[str, object]) -> np.ndarray:
+    n = int(p["n"])  # type: ignore[call-overload]
+    r = rng(int(p["seed"]))  # type: ignore[call-overload]
+    t = np.arange(n)
+    shape = p["shape"]
+    if shape == "power":
+        y = 2.0 * (1 + t / 7) ** -0.7
+    elif shape == "flat":
+        y = np.ones(n)
+    else:
+        y = 2.0 * np.exp(-t / 40)
+    y = y + float(p["noise"]) * r.standard_normal(n)  # type: ignore[arg-type]
+    if shape == "jump":
+        y[n // 2 :] += 5.0
+    if shape == "nan":
+        y[r.integers(0, n)] = math.nan
+    if shape == "spikes":
+        y[r.integers(0, n, 4)] += 3.0
+    # dyadic values: adding a small integer or scaling by 2**k is exact
+    return np.round(y * 2**20) / 2**20
+
+
+def signature(y: np.ndarray) -> list[tuple[str, int, int]]:
+    mon = feed(y)
+    return [(f.kind, f.first_step, f.last_step) for f in mon.findings]
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(curve_params, st.integers(-64, 64), st.integers(-12, 12))
+def test_shift_and_scale_do_not_change_findings(
+    p: dict[str, object], shift: int, k: int
+) -> None:
+    y = make_curve(p)
+    base = signature(y)
+    assert signature(y * 2.0**k) == base  # exact: scaling by a power of two
+    assert signature(y + shift) == base
+    assert signature(y - 100) == base  # negative losses work the same
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.floats(-1e6, 1e6),
+        ),
+        min_size=0,
+        max_size=300,
+    ),
+    st.booleans(),
+)
+def test_any_stream_is_accepted(values: list[float], with_grads: bool) -> None:
+    mon = Monitor(min_updates=3)
+    for t, v in enumerate(values):
+        found = mon.update(
+            t,
+            v,
+            grad_norm=abs(v) if with_grads else None,
+            val_loss=v if t % 7 else None,
+        )
+        for f in found:
+            assert f.kind in KINDS and f.severity in SEVERITIES
+            assert f.first_step <= f.last_step <= t
+            assert f.last_step == t or f.kind in ("diverged", "spike", "overfitting")
+    has_bad = any(not math.isfinite(v) for v in values)
+    assert ("nan" in kinds(mon)) == has_bad
+    d = diagnose(values) if values else None
+    assert d is None or d.verdict in lrkit.monitor.VERDICTS
+
+
+def test_finish_flags_a_curve_still_steep_at_the_end() -> None:
+    """An accelerating descent (a slow start) is only judged once the run is over."""
+    t = np.arange(200)
+    y = 4.6 - 1.2 * (t / 200) ** 2 + 0.01 * rng(25).standard_normal(200)
+    mon = feed(y)
+    assert "too_slow" not in kinds(mon)  # streaming: it could still bend
+    found = mon.finish()
+    assert [(f.kind, f.first_step, f.last_step) for f in found] == [
+        ("too_slow", 99, 199)
+    ]
+    assert found[0].evidence["rule"] == 3.0 and "still steep" in found[0].advice
+    assert mon.finish() == []  # once
+    d = diagnose(list(y))
+    assert d.verdict == "lr too low"
+    assert not feed(exp_decay()).finish()  # a healthy run is not steep at its end

@@ -1,0 +1,289 @@
+"""lrkit.torch.Guard on real tiny torch runs: NaN, an LR 100x too high, schedulers."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import lrkit
+from lrkit.torch.guard import Guard, GuardError, GuardEvent
+
+GOOD_LR = 0.05
+
+
+def data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(1024, 8, generator=g)
+    w = torch.randn(8, 1, generator=g)
+    return x, x @ w + 0.1 * torch.randn(1024, 1, generator=g)
+
+
+def make(
+    lr: float, seed: int = 0
+) -> tuple[nn.Module, torch.optim.Optimizer, DataLoader]:
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    x, y = data()
+    g = torch.Generator().manual_seed(seed)
+    loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True, generator=g)
+    return model, opt, loader
+
+
+def full_loss(model: nn.Module) -> float:
+    x, y = data()
+    with torch.no_grad():
+        return float(nn.functional.mse_loss(model(x), y))
+
+
+def train(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    loader: DataLoader,
+    guard: Guard | None,
+    epochs: int = 4,
+    poison: set[int] = frozenset(),  # type: ignore[assignment]
+    sched: object | None = None,
+    record: dict[int, dict[str, torch.Tensor]] | None = None,
+) -> int:
+    """A plain training loop; returns the number of optimizer steps taken."""
+    t = 0
+    taken = 0
+    for _ in range(epochs):
+        batches = loader if guard is None else guard.batches(loader)
+        for xb, yb in batches:
+            if record is not None:
+                record[t] = {k: v.clone() for k, v in model.state_dict().items()}
+            loss = nn.functional.mse_loss(model(xb), yb)
+            if t in poison:
+                loss = loss * float("nan")
+            opt.zero_grad()
+            loss.backward()
+            t += 1
+            if guard is None or guard.step(loss):
+                opt.step()
+                taken += 1
+                if sched is not None:
+                    sched.step()  # type: ignore[attr-defined]
+    return taken
+
+
+def test_recovers_from_an_injected_nan() -> None:
+    ref_model, ref_opt, ref_loader = make(GOOD_LR)
+    train(ref_model, ref_opt, ref_loader, None)
+    reference = full_loss(ref_model)
+
+    model, opt, loader = make(GOOD_LR)
+    guard = Guard(model, opt, loaders=[loader], every=20, keep=2)
+    record: dict[int, dict[str, torch.Tensor]] = {}
+    train(model, opt, loader, guard, poison={50}, record=record)
+    assert len(guard.events) == 1
+    e = guard.events[0]
+    assert isinstance(e, GuardEvent)
+    assert (e.kind, e.step, e.first_step, e.restored_step) == ("nan", 50, 50, 40)
+    assert e.recovery_scale == 0.5 and e.lrs == (GOOD_LR * 0.5,)
+    assert opt.param_groups[0]["lr"] == GOOD_LR * 0.5
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    # the run trained on to the reference's quality despite the bad batch
+    final = full_loss(model)
+    assert final < 1.2 * reference + 0.01, (final, reference)
+
+
+def test_restores_the_snapshot_bit_exactly() -> None:
+    model, opt, loader = make(GOOD_LR)
+    guard = Guard(model, opt, every=10, keep=3)
+    record: dict[int, dict[str, torch.Tensor]] = {}
+    # stop right after the recovery and compare with the state at step 20
+    seen = {}
+    for t, (xb, yb) in enumerate(loader):
+        record[t] = {k: v.clone() for k, v in model.state_dict().items()}
+        loss = nn.functional.mse_loss(model(xb), yb)
+        if t == 25:
+            loss = loss + float("inf")
+        opt.zero_grad()
+        loss.backward()
+        ok = guard.step(loss)
+        if not ok:
+            seen = {k: v.clone() for k, v in model.state_dict().items()}
+            break
+        opt.step()
+    assert guard.last_event is not None and guard.last_event.restored_step == 20
+    for k, v in record[20].items():
+        assert torch.equal(seen[k], v), k
+
+
+def test_recovers_from_an_lr_100x_too_high() -> None:
+    model, opt, loader = make(100 * GOOD_LR)
+    guard = Guard(model, opt, every=20)  # factor 0.5, backing off in a row
+    train(model, opt, loader, guard)
+    events = guard.events
+    assert events and all(e.kind in ("nan", "diverged", "spike") for e in events)
+    # the k-th recovery in a row cuts by 0.5**k: 0.5, 0.125, 0.0078, ...
+    scale = 1.0
+    for e in events:
+        scale *= 0.5**e.attempt
+        assert e.recovery_scale == pytest.approx(scale)
+    assert guard.recovery_scale == pytest.approx(scale)
+    assert opt.param_groups[0]["lr"] == pytest.approx(100 * GOOD_LR * scale)
+    assert 100 * scale <= 2  # brought to at most 2x the good LR
+    assert all(e.restored_step == 0 for e in events)
+    # as good as a plain run at the LR the guard landed on, for the same steps
+    ref_model, ref_opt, ref_loader = make(100 * GOOD_LR * scale)
+    train(ref_model, ref_opt, ref_loader, None)
+    reference = full_loss(ref_model)
+    final = full_loss(model)
+    assert math.isfinite(final) and final < 1.2 * reference + 0.01, (final, reference)
+    assert final < 0.2 * full_loss(make(GOOD_LR)[0])  # far below the untrained
+
+
+def test_without_guard_the_same_run_is_lost() -> None:
+    model, opt, loader = make(100 * GOOD_LR)
+    train(model, opt, loader, None, epochs=1)
+    assert not math.isfinite(full_loss(model)) or full_loss(model) > 1e3
+
+
+def test_torch_lr_scheduler_is_scaled() -> None:
+    model, opt, loader = make(GOOD_LR)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 / (1 + t / 100))
+    guard = Guard(model, opt, scheduler=sched, every=20)
+    steps = train(model, opt, loader, guard, epochs=2, poison={45}, sched=sched)
+    assert len(guard.events) == 1 and guard.events[0].restored_step == 40
+    assert sched.base_lrs == [GOOD_LR * 0.5]
+    # the scheduler state was rolled back to step 40, then counted on
+    expected = GOOD_LR * 0.5 / (1 + sched.last_epoch / 100)
+    assert opt.param_groups[0]["lr"] == pytest.approx(expected)
+    assert sched.last_epoch == steps - 5  # steps 41..45 were undone
+
+
+def test_lrkit_scheduler_recovery_scale() -> None:
+    model, opt, loader = make(GOOD_LR)
+    sched = lrkit.torch.Scheduler(opt, "cosine(total_steps=200)")
+    guard = Guard(model, opt, scheduler=sched, every=20)
+    train(model, opt, loader, guard, epochs=2, poison={45}, sched=sched)
+    assert sched.recovery_scale == 0.5 == guard.recovery_scale
+    assert sched.state_dict()["recovery_scale"] == 0.5
+    t = sched.state_dict()["step"]
+    cos = 0.5 * (1 + math.cos(math.pi * min(t, 200) / 200))
+    assert opt.param_groups[0]["lr"] == pytest.approx(GOOD_LR * cos * 0.5)
+
+
+def test_grad_scaler_state_is_restored() -> None:
+    model, opt, loader = make(GOOD_LR)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=5)
+    guard = Guard(model, opt, scaler=scaler, every=10)
+    scales = {}
+    for t, (xb, yb) in enumerate(loader):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = nn.functional.mse_loss(model(xb).float(), yb)
+        if t == 25:
+            loss = loss * float("nan")
+        opt.zero_grad()
+        scaler.scale(loss).backward()
+        scales[t] = scaler.get_scale()
+        if guard.step(loss):
+            scaler.step(opt)
+            scaler.update()
+    event = guard.events[0]
+    assert (event.step, event.restored_step) == (25, 20)
+    assert scales[26] == scales[20]  # the scale of the snapshot came back
+
+
+def test_repeated_failures_raise_with_history() -> None:
+    model, opt, loader = make(GOOD_LR)
+    guard = Guard(model, opt, every=10, max_recoveries=3)
+    with pytest.raises(GuardError, match="3 recoveries in a row did not help") as info:
+        train(model, opt, loader, guard, poison=set(range(30, 400)))
+    assert len(info.value.events) == 3
+    assert "restored step 20" in str(info.value)
+    assert isinstance(info.value, lrkit.LRKitError)
+
+
+def test_clean_stretch_resets_the_count() -> None:
+    model, opt, loader = make(GOOD_LR)
+    guard = Guard(model, opt, every=10, max_recoveries=1)
+    train(model, opt, loader, guard, poison={30, 60, 90})
+    assert [e.attempt for e in guard.events] == [1, 1, 1]
+
+
+def test_skip_batches_and_spill(tmp_path: Path) -> None:
+    model, opt, loader = make(GOOD_LR)
+    with Guard(model, opt, every=10, skip_batches=3, spill_dir=tmp_path) as guard:
+        seen = []
+        for t, (xb, yb) in enumerate(guard.batches(loader)):
+            seen.append(t)
+            loss = nn.functional.mse_loss(model(xb), yb)
+            if t == 12:
+                loss = loss * float("nan")
+            opt.zero_grad()
+            loss.backward()
+            if guard.step(loss):
+                opt.step()
+        assert list(tmp_path.iterdir())  # snapshots on disk
+        assert guard.events[0].skipped_batches == 3
+    assert len(seen) == len(loader) - 3
+    assert not list(tmp_path.iterdir())  # removed on close
+
+
+def test_snapshots_are_bounded() -> None:
+    model, opt, loader = make(GOOD_LR)
+    guard = Guard(model, opt, every=5, keep=2)
+    train(model, opt, loader, guard, epochs=1)
+    assert len(guard._saved) == 2 and guard.steps == len(loader)
+
+
+def test_bad_arguments() -> None:
+    model, opt, _ = make(GOOD_LR)
+    with pytest.raises(ValueError, match=r"factor must be in \(0, 1\)"):
+        Guard(model, opt, factor=1.0)
+    with pytest.raises(ValueError, match="on must be a non-empty sequence"):
+        Guard(model, opt, on=("explode",))
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        Guard("model", opt)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="scheduler must be an object with state_dict"):
+        Guard(model, opt, scheduler=object())
+    guard = Guard(model, opt)
+    with pytest.raises(ValueError, match="loss must be a scalar"):
+        guard.step(torch.ones(3))
+    assert guard.steps == 0  # bad input changed nothing
+
+
+def test_watch_catches_a_problem_that_comes_back_after_a_restore() -> None:
+    """Right after a restore to step 0 the monitor has no noise estimate yet;
+    the line the first problem crossed still catches its return."""
+    model, opt, loader = make(GOOD_LR)
+    guard = Guard(model, opt, every=20)
+    bad = set(range(3, 10)) | {11, 12, 13}  # a blow-up, and its return
+    events_at = []
+    for t, (xb, yb) in enumerate(loader):
+        loss = nn.functional.mse_loss(model(xb), yb)
+        if t in bad:
+            loss = loss + 50.0  # the gradient is the same; the value blows up
+        opt.zero_grad()
+        loss.backward()
+        if guard.step(loss):
+            opt.step()
+        else:
+            events_at.append(t)
+        if t == 60:
+            break
+    assert len(guard.events) == 2, guard.events
+    first, second = guard.events
+    assert (first.kind, first.first_step, first.step) == ("diverged", 3, 9)
+    assert first.restored_step == 0
+    # the monitor, back at step 0's statistics, cannot judge yet: the watch can
+    # 3 of the last 5 losses over the line: the median is
+    assert (second.kind, second.first_step, second.step) == ("diverged", 11, 14)
+    # restored to step 0, before the monitor knew the noise: a quarter of the
+    # way from the restored level to the level that triggered the recovery
+    ref = second.evidence["best"]
+    assert ref >= first.evidence["best"]
+    expected = min(first.evidence["threshold"], 0.25 * (first.evidence["level"] - ref))
+    assert second.evidence["threshold"] == pytest.approx(expected)
+    assert second.evidence["line"] == pytest.approx(ref + expected)
+    assert second.attempt == 2 and second.recovery_scale == 0.5 * 0.25
+    assert events_at == [9, 14]
