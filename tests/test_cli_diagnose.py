@@ -4,29 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-
-def lrkit(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("MPLBACKEND", "Agg")
-    return subprocess.run(
-        [sys.executable, "-m", "lrkit", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
+from tests.helpers import run_lrkit as lrkit
 
 
 def write_csv(path: Path, losses: np.ndarray, val_every: int = 25) -> Path:

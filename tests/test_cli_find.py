@@ -4,31 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-
-
-def lrkit(
-    *args: str, cwd: Path | None = None, timeout: float = 300
-) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("MPLBACKEND", "Agg")
-    return subprocess.run(
-        [sys.executable, "-m", "lrkit", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
+from tests.helpers import run_lrkit as lrkit
 
 
 def test_demo_json(tmp_path: Path) -> None:

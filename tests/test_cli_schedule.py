@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from tests.helpers import run_lrkit as lrkit_cli
 
 import lrkit
-
-
-def lrkit_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lrkit", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
 
 SPEC = "warmup(steps=100) >> cosine(total_steps=1000, end_lr=0)"
 

@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from tests.helpers import run_python
 
 import lrkit
-
-SRC = str(Path(__file__).resolve().parents[1] / "src")
-
-
-def run_python(code: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=cwd
-    )
 
 
 def test_import_loads_no_framework_and_no_matplotlib() -> None:

@@ -123,6 +123,20 @@ def _call(model: nn.Module, inputs: Any) -> Any:
     return model(inputs)
 
 
+def _required_output_loss(out: Any) -> torch.Tensor:
+    """The output's ``.loss`` when no ``loss_fn`` was given; a clear error if none."""
+    loss = _output_loss(out)
+    if loss is None:
+        _check.fail(
+            "loss_fn",
+            "given when the model output has no .loss",
+            None,
+            _HOOK_HINT,
+            exc=TypeError,
+        )
+    return loss
+
+
 def _default_loss(
     model: nn.Module,
     batch: Any,
@@ -133,33 +147,14 @@ def _default_loss(
     if unpack is not None:
         inputs, target = unpack(batch)
         out = _call(model, inputs)
-        if loss_fn is None:
-            loss = _output_loss(out)
-            if loss is None:
-                _check.fail(
-                    "loss_fn",
-                    "given when the model output has no .loss",
-                    loss_fn,
-                    _HOOK_HINT,
-                    exc=TypeError,
-                )
-            return loss
-        return loss_fn(out, target)
+        return _required_output_loss(out) if loss_fn is None else loss_fn(out, target)
     if isinstance(batch, Mapping):
         out = model(**batch)
-        loss = _output_loss(out)
         if loss_fn is None:
-            if loss is None:
-                _check.fail(
-                    "loss_fn",
-                    "given when the model output for a dict batch has no .loss",
-                    loss_fn,
-                    _HOOK_HINT,
-                    exc=TypeError,
-                )
-            return loss
+            return _required_output_loss(out)
         key = next((k for k in _LABEL_KEYS if k in batch), None)
         if key is None:
+            loss = _output_loss(out)
             if loss is not None:
                 return loss
             _check.fail(
@@ -170,23 +165,11 @@ def _default_loss(
                 _HOOK_HINT,
                 exc=TypeError,
             )
-        logits = getattr(out, "logits", out)
-        return loss_fn(logits, batch[key])
+        return loss_fn(getattr(out, "logits", out), batch[key])
     if isinstance(batch, (list, tuple)) and len(batch) == 2:
         x, y = batch
         out = model(x)
-        if loss_fn is None:
-            loss = _output_loss(out)
-            if loss is None:
-                _check.fail(
-                    "loss_fn",
-                    "given when the model output has no .loss",
-                    loss_fn,
-                    _HOOK_HINT,
-                    exc=TypeError,
-                )
-            return loss
-        return loss_fn(out, y)
+        return _required_output_loss(out) if loss_fn is None else loss_fn(out, y)
     if loss_fn is None and not isinstance(batch, (list, tuple, Mapping)):
         loss = _output_loss(model(batch))
         if loss is not None:
