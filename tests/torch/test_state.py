@@ -181,3 +181,50 @@ def test_bad_arguments() -> None:
         TypeError, match=r"objects\['x'\] must be an object with state_dict"
     ):
         snapshot(objects={"x": 1})
+
+
+def test_optimizer_state_and_tensor_lrs_keep_identity_and_values() -> None:
+    torch.manual_seed(0)
+    model = Net()
+    lr = torch.tensor(0.01)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    train_a_bit(model, opt)
+    state_objs = {k: dict(v) for k, v in opt.state.items()}
+    before = full_state(model, opt)
+    snap = snapshot(model, opt)
+    opt.param_groups[0]["lr"].fill_(5.0)  # what a range test does to a tensor LR
+    train_a_bit(model, opt)
+    snap.restore()
+    assert opt.param_groups[0]["lr"] is lr  # the user's own tensor...
+    assert float(lr) == float(torch.tensor(0.01))  # ...holds the value again
+    for key, per_param in opt.state.items():
+        for name, value in per_param.items():
+            if torch.is_tensor(value):
+                assert value is state_objs[key][name]  # moments keep their identity
+    assert_same(before, full_state(model, opt))
+
+
+def test_spill_writes_one_file_per_tensor(tmp_path) -> None:
+    model = Net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    train_a_bit(model, opt)
+    n_tensors = len(list(model.parameters())) + len(list(model.buffers()))
+    snap = snapshot(model, opt, spill_dir=tmp_path)
+    files = list(snap.spill_path.iterdir())
+    assert len(files) >= n_tensors  # written as they are copied, not in one blob
+    assert snap.nbytes > 0
+    snap.discard()
+    assert not any(tmp_path.iterdir())
+
+
+def test_failed_snapshot_leaves_no_spill_directory(tmp_path) -> None:
+    class Broken:
+        def state_dict(self) -> dict:
+            raise RuntimeError("cannot save")
+
+        def load_state_dict(self, state: dict) -> None:
+            pass
+
+    with pytest.raises(RuntimeError, match="cannot save"):
+        snapshot(nn.Linear(2, 2), objects={"x": Broken()}, spill_dir=tmp_path)
+    assert not any(tmp_path.iterdir())

@@ -15,8 +15,9 @@ A :class:`Snapshot` holds one copy of everything a training step can change:
 and the optimizer hold keep their identity, so references the user keeps (an
 EMA of the weights, a second optimizer) stay valid. The copy lives in CPU memory
 (one extra copy of model + optimizer state, no disk writes) unless ``spill_dir``
-is given, in which case tensors are written to a fresh temporary directory
-there and read back on restore.
+is given, in which case each tensor is written to a fresh temporary directory
+there as soon as it is copied (so at most one tensor copy is in RAM at a time)
+and read back one at a time on restore.
 
 Example:
     >>> import torch
@@ -38,7 +39,7 @@ import random
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,35 @@ _PLAIN = (bool, int, float, str, type(None))
 
 
 class _SpillKey(str):
-    """Name of a tensor written to the spill file (not a user string)."""
+    """File name of a tensor written to the spill directory (not a user string)."""
+
+
+@dataclass
+class _Store:
+    """Where tensor copies live: in RAM, or one file per tensor in a directory."""
+
+    path: Path | None = None
+    count: int = 0
+    nbytes: int = 0
+
+    def keep(self, value: torch.Tensor | None) -> Any:
+        """A CPU copy of ``value`` (or the key of its file); ``None`` stays ``None``."""
+        if value is None:
+            return None
+        cpu = value.detach().to("cpu", copy=True)
+        self.nbytes += cpu.numel() * cpu.element_size()
+        if self.path is None:
+            return cpu
+        self.count += 1
+        key = _SpillKey(f"{self.count}.pt")
+        torch.save(cpu, self.path / key)
+        return key
+
+    def fetch(self, value: Any) -> Any:
+        if isinstance(value, _SpillKey):
+            assert self.path is not None
+            return torch.load(self.path / value, map_location="cpu", weights_only=True)
+        return value
 
 
 def _to_cpu(value: Any) -> Any:
@@ -99,14 +128,29 @@ def _generators(loader: Any) -> list[torch.Generator]:
 
 
 @dataclass
+class _Saved:
+    """A tensor the user holds, and its copy: restored by copying into ``live``."""
+
+    live: torch.Tensor
+    data: Any  # CPU copy, or a spill key
+
+
+def _restore_into(saved: _Saved, store: _Store) -> torch.Tensor:
+    """Copy the saved values back into the live tensor; returns the live tensor."""
+    with torch.no_grad():
+        saved.live.copy_(store.fetch(saved.data))
+    return saved.live
+
+
+@dataclass
 class _TensorSlot:
     owner: nn.Module
     name: str
     kind: str  # "_parameters" or "_buffers"
     tensor: torch.Tensor
     requires_grad: bool
-    data: Any  # CPU copy, or a key into the spill file
-    grad: Any  # CPU copy, None, or a key into the spill file
+    data: Any  # CPU copy, or a spill key
+    grad: Any  # CPU copy, None, or a spill key
 
 
 @dataclass(eq=False)
@@ -122,7 +166,6 @@ class Snapshot:
         spill_path: the temporary directory holding the copy, or ``None``.
     """
 
-    _model: nn.Module | None
     _slots: list[_TensorSlot]
     _flags: list[tuple[nn.Module, bool]]
     _optimizer: torch.optim.Optimizer | None
@@ -132,21 +175,26 @@ class Snapshot:
     _objects: dict[str, tuple[Any, Any]]
     _rng: dict[str, Any] | None
     _loader_gens: list[tuple[torch.Generator, torch.Tensor]]
-    nbytes: int = 0
-    spill_path: Path | None = None
-    _spilled: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    _store: _Store
+
+    @property
+    def nbytes(self) -> int:
+        return self._store.nbytes
+
+    @property
+    def spill_path(self) -> Path | None:
+        return self._store.path
 
     # ------------------------------------------------------------------ restore
     def restore(self) -> None:
         """Write the snapshot back in place (bit-exact). Idempotent."""
-        store = self._load_spill()
         with torch.no_grad():
             for slot in self._slots:
-                self._restore_slot(slot, store)
+                self._restore_slot(slot)
         for module, flag in self._flags:
             module.training = flag
         if self._optimizer is not None:
-            self._restore_optimizer(store)
+            self._restore_optimizer()
         for obj, state in self._objects.values():
             obj.load_state_dict(copy.deepcopy(state))
         for gen, gstate in self._loader_gens:
@@ -154,31 +202,15 @@ class Snapshot:
         if self._rng is not None:
             _set_rng(self._rng)
 
-    def _load_spill(self) -> dict[str, torch.Tensor] | None:
-        if self.spill_path is None:
-            return None
-        loaded: dict[str, torch.Tensor] = torch.load(
-            self.spill_path / "tensors.pt", map_location="cpu", weights_only=True
-        )
-        return loaded
-
-    @staticmethod
-    def _fetch(value: Any, store: dict[str, torch.Tensor] | None) -> Any:
-        if store is not None and isinstance(value, _SpillKey):
-            return store[value]
-        return value
-
-    def _restore_slot(
-        self, slot: _TensorSlot, store: dict[str, torch.Tensor] | None
-    ) -> None:
+    def _restore_slot(self, slot: _TensorSlot) -> None:
         t = slot.tensor
         table = getattr(slot.owner, slot.kind)
         if table.get(slot.name) is not t:  # replaced or removed by the test
             table[slot.name] = t
-        t.copy_(self._fetch(slot.data, store))
+        t.copy_(self._store.fetch(slot.data))
         if t.is_leaf:
             t.requires_grad_(slot.requires_grad)
-        grad = self._fetch(slot.grad, store)
+        grad = self._store.fetch(slot.grad)
         if grad is None:
             t.grad = None
         elif t.grad is not None and t.grad.shape == grad.shape:
@@ -186,27 +218,26 @@ class Snapshot:
         else:
             t.grad = grad.to(device=t.device, copy=True)
 
-    def _restore_optimizer(self, store: dict[str, torch.Tensor] | None) -> None:
+    def _restore_optimizer(self) -> None:
         opt = self._optimizer
         assert opt is not None
         opt.state.clear()
         for key, per_param in self._opt_state:
-            device = key.device if isinstance(key, torch.Tensor) else None
-            restored: dict[str, Any] = {}
-            for name, (value, value_device) in per_param.items():
-                value = self._fetch(value, store)
-                if isinstance(value, torch.Tensor):
-                    target = value_device if value_device is not None else device
-                    value = value.to(device=target, copy=True)
-                else:
-                    value = copy.deepcopy(value)
-                restored[name] = value
-            opt.state[key] = restored
+            opt.state[key] = {
+                name: _restore_into(value, self._store)
+                if isinstance(value, _Saved)
+                else copy.deepcopy(value)
+                for name, value in per_param.items()
+            }
         for group, saved in zip(opt.param_groups, self._opt_groups, strict=True):
             for k in [k for k in group if k != "params" and k not in saved]:
                 del group[k]
             for k, v in saved.items():
-                group[k] = copy.deepcopy(v)
+                group[k] = (
+                    _restore_into(v, self._store)
+                    if isinstance(v, _Saved)
+                    else copy.deepcopy(v)
+                )
         for k in [
             k
             for k, v in vars(opt).items()
@@ -222,9 +253,9 @@ class Snapshot:
         self._slots.clear()
         self._opt_state.clear()
         self._objects.clear()
-        if self.spill_path is not None:
-            shutil.rmtree(self.spill_path, ignore_errors=True)
-            self.spill_path = None
+        if self._store.path is not None:
+            shutil.rmtree(self._store.path, ignore_errors=True)
+            self._store.path = None
 
     def __enter__(self) -> Snapshot:
         return self
@@ -297,33 +328,36 @@ def snapshot(
                 obj,
                 exc=TypeError,
             )
-    spill = None
+    store = _Store()
     if spill_dir is not None:
-        spill = Path(tempfile.mkdtemp(prefix="lrkit-snapshot-", dir=spill_dir))
-    pending: dict[str, torch.Tensor] = {}
+        store.path = Path(tempfile.mkdtemp(prefix="lrkit-snapshot-", dir=spill_dir))
+    try:
+        return _take(model, optimizer, objects, loaders, rng, store)
+    except BaseException:
+        if store.path is not None:
+            shutil.rmtree(store.path, ignore_errors=True)
+        raise
 
-    def keep(value: torch.Tensor | None, key: str) -> Any:
-        if value is None:
-            return None
-        cpu = value.detach().to("cpu", copy=True)
-        if spill is None:
-            return cpu
-        pending[key] = cpu
-        return _SpillKey(key)
 
+def _take(
+    model: nn.Module | None,
+    optimizer: torch.optim.Optimizer | None,
+    objects: Mapping[str, Any],
+    loaders: Iterable[Any],
+    rng: bool,
+    store: _Store,
+) -> Snapshot:
     slots: list[_TensorSlot] = []
     flags: list[tuple[nn.Module, bool]] = []
-    nbytes = 0
     if model is not None:
         seen: set[int] = set()
-        for mod_name, module in model.named_modules(remove_duplicate=False):
+        for module in model.modules():
             flags.append((module, module.training))
             for kind in ("_parameters", "_buffers"):
                 for name, t in getattr(module, kind).items():
                     if t is None or id(t) in seen:
                         continue
                     seen.add(id(t))
-                    key = f"{kind}:{mod_name}.{name}"
                     slots.append(
                         _TensorSlot(
                             owner=module,
@@ -331,42 +365,43 @@ def snapshot(
                             kind=kind,
                             tensor=t,
                             requires_grad=t.requires_grad,
-                            data=keep(t, key),
-                            grad=keep(t.grad, key + ".grad"),
+                            data=store.keep(t),
+                            grad=store.keep(t.grad),
                         )
                     )
-                    nbytes += _nbytes(t) + _nbytes(t.grad)
     opt_state: list[tuple[Any, dict[str, Any]]] = []
     opt_groups: list[dict[str, Any]] = []
     opt_attrs: dict[str, Any] = {}
     if optimizer is not None:
-        for i, (param_key, per_param) in enumerate(optimizer.state.items()):
-            saved: dict[str, Any] = {}
-            for state_name, value in per_param.items():
-                if isinstance(value, torch.Tensor):
-                    saved[state_name] = (
-                        keep(value, f"opt:{i}.{state_name}"),
-                        value.device,
-                    )
-                    nbytes += _nbytes(value)
-                else:
-                    saved[state_name] = (copy.deepcopy(value), None)
-            opt_state.append((param_key, saved))
+        for param_key, per_param in optimizer.state.items():
+            opt_state.append(
+                (
+                    param_key,
+                    {
+                        name: _Saved(value, store.keep(value))
+                        if isinstance(value, torch.Tensor)
+                        else copy.deepcopy(value)
+                        for name, value in per_param.items()
+                    },
+                )
+            )
         for group in optimizer.param_groups:
             opt_groups.append(
-                {k: _to_cpu(v) for k, v in group.items() if k != "params"}
+                {
+                    k: _Saved(v, store.keep(v))
+                    if isinstance(v, torch.Tensor)
+                    else copy.deepcopy(v)
+                    for k, v in group.items()
+                    if k != "params"
+                }
             )
         opt_attrs = {k: v for k, v in vars(optimizer).items() if isinstance(v, _PLAIN)}
     saved_objects = {
         name: (obj, _to_cpu(obj.state_dict())) for name, obj in objects.items()
     }
-    nbytes += sum(_nbytes(state) for _, state in saved_objects.values())
+    store.nbytes += sum(_nbytes(state) for _, state in saved_objects.values())
     gens = [(g, g.get_state()) for loader in loaders for g in _generators(loader)]
-    if spill is not None:
-        torch.save(pending, spill / "tensors.pt")
-        pending.clear()
     return Snapshot(
-        _model=model,
         _slots=slots,
         _flags=flags,
         _optimizer=optimizer,
@@ -376,6 +411,5 @@ def snapshot(
         _objects=saved_objects,
         _rng=_get_rng() if rng else None,
         _loader_gens=gens,
-        nbytes=nbytes,
-        spill_path=spill,
+        _store=store,
     )
