@@ -68,8 +68,8 @@ def test_user_factory(tmp_path: Path) -> None:
         (["lrkit.demo:no_such_factory"], "has no attribute 'no_such_factory'"),
         (["--start-lr", "0"], "start_lr must be > 0"),
         (["--end-lr", "1e-9"], "end_lr must be > start_lr"),
-        (["--mode", "log"], "mode must be one of 'exp', 'linear'"),
-        (["--rule", "magic"], "method must be one of"),
+        (["--mode", "log"], "--mode must be one of 'exp', 'linear', got --mode='log'"),
+        (["--rule", "magic"], "--rule must be one of"),
     ],
 )
 def test_bad_input_one_line_exit_2(

@@ -49,7 +49,14 @@ class LRKitError(RuntimeError):
     """Base class of the errors lrkit raises while running (not for bad arguments)."""
 
 
-def message(param: str, constraint: str, value: Any, hint: str | None = None) -> str:
+def message(
+    param: str,
+    constraint: str,
+    value: Any,
+    hint: str | None = None,
+    *,
+    shown: bool = False,
+) -> str:
     """Build the one error message template.
 
     Args:
@@ -57,11 +64,19 @@ def message(param: str, constraint: str, value: Any, hint: str | None = None) ->
         constraint: what was expected, phrased to follow "must be" (``"> start_lr"``).
         value: the value given.
         hint: optional sentence on how to fix it.
+        shown: ``value`` is a description of what was given (``"3 values"``),
+            shown as is instead of as ``param=repr(value)``.
 
     Returns:
-        ``"{param} must be {constraint}, got {param}={value!r}."`` plus the hint.
+        ``"{param} must be {constraint}, got {param}={value!r}."`` (or
+        ``"..., got {value}."`` when ``shown``) plus the hint.
+
+    Example:
+        >>> message("losses", "as long as lrs (3 values)", "2 values", shown=True)
+        'losses must be as long as lrs (3 values), got 2 values.'
     """
-    text = f"{param} must be {constraint}, got {param}={value!r}."
+    got = str(value) if shown else f"{param}={value!r}"
+    text = f"{param} must be {constraint}, got {got}."
     if hint:
         text += " " + hint.strip()
     return text
@@ -74,9 +89,10 @@ def fail(
     hint: str | None = None,
     *,
     exc: type[Exception] = ValueError,
+    shown: bool = False,
 ) -> NoReturn:
     """Raise ``exc`` (``ValueError`` by default) with the template message."""
-    raise exc(message(param, constraint, value, hint))
+    raise exc(message(param, constraint, value, hint, shown=shown))
 
 
 def is_real(value: Any) -> bool:

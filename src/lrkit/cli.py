@@ -195,6 +195,16 @@ def find(
     """
     import time
 
+    from . import _check
+    from .suggest import RULES
+
+    for flag, value, choices in (
+        ("--rule", rule, sorted(RULES)),
+        ("--mode", mode, ["exp", "linear"]),
+    ):
+        if value not in choices:
+            listed = ", ".join(repr(c) for c in choices)
+            fail(_check.message(flag, f"one of {listed}", value))
     if target is None:
         from .demo import make_task as factory
 

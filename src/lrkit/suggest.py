@@ -117,7 +117,9 @@ def _to_array(name: str, values: Any) -> Array:
     except (TypeError, ValueError):
         _check.fail(name, "a sequence of numbers", values, exc=TypeError)
     if arr.ndim != 1:
-        _check.fail(name, "one-dimensional", f"array of shape {arr.shape}")
+        _check.fail(
+            name, "one-dimensional", f"an array of shape {arr.shape}", shown=True
+        )
     return arr
 
 
@@ -178,6 +180,7 @@ def _prepare(
             "losses",
             f"as long as lrs ({len(lr)} values)",
             f"{len(loss)} values",
+            shown=True,
         )
     if np.any(~np.isfinite(lr)) or np.any(lr <= 0):
         _check.fail("lrs", "finite and > 0", lrs)
@@ -186,7 +189,12 @@ def _prepare(
     keep = np.ones(len(lr), dtype=bool)
     if skipped is not None:
         if len(skipped) != len(lr):
-            _check.fail("skipped", f"as long as lrs ({len(lr)})", len(skipped))
+            _check.fail(
+                "skipped",
+                f"as long as lrs ({len(lr)} values)",
+                f"{len(skipped)} values",
+                shown=True,
+            )
         keep &= ~np.asarray(skipped, dtype=bool)
     bad = ~np.isfinite(loss)
     nan_lr = None
@@ -354,7 +362,10 @@ def _val_curve(
     vy = _to_array("val_losses", val_losses)
     if len(vl) != len(vy):
         _check.fail(
-            "val_losses", f"as long as val_lrs ({len(vl)} values)", f"{len(vy)} values"
+            "val_losses",
+            f"as long as val_lrs ({len(vl)} values)",
+            f"{len(vy)} values",
+            shown=True,
         )
     if len(vl) == 0:
         return None

@@ -410,3 +410,47 @@ def test_optimizer_step_hooks_do_not_see_the_test() -> None:
     opt.step()
     assert calls == [1]  # and the hook is back afterwards
     handle.remove()
+
+
+def test_frozen_batchnorm_stays_in_eval_mode_during_the_test() -> None:
+    torch.manual_seed(0)
+    model = BNDropNet()
+    model.net[1].eval()  # the user froze this BatchNorm
+    frozen_stats = model.net[1].running_mean.clone()
+    seen = []
+    model.net[1].register_forward_pre_hook(lambda m, a: seen.append(m.training))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    lrkit.find_lr(model, opt, F.cross_entropy, loader(), num_steps=20, end_lr=1e-2)
+    assert seen and not any(seen)  # trained as the user would train it
+    assert model.training and not model.net[1].training
+    assert torch.equal(model.net[1].running_mean, frozen_stats)
+
+
+def test_generator_loader_that_runs_out_gets_a_clear_error() -> None:
+    x, y = make_data(64)
+    model = nn.Linear(8, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    gen = ((x[i : i + 16], y[i : i + 16]) for i in range(0, 64, 16))
+    with pytest.raises(
+        ValueError, match="can be iterated again.*generator that ran out after 4"
+    ):
+        lrkit.find_lr(model, opt, F.cross_entropy, gen, num_steps=20)
+
+
+def test_bad_suggest_and_progress_fail_before_anything_runs(setup) -> None:
+    model, opt, dl = setup
+    before = state_of(model, opt)
+    with pytest.raises(ValueError, match="suggest must be one of"):
+        lrkit.find_lr(model, opt, F.cross_entropy, dl, suggest="magic")
+    with pytest.raises(TypeError, match="progress must be callable"):
+        lrkit.find_lr(model, opt, F.cross_entropy, dl, progress=5)  # type: ignore[arg-type]
+    assert_state_equal(before, state_of(model, opt))
+
+
+def test_tensor_lr_is_given_back() -> None:
+    model = nn.Linear(8, 3)
+    lr = torch.tensor(0.05)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    lrkit.find_lr(model, opt, F.cross_entropy, loader(), num_steps=20)
+    assert opt.param_groups[0]["lr"] is lr
+    assert float(lr) == float(torch.tensor(0.05))

@@ -55,28 +55,42 @@ LossFn = Callable[..., torch.Tensor]
 
 
 class _Batches:
-    """Endless iteration over a loader: restarts it when exhausted."""
+    """Endless iteration over a loader: restarts it when exhausted.
+
+    A one-shot iterator (a generator) cannot restart: when it runs out, the
+    error says so (its batches are consumed; they cannot be given back).
+    """
 
     def __init__(self, loader: Iterable[Any], name: str) -> None:
         self.loader = loader
         self.name = name
         self.it: Iterator[Any] | None = None
-        self.epochs = 0
+        self.taken = 0
 
     def __next__(self) -> Any:
         if self.it is None:
             self.it = iter(self.loader)
         try:
-            return next(self.it)
+            batch = next(self.it)
         except StopIteration:
-            self.epochs += 1
+            if iter(self.loader) is self.loader:  # an iterator: cannot restart
+                _check.fail(
+                    self.name,
+                    "a loader that can be iterated again (a DataLoader, a list) "
+                    "when it holds fewer batches than the test takes",
+                    f"a {type(self.loader).__name__} that ran out after "
+                    f"{self.taken} batches",
+                    shown=True,
+                )
             self.it = iter(self.loader)
             try:
-                return next(self.it)
+                batch = next(self.it)
             except StopIteration:
                 _check.fail(
                     self.name, "a loader that yields at least one batch", self.loader
                 )
+        self.taken += 1
+        return batch
 
 
 def _known_len(obj: Any) -> int | None:
@@ -164,6 +178,7 @@ def _default_loss(
                 f"a dict with keys {sorted(batch)}",
                 _HOOK_HINT,
                 exc=TypeError,
+                shown=True,
             )
         return loss_fn(getattr(out, "logits", out), batch[key])
     if isinstance(batch, (list, tuple)) and len(batch) == 2:
@@ -185,6 +200,7 @@ def _default_loss(
         described,
         _HOOK_HINT,
         exc=TypeError,
+        shown=True,
     )
 
 
@@ -195,6 +211,7 @@ def _scalar(loss: Any) -> torch.Tensor:
             "a function returning a torch.Tensor",
             f"a function returning {type(loss).__name__}",
             exc=TypeError,
+            shown=True,
         )
     if loss.numel() != 1:
         _check.fail(
@@ -202,6 +219,7 @@ def _scalar(loss: Any) -> torch.Tensor:
             "a function returning a scalar loss (one element)",
             f"a tensor of shape {tuple(loss.shape)}",
             "Reduce it, e.g. with .mean().",
+            shown=True,
         )
     return loss.reshape(())
 
@@ -365,6 +383,7 @@ def find_lr(
             f"{type(optimizer).__name__} with {len(opt_params)} parameters, "
             "none of them in model",
             "Build it with optimizer = Optim(model.parameters(), ...).",
+            shown=True,
         )
     ref_lr = _group_lr(groups[reference_group])
     if not (ref_lr > 0 and math.isfinite(ref_lr)):
@@ -382,6 +401,15 @@ def find_lr(
         dev = torch.device(device)
     if sync_every is None:
         sync_every = 1 if dev.type == "cpu" else 8
+    sync_every = _check.positive_int("sync_every", sync_every)
+    if progress is not None:
+        _check.callable_("progress", progress)
+    if not isinstance(suggest, (bool, str)):
+        _check.fail("suggest", "True, False or a rule name", suggest, exc=TypeError)
+    if isinstance(suggest, str):
+        from ..suggest import RULES
+
+        _check.choice("suggest", suggest, RULES)
     RangeTestSettings(  # validates the ladder arguments before anything runs
         start_lr=start_lr, end_lr=end_lr, num_steps=num_steps, mode=mode
     )
@@ -451,7 +479,10 @@ def find_lr(
                 return [values[0].item()]
             return list(torch.stack(list(values)).cpu().tolist())
         losses = torch.stack([v[0] for v in values]).cpu().tolist()
-        flags = [bool(v[1].item()) if v[1] is not None else False for v in values]
+        if all(v[1] is not None for v in values):  # one read for all skip flags
+            flags = [bool(f) for f in torch.stack([v[1] for v in values]).tolist()]
+        else:
+            flags = [bool(v[1]) if v[1] is not None else False for v in values]
         return [StepOutcome(v, s) for v, s in zip(losses, flags, strict=True)]
 
     val_fn = None
@@ -475,6 +506,7 @@ def find_lr(
                     _check.fail(
                         "val_loader", "a loader that yields at least one batch", vloader
                     )
+            flags = [(m, m.training) for m in model.modules()]
             model.eval()
             if batch_stats[0]:
                 for m in bn_layers:
@@ -482,13 +514,14 @@ def find_lr(
             try:
                 with torch.no_grad(), autocast():
                     vals = [batch_loss(b).float() for b in val_cache]
-            except ValueError:
-                if not batch_stats[0]:
+            except ValueError as e:
+                if not batch_stats[0] or "Expected more than 1 value" not in str(e):
                     raise
-                batch_stats[0] = False  # e.g. batches of one: use running stats
+                batch_stats[0] = False  # batches of one: use running statistics
                 return val_fn()
             finally:
-                model.train()
+                for module, flag in flags:
+                    module.training = flag
             return torch.stack(vals).mean()  # read with the step losses
 
     loaders = [train_loader] if val_loader is None else [train_loader, val_loader]
@@ -508,7 +541,8 @@ def find_lr(
     # must not see the test's steps: they are set aside and put back after
     hooks = _detach_step_hooks(optimizer)
     try:
-        model.train()
+        if not model.training:  # keep submodules the user froze in eval mode
+            model.train()
         result = range_test(
             step_fn,
             start_lr=start_lr,
