@@ -163,3 +163,67 @@ def test_affine_invariance_property(shift: float, scale: float, seed: int) -> No
     b = suggest(lrs, shift + scale * loss)
     assert a.lr == pytest.approx(b.lr, rel=1e-6)
     assert a.confidence == pytest.approx(b.confidence, abs=1e-6)
+
+
+class TestReasonsMatchTheResult:
+    def test_no_edge_no_margin_and_the_reason_says_so(self) -> None:
+        lrs, loss = curve(hi=-1.0, blowup_at=5.0)  # falls, then flattens: no edge
+        s = suggest(lrs, loss, stop_reason="completed")
+        assert s.evidence["margin"] == 1.0
+        assert s.lr == pytest.approx(s.evidence["anchor"])
+        assert any("as is" in r for r in s.reasons)
+        assert not any("1/3" in r for r in s.reasons)
+
+    def test_edge_gives_the_margin_and_the_reason_says_so(self) -> None:
+        lrs, loss = curve()
+        s = suggest(lrs, loss, stop_reason="diverged")
+        assert s.evidence["margin"] == 3.0
+        assert s.lr == pytest.approx(s.evidence["anchor"] / 3.0)
+        assert any("1/3 of it" in r for r in s.reasons)
+
+    def test_sparse_validation_is_not_acted_on(self) -> None:
+        lrs, loss = curve()
+        # five validation points, only one of them in the descent
+        val_lrs = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2]
+        val_losses = [2.3, 2.3, 2.3, 0.1, 2.0]
+        s = suggest(lrs, loss, val_lrs=val_lrs, val_losses=val_losses)
+        assert s.evidence["anchor"] == s.evidence["lr_bottom"]
+        assert not any(r.startswith("validation loss reaches") for r in s.reasons)
+
+    def test_dense_early_validation_bottom_is_followed(self) -> None:
+        lrs, loss = curve()
+        val_lrs = lrs[40:90]
+        x = np.log10(val_lrs)
+        val_losses = 1.0 + (x + 3.0) ** 2  # bottoms out at 1e-3, far before training
+        s = suggest(lrs, loss, val_lrs=val_lrs, val_losses=val_losses)
+        assert s.evidence["anchor"] == s.evidence["lr_bottom_val"]
+        assert s.evidence["anchor"] < s.evidence["lr_bottom"]
+        assert any("overfit" in r for r in s.reasons)
+
+
+def _fastai_valley_index(y: np.ndarray) -> int:
+    """fastai 2.x's valley loop, written out as fastai has it (the reference)."""
+    n = len(y)
+    lds = [1] * n
+    max_start = max_end = 0
+    for i in range(1, n):
+        for j in range(i):
+            if y[i] < y[j] and lds[i] < lds[j] + 1:
+                lds[i] = lds[j] + 1
+            if lds[max_end] < lds[i]:
+                max_end = i
+                max_start = max_end - lds[max_end]
+    sections = (max_end - max_start) / 3
+    return min(n - 1, max_start + int(sections) + int(sections / 2))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(10, 120), st.integers(0, 10_000))
+def test_valley_matches_fastais_loop(n: int, seed: int) -> None:
+    import importlib
+
+    S = importlib.import_module("lrkit.suggest")
+    y = np.cumsum(np.random.default_rng(seed).standard_normal(n))
+    c = S._Curve(np.linspace(-7, 1, n), y, y, 0.1, n, None)
+    lr, _ = S._rule_valley(S._Inputs(c, None))
+    assert np.log10(lr) == pytest.approx(c.x[_fastai_valley_index(y)], abs=1e-12)

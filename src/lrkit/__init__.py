@@ -95,7 +95,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+    return sorted({*__all__, *_SUBMODULES})
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only

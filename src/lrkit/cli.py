@@ -51,17 +51,9 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
 
 def print_json(record: Any) -> None:
     """Print ``record`` as JSON on stdout (NaN/inf become null)."""
-    sys.stdout.write(json.dumps(_json_safe(record), indent=2) + "\n")
+    from ._util import json_clean
 
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if value == value and abs(value) != float("inf") else None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
+    sys.stdout.write(json.dumps(json_clean(record), indent=2) + "\n")
 
 
 def out_dir(path: Path) -> Path:
@@ -198,13 +190,13 @@ def find(
     from . import _check
     from .suggest import RULES
 
-    for flag, value, choices in (
+    for flag, given, choices in (
         ("--rule", rule, sorted(RULES)),
         ("--mode", mode, ["exp", "linear"]),
     ):
-        if value not in choices:
+        if given not in choices:
             listed = ", ".join(repr(c) for c in choices)
-            fail(_check.message(flag, f"one of {listed}", value))
+            fail(_check.message(flag, f"one of {listed}", given))
     if target is None:
         from .demo import make_task as factory
 

@@ -7,6 +7,9 @@ learning rates train and which break training; :mod:`lrkit.suggest` reads it.
 
 This module drives any ``step_fn(lr) -> loss`` (one optimizer step at ``lr``),
 so it knows no framework; :func:`lrkit.find_lr` builds ``step_fn`` for PyTorch.
+The test is L. N. Smith's, "Cyclical Learning Rates for Training Neural
+Networks" (WACV 2017, arXiv:1506.01186), with an exponential ladder as in
+fastai's ``lr_find``.
 
 Ladder (``mode="exp"``, the default), for ``i = 0 .. num_steps-1``::
 
@@ -48,6 +51,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -56,6 +60,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from . import _check
+from ._util import json_clean, robust_noise
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -230,6 +235,14 @@ class RangeTestResult:
             point while losses were read in batches).
         reference_group: index of the param group the LRs refer to.
         group_factors: LR of each param group relative to the reference group.
+
+    Example:
+        >>> r = range_test(lambda lr: 1.0 / (1.0 + lr), start_lr=1e-3, end_lr=1.0,
+        ...                num_steps=20, suggest=False)
+        >>> r.stop_reason, len(r.lrs), r.suggestion
+        ('completed', 20, None)
+        >>> RangeTestResult.from_dict(r.to_dict()).lrs == r.lrs
+        True
     """
 
     lrs: tuple[float, ...]
@@ -284,7 +297,7 @@ class RangeTestResult:
         from .suggest import Suggestion
 
         info = self.suggestion_info
-        record: dict[str, Any] = _json_clean(
+        record: dict[str, Any] = json_clean(
             {
                 "format": "lrkit.range_test",
                 "version": FORMAT_VERSION,
@@ -428,26 +441,14 @@ def _fmt(x: float | None) -> str:
     return "none" if x is None or not math.isfinite(x) else f"{x:.3g}"
 
 
-def _json_clean(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _json_clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_clean(v) for v in value]
-    return value
-
-
-def _robust_sigma(values: Sequence[float]) -> float:
-    """Noise of a series from its first differences (median absolute, Gaussian)."""
-    if len(values) < 3:
-        return 0.0
-    d = np.abs(np.diff(np.asarray(values, dtype=np.float64)))
-    return float(np.median(d) / (0.6745 * math.sqrt(2.0)))
-
-
 class _StopRule:
-    """Causal smoothing and the divergence rule (see the module docstring)."""
+    """Causal smoothing and the divergence rule (see the module docstring).
+
+    Constant work per step: the starting level is fixed once the warm-up is
+    over, and the noise is measured over the last ``NOISE_WINDOW`` losses.
+    """
+
+    NOISE_WINDOW = 64
 
     def __init__(self, settings: RangeTestSettings) -> None:
         self.s = settings
@@ -459,33 +460,33 @@ class _StopRule:
         self.avg = 0.0
         self.count = 0
         self.best = math.inf
-        self.raw: list[float] = []
+        self.ref: float | None = None
+        self.recent: deque[float] = deque(maxlen=max(self.NOISE_WINDOW, self.warm + 1))
         self.descending = False  # the loss has clearly started to fall
 
     def update(self, loss: float) -> tuple[float, StopReason | None]:
         """Feed one finite, non-skipped loss; returns (smoothed, stop reason)."""
         self.count += 1
-        self.raw.append(loss)
+        self.recent.append(loss)
         self.avg = self.beta * self.avg + (1.0 - self.beta) * loss
         smooth = self.avg / (1.0 - self.beta**self.count)
         if self.count >= self.n_ref:  # the first averages are single noisy losses
             self.best = min(self.best, smooth)
         if self.count <= self.warm:
             return smooth, None
-        ref = float(np.median(self.raw[: self.warm]))
-        sigma = _robust_sigma(self.raw)
-        if not self.descending and ref - smooth > 2.0 * sigma:
+        if self.ref is None:
+            self.ref = float(np.median(list(self.recent)[: self.warm]))
+        sigma = robust_noise(self.recent)
+        if not self.descending and self.ref - smooth > 2.0 * sigma:
             self.descending = True
-        scale = max(ref - self.best, self.s.noise_factor * sigma, 1e-12 * abs(ref))
+        scale = max(
+            self.ref - self.best, self.s.noise_factor * sigma, 1e-12 * abs(self.ref)
+        )
         if smooth - self.best > self.s.diverge_factor * scale:
             return smooth, "diverged"
         if loss - self.best > self.s.jump_factor * scale:
             return smooth, "diverged"
         return smooth, None
-
-
-def _resolve_default(values: Sequence[Any]) -> list[Any]:
-    return list(values)
 
 
 def range_test(
@@ -560,13 +561,17 @@ def range_test(
     if val_fn is not None:
         _check.callable_("val_fn", val_fn)
     sync_every = _check.positive_int("sync_every", sync_every)
-    resolve = _resolve_default if resolve is None else resolve
+    if resolve is None:
+        resolve = list
+    _check.callable_("resolve", resolve)
+    if progress is not None:
+        _check.callable_("progress", progress)
     if not isinstance(suggest, (bool, str)):
         _check.fail("suggest", "a bool or a rule name", suggest, exc=TypeError)
     if isinstance(suggest, str):
         from .suggest import RULES
 
-        _check.choice("method", suggest, RULES)
+        _check.choice("suggest", suggest, RULES)
     ladder = lr_ladder(start_lr, end_lr, num_steps, mode)
 
     rule = _StopRule(settings)
@@ -649,7 +654,6 @@ def range_test(
             val_losses=val_losses,
             stop_reason=stop,
             skipped=skipped,
-            settings=settings,
         )
     return RangeTestResult(
         lrs=tuple(lrs),

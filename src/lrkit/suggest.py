@@ -30,12 +30,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from . import _check
+from ._util import robust_noise
 
 __all__ = ["RULES", "Suggestion", "smooth_curve", "suggest"]
 
@@ -53,7 +55,12 @@ class Suggestion:
         confidence: in [0, 1]; low values come with reasons saying why.
         reasons: plain-language notes on the curve and what to change.
         method: the rule that produced it.
-        evidence: the numbers the rule used (e.g. ``lr_min_loss``, ``lr_steepest``).
+        evidence: the numbers the rule used (e.g. ``lr_bottom``, ``margin``).
+
+    Example:
+        >>> s = Suggestion(3e-3, low=1e-3, high=9e-3, confidence=0.8)
+        >>> Suggestion.from_dict(s.to_dict()) == s
+        True
     """
 
     lr: float | None
@@ -110,6 +117,21 @@ class _Curve:
     n_input: int  # points handed in
     nan_lr: float | None  # first LR with a non-finite loss, if any
 
+    @cached_property
+    def i_min(self) -> int:
+        """Index of the smoothed curve's minimum."""
+        return int(np.argmin(self.smooth))
+
+    @cached_property
+    def start(self) -> float:
+        """Starting level: the median of the first tenth of the smoothed curve."""
+        return float(np.median(self.smooth[: max(3, len(self.smooth) // 10)]))
+
+    @cached_property
+    def drop(self) -> float:
+        """How far the smoothed loss fell from its start to its minimum (>= 0)."""
+        return max(self.start - float(self.smooth[self.i_min]), 0.0)
+
 
 def _to_array(name: str, values: Any) -> Array:
     try:
@@ -124,8 +146,9 @@ def _to_array(name: str, values: Any) -> Array:
 
 
 def _smooth(x: Array, y: Array, bandwidth: float) -> Array:
-    """Robust, lag-free smoothing: running median of 5, then a Gaussian kernel
-    local-linear fit with ``bandwidth`` (in decades of LR)."""
+    """Robust, lag-free smoothing: a running median of 5, then at each point a
+    local-linear fit with Gaussian weights ``exp(-((x_j - x_i) / bandwidth)^2 / 2)``
+    (``x`` in decades of LR). Vectorised in blocks of rows."""
     n = len(y)
     if n < 3:
         return np.array(y, dtype=np.float64)
@@ -133,14 +156,18 @@ def _smooth(x: Array, y: Array, bandwidth: float) -> Array:
     padded = np.concatenate([np.full(k, y[0]), y, np.full(k, y[-1])])
     med = np.median(np.lib.stride_tricks.sliding_window_view(padded, 2 * k + 1), axis=1)
     out = np.empty(n)
-    for i in range(n):
-        w = np.exp(-0.5 * ((x - x[i]) / bandwidth) ** 2)
-        sw = w.sum()
-        mx = (w * x).sum() / sw
-        my = (w * med).sum() / sw
-        vx = (w * (x - mx) ** 2).sum()
-        slope = (w * (x - mx) * (med - my)).sum() / vx if vx > 1e-18 else 0.0
-        out[i] = my + slope * (x[i] - mx)
+    block = max(1, 2_000_000 // n)  # rows per block: a few MB of weights
+    for lo in range(0, n, block):
+        xi = x[lo : lo + block, None]
+        w = np.exp(-0.5 * ((x[None, :] - xi) / bandwidth) ** 2)
+        sw = w.sum(axis=1, keepdims=True)
+        mx = (w * x).sum(axis=1, keepdims=True) / sw
+        my = (w * med).sum(axis=1, keepdims=True) / sw
+        dx = x[None, :] - mx
+        vx = (w * dx**2).sum(axis=1, keepdims=True)
+        cov = (w * dx * (med[None, :] - my)).sum(axis=1, keepdims=True)
+        slope = np.where(vx > 1e-18, cov / np.where(vx > 1e-18, vx, 1.0), 0.0)
+        out[lo : lo + block] = (my + slope * (xi - mx))[:, 0]
     return out
 
 
@@ -149,7 +176,12 @@ def smooth_curve(
     losses: Sequence[float] | Array,
     bandwidth: float = 0.15,
 ) -> tuple[Array, Array]:
-    """The lag-free robust smoothing the rules use, for display.
+    """The lag-free robust smoothing the rules use (also for display).
+
+    A running median of 5 points, then at each LR a weighted straight-line fit
+    in ``x = log10(lr)`` with Gaussian weights
+    ``w_j = exp(-((x_j - x_i) / bandwidth)^2 / 2)``, evaluated at ``x_i``. Unlike
+    an exponential moving average it does not lag the curve.
 
     Args:
         lrs: increasing learning rates (> 0).
@@ -158,16 +190,17 @@ def smooth_curve(
 
     Returns:
         ``(lrs, smoothed_losses)`` as arrays.
+
+    Example:
+        >>> import numpy as np
+        >>> lrs = np.logspace(-4, 0, 50)
+        >>> _, s = smooth_curve(lrs, np.log10(lrs) ** 2)  # a parabola in log-LR
+        >>> int(np.argmin(s)) == 49  # minimum at the right end, no lag
+        True
     """
     lr = np.asarray(lrs, dtype=np.float64)
     y = np.asarray(losses, dtype=np.float64)
     return lr, _smooth(np.log10(lr), y, bandwidth)
-
-
-def _noise(y: Array) -> float:
-    if len(y) < 3:
-        return 0.0
-    return float(np.median(np.abs(np.diff(y))) / (0.6745 * math.sqrt(2.0)))
 
 
 def _prepare(
@@ -205,26 +238,20 @@ def _prepare(
     x = np.log10(lr[keep])
     y = loss[keep]
     smooth = _smooth(x, y, bandwidth) if len(y) else y
-    return _Curve(x, y, smooth, _noise(y), len(lr), nan_lr)
+    return _Curve(x, y, smooth, robust_noise(y), len(lr), nan_lr)
 
 
 def _bottom(c: _Curve) -> int:
     """Index where the smoothed curve reaches its bottom: the first point, before
     the minimum, within ``BOTTOM_FRAC`` of the total drop of the minimum."""
-    i_min = int(np.argmin(c.smooth))
-    start = float(np.median(c.smooth[: max(3, len(c.smooth) // 10)]))
-    drop = max(start - float(c.smooth[i_min]), 0.0)
-    near = c.smooth[: i_min + 1] <= c.smooth[i_min] + BOTTOM_FRAC * drop
+    near = c.smooth[: c.i_min + 1] <= c.smooth[c.i_min] + BOTTOM_FRAC * c.drop
     return int(np.argmax(near))
 
 
 def _low(c: _Curve) -> int:
     """Index where training starts to respond: the loss has fallen by a tenth of
     its total drop."""
-    i_min = int(np.argmin(c.smooth))
-    start = float(np.median(c.smooth[: max(3, len(c.smooth) // 10)]))
-    drop = max(start - float(c.smooth[i_min]), 0.0)
-    fallen = c.smooth[: i_min + 1] <= start - 0.1 * drop
+    fallen = c.smooth[: c.i_min + 1] <= c.start - 0.1 * c.drop
     return int(np.argmax(fallen)) if np.any(fallen) else 0
 
 
@@ -233,17 +260,13 @@ def _edge_seen(c: _Curve) -> bool:
     or turned NaN: the ladder reached an instability edge."""
     if c.nan_lr is not None:
         return True
-    i_min = int(np.argmin(c.smooth))
-    start = float(np.median(c.smooth[: max(3, len(c.smooth) // 10)]))
-    drop = max(start - float(c.smooth[i_min]), 0.0)
-    return float(np.max(c.smooth[i_min:]) - c.smooth[i_min]) > 0.2 * drop
+    return float(np.max(c.smooth[c.i_min :]) - c.smooth[c.i_min]) > 0.2 * c.drop
 
 
 def _descent(c: _Curve) -> tuple[int, Array]:
     """Index of the minimum of the smoothed curve and the slope d(loss)/d(log lr)."""
-    i_min = int(np.argmin(c.smooth))
     slope = np.gradient(c.smooth, c.x) if len(c.x) > 1 else np.zeros(1)
-    return i_min, slope
+    return c.i_min, slope
 
 
 # ---------------------------------------------------------------- the rules
@@ -287,19 +310,22 @@ def _rule_minimum(d: _Inputs) -> tuple[float, dict[str, float]]:
 
 
 def _rule_valley(d: _Inputs) -> tuple[float, dict[str, float]]:
-    """fastai's valley: the middle-ish of the longest strictly descending run."""
+    """fastai's ``valley`` (fastai 2.x): the longest decreasing subsequence of
+    the smoothed loss, then the point ``start + len // 3 + len // 6`` into it
+    (about half way), with fastai's exact bookkeeping of where it starts."""
     c = d.train
     y = c.smooth
     n = len(y)
-    lds = [1] * n
+    lds = np.ones(n, dtype=np.int64)
     max_start = max_end = 0
     for i in range(1, n):
-        for j in range(i):
-            if y[i] < y[j] and lds[i] < lds[j] + 1:
-                lds[i] = lds[j] + 1
-            if lds[max_end] < lds[i]:
-                max_end = i
-                max_start = max_end - lds[max_end]
+        # fastai grows lds[i] over j = 0..i-1; its running values, vectorised
+        running = np.maximum.accumulate(np.where(y[:i] > y[i], lds[:i] + 1, 1))
+        lds[i] = max(1, int(running[-1]))
+        if lds[max_end] < lds[i]:
+            first = int(running[running > lds[max_end]][0])  # when fastai moved
+            max_end = i
+            max_start = max_end - first
     sections = (max_end - max_start) / 3
     idx = min(n - 1, max_start + int(sections) + int(sections / 2))
     return float(10 ** c.x[idx]), {"lr_valley": float(10 ** c.x[idx])}
@@ -308,10 +334,12 @@ def _rule_valley(d: _Inputs) -> tuple[float, dict[str, float]]:
 def _rule_lrkit(d: _Inputs) -> tuple[float, dict[str, float]]:
     """The default rule.
 
-    ``lr = min(lr_bottom_train, lr_bottom_val) / SAFETY_FACTOR``: a third of the
-    LR at which the (lag-free smoothed) loss reaches the bottom of its curve
-    (within ``BOTTOM_FRAC`` of its lowest value), taking the lower of the
-    training and, when recorded, the validation curve.
+    ``lr = anchor / margin`` with ``anchor = min(lr_bottom_train, lr_bottom_val)``
+    (the validation bottom counts only where at least ``MIN_VAL_DESCENT``
+    validation points resolve the descent) and ``margin = SAFETY_FACTOR`` (3)
+    when the ladder reached an instability edge, else 1. ``lr_bottom`` is the LR
+    at which the (lag-free smoothed) loss reaches the bottom of its curve
+    (within ``BOTTOM_FRAC`` of its lowest value).
 
     Why: the bottom of a range test marks the LR at which a few steps stop
     helping; when the loss then rises again (an instability edge was seen), a
@@ -323,7 +351,8 @@ def _rule_lrkit(d: _Inputs) -> tuple[float, dict[str, float]]:
     to overfit; taking the lower of the two is the safe side.
     """
     lr_bottom = float(10 ** d.train.x[_bottom(d.train)])
-    evidence = {"lr_bottom": lr_bottom, "edge_seen": float(_edge_seen(d.train))}
+    edge = _edge_seen(d.train)
+    evidence = {"lr_bottom": lr_bottom, "edge_seen": float(edge)}
     anchor = lr_bottom
     if d.val is not None:
         lr_vbottom = float(10 ** d.val.x[_bottom(d.val)])
@@ -336,7 +365,9 @@ def _rule_lrkit(d: _Inputs) -> tuple[float, dict[str, float]]:
         evidence["val_points_in_descent"] = float(resolved)
         if resolved >= MIN_VAL_DESCENT:
             anchor = min(anchor, lr_vbottom)
-    margin = SAFETY_FACTOR if _edge_seen(d.train) else 1.0
+    margin = SAFETY_FACTOR if edge else 1.0
+    evidence["anchor"] = anchor
+    evidence["margin"] = margin
     lr = max(anchor / margin, float(10 ** d.train.x[0]))
     return lr, evidence
 
@@ -384,7 +415,37 @@ def _val_curve(
     # the kernel follows the dense part
     spacing = float(np.percentile(np.diff(x), 25)) if len(x) > 1 else bandwidth
     smooth = _smooth(x, y, max(bandwidth, 1.5 * spacing))
-    return _Curve(x, y, smooth, _noise(y), len(vl), None)
+    return _Curve(x, y, smooth, robust_noise(y), len(vl), None)
+
+
+def _lrkit_reasons(evidence: Mapping[str, float]) -> list[str]:
+    """Plain words for what the default rule read and did (from its evidence)."""
+    t_bottom = evidence["lr_bottom"]
+    v_bottom = evidence.get("lr_bottom_val")
+    anchor = evidence["anchor"]
+    used_val = v_bottom is not None and anchor == v_bottom and v_bottom < t_bottom
+    out: list[str] = []
+    if v_bottom is not None and v_bottom < t_bottom / 3.0:
+        if used_val:
+            out.append(
+                f"validation loss bottoms out at LR {v_bottom:.3g}, before the "
+                f"training loss ({t_bottom:.3g}): the model may start to overfit"
+            )
+        else:
+            out.append(
+                f"validation loss bottoms out early (LR {v_bottom:.3g}) but with too "
+                "few validation points in the descent to act on"
+            )
+    which = "validation" if used_val else "training"
+    if evidence["margin"] > 1.0:
+        how = (
+            f"suggested 1/{evidence['margin']:g} of it (the best constant LR sits "
+            "below the range test's bottom, and too high costs more than too low)"
+        )
+    else:
+        how = "suggested it as is: the loss never turned up, so no margin is needed"
+    out.append(f"{which} loss reaches its bottom at LR {anchor:.3g}; {how}")
+    return out
 
 
 # ---------------------------------------------------------------- public entry
@@ -397,7 +458,6 @@ def suggest(
     val_losses: Sequence[float] | None = None,
     stop_reason: str | None = None,
     skipped: Sequence[bool] | None = None,
-    settings: Any = None,
     bandwidth: float = 0.15,
 ) -> Suggestion:
     """Suggest a learning rate from a range-test curve.
@@ -422,8 +482,6 @@ def suggest(
         stop_reason: how the range test ended (``"completed"``, ``"diverged"``,
             ``"nan"``), used for the reasons.
         skipped: per point, True where the optimizer skipped the update.
-        settings: the range test's settings (unused by the rules; accepted so
-            callers can pass the record along).
         bandwidth: smoothing bandwidth in decades of LR.
 
     Returns:
@@ -486,25 +544,12 @@ def suggest(
         reasons.append("loss already falling at start_lr: lower start_lr")
         conf *= 0.6
     if method == "lrkit":
-        t_bottom = evidence["lr_bottom"]
+        reasons += _lrkit_reasons(evidence)
         v_bottom = evidence.get("lr_bottom_val")
         if v_bottom is not None:
-            gap = abs(math.log10(v_bottom / t_bottom))
-            if v_bottom < t_bottom / 3.0:
-                reasons.append(
-                    f"validation loss bottoms out at LR {v_bottom:.3g}, before the "
-                    f"training loss ({t_bottom:.3g}): the model may start to overfit"
-                )
-            conf *= max(0.3, 1.0 - gap / 2.0)
-        which = (
-            "validation" if v_bottom is not None and v_bottom < t_bottom else "training"
-        )
-        anchor = t_bottom if v_bottom is None else min(t_bottom, v_bottom)
-        reasons.append(
-            f"{which} loss reaches its bottom at LR {anchor:.3g}; suggested a "
-            "third of it (the best constant LR sits below the range test's "
-            "bottom, and too high costs more than too low)"
-        )
+            conf *= max(
+                0.3, 1.0 - abs(math.log10(v_bottom / evidence["lr_bottom"])) / 2
+            )
     evidence = {
         **evidence,
         "lr_min_loss": lr_min,

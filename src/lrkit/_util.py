@@ -1,0 +1,42 @@
+"""Small numeric and serialisation helpers shared by the framework-free core.
+
+Example:
+    >>> robust_noise([1.0, 1.1, 0.9, 1.0, 1.1])  # doctest: +ELLIPSIS
+    0.1048...
+    >>> json_clean({"a": float("nan"), "b": [1.0, float("inf")]})
+    {'a': None, 'b': [1.0, None]}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["json_clean", "robust_noise"]
+
+
+def robust_noise(values: Sequence[float] | np.ndarray[Any, Any]) -> float:
+    """Step-to-step noise of a series, robust to outliers and to a slow trend.
+
+    ``sigma = median(|y[i+1] - y[i]|) / (0.6745 * sqrt(2))``: the median absolute
+    first difference, scaled so that it estimates the standard deviation of
+    independent Gaussian noise. Returns 0 for fewer than 3 values.
+    """
+    y = np.asarray(values, dtype=np.float64)
+    if len(y) < 3:
+        return 0.0
+    return float(np.median(np.abs(np.diff(y))) / (0.6745 * math.sqrt(2.0)))
+
+
+def json_clean(value: Any) -> Any:
+    """``value`` with NaN and infinities replaced by ``None`` (JSON has neither)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): json_clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_clean(v) for v in value]
+    return value
