@@ -140,10 +140,14 @@ class MonitorConfig:
             the smoothed level of a flat, noisy curve already wanders by ``σ``
             over a few hundred updates; 32 halves its variance.
         osc_rise_frac: oscillating when ``smooth`` climbs above its lowest value
-            by more than ``osc_rise_frac·P`` ...
+            over the last ``4·trend_window`` updates (the lowest value of a whole
+            long run keeps drifting down with the noise) by more than
+            ``osc_rise_frac·P`` ...
         osc_rise_z: ... and more than ``osc_rise_z·σ`` (a rise that a spike
-            or noise does not explain; starts after ``2·trend_window`` updates
-            and pauses while the LR rises (warmup), when ``lr`` is given); or
+            or noise does not explain: 1.5σ keeps 600-step flat plateaus of
+            Gaussian or skewed noise below 2% false warnings; starts after
+            ``2·trend_window`` updates and pauses while the LR rises (warmup),
+            when ``lr`` is given); or
         osc_spikes: when ``osc_spikes`` instability events (a loss ``spike``
             or an ``exploding_grad``; one per update) occurred within
             ``trend_window`` updates. A lone event is an ``info`` finding.
