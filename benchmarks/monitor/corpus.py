@@ -13,15 +13,22 @@ Labels come from each run's place on the grid relative to the task's best LR
 - ``too_low``: ``m <= 1/30``;
 - ``low``: ``1/30 < m < 1/3`` (a grey zone: in no recall or false-warning rate);
 - ``good``: ``1/3 <= m <= 3``;
-- ``diverged``: any run whose loss became non-finite, or whose final level (the
-  median of its last 10 losses) gained less than 10% of what the task's best run
-  gained (``start - final < 0.1 (start - best_final)``, ``start`` = first loss):
-  a run that ends no better than it began;
-- ``oscillating``: ``m > 3`` and not diverged (an LR too high that still trains).
+- ``diverged``: any run whose loss became non-finite, or that ended no better
+  than it began (its final level, the median of its last 10 losses, gained less
+  than 10% of what the task's best run gained: ``start - final < 0.1
+  (start - best_final)``, ``start`` = first loss) after a divergence it shows:
+  it lost half of the progress it had made and never got it back, or it blew
+  up from the start (see ``_onset``, which also gives where it began);
+- ``stuck``: ``m > 1/3``, ended no better than it began, and shows no
+  divergence: it never made progress beyond its noise nor rose beyond it
+  (loss noise around its start: an LR so high that nothing is learned, with
+  no blow-up to see);
+- ``oscillating``: ``m > 3`` and neither diverged nor stuck (an LR too high
+  that still trains).
 
-The divergence onset of a ``diverged`` run is found in hindsight (``_onset``):
-where the final climb back above the midpoint between its start and its best
-level began, or where the loss first went non-finite or above its start.
+Runs of the good band are labelled by the grid alone unless they diverged or
+got stuck by these rules: a good-band run that lost its progress for a while
+and recovered stays ``good``.
 """
 
 from __future__ import annotations
@@ -40,10 +47,13 @@ ROOT = Path(__file__).resolve().parents[2]
 REGRET_CURVES = ROOT / "benchmarks" / "regret" / "curves"
 TUNING_CURVES = ROOT / "benchmarks" / "monitor" / "tuning_curves"
 
-LABELS = ("too_low", "low", "good", "oscillating", "diverged")
+LABELS = ("too_low", "low", "good", "oscillating", "stuck", "diverged")
 TOO_LOW_BELOW = 1 / 30
 GOOD_LOW, GOOD_HIGH = 1 / 3, 3.0
 _EPS = 1e-6  # grid values are rounded floats
+_NOISE = 1.4826  # median absolute deviation -> standard deviation (Gaussian)
+_EVENT_Z = 3.0  # progress or a rise beyond 3 noise: not the noise itself
+_EVENT_STEPS = 10  # a divergence lasts: the line stays crossed this long
 
 
 @dataclass(frozen=True)
@@ -53,7 +63,7 @@ class Run:
     seed: int
     mult: float  # lr / best_lr
     label: str
-    onset: int | None  # divergence onset (diverged runs)
+    onset: int | None  # divergence onset (diverged runs; see _onset)
     train_loss: list[float]
     grad_norm: list[float]
     val_steps: list[int]
@@ -72,31 +82,49 @@ def _final_level(y: list[float]) -> float:
     return float(np.median(tail))
 
 
-def _onset(y: list[float]) -> int:
-    """Where the divergence began, in hindsight.
+def _onset(y: list[float]) -> int | None:
+    """Where the divergence began, in hindsight; None when there was none.
 
-    The first step of the final stretch (up to the end, or to the first
-    non-finite loss) in which the centred median of 5 losses stays above the
-    midpoint between the run's start and its best level; when there is none, the
-    first step whose loss is non-finite or above the start.
+    With ``med`` the centred median of 5 losses (up to the first non-finite
+    one), ``noise`` the median absolute deviation of the losses from ``med``
+    (times 1.4826: the standard deviation of Gaussian noise), ``start`` the
+    first loss and ``best`` the lowest ``med``:
+
+    - a run that made progress (``start - best > 3 noise``) and lost at least
+      half of it by the end (the median of its last 10 losses above the
+      midpoint between ``start`` and ``best``) or turned non-finite: the step
+      after the last one whose ``med`` was within a quarter of its progress
+      from ``best`` (``med <= best + (start - best) / 4``), where it left its
+      best region for good;
+    - a run that made none: the first step from which ``med`` stays above
+      ``start + 3 noise`` for ``_EVENT_STEPS`` steps (or up to the first
+      non-finite loss): it rose beyond its noise, and not for a lone spike.
+
+    Without either: the first non-finite loss, else None (no divergence to
+    see: a run that kept its progress, or loss noise around its start).
     """
-    start = y[0]
     stop = next((i for i, v in enumerate(y) if not math.isfinite(v)), len(y))
+    nonfinite = stop if stop < len(y) else None
     arr = np.asarray(y[:stop], dtype=float)
-    if len(arr) >= 5:
-        med = np.array([np.median(arr[max(0, i - 2) : i + 3]) for i in range(len(arr))])
-        best = float(med.min())
-        mid = start - 0.5 * (start - best)
-        if best < start:
-            i = len(med)
-            while i > 0 and med[i - 1] > mid:
-                i -= 1
-            if i < len(med) or stop < len(y):
-                return i if i < len(med) else stop
-    for i, v in enumerate(y):
-        if not math.isfinite(v) or v > start:
-            return i
-    return len(y) - 1
+    if len(arr) < 5:
+        return nonfinite
+    med = np.array([np.median(arr[max(0, i - 2) : i + 3]) for i in range(len(arr))])
+    noise = _NOISE * float(np.median(np.abs(arr - med)))
+    start = float(arr[0])
+    best = float(med.min())
+    if start - best > _EVENT_Z * noise:
+        if nonfinite is None and float(np.median(arr[-10:])) <= 0.5 * (start + best):
+            return None  # it kept half its progress: no divergence
+        good = np.nonzero(med <= best + 0.25 * (start - best))[0]
+        last_good = int(good[-1])
+        return last_good + 1 if last_good + 1 < len(med) else nonfinite
+    line = start + _EVENT_Z * noise
+    for t in range(1, len(med)):
+        stretch = med[t : t + _EVENT_STEPS]
+        long_enough = len(stretch) == _EVENT_STEPS or nonfinite is not None
+        if long_enough and bool(np.all(stretch > line)):
+            return t
+    return nonfinite
 
 
 def label_task(record: dict[str, Any]) -> list[Run]:
@@ -117,8 +145,11 @@ def label_task(record: dict[str, Any]) -> list[Run]:
         nonfinite = not all(math.isfinite(v) for v in y)
         final = _final_level(y)
         no_gain = not nonfinite and (y[0] - final) < 0.1 * best_gain
-        if nonfinite or (no_gain and mult > GOOD_LOW):
+        onset = _onset(y) if nonfinite or (no_gain and mult > GOOD_LOW) else None
+        if nonfinite or onset is not None:
             label = "diverged"
+        elif no_gain and mult > GOOD_LOW:
+            label = "stuck"
         elif mult <= TOO_LOW_BELOW * (1 + _EPS):
             label = "too_low"
         elif mult < GOOD_LOW * (1 - _EPS):
@@ -134,7 +165,7 @@ def label_task(record: dict[str, Any]) -> list[Run]:
                 seed=int(r["seed"]),
                 mult=mult,
                 label=label,
-                onset=_onset(y) if label == "diverged" else None,
+                onset=onset,
                 train_loss=y,
                 grad_norm=[_num(v) for v in r.get("grad_norm", [])],
                 val_steps=[int(s) for s in r.get("val_steps", [])],

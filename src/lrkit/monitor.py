@@ -87,8 +87,8 @@ SEVERITY_OF: Mapping[str, str] = MappingProxyType(
     {
         "nan": "critical",
         "diverged": "critical",
-        "spike": "warning",
-        "exploding_grad": "warning",
+        "spike": "info",
+        "exploding_grad": "info",
         "oscillating": "warning",
         "too_slow": "warning",
         "plateau": "info",
@@ -98,6 +98,13 @@ SEVERITY_OF: Mapping[str, str] = MappingProxyType(
 
 _GAUSS = 1.0 / (math.sqrt(2.0) * 0.6744897501960817)  # median|N(0,2)| -> sigma
 _TINY = 1e-12
+# median |x_t - 2x_{t-1} + x_{t-2}| of Gaussian noise, in standard deviations
+_D2_GAUSS = 0.6744897501960817 * math.sqrt(6.0)
+_VAL_NOISE_WINDOW = 16  # validation evaluations behind the validation noise
+# oscillating rule 1 measures a rise of `smooth` above its lowest value over the
+# last _RISE_HORIZON·trend_window updates: the lowest value of a whole long run
+# keeps drifting down with the noise, so any plateau would eventually "rise"
+_RISE_HORIZON = 4
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,20 +136,21 @@ class MonitorConfig:
         grad_window: gradient norms in that running median.
         trend_window: updates over which the recent trend is measured.
         smooth_span: span of the exponential average of ``level`` called
-            ``smooth`` (``oscillating`` looks at its rises).
+            ``smooth`` (``oscillating`` looks at its rises). With a span of 16
+            the smoothed level of a flat, noisy curve already wanders by ``σ``
+            over a few hundred updates; 32 halves its variance.
         osc_rise_frac: oscillating when ``smooth`` climbs above its lowest value
-            by more than ``osc_rise_frac·P`` ...
+            over the last ``4·trend_window`` updates (the lowest value of a whole
+            long run keeps drifting down with the noise) by more than
+            ``osc_rise_frac·P`` ...
         osc_rise_z: ... and more than ``osc_rise_z·σ`` (a rise that a spike
-            or noise does not explain); or
-        osc_noise_frac: when the curve has flattened, fell by less than ``σ``
-            over the last ``trend_window`` updates, and ``σ > osc_noise_frac·P``
-            (noise large against both the trend and the progress) while ``σ``
-            exceeds the noise of the first ``noise_window`` updates (batch noise
-            does not grow as a healthy run's loss falls; LR-driven bouncing
-            does); or
-        osc_spikes: when ``osc_spikes`` spikes occurred within ``trend_window``
-            updates. The first two rules start after ``2·trend_window`` updates
-            and pause while the LR rises (warmup), when ``lr`` is given.
+            or noise does not explain: 1.5σ keeps 600-step flat plateaus of
+            Gaussian or skewed noise below 2% false warnings; starts after
+            ``2·trend_window`` updates and pauses while the LR rises (warmup),
+            when ``lr`` is given); or
+        osc_spikes: when ``osc_spikes`` instability events (a loss ``spike``
+            or an ``exploding_grad``; one per update) occurred within
+            ``trend_window`` updates. A lone event is an ``info`` finding.
         slow_min_updates: updates before ``too_slow`` may fire.
         slow_ratio: the curve "has not started to flatten" when the second half
             of the run so far gained at least ``slow_ratio`` times what the first
@@ -157,6 +165,10 @@ class MonitorConfig:
             run diverged.
         slow_patience: updates the ``too_slow`` condition must hold in a row
             before the finding opens (its first step is where it began to hold).
+            The steady condition must also hold through the second half of the
+            run so far (a curve that bends late, a sigmoid, holds it for a while;
+            a too-low LR holds it for good); once it holds it keeps holding
+            within a 25% margin.
         plateau_patience: validation evaluations without an improvement before
             ``plateau`` (an improvement beats the best by more than
             ``plateau_frac`` times the validation progress so far).
@@ -165,6 +177,11 @@ class MonitorConfig:
             3 values) is above its best by more than ``overfit_frac`` times its
             progress, for ``overfit_patience`` evaluations in a row, while the
             training ``level`` is below its value at the validation best.
+        overfit_z: ... and by more than ``overfit_z`` times the validation
+            noise: the median absolute second difference of the last 16
+            evaluations, divided by 1.65 (the standard deviation of Gaussian
+            noise; second differences ignore a steady trend), so that a
+            validation curve that jitters is not read as a rise.
         overfit_patience: see ``overfit_frac``.
         merge_gap: a problem that stops for at most ``merge_gap`` updates and
             comes back extends the same finding instead of opening a new one.
@@ -181,10 +198,9 @@ class MonitorConfig:
     grad_factor: float = 10.0
     grad_window: int = 64
     trend_window: int = 64
-    smooth_span: int = 16
+    smooth_span: int = 32
     osc_rise_frac: float = 0.1
-    osc_rise_z: float = 1.0
-    osc_noise_frac: float = 0.15
+    osc_rise_z: float = 1.5
     osc_spikes: int = 3
     slow_min_updates: int = 100
     slow_ratio: float = 0.6
@@ -194,6 +210,7 @@ class MonitorConfig:
     plateau_patience: int = 10
     plateau_frac: float = 0.01
     overfit_frac: float = 0.1
+    overfit_z: float = 3.0
     overfit_patience: int = 3
     merge_gap: int = 10
     val_merge_gap: int = 2
@@ -208,11 +225,11 @@ class MonitorConfig:
             "spike_z",
             "diverge_z",
             "osc_rise_z",
-            "osc_noise_frac",
             "slow_rate_z",
             "slow_flat_z",
         ):
             _check.positive(name, getattr(self, name))
+        _check.non_negative("overfit_z", self.overfit_z)
         for name in (
             "spike_frac",
             "diverge_frac",
@@ -391,6 +408,15 @@ class _Curve:
             return None
         return m[0], m[len(m) // 2], m[-1]
 
+    def noise(self) -> float:
+        """The noise of a difference of two block means, in units of ``σ``.
+
+        A block mean averages ``block`` levels; levels are medians of 5 and
+        overlap, which is about as noisy as a mean of ``block`` losses, with
+        the median's lower efficiency (1.2): ``1.2·sqrt(2 / block)``.
+        """
+        return 1.2 * math.sqrt(2.0 / self.block)
+
     def copy(self) -> _Curve:
         c = _Curve(self.half)
         c.block, c.means = self.block, list(self.means)
@@ -421,27 +447,26 @@ def _advice(kind: str, lr: float | None, evidence: Mapping[str, float]) -> str:
         )
     if kind == "spike":
         return (
-            "Loss spike: the LR is near the edge of stability. A lone spike the "
-            "run recovers from needs no action; if they repeat, lower the LR to "
-            f"{times(0.5)} or clip gradients."
+            "Loss spike: the LR may be near the edge of stability. A lone spike "
+            "the run recovers from needs no action; if they repeat, lower the LR "
+            f"to {times(0.5)} or clip gradients."
         )
     if kind == "exploding_grad":
         return (
-            "Gradient norm far above its running median: clip gradients (max norm "
-            f"around {evidence.get('median_grad_norm', float('nan')):.3g}) or lower "
-            f"the LR to {times(0.5)}."
+            "Gradient norm far above its running median. A lone outlier needs no "
+            "action; if they repeat, clip gradients (max norm around "
+            f"{evidence.get('median_grad_norm', float('nan')):.3g}) or lower the LR "
+            f"to {times(0.5)}."
         )
     if kind == "oscillating":
         rule = evidence.get("rule", 0.0)
         if rule == 3.0:
             what = (
-                f"Loss spikes keep coming ({int(evidence.get('spikes', 0))} in the "
-                "last trend window)"
+                "Loss spikes or gradient outliers keep coming "
+                f"({int(evidence.get('spikes', 0))} in the last trend window)"
             )
-        elif rule == 1.0:
-            what = "The smoothed loss climbed back well above its best"
         else:
-            what = "Loss noise is large against its trend and the progress made"
+            what = "The smoothed loss climbed back well above its best"
         return (
             f"{what}: LR likely too high. Try {times(0.3)}, or decay the LR now; "
             "gradient clipping helps against spikes."
@@ -496,7 +521,7 @@ _STATE_FIELDS = (
     "_sorted",
     "_levels",
     "_smooth",
-    "_smooth_best",
+    "_smooth_mins",
     "_spikes",
     "_curve",
     "_early",
@@ -506,7 +531,6 @@ _STATE_FIELDS = (
     "_slow_since",
     "_first_step",
     "_start_level",
-    "_sigma_early",
     "_gdiffs",
     "_gsorted",
     "_lr",
@@ -515,9 +539,11 @@ _STATE_FIELDS = (
     "_val_start",
     "_val_best",
     "_val_best_step",
+    "_val_best_n",
     "_val_best_train",
     "_val_since_best",
     "_val_recent",
+    "_val_hist",
     "_val_above",
 )
 
@@ -558,13 +584,13 @@ class Monitor:
     - ``diverged`` (critical): ``level - best > max(diverge_z·σ, diverge_frac·P)``;
       it lasts while ``level`` stays above ``best`` by half the threshold it
       opened with.
-    - ``spike`` (warning): ``loss - previous level > max(spike_z·σ,
-      spike_frac·P)``.
-    - ``exploding_grad`` (warning): grad norm ``> grad_factor ×`` its running
-      median.
-    - ``oscillating`` (warning): the smoothed curve climbs well above its lowest
-      value, or noise is large against trend and progress once the curve has
-      flattened, or spikes repeat.
+    - ``spike`` (info): ``loss - previous level > max(spike_z·σ,
+      spike_frac·P)``; a lone one the run recovers from needs no action.
+    - ``exploding_grad`` (info): grad norm ``> grad_factor ×`` its running
+      median; likewise.
+    - ``oscillating`` (warning): spikes or gradient outliers repeat
+      (``osc_spikes`` within ``trend_window`` updates), or the smoothed curve
+      climbs well above its lowest value.
     - ``too_slow`` (warning): the curve has not started to flatten and gains
       little per step against the noise, or has not moved beyond the noise.
     - ``plateau`` (info): no validation improvement for ``plateau_patience``
@@ -615,7 +641,9 @@ class Monitor:
         self._sorted: list[float] = []  # the same, sorted
         self._levels: deque[float] = deque(maxlen=c.trend_window)
         self._smooth = math.nan
-        self._smooth_best = math.inf
+        # (update, smooth) pairs, increasing: the lowest smooth of the last
+        # _RISE_HORIZON·trend_window updates is the first one
+        self._smooth_mins: deque[tuple[int, float]] = deque()
         self._spikes: deque[int] = deque()  # update numbers of recent spikes
         self._curve = _Curve()
         self._early: list[tuple[int, float, float, float, float]] = []
@@ -625,7 +653,6 @@ class Monitor:
         self._slow_since: tuple[int, int] | None = None  # (update, step)
         self._first_step = 0  # step of the first finite loss
         self._start_level = math.nan  # max(first loss, median of the first 5)
-        self._sigma_early = math.inf  # σ over the first noise_window updates
         self._gdiffs: deque[float] = deque()  # gradient norms, in order
         self._gsorted: list[float] = []
         self._lr: float | None = None
@@ -634,9 +661,11 @@ class Monitor:
         self._val_start = math.nan
         self._val_best = math.inf
         self._val_best_step = -1
+        self._val_best_n = 0  # the evaluation count at the best
         self._val_best_train = math.nan
         self._val_since_best = 0
         self._val_recent: deque[float] = deque(maxlen=3)
+        self._val_hist: deque[float] = deque(maxlen=_VAL_NOISE_WINDOW)
         self._val_above = 0
 
     def state(self) -> MonitorState:
@@ -830,12 +859,12 @@ class Monitor:
             if g is not None:
                 ev["grad_norm"] = g
             self._hit("nan", step, step, 0.0, ev, out)
+        if g is not None and g_ok:  # first: its events count for oscillating
+            self._observe_grad(step, g, out)
         if x_ok:
             self._observe(step, x, out)
         if v is not None and v_ok:
             self._observe_val(step, v, out)
-        if g is not None and g_ok:
-            self._observe_grad(step, g, out)
         if self._open:
             self._close_stale()
         if len(out) > 1:
@@ -888,12 +917,10 @@ class Monitor:
             srt[m // 2] if m % 2 else 0.5 * (srt[m // 2 - 1] + srt[m // 2])
         ) * _GAUSS
         start = self._start
-        if n == c.noise_window + 1:
-            self._sigma_early = sigma  # the noise of the first window, frozen
         if n == c.min_updates:
             self._early.append((step, x, prev_level, level, best))
             self._judge_early(step, sigma, out)
-            self._smooth_best = sm
+            self._smooth_mins.append((self._updates, sm))
             return
         p = start - best
         if p < 0.0:
@@ -917,13 +944,19 @@ class Monitor:
         spikes = self._spikes
         if jump > thr and not diverged:
             self._spike(step, step, x, prev_level, thr, sigma, p, out)
-            spikes.append(u)
+            if not spikes or spikes[-1] != u:  # one event per update
+                spikes.append(u)
         while spikes and u - spikes[0] >= c.trend_window:
             spikes.popleft()
         if diverged:
             return
-        if sm < self._smooth_best:
-            self._smooth_best = sm
+        mins = self._smooth_mins
+        while mins and mins[-1][1] >= sm:
+            mins.pop()
+        mins.append((u, sm))
+        while u - mins[0][0] >= _RISE_HORIZON * c.trend_window:
+            mins.popleft()
+        smooth_best = mins[0][1]
 
         # The run's shape so far: gains of the first and second half.
         window = c.trend_window
@@ -933,6 +966,8 @@ class Monitor:
         if n >= c.slow_min_updates and not self._broken:
             h = self._curve.halves()
             if h is not None:
+                # hysteresis: a condition that holds (or a finding that is
+                # open) keeps holding within a 25% margin
                 hold = 1.25 if "too_slow" in self._open else 1.0
                 d1 = h[0] - h[1]
                 d2 = h[1] - h[2]
@@ -941,6 +976,8 @@ class Monitor:
                     not self._unstable
                     and -c.slow_flat_z * sigma < total < c.slow_flat_z * sigma * hold
                 )
+                if self._slow_since is not None:
+                    hold = 1.25
                 steady = (
                     d1 > 0.0
                     and d2 * hold >= c.slow_ratio * d1
@@ -949,34 +986,28 @@ class Monitor:
                 slow = flat or steady
                 flat_rule = flat
 
-        # oscillating: repeated spikes; once the curve is not slow: rises of the
-        # smoothed curve, or noise against trend and progress after flattening.
+        # oscillating: repeated spikes or gradient outliers (rule 3); once the
+        # curve is not slow, a rise of the smoothed curve (rule 1). (Rule 2, noise
+        # growing against the trend, was dropped: batch noise of a classifier
+        # grows as its loss falls.)
         reason = 0.0
         if len(spikes) >= c.osc_spikes:
             reason = 3.0
         elif n >= 2 * window and u - self._lr_rise > window and not slow:
-            rise = sm - self._smooth_best
+            rise = sm - smooth_best
             if rise > c.osc_rise_frac * p and rise > c.osc_rise_z * sigma:
                 reason = 1.0
-            elif (
-                sigma > c.osc_noise_frac * p
-                and sigma > self._sigma_early
-                and drop < sigma
-                and d1 > c.slow_flat_z * sigma
-                and d2 < 0.5 * c.slow_ratio * d1
-            ):
-                reason = 2.0
         if reason:
             self._hit(
                 "oscillating",
                 step,
                 step,
-                (sm - self._smooth_best) / (p + tiny),
+                (sm - smooth_best) / (p + tiny),
                 {
                     "rule": reason,
                     "noise": sigma,
                     "progress": p,
-                    "rise": sm - self._smooth_best,
+                    "rise": sm - smooth_best,
                     "trend_drop": drop,
                     "spikes": float(len(spikes)),
                 },
@@ -990,7 +1021,13 @@ class Monitor:
         else:
             self._slow_since = None
         since = self._slow_since
-        if since is not None and u - since[0] >= c.slow_patience:
+        # flat: slow_patience updates in a row; steady: also through the second
+        # half of the run so far (a curve that bends late, a sigmoid, holds the
+        # steady condition for a while; a too-low LR holds it for good)
+        need = c.slow_patience
+        if not flat_rule and since is not None and since[0] > need:
+            need = since[0]
+        if since is not None and u - since[0] >= need:
             self._hit(
                 "too_slow",
                 step,
@@ -1036,7 +1073,12 @@ class Monitor:
             return out
         d1, d2 = h[0] - h[1], h[1] - h[2]
         gain = self._start_level - self._level
-        if gain > c.slow_flat_z * sigma and d1 > 0.0 and d2 >= c.slow_ratio * d1:
+        if (
+            gain > c.slow_flat_z * sigma
+            and d1 > 0.0
+            and d2 >= c.slow_ratio * d1
+            and d2 > c.slow_flat_z * sigma * self._curve.noise()
+        ):
             self._updates += 1  # the judgement is an update of its own
             self._hit(
                 "too_slow",
@@ -1200,6 +1242,7 @@ class Monitor:
         if v < self._val_best:
             self._val_best = v
             self._val_best_step = step
+            self._val_best_n = self._val_n
             self._val_best_train = self._level
         p_val = max(self._val_start - self._val_best, 0.0)
         if self._val_since_best >= c.plateau_patience:
@@ -1216,7 +1259,15 @@ class Monitor:
                 out,
             )
         rise = _median_small(self._val_recent) - self._val_best
-        if len(self._val_recent) == 3 and p_val > 0 and rise > c.overfit_frac * p_val:
+        hist = self._val_hist
+        hist.append(v)
+        # the last 3 evaluations: the best and two after it at most, so their
+        # median is above the best only if both later ones rose
+        if (
+            self._val_n - self._val_best_n >= 2
+            and rise > c.overfit_frac * p_val
+            and min(rise, p_val) > c.overfit_z * _val_noise(hist)
+        ):
             self._val_above += 1
         else:
             self._val_above = 0
@@ -1232,6 +1283,7 @@ class Monitor:
                     "best_val_step": float(self._val_best_step),
                     "val_rise": rise,
                     "val_progress": p_val,
+                    "val_noise": _val_noise(self._val_hist),
                     "train_level": self._level,
                     "train_level_at_best_val": self._val_best_train,
                 },
@@ -1254,11 +1306,19 @@ class Monitor:
                     {"grad_norm": g, "median_grad_norm": med, "ratio": ratio},
                     out,
                 )
+                self._spikes.append(self._updates)  # an instability event
         order = self._gdiffs
         if len(order) == c.grad_window:
             del srt[bisect.bisect_left(srt, order.popleft())]
         order.append(g)
         bisect.insort(srt, g)
+
+
+def _val_noise(hist: Sequence[float]) -> float:
+    """Noise of a validation curve: median |second difference| / 1.65."""
+    h = list(hist)
+    d2 = [abs(h[i] - 2.0 * h[i - 1] + h[i - 2]) for i in range(2, len(h))]
+    return _median_small(d2) / _D2_GAUSS if d2 else 0.0
 
 
 def _ev_level(
@@ -1303,11 +1363,13 @@ class Diagnosis:
 
     Attributes:
         verdict: one of :data:`VERDICTS`: ``"diverged"`` (a ``nan`` or
-            ``diverged`` finding), ``"lr too high"`` (``spike``,
-            ``exploding_grad`` or ``oscillating``), ``"lr too low"``
-            (``too_slow``), ``"overfitting"``, ``"healthy"`` (no warning; info
-            findings such as ``plateau`` allowed), ``"too short"`` (fewer finite
-            losses than ``min_updates``).
+            ``diverged`` finding), ``"lr too high"`` (``oscillating``: spikes
+            or gradient outliers that repeat, or a smoothed curve that climbs
+            back), ``"lr too low"`` (``too_slow``), ``"overfitting"``,
+            ``"healthy"`` (no warning; info findings such as a lone ``spike``,
+            ``exploding_grad`` or a ``plateau`` allowed, and named in the
+            summary), ``"too short"`` (fewer finite losses than
+            ``min_updates``).
         summary: one sentence explaining the verdict.
         advice: what to do next, in LR terms.
         findings: every finding, in the order raised.
@@ -1451,7 +1513,7 @@ def _verdict(
             f"The run diverged at step {f.first_step} ({what}).",
             f.advice,
         )
-    f = first("oscillating", "spike", "exploding_grad")
+    f = first("oscillating")
     if f is not None:
         kinds = sorted(
             {
@@ -1488,12 +1550,19 @@ def _verdict(
             "needed for a diagnosis.",
             "Log more steps.",
         )
+    notes = []
+    events = sorted(
+        (g.first_step, g.kind)
+        for k in ("spike", "exploding_grad")
+        for g in by_kind.get(k, [])
+    )
+    if events:
+        names = {"spike": "loss spike", "exploding_grad": "gradient-norm outlier"}
+        shown = ", ".join(f"{names[k]} at step {s}" for s, k in events[:3])
+        more = f" and {len(events) - 3} more" if len(events) > 3 else ""
+        notes.append(f"isolated {shown}{more} (recovered)")
     f = first("plateau")
     if f is not None:
-        return (
-            "healthy",
-            f"No LR problem found; the validation loss plateaued from step "
-            f"{f.first_step}.",
-            f.advice,
-        )
-    return ("healthy", "No LR problem found.", "Keep the LR.")
+        notes.append(f"the validation loss plateaued from step {f.first_step}")
+    summary = "No LR problem found" + ("; " + "; ".join(notes) if notes else "") + "."
+    return ("healthy", summary, f.advice if f is not None else "Keep the LR.")

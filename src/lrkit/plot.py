@@ -267,7 +267,10 @@ def diagnosis_figure(
     Draws the training loss (raw, and a running median of 9), the validation
     loss, non-finite losses as red marks along the top, each finding as a band
     from its first to its last step coloured by severity (labelled with its
-    kind), and the LR on a second axis when the history has one.
+    kind), and the LR on a second axis when the history has one. When the run
+    blew up (a ``critical`` finding) and the blow-up would flatten the rest of
+    the curve, the y axis is scaled to the losses before it, with headroom, and
+    the title says that higher values are clipped.
 
     Args:
         history: the run (:class:`lrkit.History`).
@@ -302,12 +305,24 @@ def diagnosis_figure(
             color="#55A868",
             label="val loss",
         )
-    values = np.concatenate(
-        [loss[finite], history.val_loss[np.isfinite(history.val_loss)]]
-    )
+    val_steps = np.asarray(history.val_steps, dtype=float)
+    val_loss = np.asarray(history.val_loss, dtype=float)
+    val_ok = np.isfinite(val_loss)
+    values = np.concatenate([loss[finite], val_loss[val_ok]])
+    clipped_at = _clip_step(diagnosis, steps[finite], loss[finite])
+    if clipped_at is not None:
+        # the blow-up would flatten the rest: scale to the part before it
+        values = np.concatenate(
+            [
+                loss[finite & (steps < clipped_at)],
+                val_loss[val_ok & (val_steps < clipped_at)],
+            ]
+        )
     if len(values):
         lo, hi = np.percentile(values, [0.5, 99.5])
         pad = 0.08 * max(hi - lo, 1e-12)
+        if clipped_at is not None:
+            hi += 0.5 * max(hi - lo, 1e-12)  # headroom: the rise stays visible
         ax.set_ylim(lo - pad, hi + pad)
         if (~finite).any():
             ax.plot(
@@ -344,7 +359,37 @@ def diagnosis_figure(
                 lr_ax.set_ylim(0, 1.15 * float(lr_values.max()))
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    ax.set_title(f"{diagnosis.verdict}: {diagnosis.summary}", fontsize=9)
+    title = f"{diagnosis.verdict}: {diagnosis.summary}"
+    if clipped_at is not None:
+        title += (
+            f"\n(y axis scaled to the losses before step {clipped_at:g}; "
+            "higher values are clipped)"
+        )
+    ax.set_title(title, fontsize=9)
     ax.legend(loc="upper right", fontsize=8)
     _save(fig, path)
     return fig
+
+
+def _clip_step(
+    diagnosis: Diagnosis, steps: np.ndarray, loss: np.ndarray
+) -> float | None:
+    """The step to scale the y axis before, or None to show every value.
+
+    The first step of the first ``critical`` finding (NaN, diverged), when at
+    least 5 finite losses precede it and a later loss would stretch the axis
+    to more than twice the range of the losses before it.
+    """
+    critical = [f.first_step for f in diagnosis.findings if f.severity == "critical"]
+    if not critical:
+        return None
+    at = float(min(critical))
+    before = loss[steps < at]
+    after = loss[steps >= at]
+    if len(before) < 5 or not len(after):
+        return None
+    lo, hi = np.percentile(before, [0.5, 99.5])
+    span = max(hi - lo, 1e-12)
+    if float(np.max(after)) <= hi + span:
+        return None
+    return at
