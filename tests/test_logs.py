@@ -360,3 +360,15 @@ def test_history_validation_and_record() -> None:
         History(loss=["a"])
     with pytest.raises(ValueError):
         h.loss[0] = 5.0  # read-only arrays
+
+
+def test_without_a_step_column_series_keep_their_place(tmp_path: Path) -> None:
+    p = tmp_path / "log.csv"
+    p.write_text("loss,val_loss\n1.0,\n0.9,\n0.8,0.85\n0.7,\n0.6,0.65\n")
+    h = read_log(p)
+    assert list(h.steps) == [0, 1, 2, 3, 4]
+    assert list(h.val_steps) == [2, 4]  # where validation happened, not 0 and 1
+    q = tmp_path / "log.jsonl"
+    q.write_text('{"loss": 1.0}\n{"loss": 0.9}\n{"val_loss": 0.95}\n{"loss": 0.8}\n')
+    h = read_log(q)
+    assert list(h.val_steps) == [1]  # after the second training step

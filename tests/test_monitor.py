@@ -471,15 +471,13 @@ def test_diagnose_attaches_sparse_series() -> None:
         loss=y,
         steps=np.arange(0, 2000, 2),
         grad_norm=[1.0, 1.0, math.nan],
-        grad_norm_steps=[10, 500, 1001],  # 1001: attached to the step at/after it
+        grad_norm_steps=[10, 500, 1001],  # 1001: between logged losses, kept there
         lr=[0.1, 0.01],
         lr_steps=[0, 1000],
     )
     d = diagnose(h)
     nan = [f for f in d.findings if f.kind == "nan"]
-    assert [(f.first_step, f.evidence["grad_norm"]) for f in nan] == [
-        (1002, math.inf)
-    ] or [f.first_step for f in nan] == [1002]
+    assert [f.first_step for f in nan] == [1001]
     assert "0.01 ->" in nan[0].advice  # the LR carried forward from step 1000
 
 
@@ -603,3 +601,37 @@ def test_finish_flags_a_curve_still_steep_at_the_end() -> None:
     d = diagnose(list(y))
     assert d.verdict == "lr too low"
     assert not feed(exp_decay()).finish()  # a healthy run is not steep at its end
+
+
+def test_every_validation_point_reaches_the_monitor() -> None:
+    # training logged every 50 steps, validation every 10: none may be dropped
+    y = exp_decay(seed=31)[:100]
+    h = lrkit.History(
+        loss=y,
+        steps=np.arange(0, 5000, 50),
+        val_loss=np.linspace(2.0, 1.0, 500),
+        val_steps=np.arange(0, 5000, 10),
+    )
+    mon = Monitor()
+    d = diagnose(h)
+    assert d.steps == 100
+    for s in sorted(set(h.steps.tolist()) | set(h.val_steps.tolist())):
+        i = np.searchsorted(h.steps, s)
+        j = np.searchsorted(h.val_steps, s)
+        mon.update(
+            s,
+            float(y[i]) if i < len(y) and h.steps[i] == s else None,
+            val_loss=float(h.val_loss[j]) if h.val_steps[j] == s else None,
+        )
+    assert mon.stats()["val_losses"] == 500.0
+    assert mon.stats()["losses"] == 100.0
+
+
+def test_update_without_a_loss_carries_validation_only() -> None:
+    mon = Monitor()
+    assert mon.update(0, 2.0) == []
+    assert mon.update(5, None, val_loss=1.5) == []
+    assert mon.stats()["losses"] == 1.0
+    assert mon.stats()["val_losses"] == 1.0
+    with pytest.raises(ValueError, match="step must be > the previous step"):
+        mon.update(5, 1.9)

@@ -359,17 +359,35 @@ def _number(value: Any) -> float | None:
     raise ValueError(f"not a number: {value!r}")
 
 
+def _implicit_steps(
+    rows: Sequence[tuple[int, Mapping[str, Any]]], loss_key: str
+) -> list[int]:
+    """Steps for a log without a step column: each record belongs to the latest
+    training-loss row at or before it (the first loss row is step 0)."""
+    steps: list[int] = []
+    seen = 0
+    for _, row in rows:
+        try:
+            present = _number(row.get(loss_key)) is not None
+        except ValueError:  # reported with its line when the loss is read
+            present = True
+        seen += present
+        steps.append(max(seen - 1, 0))
+    return steps
+
+
 def _series(
-    rows: Iterable[tuple[int, Mapping[str, Any]]],
+    rows: Sequence[tuple[int, Mapping[str, Any]]],
     key: str,
     step_key: str | None,
     path: Path,
+    implicit: Sequence[int],
 ) -> tuple[list[int], list[float]]:
-    """(steps, values) of ``key`` over ``rows`` = (line, record) pairs."""
+    """(steps, values) of ``key`` over ``rows`` = (line, record) pairs; without a
+    step column, record ``i`` is at step ``implicit[i]``."""
     steps: list[int] = []
     values: list[float] = []
-    counter = 0
-    for line, row in rows:
+    for index, (line, row) in enumerate(rows):
         try:
             v = _number(row.get(key))
         except ValueError:
@@ -379,7 +397,7 @@ def _series(
         if v is None:
             continue
         if step_key is None:
-            step = counter
+            step = implicit[index]
         else:
             try:
                 s = _number(row.get(step_key))
@@ -398,7 +416,6 @@ def _series(
                     path, f"{step_key!r} must be a whole number >= 0, got {s!r}", line
                 )
             step = int(s)
-        counter += 1
         steps.append(step)
         values.append(v)
     return steps, values
@@ -438,10 +455,11 @@ def _build(
         if key is not None and key != loss_key and key != step_key:
             picked[series] = key
     data: dict[str, Any] = {}
+    implicit = _implicit_steps(records, loss_key) if step_key is None else []
     for series, key in picked.items():
         if series == "step":
             continue
-        steps, values = _dedupe(*_series(records, key, step_key, path))
+        steps, values = _dedupe(*_series(records, key, step_key, path, implicit))
         if series == "loss":
             if not values:
                 raise LogFormatError(path, f"column {key!r} holds no values")

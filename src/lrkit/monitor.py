@@ -339,34 +339,6 @@ class _Open:
         self.evidence: dict[str, float] = {}
 
 
-class _SortedWindow:
-    """The last ``size`` values, kept sorted too: O(size) memmove per push."""
-
-    __slots__ = ("order", "size", "sorted")
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.order: deque[float] = deque()
-        self.sorted: list[float] = []
-
-    def push(self, x: float) -> None:
-        if len(self.order) == self.size:
-            old = self.order.popleft()
-            del self.sorted[bisect.bisect_left(self.sorted, old)]
-        self.order.append(x)
-        bisect.insort(self.sorted, x)
-
-    def median(self) -> float:
-        s = self.sorted
-        n = len(s)
-        if n % 2:
-            return s[n // 2]
-        return 0.5 * (s[n // 2 - 1] + s[n // 2])
-
-    def __len__(self) -> int:
-        return len(self.order)
-
-
 def _median_small(values: Iterable[float]) -> float:
     s = sorted(values)
     n = len(s)
@@ -679,9 +651,9 @@ class Monitor:
     def restore(self, state: MonitorState) -> None:
         """Put back statistics taken with :meth:`state`; open findings are closed.
 
-        The step counter is not rolled back: later updates may repeat the steps
-        after the snapshot (the run was rolled back), so the next update only
-        needs a step larger than the one in ``state``.
+        The step counter is rolled back with them: after a restore (the run was
+        rolled back), the next update only needs a step larger than the one the
+        state was taken at, so the steps after the snapshot can be repeated.
         """
         if not isinstance(state, MonitorState):
             _check.fail(
@@ -731,6 +703,7 @@ class Monitor:
             "smooth": self._smooth,
             "updates": float(self._updates),
             "losses": float(self._n),
+            "val_losses": float(self._val_n),
         }
 
     def _sigma(self) -> float:
@@ -799,7 +772,7 @@ class Monitor:
     def update(
         self,
         step: int,
-        loss: float,
+        loss: float | None,
         *,
         val_loss: float | None = None,
         grad_norm: float | None = None,
@@ -809,7 +782,9 @@ class Monitor:
 
         Args:
             step: the optimizer step (an int >= 0, larger than the previous one).
-            loss: the training loss at ``step`` (NaN/inf allowed: a finding).
+            loss: the training loss at ``step`` (NaN/inf allowed: a finding), or
+                ``None`` for an update that only carries a validation loss or a
+                gradient norm (logs that evaluate between logged training steps).
             val_loss: the validation loss, on the steps it is computed.
             grad_norm: the total gradient norm (before clipping) at ``step``.
                 With AMP loss scaling, pass it only on the steps the scaler did
@@ -835,7 +810,7 @@ class Monitor:
             _check.fail("step", f"> the previous step ({last})", step)
         if step < 0:
             _check.fail("step", ">= 0", step)
-        x = loss if type(loss) is float else _real("loss", loss)
+        x = loss if loss is None or type(loss) is float else _real("loss", loss)
         v = None if val_loss is None else _real("val_loss", val_loss)
         g = None if grad_norm is None else _real("grad_norm", grad_norm)
         if lr is not None:
@@ -849,11 +824,11 @@ class Monitor:
             if self._lr is not None and lr_f > self._lr:
                 self._lr_rise = self._updates
             self._lr = lr_f
-        x_ok = x - x == 0.0  # False for NaN and +-inf
+        x_ok = x is None or x - x == 0.0  # False for NaN and +-inf
         v_ok = v is None or v - v == 0.0
         g_ok = g is None or g - g == 0.0
         if not (x_ok and v_ok and g_ok):
-            ev = {"loss": x}
+            ev = {} if x is None else {"loss": x}
             if v is not None:
                 ev["val_loss"] = v
             if g is not None:
@@ -861,7 +836,7 @@ class Monitor:
             self._hit("nan", step, step, 0.0, ev, out)
         if g is not None and g_ok:  # first: its events count for oscillating
             self._observe_grad(step, g, out)
-        if x_ok:
+        if x is not None and x_ok:
             self._observe(step, x, out)
         if v is not None and v_ok:
             self._observe_val(step, v, out)
@@ -1449,34 +1424,25 @@ def diagnose(
     """
     h = _as_history(history)
     mon = Monitor(config, **settings)
-    steps = h.steps
-    n = len(steps)
-
-    def attach(at: Any) -> dict[int, int]:
-        # index of the training step each logged point is attached to
-        out: dict[int, int] = {}
-        for j, s in enumerate(at.tolist()):
-            i = bisect.bisect_left(steps, s) if n else 0
-            out[min(i, n - 1)] = j
-        return out
-
-    val_at = attach(h.val_steps)
-    grad_at = attach(h.grad_norm_steps)
+    # every logged step once, in order: training, validation and gradient-norm
+    # points each keep their own step (validation between logged training steps
+    # becomes an update of its own)
+    train = dict(zip(h.steps.tolist(), h.loss.tolist(), strict=True))
+    val = dict(zip(h.val_steps.tolist(), h.val_loss.tolist(), strict=True))
+    grad = dict(zip(h.grad_norm_steps.tolist(), h.grad_norm.tolist(), strict=True))
     lr_steps = h.lr_steps.tolist()
     lr_values = h.lr.tolist()
     loss = h.loss.tolist()
     j_lr = -1
-    for i, s in enumerate(steps.tolist()):
+    for s in sorted({*train, *val, *grad}):
         while j_lr + 1 < len(lr_steps) and lr_steps[j_lr + 1] <= s:
             j_lr += 1
         lr = lr_values[j_lr] if j_lr >= 0 else None
-        vj = val_at.get(i)
-        gj = grad_at.get(i)
         mon.update(
             s,
-            loss[i],
-            val_loss=None if vj is None else float(h.val_loss[vj]),
-            grad_norm=None if gj is None else float(h.grad_norm[gj]),
+            train.get(s),
+            val_loss=val.get(s),
+            grad_norm=grad.get(s),
             lr=lr if lr is not None and math.isfinite(lr) and lr >= 0 else None,
         )
     mon.finish()
@@ -1488,7 +1454,7 @@ def diagnose(
         summary=summary,
         advice=advice,
         findings=findings,
-        steps=n,
+        steps=len(h.steps),
         source=h.source,
         config=mon.config,
     )

@@ -366,7 +366,8 @@ def diagnosis_figure(
             "higher values are clipped)"
         )
     ax.set_title(title, fontsize=9)
-    ax.legend(loc="upper right", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # nothing labelled on an empty run
+        ax.legend(loc="upper right", fontsize=8)
     _save(fig, path)
     return fig
 
