@@ -48,10 +48,10 @@ Example:
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from . import _check
-from ._util import json_clean, robust_noise
+from ._util import json_clean
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -444,11 +444,10 @@ def _fmt(x: float | None) -> str:
 class _StopRule:
     """Causal smoothing and the divergence rule (see the module docstring).
 
-    Constant work per step: the starting level is fixed once the warm-up is
-    over, and the noise is measured over the last ``NOISE_WINDOW`` losses.
+    Cheap per step: the starting level is fixed once the warm-up is over, and
+    the noise (the median absolute step-to-step difference of all losses so
+    far) is kept in a sorted list, so no step re-reads the whole history.
     """
-
-    NOISE_WINDOW = 64
 
     def __init__(self, settings: RangeTestSettings) -> None:
         self.s = settings
@@ -461,13 +460,19 @@ class _StopRule:
         self.count = 0
         self.best = math.inf
         self.ref: float | None = None
-        self.recent: deque[float] = deque(maxlen=max(self.NOISE_WINDOW, self.warm + 1))
+        self.first: list[float] = []  # the losses of the warm-up
+        self.prev: float | None = None
+        self.diffs: list[float] = []  # |loss[i+1] - loss[i]|, sorted
         self.descending = False  # the loss has clearly started to fall
 
     def update(self, loss: float) -> tuple[float, StopReason | None]:
         """Feed one finite, non-skipped loss; returns (smoothed, stop reason)."""
         self.count += 1
-        self.recent.append(loss)
+        if self.count <= self.warm:
+            self.first.append(loss)
+        if self.prev is not None:
+            bisect.insort(self.diffs, abs(loss - self.prev))
+        self.prev = loss
         self.avg = self.beta * self.avg + (1.0 - self.beta) * loss
         smooth = self.avg / (1.0 - self.beta**self.count)
         if self.count >= self.n_ref:  # the first averages are single noisy losses
@@ -475,8 +480,8 @@ class _StopRule:
         if self.count <= self.warm:
             return smooth, None
         if self.ref is None:
-            self.ref = float(np.median(list(self.recent)[: self.warm]))
-        sigma = robust_noise(self.recent)
+            self.ref = float(np.median(self.first))
+        sigma = self._sigma()
         if not self.descending and self.ref - smooth > 2.0 * sigma:
             self.descending = True
         scale = max(
@@ -487,6 +492,14 @@ class _StopRule:
         if loss - self.best > self.s.jump_factor * scale:
             return smooth, "diverged"
         return smooth, None
+
+    def _sigma(self) -> float:
+        """``robust_noise`` of all losses so far, from the sorted differences."""
+        d, n = self.diffs, len(self.diffs)
+        if n < 2:
+            return 0.0
+        med = d[n // 2] if n % 2 else 0.5 * (d[n // 2 - 1] + d[n // 2])
+        return med / (0.6745 * math.sqrt(2.0))
 
 
 def range_test(
