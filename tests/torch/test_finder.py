@@ -454,3 +454,24 @@ def test_tensor_lr_is_given_back() -> None:
     lrkit.find_lr(model, opt, F.cross_entropy, loader(), num_steps=20)
     assert opt.param_groups[0]["lr"] is lr
     assert float(lr) == float(torch.tensor(0.05))
+
+
+def test_restarting_a_loader_draws_one_shuffle_per_epoch() -> None:
+    # the range test must see the same batches as a plain loop over the epochs
+    x, y = make_data(64)
+    g1 = torch.Generator().manual_seed(5)
+    dl = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True, generator=g1)
+    seen = []
+    model = nn.Linear(8, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def loss_fn(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        seen.append(target.clone())
+        return F.cross_entropy(out, target)
+
+    lrkit.find_lr(model, opt, loss_fn, dl, num_steps=12, end_lr=1e-3)
+    g2 = torch.Generator().manual_seed(5)
+    ref = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True, generator=g2)
+    expected = [b[1] for _ in range(3) for b in ref]
+    assert len(seen) == 12
+    assert all(torch.equal(a, b) for a, b in zip(seen, expected, strict=True))

@@ -73,7 +73,9 @@ class _Batches:
         try:
             batch = next(self.it)
         except StopIteration:
-            if iter(self.loader) is self.loader:  # an iterator: cannot restart
+            # an iterator (a generator) cannot restart; asking iter() of a
+            # DataLoader would start a new epoch and draw from its generator
+            if isinstance(self.loader, Iterator):
                 _check.fail(
                     self.name,
                     "a loader that can be iterated again (a DataLoader, a list) "
