@@ -166,6 +166,41 @@ def test_exponential_values_and_end() -> None:
     assert Exponential(factor=0.5, end_lr=0.125).end_step == 3
 
 
+@pytest.mark.parametrize(
+    ("factor", "peak_lr", "end_lr"),
+    [
+        (1e-300, 1e308, 5e-324),  # end_lr / peak_lr underflows to 0
+        (0.9999999999999999, 1.0, 5e-324),  # a walk from the log estimate never ends
+        (0.9999999999999999, 1e308, 1e-300),
+        (0.5, 1.0, 1e-300),
+    ],
+)
+def test_exponential_end_step_at_extremes(
+    factor: float, peak_lr: float, end_lr: float
+) -> None:
+    s = Exponential(factor=factor, peak_lr=peak_lr, end_lr=end_lr)
+    e = s.end_step
+    assert isinstance(e, int) and e >= 1
+    # the first step at end_lr: the value holds from there, not one step before
+    assert s(e) == end_lr and s(e + 1) == end_lr
+    assert peak_lr * factor ** (e - 1) > end_lr
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    factor=st.floats(0.01, 0.999999),
+    end=st.floats(1e-300, 0.99),
+)
+def test_exponential_end_step_is_the_first_step_at_end_lr(
+    factor: float, end: float
+) -> None:
+    s = Exponential(factor=factor, end_lr=end)
+    e = s.end_step
+    assert e is not None
+    assert s(e) == end
+    assert e == 0 or s(e - 1) > end
+
+
 def test_linear_polynomial_cosine_values() -> None:
     lin = Linear(total_steps=10, start_lr=1.0, end_lr=0.0)
     assert [lin(0), lin(5), lin(10), lin(11)] == [1.0, 0.5, 0.0, 0.0]
@@ -195,6 +230,42 @@ def test_cosine_restarts_values() -> None:
     assert d(10) == pytest.approx(0.1 + 0.9 * 0.5, abs=1e-15)
     assert d.end_step == 20
     assert [d(20), d(21), d(1000)] == [0.1, 0.1, 0.1]
+
+
+def test_cosine_restarts_length_must_fit_in_exact_steps() -> None:
+    # 10 + 1e301 + 1e601 steps: the float sum overflowed (OverflowError) before
+    with pytest.raises(
+        ValueError,
+        match=r"cycle_factor must be small enough that num_cycles=3 cycles of "
+        r"cycle_steps=10 × cycle_factor \*\* n end within 2\*\*53 steps, got "
+        r"cycle_factor=1e\+300\. Lower",
+    ):
+        CosineRestarts(cycle_steps=10, cycle_factor=1e300, num_cycles=3)
+    with pytest.raises(ValueError, match="num_cycles must be small enough"):
+        CosineRestarts(cycle_steps=10, num_cycles=2**53)
+    # without num_cycles there is no end to compute: any cycle_factor works
+    s = CosineRestarts(cycle_steps=10, cycle_factor=1e300)
+    assert s.end_step is None
+    assert s(10**6) == pytest.approx((1 + math.cos(math.pi * (10**6 - 10) / 1e301)) / 2)
+    big = CosineRestarts(cycle_steps=3, cycle_factor=1e5, num_cycles=3)
+    assert big.end_step == 3 + 300_000 + 30_000_000_000
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    cycle=st.integers(1, 50),
+    cf=st.floats(1.0, 3.0),
+    n=st.integers(1, 8),
+    end_lr=st.sampled_from([0.0, 0.1]),
+)
+def test_cosine_restarts_end_step_is_where_the_last_cycle_ends(
+    cycle: int, cf: float, n: int, end_lr: float
+) -> None:
+    s = CosineRestarts(cycle_steps=cycle, cycle_factor=cf, num_cycles=n, end_lr=end_lr)
+    e = s.end_step
+    assert e is not None
+    assert s(e) == end_lr and s(e + 1) == end_lr
+    assert s(e - 1) > end_lr  # still inside the last cycle
 
 
 def test_cyclic_values() -> None:

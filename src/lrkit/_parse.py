@@ -160,7 +160,15 @@ class _Parser:
                 raise self.error("only schedules can be joined with '>>'", pos, length)
             if isinstance(part, Warmup) and part.then is None:
                 continue
-            end = part.end_step
+            try:
+                end = part.end_step
+            except ArithmeticError as e:
+                raise self.error(
+                    f"{part.name}(...): {type(e).__name__} computing its end_step "
+                    f"({e})",
+                    pos,
+                    length,
+                ) from e
             if end is None or end < 1:
                 raise self.error(
                     f"{part.name}(...) never ends, so nothing can follow it with "
@@ -310,6 +318,13 @@ class _Parser:
             kwargs[positional[0][1:]] = tuple(varargs)
         try:
             return cls(**kwargs)
+        except ArithmeticError as e:  # overflow in a (custom) schedule's arithmetic
+            raise self.error(
+                f"{label}(...): {type(e).__name__} while building it ({e}); "
+                "check the size of its arguments",
+                name_tok.pos,
+                len(label),
+            ) from e
         except (TypeError, ValueError) as e:
             message = str(e)
             arg = next(

@@ -353,7 +353,7 @@ class Schedule:
                 _check.fail(
                     "config",
                     f"made of {name}'s parameters",
-                    key,
+                    dict(config),
                     f"Unknown parameter {key!r}; valid: {', '.join(valid)}.",
                 )
         return target(**params)
@@ -704,14 +704,29 @@ class Exponential(Schedule):
             return 0
         if self.end_lr == 0.0:
             return None
-        t = max(
-            0, math.ceil(math.log(self.end_lr / self.peak_lr) / math.log(self.factor))
-        )
-        while t > 0 and self.peak_lr * self.factor ** (t - 1) <= self.end_lr:
-            t -= 1
-        while self.peak_lr * self.factor**t > self.end_lr:
-            t += 1
-        return t
+        # the first t with peak_lr × factor ** t <= end_lr; the log estimate can
+        # be far off for factors near 1 and tiny end_lr, so bracket and bisect
+        peak, end, factor = self.peak_lr, self.end_lr, self.factor
+
+        def reached(t: int) -> bool:
+            return peak * factor**t <= end
+
+        # logs taken apart: end_lr / peak_lr can underflow to 0
+        ratio = math.log(end) - math.log(peak)
+        t = max(0, math.ceil(ratio / math.log(factor)))
+        d = 1
+        if reached(t):  # reached(0) is False: end_lr < peak_lr here
+            while t - d > 0 and reached(t - d):
+                d *= 2
+            lo, hi = max(t - d, 0), t - d // 2
+        else:
+            while not reached(t + d):
+                d *= 2
+            lo, hi = t + d // 2, t + d
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if reached(mid) else (mid, hi)
+        return hi
 
 
 def _total(total_steps: Any, total_epochs: Any, steps_per_epoch: Any) -> int:
@@ -886,7 +901,8 @@ class CosineRestarts(Schedule):
 
     ``cycle_factor`` (torch's ``T_mult``) lengthens each cycle, ``peak_factor``
     (timm's ``cycle_decay``) shrinks each restart's height. With ``num_cycles``
-    it holds ``end_lr`` after that many cycles (``end_step``); without, it
+    it holds ``end_lr`` after that many cycles (``end_step``, which must be at
+    most ``2**53``, the largest step count a float holds exactly); without, it
     never settles. torch: ``T_0`` -> ``cycle_steps``, ``eta_min`` -> ``end_lr``.
 
     Reference: Loshchilov & Hutter, "SGDR: Stochastic Gradient Descent with Warm
@@ -910,6 +926,8 @@ class CosineRestarts(Schedule):
     cycle_epochs: InitVar[float | None] = None
     steps_per_epoch: InitVar[int | None] = None
 
+    _end: int | None = field(init=False, repr=False, compare=False)
+
     def __post_init__(self, cycle_epochs: Any, steps_per_epoch: Any) -> None:
         spe = _spe(steps_per_epoch, cycle_epochs is not None, "cycle_epochs")
         cycle = _steps_arg(
@@ -932,8 +950,42 @@ class CosineRestarts(Schedule):
             "peak_factor",
             _check.fraction("peak_factor", self.peak_factor, low_open=True),
         )
+        end = None
         if self.num_cycles is not None:
             _set(self, "num_cycles", _check.positive_int("num_cycles", self.num_cycles))
+            end = self._last_step(cycle, cf, self.num_cycles)
+        _set(self, "_end", end)
+
+    @staticmethod
+    def _last_step(cycle: int, cf: float, num_cycles: int) -> int:
+        """Where ``num_cycles`` cycles end, as :meth:`_locate` sees it.
+
+        Raises ``ValueError`` when that is past ``2**53``, the largest step
+        count a float (the cycle arithmetic) holds exactly.
+        """
+        limit = 2**53
+        if cf == 1.0:
+            if cycle * num_cycles > limit:
+                _check.fail(
+                    "num_cycles",
+                    f"small enough that the cycles end within 2**53 steps "
+                    f"(cycle_steps={cycle})",
+                    num_cycles,
+                )
+            return cycle * num_cycles
+        start, length = 0.0, float(cycle)
+        for _ in range(num_cycles):  # the same float arithmetic as _locate
+            start += length
+            length *= cf
+            if not start <= limit:
+                _check.fail(
+                    "cycle_factor",
+                    f"small enough that num_cycles={num_cycles} cycles of "
+                    f"cycle_steps={cycle} × cycle_factor ** n end within 2**53 steps",
+                    cf,
+                    "Lower cycle_factor or num_cycles.",
+                )
+        return math.ceil(start)
 
     def _locate(self, step: int) -> tuple[int, float, float]:
         """(cycle index, position in it, its length)."""
@@ -959,11 +1011,7 @@ class CosineRestarts(Schedule):
 
     @property
     def end_step(self) -> int | None:
-        if self.num_cycles is None:
-            return None
-        c: int = self.cycle_steps  # type: ignore[assignment]
-        lengths = [c * self.cycle_factor**n for n in range(self.num_cycles)]
-        return math.ceil(sum(lengths))
+        return self._end
 
 
 _CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
