@@ -325,6 +325,19 @@ def test_wsd_values() -> None:
     assert (default.warmup_steps, default.decay_steps) == (0, 200)
 
 
+@settings(max_examples=60, deadline=None)
+@given(w=st.integers(1, 300), peak=st.floats(1e-6, 10.0))
+def test_wsd_warmup_is_the_warmup_wrappers_ramp(w: int, peak: float) -> None:
+    """WSD's warmup is Warmup's default linear ramp: same code, same floats."""
+    s = WarmupStableDecay(
+        total_steps=w + 1, warmup_steps=w, decay_steps=1, peak_lr=peak
+    )
+    wrapped = Warmup(steps=w, then=Constant(lr=peak))
+    for t in range(w + 1):
+        assert s(t) == wrapped(t)
+        assert s(t) == pytest.approx(peak * (t + 1) / (w + 1), rel=1e-12, abs=0)
+
+
 # ------------------------------------------------------------------- units
 
 

@@ -431,7 +431,19 @@ def register(cls: S) -> S:
 
 
 def registry() -> Mapping[str, type[Schedule]]:
-    """Read-only ``{name: class}`` of every registered schedule and composition."""
+    """Read-only ``{name: class}`` of every registered schedule and composition.
+
+    These are the names the text form (:func:`lrkit.parse_schedule`) and
+    :func:`schedule_from_config` accept, sorted; :func:`register` adds yours.
+
+    Example:
+        >>> import lrkit
+        >>> names = lrkit.registry()
+        >>> names["cosine"] is lrkit.Cosine, names["warmup"] is lrkit.Warmup
+        (True, True)
+        >>> list(names)[:4]
+        ['constant', 'cosine', 'cosine_restarts', 'cyclic']
+    """
     from . import compose  # noqa: F401  (registers warmup, join, scale)
 
     return MappingProxyType(dict(sorted(_REGISTRY.items())))
@@ -1295,7 +1307,8 @@ class WarmupStableDecay(Schedule):
 
     With ``W = warmup_steps``, ``D = decay_steps``, ``T = total_steps``:
 
-    - ``t < W``: linear warmup ``peak_lr × (t + 1) / (W + 1)`` (never 0);
+    - ``t < W``: linear warmup ``peak_lr × (t + 1) / (W + 1)`` (never 0;
+      the default ramp of :class:`~lrkit.Warmup`, computed by the same code);
     - ``W <= t < T - D``: ``peak_lr``;
     - ``T - D <= t < T``: with ``p = (t - T + D) / D``, ``end_lr + (peak_lr -
       end_lr) × g(p)`` where ``g`` is ``1 - p`` (``decay="linear"``),
@@ -1377,8 +1390,8 @@ class WarmupStableDecay(Schedule):
         n: int = self.total_steps  # type: ignore[assignment]
         w: int = self.warmup_steps  # type: ignore[assignment]
         d: int = self.decay_steps  # type: ignore[assignment]
-        if step < w:
-            return self.peak_lr * (step + 1) / (w + 1)
+        if step < w:  # Warmup's default linear ramp: (step + 1) / (w + 1)
+            return self.peak_lr * _ramp("linear", 1.0 / (w + 1), step / w)
         if step >= n:
             return self.end_lr
         start = n - d
