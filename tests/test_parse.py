@@ -133,6 +133,19 @@ def test_chain_folds_like_the_python_operator() -> None:
         ("", 1, 1, "empty schedule"),
         ("cyclic(low_lr=2, up_steps=4)", 8, 8, "low_lr must be <= peak_lr"),
         (
+            "warmup(3) >> exponential()",
+            14,
+            11,
+            r"factor must be given, got factor=None\. "
+            r"Write exponential\(factor=\.\.\.\) or give it as positional argument 1\.",
+        ),
+        (
+            "cyclic(up_steps=4)",
+            1,
+            6,
+            r"low_lr must be given, got low_lr=None\. Write cyclic\(low_lr=\.\.\.\)\.",
+        ),
+        (
             "multistep(milestones=[3, 1])",
             11,
             17,

@@ -265,7 +265,9 @@ def test_cosine_restarts_end_step_is_where_the_last_cycle_ends(
     e = s.end_step
     assert e is not None
     assert s(e) == end_lr and s(e + 1) == end_lr
-    assert s(e - 1) > end_lr  # still inside the last cycle
+    # e is the first step past the last cycle, as the cycle lookup sees it
+    assert s._locate(e)[0] == n
+    assert s._locate(e - 1)[0] == n - 1
 
 
 def test_cyclic_values() -> None:
@@ -516,6 +518,33 @@ def test_from_config_errors_list_valid_names() -> None:
         Cosine.from_config({"name": "linear", "total_steps": 3})
     with pytest.raises(TypeError, match="config must be a mapping"):
         schedule_from_config("cosine")  # type: ignore[arg-type]
+    with pytest.raises(
+        ValueError,
+        match=r"config must be made of cosine's parameters, got config=\{'name': "
+        r"'cosine', 'total_step': 3\}\. Unknown parameter 'total_step'",
+    ):
+        schedule_from_config({"name": "cosine", "total_step": 3})
+
+
+@pytest.mark.parametrize(
+    ("config", "missing"),
+    [
+        ({"name": "exponential"}, "factor"),
+        ({"name": "cyclic", "up_steps": 4}, "low_lr"),
+        ({"name": "inverse_sqrt"}, "timescale_steps"),
+        ({"name": "scale", "factor": 0.5}, "schedule"),
+    ],
+)
+def test_from_config_names_a_missing_required_parameter(
+    config: dict[str, Any], missing: str
+) -> None:
+    name = config["name"]
+    with pytest.raises(
+        TypeError,
+        match=rf"config\['{missing}'\] must be given \(a required parameter of "
+        rf"{name}\), got config\['{missing}'\]=None\.",
+    ):
+        schedule_from_config(config)
 
 
 def test_plain_callables_work_but_do_not_serialise() -> None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _check
-from .schedules import Schedule, registry
+from .schedules import Schedule, _required_names, registry
 
 __all__ = ["ScheduleSyntaxError", "parse_plateau", "parse_schedule"]
 
@@ -316,6 +316,17 @@ class _Parser:
             where[key] = a
         if star:
             kwargs[positional[0][1:]] = tuple(varargs)
+        for key in _required_names(cls):
+            if key not in kwargs:
+                how = f"Write {label}({key}=...)"
+                if key in positional:
+                    at = positional.index(key) + 1
+                    how += f" or give it as positional argument {at}"
+                raise self.error(
+                    _check.message(key, "given", None, how + "."),
+                    name_tok.pos,
+                    len(label),
+                )
         try:
             return cls(**kwargs)
         except ArithmeticError as e:  # overflow in a (custom) schedule's arithmetic

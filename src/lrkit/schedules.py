@@ -356,6 +356,14 @@ class Schedule:
                     dict(config),
                     f"Unknown parameter {key!r}; valid: {', '.join(valid)}.",
                 )
+        for key in _required_names(target):
+            if key not in params:
+                _check.fail(
+                    f"config[{key!r}]",
+                    f"given (a required parameter of {name})",
+                    None,
+                    exc=TypeError,
+                )
         return target(**params)
 
     def __rshift__(self, other: ScheduleFn) -> Schedule:
@@ -369,6 +377,14 @@ def _init_names(cls: type) -> list[str]:
     import inspect
 
     return list(inspect.signature(cls).parameters)
+
+
+def _required_names(cls: type) -> list[str]:
+    """Constructor parameters without a default."""
+    import inspect
+
+    params = inspect.signature(cls).parameters.values()
+    return [p.name for p in params if p.default is inspect.Parameter.empty]
 
 
 def _encode(param: str, value: Any) -> Any:
