@@ -141,7 +141,8 @@ class ReduceOnPlateau:
         min_lr: lower bound, in LR units, of the LR a reduction produces (torch's
             ``min_lr``); needs the LR passed to :meth:`update`. The schedule may
             still take the LR lower later; for a bound that always holds use
-            ``min_scale``.
+            ``min_scale``. :class:`lrkit.torch.Scheduler` applies it to each
+            param group at every step, as torch does (see its docs).
         eps: a reduction that changes the LR by ``eps`` or less is skipped
             (torch's ``eps``, LR units).
 
