@@ -89,7 +89,24 @@ def test_lint_exit_codes() -> None:
             "unknown schedule 'cosin'; valid names: constant",
         ),
         (["cosine(total_steps=-1)"], "total_steps must be an int >= 1"),
-        (["step(10)"], "--steps is needed"),
+        (["step(10)"], "'step(10)' has no end_step (it never settles)"),
+        (
+            ["constant(0.5)"],
+            "'constant(0.5)' is constant from step 0 (end_step 0), so there is no "
+            "length to preview; give --steps N.",
+        ),
+        (
+            ["constant(0.5)", "piecewise([], [0.7])"],
+            "every schedule is constant from step 0",
+        ),
+        (
+            ["cosine_restarts(10, cycle_factor=1e300, num_cycles=3)"],
+            "cycle_factor must be small enough that num_cycles=3 cycles",
+        ),
+        (
+            ["cosine(10) >> cosine_restarts(10, cycle_factor=1e300, num_cycles=3)"],
+            "(column 35: 'cycle_factor=1e300'",
+        ),
         (["cosine(10)", "--steps", "0"], "--steps must be an int >= 1"),
         (["cosine(10)", "--plateau", "plateau()"], "add --lint"),
         (
@@ -114,6 +131,13 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None
     assert lines[0].startswith("lrkit: error: ")
     assert message in lines[0]
     assert "Traceback" not in r.stderr
+
+
+def test_constant_previews_with_steps() -> None:
+    r = lrkit_cli("schedule", "constant(0.5)", "--steps", "3", "--json")
+    assert r.returncode == 0, r.stderr
+    record = json.loads(r.stdout)
+    assert (record["lrs"], record["end_step"]) == ([0.5, 0.5, 0.5], 0)
 
 
 def test_help() -> None:

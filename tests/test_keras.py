@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from typing import Any
 
 import numpy as np
 import pytest
@@ -100,8 +102,46 @@ def test_plain_callables() -> None:
     f = Schedule(Finite())  # finite: tabulated, traceable
     assert float(keras.ops.convert_to_numpy(f(10))) == pytest.approx(0.2)
     assert isinstance(f(keras.KerasTensor(shape=(), dtype="int64")), keras.KerasTensor)
-    with pytest.raises(TypeError, match="cannot be evaluated on a symbolic step"):
+    with pytest.raises(
+        TypeError,
+        match=r"schedule must be an lrkit schedule or a callable with a finite "
+        r"end_step \(at most 1,000,000 steps\) to be evaluated on a symbolic step, "
+        r"got schedule=<function .*>\. It has no keras\.ops form",
+    ):
         Schedule(lambda t: 1.0)(keras.KerasTensor(shape=(), dtype="int64"))
+
+
+class Counting:
+    """A custom schedule with a length that counts its evaluations."""
+
+    def __init__(self, end_step: int) -> None:
+        self.end_step = end_step
+        self.calls = 0
+
+    def __call__(self, t: int) -> float:
+        self.calls += 1
+        return 1.0 / (1.0 + min(t, self.end_step))
+
+
+@pytest.mark.parametrize("wrap", ["alone", "warmup", "join"])
+def test_custom_schedules_are_tabulated_once(wrap: str) -> None:
+    part = Counting(end_step=5000)
+    schedule: object = {
+        "alone": part,
+        "warmup": Warmup(steps=10, then=part),
+        "join": lrkit.Join(parts=[Constant(lr=0.5), part], boundaries=[10]),
+    }[wrap]
+    before = part.calls  # Warmup and Join call their parts when built
+    lr = Schedule(schedule, base_lr=2.0)  # type: ignore[arg-type]
+    built = part.calls
+    assert built - before == 5001  # the table: steps 0..end_step, once
+    shift = 0 if wrap == "alone" else 10
+    for t in (shift, shift + 7, shift + 4999, shift + 10**6):
+        got = float(keras.ops.convert_to_numpy(lr(t)))
+        assert got == pytest.approx(2.0 / (1.0 + min(t - shift, 5000)), rel=1e-6)
+    symbolic_out = lr(keras.KerasTensor(shape=(), dtype="int64"))
+    assert isinstance(symbolic_out, keras.KerasTensor)
+    assert part.calls == built  # Keras asks for the LR every step: no re-tabulation
 
 
 def tiny_data() -> tuple[np.ndarray, np.ndarray]:
@@ -143,6 +183,76 @@ def test_fit_with_schedule_and_plateau() -> None:
     assert applied == pytest.approx(0.05 * schedule(steps) * 0.5**4, rel=1e-6)
     assert history.history["plateau_scale"] == [1.0, 0.5, 0.25, 0.125, 0.0625]
     assert np.isfinite(history.history["loss"]).all()
+
+
+class LRs(keras.callbacks.Callback):  # type: ignore[misc]
+    """Records the learning rate each training batch runs with."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[float] = []
+
+    def on_train_batch_begin(self, batch: int, logs: object = None) -> None:
+        lr = self.model.optimizer.learning_rate
+        self.seen.append(float(keras.ops.convert_to_numpy(lr)))
+
+
+def reducing() -> PlateauCallback:
+    # every epoch after the first reduces (a 99% improvement is never reached)
+    return PlateauCallback(
+        ReduceOnPlateau(patience=0, factor=0.5, threshold=0.99), monitor="loss"
+    )
+
+
+@pytest.mark.parametrize("kind", ["float", "schedule"])
+def test_resume_from_a_saved_model_continues_exactly(kind: str, tmp_path: Any) -> None:
+    """fit 2 epochs, save model and plateau state, load, fit 2 more == fit 4."""
+    x, y = tiny_data()
+
+    def make_lr() -> object:
+        if kind == "float":
+            return 0.05
+        return Schedule(Warmup(steps=3) >> Cosine(total_steps=30), base_lr=0.05)
+
+    def fit(model: keras.Model, cb: PlateauCallback, epochs: int) -> list[float]:
+        spy = LRs()
+        model.fit(
+            x, y, batch_size=16, epochs=epochs, shuffle=False, verbose=0,
+            callbacks=[cb, spy],
+        )  # fmt: skip
+        return spy.seen
+
+    straight_cb = reducing()
+    straight = fit(tiny_model(make_lr()), straight_cb, 4)
+
+    first_cb = reducing()
+    model = tiny_model(make_lr())
+    first = fit(model, first_cb, 2)
+    assert first_cb.state.scale == 0.5
+    path = tmp_path / "model.keras"
+    model.save(path)
+    saved = json.loads(json.dumps(first_cb.state.to_dict()))
+
+    loaded = keras.models.load_model(path)
+    resumed_cb = reducing()
+    resumed_cb.state = lrkit.PlateauState.from_dict(saved)
+    second = fit(loaded, resumed_cb, 2)
+
+    assert len(straight) == 16
+    np.testing.assert_allclose(first + second, straight, rtol=1e-6)
+    assert resumed_cb.state == straight_cb.state
+    assert straight_cb.state.reductions == 3  # epochs 2, 3 and 4 reduce
+
+
+def test_fit_twice_with_one_callback_continues() -> None:
+    x, y = tiny_data()
+    model = tiny_model(0.05)
+    cb = reducing()
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[cb])
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[cb])
+    lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    assert cb.state.scale == 0.25
+    assert lr == pytest.approx(0.05 * 0.25)
 
 
 def test_keras_own_reduce_on_plateau_fails_with_a_schedule() -> None:
@@ -220,3 +330,17 @@ def test_validation() -> None:
         Schedule(Constant(), base_lr=-1.0)
     with pytest.raises(TypeError, match="plateau must be a lrkit"):
         PlateauCallback(plateau=0.5)  # type: ignore[arg-type]
+    cb = PlateauCallback()
+    with pytest.raises(TypeError, match=r"state must be a lrkit\.PlateauState"):
+        cb.state = {"scale": 0.5}  # type: ignore[assignment]
+    with pytest.raises(ValueError, match=r"state\.scale must be > 0"):
+        cb.state = lrkit.PlateauState(scale=0.0, best=1.0)
+    assert cb.state == ReduceOnPlateau().init()  # bad input changed nothing
+    with pytest.raises(
+        ValueError,
+        match=r"config must be a dict with keys \['base_lr', 'schedule'\], got "
+        r"config=\{'schedule': .*\}\. Pass what Schedule\.get_config\(\) returned\.",
+    ):
+        Schedule.from_config({"schedule": Constant().to_config()})
+    with pytest.raises(TypeError, match="config must be a mapping"):
+        Schedule.from_config("constant()")  # type: ignore[arg-type]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -23,6 +26,7 @@ from lrkit import (
     parse_schedule,
 )
 from lrkit._parse import parse_plateau
+from lrkit.schedules import _REGISTRY
 
 
 def test_the_required_text_parses() -> None:
@@ -129,6 +133,19 @@ def test_chain_folds_like_the_python_operator() -> None:
         ("", 1, 1, "empty schedule"),
         ("cyclic(low_lr=2, up_steps=4)", 8, 8, "low_lr must be <= peak_lr"),
         (
+            "warmup(3) >> exponential()",
+            14,
+            11,
+            r"factor must be given, got factor=None\. "
+            r"Write exponential\(factor=\.\.\.\) or give it as positional argument 1\.",
+        ),
+        (
+            "cyclic(up_steps=4)",
+            1,
+            6,
+            r"low_lr must be given, got low_lr=None\. Write cyclic\(low_lr=\.\.\.\)\.",
+        ),
+        (
             "multistep(milestones=[3, 1])",
             11,
             17,
@@ -149,6 +166,86 @@ def test_errors_point_at_the_token(
     assert lines[2] == "  " + " " * (column - 1) + "^" * length
     assert "\n" not in e.one_line()
     assert f"column {column}" in e.one_line()
+
+
+def test_overflow_is_a_syntax_error_at_the_argument() -> None:
+    text = "cosine_restarts(10, cycle_factor=1e300, num_cycles=3)"
+    for spec in (text, text + " >> constant()"):
+        with pytest.raises(ScheduleSyntaxError, match="cycle_factor must be") as info:
+            parse_schedule(spec)
+        assert (info.value.column, info.value.length) == (21, 18)
+
+
+@pytest.fixture
+def overflowing() -> Any:
+    """Registered schedules whose own arithmetic overflows (users write such)."""
+
+    @dataclass(frozen=True, kw_only=True)
+    class Boom(lrkit.Schedule):
+        name: ClassVar[str] = "boom_test"
+        positional: ClassVar[tuple[str, ...]] = ("power",)
+        power: float = 1.0
+
+        def __post_init__(self) -> None:
+            math.exp(self.power)  # OverflowError past ~709
+
+        def __call__(self, step: int) -> float:
+            return 1.0
+
+    @dataclass(frozen=True, kw_only=True)
+    class Long(lrkit.Schedule):
+        name: ClassVar[str] = "long_test"
+        positional: ClassVar[tuple[str, ...]] = ("power",)
+        power: float = 1.0
+
+        def __call__(self, step: int) -> float:
+            return 1.0
+
+        @property
+        def end_step(self) -> int | None:
+            return math.ceil(10.0**self.power)  # OverflowError past ~308
+
+    lrkit.register(Boom)
+    lrkit.register(Long)
+    yield
+    del _REGISTRY["boom_test"], _REGISTRY["long_test"]
+
+
+@pytest.mark.usefixtures("overflowing")
+@pytest.mark.parametrize(
+    ("text", "column", "length", "match"),
+    [
+        ("boom_test(1000)", 1, 9, r"boom_test\(...\): OverflowError while building"),
+        (
+            "warmup(5) >> boom_test(power=1e3)",
+            14,
+            9,
+            r"boom_test\(...\): OverflowError while building",
+        ),
+        (
+            "long_test(400) >> constant()",
+            1,
+            14,
+            r"long_test\(...\): OverflowError computing its end_step",
+        ),
+        (
+            "warmup(warmup_frac=0.5, then=long_test(400))",
+            1,
+            6,
+            r"warmup\(...\): OverflowError while building",
+        ),
+    ],
+)
+def test_arithmetic_errors_become_syntax_errors(
+    text: str, column: int, length: int, match: str
+) -> None:
+    with pytest.raises(ScheduleSyntaxError, match=match) as info:
+        parse_schedule(text)
+    assert (info.value.column, info.value.length) == (column, length)
+    assert isinstance(info.value.__cause__, OverflowError)
+    # the same schedules with small arguments work
+    assert parse_schedule("long_test(2) >> boom_test(3)").end_step is None
+    assert parse_schedule("long_test(2) >> constant()").end_step == 100
 
 
 def test_parse_plateau() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -63,6 +64,13 @@ def test_nan_and_inf_metrics_count_as_no_improvement() -> None:
     assert run(p, [1.0, math.nan, math.inf]) == [1, 0.5, 0.25]
     state = p.update(p.init(), math.nan)
     assert state.best == math.inf
+    # -inf in mode "min" (+inf in "max") is not a new best either (torch says it is)
+    for mode, bad in (("min", -math.inf), ("max", math.inf)):
+        q = ReduceOnPlateau(mode=mode, patience=0, factor=0.5)
+        assert run(q, [1.0, bad, 1.0]) == [1, 0.5, 0.25]
+        state = q.update(q.update(q.init(), 1.0), bad)
+        assert state.best == 1.0
+        assert state.bad_evals == 0 and state.reductions == 1
 
 
 def test_floors_min_scale_min_lr_and_eps() -> None:
@@ -98,6 +106,20 @@ def test_state_is_immutable_and_serialises() -> None:
     assert ReduceOnPlateau.from_config(p.to_config()) == p
 
 
+def test_from_config_names_unknown_keys() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"config must be made of ReduceOnPlateau's parameters, got "
+        r"config=\{'patience': 2, 'gamma': 0\.5\}\. Unknown key 'gamma'; "
+        r"valid: mode, factor, patience, threshold, threshold_mode, cooldown, "
+        r"min_scale, min_lr, eps\.",
+    ):
+        ReduceOnPlateau.from_config({"patience": 2, "gamma": 0.5})
+    with pytest.raises(TypeError, match="config must be a mapping"):
+        ReduceOnPlateau.from_config([("patience", 2)])  # type: ignore[arg-type]
+    assert ReduceOnPlateau.from_config({"patience": 2}).patience == 2
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -119,8 +141,13 @@ def test_validation(kwargs: dict[str, object], match: str) -> None:
 
 def test_update_rejects_bad_input() -> None:
     p = ReduceOnPlateau()
-    with pytest.raises(TypeError, match="metric must be a number"):
-        p.update(p.init(), "low")  # type: ignore[arg-type]
+    expected = "metric must be a real number or a one-element tensor, got metric="
+    for bad in ("low", "0.5", True, None, [0.5], np.ones(3)):
+        with pytest.raises(TypeError, match=expected):
+            p.update(p.init(), bad)  # type: ignore[arg-type]
+    # one-element arrays (and tensors) are scalars
+    assert p.update(p.init(), np.array([0.5])).best == 0.5
+    assert p.update(p.init(), np.float32(0.25)).best == 0.25
     with pytest.raises(TypeError, match="state must be a PlateauState"):
         p.update({}, 1.0)  # type: ignore[arg-type]
 

@@ -166,6 +166,41 @@ def test_exponential_values_and_end() -> None:
     assert Exponential(factor=0.5, end_lr=0.125).end_step == 3
 
 
+@pytest.mark.parametrize(
+    ("factor", "peak_lr", "end_lr"),
+    [
+        (1e-300, 1e308, 5e-324),  # end_lr / peak_lr underflows to 0
+        (0.9999999999999999, 1.0, 5e-324),  # a walk from the log estimate never ends
+        (0.9999999999999999, 1e308, 1e-300),
+        (0.5, 1.0, 1e-300),
+    ],
+)
+def test_exponential_end_step_at_extremes(
+    factor: float, peak_lr: float, end_lr: float
+) -> None:
+    s = Exponential(factor=factor, peak_lr=peak_lr, end_lr=end_lr)
+    e = s.end_step
+    assert isinstance(e, int) and e >= 1
+    # the first step at end_lr: the value holds from there, not one step before
+    assert s(e) == end_lr and s(e + 1) == end_lr
+    assert peak_lr * factor ** (e - 1) > end_lr
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    factor=st.floats(0.01, 0.999999),
+    end=st.floats(1e-300, 0.99),
+)
+def test_exponential_end_step_is_the_first_step_at_end_lr(
+    factor: float, end: float
+) -> None:
+    s = Exponential(factor=factor, end_lr=end)
+    e = s.end_step
+    assert e is not None
+    assert s(e) == end
+    assert e == 0 or s(e - 1) > end
+
+
 def test_linear_polynomial_cosine_values() -> None:
     lin = Linear(total_steps=10, start_lr=1.0, end_lr=0.0)
     assert [lin(0), lin(5), lin(10), lin(11)] == [1.0, 0.5, 0.0, 0.0]
@@ -195,6 +230,44 @@ def test_cosine_restarts_values() -> None:
     assert d(10) == pytest.approx(0.1 + 0.9 * 0.5, abs=1e-15)
     assert d.end_step == 20
     assert [d(20), d(21), d(1000)] == [0.1, 0.1, 0.1]
+
+
+def test_cosine_restarts_length_must_fit_in_exact_steps() -> None:
+    # 10 + 1e301 + 1e601 steps: the float sum overflowed (OverflowError) before
+    with pytest.raises(
+        ValueError,
+        match=r"cycle_factor must be small enough that num_cycles=3 cycles of "
+        r"cycle_steps=10 × cycle_factor \*\* n end within 2\*\*53 steps, got "
+        r"cycle_factor=1e\+300\. Lower",
+    ):
+        CosineRestarts(cycle_steps=10, cycle_factor=1e300, num_cycles=3)
+    with pytest.raises(ValueError, match="num_cycles must be small enough"):
+        CosineRestarts(cycle_steps=10, num_cycles=2**53)
+    # without num_cycles there is no end to compute: any cycle_factor works
+    s = CosineRestarts(cycle_steps=10, cycle_factor=1e300)
+    assert s.end_step is None
+    assert s(10**6) == pytest.approx((1 + math.cos(math.pi * (10**6 - 10) / 1e301)) / 2)
+    big = CosineRestarts(cycle_steps=3, cycle_factor=1e5, num_cycles=3)
+    assert big.end_step == 3 + 300_000 + 30_000_000_000
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    cycle=st.integers(1, 50),
+    cf=st.floats(1.0, 3.0),
+    n=st.integers(1, 8),
+    end_lr=st.sampled_from([0.0, 0.1]),
+)
+def test_cosine_restarts_end_step_is_where_the_last_cycle_ends(
+    cycle: int, cf: float, n: int, end_lr: float
+) -> None:
+    s = CosineRestarts(cycle_steps=cycle, cycle_factor=cf, num_cycles=n, end_lr=end_lr)
+    e = s.end_step
+    assert e is not None
+    assert s(e) == end_lr and s(e + 1) == end_lr
+    # e is the first step past the last cycle, as the cycle lookup sees it
+    assert s._locate(e)[0] == n
+    assert s._locate(e - 1)[0] == n - 1
 
 
 def test_cyclic_values() -> None:
@@ -252,6 +325,19 @@ def test_wsd_values() -> None:
     assert co(75) == pytest.approx(0.5)
     default = WarmupStableDecay(total_steps=1000)
     assert (default.warmup_steps, default.decay_steps) == (0, 200)
+
+
+@settings(max_examples=60, deadline=None)
+@given(w=st.integers(1, 300), peak=st.floats(1e-6, 10.0))
+def test_wsd_warmup_is_the_warmup_wrappers_ramp(w: int, peak: float) -> None:
+    """WSD's warmup is Warmup's default linear ramp: same code, same floats."""
+    s = WarmupStableDecay(
+        total_steps=w + 1, warmup_steps=w, decay_steps=1, peak_lr=peak
+    )
+    wrapped = Warmup(steps=w, then=Constant(lr=peak))
+    for t in range(w + 1):
+        assert s(t) == wrapped(t)
+        assert s(t) == pytest.approx(peak * (t + 1) / (w + 1), rel=1e-12, abs=0)
 
 
 # ------------------------------------------------------------------- units
@@ -432,6 +518,33 @@ def test_from_config_errors_list_valid_names() -> None:
         Cosine.from_config({"name": "linear", "total_steps": 3})
     with pytest.raises(TypeError, match="config must be a mapping"):
         schedule_from_config("cosine")  # type: ignore[arg-type]
+    with pytest.raises(
+        ValueError,
+        match=r"config must be made of cosine's parameters, got config=\{'name': "
+        r"'cosine', 'total_step': 3\}\. Unknown parameter 'total_step'",
+    ):
+        schedule_from_config({"name": "cosine", "total_step": 3})
+
+
+@pytest.mark.parametrize(
+    ("config", "missing"),
+    [
+        ({"name": "exponential"}, "factor"),
+        ({"name": "cyclic", "up_steps": 4}, "low_lr"),
+        ({"name": "inverse_sqrt"}, "timescale_steps"),
+        ({"name": "scale", "factor": 0.5}, "schedule"),
+    ],
+)
+def test_from_config_names_a_missing_required_parameter(
+    config: dict[str, Any], missing: str
+) -> None:
+    name = config["name"]
+    with pytest.raises(
+        TypeError,
+        match=rf"config\['{missing}'\] must be given \(a required parameter of "
+        rf"{name}\), got config\['{missing}'\]=None\.",
+    ):
+        schedule_from_config(config)
 
 
 def test_plain_callables_work_but_do_not_serialise() -> None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _check
-from .schedules import Schedule, registry
+from .schedules import Schedule, _required_names, registry
 
 __all__ = ["ScheduleSyntaxError", "parse_plateau", "parse_schedule"]
 
@@ -160,7 +160,15 @@ class _Parser:
                 raise self.error("only schedules can be joined with '>>'", pos, length)
             if isinstance(part, Warmup) and part.then is None:
                 continue
-            end = part.end_step
+            try:
+                end = part.end_step
+            except ArithmeticError as e:
+                raise self.error(
+                    f"{part.name}(...): {type(e).__name__} computing its end_step "
+                    f"({e})",
+                    pos,
+                    length,
+                ) from e
             if end is None or end < 1:
                 raise self.error(
                     f"{part.name}(...) never ends, so nothing can follow it with "
@@ -308,8 +316,26 @@ class _Parser:
             where[key] = a
         if star:
             kwargs[positional[0][1:]] = tuple(varargs)
+        for key in _required_names(cls):
+            if key not in kwargs:
+                how = f"Write {label}({key}=...)"
+                if key in positional:
+                    at = positional.index(key) + 1
+                    how += f" or give it as positional argument {at}"
+                raise self.error(
+                    _check.message(key, "given", None, how + "."),
+                    name_tok.pos,
+                    len(label),
+                )
         try:
             return cls(**kwargs)
+        except ArithmeticError as e:  # overflow in a (custom) schedule's arithmetic
+            raise self.error(
+                f"{label}(...): {type(e).__name__} while building it ({e}); "
+                "check the size of its arguments",
+                name_tok.pos,
+                len(label),
+            ) from e
         except (TypeError, ValueError) as e:
             message = str(e)
             arg = next(

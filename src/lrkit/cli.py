@@ -432,13 +432,19 @@ def schedule_command(
         fail(f"--base-lr must be a finite number >= 0, got --base-lr={base_lr!r}.")
     if steps is None:
         ends = [s.end_step for s in parsed]
-        open_ended = [spec for spec, e in zip(specs, ends, strict=True) if not e]
+        open_ended = [spec for spec, e in zip(specs, ends, strict=True) if e is None]
         if open_ended:
             fail(
                 f"--steps is needed: {open_ended[0]!r} has no end_step "
                 "(it never settles); give --steps N."
             )
-        steps = max(e for e in ends if e)
+        steps = max(e for e in ends if e is not None)
+        if steps == 0:
+            which = repr(specs[0]) + " is" if len(specs) == 1 else "every schedule is"
+            fail(
+                f"--steps is needed: {which} constant from step 0 (end_step 0), "
+                "so there is no length to preview; give --steps N."
+            )
     if steps < 1:
         fail(f"--steps must be an int >= 1, got --steps={steps}.")
     lint_kw: dict[str, Any] = {}

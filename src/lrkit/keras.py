@@ -29,6 +29,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 try:
     import keras
     from keras import ops
@@ -60,15 +62,32 @@ from .schedules import (
     schedule_from_config,
 )
 
-__all__ = ["PlateauCallback", "Schedule", "symbolic"]
+__all__ = ["PlateauCallback", "Schedule", "symbolic", "tables"]
 
 logger = logging.getLogger(__name__)
 
 #: Largest table used for schedules that have no keras.ops form.
 _TABLE_LIMIT = 1_000_000
 
+#: Leaves with an exact keras.ops form in :func:`symbolic`.
+_BUILTIN = (
+    Constant,
+    Step,
+    MultiStep,
+    Piecewise,
+    Exponential,
+    Linear,
+    Polynomial,
+    Cosine,
+    CosineRestarts,
+    Cyclic,
+    OneCycle,
+    InverseSqrt,
+    WarmupStableDecay,
+)
 
-def _f(x: float) -> Any:
+
+def _f(x: Any) -> Any:
     return ops.convert_to_tensor(x, dtype="float32")
 
 
@@ -80,13 +99,28 @@ def _ramp(shape: str, s0: float, x: Any) -> Any:
     return ops.exp((1.0 - x) * math.log(s0))  # s0 ** (1 - x), s0 > 0
 
 
-def symbolic(schedule: ScheduleFn, t: Any) -> Any:
+def symbolic(
+    schedule: ScheduleFn, t: Any, *, tables: Mapping[int, Any] | None = None
+) -> Any:
     """``schedule(t)`` in ``keras.ops`` for a float32 tensor step ``t``.
 
     Every built-in schedule and composition has an exact ``keras.ops`` form, so
     it traces inside compiled functions. Other callables with a finite
     ``end_step`` (up to a million steps) are tabulated; the rest are evaluated
     eagerly, which works on the torch backend outside compilation only.
+
+    Args:
+        schedule: an lrkit schedule or any ``Callable[[int], float]``.
+        t: the step, a float32 tensor (symbolic or not).
+        tables: the lookup tables of :func:`tables` (built once); without
+            them, every call to ``symbolic`` tabulates the callables again.
+
+    Example:
+        >>> import keras, lrkit
+        >>> from lrkit.keras import symbolic
+        >>> t = keras.ops.convert_to_tensor(50.0)
+        >>> round(float(symbolic(lrkit.Cosine(total_steps=100), t)), 6)
+        0.5
     """
     s = schedule
     if isinstance(s, Constant):
@@ -142,21 +176,23 @@ def symbolic(schedule: ScheduleFn, t: Any) -> Any:
         inner = (
             ops.ones_like(t)
             if s.then is None
-            else symbolic(s.then, ops.maximum(t - w, 0.0))
+            else symbolic(s.then, ops.maximum(t - w, 0.0), tables=tables)
         )
         if w == 0:
             return inner
         ramp = s._target * _ramp(s.shape, s._s0, ops.minimum(t, w) / w)
         return ops.where(t < w, ramp, inner)
     if isinstance(s, Join):
-        value = symbolic(s.parts[0], t)
+        value = symbolic(s.parts[0], t, tables=tables)
         for start, part in zip(s._starts[1:], s.parts[1:], strict=True):
             at = float(start)
-            value = ops.where(t >= at, symbolic(part, ops.maximum(t - at, 0.0)), value)
+            later = symbolic(part, ops.maximum(t - at, 0.0), tables=tables)
+            value = ops.where(t >= at, later, value)
         return value
     if isinstance(s, Scale):
-        return s.factor * symbolic(s.schedule, t)
-    return _fallback(s, t)
+        return s.factor * symbolic(s.schedule, t, tables=tables)
+    table = None if tables is None else tables.get(id(s))
+    return _fallback(s, t, table)
 
 
 def _cosine_restarts(s: CosineRestarts, t: Any) -> Any:
@@ -219,24 +255,86 @@ def _wsd(s: WarmupStableDecay, t: Any) -> Any:
         g = 1.0 - ops.sqrt(p)
     value = ops.where(t < start, _f(s.peak_lr), s.end_lr + (s.peak_lr - s.end_lr) * g)
     value = ops.where(t >= n, _f(s.end_lr), value)
-    if w > 0:
-        value = ops.where(t < w, s.peak_lr * (t + 1.0) / (w + 1.0), value)
+    if w > 0:  # Warmup's default linear ramp, (t + 1) / (w + 1)
+        ramp = s.peak_lr * _ramp("linear", 1.0 / (w + 1.0), ops.minimum(t, w) / w)
+        value = ops.where(t < w, ramp, value)
     return value
 
 
-def _fallback(schedule: ScheduleFn, t: Any) -> Any:
+def _builtin(schedule: ScheduleFn) -> bool:
+    return isinstance(schedule, _BUILTIN)
+
+
+def _table(schedule: ScheduleFn) -> Any:
+    """``[schedule(0), ..., schedule(end_step)]`` as a float32 tensor, or None."""
     end = getattr(schedule, "end_step", None)
-    if isinstance(end, int) and end <= _TABLE_LIMIT:
-        table = _f([float(schedule(i)) for i in range(end + 1)])  # type: ignore[arg-type]
+    if not (isinstance(end, int) and 0 <= end <= _TABLE_LIMIT):
+        return None
+    values = np.fromiter(
+        (float(schedule(i)) for i in range(end + 1)), dtype=np.float64, count=end + 1
+    )
+    return _f(values)
+
+
+def tables(schedule: ScheduleFn) -> dict[int, Any]:
+    """Lookup tables for the parts of ``schedule`` that have no ``keras.ops`` form.
+
+    Keyed by ``id(part)``; pass them to :func:`symbolic` so the (possibly long)
+    tabulation happens once, not at every training step. :class:`Schedule`
+    builds them when it is created.
+
+    Example:
+        >>> import lrkit
+        >>> from lrkit.keras import tables
+        >>> class Halving:
+        ...     end_step = 3
+        ...     def __call__(self, t):
+        ...         return 0.5 ** t
+        >>> part = Halving()
+        >>> found = tables(lrkit.Warmup(steps=2, then=part))
+        >>> [round(float(v), 3) for v in found[id(part)]]
+        [1.0, 0.5, 0.25, 0.125]
+    """
+    out: dict[int, Any] = {}
+
+    def walk(s: ScheduleFn) -> None:
+        if isinstance(s, Warmup):
+            if s.then is not None:
+                walk(s.then)
+        elif isinstance(s, Join):
+            for part in s.parts:
+                walk(part)
+        elif isinstance(s, Scale):
+            walk(s.schedule)
+        elif not _builtin(s) and id(s) not in out:
+            table = _table(s)
+            if table is not None:
+                out[id(s)] = table
+
+    walk(schedule)
+    return out
+
+
+def _fallback(schedule: ScheduleFn, t: Any, table: Any = None) -> Any:
+    if table is None:
+        table = _table(schedule)
+    if table is not None:
+        end = int(ops.shape(table)[0]) - 1
         index = ops.cast(ops.minimum(t, float(end)), "int32")
         return ops.take(table, index)
     try:
         step = int(ops.convert_to_numpy(t))
     except Exception as e:
         raise TypeError(
-            f"{schedule!r} has no keras.ops form and no finite end_step, so it cannot "
-            "be evaluated on a symbolic step inside a compiled function. Use lrkit's "
-            "schedules, give it an end_step, or compile without jit."
+            _check.message(
+                "schedule",
+                "an lrkit schedule or a callable with a finite end_step (at most "
+                f"{_TABLE_LIMIT:,} steps) to be evaluated on a symbolic step",
+                schedule,
+                "It has no keras.ops form, so inside a compiled function (jit, "
+                "tf.function) it cannot be evaluated. Use lrkit's schedules, give "
+                "it an end_step, or compile without jit.",
+            )
         ) from e
     return _f(float(schedule(step)))
 
@@ -248,7 +346,10 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):  # type: ignore
     ``lr(step) = base_lr × schedule(step) × plateau_scale``; the plateau scale
     is a non-trainable ``keras.Variable`` that :class:`PlateauCallback` sets.
     ``get_config()`` / ``from_config()`` round-trip (the schedule must be an
-    lrkit :class:`~lrkit.Schedule`), so models save and load with it.
+    lrkit :class:`~lrkit.Schedule`), so models save and load with it; the
+    plateau scale is not part of the config (:class:`PlateauCallback` sets it
+    from its state when training begins). Parts without a ``keras.ops`` form
+    (your own callables with an ``end_step``) are tabulated once, here.
 
     Args:
         schedule: an lrkit schedule (or its text form), or any callable.
@@ -268,8 +369,10 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):  # type: ignore
 
             schedule = parse_schedule(schedule)
         _check.callable_("schedule", schedule)
-        self.schedule: ScheduleFn = schedule
         self.base_lr = _check.non_negative("base_lr", base_lr)
+        self.schedule: ScheduleFn = schedule
+        # tabulate custom parts once here, not at every training step
+        self._tables = tables(schedule)
         self._scale = keras.Variable(
             1.0, dtype="float32", trainable=False, name="lrkit_plateau_scale"
         )
@@ -277,7 +380,7 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):  # type: ignore
     def unscaled(self, step: Any) -> Any:
         """``base_lr × schedule(step)`` without the plateau scale."""
         t = ops.cast(step, "float32")
-        return self.base_lr * symbolic(self.schedule, t)
+        return self.base_lr * symbolic(self.schedule, t, tables=self._tables)
 
     def __call__(self, step: Any) -> Any:
         return ops.multiply(self.unscaled(step), ops.cast(self._scale, "float32"))
@@ -303,6 +406,15 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):  # type: ignore
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Schedule:
+        if not isinstance(config, Mapping):
+            _check.fail("config", "a mapping", config, exc=TypeError)
+        if set(config) != {"schedule", "base_lr"}:
+            _check.fail(
+                "config",
+                "a dict with keys ['base_lr', 'schedule']",
+                dict(config),
+                "Pass what Schedule.get_config() returned.",
+            )
         return cls(schedule_from_config(config["schedule"]), base_lr=config["base_lr"])
 
 
@@ -314,7 +426,17 @@ class PlateauCallback(keras.callbacks.Callback):  # type: ignore[misc]
     Keras's ``patience=p`` is ``p - 1`` here) and applies the plateau scale:
     to the :class:`Schedule` when the optimizer's learning rate is one, else to
     a plain float learning rate. Another kind of Keras schedule raises
-    ``TypeError`` (wrap its shape in an lrkit schedule instead).
+    ``TypeError`` (wrap its shape in an lrkit schedule instead). The scale is
+    also logged as ``logs["plateau_scale"]``.
+
+    **Resume.** Save :attr:`state` (``cb.state.to_dict()``) with your
+    checkpoint; on resume, set ``cb.state = lrkit.PlateauState.from_dict(...)``
+    before ``fit``. When training begins the callback applies the restored
+    scale: to a :class:`Schedule` directly (its scale is not part of the saved
+    model); for a float learning rate, the optimizer's LR is taken to include
+    the scale already (as it does after a reduction, and as Keras saves it), so
+    the base LR is ``lr / state.scale``. Repeated ``fit`` calls with the same
+    callback continue the same way.
 
     Args:
         plateau: the settings (default ``ReduceOnPlateau()``).
@@ -322,6 +444,24 @@ class PlateauCallback(keras.callbacks.Callback):  # type: ignore[misc]
 
     Attributes:
         state: the :class:`lrkit.PlateauState` (set it to resume).
+
+    Example:
+        >>> import keras, numpy as np, lrkit
+        >>> from lrkit.keras import PlateauCallback, Schedule
+        >>> keras.utils.set_random_seed(0)
+        >>> lr = Schedule("warmup(2) >> cosine(20)", base_lr=0.1)
+        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        >>> model.compile(optimizer=keras.optimizers.SGD(learning_rate=lr), loss="mse")
+        >>> x, y = np.ones((8, 2), "float32"), np.zeros((8, 1), "float32")
+        >>> # improvements must be 99% better: the second epoch reduces
+        >>> plateau = lrkit.ReduceOnPlateau(patience=0, factor=0.5, threshold=0.99)
+        >>> cb = PlateauCallback(plateau, monitor="loss")
+        >>> _ = model.fit(x, y, epochs=2, verbose=0, callbacks=[cb])
+        >>> cb.state.reductions, lr.plateau_scale
+        (1, 0.5)
+        >>> saved = cb.state.to_dict()  # store it with the checkpoint
+        >>> resumed = PlateauCallback(plateau, monitor="loss")
+        >>> resumed.state = lrkit.PlateauState.from_dict(saved)
     """
 
     def __init__(
@@ -336,8 +476,26 @@ class PlateauCallback(keras.callbacks.Callback):  # type: ignore[misc]
             _check.fail("monitor", "a str", monitor, exc=TypeError)
         self.plateau = plateau
         self.monitor = monitor
-        self.state: PlateauState = plateau.init()
+        self._state: PlateauState = plateau.init()
         self._base: float | None = None
+
+    @property
+    def state(self) -> PlateauState:
+        """The plateau's state; set it (a :class:`lrkit.PlateauState`) to resume."""
+        return self._state
+
+    @state.setter
+    def state(self, value: PlateauState) -> None:
+        if not isinstance(value, PlateauState):
+            _check.fail(
+                "state",
+                "a lrkit.PlateauState",
+                value,
+                "Rebuild a saved one with lrkit.PlateauState.from_dict(...).",
+                exc=TypeError,
+            )
+        _check.positive("state.scale", value.scale)
+        self._state = value
 
     def _target(self) -> tuple[Any, Schedule | None]:
         opt = self.model.optimizer
@@ -357,8 +515,11 @@ class PlateauCallback(keras.callbacks.Callback):  # type: ignore[misc]
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
         opt, schedule = self._target()
-        if schedule is None and self._base is None:
-            self._base = float(ops.convert_to_numpy(opt.learning_rate))
+        scale = self._state.scale
+        if schedule is not None:
+            schedule.set_plateau_scale(scale)
+        else:  # the float LR already includes the scale (see Resume)
+            self._base = float(ops.convert_to_numpy(opt.learning_rate)) / scale
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs if logs is not None else {}
@@ -375,7 +536,7 @@ class PlateauCallback(keras.callbacks.Callback):  # type: ignore[misc]
             unscaled = float(ops.convert_to_numpy(schedule.unscaled(opt.iterations)))
         else:
             unscaled = self._base if self._base is not None else 1.0
-        self.state = self.plateau.update(self.state, float(value), lr=unscaled)
+        self.state = self.plateau.update(self.state, value, lr=unscaled)
         if schedule is not None:
             schedule.set_plateau_scale(self.state.scale)
         elif self._base is not None:

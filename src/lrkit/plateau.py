@@ -21,8 +21,10 @@ callback reduces after ``patience`` bad evaluations (``wait >= patience``), so
 Keras ``patience=p`` is lrkit ``patience=p - 1``, and Keras only supports an
 absolute ``min_delta``. Differences from torch: a *relative* threshold is
 measured against ``|best|`` (torch's ``best × (1 - threshold)`` lets a worse
-value count as an improvement when the metric is negative); NaN/inf metrics
-count as "no improvement", as in torch.
+value count as an improvement when the metric is negative); a NaN or infinite
+metric always counts as "no improvement" (torch and Keras agree for NaN, but
+take ``-inf`` in mode ``"min"`` and ``+inf`` in mode ``"max"`` as a new best
+that nothing can ever beat again).
 
 Example:
     >>> from lrkit import ReduceOnPlateau
@@ -38,12 +40,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from . import _check
 
 __all__ = ["PlateauState", "ReduceOnPlateau"]
+
+
+def _metric(value: Any) -> float:
+    """A monitored value as a float: a real number or a one-element tensor/array.
+
+    Strings and bools are refused (``float("0.5")`` would parse text).
+    """
+    if _check.is_real(value):
+        return float(value)
+    try:
+        item = getattr(value, "item", None)  # tensors and arrays of one element
+        v = item() if callable(item) else value
+        if not isinstance(v, (str, bytes, bool)) and hasattr(type(v), "__float__"):
+            return float(v)
+    except (TypeError, ValueError, RuntimeError):  # e.g. a tensor of 3 elements
+        pass
+    _check.fail("metric", "a real number or a one-element tensor", value, exc=TypeError)
 
 
 @dataclass(frozen=True)
@@ -122,7 +141,8 @@ class ReduceOnPlateau:
         min_lr: lower bound, in LR units, of the LR a reduction produces (torch's
             ``min_lr``); needs the LR passed to :meth:`update`. The schedule may
             still take the LR lower later; for a bound that always holds use
-            ``min_scale``.
+            ``min_scale``. :class:`lrkit.torch.Scheduler` applies it to each
+            param group at every step, as torch does (see its docs).
         eps: a reduction that changes the LR by ``eps`` or less is skipped
             (torch's ``eps``, LR units).
 
@@ -196,20 +216,18 @@ class ReduceOnPlateau:
 
         Args:
             state: from :meth:`init` or a previous :meth:`update`.
-            metric: the monitored value (a float or 0-d tensor).
+            metric: the monitored value (a real number or a one-element
+                tensor or array). NaN and ±inf count as no improvement.
             lr: the LR the plateau scale multiplies right now
                 (``base_lr × schedule(t) × recovery_scale``), for ``min_lr`` and
                 ``eps``, which are in LR units. Leave at 1.0 to think in scales.
         """
         if not isinstance(state, PlateauState):
             _check.fail("state", "a PlateauState", state, exc=TypeError)
-        try:
-            value = float(metric)
-        except (TypeError, ValueError):
-            _check.fail("metric", "a number", metric, exc=TypeError)
+        value = _metric(metric)
         lr = _check.non_negative("lr", lr)
         best, bad = state.best, state.bad_evals
-        if value == value and self.improves(value, best):  # NaN never improves
+        if math.isfinite(value) and self.improves(value, best):  # NaN/inf never do
             best, bad = value, 0
         else:
             bad += 1
@@ -242,7 +260,25 @@ class ReduceOnPlateau:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ReduceOnPlateau:
-        """Rebuild from :meth:`to_config` output."""
+        """Rebuild from :meth:`to_config` output (every key is optional).
+
+        Example:
+            >>> ReduceOnPlateau.from_config({"patience": 3}).patience
+            3
+            >>> ReduceOnPlateau.from_config({"gamma": 0.5})  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            ValueError: config must be made of ReduceOnPlateau's parameters, ...
+        """
         if not isinstance(config, Mapping):
             _check.fail("config", "a mapping", config, exc=TypeError)
+        valid = [f.name for f in fields(cls)]
+        for key in config:
+            if key not in valid:
+                _check.fail(
+                    "config",
+                    "made of ReduceOnPlateau's parameters",
+                    dict(config),
+                    f"Unknown key {key!r}; valid: {', '.join(valid)}.",
+                )
         return cls(**config)

@@ -353,8 +353,16 @@ class Schedule:
                 _check.fail(
                     "config",
                     f"made of {name}'s parameters",
-                    key,
+                    dict(config),
                     f"Unknown parameter {key!r}; valid: {', '.join(valid)}.",
+                )
+        for key in _required_names(target):
+            if key not in params:
+                _check.fail(
+                    f"config[{key!r}]",
+                    f"given (a required parameter of {name})",
+                    None,
+                    exc=TypeError,
                 )
         return target(**params)
 
@@ -369,6 +377,14 @@ def _init_names(cls: type) -> list[str]:
     import inspect
 
     return list(inspect.signature(cls).parameters)
+
+
+def _required_names(cls: type) -> list[str]:
+    """Constructor parameters without a default."""
+    import inspect
+
+    params = inspect.signature(cls).parameters.values()
+    return [p.name for p in params if p.default is inspect.Parameter.empty]
 
 
 def _encode(param: str, value: Any) -> Any:
@@ -431,7 +447,19 @@ def register(cls: S) -> S:
 
 
 def registry() -> Mapping[str, type[Schedule]]:
-    """Read-only ``{name: class}`` of every registered schedule and composition."""
+    """Read-only ``{name: class}`` of every registered schedule and composition.
+
+    These are the names the text form (:func:`lrkit.parse_schedule`) and
+    :func:`schedule_from_config` accept, sorted; :func:`register` adds yours.
+
+    Example:
+        >>> import lrkit
+        >>> names = lrkit.registry()
+        >>> names["cosine"] is lrkit.Cosine, names["warmup"] is lrkit.Warmup
+        (True, True)
+        >>> list(names)[:4]
+        ['constant', 'cosine', 'cosine_restarts', 'cyclic']
+    """
     from . import compose  # noqa: F401  (registers warmup, join, scale)
 
     return MappingProxyType(dict(sorted(_REGISTRY.items())))
@@ -704,14 +732,29 @@ class Exponential(Schedule):
             return 0
         if self.end_lr == 0.0:
             return None
-        t = max(
-            0, math.ceil(math.log(self.end_lr / self.peak_lr) / math.log(self.factor))
-        )
-        while t > 0 and self.peak_lr * self.factor ** (t - 1) <= self.end_lr:
-            t -= 1
-        while self.peak_lr * self.factor**t > self.end_lr:
-            t += 1
-        return t
+        # the first t with peak_lr × factor ** t <= end_lr; the log estimate can
+        # be far off for factors near 1 and tiny end_lr, so bracket and bisect
+        peak, end, factor = self.peak_lr, self.end_lr, self.factor
+
+        def reached(t: int) -> bool:
+            return peak * factor**t <= end
+
+        # logs taken apart: end_lr / peak_lr can underflow to 0
+        ratio = math.log(end) - math.log(peak)
+        t = max(0, math.ceil(ratio / math.log(factor)))
+        d = 1
+        if reached(t):  # reached(0) is False: end_lr < peak_lr here
+            while t - d > 0 and reached(t - d):
+                d *= 2
+            lo, hi = max(t - d, 0), t - d // 2
+        else:
+            while not reached(t + d):
+                d *= 2
+            lo, hi = t + d // 2, t + d
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if reached(mid) else (mid, hi)
+        return hi
 
 
 def _total(total_steps: Any, total_epochs: Any, steps_per_epoch: Any) -> int:
@@ -886,7 +929,8 @@ class CosineRestarts(Schedule):
 
     ``cycle_factor`` (torch's ``T_mult``) lengthens each cycle, ``peak_factor``
     (timm's ``cycle_decay``) shrinks each restart's height. With ``num_cycles``
-    it holds ``end_lr`` after that many cycles (``end_step``); without, it
+    it holds ``end_lr`` after that many cycles (``end_step``, which must be at
+    most ``2**53``, the largest step count a float holds exactly); without, it
     never settles. torch: ``T_0`` -> ``cycle_steps``, ``eta_min`` -> ``end_lr``.
 
     Reference: Loshchilov & Hutter, "SGDR: Stochastic Gradient Descent with Warm
@@ -910,6 +954,8 @@ class CosineRestarts(Schedule):
     cycle_epochs: InitVar[float | None] = None
     steps_per_epoch: InitVar[int | None] = None
 
+    _end: int | None = field(init=False, repr=False, compare=False)
+
     def __post_init__(self, cycle_epochs: Any, steps_per_epoch: Any) -> None:
         spe = _spe(steps_per_epoch, cycle_epochs is not None, "cycle_epochs")
         cycle = _steps_arg(
@@ -932,8 +978,42 @@ class CosineRestarts(Schedule):
             "peak_factor",
             _check.fraction("peak_factor", self.peak_factor, low_open=True),
         )
+        end = None
         if self.num_cycles is not None:
             _set(self, "num_cycles", _check.positive_int("num_cycles", self.num_cycles))
+            end = self._last_step(cycle, cf, self.num_cycles)
+        _set(self, "_end", end)
+
+    @staticmethod
+    def _last_step(cycle: int, cf: float, num_cycles: int) -> int:
+        """Where ``num_cycles`` cycles end, as :meth:`_locate` sees it.
+
+        Raises ``ValueError`` when that is past ``2**53``, the largest step
+        count a float (the cycle arithmetic) holds exactly.
+        """
+        limit = 2**53
+        if cf == 1.0:
+            if cycle * num_cycles > limit:
+                _check.fail(
+                    "num_cycles",
+                    f"small enough that the cycles end within 2**53 steps "
+                    f"(cycle_steps={cycle})",
+                    num_cycles,
+                )
+            return cycle * num_cycles
+        start, length = 0.0, float(cycle)
+        for _ in range(num_cycles):  # the same float arithmetic as _locate
+            start += length
+            length *= cf
+            if not start <= limit:
+                _check.fail(
+                    "cycle_factor",
+                    f"small enough that num_cycles={num_cycles} cycles of "
+                    f"cycle_steps={cycle} × cycle_factor ** n end within 2**53 steps",
+                    cf,
+                    "Lower cycle_factor or num_cycles.",
+                )
+        return math.ceil(start)
 
     def _locate(self, step: int) -> tuple[int, float, float]:
         """(cycle index, position in it, its length)."""
@@ -959,11 +1039,7 @@ class CosineRestarts(Schedule):
 
     @property
     def end_step(self) -> int | None:
-        if self.num_cycles is None:
-            return None
-        c: int = self.cycle_steps  # type: ignore[assignment]
-        lengths = [c * self.cycle_factor**n for n in range(self.num_cycles)]
-        return math.ceil(sum(lengths))
+        return self._end
 
 
 _CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
@@ -1247,7 +1323,8 @@ class WarmupStableDecay(Schedule):
 
     With ``W = warmup_steps``, ``D = decay_steps``, ``T = total_steps``:
 
-    - ``t < W``: linear warmup ``peak_lr × (t + 1) / (W + 1)`` (never 0);
+    - ``t < W``: linear warmup ``peak_lr × (t + 1) / (W + 1)`` (never 0;
+      the default ramp of :class:`~lrkit.Warmup`, computed by the same code);
     - ``W <= t < T - D``: ``peak_lr``;
     - ``T - D <= t < T``: with ``p = (t - T + D) / D``, ``end_lr + (peak_lr -
       end_lr) × g(p)`` where ``g`` is ``1 - p`` (``decay="linear"``),
@@ -1329,8 +1406,8 @@ class WarmupStableDecay(Schedule):
         n: int = self.total_steps  # type: ignore[assignment]
         w: int = self.warmup_steps  # type: ignore[assignment]
         d: int = self.decay_steps  # type: ignore[assignment]
-        if step < w:
-            return self.peak_lr * (step + 1) / (w + 1)
+        if step < w:  # Warmup's default linear ramp: (step + 1) / (w + 1)
+            return self.peak_lr * _ramp("linear", 1.0 / (w + 1), step / w)
         if step >= n:
             return self.end_lr
         start = n - d

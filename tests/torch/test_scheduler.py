@@ -243,7 +243,9 @@ def test_same_lrs_as_torch(
     assert max(abs(a - b) for a, b in zip(pure, expected, strict=True)) <= 1e-12
 
 
-def test_plateau_through_scheduler_matches_torch() -> None:
+@pytest.mark.parametrize("group_lrs", [(BASE,), (BASE, 0.03)], ids=["1-group", "2"])
+def test_plateau_through_scheduler_matches_torch(group_lrs: tuple[float, ...]) -> None:
+    """Same LRs as torch's ReduceLROnPlateau, min_lr clamped per param group."""
     metrics = [
         1.0,
         0.9,
@@ -261,11 +263,18 @@ def test_plateau_through_scheduler_matches_torch() -> None:
         0.81,
         0.82,
     ]
-    opt_t = make_opt(BASE)
+
+    def make() -> Any:
+        opt = make_opt(BASE, groups=len(group_lrs))
+        for g, lr in zip(opt.param_groups, group_lrs, strict=True):
+            g["lr"] = lr
+        return opt
+
+    opt_t = make()
     ref = lrs_sched.ReduceLROnPlateau(
         opt_t, patience=1, factor=0.5, cooldown=1, min_lr=0.02
     )
-    opt = make_opt(BASE)
+    opt = make()
     sched = Scheduler(
         opt,
         Constant(),
@@ -276,10 +285,62 @@ def test_plateau_through_scheduler_matches_torch() -> None:
         ref.step(m)
         train_step(opt)
         sched.step(m)
-        assert opt.param_groups[0]["lr"] == pytest.approx(
-            opt_t.param_groups[0]["lr"], abs=1e-12, rel=0
-        )
-        assert sched.get_last_lr() == [opt.param_groups[0]["lr"]]
+        for g, g_t in zip(opt.param_groups, opt_t.param_groups, strict=True):
+            assert g["lr"] == pytest.approx(g_t["lr"], abs=1e-12, rel=0)
+        assert sched.get_last_lr() == [g["lr"] for g in opt.param_groups]
+    # the stream drives the larger group to the floor too: 0.1 -> 0.05 -> 0.025 -> 0.02
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.02] * len(group_lrs))
+
+
+def test_plateau_min_lr_per_group_with_a_schedule() -> None:
+    """lr_g = min(u_g, max(u_g × plateau_scale, min_lr)), u_g = base_g × s(t)."""
+    s = Warmup(steps=4) >> Cosine(total_steps=36)
+    opt = make_opt(groups=2)
+    opt.param_groups[1]["lr"] = 0.01
+    plateau = ReduceOnPlateau(patience=0, factor=0.5, min_lr=0.004)
+    sched = Scheduler(opt, s, plateau=plateau)
+    floors_seen = set()
+    for t in range(1, 45):
+        train_step(opt)
+        sched.step(1.0)  # never improves: a reduction attempt at every step
+        scale = sched.plateau_scale
+        for g, base in zip(opt.param_groups, (0.1, 0.01), strict=True):
+            u = base * s(t)
+            assert g["lr"] == pytest.approx(min(u, max(u * scale, 0.004)), rel=1e-12)
+            floors_seen.add(u * scale < 0.004 < u)
+    assert floors_seen == {True, False}  # some steps clamp, some do not
+    assert sched.get_last_lr() == [0.0, 0.0]  # the schedule itself may reach 0
+
+
+def test_bad_step_input_changes_nothing() -> None:
+    s = Linear(total_steps=10)
+    opt = make_opt()
+    sched = Scheduler(opt, s)
+    for _ in range(3):
+        train_step(opt)
+    before = (sched.step_count, sched.state_dict(), sched.get_last_lr())
+    with pytest.raises(ValueError, match="plateau must be a ReduceOnPlateau to report"):
+        sched.step(0.5)
+    assert (sched.step_count, sched.state_dict(), sched.get_last_lr()) == before
+    assert before[1]["step"] == 3  # the optimizer steps are still pending
+    sched.step()
+    assert sched.step_count == 3
+    assert sched.get_last_lr() == [BASE * s(3)]
+
+    opt = make_opt()
+    sched = Scheduler(opt, s, plateau=ReduceOnPlateau(patience=0))
+    for _ in range(3):
+        train_step(opt)
+    before = (sched.step_count, sched.state_dict(), sched.get_last_lr())
+    msg = "metric must be a real number or a one-element tensor, got metric="
+    for bad in ("abc", torch.ones(3), [0.5], True):
+        with pytest.raises(TypeError, match=msg):
+            sched.step(bad)
+        assert (sched.step_count, sched.state_dict(), sched.get_last_lr()) == before
+    sched.step(torch.tensor([0.5]))  # one element: fine
+    assert sched.plateau_state is not None
+    assert sched.plateau_state.best == 0.5
+    assert sched.step_count == 3
 
 
 # ---------------------------------------------------------------- semantics
@@ -402,6 +463,19 @@ def test_per_group_schedules_and_base_lrs() -> None:
     assert Scheduler(opt4, Constant(), base_lr=[0.2, 0.3]).get_last_lr() == [0.2, 0.3]
 
 
+def test_a_list_of_text_specs_one_per_group() -> None:
+    opt = make_opt(groups=2)
+    opt.param_groups[1]["lr"] = 0.01
+    sched = Scheduler(opt, ["cosine(10)", Linear(total_steps=10, start_lr=0.0)])
+    a, b = Cosine(total_steps=10), Linear(total_steps=10, start_lr=0.0)
+    for t in range(12):
+        assert sched.get_last_lr() == [0.1 * a(t), 0.01 * b(t)]
+        train_step(opt)
+        sched.step()
+    with pytest.raises(ValueError, match="unknown schedule 'cosin'"):
+        Scheduler(make_opt(groups=2), ["cosin(10)", "cosine(10)"])
+
+
 def test_tensor_lr_is_updated_in_place() -> None:
     p = torch.nn.Parameter(torch.zeros(2))
     opt = torch.optim.Adam([p], lr=torch.tensor(0.01))
@@ -421,8 +495,14 @@ def test_text_spec_and_validation() -> None:
     assert isinstance(sched, torch.optim.lr_scheduler.LRScheduler)
     with pytest.raises(TypeError, match="optimizer must be a torch optimizer"):
         Scheduler(object(), Constant())  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="schedule must be a schedule"):
-        Scheduler(make_opt(), 3)
+    with pytest.raises(
+        TypeError,
+        match=r"schedule must be a schedule \(callable\), a text spec or a list of "
+        r"them \(one per param group\), got schedule=3\.",
+    ):
+        Scheduler(make_opt(), 3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"schedule\[1\] must be callable"):
+        Scheduler(make_opt(groups=2), [Constant(), 3])  # type: ignore[list-item]
     with pytest.raises(
         ValueError, match="schedule must be one schedule or one per param group"
     ):

@@ -23,7 +23,15 @@ makes the schedule's values absolute learning rates.
 **Plateau.** With ``plateau=ReduceOnPlateau(...)``, report each evaluation
 with ``scheduler.step(metric)``: it feeds the plateau and brings the step
 count up to date (it never counts a step twice), so calling ``step()`` every
-batch and ``step(val_loss)`` every evaluation is right.
+batch and ``step(val_loss)`` every evaluation is right. The plateau's
+``min_lr`` holds per param group, as in torch: the plateau scale never takes a
+group's LR below ``min_lr`` (that group is held at ``min_lr`` while the others
+keep being reduced), though the schedule itself may go lower::
+
+    lr_g(t) = min(u_g(t), max(u_g(t) × plateau_scale, min_lr))
+    u_g(t)  = base_lr_g × schedule_g(t) × recovery_scale
+
+A reduction happens while it lowers some group's LR by more than ``eps``.
 
 **Resume.** ``state_dict()`` is ``{"step", "plateau", "recovery_scale"}``:
 the optimizer-step count, the plateau state and the guard's scale. Loading it
@@ -44,7 +52,9 @@ import torch
 from torch.optim.lr_scheduler import LRScheduler
 
 from .. import _check
-from ..plateau import PlateauState, ReduceOnPlateau
+from .._check import LRKitError
+from ..plateau import PlateauState, ReduceOnPlateau, _metric
+from ..schedules import ScheduleFn
 
 __all__ = ["Scheduler"]
 
@@ -54,26 +64,36 @@ _KEYS = ("step", "plateau", "recovery_scale")
 
 
 def _as_schedules(schedule: Any, n_groups: int) -> list[Callable[[int], float]]:
-    if isinstance(schedule, str):
-        from .._parse import parse_schedule
+    from .._parse import parse_schedule
 
+    if isinstance(schedule, str):
         return [parse_schedule(schedule)] * n_groups
     if callable(schedule):
         return [schedule] * n_groups
     if isinstance(schedule, Sequence):
-        fns = list(schedule)
-        if len(fns) != n_groups:
+        entries = list(schedule)
+        if len(entries) != n_groups:
             _check.fail(
                 "schedule",
                 f"one schedule or one per param group ({n_groups})",
                 schedule,
             )
-        for f in fns:
-            _check.callable_("schedule", f, "Each entry must be a schedule.")
+        fns: list[Callable[[int], float]] = []
+        for i, f in enumerate(entries):
+            if isinstance(f, str):
+                fns.append(parse_schedule(f))
+            else:
+                fns.append(
+                    _check.callable_(
+                        f"schedule[{i}]",
+                        f,
+                        "Each entry must be a schedule or its text.",
+                    )
+                )
         return fns
     _check.fail(
         "schedule",
-        "a schedule (callable), a text spec or a list of them",
+        "a schedule (callable), a text spec or a list of them (one per param group)",
         schedule,
         exc=TypeError,
     )
@@ -133,7 +153,7 @@ class Scheduler(LRScheduler):
     def __init__(
         self,
         optimizer: torch.optim.Optimizer,
-        schedule: Any,
+        schedule: ScheduleFn | str | Sequence[ScheduleFn | str],
         *,
         plateau: ReduceOnPlateau | None = None,
         base_lr: float | Sequence[float] | None = None,
@@ -205,40 +225,41 @@ class Scheduler(LRScheduler):
 
         Advances the step count by the optimizer steps taken since the last
         call (0 after a skipped AMP step: the LR then stays). ``metric`` (a
-        float or 0-d tensor) goes to the plateau; it needs ``plateau=...``.
+        real number or a one-element tensor) goes to the plateau; it needs
+        ``plateau=...``. A bad ``metric`` raises and changes nothing.
         """
-        self._step_count += 1
-        changed = False
-        if self._counts_optimizer:
-            n = self._pending
-            if n:
-                self._pending = 0
-                self._t += n
-                changed = True
-                if n > 1 and not self._told_multi:
-                    self._told_multi = True
-                    logger.info(
-                        "Scheduler.step() saw %d optimizer steps since its last call; "
-                        "lrkit schedules count optimizer steps, not step() calls",
-                        n,
-                    )
-            elif not self._told_idle and metric is None:
-                self._told_idle = True
-                logger.info(
-                    "Scheduler.step(): no optimizer step since the last call "
-                    "(skipped by GradScaler?); the LR stays at step %d",
-                    self._t,
-                )
-        else:  # pragma: no cover
-            self._t += 1
-            changed = True
+        self._check_groups()
+        n = self._pending if self._counts_optimizer else 1
+        t = self._t + n
+        state = self._state
         if metric is not None:
-            self._observe(metric)
-            changed = True
-        if changed:
+            plateau, state = self._plateau()
+            value = _metric(metric)
+            state = plateau.update(state, value, lr=max(self._unscaled(t)))
+        # validated and computed: now change the state
+        self._step_count += 1
+        self._pending = 0
+        self._t = t
+        self._state = state
+        if n > 1 and not self._told_multi:
+            self._told_multi = True
+            logger.info(
+                "Scheduler.step() saw %d optimizer steps since its last call; "
+                "lrkit schedules count optimizer steps, not step() calls",
+                n,
+            )
+        elif n == 0 and metric is None and not self._told_idle:
+            self._told_idle = True
+            logger.info(
+                "Scheduler.step(): no optimizer step since the last call "
+                "(skipped by GradScaler?); the LR stays at step %d",
+                self._t,
+            )
+        if n or metric is not None:
             self._apply()
 
-    def _observe(self, metric: Any) -> None:
+    def _plateau(self) -> tuple[ReduceOnPlateau, PlateauState]:
+        """The plateau and its state, or raise (before any change) without one."""
         if self.plateau is None or self._state is None:
             _check.fail(
                 "plateau",
@@ -246,33 +267,42 @@ class Scheduler(LRScheduler):
                 None,
                 "Build the scheduler with plateau=lrkit.ReduceOnPlateau(...).",
             )
-        value = float(metric.item() if isinstance(metric, torch.Tensor) else metric)
-        unscaled = [
-            b * float(f(self._t)) * self._recovery
+        return self.plateau, self._state
+
+    def _unscaled(self, t: int) -> list[float]:
+        """Each group's ``base_lr × schedule(t) × recovery_scale``."""
+        return [
+            b * float(f(t)) * self._recovery
             for b, f in zip(self._bases, self._fns, strict=True)
         ]
-        positive = [u for u in unscaled if u > 0.0]
-        ref = min(positive) if positive else 0.0
-        self._state = self.plateau.update(self._state, value, lr=ref)
+
+    def _check_groups(self) -> None:
+        n_groups = len(self.optimizer.param_groups)
+        if n_groups != len(self._fns):
+            raise LRKitError(
+                f"the optimizer has {n_groups} param groups but the Scheduler was "
+                f"built for {len(self._fns)}; add param groups before creating it."
+            )
 
     def _apply(self) -> None:
+        self._check_groups()
         groups = self.optimizer.param_groups
         fns = self._fns
-        if len(groups) != len(fns):
-            from .._check import LRKitError
-
-            raise LRKitError(
-                f"the optimizer has {len(groups)} param groups but the Scheduler was "
-                f"built for {len(fns)}; add param groups before creating it."
-            )
         t = self._t
         state = self._state
-        k = self._recovery if state is None else state.scale * self._recovery
+        scale = 1.0 if state is None else state.scale
+        k = scale * self._recovery
+        floor = 0.0 if self.plateau is None or scale == 1.0 else self.plateau.min_lr
         last: list[float | torch.Tensor] = []
-        shared = float(fns[0](t)) * k if self._shared else 0.0
+        shared = float(fns[0](t)) if self._shared else 0.0
         # lengths were checked above; plain loops keep the per-step cost small
         for group, base, fn in zip(groups, self._bases, fns):  # noqa: B905
-            lr = base * (shared if self._shared else float(fn(t)) * k)
+            v = shared if self._shared else float(fn(t))
+            lr = base * (v * k)
+            if floor and lr < floor:
+                # the plateau never takes a group below min_lr (torch clamps each
+                # group); the schedule and the recovery scale still may
+                lr = min(base * (v * self._recovery), floor)
             cur = group["lr"]
             if type(cur) is not float and isinstance(cur, torch.Tensor):
                 cur.fill_(lr)
