@@ -47,6 +47,7 @@ from ..rangetest import (
     StepOutcome,
     range_test,
 )
+from ._groups import get_lr, set_lr
 from .state import snapshot
 
 __all__ = ["find_lr"]
@@ -238,18 +239,6 @@ def _amp_dtype(amp: Any) -> torch.dtype | None:
     _check.fail("amp", "None, 'bf16' or 'fp16'", amp)
 
 
-def _set_lr(group: dict[str, Any], value: float) -> None:
-    if isinstance(group["lr"], torch.Tensor):
-        group["lr"].fill_(value)
-    else:
-        group["lr"] = value
-
-
-def _group_lr(group: Mapping[str, Any]) -> float:
-    lr = group["lr"]
-    return float(lr.item() if isinstance(lr, torch.Tensor) else lr)
-
-
 def find_lr(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -387,7 +376,7 @@ def find_lr(
             "Build it with optimizer = Optim(model.parameters(), ...).",
             shown=True,
         )
-    ref_lr = _group_lr(groups[reference_group])
+    ref_lr = get_lr(groups[reference_group])
     if not (ref_lr > 0 and math.isfinite(ref_lr)):
         _check.fail(
             f"optimizer.param_groups[{reference_group}]['lr']",
@@ -395,7 +384,7 @@ def find_lr(
             ref_lr,
             "Pick another reference_group or set a positive LR.",
         )
-    factors = tuple(_group_lr(g) / ref_lr for g in groups)
+    factors = tuple(get_lr(g) / ref_lr for g in groups)
     if device is None:
         first = next(model.parameters(), None)
         dev = first.device if first is not None else torch.device("cpu")
@@ -444,7 +433,7 @@ def find_lr(
 
     def step_fn(lr: float) -> Any:
         for group, f in zip(groups, factors, strict=True):
-            _set_lr(group, lr * f)
+            set_lr(group, lr * f)
         optimizer.zero_grad(set_to_none=True)
         total: torch.Tensor | None = None
         for _ in range(accumulation_steps):
@@ -534,7 +523,7 @@ def find_lr(
         "optimizer": type(optimizer).__name__,
         "param_groups": len(groups),
         "reference_group": reference_group,
-        "group_lrs": [_group_lr(g) for g in groups],
+        "group_lrs": [get_lr(g) for g in groups],
         "max_grad_norm": max_grad_norm,
         "val_batches": val_batches if val_loader is not None else 0,
     }

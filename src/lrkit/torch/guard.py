@@ -83,6 +83,7 @@ import torch
 from .. import _check
 from .._check import LRKitError
 from ..monitor import KINDS, Finding, Monitor, MonitorConfig, MonitorState
+from ._groups import get_lr, set_lr
 from .state import Snapshot, snapshot
 
 __all__ = ["Guard", "GuardError", "GuardEvent"]
@@ -156,11 +157,6 @@ class _Saved:
     snap: Snapshot
     monitor: MonitorState
     scale: float  # the guard's recovery scale when it was taken
-
-
-def _lr_of(group: Mapping[str, Any]) -> float:
-    lr = group["lr"]
-    return float(lr.item()) if isinstance(lr, torch.Tensor) else float(lr)
 
 
 class Guard:
@@ -351,7 +347,7 @@ class Guard:
         g = None if grad_norm is None else _to_float("grad_norm", grad_norm)
         v = None if val_loss is None else _to_float("val_loss", val_loss)
         if lr is None:
-            lr = _lr_of(self.optimizer.param_groups[0])
+            lr = get_lr(self.optimizer.param_groups[0])
         t = self._t
         found = self.monitor.update(t, x, val_loss=v, grad_norm=g, lr=lr)
         self._t = t + 1
@@ -480,7 +476,7 @@ class Guard:
             first_step=first_step,
             restored_step=saved.step,
             recovery_scale=self._scale,
-            lrs=tuple(_lr_of(g) for g in self.optimizer.param_groups),
+            lrs=tuple(get_lr(g) for g in self.optimizer.param_groups),
             attempt=self._attempt,
             skipped_batches=self.skip_batches,
             evidence=dict(evidence),
@@ -495,11 +491,7 @@ class Guard:
             return
         ratio = self._scale / scale_at_snapshot
         for group in self.optimizer.param_groups:
-            lr = group["lr"]
-            if isinstance(lr, torch.Tensor):
-                lr.mul_(ratio)
-            else:
-                group["lr"] = lr * ratio
+            set_lr(group, get_lr(group) * ratio)
         if self._torch_sched:
             base = getattr(self.scheduler, "base_lrs", None)
             if isinstance(base, list):
@@ -507,7 +499,7 @@ class Guard:
             last = getattr(self.scheduler, "_last_lr", None)
             if isinstance(last, list):
                 self.scheduler._last_lr = [
-                    _lr_of(g) for g in self.optimizer.param_groups
+                    get_lr(g) for g in self.optimizer.param_groups
                 ]
 
     # ------------------------------------------------------------ batches

@@ -55,6 +55,7 @@ from .. import _check
 from .._check import LRKitError
 from ..plateau import PlateauState, ReduceOnPlateau, _metric
 from ..schedules import ScheduleFn
+from ._groups import set_lr
 
 __all__ = ["Scheduler"]
 
@@ -303,11 +304,7 @@ class Scheduler(LRScheduler):
                 # the plateau never takes a group below min_lr (torch clamps each
                 # group); the schedule and the recovery scale still may
                 lr = min(base * (v * self._recovery), floor)
-            cur = group["lr"]
-            if type(cur) is not float and isinstance(cur, torch.Tensor):
-                cur.fill_(lr)
-            else:
-                group["lr"] = lr
+            set_lr(group, lr)
             last.append(lr)
         self._last_lr = last
 
