@@ -441,6 +441,18 @@ def _fmt(x: float | None) -> str:
     return "none" if x is None or not math.isfinite(x) else f"{x:.3g}"
 
 
+def check_hooks(suggest: Any, progress: Any) -> None:
+    """Validate ``suggest`` (True, False or a rule name) and ``progress``."""
+    if progress is not None:
+        _check.callable_("progress", progress)
+    if not isinstance(suggest, (bool, str)):
+        _check.fail("suggest", "True, False or a rule name", suggest, exc=TypeError)
+    if isinstance(suggest, str):
+        from .suggest import RULES
+
+        _check.choice("suggest", suggest, RULES)
+
+
 class _StopRule:
     """Causal smoothing and the divergence rule (see the module docstring).
 
@@ -577,14 +589,7 @@ def range_test(
     if resolve is None:
         resolve = list
     _check.callable_("resolve", resolve)
-    if progress is not None:
-        _check.callable_("progress", progress)
-    if not isinstance(suggest, (bool, str)):
-        _check.fail("suggest", "a bool or a rule name", suggest, exc=TypeError)
-    if isinstance(suggest, str):
-        from .suggest import RULES
-
-        _check.choice("suggest", suggest, RULES)
+    check_hooks(suggest, progress)
     ladder = lr_ladder(start_lr, end_lr, num_steps, mode)
 
     rule = _StopRule(settings)

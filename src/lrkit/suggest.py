@@ -203,6 +203,14 @@ def smooth_curve(
     return lr, _smooth(np.log10(lr), y, bandwidth)
 
 
+def _check_lrs(name: str, arr: Array, given: Any) -> None:
+    """LRs must be finite, > 0 and strictly increasing."""
+    if np.any(~np.isfinite(arr)) or np.any(arr <= 0):
+        _check.fail(name, "finite and > 0", given)
+    if len(arr) > 1 and np.any(np.diff(arr) <= 0):
+        _check.fail(name, "strictly increasing", given)
+
+
 def _prepare(
     lrs: Any, losses: Any, skipped: Sequence[bool] | None, bandwidth: float
 ) -> _Curve:
@@ -215,10 +223,7 @@ def _prepare(
             f"{len(loss)} values",
             shown=True,
         )
-    if np.any(~np.isfinite(lr)) or np.any(lr <= 0):
-        _check.fail("lrs", "finite and > 0", lrs)
-    if len(lr) > 1 and np.any(np.diff(lr) <= 0):
-        _check.fail("lrs", "strictly increasing", lrs)
+    _check_lrs("lrs", lr, lrs)
     keep = np.ones(len(lr), dtype=bool)
     if skipped is not None:
         if len(skipped) != len(lr):
@@ -400,10 +405,7 @@ def _val_curve(
         )
     if len(vl) == 0:
         return None
-    if np.any(~np.isfinite(vl)) or np.any(vl <= 0):
-        _check.fail("val_lrs", "finite and > 0", val_lrs)
-    if len(vl) > 1 and np.any(np.diff(vl) <= 0):
-        _check.fail("val_lrs", "strictly increasing", val_lrs)
+    _check_lrs("val_lrs", vl, val_lrs)
     x = np.log10(vl)
     keep = np.isfinite(vy) & (x <= train.x[-1] + 1e-12)
     if not np.all(np.isfinite(vy)):  # nothing after a non-finite validation loss

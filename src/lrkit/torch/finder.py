@@ -45,6 +45,7 @@ from ..rangetest import (
     RangeTestResult,
     RangeTestSettings,
     StepOutcome,
+    check_hooks,
     range_test,
 )
 from ._groups import get_lr, set_lr
@@ -393,14 +394,7 @@ def find_lr(
     if sync_every is None:
         sync_every = 1 if dev.type == "cpu" else 8
     sync_every = _check.positive_int("sync_every", sync_every)
-    if progress is not None:
-        _check.callable_("progress", progress)
-    if not isinstance(suggest, (bool, str)):
-        _check.fail("suggest", "True, False or a rule name", suggest, exc=TypeError)
-    if isinstance(suggest, str):
-        from ..suggest import RULES
-
-        _check.choice("suggest", suggest, RULES)
+    check_hooks(suggest, progress)
     RangeTestSettings(  # validates the ladder arguments before anything runs
         start_lr=start_lr, end_lr=end_lr, num_steps=num_steps, mode=mode
     )
