@@ -158,11 +158,14 @@ def test_never_crashes_and_stays_in_bounds(values: list[float], method: str) -> 
 @settings(max_examples=40, deadline=None)
 @given(st.floats(-100, 100), st.floats(0.01, 100), st.integers(0, 10_000))
 def test_affine_invariance_property(shift: float, scale: float, seed: int) -> None:
+    """The LR is invariant to a shift and a scaling of the loss; the confidence
+    to a scaling (its "little learned" sign reads a non-negative loss's zero)."""
     lrs, loss = curve(noise=0.03, seed=seed)
     a = suggest(lrs, loss)
     b = suggest(lrs, shift + scale * loss)
+    c = suggest(lrs, scale * loss)
     assert a.lr == pytest.approx(b.lr, rel=1e-6)
-    assert a.confidence == pytest.approx(b.confidence, abs=1e-6)
+    assert a.confidence == pytest.approx(c.confidence, abs=1e-6)
 
 
 class TestReasonsMatchTheResult:
@@ -227,3 +230,61 @@ def test_valley_matches_fastais_loop(n: int, seed: int) -> None:
     c = S._Curve(np.linspace(-7, 1, n), y, y, 0.1, n, None)
     lr, _ = S._rule_valley(S._Inputs(c, None))
     assert np.log10(lr) == pytest.approx(c.x[_fastai_valley_index(y)], abs=1e-12)
+
+
+class TestConfidenceSigns:
+    """Signs of a curve that predict picks far from the best LR lower the
+    confidence (never the LR) and say why."""
+
+    def test_a_clean_wide_curve_is_trusted(self) -> None:
+        lrs, loss = curve(descent_at=-4.0, blowup_at=-0.5)
+        s = suggest(lrs, loss, epochs=2.0)
+        assert s.confidence >= 0.9
+        assert not any(
+            "edge" in r or "fell only" in r or "times" in r for r in s.reasons
+        )
+        assert s.evidence["edge_gap_decades"] >= 1.0
+
+    def test_sharp_edge_right_above_the_bottom(self) -> None:
+        lrs, wide = curve(descent_at=-4.0, blowup_at=-0.5)
+        # the same descent, but the loss turns up just past its bottom
+        _, sharp = curve(descent_at=-4.0, blowup_at=-2.9)
+        a, b = suggest(lrs, wide), suggest(lrs, sharp)
+        assert b.evidence["edge_gap_decades"] < 0.6
+        assert b.confidence < 0.6 * a.confidence
+        assert any("sharp edge" in r for r in b.reasons)
+
+    def test_little_learned_before_the_edge(self) -> None:
+        lrs, loss = curve(start=2.3, drop=0.2)  # fell by 9% of its start
+        s = suggest(lrs, loss)
+        assert s.evidence["fell_frac"] == pytest.approx(0.087, abs=0.01)
+        assert any("fell only 9%" in r for r in s.reasons)
+        assert s.confidence < 0.5
+        # a loss that is not non-negative has no zero to measure from
+        neg = suggest(lrs, loss - 10.0)
+        assert "fell_frac" not in neg.evidence
+        assert neg.lr == pytest.approx(s.lr)
+
+    def test_many_passes_over_the_data(self) -> None:
+        lrs, loss = curve(descent_at=-4.0, blowup_at=-0.5)
+        once = suggest(lrs, loss, epochs=1.0)
+        many = suggest(lrs, loss, epochs=25.0)
+        assert many.lr == once.lr  # only the confidence moves
+        assert many.confidence == pytest.approx(0.4 * once.confidence)
+        assert many.evidence["epochs"] == 25.0
+        (reason,) = [r for r in many.reasons if "times through" in r]
+        assert "25 times" in reason and "pass a val_loader" in reason
+        x = np.log10(lrs)
+        with_val = suggest(
+            lrs,
+            loss,
+            epochs=25.0,
+            val_lrs=lrs[::2],
+            val_losses=loss[::2] + 0.1 * x[::2],
+        )
+        assert not any("pass a val_loader" in r for r in with_val.reasons)
+
+    def test_epochs_must_be_non_negative(self) -> None:
+        lrs, loss = curve()
+        with pytest.raises(ValueError, match=r"epochs must be .*got epochs=-1"):
+            suggest(lrs, loss, epochs=-1)

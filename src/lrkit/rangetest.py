@@ -191,6 +191,8 @@ class RangeTestSettings:
             many times the scale.
         noise_factor: lower bound of the scale in units of the loss noise.
         val_every: validation every this many steps (0: no validation).
+        steps_per_epoch: steps in one pass over the training data, when known
+            (the suggestion's confidence reads how many passes the test made).
         extra: adapter-specific settings (accumulation, amp, groups, ...).
     """
 
@@ -203,6 +205,7 @@ class RangeTestSettings:
     jump_factor: float = 4.0
     noise_factor: float = 3.0
     val_every: int = 0
+    steps_per_epoch: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -212,6 +215,8 @@ class RangeTestSettings:
         _check.positive("jump_factor", self.jump_factor)
         _check.non_negative("noise_factor", self.noise_factor)
         _check.non_negative_int("val_every", self.val_every)
+        if self.steps_per_epoch is not None:
+            _check.positive_int("steps_per_epoch", self.steps_per_epoch)
 
 
 @dataclass(frozen=True, repr=False)
@@ -531,6 +536,7 @@ def range_test(
     resolve: Callable[[Sequence[Any]], Sequence[Any]] | None = None,
     progress: Callable[[Progress], None] | None = None,
     suggest: bool | str = True,
+    steps_per_epoch: int | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> RangeTestResult:
     """Run a range test over any ``step_fn(lr) -> loss``.
@@ -562,6 +568,8 @@ def range_test(
         progress: called with a :class:`Progress` after each recorded step.
         suggest: ``True`` for the default suggestion rule, a rule name (see
             :func:`lrkit.suggest`), or ``False`` for none.
+        steps_per_epoch: steps in one pass over the training data, if known:
+            the suggestion's confidence falls when the test made many passes.
         extra: adapter settings to record in ``result.settings.extra``.
 
     Returns:
@@ -580,6 +588,7 @@ def range_test(
         jump_factor=jump_factor,
         noise_factor=noise_factor,
         val_every=_check.positive_int("val_every", val_every) if val_fn else 0,
+        steps_per_epoch=steps_per_epoch,
         extra=dict(extra or {}),
     )
     _check.callable_("step_fn", step_fn)
@@ -672,6 +681,7 @@ def range_test(
             val_losses=val_losses,
             stop_reason=stop,
             skipped=skipped,
+            epochs=None if steps_per_epoch is None else steps_done / steps_per_epoch,
         )
     return RangeTestResult(
         lrs=tuple(lrs),

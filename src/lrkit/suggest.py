@@ -268,6 +268,15 @@ def _edge_seen(c: _Curve) -> bool:
     return float(np.max(c.smooth[c.i_min :]) - c.smooth[c.i_min]) > 0.2 * c.drop
 
 
+def _edge_x(c: _Curve) -> float | None:
+    """log10 of the LR where the loss turned up after its minimum (rose by a
+    fifth of its drop), or of the first non-finite loss; None without an edge."""
+    rise = np.nonzero(c.smooth[c.i_min :] > c.smooth[c.i_min] + 0.2 * c.drop)[0]
+    if len(rise):
+        return float(c.x[c.i_min + int(rise[0])])
+    return None if c.nan_lr is None else math.log10(c.nan_lr)
+
+
 def _descent(c: _Curve) -> tuple[int, Array]:
     """Index of the minimum of the smoothed curve and the slope d(loss)/d(log lr)."""
     slope = np.gradient(c.smooth, c.x) if len(c.x) > 1 else np.zeros(1)
@@ -286,6 +295,18 @@ SAFETY_FACTOR = 3.0
 #: total drop from the minimum (stable where the minimum itself sits in a flat,
 #: noisy trough).
 BOTTOM_FRAC = 0.05
+#: Confidence falls when the bottom sits less than this many decades below the
+#: LR where the loss turns up again: a sharp edge, whose place varies from run
+#: to run, and the suggestion's margin below it is then a guess.
+EDGE_DECADES = 1.0
+#: Confidence falls when a non-negative loss lost less than this fraction of
+#: its starting value before the edge: the test saw only the first steps of
+#: training, where the stable LR can differ from later in the run.
+LEARNED_FRAC = 0.25
+#: Confidence falls when the range test passed over the training data more
+#: than this many times: its loss then measures memorisation, and the best LR
+#: of a full run may be set by overfitting and by the run's length.
+MAX_EPOCHS = 10.0
 
 
 @dataclass(frozen=True)
@@ -450,6 +471,64 @@ def _lrkit_reasons(evidence: Mapping[str, float]) -> list[str]:
     return out
 
 
+@dataclass(frozen=True)
+class _Shape:
+    factor: float
+    reasons: list[str]
+    evidence: dict[str, float]
+
+
+def _shape_confidence(c: _Curve, epochs: float | None, has_val: bool) -> _Shape:
+    """What the curve's shape says about how far to trust its bottom.
+
+    Three signs, each lowering the confidence (never the LR), each measured on
+    past tasks to go with picks far from the best LR of a full run:
+
+    - a sharp edge: the loss turns up less than ``EDGE_DECADES`` above the
+      bottom; factor ``max(0.3, gap / EDGE_DECADES)``;
+    - little learned: a non-negative loss fell by less than ``LEARNED_FRAC``
+      of its start before the edge (the test saw only the first steps, near
+      the initialisation); factor ``max(0.3, fell / LEARNED_FRAC)``;
+    - many passes: more than ``MAX_EPOCHS`` epochs of the training data;
+      factor 0.4 (on its own, below the 0.5 that separates trusted picks).
+    """
+    factor = 1.0
+    reasons: list[str] = []
+    evidence: dict[str, float] = {}
+    edge = _edge_x(c)
+    if edge is not None:
+        gap = edge - float(c.x[_bottom(c)])
+        evidence["edge_gap_decades"] = gap
+        if gap < EDGE_DECADES:
+            factor *= max(0.3, gap / EDGE_DECADES)
+            reasons.append(
+                f"the loss turns up {gap:.2g} decades above its bottom: a sharp "
+                "edge whose place varies from run to run, so the margin below it "
+                "is uncertain (try a second seed, or a short sweep over low..high)"
+            )
+        if float(np.min(c.y)) >= 0.0 and c.start > 0.0:
+            fell = c.drop / c.start
+            evidence["fell_frac"] = fell
+            if fell < LEARNED_FRAC:
+                factor *= max(0.3, fell / LEARNED_FRAC)
+                reasons.append(
+                    f"the loss fell only {fell:.0%} before it turned up: the test "
+                    "saw just the first steps of training, and the stable LR of a "
+                    "longer run can differ"
+                )
+    if epochs is not None:
+        evidence["epochs"] = epochs
+        if epochs > MAX_EPOCHS:
+            factor *= 0.4
+            reasons.append(
+                f"the range test went {epochs:.0f} times through the training data: "
+                "its loss measures memorisation, and on small data the best LR of "
+                "a full run is set by overfitting and by the run's length"
+                + ("" if has_val else " (pass a val_loader)")
+            )
+    return _Shape(factor, reasons, evidence)
+
+
 # ---------------------------------------------------------------- public entry
 def suggest(
     lrs: Sequence[float] | Array,
@@ -461,6 +540,7 @@ def suggest(
     stop_reason: str | None = None,
     skipped: Sequence[bool] | None = None,
     bandwidth: float = 0.15,
+    epochs: float | None = None,
 ) -> Suggestion:
     """Suggest a learning rate from a range-test curve.
 
@@ -485,6 +565,9 @@ def suggest(
             ``"nan"``), used for the reasons.
         skipped: per point, True where the optimizer skipped the update.
         bandwidth: smoothing bandwidth in decades of LR.
+        epochs: passes the range test made over the training data (optional;
+            :func:`~lrkit.find_lr` fills it in when the loader has a length).
+            Only the confidence and the reasons use it.
 
     Returns:
         A :class:`Suggestion`; its ``lr`` is ``None`` when the curve holds no
@@ -496,6 +579,8 @@ def suggest(
     """
     _check.choice("method", method, RULES)
     bandwidth = _check.positive("bandwidth", bandwidth)
+    if epochs is not None:
+        epochs = _check.non_negative("epochs", epochs)
     c = _prepare(lrs, losses, skipped, bandwidth)
     reasons: list[str] = []
     if c.nan_lr is not None:
@@ -545,6 +630,9 @@ def suggest(
     if float(np.min(first)) <= 0.5 * float(np.min(slope[: max(i_min, 1)])):
         reasons.append("loss already falling at start_lr: lower start_lr")
         conf *= 0.6
+    shape = _shape_confidence(c, epochs, val is not None)
+    conf *= shape.factor
+    reasons += shape.reasons
     if method == "lrkit":
         reasons += _lrkit_reasons(evidence)
         v_bottom = evidence.get("lr_bottom_val")
@@ -559,6 +647,7 @@ def suggest(
         "drop": drop,
         "span": float(np.ptp(c.smooth)),
         "noise": sigma_s,
+        **shape.evidence,
     }
     if stop_reason == "diverged":
         reasons.append(f"loss diverged above LR {float(10 ** c.x[-1]):.3g}")

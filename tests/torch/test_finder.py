@@ -175,6 +175,34 @@ def test_accumulation_takes_k_batches_per_step() -> None:
     assert len(r.lrs) == r.steps_done == 20
     assert seen[0] == 3 * 20
     assert r.settings.extra["accumulation_steps"] == 3
+    assert r.settings.steps_per_epoch == math.ceil(len(loader()) / 3)  # 16 -> 6
+
+
+def test_passes_over_the_data_reach_the_confidence() -> None:
+    """A loader of 2 batches: the test goes through it dozens of times, and the
+    suggestion says that its curve measures memorisation."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 3))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    r = lrkit.find_lr(model, opt, F.cross_entropy, loader(batch_size=16, n=32))
+    assert r.settings.steps_per_epoch == 2
+    info = r.suggestion_info
+    assert info is not None and info.lr is not None
+    assert info.evidence["epochs"] == pytest.approx(r.steps_done / 2)
+    assert any("times through the training data" in x for x in r.reasons)
+    assert r.confidence < 0.5
+
+    # a loader without len: nothing is known, nothing is claimed
+    class Stream(IterableDataset):
+        def __iter__(self):
+            x, y = make_data(32)
+            yield x[:16], y[:16]
+            yield x[16:], y[16:]
+
+    stream = DataLoader(Stream(), batch_size=None)
+    r2 = lrkit.find_lr(model, opt, F.cross_entropy, stream, num_steps=30)
+    assert r2.settings.steps_per_epoch is None
+    assert r2.suggestion_info is None or "epochs" not in r2.suggestion_info.evidence
 
 
 def test_param_group_ratios_kept() -> None:

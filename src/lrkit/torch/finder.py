@@ -510,6 +510,10 @@ def find_lr(
             return torch.stack(vals).mean()  # read with the step losses
 
     loaders = [train_loader] if val_loader is None else [train_loader, val_loader]
+    n_batches = _known_len(train_loader)
+    steps_per_epoch = (
+        None if not n_batches else max(1, math.ceil(n_batches / accumulation_steps))
+    )
     extra = {
         "accumulation_steps": accumulation_steps,
         "amp": None if amp_dtype is None else str(amp_dtype).replace("torch.", ""),
@@ -540,6 +544,7 @@ def find_lr(
             resolve=resolve,
             progress=progress,
             suggest=suggest,
+            steps_per_epoch=steps_per_epoch,
             extra=extra,
         )
     finally:
