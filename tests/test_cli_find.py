@@ -25,6 +25,24 @@ def test_demo_json(tmp_path: Path) -> None:
     assert saved["suggestion"] == s
 
 
+def test_demo_confirm_steps(tmp_path: Path) -> None:
+    """The demo's MLP with SGD has a sharp edge: low confidence, so the two
+    short runs happen and their losses are in the record."""
+    p = lrkit("find", "--json", "--confirm-steps", "20", "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    record = json.loads(p.stdout)
+    assert record["settings"]["extra"]["confirm_steps"] == 20
+    info = record["suggestion_info"]
+    assert info["confidence"] < 0.5
+    ev = info["evidence"]
+    assert math.isfinite(ev["confirm_loss"]) and "confirm_loss_up" in ev
+    assert record["suggestion"] in (
+        pytest.approx(ev["lr_unconfirmed"]),
+        pytest.approx(3 * ev["lr_unconfirmed"]),
+    )
+    assert any("confirmed by two short runs of 20 steps" in r for r in info["reasons"])
+
+
 def test_demo_human_output(tmp_path: Path) -> None:
     p = lrkit("find", "--out", str(tmp_path), "--num-steps", "60")
     assert p.returncode == 0, p.stderr
@@ -70,6 +88,7 @@ def test_user_factory(tmp_path: Path) -> None:
         (["--end-lr", "1e-9"], "end_lr must be > start_lr"),
         (["--mode", "log"], "--mode must be one of 'exp', 'linear', got --mode='log'"),
         (["--rule", "magic"], "--rule must be one of"),
+        (["--confirm-steps", "-1"], "confirm_steps must be"),
     ],
 )
 def test_bad_input_one_line_exit_2(

@@ -134,6 +134,22 @@ class TestStopRules:
         r = range_test(step, start_lr=1e-7, end_lr=1.0, num_steps=100)
         assert len(r.lrs) > 50
 
+    def test_batches_of_different_difficulty_in_a_fixed_order(self) -> None:
+        """An unshuffled loader of 8 batches whose losses differ 3.5x: the
+        step-to-step differences are often small while the loss swings widely,
+        which once stopped a 50-step test at step 14 (LR 3e-6)."""
+        cycle = [7.04, 2.6, 3.49, 3.62, 8.49, 9.28, 3.91, 4.66]
+        steps = [0]
+
+        def step(lr: float) -> float:
+            i = steps[0]
+            steps[0] += 1
+            return cycle[i % 8] + (np.expm1(3 * (lr - 1.0)) * 10 if lr > 1 else 0.0)
+
+        r = range_test(step, num_steps=50, suggest=False)
+        assert r.lrs[-1] > 0.5  # it ran until the loss really blew up
+        assert r.stop_reason in ("diverged", "completed")
+
     def test_skipped_steps_recorded_but_not_used(self) -> None:
         calls = []
 

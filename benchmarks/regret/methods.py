@@ -13,6 +13,9 @@ Methods:
   range and reasons are recorded where the result exposes them.
   ``lrkit_wide`` / ``lrkit_val_wide`` (stability mode): the same with the
   range test's start and end widened 10x each way.
+  ``lrkit_confirm`` / ``lrkit_val_confirm``: the same with
+  ``confirm_steps=budget_steps // 10`` (two short runs of a tenth of the
+  budget when the confidence is below 0.5; their steps count in the cost).
 - ``torch_lr_finder``: the real package, its defaults (start 1e-7 set on the
   optimizer, end_lr=10, num_iter=100, exp, smooth_f=0.05, diverge_th=5) and the
   LR ``plot(suggest_lr=True)`` returns (steepest gradient).
@@ -265,7 +268,9 @@ def suggestion_details(result: Any) -> dict[str, Any]:
     return out
 
 
-def _run_lrkit(inst: TaskInstance, *, val: bool, wide: bool) -> Result:
+def _run_lrkit(
+    inst: TaskInstance, *, val: bool, wide: bool, confirm: bool = False
+) -> Result:
     lrkit = _lrkit()
     opt = inst.make_optimizer(inst.model.parameters(), beginner_default_lr(inst.family))
     kwargs: dict[str, Any] = {}
@@ -274,6 +279,8 @@ def _run_lrkit(inst: TaskInstance, *, val: bool, wide: bool) -> Result:
     if wide:
         start, end = lrkit_default_range(lrkit.find_lr)
         kwargs.update(start_lr=start / 10, end_lr=end * 10)
+    if confirm:
+        kwargs["confirm_steps"] = max(1, inst.budget_steps // 10)
     result = lrkit.find_lr(inst.model, opt, inst.loss_fn, inst.train_loader, **kwargs)
     s = result.suggestion
     extra = suggestion_details(result)
@@ -301,12 +308,22 @@ def run_lrkit_val_wide(inst: TaskInstance) -> dict[str, Result]:
     return {"lrkit_val_wide": _run_lrkit(inst, val=True, wide=True)}
 
 
+def run_lrkit_confirm(inst: TaskInstance) -> dict[str, Result]:
+    return {"lrkit_confirm": _run_lrkit(inst, val=False, wide=False, confirm=True)}
+
+
+def run_lrkit_val_confirm(inst: TaskInstance) -> dict[str, Result]:
+    return {"lrkit_val_confirm": _run_lrkit(inst, val=True, wide=False, confirm=True)}
+
+
 # ------------------------------------------------------------------ registry
 RUNNERS: dict[str, tuple[Runner, tuple[str, ...]]] = {
     "lrkit": (run_lrkit, ("lrkit",)),
     "lrkit_val": (run_lrkit_val, ("lrkit_val",)),
     "lrkit_wide": (run_lrkit_wide, ("lrkit_wide",)),
     "lrkit_val_wide": (run_lrkit_val_wide, ("lrkit_val_wide",)),
+    "lrkit_confirm": (run_lrkit_confirm, ("lrkit_confirm",)),
+    "lrkit_val_confirm": (run_lrkit_val_confirm, ("lrkit_val_confirm",)),
     "torch_lr_finder": (run_torch_lr_finder, ("torch_lr_finder",)),
     "fastai": (
         run_fastai,
@@ -320,7 +337,7 @@ RUNNERS: dict[str, tuple[Runner, tuple[str, ...]]] = {
 }
 TRAINED_RUNNERS = ("prodigy", "schedulefree", "dadapt")
 METHOD_RUNNER: dict[str, str] = {m: r for r, (_, ms) in RUNNERS.items() for m in ms}
-LRKIT = ("lrkit", "lrkit_val")
+LRKIT = ("lrkit", "lrkit_val", "lrkit_confirm", "lrkit_val_confirm")
 ANCHORS = (
     "default",
     "torch_lr_finder",
@@ -355,6 +372,8 @@ def warm_imports(runner: str) -> None:
         "lrkit_val": ("lrkit",),
         "lrkit_wide": ("lrkit",),
         "lrkit_val_wide": ("lrkit",),
+        "lrkit_confirm": ("lrkit",),
+        "lrkit_val_confirm": ("lrkit",),
     }.get(runner, ())
     for m in modules:
         with contextlib.suppress(ImportError):

@@ -648,7 +648,11 @@ def parse_methods(spec: str, stability: bool) -> list[str]:
             if m not in out:
                 out.append(m)
     if stability:
-        out += [f"{m}_wide" for m in M.LRKIT if m in out and f"{m}_wide" not in out]
+        out += [
+            f"{m}_wide"
+            for m in M.LRKIT
+            if m in out and f"{m}_wide" in M.METHOD_RUNNER and f"{m}_wide" not in out
+        ]
     return out
 
 

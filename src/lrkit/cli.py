@@ -177,6 +177,14 @@ def find(
         int | None,
         typer.Option(help="Passed to the factory as seed= (the demo uses it)."),
     ] = None,
+    confirm_steps: Annotated[
+        int,
+        typer.Option(
+            help="When the confidence is below 0.5, train this many steps at the "
+            "suggestion and at 3x it and keep the better (about 10% of your run; "
+            "0: off)."
+        ),
+    ] = 0,
     out: OutOption = Path("."),
     json_out: JsonOption = False,
 ) -> None:
@@ -262,6 +270,7 @@ def find(
                 mode=mode,  # type: ignore[arg-type]
                 suggest=rule,
                 progress=on_progress,
+                confirm_steps=confirm_steps,
                 **parts,
             )
         except (ValueError, TypeError) as e:

@@ -28,10 +28,14 @@ Stop rules, checked on every recorded step:
       s_t - b_t > diverge_factor * max(r - b_t, noise_factor * sigma)
 
   where ``r`` is the median of the first losses (the starting level) and ``sigma``
-  a robust estimate of the step-to-step noise of the raw loss (median absolute
-  difference). The rule only uses differences of losses, so it is unchanged by a
-  constant shift of the loss and scales with it: it works for negative and
-  near-zero losses, where ``loss > k * best`` does not. A single raw loss above
+  a robust estimate of the noise of the raw loss: the larger of the median
+  absolute step-to-step difference (over all losses so far) and the median
+  absolute deviation of the first losses from a straight line through them
+  (batches of very different difficulty, in a fixed order, make consecutive
+  losses alike while the loss still swings widely). The rule only uses
+  differences of losses, so it is unchanged by a constant shift of the loss
+  and scales with it: it works for negative and near-zero losses, where
+  ``loss > k * best`` does not. A single raw loss above
   ``b_t + jump_factor * scale`` also stops the test (an explosion within a step).
 
 Example:
@@ -481,6 +485,7 @@ class _StopRule:
         self.prev: float | None = None
         self.diffs: list[float] = []  # |loss[i+1] - loss[i]|, sorted
         self.descending = False  # the loss has clearly started to fall
+        self.warm_sigma = 0.0  # spread of the warm-up losses around their trend
 
     def update(self, loss: float) -> tuple[float, StopReason | None]:
         """Feed one finite, non-skipped loss; returns (smoothed, stop reason)."""
@@ -498,6 +503,12 @@ class _StopRule:
             return smooth, None
         if self.ref is None:
             self.ref = float(np.median(self.first))
+            first = np.asarray(self.first)
+            t = np.arange(len(first), dtype=np.float64)
+            resid = first - np.polyval(np.polyfit(t, first, 1), t)
+            self.warm_sigma = 1.4826 * float(
+                np.median(np.abs(resid - np.median(resid)))
+            )
         sigma = self._sigma()
         if not self.descending and self.ref - smooth > 2.0 * sigma:
             self.descending = True
@@ -511,12 +522,13 @@ class _StopRule:
         return smooth, None
 
     def _sigma(self) -> float:
-        """``robust_noise`` of all losses so far, from the sorted differences."""
+        """``robust_noise`` of all losses so far (from the sorted differences),
+        at least the spread of the warm-up losses around their trend."""
         d, n = self.diffs, len(self.diffs)
         if n < 2:
-            return 0.0
+            return self.warm_sigma
         med = d[n // 2] if n % 2 else 0.5 * (d[n // 2 - 1] + d[n // 2])
-        return med / (0.6745 * math.sqrt(2.0))
+        return max(med / (0.6745 * math.sqrt(2.0)), self.warm_sigma)
 
 
 def range_test(

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 import lrkit
@@ -503,3 +504,116 @@ def test_restarting_a_loader_draws_one_shuffle_per_epoch() -> None:
     expected = [b[1] for _ in range(3) for b in ref]
     assert len(seen) == 12
     assert all(torch.equal(a, b) for a, b in zip(seen, expected, strict=True))
+
+
+class TestConfirm:
+    """``confirm_steps``: two short runs from the starting state decide between
+    the suggestion and 3x it when the confidence is low."""
+
+    @staticmethod
+    def small_task() -> tuple[nn.Module, torch.optim.Optimizer, DataLoader, DataLoader]:
+        """Linear regression with SGD: the loss explodes right past the
+        stability edge 2/lambda_max (a sharp edge), so the confidence is low."""
+        torch.manual_seed(0)
+        x = torch.randn(4160, 4) * torch.tensor([1.0, 1.0, 1.0, 3.0])
+        y = x @ torch.tensor([1.0, -1.0, 2.0, 0.5]) + 0.1 * torch.randn(4160)
+        train = DataLoader(
+            TensorDataset(x[:4096], y[:4096, None]), batch_size=32, shuffle=True
+        )
+        val = DataLoader(TensorDataset(x[4096:], y[4096:, None]), batch_size=32)
+        model = nn.Linear(4, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        return model, opt, train, val
+
+    def test_many_passes_are_not_confirmed_and_say_why(self) -> None:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 3))
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        dl = loader(batch_size=16, n=32)  # 2 batches: dozens of passes
+        r = lrkit.find_lr(model, opt, F.cross_entropy, dl, confirm_steps=10)
+        assert r.confidence < 0.5
+        assert "not confirmed: the range test went" in r.reasons[-1]
+        assert "confirm_loss" not in r.suggestion_info.evidence
+
+    def test_short_runs_pick_the_lower_loss_and_give_everything_back(self) -> None:
+        model, opt, dl, val = self.small_task()
+        seeded()
+        plain = lrkit.find_lr(model, opt, F.mse_loss, dl, val_loader=val)
+        assert plain.confidence < 0.5
+        before = state_of(model, opt)
+        seeded()
+        expected_rng = rng_probe()
+        seeded()
+        steps = []
+        hook = register_optimizer_step_post_hook(lambda o, a, k: steps.append(1))
+        try:
+            r = lrkit.find_lr(
+                model, opt, F.mse_loss, dl, val_loader=val, confirm_steps=15
+            )
+        finally:
+            hook.remove()
+        assert rng_probe() == expected_rng
+        assert_state_equal(before, state_of(model, opt))
+        assert len(steps) == r.steps_done + 2 * 15  # the cost is stated
+        info = r.suggestion_info
+        assert info is not None
+        ev = info.evidence
+        base = ev["lr_unconfirmed"]
+        assert base == pytest.approx(plain.suggestion)  # same range test
+        lower, upper = ev["confirm_loss"], ev["confirm_loss_up"]
+        assert math.isfinite(lower)
+        expected = 3 * base if upper < lower else base
+        assert r.suggestion == pytest.approx(expected)
+        assert r.high >= r.suggestion
+        assert "confirmed by two short runs of 15 steps" in r.reasons[-1]
+        assert r.settings.extra["confirm_steps"] == 15
+        assert r.timings["confirm"] > 0
+        # the same call from the same RNG state gives the same answer
+        seeded()
+        again = lrkit.find_lr(
+            model, opt, F.mse_loss, dl, val_loader=val, confirm_steps=15
+        )
+        assert again.suggestion == r.suggestion
+        assert again.suggestion_info.evidence["confirm_loss"] == lower
+
+    def test_without_val_loader_the_training_loss_decides(self) -> None:
+        model, opt, dl, _ = self.small_task()
+        r = lrkit.find_lr(model, opt, F.mse_loss, dl, confirm_steps=12)
+        assert "training loss" in r.reasons[-1]
+        assert r.suggestion in (
+            pytest.approx(r.suggestion_info.evidence["lr_unconfirmed"]),
+            pytest.approx(3 * r.suggestion_info.evidence["lr_unconfirmed"]),
+        )
+
+    def test_confident_suggestions_are_not_rerun(self) -> None:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 3))
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        plain = lrkit.find_lr(model, opt, F.cross_entropy, loader(32, n=4096))
+        assert plain.confidence >= 0.5
+        steps = []
+        hook = register_optimizer_step_post_hook(lambda o, a, k: steps.append(1))
+        try:
+            r = lrkit.find_lr(
+                model, opt, F.cross_entropy, loader(32, n=4096), confirm_steps=20
+            )
+        finally:
+            hook.remove()
+        assert len(steps) == r.steps_done
+        assert r.suggestion == plain.suggestion
+        assert "confirm_loss" not in r.suggestion_info.evidence
+
+    def test_one_shot_iterator_is_not_confirmed_and_says_why(self) -> None:
+        model, opt, dl, _ = self.small_task()
+        gen = iter(list(dl) * 2)  # a one-shot iterator over 256 batches
+        r = lrkit.find_lr(model, opt, F.mse_loss, gen, confirm_steps=10)
+        assert r.confidence < 0.5
+        assert "not confirmed: a one-shot iterator" in r.reasons[-1]
+        assert "confirm_loss" not in r.suggestion_info.evidence
+
+    def test_bad_confirm_steps(self, setup) -> None:
+        model, opt, dl = setup
+        before = state_of(model, opt)
+        with pytest.raises(ValueError, match="confirm_steps must be"):
+            lrkit.find_lr(model, opt, F.cross_entropy, dl, confirm_steps=-1)
+        assert_state_equal(before, state_of(model, opt))

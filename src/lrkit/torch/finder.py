@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -48,10 +49,22 @@ from ..rangetest import (
     check_hooks,
     range_test,
 )
+from ..suggest import MAX_EPOCHS, Suggestion
 from ._groups import get_lr, set_lr
 from .state import snapshot
 
 __all__ = ["find_lr"]
+
+#: ``confirm_steps``: the short runs happen only when the suggestion's
+#: confidence is below this (the threshold below which a pick should be checked).
+CONFIRM_BELOW = 0.5
+#: ... and try the suggestion and this multiple of it (the margin the default
+#: rule keeps below the range test's bottom: the runs check whether it is needed).
+CONFIRM_FACTOR = 3.0
+#: Validation batches a short run is scored on (fixed, the same for every run).
+CONFIRM_VAL_BATCHES = 10
+#: Monitor findings that veto the higher LR of the short runs (any severity).
+_UNSTABLE = frozenset({"nan", "diverged", "spike", "oscillating", "exploding_grad"})
 
 LossFn = Callable[..., torch.Tensor]
 
@@ -264,6 +277,7 @@ def find_lr(
     spill_dir: str | Path | None = None,
     progress: Callable[[Progress], None] | None = None,
     suggest: bool | str = True,
+    confirm_steps: int = 0,
 ) -> RangeTestResult:
     """Run an LR range test on a PyTorch model and suggest a learning rate.
 
@@ -314,6 +328,19 @@ def find_lr(
             instead of CPU memory (for very large models).
         progress: called with a :class:`~lrkit.rangetest.Progress` each step.
         suggest: ``True`` (default rule), a rule name, or ``False``.
+        confirm_steps: optional confirmation (0: off). When the suggestion's
+            confidence is below ``CONFIRM_BELOW`` (0.5), train this many steps
+            from the starting state at the suggestion and at ``CONFIRM_FACTOR``
+            (3) times it, and keep the one with the lower loss afterwards (the
+            validation loss on up to ``CONFIRM_VAL_BATCHES`` batches, else the
+            mean training loss of the last 10 steps); ties keep the lower LR,
+            and so does any sign of instability in the higher LR's run (a
+            ``nan``, ``diverged``, ``spike`` or ``oscillating`` finding of
+            :class:`lrkit.Monitor` on its training loss).
+            Costs ``2 * confirm_steps`` extra optimizer steps; about 10% of
+            the planned run is a good length. The short runs' losses are in
+            ``suggestion_info.evidence`` and the reasons; everything is
+            restored after, as for the range test.
 
     Returns:
         A :class:`~lrkit.rangetest.RangeTestResult`; ``result.suggestion`` is the
@@ -394,6 +421,7 @@ def find_lr(
     if sync_every is None:
         sync_every = 1 if dev.type == "cpu" else 8
     sync_every = _check.positive_int("sync_every", sync_every)
+    confirm_steps = _check.non_negative_int("confirm_steps", confirm_steps)
     check_hooks(suggest, progress)
     RangeTestSettings(  # validates the ladder arguments before anything runs
         start_lr=start_lr, end_lr=end_lr, num_steps=num_steps, mode=mode
@@ -418,9 +446,12 @@ def find_lr(
         def autocast() -> contextlib.AbstractContextManager[Any]:
             return torch.autocast(device_type=dev.type, dtype=dtype)
 
-    scaler = None
-    if amp_dtype is torch.float16:
-        scaler = torch.amp.GradScaler(dev.type)
+    def new_scaler() -> torch.amp.GradScaler | None:
+        if amp_dtype is torch.float16:
+            return torch.amp.GradScaler(dev.type)
+        return None
+
+    scaler = new_scaler()
 
     batches = _Batches(train_loader, "train_loader")
     params = [p for p in opt_params if p.requires_grad]
@@ -524,7 +555,111 @@ def find_lr(
         "group_lrs": [get_lr(g) for g in groups],
         "max_grad_norm": max_grad_norm,
         "val_batches": val_batches if val_loader is not None else 0,
+        "confirm_steps": confirm_steps,
     }
+
+    confirm_cache: list[Any] = []
+
+    def confirm_score(losses: list[float]) -> float:
+        """The loss a short run ended with: validation (model in eval mode,
+        BatchNorm on its running statistics) or the last training losses."""
+        if not all(math.isfinite(v) for v in losses):
+            return math.inf
+        if val_loader is None:
+            tail = losses[-10:]
+            return sum(tail) / len(tail)
+        if not confirm_cache:
+            for i, b in enumerate(val_loader):
+                if i >= CONFIRM_VAL_BATCHES:
+                    break
+                confirm_cache.append(_to_device(b, dev))
+        flags = [(m, m.training) for m in model.modules()]
+        model.eval()
+        try:
+            with torch.no_grad(), autocast():
+                vals = [float(batch_loss(b).float()) for b in confirm_cache]
+        finally:
+            for module, flag in flags:
+                module.training = flag
+        value = sum(vals) / len(vals)
+        return value if math.isfinite(value) else math.inf
+
+    def confirm(result: RangeTestResult) -> RangeTestResult:
+        """Short runs at the suggestion and CONFIRM_FACTOR times it."""
+        nonlocal batches, scaler
+        info = result.suggestion_info
+        if info is None or info.lr is None or info.confidence >= CONFIRM_BELOW:
+            return result
+        note = None
+        if info.evidence.get("epochs", 0.0) > MAX_EPOCHS:
+            note = (
+                f"not confirmed: the range test went {info.evidence['epochs']:.0f} "
+                "times through the training data, and short runs cannot see the "
+                "overfitting that may set the best LR of a full run"
+            )
+        elif isinstance(train_loader, Iterator):
+            note = (
+                "not confirmed: a one-shot iterator cannot give each short run "
+                "the same batches"
+            )
+        if note is not None:
+            return _replace(
+                result,
+                suggestion_info=_replace_info(info, reasons=(*info.reasons, note)),
+            )
+        from ..monitor import Monitor
+
+        t0 = time.perf_counter()
+        candidates = (info.lr, info.lr * CONFIRM_FACTOR)
+        scores = []
+        unstable: list[str] = []
+        for lr in candidates:
+            snap.restore()  # the starting state, its RNG and loader shuffles
+            batches = _Batches(train_loader, "train_loader")
+            scaler = new_scaler()
+            outs = [step_fn(lr) for _ in range(confirm_steps)]
+            losses = [
+                v.loss if isinstance(v, StepOutcome) else float(v)
+                for v in resolve(outs)
+            ]
+            scores.append(confirm_score(losses))
+            # the higher LR must also train without a sign of instability
+            monitor = Monitor()
+            for t, v in enumerate(losses):
+                monitor.update(t, v)
+            monitor.finish()
+            unstable = sorted({f.kind for f in monitor.findings if f.kind in _UNSTABLE})
+        best = 1 if scores[1] < scores[0] and not unstable else 0
+        which = "validation" if val_loader is not None else "training"
+        note = (
+            f"confirmed by two short runs of {confirm_steps} steps from the start: "
+            f"{which} loss {scores[0]:.4g} at LR {candidates[0]:.3g}, "
+            f"{scores[1]:.4g} at LR {candidates[1]:.3g}"
+        )
+        if scores[1] < scores[0] and unstable:
+            note += (
+                f", but the run at {candidates[1]:.3g} showed "
+                f"{' and '.join(unstable)} (lrkit.Monitor)"
+            )
+        note += f"; kept LR {candidates[best]:.3g}"
+        lr = candidates[best]
+        evidence = {
+            **info.evidence,
+            "confirm_steps": float(confirm_steps),
+            "confirm_loss": scores[0],
+            "confirm_loss_up": scores[1],
+            "lr_unconfirmed": info.lr,
+        }
+        new = _replace_info(
+            info,
+            lr=lr,
+            high=max(info.high if info.high is not None else lr, lr),
+            reasons=(*info.reasons, note),
+            evidence=evidence,
+        )
+        timings = {**result.timings, "confirm": time.perf_counter() - t0}
+        return _replace(result, suggestion_info=new, timings=timings)
+
     snap = snapshot(model, optimizer, loaders=loaders, rng=True, spill_dir=spill_dir)
     # the optimizer's own step hooks (a scheduler's step counter, an EMA update)
     # must not see the test's steps: they are set aside and put back after
@@ -547,9 +682,12 @@ def find_lr(
             steps_per_epoch=steps_per_epoch,
             extra=extra,
         )
+        if confirm_steps:
+            result = confirm(result)
     finally:
         t0 = time.perf_counter()
         val_cache.clear()
+        confirm_cache.clear()
         _reattach_step_hooks(optimizer, hooks)
         snap.restore()
         snap.discard()
@@ -583,7 +721,10 @@ def _reattach_step_hooks(
         table.update(hooks)
 
 
-def _replace(result: RangeTestResult, **changes: Any) -> RangeTestResult:
-    import dataclasses
+def _replace_info(info: Suggestion, **changes: Any) -> Suggestion:
+    """A copy of a frozen Suggestion with some fields changed."""
+    return dataclasses.replace(info, **changes)
 
+
+def _replace(result: RangeTestResult, **changes: Any) -> RangeTestResult:
     return dataclasses.replace(result, **changes)
