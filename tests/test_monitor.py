@@ -268,6 +268,44 @@ def test_blowup_in_the_first_steps() -> None:
     assert div and div[0].first_step <= 3 and div[0].detected_step <= 40
 
 
+def blown_up(seed: int = 0) -> list[float]:
+    """Cross-entropy 1.1 at the start, then a blow-up at the first update whose
+    own swings (5 to 500) hide it from a noise-relative rule."""
+    r = rng(seed)
+    return [1.1, *(10 ** r.uniform(0.7, 2.7, 299))]
+
+
+def test_blowup_rule_flags_a_non_negative_loss_that_blew_up_at_once() -> None:
+    mon = feed(blown_up())
+    div = [f for f in mon.findings if f.kind == "diverged"]
+    assert div, [f.kind for f in mon.findings]
+    f = div[0]
+    assert f.evidence["rule"] == 2.0 and f.first_step == 1
+    assert f.detected_step <= 10  # within the first min_updates steps
+    assert f.severity == "critical" and f.evidence["factor"] > 3.0
+    # without the rule the noise-relative rule does not see it
+    off = feed(blown_up(), blowup_factor=0)
+    assert not [g for g in off.findings if g.kind == "diverged"]
+
+
+def test_blowup_rule_is_off_for_losses_that_go_negative() -> None:
+    y = np.array(blown_up()) - 1000.0  # the same curve, shifted below zero
+    mon = feed(y)
+    assert not [f for f in mon.findings if f.evidence.get("rule") == 2.0]
+
+
+def test_blowup_rule_needs_a_run_of_high_losses() -> None:
+    # a loss above 3x the first, but not min_updates - 1 times in a row
+    y = [1.0] + [4.0 if i % 3 else 0.9 for i in range(1, 200)]
+    mon = feed(y)
+    assert not [f for f in mon.findings if f.evidence.get("rule") == 2.0]
+    # and nothing after the early phase (4 min_updates updates)
+    late = list(exp_decay(seed=3))
+    late[60:80] = [5.0 * late[0]] * 20
+    mon = feed(late)
+    assert not [f for f in mon.findings if f.evidence.get("rule") == 2.0]
+
+
 def test_oscillation() -> None:
     t = np.arange(1000)
     trend = 2.0 * np.exp(-t / 60) + 0.5
@@ -410,6 +448,8 @@ def test_bad_arguments() -> None:
         Monitor(spike_z=0)
     with pytest.raises(ValueError, match="slow_ratio must be in"):
         MonitorConfig(slow_ratio=1.5)
+    with pytest.raises(ValueError, match=r"blowup_factor must be 0 \(off\) or > 1"):
+        MonitorConfig(blowup_factor=0.5)
     with pytest.raises(TypeError, match="config must be a MonitorConfig"):
         Monitor(config={"spike_z": 3})  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="history must be a History"):
@@ -539,7 +579,9 @@ def make_curve(p: dict[str, object]) -> np.ndarray:
 
 
 def signature(y: np.ndarray) -> list[tuple[str, int, int]]:
-    mon = feed(y)
+    # the blow-up rule reads a non-negative loss's zero: documented as the one
+    # rule that a shift changes (see test_blowup_rule_*)
+    mon = feed(y, blowup_factor=0)
     return [(f.kind, f.first_step, f.last_step) for f in mon.findings]
 
 

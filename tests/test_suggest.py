@@ -288,3 +288,19 @@ class TestConfidenceSigns:
         lrs, loss = curve()
         with pytest.raises(ValueError, match=r"epochs must be .*got epochs=-1"):
             suggest(lrs, loss, epochs=-1)
+
+
+def test_validation_after_the_blow_up_is_not_read() -> None:
+    """A validation loss taken after the training loss turned up (the range
+    test's last evaluation) must not drag the validation bottom down."""
+    lrs, loss = curve(descent_at=-3.0, blowup_at=-1.5)
+    x = np.log10(lrs)
+    stop = int(np.argmax(loss > loss.min() + 2.0))  # the test stops here
+    lrs, loss, x = lrs[: stop + 1], loss[: stop + 1], x[: stop + 1]
+    # sparse validation that follows training, then one after the blow-up
+    idx = [*range(3, stop, 6), stop]
+    val = loss[idx] + 0.1
+    val[-1] = 10.0
+    s = suggest(lrs, loss, val_lrs=lrs[idx], val_losses=val)
+    ev = s.evidence
+    assert abs(math.log10(ev["lr_bottom_val"] / ev["lr_bottom"])) < 0.5, ev

@@ -257,13 +257,18 @@ def sweep(directory: Path) -> None:
 
 def null_curves(kind: str, n: int, seed: int) -> list[float]:
     """A healthy run with nothing to find: fast convergence, then a long
-    plateau of batch noise (Gaussian, or right-skewed as mini-batch losses are).
+    plateau of batch noise (Gaussian, or right-skewed as mini-batch losses are);
+    ``resumed (log-normal, sigma S)``: the plateau from the first step on, as
+    when a monitor starts on a resumed run (its first loss may be a low batch).
     """
     import numpy as np
 
     r = np.random.default_rng(seed)
     t = np.arange(n)
     trend = 0.45 + np.exp(-t / 8)
+    if kind.startswith("resumed"):  # a plateau from the first step on
+        sigma = float(kind.split("sigma ")[1].rstrip(")"))
+        return [float(v) for v in 0.45 * np.exp(sigma * r.standard_normal(n))]
     if kind == "gaussian":
         y = trend + 0.1 * r.standard_normal(n)
     elif kind == "chi-square(16)":
@@ -278,7 +283,13 @@ def bench_null(**settings: float) -> None:
     print("\n| plateau noise | steps | runs with a warning (synthetic, healthy) |")
     print("|---|---|---|")
     for n, runs in ((600, 100), (3000, 30)):
-        for kind in ("gaussian", "chi-square(16)", "log-normal"):
+        for kind in (
+            "gaussian",
+            "chi-square(16)",
+            "log-normal",
+            "resumed (log-normal, sigma 0.3)",
+            "resumed (log-normal, sigma 0.6)",
+        ):
             hit = 0
             for seed in range(runs):
                 mon = Monitor(**settings)  # type: ignore[arg-type]

@@ -356,7 +356,7 @@ def stability_table(records: list[dict[str, Any]], tasks: list[str]) -> list[str
     ]
     found = False
     for t in tasks:
-        for m in ("lrkit", "lrkit_val"):
+        for m in ("lrkit", "lrkit_val", "lrkit_confirm", "lrkit_val_confirm"):
             base = {
                 r["seed"]: r["lr"]
                 for r in records

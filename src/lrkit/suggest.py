@@ -428,7 +428,12 @@ def _val_curve(
         return None
     _check_lrs("val_lrs", vl, val_lrs)
     x = np.log10(vl)
-    keep = np.isfinite(vy) & (x <= train.x[-1] + 1e-12)
+    # validation is read where training is stable: up to the last usable
+    # training point, and not past the LR where the training loss turned up
+    # (a validation taken after the blow-up would drag the smoothed bottom down)
+    edge = _edge_x(train)
+    x_end = train.x[-1] if edge is None else min(float(train.x[-1]), edge)
+    keep = np.isfinite(vy) & (x <= x_end + 1e-12)
     if not np.all(np.isfinite(vy)):  # nothing after a non-finite validation loss
         keep[int(np.argmax(~np.isfinite(vy))) :] = False
     if keep.sum() < MIN_VAL_POINTS:
