@@ -500,27 +500,36 @@ def _shape_confidence(c: _Curve, epochs: float | None, has_val: bool) -> _Shape:
     factor = 1.0
     reasons: list[str] = []
     evidence: dict[str, float] = {}
+
+    def graded(key: str, value: float, limit: float, reason: str) -> None:
+        """Below ``limit`` the sign lowers the confidence in proportion."""
+        nonlocal factor
+        evidence[key] = value
+        if value < limit:
+            factor *= max(0.3, value / limit)
+            reasons.append(reason)
+
     edge = _edge_x(c)
     if edge is not None:
         gap = edge - float(c.x[_bottom(c)])
-        evidence["edge_gap_decades"] = gap
-        if gap < EDGE_DECADES:
-            factor *= max(0.3, gap / EDGE_DECADES)
-            reasons.append(
-                f"the loss turns up {gap:.2g} decades above its bottom: a sharp "
-                "edge whose place varies from run to run, so the margin below it "
-                "is uncertain (try a second seed, or a short sweep over low..high)"
-            )
+        graded(
+            "edge_gap_decades",
+            gap,
+            EDGE_DECADES,
+            f"the loss turns up {gap:.2g} decades above its bottom: a sharp "
+            "edge whose place varies from run to run, so the margin below it "
+            "is uncertain (try a second seed, or a short sweep over low..high)",
+        )
         if float(np.min(c.y)) >= 0.0 and c.start > 0.0:
             fell = c.drop / c.start
-            evidence["fell_frac"] = fell
-            if fell < LEARNED_FRAC:
-                factor *= max(0.3, fell / LEARNED_FRAC)
-                reasons.append(
-                    f"the loss fell only {fell:.0%} before it turned up: the test "
-                    "saw just the first steps of training, and the stable LR of a "
-                    "longer run can differ"
-                )
+            graded(
+                "fell_frac",
+                fell,
+                LEARNED_FRAC,
+                f"the loss fell only {fell:.0%} before it turned up: the test "
+                "saw just the first steps of training, and the stable LR of a "
+                "longer run can differ",
+            )
     if epochs is not None:
         evidence["epochs"] = epochs
         if epochs > MAX_EPOCHS:
