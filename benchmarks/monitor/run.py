@@ -20,6 +20,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -339,9 +340,16 @@ GUARD_FACTOR = 0.5
 
 
 def guarded_run(
-    name: str, seed: int, lr: float, root: Path, *, guard: bool, every: int
+    name: str,
+    seed: int,
+    lr: float,
+    root: Path,
+    *,
+    guard: bool,
+    every: int,
+    make: Any = None,
 ) -> dict[str, float]:
-    """Train a regret task for its budget of batches at a constant ``lr``.
+    """Train a regret task (or ``make(seed)``'s) for its budget at a constant ``lr``.
 
     With ``guard``: an lrkit Guard (factor 0.5, snapshots every ``every`` steps)
     checks each step; a rolled-back step consumes its batch without an update,
@@ -350,7 +358,7 @@ def guarded_run(
     from lrkit.torch import Guard, GuardError
 
     tasks, train = _regret(root)
-    inst = tasks.TASKS[name](seed)  # type: ignore[attr-defined]
+    inst = (make or tasks.TASKS[name])(seed)  # type: ignore[attr-defined]
     params = [p for p in inst.model.parameters() if p.requires_grad]
     opt = inst.make_optimizer(params, lr)
     g = (
