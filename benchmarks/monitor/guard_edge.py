@@ -10,8 +10,9 @@ suite's data, finds each one's best LR with a small grid (4 per decade, 1e-3 to
 10, seeds 0-2, final validation loss; a diverged run counts as untrained), and
 then, per seed, trains at 4x that LR without and with ``lrkit.torch.Guard``
 (``--factor``, default 0.5 as in ``run.py --guard``; snapshots every
-``max(10, budget // 20)`` steps; defaults otherwise). Printed: the table per run and the share of guarded runs that end
-within 2% of the best-LR run's final validation loss (the target: >= 90%).
+``max(10, budget // 20)`` steps; defaults otherwise). Printed: the table per
+run and the share of guarded runs that end within 2% of the best-LR run's final
+validation loss (the target: >= 90%).
 
     PYTHONPATH=src:. python benchmarks/monitor/guard_edge.py
 """
@@ -30,10 +31,9 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 
+import run as R  # noqa: E402
 from benchmarks.regret import tasks as T  # noqa: E402
 from benchmarks.regret.train import DIVERGE_FACTOR  # noqa: E402
-
-import run as R  # noqa: E402
 
 GRID = [10 ** (k / 4) for k in range(-12, 5)]  # 1e-3 .. 10
 SEEDS = (0, 1, 2)
@@ -115,7 +115,14 @@ def main() -> None:
         budget = make(0).budget_steps
         every = max(10, budget // 20)
 
-        def run(seed: int, lr: float, guard: bool, name: str = name, mk: Any = make):
+        def run(
+            seed: int,
+            lr: float,
+            guard: bool,
+            name: str = name,
+            mk: Any = make,
+            every: int = every,
+        ) -> dict[str, float]:
             return R.guarded_run(
                 name, seed, lr, ROOT, guard=guard, every=every, make=mk
             )
@@ -137,7 +144,7 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     ok = n = 0
-    for name, seed, best, ref, plain, diverged, g in rows:
+    for name, seed, best, ref, plain, _, g in rows:
         if g is None:
             print(
                 f"| {name} | {seed} | {best:.3g} | {ref['final']:.4g} | "
