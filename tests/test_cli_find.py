@@ -50,6 +50,9 @@ def test_demo_human_output(tmp_path: Path) -> None:
     assert "suggested LR" in out and "confidence" in out and "stopped" in out
     assert "S" in out and "┤" in out  # the terminal plot with the suggestion mark
     assert str(tmp_path / "lr_find.png") in out
+    record = json.loads((tmp_path / "lr_find.json").read_text())
+    low = record["suggestion_info"]["confidence"] < 0.5
+    assert ("--confirm-steps" in out) == low  # the hint comes with low confidence
 
 
 def test_user_factory(tmp_path: Path) -> None:

@@ -320,6 +320,18 @@ def _print_find_summary(
     table.add_row("steps", f"{result.steps_done} optimizer steps in {elapsed:.1f} s")
     for i, reason in enumerate(result.reasons):
         table.add_row("why" if i == 0 else "", reason)
+    info = result.suggestion_info
+    if (
+        info is not None
+        and info.lr is not None
+        and result.confidence < 0.5
+        and not result.settings.extra.get("confirm_steps")
+    ):
+        table.add_row(
+            "next",
+            "low confidence: rerun with --confirm-steps N (about a tenth of your "
+            "run) to settle it with two short runs, or sweep low..high",
+        )
     console.print(Panel(table, title="lrkit find", expand=False))
     console.print(range_test_terminal(result), markup=False, highlight=False)
     console.print("S = suggested LR; smoothed training loss vs LR (log scale)")
