@@ -576,6 +576,22 @@ class TestConfirm:
         assert again.suggestion == r.suggestion
         assert again.suggestion_info.evidence["confirm_loss"] == lower
 
+    def test_short_runs_train_in_training_mode(self) -> None:
+        """A model handed over in eval mode is trained in training mode by the
+        short runs too (dropout on), and handed back in eval mode."""
+        model, opt, dl, val = self.small_task()
+        net = nn.Sequential(nn.Dropout(0.1), model)
+        opt = torch.optim.SGD(net.parameters(), lr=0.01)
+        net.eval()
+        modes: list[bool] = []
+        net[0].register_forward_pre_hook(
+            lambda m, a: modes.append(m.training) if torch.is_grad_enabled() else None
+        )
+        r = lrkit.find_lr(net, opt, F.mse_loss, dl, val_loader=val, confirm_steps=15)
+        assert "confirm_loss" in r.suggestion_info.evidence
+        assert len(modes) == r.steps_done + 2 * 15 and all(modes)
+        assert not net.training and not net[0].training
+
     def test_without_val_loader_the_training_loss_decides(self) -> None:
         model, opt, dl, _ = self.small_task()
         r = lrkit.find_lr(model, opt, F.mse_loss, dl, confirm_steps=12)

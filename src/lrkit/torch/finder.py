@@ -613,8 +613,10 @@ def find_lr(
         candidates = (info.lr, info.lr * CONFIRM_FACTOR)
         scores = []
         unstable: list[str] = []
-        for lr in candidates:
+        for i, lr in enumerate(candidates):
             snap.restore()  # the starting state, its RNG and loader shuffles
+            if not model.training:  # trained as in the range test
+                model.train()
             batches = _Batches(train_loader, "train_loader")
             scaler = new_scaler()
             outs = [step_fn(lr) for _ in range(confirm_steps)]
@@ -623,12 +625,14 @@ def find_lr(
                 for v in resolve(outs)
             ]
             scores.append(confirm_score(losses))
-            # the higher LR must also train without a sign of instability
-            monitor = Monitor()
-            for t, v in enumerate(losses):
-                monitor.update(t, v)
-            monitor.finish()
-            unstable = sorted({f.kind for f in monitor.findings if f.kind in _UNSTABLE})
+            if i == 1:  # the higher LR must also train without instability
+                monitor = Monitor()
+                for t, v in enumerate(losses):
+                    monitor.update(t, v)
+                monitor.finish()
+                unstable = sorted(
+                    {f.kind for f in monitor.findings if f.kind in _UNSTABLE}
+                )
         best = 1 if scores[1] < scores[0] and not unstable else 0
         which = "validation" if val_loader is not None else "training"
         note = (
