@@ -633,3 +633,75 @@ class TestConfirm:
         with pytest.raises(ValueError, match="confirm_steps must be"):
             lrkit.find_lr(model, opt, F.cross_entropy, dl, confirm_steps=-1)
         assert_state_equal(before, state_of(model, opt))
+
+
+class TestConfirmChoice:
+    """The decision between the two short runs, on scripted loss curves read
+    by the real Monitor."""
+
+    t = np.arange(60)
+
+    def decay(self, seed: int = 0) -> list[float]:
+        r = np.random.default_rng(seed)
+        return list(0.5 + 1.8 * np.exp(-self.t / 15) + 0.02 * r.standard_normal(60))
+
+    def spiky(self) -> list[float]:
+        y = self.decay(1)
+        y[30] += 1.0  # one spike the run recovers from: an info finding
+        return y
+
+    def blown(self) -> list[float]:
+        y = self.decay(2)
+        return y[:20] + [v + 3 * i / 40 for i, v in enumerate(y[20:])]
+
+    def test_a_clean_better_run_at_3x_wins(self) -> None:
+        from lrkit.torch.finder import _confirm_choice
+
+        best, unstable, overridden, fell = _confirm_choice(
+            [1.0, 0.8], [self.decay(3), self.decay(4)]
+        )
+        assert (best, unstable, overridden) == (1, [], [])
+        assert 0.0 < fell < 1.0
+
+    def test_a_worse_run_at_3x_loses(self) -> None:
+        from lrkit.torch.finder import _confirm_choice
+
+        assert _confirm_choice([0.8, 1.0], [self.decay(3), self.decay(4)])[0] == 0
+
+    def test_an_info_spike_vetoes_when_the_suggestion_trained(self) -> None:
+        from lrkit.torch.finder import _confirm_choice
+
+        low = self.decay(3)  # fell from 2.3 to a score of 0.6: 74%
+        best, unstable, overridden, fell = _confirm_choice(
+            [0.6, 0.5], [low, self.spiky()]
+        )
+        assert fell > 0.25
+        assert (best, unstable, overridden) == (0, ["spike"], [])
+
+    def test_an_info_spike_does_not_veto_when_the_suggestion_barely_moved(
+        self,
+    ) -> None:
+        from lrkit.torch.finder import _confirm_choice
+
+        flat = [2.3] * 60  # its score 2.2: lost 4% of its first loss
+        best, unstable, overridden, fell = _confirm_choice(
+            [2.2, 0.6], [flat, self.spiky()]
+        )
+        assert fell == pytest.approx(0.1 / 2.3)
+        assert (best, unstable, overridden) == (1, [], ["spike"])
+
+    def test_a_warning_vetoes_always(self) -> None:
+        from lrkit.torch.finder import _confirm_choice
+
+        flat = [2.3] * 60
+        best, unstable, _, _ = _confirm_choice([2.2, 0.6], [flat, self.blown()])
+        assert best == 0 and "diverged" in unstable
+
+    def test_a_negative_loss_has_no_fell_and_info_vetoes(self) -> None:
+        from lrkit.torch.finder import _confirm_choice
+
+        low = [v - 10.0 for v in [2.3] * 60]
+        up = [v - 10.0 for v in self.spiky()]
+        best, unstable, _, fell = _confirm_choice([-7.8, -9.4], [low, up])
+        assert math.isnan(fell)
+        assert (best, unstable) == (0, ["spike"])

@@ -49,7 +49,7 @@ from ..rangetest import (
     check_hooks,
     range_test,
 )
-from ..suggest import MAX_EPOCHS, Suggestion
+from ..suggest import LEARNED_FRAC, MAX_EPOCHS, Suggestion
 from ._groups import get_lr, set_lr
 from .state import snapshot
 
@@ -336,7 +336,9 @@ def find_lr(
             mean training loss of the last 10 steps); ties keep the lower LR,
             and so does any sign of instability in the higher LR's run (a
             ``nan``, ``diverged``, ``spike`` or ``oscillating`` finding of
-            :class:`lrkit.Monitor` on its training loss).
+            :class:`lrkit.Monitor` on its training loss; an ``info``-level one
+            only when the run at the suggestion lost at least ``LEARNED_FRAC``
+            (25%) of its first loss: one that barely moved is surely too low).
             Costs ``2 * confirm_steps`` extra optimizer steps; about 10% of
             the planned run is a good length. The short runs' losses are in
             ``suggestion_info.evidence`` and the reasons; everything is
@@ -607,13 +609,11 @@ def find_lr(
                 result,
                 suggestion_info=_replace_info(info, reasons=(*info.reasons, note)),
             )
-        from ..monitor import Monitor
-
         t0 = time.perf_counter()
         candidates = (info.lr, info.lr * CONFIRM_FACTOR)
-        scores = []
-        unstable: list[str] = []
-        for i, lr in enumerate(candidates):
+        scores: list[float] = []
+        runs: list[list[float]] = []
+        for lr in candidates:
             snap.restore()  # the starting state, its RNG and loader shuffles
             if not model.training:  # trained as in the range test
                 model.train()
@@ -625,15 +625,8 @@ def find_lr(
                 for v in resolve(outs)
             ]
             scores.append(confirm_score(losses))
-            if i == 1:  # the higher LR must also train without instability
-                monitor = Monitor()
-                for t, v in enumerate(losses):
-                    monitor.update(t, v)
-                monitor.finish()
-                unstable = sorted(
-                    {f.kind for f in monitor.findings if f.kind in _UNSTABLE}
-                )
-        best = 1 if scores[1] < scores[0] and not unstable else 0
+            runs.append(losses)
+        best, unstable, overridden, fell = _confirm_choice(scores, runs)
         which = "validation" if val_loader is not None else "training"
         note = (
             f"confirmed by two short runs of {confirm_steps} steps from the start: "
@@ -645,6 +638,11 @@ def find_lr(
                 f", but the run at {candidates[1]:.3g} showed "
                 f"{' and '.join(unstable)} (lrkit.Monitor)"
             )
+        elif scores[1] < scores[0] and overridden:
+            note += (
+                f" (its run showed an info-level {' and '.join(overridden)}, but the "
+                f"run at {candidates[0]:.3g} lost only {fell:.0%} of its first loss)"
+            )
         note += f"; kept LR {candidates[best]:.3g}"
         lr = candidates[best]
         evidence = {
@@ -654,6 +652,8 @@ def find_lr(
             "confirm_loss_up": scores[1],
             "lr_unconfirmed": info.lr,
         }
+        if math.isfinite(fell):
+            evidence["confirm_fell_frac"] = fell
         new = _replace_info(
             info,
             lr=lr,
@@ -723,6 +723,40 @@ def _reattach_step_hooks(
         table = getattr(optimizer, attr)
         table.clear()
         table.update(hooks)
+
+
+def _confirm_choice(
+    scores: Sequence[float], runs: Sequence[Sequence[float]]
+) -> tuple[int, list[str], list[str], float]:
+    """Which short run of ``confirm_steps`` wins: 0 (the suggestion) or 1 (3x).
+
+    1 only when its score is lower and :class:`lrkit.Monitor`, run over its
+    training losses, found no sign of instability. A lone ``info``-level finding
+    (a spike, common in healthy early training) counts only when the run at the
+    suggestion itself trained: lost ``LEARNED_FRAC`` of its first (non-negative)
+    loss; one that barely moved is surely too low.
+
+    Returns:
+        ``(best, vetoing kinds, overridden info kinds, fell)`` with ``fell`` the
+        share of its first loss the run at the suggestion lost (NaN when the
+        loss was ever negative).
+    """
+    from ..monitor import Monitor
+
+    low, up = runs
+    fell = math.nan
+    if low and min(low) >= 0.0 and low[0] > 0.0:
+        fell = (low[0] - scores[0]) / low[0]
+    monitor = Monitor()
+    for t, v in enumerate(up):
+        monitor.update(t, v)
+    monitor.finish()
+    found = [f for f in monitor.findings if f.kind in _UNSTABLE]
+    slow = fell < LEARNED_FRAC  # False when fell is NaN
+    unstable = sorted({f.kind for f in found if f.severity != "info" or not slow})
+    overridden = sorted({f.kind for f in found} - set(unstable))
+    best = 1 if scores[1] < scores[0] and not unstable else 0
+    return best, unstable, overridden, fell
 
 
 def _replace_info(info: Suggestion, **changes: Any) -> Suggestion:
