@@ -49,7 +49,7 @@ from ..rangetest import (
     check_hooks,
     range_test,
 )
-from ..suggest import LEARNED_FRAC, MAX_EPOCHS, Suggestion
+from ..suggest import MAX_EPOCHS, Suggestion
 from ._groups import get_lr, set_lr
 from .state import snapshot
 
@@ -337,8 +337,9 @@ def find_lr(
             and so does any sign of instability in the higher LR's run (a
             ``nan``, ``diverged``, ``spike`` or ``oscillating`` finding of
             :class:`lrkit.Monitor` on its training loss; an ``info``-level one
-            only when the run at the suggestion lost at least ``LEARNED_FRAC``
-            (25%) of its first loss: one that barely moved is surely too low).
+            not when the run at 3x gained more than 3x as much: early progress
+            grows with the LR, so more than the LR ratio says the lower LR
+            stalled).
             Costs ``2 * confirm_steps`` extra optimizer steps; about 10% of
             the planned run is a good length. The short runs' losses are in
             ``suggestion_info.evidence`` and the reasons; everything is
@@ -613,6 +614,10 @@ def find_lr(
         candidates = (info.lr, info.lr * CONFIRM_FACTOR)
         scores: list[float] = []
         runs: list[list[float]] = []
+        start = math.nan
+        if val_loader is not None:  # the validation loss before training
+            snap.restore()
+            start = confirm_score([])
         for lr in candidates:
             snap.restore()  # the starting state, its RNG and loader shuffles
             if not model.training:  # trained as in the range test
@@ -626,7 +631,9 @@ def find_lr(
             ]
             scores.append(confirm_score(losses))
             runs.append(losses)
-        best, unstable, overridden, fell = _confirm_choice(scores, runs)
+        if math.isnan(start):  # no validation: the first training loss
+            start = runs[0][0] if runs[0] else math.nan
+        best, unstable, overridden, ratio = _confirm_choice(start, scores, runs[1])
         which = "validation" if val_loader is not None else "training"
         note = (
             f"confirmed by two short runs of {confirm_steps} steps from the start: "
@@ -640,8 +647,8 @@ def find_lr(
             )
         elif scores[1] < scores[0] and overridden:
             note += (
-                f" (its run showed an info-level {' and '.join(overridden)}, but the "
-                f"run at {candidates[0]:.3g} lost only {fell:.0%} of its first loss)"
+                f" (its run showed an info-level {' and '.join(overridden)}, but "
+                f"gained {ratio:.3g}x as much: the lower LR stalled)"
             )
         note += f"; kept LR {candidates[best]:.3g}"
         lr = candidates[best]
@@ -652,8 +659,8 @@ def find_lr(
             "confirm_loss_up": scores[1],
             "lr_unconfirmed": info.lr,
         }
-        if math.isfinite(fell):
-            evidence["confirm_fell_frac"] = fell
+        if math.isfinite(ratio):
+            evidence["confirm_gain_ratio"] = ratio
         new = _replace_info(
             info,
             lr=lr,
@@ -726,37 +733,36 @@ def _reattach_step_hooks(
 
 
 def _confirm_choice(
-    scores: Sequence[float], runs: Sequence[Sequence[float]]
+    start: float, scores: Sequence[float], up: Sequence[float]
 ) -> tuple[int, list[str], list[str], float]:
     """Which short run of ``confirm_steps`` wins: 0 (the suggestion) or 1 (3x).
 
-    1 only when its score is lower and :class:`lrkit.Monitor`, run over its
-    training losses, found no sign of instability. A lone ``info``-level finding
-    (a spike, common in healthy early training) counts only when the run at the
-    suggestion itself trained: lost ``LEARNED_FRAC`` of its first (non-negative)
-    loss; one that barely moved is surely too low.
+    ``start`` is the score before training, ``scores`` each run's score after,
+    ``up`` the training losses of the run at 3x. The run at 3x wins only when
+    its score is lower and :class:`lrkit.Monitor`, run over its training losses,
+    found no sign of instability. A lone ``info``-level finding (a spike, common
+    in healthy early training) does not count when the run at 3x gained more
+    than ``CONFIRM_FACTOR`` times what the run at the suggestion gained: early
+    progress grows with the LR, so more than the LR ratio says the lower LR was
+    stalled.
 
     Returns:
-        ``(best, vetoing kinds, overridden info kinds, fell)`` with ``fell`` the
-        share of its first loss the run at the suggestion lost (NaN when the
-        loss was ever negative).
+        ``(best, vetoing kinds, overridden info kinds, gain ratio)``.
     """
     from ..monitor import Monitor
 
-    low, up = runs
-    fell = math.nan
-    if low and min(low) >= 0.0 and low[0] > 0.0:
-        fell = (low[0] - scores[0]) / low[0]
+    gain_low, gain_up = start - scores[0], start - scores[1]
+    ratio = gain_up / gain_low if gain_low > 0.0 else math.inf
     monitor = Monitor()
     for t, v in enumerate(up):
         monitor.update(t, v)
     monitor.finish()
     found = [f for f in monitor.findings if f.kind in _UNSTABLE]
-    slow = fell < LEARNED_FRAC  # False when fell is NaN
-    unstable = sorted({f.kind for f in found if f.severity != "info" or not slow})
+    stalled = gain_up > 0.0 and ratio > CONFIRM_FACTOR
+    unstable = sorted({f.kind for f in found if f.severity != "info" or not stalled})
     overridden = sorted({f.kind for f in found} - set(unstable))
     best = 1 if scores[1] < scores[0] and not unstable else 0
-    return best, unstable, overridden, fell
+    return best, unstable, overridden, ratio
 
 
 def _replace_info(info: Suggestion, **changes: Any) -> Suggestion:
