@@ -15,6 +15,7 @@ from lrkit.rangetest import (
     RangeTestResult,
     RangeTestSettings,
     StepOutcome,
+    default_num_steps,
     lr_ladder,
     range_test,
 )
@@ -76,6 +77,20 @@ class TestLadder:
         assert all(b > a for a, b in itertools.pairwise(lrs))
         assert lrs[0] == pytest.approx(start) and lrs[-1] == start * ratio
 
+    def test_default_length_keeps_the_density(self) -> None:
+        # 25 rungs per decade: a range widened 10x each way spends as many
+        # steps on each decade of the default range as the default does
+        base = range_test(lambda lr: 1.0, suggest=False)
+        wide = range_test(lambda lr: 1.0, start_lr=1e-8, end_lr=100.0, suggest=False)
+        assert len(base.lrs) == base.settings.num_steps == 200
+        assert len(wide.lrs) == 250
+        density = [
+            (len(r.lrs) - 1) / math.log10(r.lrs[-1] / r.lrs[0]) for r in (base, wide)
+        ]
+        assert density == pytest.approx([25.0, 25.0], rel=0.01)
+        assert default_num_steps(1e-3, 1e-2) == 50  # at least 50
+        assert default_num_steps(1e-3, 1.0, "linear") == 200
+
 
 class TestStopRules:
     def test_quadratic_diverges_above_known_lr(self) -> None:
@@ -120,6 +135,29 @@ class TestStopRules:
         r = range_test(step, start_lr=1e-6, end_lr=10.0, num_steps=100)
         assert r.stop_reason == "diverged"
         assert r.lrs[-1] > 0.1
+
+    def test_lone_spike_does_not_stop_but_a_lasting_jump_does(self) -> None:
+        # the loss falls by 0.6 from lr 1e-3 on; one batch (step 70, lr ~0.07)
+        # spikes 3.0 above the curve, 5x its drop (training recovers from it);
+        # the explosion from lr 0.1 on lasts
+        def step(lr: float, spike: float = 0.0) -> float:
+            fall = 0.5 * max(0.0, math.log10(lr / 1e-3))
+            base = 2.3 - min(fall, 0.6) + (50.0 if lr > 0.1 else 0.0)
+            return base + spike
+
+        losses: list[float] = []
+
+        def spiky(lr: float) -> float:
+            losses.append(step(lr, 3.0 if len(losses) == 70 else 0.0))
+            return losses[-1]
+
+        r = range_test(spiky, start_lr=1e-4, end_lr=1.0, num_steps=100)
+        assert r.stop_reason == "diverged"
+        assert r.lrs[-1] > 0.1 > r.lrs[70]  # went on past the spike
+        # with jump_steps=1 the spike alone ends the test
+        losses.clear()
+        one = range_test(spiky, start_lr=1e-4, end_lr=1.0, num_steps=100, jump_steps=1)
+        assert one.stop_reason == "diverged" and len(one.lrs) == 71
 
     def test_noisy_flat_start_does_not_stop_early(self) -> None:
         rng = np.random.default_rng(0)

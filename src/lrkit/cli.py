@@ -158,8 +158,13 @@ def find(
     start_lr: Annotated[float, typer.Option(help="First LR of the ladder.")] = 1e-7,
     end_lr: Annotated[float, typer.Option(help="Last LR of the ladder.")] = 10.0,
     num_steps: Annotated[
-        int, typer.Option(help="Optimizer steps (one LR each).")
-    ] = 200,
+        int | None,
+        typer.Option(
+            help="Optimizer steps, one LR each [default: 25 per decade of the "
+            "ladder, 200 for 1e-7..10].",
+            show_default=False,
+        ),
+    ] = None,
     mode: Annotated[str, typer.Option(help="Ladder spacing: exp or linear.")] = "exp",
     rule: Annotated[
         str, typer.Option(help="Suggestion rule: lrkit, valley, steepest, minimum.")
@@ -256,7 +261,7 @@ def find(
         job = bar.add_task("find", total=num_steps, lr=start_lr, loss=float("nan"))
 
         def on_progress(p: Any) -> None:
-            bar.update(job, completed=p.step, lr=p.lr, loss=p.loss)
+            bar.update(job, completed=p.step, total=p.total, lr=p.lr, loss=p.loss)
 
         try:
             result = find_lr(

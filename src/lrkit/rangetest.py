@@ -16,6 +16,10 @@ Ladder (``mode="exp"``, the default), for ``i = 0 .. num_steps-1``::
     lr_i = start_lr * (end_lr / start_lr) ** (i / (num_steps - 1))
 
 (``mode="linear"``: ``lr_i = start_lr + (end_lr - start_lr) * i / (num_steps - 1)``.)
+By default (``num_steps=None``) an exponential ladder has ``STEPS_PER_DECADE``
+(25) rungs per decade of LR, 200 for 1e-7 .. 10: how much training each LR gets
+sets where the curve bottoms out, so a wider or narrower range changes what
+the test covers but not how it tests each LR. A linear ladder defaults to 200.
 
 Stop rules, checked on every recorded step:
 
@@ -35,8 +39,10 @@ Stop rules, checked on every recorded step:
   losses alike while the loss still swings widely). The rule only uses
   differences of losses, so it is unchanged by a constant shift of the loss
   and scales with it: it works for negative and near-zero losses, where
-  ``loss > k * best`` does not. A single raw loss above
-  ``b_t + jump_factor * scale`` also stops the test (an explosion within a step).
+  ``loss > k * best`` does not. Raw losses above ``b_t + jump_factor * scale``
+  on ``jump_steps`` (2) consecutive steps also stop the test (an explosion
+  within a step); a lone spike does not, since training often recovers from one
+  right where it starts to learn, and a run at that LR trains fine.
 
 Example:
     >>> from lrkit.rangetest import range_test
@@ -76,6 +82,7 @@ __all__ = [
     "RangeTestResult",
     "RangeTestSettings",
     "StepOutcome",
+    "default_num_steps",
     "lr_ladder",
     "range_test",
 ]
@@ -83,6 +90,25 @@ __all__ = [
 Mode = Literal["exp", "linear"]
 StopReason = Literal["completed", "diverged", "nan"]
 FORMAT_VERSION = 1
+#: Rungs per decade of LR of the default exponential ladder.
+STEPS_PER_DECADE = 25
+#: Rungs of the default linear ladder, and the fewest of a default ladder.
+DEFAULT_STEPS = 200
+MIN_DEFAULT_STEPS = 50
+
+
+def default_num_steps(start_lr: float, end_lr: float, mode: Mode = "exp") -> int:
+    """Rungs of the default ladder: ``STEPS_PER_DECADE`` per decade (at least
+    ``MIN_DEFAULT_STEPS``) for ``mode="exp"``, ``DEFAULT_STEPS`` for linear.
+
+    Example:
+        >>> default_num_steps(1e-7, 10.0), default_num_steps(1e-8, 100.0)
+        (200, 250)
+    """
+    if mode != "exp":
+        return DEFAULT_STEPS
+    decades = math.log10(end_lr / start_lr)
+    return max(MIN_DEFAULT_STEPS, round(STEPS_PER_DECADE * decades))
 
 
 def lr_ladder(
@@ -106,7 +132,7 @@ def lr_ladder(
         >>> [round(x, 6) for x in lr_ladder(1e-3, 1e-1, 3)]
         [0.001, 0.01, 0.1]
     """
-    start_lr, end_lr, num_steps, mode = _check_ladder(
+    start_lr, end_lr, num_steps, mode = check_ladder(
         start_lr, end_lr, num_steps, mode, min_steps=2
     )
     i = np.arange(num_steps, dtype=np.float64) / (num_steps - 1)
@@ -118,9 +144,10 @@ def lr_ladder(
     return [float(x) for x in lrs]
 
 
-def _check_ladder(
+def check_ladder(
     start_lr: Any, end_lr: Any, num_steps: Any, mode: Any, min_steps: int = 10
 ) -> tuple[float, float, int, Mode]:
+    """Validated ladder arguments; ``num_steps=None`` becomes the default."""
     start_lr = _check.positive("start_lr", start_lr)
     end_lr = _check.positive("end_lr", end_lr)
     if not end_lr > start_lr:
@@ -130,6 +157,9 @@ def _check_ladder(
             end_lr,
             "The ladder rises from start_lr to end_lr.",
         )
+    mode = _check.choice("mode", mode, ("exp", "linear"))
+    if num_steps is None:
+        num_steps = default_num_steps(start_lr, end_lr, mode)
     num_steps = _check.positive_int("num_steps", num_steps)
     if num_steps < min_steps:
         _check.fail(
@@ -140,7 +170,6 @@ def _check_ladder(
             if min_steps > 2
             else None,
         )
-    mode = _check.choice("mode", mode, ("exp", "linear"))
     return start_lr, end_lr, num_steps, mode
 
 
@@ -191,8 +220,9 @@ class RangeTestSettings:
             ``num_steps``.
         diverge_factor: stop when the smoothed loss rose above its minimum by
             this many times the curve's scale.
-        jump_factor: stop at once when one raw loss exceeds the minimum by this
-            many times the scale.
+        jump_factor: stop when raw losses exceed the minimum by this many
+            times the scale ...
+        jump_steps: ... on this many consecutive steps.
         noise_factor: lower bound of the scale in units of the loss noise.
         val_every: validation every this many steps (0: no validation).
         steps_per_epoch: steps in one pass over the training data, when known
@@ -207,16 +237,18 @@ class RangeTestSettings:
     smooth_frac: float = 0.05
     diverge_factor: float = 1.0
     jump_factor: float = 4.0
+    jump_steps: int = 2
     noise_factor: float = 3.0
     val_every: int = 0
     steps_per_epoch: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _check_ladder(self.start_lr, self.end_lr, self.num_steps, self.mode)
+        check_ladder(self.start_lr, self.end_lr, self.num_steps, self.mode)
         _check.fraction("smooth_frac", self.smooth_frac, high_open=True)
         _check.positive("diverge_factor", self.diverge_factor)
         _check.positive("jump_factor", self.jump_factor)
+        _check.positive_int("jump_steps", self.jump_steps)
         _check.non_negative("noise_factor", self.noise_factor)
         _check.non_negative_int("val_every", self.val_every)
         if self.steps_per_epoch is not None:
@@ -486,6 +518,7 @@ class _StopRule:
         self.diffs: list[float] = []  # |loss[i+1] - loss[i]|, sorted
         self.descending = False  # the loss has clearly started to fall
         self.warm_sigma = 0.0  # spread of the warm-up losses around their trend
+        self.jumps = 0  # consecutive raw losses above the jump line
 
     def update(self, loss: float) -> tuple[float, StopReason | None]:
         """Feed one finite, non-skipped loss; returns (smoothed, stop reason)."""
@@ -518,7 +551,11 @@ class _StopRule:
         if smooth - self.best > self.s.diverge_factor * scale:
             return smooth, "diverged"
         if loss - self.best > self.s.jump_factor * scale:
-            return smooth, "diverged"
+            self.jumps += 1
+            if self.jumps >= self.s.jump_steps:
+                return smooth, "diverged"
+        else:
+            self.jumps = 0
         return smooth, None
 
     def _sigma(self) -> float:
@@ -536,13 +573,14 @@ def range_test(
     *,
     start_lr: float = 1e-7,
     end_lr: float = 10.0,
-    num_steps: int = 200,
+    num_steps: int | None = None,
     mode: Mode = "exp",
     val_fn: Callable[[], Any] | None = None,
     val_every: int = 2,
     smooth_frac: float = 0.05,
     diverge_factor: float = 1.0,
     jump_factor: float = 4.0,
+    jump_steps: int = 2,
     noise_factor: float = 3.0,
     sync_every: int = 1,
     resolve: Callable[[Sequence[Any]], Sequence[Any]] | None = None,
@@ -559,7 +597,8 @@ def range_test(
             ``resolve`` turns into one of those).
         start_lr: first LR of the ladder.
         end_lr: last LR of the ladder.
-        num_steps: rungs of the ladder, one optimizer step each.
+        num_steps: rungs of the ladder, one optimizer step each (default:
+            ``default_num_steps``, 25 per decade; 200 for the default range).
         mode: ``"exp"`` or ``"linear"`` spacing.
         val_fn: optional cheap validation: returns a validation loss (a float,
             or a value ``float()`` reads later, with the step losses). It is
@@ -571,6 +610,7 @@ def range_test(
             ``num_steps``.
         diverge_factor: see the module docstring.
         jump_factor: see the module docstring.
+        jump_steps: see the module docstring.
         noise_factor: see the module docstring.
         sync_every: read losses in batches of this many steps (``resolve`` is
             called once per batch), so that an accelerator is not synchronised
@@ -590,6 +630,7 @@ def range_test(
     Raises:
         ValueError, TypeError: on bad arguments (nothing is run).
     """
+    start_lr, end_lr, num_steps, mode = check_ladder(start_lr, end_lr, num_steps, mode)
     settings = RangeTestSettings(
         start_lr=start_lr,
         end_lr=end_lr,
@@ -598,6 +639,7 @@ def range_test(
         smooth_frac=smooth_frac,
         diverge_factor=diverge_factor,
         jump_factor=jump_factor,
+        jump_steps=jump_steps,
         noise_factor=noise_factor,
         val_every=_check.positive_int("val_every", val_every) if val_fn else 0,
         steps_per_epoch=steps_per_epoch,

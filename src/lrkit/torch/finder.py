@@ -44,9 +44,9 @@ from ..rangetest import (
     Mode,
     Progress,
     RangeTestResult,
-    RangeTestSettings,
     StepOutcome,
     check_hooks,
+    check_ladder,
     range_test,
 )
 from ..suggest import MAX_EPOCHS, Suggestion
@@ -262,7 +262,7 @@ def find_lr(
     val_loader: Iterable[Any] | None = None,
     start_lr: float = 1e-7,
     end_lr: float = 10.0,
-    num_steps: int = 200,
+    num_steps: int | None = None,
     mode: Mode = "exp",
     accumulation_steps: int = 1,
     compute_loss: Callable[[nn.Module, Any], torch.Tensor] | None = None,
@@ -305,7 +305,9 @@ def find_lr(
             every ``val_every`` steps as a cheap validation signal.
         start_lr: first LR of the ladder.
         end_lr: last LR of the ladder.
-        num_steps: optimizer steps (one LR each).
+        num_steps: optimizer steps (one LR each); by default 25 per decade of
+            the ladder (200 for 1e-7 .. 10), so that widening the range does not
+            change how each LR is tested (see :mod:`lrkit.rangetest`).
         mode: ``"exp"`` (default) or ``"linear"`` ladder.
         accumulation_steps: micro-batches accumulated per optimizer step (the
             recorded loss is their mean).
@@ -426,9 +428,8 @@ def find_lr(
     sync_every = _check.positive_int("sync_every", sync_every)
     confirm_steps = _check.non_negative_int("confirm_steps", confirm_steps)
     check_hooks(suggest, progress)
-    RangeTestSettings(  # validates the ladder arguments before anything runs
-        start_lr=start_lr, end_lr=end_lr, num_steps=num_steps, mode=mode
-    )
+    # the ladder's arguments are checked (and the default length set) first
+    start_lr, end_lr, num_steps, mode = check_ladder(start_lr, end_lr, num_steps, mode)
 
     if compute_loss is not None:
         hook = compute_loss
