@@ -29,6 +29,22 @@ def test_every_public_name_resolves(name: str) -> None:
     assert name in dir(lrkit)
 
 
+def test_public_functions_named_like_submodules_stay_functions() -> None:
+    # `suggest` is a submodule too: importing it (the range test does) must not
+    # rebind lrkit.suggest to the module
+    p = run_python(
+        "import lrkit\n"
+        "r = lrkit.range_test(lambda lr: 1 / (1 + lr), start_lr=1e-3, end_lr=1.0,"
+        " num_steps=20)\n"
+        "import lrkit.suggest\n"
+        "from lrkit import suggest\n"
+        "s = lrkit.suggest(r.lrs, r.losses)\n"
+        "print(callable(suggest), type(s).__name__)"
+    )
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "True Suggestion"
+
+
 def test_unknown_name_raises_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         lrkit.nope  # noqa: B018

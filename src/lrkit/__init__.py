@@ -98,6 +98,12 @@ def __dir__() -> list[str]:
     return sorted({*__all__, *_SUBMODULES})
 
 
+# ``suggest`` names both a submodule and the function it defines. Importing the
+# submodule (the range test does) binds its name in this package to the module,
+# so the function is bound here first, after which that no longer happens
+# (numpy only; no framework).
+from .suggest import suggest as suggest  # noqa: E402
+
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._check import (
         LRKitError as LRKitError,

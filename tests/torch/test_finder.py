@@ -700,3 +700,23 @@ class TestConfirmChoice:
         a = _confirm_choice(2.3, [2.2, 0.6], self.spiky())
         b = _confirm_choice(-7.7, [-7.8, -9.4], [v - 10.0 for v in self.spiky()])
         assert a[:3] == b[:3] and a[3] == pytest.approx(b[3])
+
+    def test_a_win_within_the_noise_keeps_the_suggestion(self) -> None:
+        from lrkit.torch.finder import _confirm_choice
+
+        # 3x scored 0.02 lower, but the comparison's noise is +-0.05
+        assert _confirm_choice(2.3, [1.0, 0.98], self.decay(4), margin=0.05)[0] == 0
+        assert _confirm_choice(2.3, [1.0, 0.9], self.decay(4), margin=0.05)[0] == 1
+
+    def test_paired_margin(self) -> None:
+        from lrkit.torch.finder import CONFIRM_Z, _paired_margin
+
+        low = [1.0, 2.0, 3.0, 4.0]
+        # the same batches, each 0.1 lower: no noise in the difference
+        assert _paired_margin(low, [v - 0.1 for v in low]) == pytest.approx(0.0)
+        up = [0.9, 2.1, 2.8, 4.0]  # differences -0.1, 0.1, -0.2, 0.0
+        d = np.array(up) - np.array(low)
+        expected = CONFIRM_Z * d.std(ddof=1) / 2.0
+        assert _paired_margin(low, up) == pytest.approx(expected)
+        assert _paired_margin([1.0], [0.5]) == 0.0  # one batch: no estimate
+        assert _paired_margin([], [0.5]) == 0.0  # a run that blew up

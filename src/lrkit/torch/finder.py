@@ -63,6 +63,11 @@ CONFIRM_BELOW = 0.5
 CONFIRM_FACTOR = 3.0
 #: Validation batches a short run is scored on (fixed, the same for every run).
 CONFIRM_VAL_BATCHES = 10
+#: ... or, without a validation loader, its last this many training losses.
+CONFIRM_TAIL = 10
+#: The higher LR must win by this many standard errors of the paired
+#: batch-by-batch difference of the two runs' scores.
+CONFIRM_Z = 2.0
 #: Monitor findings that veto the higher LR of the short runs (any severity).
 _UNSTABLE = frozenset({"nan", "diverged", "spike", "oscillating", "exploding_grad"})
 
@@ -564,14 +569,15 @@ def find_lr(
 
     confirm_cache: list[Any] = []
 
-    def confirm_score(losses: list[float]) -> float:
-        """The loss a short run ended with: validation (model in eval mode,
-        BatchNorm on its running statistics) or the last training losses."""
+    def confirm_values(losses: list[float]) -> list[float]:
+        """What a short run is scored on, batch by batch: the validation loss
+        of each fixed validation batch (model in eval mode, BatchNorm on its
+        running statistics), or its last training losses (the same batches for
+        every run); empty when the run blew up."""
         if not all(math.isfinite(v) for v in losses):
-            return math.inf
+            return []
         if val_loader is None:
-            tail = losses[-10:]
-            return sum(tail) / len(tail)
+            return losses[-CONFIRM_TAIL:]
         if not confirm_cache:
             for i, b in enumerate(val_loader):
                 if i >= CONFIRM_VAL_BATCHES:
@@ -585,8 +591,7 @@ def find_lr(
         finally:
             for module, flag in flags:
                 module.training = flag
-        value = sum(vals) / len(vals)
-        return value if math.isfinite(value) else math.inf
+        return vals if all(math.isfinite(v) for v in vals) else []
 
     def confirm(result: RangeTestResult) -> RangeTestResult:
         """Short runs at the suggestion and CONFIRM_FACTOR times it."""
@@ -613,12 +618,12 @@ def find_lr(
             )
         t0 = time.perf_counter()
         candidates = (info.lr, info.lr * CONFIRM_FACTOR)
-        scores: list[float] = []
+        values: list[list[float]] = []
         runs: list[list[float]] = []
         start = math.nan
         if val_loader is not None:  # the validation loss before training
             snap.restore()
-            start = confirm_score([])
+            start = _mean(confirm_values([]))
         for lr in candidates:
             snap.restore()  # the starting state, its RNG and loader shuffles
             if not model.training:  # trained as in the range test
@@ -630,18 +635,40 @@ def find_lr(
                 v.loss if isinstance(v, StepOutcome) else float(v)
                 for v in resolve(outs)
             ]
-            scores.append(confirm_score(losses))
+            values.append(confirm_values(losses))
             runs.append(losses)
         if math.isnan(start):  # no validation: the first training loss
             start = runs[0][0] if runs[0] else math.nan
-        best, unstable, overridden, ratio = _confirm_choice(start, scores, runs[1])
+        scores = [_mean(v) for v in values]
+        margin = _paired_margin(values[0], values[1])
+        # with validation, the run at 3x must also end lower on its training
+        # batches: two signals agreeing, not a held-out difference of a percent
+        tails = [r[-CONFIRM_TAIL:] if values[0] and values[1] else [] for r in runs]
+        train_agrees = val_loader is None or (
+            bool(tails[0])
+            and _mean(tails[1]) < _mean(tails[0]) - _paired_margin(*tails)
+        )
+        best, unstable, overridden, ratio = _confirm_choice(
+            start, scores, runs[1], margin=margin, train_agrees=train_agrees
+        )
         which = "validation" if val_loader is not None else "training"
         note = (
             f"confirmed by two short runs of {confirm_steps} steps from the start: "
             f"{which} loss {scores[0]:.4g} at LR {candidates[0]:.3g}, "
             f"{scores[1]:.4g} at LR {candidates[1]:.3g}"
         )
-        if scores[1] < scores[0] and unstable:
+        if scores[1] < scores[0] - margin and not train_agrees:
+            note += (
+                f", but its last {CONFIRM_TAIL} training losses were not lower, so "
+                "the higher LR did not prove itself"
+            )
+        elif scores[0] - margin <= scores[1] < scores[0]:
+            note += (
+                f", a difference within the noise of the comparison "
+                f"(+-{margin:.2g}: {CONFIRM_Z:g} standard errors of the batch-by-batch "
+                "difference), so the higher LR did not prove itself"
+            )
+        elif scores[1] < scores[0] and unstable:
             note += (
                 f", but the run at {candidates[1]:.3g} showed "
                 f"{' and '.join(unstable)} (lrkit.Monitor)"
@@ -658,6 +685,7 @@ def find_lr(
             "confirm_steps": float(confirm_steps),
             "confirm_loss": scores[0],
             "confirm_loss_up": scores[1],
+            "confirm_margin": margin,
             "lr_unconfirmed": info.lr,
         }
         if math.isfinite(ratio):
@@ -733,19 +761,46 @@ def _reattach_step_hooks(
         table.update(hooks)
 
 
+def _mean(values: Sequence[float]) -> float:
+    """The mean, or inf for no values (a run that blew up)."""
+    return sum(values) / len(values) if values else math.inf
+
+
+def _paired_margin(low: Sequence[float], up: Sequence[float]) -> float:
+    """``CONFIRM_Z`` standard errors of the mean batch-by-batch difference of
+    two runs scored on the same batches (0 when there are fewer than 2)::
+
+        d_i = up_i - low_i,   margin = CONFIRM_Z * sd(d) / sqrt(n)
+    """
+    n = min(len(low), len(up))
+    if n < 2:
+        return 0.0
+    d = [b - a for a, b in zip(low[:n], up[:n], strict=True)]
+    mean = sum(d) / n
+    var = sum((x - mean) ** 2 for x in d) / (n - 1)
+    return CONFIRM_Z * math.sqrt(var / n)
+
+
 def _confirm_choice(
-    start: float, scores: Sequence[float], up: Sequence[float]
+    start: float,
+    scores: Sequence[float],
+    up: Sequence[float],
+    *,
+    margin: float = 0.0,
+    train_agrees: bool = True,
 ) -> tuple[int, list[str], list[str], float]:
     """Which short run of ``confirm_steps`` wins: 0 (the suggestion) or 1 (3x).
 
     ``start`` is the score before training, ``scores`` each run's score after,
     ``up`` the training losses of the run at 3x. The run at 3x wins only when
-    its score is lower and :class:`lrkit.Monitor`, run over its training losses,
-    found no sign of instability. A lone ``info``-level finding (a spike, common
-    in healthy early training) does not count when the run at 3x gained more
-    than ``CONFIRM_FACTOR`` times what the run at the suggestion gained: early
-    progress grows with the LR, so more than the LR ratio says the lower LR was
-    stalled.
+    its score is lower by more than ``margin`` (the noise of the comparison,
+    see :func:`_paired_margin`), ``train_agrees`` (scored on validation, its
+    last training losses must be lower too) and :class:`lrkit.Monitor`, run over its
+    training losses, found no sign of instability. A lone ``info``-level
+    finding (a spike, common in healthy early training) does not count when
+    the run at 3x gained more than ``CONFIRM_FACTOR`` times what the run at the
+    suggestion gained: early progress grows with the LR, so more than the LR
+    ratio says the lower LR was stalled.
 
     Returns:
         ``(best, vetoing kinds, overridden info kinds, gain ratio)``.
@@ -762,7 +817,8 @@ def _confirm_choice(
     stalled = gain_up > 0.0 and ratio > CONFIRM_FACTOR
     unstable = sorted({f.kind for f in found if f.severity != "info" or not stalled})
     overridden = sorted({f.kind for f in found} - set(unstable))
-    best = 1 if scores[1] < scores[0] and not unstable else 0
+    wins = scores[1] < scores[0] - margin and train_agrees
+    best = 1 if wins and not unstable else 0
     return best, unstable, overridden, ratio
 
 
