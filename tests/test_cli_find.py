@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -112,3 +116,26 @@ def test_help_lists_commands() -> None:
     assert "find" in p.stdout
     p = lrkit("find", "--help")
     assert p.returncode == 0 and "module.path:factory" in p.stdout
+
+
+def test_unwritable_output_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "lr_find.json").mkdir()  # a directory where the record goes
+    p = lrkit("find", "--num-steps", "50", "--out", str(tmp_path))
+    assert p.returncode == 1
+    assert p.stderr.strip().count("\n") == 0
+    assert "lrkit: error: cannot write" in p.stderr and "lr_find.json" in p.stderr
+
+
+def test_installed_console_script(tmp_path: Path) -> None:
+    exe = shutil.which("lrkit", path=os.path.dirname(sys.executable))
+    if exe is None:
+        pytest.skip("the lrkit console script is not installed beside this Python")
+    p = subprocess.run(
+        [exe, "find", "--json", "--num-steps", "50", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["steps_done"] > 0

@@ -119,7 +119,7 @@ def positive(param: str, value: Any, hint: str | None = None) -> float:
     """Check ``value`` is a finite real number > 0."""
     v = real(param, value, hint)
     if not (v > 0 and math.isfinite(v)):
-        fail(param, "> 0", value, hint)
+        fail(param, "finite and > 0" if v > 0 else "> 0", value, hint)
     return v
 
 
@@ -127,7 +127,7 @@ def non_negative(param: str, value: Any, hint: str | None = None) -> float:
     """Check ``value`` is a finite real number >= 0."""
     v = real(param, value, hint)
     if not (v >= 0 and math.isfinite(v)):
-        fail(param, ">= 0", value, hint)
+        fail(param, "finite and >= 0" if v >= 0 else ">= 0", value, hint)
     return v
 
 

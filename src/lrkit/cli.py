@@ -11,8 +11,11 @@ Conventions shared by every command:
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -57,12 +60,25 @@ def print_json(record: Any) -> None:
 
 
 def out_dir(path: Path) -> Path:
-    """Create ``path`` if needed; exit with a one-line error if impossible."""
+    """Create ``path`` if needed; exit with a one-line error if impossible
+    (checked before any work is done)."""
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         fail(f"--out must be a writable directory, got --out={str(path)!r} ({e}).")
+    if not os.access(path, os.W_OK | os.X_OK):
+        fail(f"--out must be a writable directory, got --out={str(path)!r}.")
     return path
+
+
+@contextlib.contextmanager
+def writing(path: Path) -> Iterator[Path]:
+    """Write the output file ``path``; an ``OSError`` (a directory in the way,
+    a full disk) becomes a one-line error."""
+    try:
+        yield path
+    except OSError as e:
+        fail(f"cannot write {str(path)!r}: {e.strerror or e}.", EXIT_RUNTIME)
 
 
 OutOption = Annotated[
@@ -284,10 +300,10 @@ def find(
             fail(f"the range test failed: {type(e).__name__}: {e}", EXIT_RUNTIME)
     elapsed = time.perf_counter() - t0
 
-    json_path = result.save(out / "lr_find.json")
-    png_path = out / "lr_find.png"
-    fig = result.plot(png_path)
-    del fig
+    with writing(out / "lr_find.json") as json_path:
+        result.save(json_path)
+    with writing(out / "lr_find.png") as png_path:
+        result.plot(png_path)
     if json_out:
         record = result.to_dict()
         record["task"] = target_name
@@ -497,8 +513,8 @@ def schedule_command(
     if out is not None:
         from .plot import plot_schedules
 
-        figure = out_dir(out) / "schedule.png"
-        plot_schedules({r["spec"]: r["lrs"] for r in records}, figure, log=log)
+        with writing(out_dir(out) / "schedule.png") as figure:
+            plot_schedules({r["spec"]: r["lrs"] for r in records}, figure, log=log)
     n_warnings = sum(len(r.get("warnings", [])) for r in records)
 
     if json_:
@@ -652,8 +668,8 @@ def diagnose(
         directory = out_dir(out)
         from .plot import diagnosis_figure
 
-        target = directory / "diagnose.png"
-        diagnosis_figure(history, result, path=target)
+        with writing(directory / "diagnose.png") as target:
+            diagnosis_figure(history, result, path=target)
         figure = str(target)
     if json_out:
         record = result.to_dict()

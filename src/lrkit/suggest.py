@@ -560,12 +560,16 @@ def suggest(
 
     The default rule (``method="lrkit"``) is
 
-        lr = min(lr_min_train, lr_min_val) / 3
+        lr = anchor / margin,   anchor = min(lr_bottom_train, lr_bottom_val)
 
-    where ``lr_min_train`` and ``lr_min_val`` are the LRs at which the
-    lag-free smoothed training and validation losses bottom out (see
-    :func:`_rule_lrkit` for the reasoning). ``low`` is where the training loss
-    has fallen by a tenth of its total drop, ``high`` the minimum used.
+    where ``lr_bottom_train`` and ``lr_bottom_val`` are the LRs at which the
+    lag-free smoothed training and validation losses reach the bottom of their
+    curves (the validation bottom counts only with at least
+    ``MIN_VAL_DESCENT`` validation points across the descent), and ``margin``
+    is 3 when the loss turned up again or went NaN (an instability edge was
+    seen), else 1 (see :func:`_rule_lrkit` for the reasoning). ``low`` is where
+    the training loss has fallen by a tenth of its total drop, ``high`` the
+    anchor (for the other rules: the minimum of the smoothed loss).
 
     Args:
         lrs: learning rates, strictly increasing, > 0.
@@ -629,7 +633,7 @@ def suggest(
     i_min, slope = _descent(c)
     lr_min = float(10 ** c.x[i_min])
     low = min(float(10 ** c.x[_low(c)]), lr)
-    high = max(min(evidence.get("lr_bottom_val", lr_min), lr_min), lr)
+    high = max(evidence.get("anchor", lr_min), lr)
 
     conf = 1.0
     snr = drop / max(sigma_s, 1e-12)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 from types import SimpleNamespace
@@ -51,8 +52,23 @@ def state_of(model: nn.Module, opt: torch.optim.Optimizer) -> dict:
             None if p.grad is None else p.grad.clone() for p in model.parameters()
         ],
         "training": [m.training for m in model.modules()],
-        "opt": repr(opt.state_dict()),
+        "opt": _flat(copy.deepcopy(opt.state_dict())),
     }
+
+
+def _flat(obj: object, path: str = "") -> dict[str, object]:
+    """Every leaf of a nested state dict by its path (tensors kept whole)."""
+    if isinstance(obj, dict):
+        out: dict[str, object] = {}
+        for k, v in obj.items():
+            out.update(_flat(v, f"{path}/{k}"))
+        return out
+    if isinstance(obj, (list, tuple)):
+        out = {}
+        for i, v in enumerate(obj):
+            out.update(_flat(v, f"{path}[{i}]"))
+        return out
+    return {path: obj}
 
 
 def assert_state_equal(a: dict, b: dict) -> None:
@@ -64,7 +80,14 @@ def assert_state_equal(a: dict, b: dict) -> None:
         if x is not None:
             assert torch.equal(x, y)
     assert a["training"] == b["training"]
-    assert a["opt"] == b["opt"]
+    assert a["opt"].keys() == b["opt"].keys()
+    for key, x in a["opt"].items():  # bit-exact: moments, momenta, step counts
+        y = b["opt"][key]
+        if isinstance(x, torch.Tensor):
+            assert isinstance(y, torch.Tensor) and x.dtype == y.dtype, key
+            assert torch.equal(x, y), key
+        else:
+            assert x == y, key
 
 
 def rng_probe() -> tuple:
@@ -105,6 +128,36 @@ def test_state_identical_after_find_lr(setup) -> None:
     assert got_rng == expected_rng
     assert result.suggestion is not None and result.suggestion > 0
     assert result.steps_done >= 10 and len(result.val_losses) >= 1
+
+
+@pytest.mark.parametrize(
+    ("make_opt", "kwargs"),
+    [
+        (lambda p: torch.optim.Adam(p, lr=1e-3), {}),
+        (lambda p: torch.optim.RMSprop(p, lr=1e-3, momentum=0.5), {}),
+        (lambda p: torch.optim.AdamW(p, lr=1e-3), {"mode": "linear", "end_lr": 0.1}),
+        (lambda p: torch.optim.Adam(p, lr=1e-3), {"spill": True}),
+    ],
+    ids=["adam", "rmsprop", "adamw-linear", "adam-spill"],
+)
+def test_state_identical_with_other_optimizers_and_options(
+    make_opt, kwargs, tmp_path
+) -> None:
+    torch.manual_seed(0)
+    model = BNDropNet()
+    opt = make_opt(model.parameters())
+    dl = loader()
+    for x, y in list(dl)[:2]:  # moments and step counts to restore
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    if kwargs.pop("spill", False):
+        kwargs["spill_dir"] = tmp_path
+    before = state_of(model, opt)
+    r = lrkit.find_lr(model, opt, F.cross_entropy, dl, num_steps=40, **kwargs)
+    assert_state_equal(before, state_of(model, opt))
+    assert r.steps_done >= 10
+    assert list(tmp_path.iterdir()) == []  # a spill leaves nothing behind
 
 
 class Boom(Exception):
@@ -381,6 +434,17 @@ class TestBadInput:
                 ValueError,
                 r"reference_group must be a param group index",
             ),
+            (
+                dict(end_lr=math.inf),
+                ValueError,
+                "end_lr must be finite and > 0, got end_lr=inf",
+            ),
+            (
+                dict(device="nope"),
+                ValueError,
+                "device must be a torch device such as 'cpu' or 'cuda:0', "
+                "got device='nope'",
+            ),
         ]
         for kwargs, exc, match in cases:
             with pytest.raises(exc, match=match):
@@ -394,6 +458,10 @@ class TestBadInput:
             ValueError, match="train_loader must be a loader that yields"
         ):
             lrkit.find_lr(model, opt, F.cross_entropy, [])
+        with pytest.raises(
+            ValueError, match="train_loader must be a loader that yields"
+        ):
+            lrkit.find_lr(model, opt, F.cross_entropy, iter([]))
 
     def test_optimizer_of_another_model(self) -> None:
         model = nn.Linear(8, 3)

@@ -95,6 +95,10 @@ class _Batches:
         except StopIteration:
             # an iterator (a generator) cannot restart; asking iter() of a
             # DataLoader would start a new epoch and draw from its generator
+            if isinstance(self.loader, Iterator) and self.taken == 0:
+                _check.fail(
+                    self.name, "a loader that yields at least one batch", self.loader
+                )
             if isinstance(self.loader, Iterator):
                 _check.fail(
                     self.name,
@@ -427,7 +431,10 @@ def find_lr(
         first = next(model.parameters(), None)
         dev = first.device if first is not None else torch.device("cpu")
     else:
-        dev = torch.device(device)
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError):
+            _check.fail("device", "a torch device such as 'cpu' or 'cuda:0'", device)
     if sync_every is None:
         sync_every = 1 if dev.type == "cpu" else 8
     sync_every = _check.positive_int("sync_every", sync_every)
