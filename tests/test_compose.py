@@ -20,6 +20,7 @@ from lrkit import (
     Scale,
     Step,
     Warmup,
+    parse_schedule,
     schedule_from_config,
 )
 from lrkit.compose import chain
@@ -93,6 +94,12 @@ def test_warmup_frac_units() -> None:
     assert Warmup(epochs=1.5, steps_per_epoch=10).steps == 15
     with pytest.raises(ValueError, match="total_steps must be given when warmup_frac"):
         Warmup(warmup_frac=0.1, then=lambda t: 1.0)
+    # a fraction of nothing: an error, not a silent 0-step warmup
+    with pytest.raises(ValueError, match="then must be the schedule to warm up into"):
+        Warmup(warmup_frac=0.05)
+    with pytest.raises(ValueError, match="then must be the schedule to warm up into"):
+        parse_schedule("warmup(warmup_frac=0.05) >> cosine(total_steps=9500)")
+    assert Warmup(warmup_frac=0.05, total_steps=10_000).steps == 500
     with pytest.raises(
         ValueError, match="start_factor must be > 0 with shape='exponential'"
     ):

@@ -125,7 +125,8 @@ class _Parser:
         return self.next()
 
     def valid_names(self) -> str:
-        return ", ".join(sorted(self.names))
+        aliases = [a for a, name in ALIASES.items() if name in self.names]
+        return ", ".join(sorted([*self.names, *aliases]))
 
     # -- grammar
     def parse(self) -> Any:

@@ -124,6 +124,16 @@ class Warmup(Schedule):
         total = _total_for_frac(total_steps, warmup_frac is not None, "warmup_frac")
         if warmup_frac is not None and total is None:
             frac = _check.fraction("warmup_frac", warmup_frac, high_open=True)
+            if self.then is None:  # a fraction of nothing would be 0 steps
+                _check.fail(
+                    "then",
+                    "the schedule to warm up into when warmup_frac is given "
+                    "without total_steps",
+                    None,
+                    "warmup_frac is a fraction of the whole schedule: write "
+                    "Warmup(warmup_frac=0.05, then=...), give total_steps=..., or "
+                    "use steps=... (in the text form: warmup(steps=N) >> ...).",
+                )
             length = _end_of(self.then)
             if length is None:
                 _check.fail(

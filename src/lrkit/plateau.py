@@ -18,8 +18,9 @@ Semantics (each call to :meth:`ReduceOnPlateau.update` is one *evaluation*)::
 So the first reduction comes at the ``patience + 1``-th evaluation in a row
 without improvement. This is exactly torch's ``ReduceLROnPlateau``. Keras's
 callback reduces after ``patience`` bad evaluations (``wait >= patience``), so
-Keras ``patience=p`` is lrkit ``patience=p - 1``, and Keras only supports an
-absolute ``min_delta``. Differences from torch: a *relative* threshold is
+Keras ``patience=p`` is lrkit ``patience=p - 1``, Keras ``cooldown=c`` is lrkit
+``cooldown=c - 1`` (Keras counts the reducing evaluation itself), and Keras only
+supports an absolute ``min_delta``. Differences from torch: a *relative* threshold is
 measured against ``|best|`` (torch's ``best × (1 - threshold)`` lets a worse
 value count as an improvement when the metric is negative); a NaN or infinite
 metric always counts as "no improvement" (torch and Keras agree for NaN, but
