@@ -224,6 +224,19 @@ def main() -> None:
             row += f" {gpu_peak:.1f} | {gpu_left:.2f} |"
         print(row)
 
+    if "lrkit" in methods:
+        # what find_lr's snapshot holds, counted directly (the RSS above also
+        # holds the allocator's slack): one copy of model + optimizer state
+        import lrkit.torch
+
+        model, opt, _ = build(args)
+        snap = lrkit.torch.snapshot(model, opt)
+        ratio = snap.nbytes / state_bytes(model, opt)
+        print(
+            f"\nlrkit's snapshot holds {snap.nbytes / 2**20:.1f} MB in CPU memory: "
+            f"{ratio:.2f}x the model + optimizer state."
+        )
+
 
 if __name__ == "__main__":
     main()
