@@ -99,6 +99,7 @@ def test_tensorboard_directory(tmp_path: Path) -> None:
         ("", ":1:"),
         ("step,loss\n0,1.0\n1,abc\n", ":3:"),
         ("step,loss\n0,1.0\n1,1.0,2\n", ":3:"),
+        ("step,loss\n0,1.0\n1e30,2.0\n", ":3:"),  # a step beyond int64
     ],
 )
 def test_malformed_file_one_line_exit_2(tmp_path: Path, text: str, where: str) -> None:
@@ -129,3 +130,12 @@ def test_help() -> None:
     for option in ("--loss-key", "--val-key", "--lr-key", "--grad-norm-key"):
         assert option in p.stdout
     assert "--step-key" in p.stdout and "--json" in p.stdout and "--out" in p.stdout
+
+
+def test_overflowed_losses_still_draw(tmp_path: Path) -> None:
+    """Losses near the float range (an overflow logged as a number) do not
+    break the figure."""
+    path = write_csv(tmp_path / "huge.csv", np.array([1e308, -1e308] * 6))
+    p = lrkit("diagnose", str(path), "--out", str(tmp_path / "fig"))
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "fig" / "diagnose.png").stat().st_size > 1000

@@ -381,6 +381,48 @@ def test_plateau_of_validation() -> None:
     assert kinds(mon, WARN) == set()
 
 
+def test_one_slow_stretch_is_one_too_slow_finding() -> None:
+    # the flat rule fires first, the steady one takes over: still one finding
+    rng = np.random.default_rng(0)
+    y = 2.3 - 3e-4 * np.arange(600) + 0.02 * rng.standard_normal(600)
+    mon = feed(list(y))
+    slow = [f for f in mon.findings if f.kind == "too_slow"]
+    assert len(slow) == 1 and slow[0].last_step == 599
+
+
+def test_steady_small_validation_gains_are_no_plateau() -> None:
+    # each evaluation gains 0.2%, below plateau_frac of the progress, but the
+    # gains add up: no plateau while the validation loss keeps falling
+    mon = Monitor()
+    for k in range(300):
+        mon.update(10 * k, 2.0 - 0.004 * k, val_loss=2.0 - 0.004 * k)
+    assert [f for f in mon.findings if f.kind == "plateau"] == []
+
+
+def test_validation_between_training_steps_does_not_change_the_training_verdict() -> (
+    None
+):
+    # three spikes within 64 training updates: oscillating. Validation logged
+    # between the training steps must not stretch that window.
+    n = 1000
+    t = np.arange(n)
+    rng = np.random.default_rng(10)
+    y = 2 * np.exp(-t / 80) + 0.3 + 0.03 * rng.standard_normal(n)
+    y[[500, 525, 550]] += 1.0
+    steps = 10 * t
+    plain = lrkit.diagnose(lrkit.History(loss=y, steps=steps))
+    with_val = lrkit.diagnose(
+        lrkit.History(
+            loss=y, steps=steps, val_loss=np.linspace(2, 0.4, n), val_steps=steps + 5
+        )
+    )
+    assert plain.verdict == with_val.verdict == "lr too high"
+    train = {"spike", "oscillating", "diverged", "too_slow", "exploding_grad"}
+    assert [(f.kind, f.first_step) for f in plain.findings if f.kind in train] == [
+        (f.kind, f.first_step) for f in with_val.findings if f.kind in train
+    ]
+
+
 def test_overfitting() -> None:
     y = exp_decay(seed=14)
     val = {}

@@ -320,7 +320,7 @@ def bench_update_cost() -> None:
                 mon.update(t, losses[t])
         dt = (time.perf_counter() - t0) / n * 1e6
         rows.append((label, dt))
-    print("\n| Monitor.update | µs per call (CPU, median of one 200k-step run) |")
+    print("\n| Monitor.update | µs per call (CPU, mean over one 200k-step run) |")
     print("|---|---|")
     for label, dt in rows:
         print(f"| {label} | {dt:.1f} |")

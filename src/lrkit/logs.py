@@ -155,6 +155,8 @@ def _as_step_array(name: str, values: Any, n: int) -> IntArray:
         as_float = arr.astype(np.float64)
         if not np.all(np.isfinite(as_float)) or np.any(as_float != np.round(as_float)):
             _check.fail(name, "whole numbers", values, exc=TypeError)
+        if np.any(np.abs(as_float) >= 2.0**63):
+            _check.fail(name, "whole numbers below 2**63", values)
     out: IntArray = np.array(arr, dtype=np.int64)
     if len(out) > 1 and np.any(np.diff(out) <= 0):
         _check.fail(name, "strictly increasing", values)
@@ -411,9 +413,11 @@ def _series(
                 raise LogFormatError(
                     path, f"{key!r} is logged without a {step_key!r} value", line
                 )
-            if not math.isfinite(s) or s != int(s) or s < 0:
+            if not math.isfinite(s) or s != int(s) or not 0 <= s < 2.0**63:
                 raise LogFormatError(
-                    path, f"{step_key!r} must be a whole number >= 0, got {s!r}", line
+                    path,
+                    f"{step_key!r} must be a whole number in [0, 2**63), got {s!r}",
+                    line,
                 )
             step = int(s)
         steps.append(step)

@@ -181,8 +181,9 @@ class MonitorConfig:
             a too-low LR holds it for good); once it holds it keeps holding
             within a 25% margin.
         plateau_patience: validation evaluations without an improvement before
-            ``plateau`` (an improvement beats the best by more than
-            ``plateau_frac`` times the validation progress so far).
+            ``plateau`` (an improvement beats the last improvement by more
+            than ``plateau_frac`` times the validation progress so far, so
+            small gains add up, as in torch's ``ReduceLROnPlateau``).
         plateau_frac: see ``plateau_patience``.
         overfit_frac: overfitting when the validation loss (median of its last
             3 values) is above its best by more than ``overfit_frac`` times its
@@ -471,8 +472,9 @@ def _advice(kind: str, lr: float | None, evidence: Mapping[str, float]) -> str:
         if evidence.get("rule", 0.0) == 1.0:
             return (
                 "The loss has not moved beyond its noise since the start: LR likely "
-                f"far too low (or the model is stuck). Try 10x the current LR "
-                f"({times(10)}); a range test (lrkit find) tells the right value."
+                "far too low (or the model is stuck, or the run started on a "
+                f"plateau it had already reached, as a resumed one may). Try "
+                f"{times(10)}; a range test (lrkit find) tells the right value."
             )
         return (
             "Progress is slow and steady, the curve has not started to flatten: LR "
@@ -499,6 +501,7 @@ _UNSTABLE_KINDS = frozenset({"nan", "diverged", "spike", "exploding_grad"})
 # Statistics copied by Monitor.state() (everything but the findings).
 _STATE_FIELDS = (
     "_updates",
+    "_ticks",
     "_last_step",
     "_n",
     "_prev",
@@ -531,6 +534,7 @@ _STATE_FIELDS = (
     "_val_n",
     "_val_start",
     "_val_best",
+    "_val_ref",
     "_val_best_step",
     "_val_best_n",
     "_val_best_train",
@@ -622,6 +626,10 @@ class Monitor:
     def _reset_stats(self) -> None:
         c = self.config
         self._updates = 0  # calls to update()
+        # updates with a training loss: the clock of the training windows
+        # (validation or gradient-norm points logged between training steps
+        # do not stretch them)
+        self._ticks = 0
         self._last_step: int | None = None
         self._n = 0  # finite losses seen
         self._prev: float | None = None
@@ -656,6 +664,7 @@ class Monitor:
         self._val_n = 0
         self._val_start = math.nan
         self._val_best = math.inf
+        self._val_ref = math.inf  # the plateau rule's reference (see _observe_val)
         self._val_best_step = -1
         self._val_best_n = 0  # the evaluation count at the best
         self._val_best_train = math.nan
@@ -694,11 +703,11 @@ class Monitor:
         another checkpoint, switching data).
         """
         last = self._last_step
-        updates = self._updates
+        updates, ticks = self._updates, self._ticks
         self._open.clear()
         self._reset_stats()
         self._last_step = last
-        self._updates = updates
+        self._updates, self._ticks = updates, ticks
 
     @property
     def findings(self) -> tuple[Finding, ...]:
@@ -758,7 +767,7 @@ class Monitor:
             self._index[o.id] = len(self._findings)
             self._findings.append(None)  # type: ignore[arg-type] # set below
         o.last_step = step if last is None else max(o.last_step, last)
-        o.last_tick = self._val_n if kind in _VAL_KINDS else self._updates
+        o.last_tick = self._val_n if kind in _VAL_KINDS else self._ticks
         if score >= o.score:
             o.score = score
             o.evidence = dict(evidence)
@@ -787,7 +796,9 @@ class Monitor:
             if kind in _VAL_KINDS:
                 if self._val_n - o.last_tick > c.val_merge_gap:
                     stale.append(kind)
-            elif self._updates - o.last_tick > c.merge_gap:
+            elif self._ticks - o.last_tick > (
+                c.trend_window if kind == "too_slow" else c.merge_gap
+            ):
                 stale.append(kind)
         for kind in stale:
             del self._open[kind]
@@ -843,10 +854,12 @@ class Monitor:
                 _check.fail("lr", ">= 0", lr)
         self._last_step = step
         self._updates += 1
+        if x is not None:
+            self._ticks += 1
         out: list[Finding] = []
         if lr is not None:
             if self._lr is not None and lr_f > self._lr:
-                self._lr_rise = self._updates
+                self._lr_rise = self._ticks
             self._lr = lr_f
         x_ok = x is None or x - x == 0.0  # False for NaN and +-inf
         v_ok = v is None or v - v == 0.0
@@ -931,7 +944,7 @@ class Monitor:
         if n == c.min_updates:
             self._early.append((step, x, prev_level, level, best))
             self._judge_early(step, sigma, out)
-            self._smooth_mins.append((self._updates, sm))
+            self._smooth_mins.append((self._ticks, sm))
             return
         p = start - best
         if p < 0.0:
@@ -951,7 +964,7 @@ class Monitor:
             thr = t2
         if tiny > thr:
             thr = tiny
-        u = self._updates
+        u = self._ticks
         spikes = self._spikes
         if jump > thr and not diverged:
             self._spike(step, step, x, prev_level, thr, sigma, p, out)
@@ -1038,7 +1051,9 @@ class Monitor:
         need = c.slow_patience
         if not flat_rule and since is not None and since[0] > need:
             need = since[0]
-        if since is not None and u - since[0] >= need:
+        # an open too_slow finding is extended as soon as the curve is slow
+        # again: one slow stretch, one finding, whichever rule holds
+        if since is not None and (u - since[0] >= need or "too_slow" in self._open):
             self._hit(
                 "too_slow",
                 step,
@@ -1091,6 +1106,7 @@ class Monitor:
             and d2 > c.slow_flat_z * sigma * self._curve.noise()
         ):
             self._updates += 1  # the judgement is an update of its own
+            self._ticks += 1
             self._hit(
                 "too_slow",
                 self._last_step,
@@ -1215,7 +1231,7 @@ class Monitor:
             thr = max(c.spike_z * sigma, c.spike_frac * p, tiny)
             if x - prev_level > thr:
                 self._spike(step, at, x, prev_level, thr, sigma, p, out)
-                self._spikes.append(self._updates)
+                self._spikes.append(self._ticks)
         if self._broken:
             self._early = []
 
@@ -1266,8 +1282,11 @@ class Monitor:
         if p_val < 0.0:
             p_val = 0.0
         tiny = _TINY * (abs(self._val_start) + abs(v)) + 1e-300
-        if first or v < self._val_best - max(c.plateau_frac * p_val, tiny):
+        # the patience counts from the last *significant* improvement (as
+        # torch's ReduceLROnPlateau does): small gains add up against it
+        if first or v < self._val_ref - max(c.plateau_frac * p_val, tiny):
             self._val_since_best = 0
+            self._val_ref = v
         else:
             self._val_since_best += 1
         if v < self._val_best:
@@ -1337,7 +1356,7 @@ class Monitor:
                     {"grad_norm": g, "median_grad_norm": med, "ratio": ratio},
                     out,
                 )
-                self._spikes.append(self._updates)  # an instability event
+                self._spikes.append(self._ticks)  # an instability event
         order = self._gdiffs
         if len(order) == c.grad_window:
             del srt[bisect.bisect_left(srt, order.popleft())]
@@ -1455,10 +1474,11 @@ def diagnose(
 ) -> Diagnosis:
     """Diagnose a whole run from its logged curves.
 
-    Streams the history through a :class:`Monitor` (validation losses, gradient
-    norms and LRs attached to the training step at or after the step they were
-    logged at; the LR carried forward between its logged steps) and turns the
-    findings into a verdict.
+    Streams the history through a :class:`Monitor`, every logged step once in
+    order (validation losses and gradient norms keep their own steps; one
+    logged between training steps is an update of its own, which the training
+    windows do not count; the LR is carried forward between its logged steps),
+    and turns the findings into a verdict.
 
     Args:
         history: a :class:`~lrkit.History` (see :func:`lrkit.read_log`) or a

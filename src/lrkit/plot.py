@@ -253,6 +253,9 @@ def plot_schedules(
 
 # --- monitor ------------------------------------------------------------------
 _SEVERITY_COLOR = {"info": "#4C72B0", "warning": "#DD8452", "critical": "#C44E52"}
+#: Larger losses are drawn as off-scale marks: matplotlib cannot scale an axis
+#: around values near the float range (an overflow logged as a number).
+_PLOTTABLE = 1e150
 
 
 def diagnosis_figure(
@@ -288,26 +291,27 @@ def diagnosis_figure(
     fig, ax = _new_axes(ax)
     steps = np.asarray(history.steps, dtype=float)
     loss = np.asarray(history.loss, dtype=float)
-    finite = np.isfinite(loss)
+    # off the plottable range too: an overflow logged as a number (~1e308)
+    finite = np.isfinite(loss) & (np.abs(loss) < _PLOTTABLE)
     ax.plot(steps[finite], loss[finite], lw=0.6, alpha=0.45, color="#4C72B0")
     if finite.sum() >= 3:
         y = loss[finite]
         k = 9
         med = np.array([np.median(y[max(0, i - k + 1) : i + 1]) for i in range(len(y))])
         ax.plot(steps[finite], med, lw=1.6, color="#4C72B0", label="train loss")
-    if len(history.val_loss):
+    val_steps = np.asarray(history.val_steps, dtype=float)
+    val_loss = np.asarray(history.val_loss, dtype=float)
+    val_ok = np.isfinite(val_loss) & (np.abs(val_loss) < _PLOTTABLE)
+    if val_ok.any():
         ax.plot(
-            history.val_steps,
-            history.val_loss,
+            val_steps[val_ok],
+            val_loss[val_ok],
             "o-",
             ms=3,
             lw=1.2,
             color="#55A868",
             label="val loss",
         )
-    val_steps = np.asarray(history.val_steps, dtype=float)
-    val_loss = np.asarray(history.val_loss, dtype=float)
-    val_ok = np.isfinite(val_loss)
     values = np.concatenate([loss[finite], val_loss[val_ok]])
     clipped_at = _clip_step(diagnosis, steps[finite], loss[finite])
     if clipped_at is not None:
@@ -330,7 +334,7 @@ def diagnosis_figure(
                 np.full((~finite).sum(), hi + 0.5 * pad),
                 "x",
                 color="#C44E52",
-                label="NaN / inf",
+                label="NaN / inf / overflow",
             )
     for i, f in enumerate(diagnosis.findings):
         color = _SEVERITY_COLOR.get(f.severity, "#8172B3")

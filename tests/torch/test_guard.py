@@ -287,3 +287,45 @@ def test_watch_catches_a_problem_that_comes_back_after_a_restore() -> None:
     assert second.evidence["line"] == pytest.approx(ref + expected)
     assert second.attempt == 2 and second.recovery_scale == 0.5 * 0.25
     assert events_at == [9, 14]
+
+
+def _epoch_orders(loader_generator: bool) -> tuple[list[list[int]], list]:
+    """First index of every batch over 4 epochs of a 10-batch loader, with a
+    NaN at step 12 (a recovery to the snapshot of step 8, in epoch 0)."""
+    torch.manual_seed(0)
+    x = torch.randn(320, 4)
+    y = x.sum(1, keepdim=True)
+    idx = torch.arange(320).float().unsqueeze(1)
+    gen = torch.Generator().manual_seed(0) if loader_generator else None
+    loader = DataLoader(
+        TensorDataset(x, y, idx), batch_size=32, shuffle=True, generator=gen
+    )
+    model = nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    guard = Guard(model, opt, loaders=[loader] if gen else (), every=8)
+    t = 0
+    orders = []
+    for _ in range(4):
+        order = []
+        for xb, yb, ib in guard.batches(loader):
+            order.append(int(ib[0]))
+            loss = nn.functional.mse_loss(model(xb), yb)
+            if t == 12:
+                loss = loss * float("nan")
+            opt.zero_grad()
+            loss.backward()
+            if guard.step(loss):
+                opt.step()
+            t += 1
+        orders.append(order)
+    return orders, [(e.step, e.restored_step) for e in guard.events]
+
+
+@pytest.mark.parametrize("loader_generator", [True, False])
+def test_after_a_recovery_the_data_order_does_not_repeat(loader_generator) -> None:
+    # restoring the RNG of step 8 as it was would make epoch 2 draw epoch 1's
+    # order again; the guard moves every stream to a new (reproducible) one
+    orders, events = _epoch_orders(loader_generator)
+    assert events == [(12, 8)]
+    assert len({tuple(o) for o in orders}) == 4  # four different epoch orders
+    assert _epoch_orders(loader_generator) == (orders, events)  # reproducible

@@ -72,19 +72,21 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 
 from .. import _check
 from .._check import LRKitError
 from ..monitor import KINDS, Finding, Monitor, MonitorConfig, MonitorState
 from ._groups import get_lr, set_lr
-from .state import Snapshot, snapshot
+from .state import Snapshot, _generators, snapshot
 
 __all__ = ["Guard", "GuardError", "GuardEvent"]
 
@@ -157,6 +159,29 @@ class _Saved:
     snap: Snapshot
     monitor: MonitorState
     scale: float  # the guard's recovery scale when it was taken
+
+
+def _new_streams(loaders: Sequence[Any], rng: bool, salt: int) -> None:
+    """Move the restored random streams to new ones, derived from the restored
+    state and ``salt`` (the recovery count): reproducible, and the run goes on
+    with fresh data. Restored as they were, the loaders' generators (and the
+    global torch RNG a loader without a generator draws from) would draw the
+    epoch order of the snapshot again, and every dropout mask would repeat.
+
+    Each generator ``g`` is re-seeded with ``draw(g) XOR (salt * K) mod 2**62``,
+    ``K`` the 64-bit golden-ratio constant.
+    """
+
+    def mixed(seed: int) -> int:
+        return (seed ^ (salt * 0x9E3779B97F4A7C15)) % 2**62
+
+    for loader in loaders:
+        for g in _generators(loader):
+            g.manual_seed(mixed(int(torch.randint(2**62, (1,), generator=g))))
+    if rng:
+        random.seed(mixed(random.getrandbits(62)))
+        np.random.seed(mixed(int(np.random.randint(2**31))) % 2**32)
+        torch.manual_seed(mixed(int(torch.randint(2**62, (1,)))))  # CUDA too
 
 
 class Guard:
@@ -291,6 +316,7 @@ class Guard:
         self._t = 0  # guard steps so far
         self._last_snap = -(10**18)
         self._attempt = 0
+        self._recoveries = 0  # all recoveries so far (the random streams' salt)
         self._last_recovery = -(10**18)
         self._to_skip = 0
         self._watch: tuple[float, int] | None = None  # (line, until step)
@@ -444,6 +470,8 @@ class Guard:
             self._saved.pop().snap.discard()  # newer ones may hold the problem
         saved.snap.restore()
         self.monitor.restore(saved.monitor)
+        self._recoveries += 1
+        _new_streams(self._loaders, self._rng, self._recoveries)
         # back off: the k-th recovery in a row cuts by factor**k
         self._scale *= self.factor**self._attempt
         self._apply_scale(saved.scale)
