@@ -9,7 +9,7 @@ the best LR diverges. This script builds three such tasks from the regret
 suite's data, finds each one's best LR with a small grid (4 per decade, 1e-3 to
 10, seeds 0-2, final validation loss; a diverged run counts as untrained), and
 then, per seed, trains at 4x that LR without and with ``lrkit.torch.Guard``
-(``--factor``, default 0.5 as in ``run.py --guard``; snapshots every
+(``--factor``, default the Guard's own, 0.3, as in ``run.py --guard``; snapshots every
 ``max(10, budget // 20)`` steps; defaults otherwise). Printed: the table per
 run and the share of guarded runs that end within 2% of the best-LR run's final
 validation loss (the target: >= 90%).

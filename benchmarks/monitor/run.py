@@ -336,7 +336,7 @@ def _regret(root: Path) -> tuple[object, object]:
     return regret_tasks, regret_train
 
 
-GUARD_FACTOR = 0.5
+GUARD_FACTOR = 0.3  # the Guard's default
 
 
 def guarded_run(
@@ -351,7 +351,7 @@ def guarded_run(
 ) -> dict[str, float]:
     """Train a regret task (or ``make(seed)``'s) for its budget at a constant ``lr``.
 
-    With ``guard``: an lrkit Guard (factor 0.5, snapshots every ``every`` steps)
+    With ``guard``: an lrkit Guard (``GUARD_FACTOR``, snapshots every ``every`` steps)
     checks each step; a rolled-back step consumes its batch without an update,
     so both runs see the same number of batches.
     """
@@ -420,6 +420,7 @@ def bench_guard(curves: Path, root: Path, seeds: tuple[int, ...]) -> None:
     rows = []
     overhead = []
     false_alarms = 0
+    alarm_costs: list[str] = []  # what a false alarm cost the final loss
     best_runs = 0
     quiet4: list[str] = []
     _, train = _regret(root)
@@ -438,6 +439,10 @@ def bench_guard(curves: Path, root: Path, seeds: tuple[int, ...]) -> None:
             ref_g = guarded_run(name, seed, best, root, guard=True, every=every)
             best_runs += 1
             false_alarms += ref_g["recoveries"] > 0
+            if ref_g["recoveries"] > 0:
+                alarm_costs.append(
+                    f"{name}/{seed} {ref_g['final'] / ref['final'] - 1:+.1%}"
+                )
             if math.isfinite(ref["final"]) and ref_g["recoveries"] == 0:
                 overhead.append(ref_g["wall"] / ref["wall"])
             starts = []
@@ -492,6 +497,11 @@ def bench_guard(curves: Path, root: Path, seeds: tuple[int, ...]) -> None:
     print(
         f"Guard recoveries on best-LR runs (false alarms): {false_alarms} of "
         f"{best_runs} runs"
+        + (
+            f"; final loss vs unguarded: {', '.join(alarm_costs)}"
+            if alarm_costs
+            else ""
+        )
     )
     if overhead:
         print(
@@ -516,7 +526,7 @@ def main() -> None:
     ap.add_argument("--only-guard", action="store_true", help="skip the monitor tables")
     ap.add_argument("--seeds", default="0,1", help="seeds for the Guard test")
     ap.add_argument(
-        "--guard-factor", type=float, default=0.5, help="the Guard's LR factor"
+        "--guard-factor", type=float, default=None, help="the Guard's LR factor"
     )
     ap.add_argument(
         "--regret-root",
@@ -544,7 +554,8 @@ def main() -> None:
         torch.set_num_threads(1)
         seeds = tuple(int(s) for s in args.seeds.split(","))
         global GUARD_FACTOR
-        GUARD_FACTOR = args.guard_factor
+        if args.guard_factor is not None:
+            GUARD_FACTOR = args.guard_factor
         print(f"\nGuard: factor={GUARD_FACTOR}, snapshots every budget/20 steps")
         bench_guard(directory, args.regret_root, seeds)
     _ = lrkit

@@ -79,7 +79,7 @@ def test_recovers_from_an_injected_nan() -> None:
     reference = full_loss(ref_model)
 
     model, opt, loader = make(GOOD_LR)
-    guard = Guard(model, opt, loaders=[loader], every=20, keep=2)
+    guard = Guard(model, opt, loaders=[loader], every=20, keep=2, factor=0.5)
     record: dict[int, dict[str, torch.Tensor]] = {}
     train(model, opt, loader, guard, poison={50}, record=record)
     assert len(guard.events) == 1
@@ -119,7 +119,7 @@ def test_restores_the_snapshot_bit_exactly() -> None:
 
 def test_recovers_from_an_lr_100x_too_high() -> None:
     model, opt, loader = make(100 * GOOD_LR)
-    guard = Guard(model, opt, every=20)  # factor 0.5, backing off in a row
+    guard = Guard(model, opt, every=20, factor=0.5)  # backing off in a row
     train(model, opt, loader, guard)
     events = guard.events
     assert events and all(e.kind in ("nan", "diverged", "spike") for e in events)
@@ -141,6 +141,18 @@ def test_recovers_from_an_lr_100x_too_high() -> None:
     assert final < 0.2 * full_loss(make(GOOD_LR)[0])  # far below the untrained
 
 
+def test_the_default_cut_rescues_an_lr_100x_too_high() -> None:
+    # factor 0.3 backs off 100x -> 30x -> 2.7x: no divergence any more and the
+    # run trains, though 2.7x is a poor LR for this task (a plain run there ends
+    # at 4.3 against 0.31 at the good LR) that the monitor does not flag
+    model, opt, loader = make(100 * GOOD_LR)
+    guard = Guard(model, opt, every=20)
+    train(model, opt, loader, guard)
+    assert [e.recovery_scale for e in guard.events] == pytest.approx([0.3, 0.027])
+    final = full_loss(model)
+    assert math.isfinite(final) and final < full_loss(make(GOOD_LR)[0])
+
+
 def test_without_guard_the_same_run_is_lost() -> None:
     model, opt, loader = make(100 * GOOD_LR)
     train(model, opt, loader, None, epochs=1)
@@ -150,7 +162,7 @@ def test_without_guard_the_same_run_is_lost() -> None:
 def test_torch_lr_scheduler_is_scaled() -> None:
     model, opt, loader = make(GOOD_LR)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 / (1 + t / 100))
-    guard = Guard(model, opt, scheduler=sched, every=20)
+    guard = Guard(model, opt, scheduler=sched, every=20, factor=0.5)
     steps = train(model, opt, loader, guard, epochs=2, poison={45}, sched=sched)
     assert len(guard.events) == 1 and guard.events[0].restored_step == 40
     assert sched.base_lrs == [GOOD_LR * 0.5]
@@ -163,7 +175,7 @@ def test_torch_lr_scheduler_is_scaled() -> None:
 def test_lrkit_scheduler_recovery_scale() -> None:
     model, opt, loader = make(GOOD_LR)
     sched = lrkit.torch.Scheduler(opt, "cosine(total_steps=200)")
-    guard = Guard(model, opt, scheduler=sched, every=20)
+    guard = Guard(model, opt, scheduler=sched, every=20, factor=0.5)
     train(model, opt, loader, guard, epochs=2, poison={45}, sched=sched)
     assert sched.recovery_scale == 0.5 == guard.recovery_scale
     assert sched.state_dict()["recovery_scale"] == 0.5
@@ -256,7 +268,7 @@ def test_watch_catches_a_problem_that_comes_back_after_a_restore() -> None:
     """Right after a restore to step 0 the monitor has no noise estimate yet;
     the line the first problem crossed still catches its return."""
     model, opt, loader = make(GOOD_LR)
-    guard = Guard(model, opt, every=20)
+    guard = Guard(model, opt, every=20, factor=0.5)
     bad = set(range(3, 10)) | {11, 12, 13}  # a blow-up, and its return
     events_at = []
     for t, (xb, yb) in enumerate(loader):

@@ -230,8 +230,8 @@ class Guard:
         ...         opt.step()
         >>> [(e.kind, e.step, e.restored_step) for e in guard.events]
         [('nan', 40, 30)]
-        >>> opt.param_groups[0]["lr"]
-        0.025
+        >>> round(opt.param_groups[0]["lr"], 6)
+        0.015
     """
 
     def __init__(
@@ -245,7 +245,7 @@ class Guard:
         objects: Mapping[str, Any] | None = None,
         every: int = 100,
         keep: int = 2,
-        factor: float = 0.5,
+        factor: float = 0.3,
         skip_batches: int = 0,
         max_recoveries: int = 5,
         on: Sequence[str] = ("nan", "diverged", "spike"),
@@ -470,6 +470,13 @@ class Guard:
             self._saved.pop().snap.discard()  # newer ones may hold the problem
         saved.snap.restore()
         self.monitor.restore(saved.monitor)
+        # every kept snapshot was taken after the problem began (it was found
+        # late): the restored state already holds part of it, and its monitor
+        # statistics would find it again at once, whatever the LR. The monitor
+        # starts afresh from this state instead.
+        tainted = saved.step >= first_step
+        if tainted:
+            self.monitor.reset()
         self._recoveries += 1
         _new_streams(self._loaders, self._rng, self._recoveries)
         # back off: the k-th recovery in a row cuts by factor**k
@@ -483,7 +490,7 @@ class Guard:
         ref = evidence.get("best", evidence.get("level"))
         thr = evidence.get("threshold")
         line: float | None = None
-        if ref is not None and thr is not None:
+        if ref is not None and thr is not None and not tainted:
             stats = self.monitor.stats()
             if math.isfinite(stats["level"]):
                 ref = max(ref, stats["level"])
