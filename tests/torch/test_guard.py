@@ -222,19 +222,32 @@ def test_clean_stretch_resets_the_count() -> None:
     assert [e.attempt for e in guard.events] == [1, 1, 1]
 
 
+def guarded_step(
+    guard: Guard,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+    *,
+    nan: bool = False,
+) -> None:
+    """One training step under the guard; ``nan`` poisons its loss."""
+    loss = nn.functional.mse_loss(model(xb), yb)
+    if nan:
+        loss = loss * float("nan")
+    opt.zero_grad()
+    loss.backward()
+    if guard.step(loss):
+        opt.step()
+
+
 def test_skip_batches_and_spill(tmp_path: Path) -> None:
     model, opt, loader = make(GOOD_LR)
     with Guard(model, opt, every=10, skip_batches=3, spill_dir=tmp_path) as guard:
         seen = []
         for t, (xb, yb) in enumerate(guard.batches(loader)):
             seen.append(t)
-            loss = nn.functional.mse_loss(model(xb), yb)
-            if t == 12:
-                loss = loss * float("nan")
-            opt.zero_grad()
-            loss.backward()
-            if guard.step(loss):
-                opt.step()
+            guarded_step(guard, model, opt, xb, yb, nan=t == 12)
         assert list(tmp_path.iterdir())  # snapshots on disk
         assert guard.events[0].skipped_batches == 3
     assert len(seen) == len(loader) - 3
@@ -321,13 +334,7 @@ def _epoch_orders(loader_generator: bool) -> tuple[list[list[int]], list]:
         order = []
         for xb, yb, ib in guard.batches(loader):
             order.append(int(ib[0]))
-            loss = nn.functional.mse_loss(model(xb), yb)
-            if t == 12:
-                loss = loss * float("nan")
-            opt.zero_grad()
-            loss.backward()
-            if guard.step(loss):
-                opt.step()
+            guarded_step(guard, model, opt, xb, yb, nan=t == 12)
             t += 1
         orders.append(order)
     return orders, [(e.step, e.restored_step) for e in guard.events]
