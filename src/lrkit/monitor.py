@@ -195,8 +195,10 @@ class MonitorConfig:
             noise; second differences ignore a steady trend), so that a
             validation curve that jitters is not read as a rise.
         overfit_patience: see ``overfit_frac``.
-        merge_gap: a problem that stops for at most ``merge_gap`` updates and
-            comes back extends the same finding instead of opening a new one.
+        merge_gap: a problem that stops for at most ``merge_gap`` training
+            updates and comes back extends the same finding instead of opening
+            a new one (``too_slow``, a property of a long stretch, keeps open
+            for ``trend_window`` updates).
         val_merge_gap: the same for the validation detectors, in evaluations.
     """
 
