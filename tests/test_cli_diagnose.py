@@ -139,3 +139,17 @@ def test_overflowed_losses_still_draw(tmp_path: Path) -> None:
     p = lrkit("diagnose", str(path), "--out", str(tmp_path / "fig"))
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "fig" / "diagnose.png").stat().st_size > 1000
+
+
+def test_resumed_log(tmp_path: Path) -> None:
+    """A log that starts on its plateau (a resumed run): --resumed turns off
+    the 'nothing learned since the start' judgement."""
+    y = 0.45 * np.exp(0.3 * np.random.default_rng(1).standard_normal(600))
+    path = tmp_path / "resumed.csv"
+    path.write_text(
+        "step,loss\n" + "".join(f"{5000 + i},{v}\n" for i, v in enumerate(y))
+    )
+    plain = json.loads(lrkit("diagnose", str(path), "--json").stdout)
+    resumed = json.loads(lrkit("diagnose", str(path), "--json", "--resumed").stdout)
+    assert plain["verdict"] == "lr too low"
+    assert resumed["verdict"] == "healthy" and resumed["config"]["resumed"] is True

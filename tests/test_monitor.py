@@ -719,3 +719,21 @@ def test_update_without_a_loss_carries_validation_only() -> None:
     assert mon.stats()["val_losses"] == 1.0
     with pytest.raises(ValueError, match="step must be > the previous step"):
         mon.update(5, 1.9)
+
+
+def test_resumed_monitor_does_not_call_a_plateau_too_slow() -> None:
+    # a resumed run on its plateau from the first update: nothing "learned
+    # since the start" is expected, not a sign of a too-low LR
+    plateaus = [
+        list(0.45 * np.exp(0.3 * np.random.default_rng(s).standard_normal(600)))
+        for s in range(20)
+    ]
+    default = sum("too_slow" in kinds(feed(y), WARN) for y in plateaus)
+    resumed = sum("too_slow" in kinds(feed(y, resumed=True), WARN) for y in plateaus)
+    assert default >= 10 and resumed == 0, (default, resumed)
+    # a resumed run that is slow and steady is still too slow
+    rng = np.random.default_rng(3)
+    steady = list(2.3 - 3e-4 * np.arange(600) + 0.02 * rng.standard_normal(600))
+    assert "too_slow" in kinds(feed(steady, resumed=True), WARN)
+    with pytest.raises(TypeError, match="resumed must be True or False"):
+        MonitorConfig(resumed=1)  # type: ignore[arg-type]

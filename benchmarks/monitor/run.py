@@ -281,8 +281,11 @@ def null_curves(kind: str, n: int, seed: int) -> list[float]:
 
 def bench_null(**settings: float) -> None:
     """False warnings on synthetic healthy runs (no labels involved)."""
-    print("\n| plateau noise | steps | runs with a warning (synthetic, healthy) |")
-    print("|---|---|---|")
+    print(
+        "\n| plateau noise | steps | runs with a warning (synthetic, healthy) "
+        "| with `resumed=True` |"
+    )
+    print("|---|---|---|---|")
     for n, runs in ((600, 100), (3000, 30)):
         for kind in (
             "gaussian",
@@ -291,14 +294,17 @@ def bench_null(**settings: float) -> None:
             "resumed (log-normal, sigma 0.3)",
             "resumed (log-normal, sigma 0.6)",
         ):
-            hit = 0
-            for seed in range(runs):
-                mon = Monitor(**settings)  # type: ignore[arg-type]
-                for t, v in enumerate(null_curves(kind, n, seed)):
-                    mon.update(t, v)
-                mon.finish()
-                hit += any(f.severity in WARN for f in mon.findings)
-            print(f"| {kind} | {n} | {pct(hit, runs)} |")
+            cells = []
+            for resumed in (False, True) if kind.startswith("resumed") else (False,):
+                hit = 0
+                for seed in range(runs):
+                    mon = Monitor(resumed=resumed, **settings)  # type: ignore[arg-type]
+                    for t, v in enumerate(null_curves(kind, n, seed)):
+                        mon.update(t, v)
+                    mon.finish()
+                    hit += any(f.severity in WARN for f in mon.findings)
+                cells.append(pct(hit, runs))
+            print(f"| {kind} | {n} | {' | '.join(cells)}{' | -' * (2 - len(cells))} |")
 
 
 def bench_update_cost() -> None:

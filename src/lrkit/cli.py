@@ -633,6 +633,14 @@ def diagnose(
             show_default=False,
         ),
     ] = None,
+    resumed: Annotated[
+        bool,
+        typer.Option(
+            "--resumed",
+            help="The log starts mid-run (a resumed run): no 'nothing learned "
+            "since the start' judgement.",
+        ),
+    ] = False,
     json_out: JsonOption = False,
 ) -> None:
     """Diagnose learning-rate problems from a training log.
@@ -662,7 +670,7 @@ def diagnose(
         for name in ("loss_key", "val_key", "lr_key", "grad_norm_key", "step_key"):
             text = text.replace(name, "--" + name.replace("_", "-"))
         fail(text)
-    result = run_diagnose(history)
+    result = run_diagnose(history, resumed=resumed)
     figure: str | None = None
     if out is not None:
         directory = out_dir(out)

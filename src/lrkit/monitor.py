@@ -200,6 +200,11 @@ class MonitorConfig:
             a new one (``too_slow``, a property of a long stretch, keeps open
             for ``trend_window`` updates).
         val_merge_gap: the same for the validation detectors, in evaluations.
+        resumed: the monitor joins a run that has trained before (resumed
+            from a checkpoint, or attached late): the rules that compare the
+            curve with its start as the start of training are off (the flat
+            ``too_slow`` rule, "nothing learned since the start", and the
+            blow-up rule). A resumed run on its plateau is then not "too slow".
     """
 
     min_updates: int = 10
@@ -229,6 +234,7 @@ class MonitorConfig:
     overfit_patience: int = 3
     merge_gap: int = 10
     val_merge_gap: int = 2
+    resumed: bool = False
 
     def __post_init__(self) -> None:
         if _check.positive_int("min_updates", self.min_updates) < 3:
@@ -275,6 +281,8 @@ class MonitorConfig:
         _check.positive_int("overfit_patience", self.overfit_patience)
         _check.non_negative_int("merge_gap", self.merge_gap)
         _check.non_negative_int("val_merge_gap", self.val_merge_gap)
+        if not isinstance(self.resumed, bool):
+            _check.fail("resumed", "True or False", self.resumed, exc=TypeError)
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as a plain dict."""
@@ -925,7 +933,13 @@ class Monitor:
         sm = self._smooth
         sm = level if n == 1 else sm + self._alpha * (level - sm)
         self._smooth = sm
-        if c.blowup_factor and n > 1 and n <= 4 * c.min_updates and self._nonneg:
+        if (
+            c.blowup_factor
+            and not c.resumed
+            and n > 1
+            and n <= 4 * c.min_updates
+            and self._nonneg
+        ):
             start = self._start
             if start > 0.0 and x > c.blowup_factor * start:
                 if self._blow_run == 0:
@@ -1000,6 +1014,7 @@ class Monitor:
                 total = self._start_level - level
                 flat = (
                     not self._unstable
+                    and not c.resumed
                     and -c.slow_flat_z * sigma < total < c.slow_flat_z * sigma * hold
                 )
                 if self._slow_since is not None:
