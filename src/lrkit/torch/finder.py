@@ -95,11 +95,13 @@ class _Batches:
         except StopIteration:
             # an iterator (a generator) cannot restart; asking iter() of a
             # DataLoader would start a new epoch and draw from its generator
-            if isinstance(self.loader, Iterator) and self.taken == 0:
-                _check.fail(
-                    self.name, "a loader that yields at least one batch", self.loader
-                )
             if isinstance(self.loader, Iterator):
+                if self.taken == 0:
+                    _check.fail(
+                        self.name,
+                        "a loader that yields at least one batch",
+                        self.loader,
+                    )
                 _check.fail(
                     self.name,
                     "a loader that can be iterated again (a DataLoader, a list) "
@@ -802,8 +804,8 @@ def _confirm_choice(
     ``up`` the training losses of the run at 3x. The run at 3x wins only when
     its score is lower by more than ``margin`` (the noise of the comparison,
     see :func:`_paired_margin`), ``train_agrees`` (scored on validation, its
-    last training losses must be lower too) and :class:`lrkit.Monitor`, run over its
-    training losses, found no sign of instability. A lone ``info``-level
+    last training losses must be lower too) and :class:`lrkit.Monitor`, run
+    over its training losses, found no sign of instability. A lone ``info``-level
     finding (a spike, common in healthy early training) does not count when
     the run at 3x gained more than ``CONFIRM_FACTOR`` times what the run at the
     suggestion gained: early progress grows with the LR, so more than the LR

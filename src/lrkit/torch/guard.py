@@ -316,7 +316,6 @@ class Guard:
         self._t = 0  # guard steps so far
         self._last_snap = -(10**18)
         self._attempt = 0
-        self._recoveries = 0  # all recoveries so far (the random streams' salt)
         self._last_recovery = -(10**18)
         self._to_skip = 0
         self._watch: tuple[float, int] | None = None  # (line, until step)
@@ -477,8 +476,8 @@ class Guard:
         tainted = saved.step >= first_step
         if tainted:
             self.monitor.reset()
-        self._recoveries += 1
-        _new_streams(self._loaders, self._rng, self._recoveries)
+        # salt: this recovery's number (its event is recorded below)
+        _new_streams(self._loaders, self._rng, len(self.events) + 1)
         # back off: the k-th recovery in a row cuts by factor**k
         self._scale *= self.factor**self._attempt
         self._apply_scale(saved.scale)
