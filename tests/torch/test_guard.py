@@ -241,6 +241,54 @@ def guarded_step(
         opt.step()
 
 
+def spiked_run(guard: Guard, spikes: set[int], steps: int = 80) -> list[int]:
+    """Train under ``guard``; at the steps in ``spikes`` the loss value jumps by
+    50 (its gradient is unchanged). Returns the steps that were rolled back."""
+    model, opt = guard.model, guard.optimizer
+    rolled = []
+    x, y = data()
+    for t in range(steps):
+        rows = slice(32 * (t % 32), 32 * (t % 32 + 1))
+        xb, yb = x[rows], y[rows]
+        loss = nn.functional.mse_loss(model(xb), yb)
+        if t in spikes:
+            loss = loss + 50.0
+        opt.zero_grad()
+        loss.backward()
+        if guard.step(loss):
+            opt.step()
+        else:
+            rolled.append(t)
+    return rolled
+
+
+def test_a_lone_spike_rolls_back_without_cutting_the_lr() -> None:
+    model, opt, _ = make(GOOD_LR)
+    guard = Guard(model, opt, every=10)
+    assert spiked_run(guard, {45}) == [45]
+    (event,) = guard.events
+    assert (event.kind, event.restored_step, event.attempt) == ("spike", 40, 1)
+    assert guard.recovery_scale == 1.0 and event.recovery_scale == 1.0
+    assert opt.param_groups[0]["lr"] == GOOD_LR
+
+
+def test_a_spike_that_comes_back_is_cut() -> None:
+    model, opt, _ = make(GOOD_LR)
+    guard = Guard(model, opt, every=10, factor=0.5)
+    spiked_run(guard, {45, 48})
+    assert [(e.kind, e.attempt) for e in guard.events] == [("spike", 1), ("spike", 2)]
+    assert [e.recovery_scale for e in guard.events] == [1.0, 0.5]
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.5 * GOOD_LR)
+
+
+def test_spike_factor_cuts_a_lone_spike_when_asked() -> None:
+    model, opt, _ = make(GOOD_LR)
+    guard = Guard(model, opt, every=10, spike_factor=0.5)
+    spiked_run(guard, {45})
+    assert guard.recovery_scale == 0.5
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.5 * GOOD_LR)
+
+
 def test_skip_batches_and_spill(tmp_path: Path) -> None:
     model, opt, loader = make(GOOD_LR)
     with Guard(model, opt, every=10, skip_batches=3, spill_dir=tmp_path) as guard:
@@ -265,6 +313,8 @@ def test_bad_arguments() -> None:
     model, opt, _ = make(GOOD_LR)
     with pytest.raises(ValueError, match=r"factor must be in \(0, 1\)"):
         Guard(model, opt, factor=1.0)
+    with pytest.raises(ValueError, match=r"spike_factor must be in \(0, 1\]"):
+        Guard(model, opt, spike_factor=0.0)
     with pytest.raises(ValueError, match="on must be a non-empty sequence"):
         Guard(model, opt, on=("explode",))
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):

@@ -26,8 +26,12 @@ up, it
 2. multiplies the learning rate by ``factor`` (the *recovery scale* of lrkit's
    one equation ``lr = base_lr × schedule(t) × plateau_scale ×
    recovery_scale``), cumulatively over recoveries, and by ``factor**k`` for
-   the k-th recovery in a row (a recovery that did not hold means the LR is
-   further off than one cut);
+   the k-th cut in a row (a recovery that did not hold means the LR is
+   further off than one cut). A lone ``spike`` (the first recovery in a row)
+   is the exception: it rolls back by ``spike_factor``, 1 by default, so only
+   the state is restored, as large-model trainers do for loss spikes (the
+   batch, not the LR, is the usual cause, and a needless cut costs the rest
+   of the run); if the problem comes back, the next recovery cuts;
 3. asks :meth:`batches` to drop the next ``skip_batches`` batches;
 4. records a :class:`GuardEvent` and returns ``False`` so the caller skips the
    optimizer step of the offending batch.
@@ -185,7 +189,10 @@ def _new_streams(loaders: Sequence[Any], rng: bool, salt: int) -> None:
 
 
 class Guard:
-    """Watch a training loop; on NaN, divergence or a spike, roll back and cut the LR.
+    """Watch a training loop; on NaN or divergence roll back and cut the LR.
+
+    A lone loss spike is rolled back without a cut (``spike_factor``); one
+    that comes back is cut like the rest.
 
     See the module docstring for the loop and the recovery semantics.
 
@@ -201,8 +208,12 @@ class Guard:
         every: take a snapshot every ``every`` clean steps.
         keep: how many snapshots to keep (each is one copy of the model and the
             optimizer state).
-        factor: the LR multiplier per recovery, in (0, 1); the k-th recovery in
+        factor: the LR multiplier per recovery, in (0, 1); the k-th cut in
             a row multiplies by ``factor**k``.
+        spike_factor: the LR multiplier, in (0, 1], of a recovery from a lone
+            spike (a ``spike`` finding that starts a row of recoveries); the
+            default 1 restores the snapshot and keeps the LR. A row that goes
+            on cuts by ``factor`` as above.
         skip_batches: batches :meth:`batches` drops after each recovery.
         max_recoveries: recoveries in a row (without ``every`` clean steps in
             between) before :class:`GuardError`.
@@ -246,6 +257,7 @@ class Guard:
         every: int = 100,
         keep: int = 2,
         factor: float = 0.3,
+        spike_factor: float = 1.0,
         skip_batches: int = 0,
         max_recoveries: int = 5,
         on: Sequence[str] = ("nan", "diverged", "spike"),
@@ -262,6 +274,7 @@ class Guard:
         self.every = _check.positive_int("every", every)
         self.keep = _check.positive_int("keep", keep)
         self.factor = _check.fraction("factor", factor, low_open=True, high_open=True)
+        self.spike_factor = _check.fraction("spike_factor", spike_factor, low_open=True)
         self.skip_batches = _check.non_negative_int("skip_batches", skip_batches)
         self.max_recoveries = _check.positive_int("max_recoveries", max_recoveries)
         if isinstance(on, str) or not all(k in KINDS for k in on) or not on:
@@ -316,6 +329,7 @@ class Guard:
         self._t = 0  # guard steps so far
         self._last_snap = -(10**18)
         self._attempt = 0
+        self._cuts = 0  # LR cuts in the current row of recoveries
         self._last_recovery = -(10**18)
         self._to_skip = 0
         self._watch: tuple[float, int] | None = None  # (line, until step)
@@ -384,6 +398,7 @@ class Guard:
             return False
         if t - self._last_recovery >= self.every:
             self._attempt = 0  # a clean stretch: the last recovery worked
+            self._cuts = 0
         healthy = math.isfinite(x) and not any(
             f.kind in self.on or f.kind == "exploding_grad" for f in self.monitor.active
         )
@@ -478,8 +493,13 @@ class Guard:
             self.monitor.reset()
         # salt: this recovery's number (its event is recorded below)
         _new_streams(self._loaders, self._rng, len(self.events) + 1)
-        # back off: the k-th recovery in a row cuts by factor**k
-        self._scale *= self.factor**self._attempt
+        # back off: the k-th cut in a row cuts by factor**k; a lone spike (the
+        # first recovery of a row) by spike_factor
+        if kind == "spike" and self._attempt == 1:
+            self._scale *= self.spike_factor
+        else:
+            self._cuts += 1
+            self._scale *= self.factor**self._cuts
         self._apply_scale(saved.scale)
         self._last_recovery = t
         self._last_snap = t  # the restored state is the newest good one
