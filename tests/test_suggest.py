@@ -232,9 +232,12 @@ def test_valley_matches_fastais_loop(n: int, seed: int) -> None:
     assert np.log10(lr) == pytest.approx(c.x[_fastai_valley_index(y)], abs=1e-12)
 
 
+PASSES_CURVE = curve(descent_at=-4.0, blowup_at=-0.5)
+
+
 class TestConfidenceSigns:
     """Signs of a curve that predict picks far from the best LR lower the
-    confidence (never the LR) and say why."""
+    confidence and say why; only many passes over the data also move the LR."""
 
     def test_a_clean_wide_curve_is_trusted(self) -> None:
         lrs, loss = curve(descent_at=-4.0, blowup_at=-0.5)
@@ -269,11 +272,15 @@ class TestConfidenceSigns:
         lrs, loss = curve(descent_at=-4.0, blowup_at=-0.5)
         once = suggest(lrs, loss, epochs=1.0)
         many = suggest(lrs, loss, epochs=25.0)
-        assert many.lr == once.lr  # only the confidence moves
+        # the one sign that also moves the LR: the margin grows with the passes
+        assert many.lr == pytest.approx(once.lr / 2.5)
+        assert many.evidence["passes_margin"] == pytest.approx(2.5)
+        assert many.evidence["margin"] == pytest.approx(3.0 * 2.5)
         assert many.confidence == pytest.approx(0.4 * once.confidence)
         assert many.evidence["epochs"] == 25.0
         (reason,) = [r for r in many.reasons if "times through" in r]
         assert "25 times" in reason and "pass a val_loader" in reason
+        assert any("2.5x of that margin for the passes" in r for r in many.reasons)
         x = np.log10(lrs)
         with_val = suggest(
             lrs,
@@ -283,6 +290,38 @@ class TestConfidenceSigns:
             val_losses=loss[::2] + 0.1 * x[::2],
         )
         assert not any("pass a val_loader" in r for r in with_val.reasons)
+
+    @given(
+        a=st.floats(0.0, 100.0, allow_nan=False),
+        b=st.floats(0.0, 100.0, allow_nan=False),
+    )
+    @settings(max_examples=40, deadline=None)
+    def test_passes_margin_is_clipped_proportional(self, a: float, b: float) -> None:
+        """``lr(epochs) = lr(<= 10 epochs) / clip(epochs / 10, 1, 3)``: never
+        higher for more passes, at most one more safety factor lower."""
+        lrs, loss = PASSES_CURVE
+        base = suggest(lrs, loss).lr
+        lo, hi = sorted((a, b))
+        few, more = suggest(lrs, loss, epochs=lo), suggest(lrs, loss, epochs=hi)
+        assert base is not None and few.lr is not None and more.lr is not None
+        assert more.lr <= few.lr * (1 + 1e-12)
+        assert few.lr == pytest.approx(base / min(3.0, max(1.0, lo / 10.0)))
+        assert base / 3.0 * (1 - 1e-12) <= more.lr
+
+    def test_a_model_that_cannot_memorise_gets_no_passes_margin(self) -> None:
+        lrs, loss = PASSES_CURVE
+        once = suggest(lrs, loss, epochs=1.0)
+        small = suggest(lrs, loss, epochs=25.0, params_per_example=0.3)
+        big = suggest(lrs, loss, epochs=25.0, params_per_example=3.0)
+        assert small.lr == once.lr and small.evidence["passes_margin"] == 1.0
+        assert big.lr == pytest.approx(once.lr / 2.5)
+        assert small.evidence["params_per_example"] == 0.3
+        assert any(
+            "fewer parameters than training examples" in r for r in small.reasons
+        )
+        assert small.confidence == pytest.approx(big.confidence)  # still a caution
+        with pytest.raises(ValueError, match="params_per_example must be"):
+            suggest(lrs, loss, params_per_example=-1.0)
 
     def test_epochs_must_be_non_negative(self) -> None:
         lrs, loss = curve()

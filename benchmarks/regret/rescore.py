@@ -163,6 +163,7 @@ def suggest_record(rec: dict[str, Any], val: bool) -> Any:
         stop_reason=r["stop_reason"],
         skipped=r["skipped"],
         epochs=None if spe is None else r["steps_done"] / spe,
+        params_per_example=r["settings"].get("params_per_example"),
         **kwargs,
     )
 

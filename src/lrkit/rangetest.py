@@ -226,7 +226,10 @@ class RangeTestSettings:
         noise_factor: lower bound of the scale in units of the loss noise.
         val_every: validation every this many steps (0: no validation).
         steps_per_epoch: steps in one pass over the training data, when known
-            (the suggestion's confidence reads how many passes the test made).
+            (the suggestion reads how many passes the test made).
+        params_per_example: trainable parameters per training example, when
+            known (below 1 the model cannot memorise its data; see
+            :func:`lrkit.suggest`).
         extra: adapter-specific settings (accumulation, amp, groups, ...).
     """
 
@@ -241,6 +244,7 @@ class RangeTestSettings:
     noise_factor: float = 3.0
     val_every: int = 0
     steps_per_epoch: int | None = None
+    params_per_example: float | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -253,6 +257,8 @@ class RangeTestSettings:
         _check.non_negative_int("val_every", self.val_every)
         if self.steps_per_epoch is not None:
             _check.positive_int("steps_per_epoch", self.steps_per_epoch)
+        if self.params_per_example is not None:
+            _check.non_negative("params_per_example", self.params_per_example)
 
 
 @dataclass(frozen=True, repr=False)
@@ -587,6 +593,7 @@ def range_test(
     progress: Callable[[Progress], None] | None = None,
     suggest: bool | str = True,
     steps_per_epoch: int | None = None,
+    params_per_example: float | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> RangeTestResult:
     """Run a range test over any ``step_fn(lr) -> loss``.
@@ -621,7 +628,11 @@ def range_test(
         suggest: ``True`` for the default suggestion rule, a rule name (see
             :func:`lrkit.suggest`), or ``False`` for none.
         steps_per_epoch: steps in one pass over the training data, if known:
-            the suggestion's confidence falls when the test made many passes.
+            when the test made many passes, the suggestion's confidence falls
+            and its margin grows.
+        params_per_example: trainable parameters per training example, if
+            known: below 1 (a model that cannot memorise its data) many passes
+            do not widen the margin.
         extra: adapter settings to record in ``result.settings.extra``.
 
     Returns:
@@ -643,6 +654,7 @@ def range_test(
         noise_factor=noise_factor,
         val_every=_check.positive_int("val_every", val_every) if val_fn else 0,
         steps_per_epoch=steps_per_epoch,
+        params_per_example=params_per_example,
         extra=dict(extra or {}),
     )
     _check.callable_("step_fn", step_fn)
@@ -736,6 +748,7 @@ def range_test(
             stop_reason=stop,
             skipped=skipped,
             epochs=None if steps_per_epoch is None else steps_done / steps_per_epoch,
+            params_per_example=params_per_example,
         )
     return RangeTestResult(
         lrs=tuple(lrs),

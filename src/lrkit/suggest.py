@@ -303,9 +303,10 @@ EDGE_DECADES = 1.0
 #: its starting value before the edge: the test saw only the first steps of
 #: training, where the stable LR can differ from later in the run.
 LEARNED_FRAC = 0.25
-#: Confidence falls when the range test passed over the training data more
-#: than this many times: its loss then measures memorisation, and the best LR
-#: of a full run may be set by overfitting and by the run's length.
+#: Confidence falls, and the default rule's margin grows, when the range test
+#: passed over the training data more than this many times: its loss then
+#: measures memorisation, and the best LR of a full run may be set by
+#: overfitting and by the run's length.
 MAX_EPOCHS = 10.0
 
 
@@ -315,6 +316,8 @@ class _Inputs:
 
     train: _Curve
     val: _Curve | None
+    epochs: float | None = None  # passes over the training data, when known
+    params_per_example: float | None = None  # trainable parameters per example
 
 
 RuleFn = Callable[[_Inputs], tuple[float, dict[str, float]]]
@@ -362,10 +365,14 @@ def _rule_lrkit(d: _Inputs) -> tuple[float, dict[str, float]]:
 
     ``lr = anchor / margin`` with ``anchor = min(lr_bottom_train, lr_bottom_val)``
     (the validation bottom counts only where at least ``MIN_VAL_DESCENT``
-    validation points resolve the descent) and ``margin = SAFETY_FACTOR`` (3)
-    when the ladder reached an instability edge, else 1. ``lr_bottom`` is the LR
-    at which the (lag-free smoothed) loss reaches the bottom of its curve
-    (within ``BOTTOM_FRAC`` of its lowest value).
+    validation points resolve the descent) and ``margin = edge_margin ×
+    passes_margin``: ``edge_margin = SAFETY_FACTOR`` (3) when the ladder reached
+    an instability edge, else 1; ``passes_margin = clip(epochs / MAX_EPOCHS, 1,
+    SAFETY_FACTOR)``, 1 up to 10 passes over the training data (or when the
+    number of passes is unknown, or the model has fewer trainable parameters
+    than training examples), then growing with the passes up to 3.
+    ``lr_bottom`` is the LR at which the (lag-free smoothed) loss reaches the
+    bottom of its curve (within ``BOTTOM_FRAC`` of its lowest value).
 
     Why: the bottom of a range test marks the LR at which a few steps stop
     helping; when the loss then rises again (an instability edge was seen), a
@@ -375,6 +382,18 @@ def _rule_lrkit(d: _Inputs) -> tuple[float, dict[str, float]]:
     no edge was seen and the bottom itself is suggested (with a reason to
     raise ``end_lr``). The validation bottom comes first when the model starts
     to overfit; taking the lower of the two is the safe side.
+
+    The passes margin: a range test that went through the training data more
+    than ``MAX_EPOCHS`` times measured memorisation, and the full run it
+    stands for passes over the data more often still. On such small data the
+    best constant LR is the one at which the model has not yet overfit when
+    the run ends, which neither curve of a range test can show (at that LR the
+    test has barely started to learn), and which lies lower the more passes a
+    run makes; the margin grows with the passes the test itself made, by at
+    most one more safety factor, on the same asymmetric-basin reasoning. A
+    model with fewer trainable parameters than training examples (a linear or
+    logistic model on a few hundred examples) cannot memorise its data, and
+    its best LR is not set by overfitting: no passes margin.
     """
     lr_bottom = float(10 ** d.train.x[_bottom(d.train)])
     edge = _edge_seen(d.train)
@@ -391,8 +410,15 @@ def _rule_lrkit(d: _Inputs) -> tuple[float, dict[str, float]]:
         evidence["val_points_in_descent"] = float(resolved)
         if resolved >= MIN_VAL_DESCENT:
             anchor = min(anchor, lr_vbottom)
-    margin = SAFETY_FACTOR if edge else 1.0
+    passes = 1.0
+    small_model = d.params_per_example is not None and d.params_per_example < 1.0
+    if d.epochs is not None and d.epochs > MAX_EPOCHS and not small_model:
+        passes = min(SAFETY_FACTOR, d.epochs / MAX_EPOCHS)
+    margin = (SAFETY_FACTOR if edge else 1.0) * passes
     evidence["anchor"] = anchor
+    evidence["passes_margin"] = passes
+    if d.params_per_example is not None:
+        evidence["params_per_example"] = d.params_per_example
     evidence["margin"] = margin
     lr = max(anchor / margin, float(10 ** d.train.x[0]))
     return lr, evidence
@@ -465,10 +491,17 @@ def _lrkit_reasons(evidence: Mapping[str, float]) -> list[str]:
                 "few validation points in the descent to act on"
             )
     which = "validation" if used_val else "training"
+    passes = evidence.get("passes_margin", 1.0)
     if evidence["margin"] > 1.0:
         how = (
-            f"suggested 1/{evidence['margin']:g} of it (the best constant LR sits "
-            "below the range test's bottom, and too high costs more than too low)"
+            f"suggested 1/{evidence['margin']:.3g} of it (the best constant LR sits "
+            "below the range test's bottom, and too high costs more than too low"
+            + (
+                f"; {passes:.2g}x of that margin for the passes over small data"
+                if passes > 1.0
+                else ""
+            )
+            + ")"
         )
     else:
         how = "suggested it as is: the loss never turned up, so no margin is needed"
@@ -483,7 +516,9 @@ class _Shape:
     evidence: dict[str, float]
 
 
-def _shape_confidence(c: _Curve, epochs: float | None, has_val: bool) -> _Shape:
+def _shape_confidence(
+    c: _Curve, epochs: float | None, has_val: bool, params_per_example: float | None
+) -> _Shape:
     """What the curve's shape says about how far to trust its bottom.
 
     Three signs, each lowering the confidence (never the LR), each measured on
@@ -534,10 +569,17 @@ def _shape_confidence(c: _Curve, epochs: float | None, has_val: bool) -> _Shape:
         evidence["epochs"] = epochs
         if epochs > MAX_EPOCHS:
             factor *= 0.4
+            small = params_per_example is not None and params_per_example < 1.0
             reasons.append(
                 f"the range test went {epochs:.0f} times through the training data: "
-                "its loss measures memorisation, and on small data the best LR of "
-                "a full run is set by overfitting and by the run's length"
+                + (
+                    "the model has fewer parameters than training examples, so "
+                    "its best LR is not set by overfitting (no extra margin), but "
+                    "the test saw the same examples over and over"
+                    if small
+                    else "its loss measures memorisation, and on small data the best "
+                    "LR of a full run is set by overfitting and by the run's length"
+                )
                 + ("" if has_val else " (pass a val_loader)")
             )
     return _Shape(factor, reasons, evidence)
@@ -555,6 +597,7 @@ def suggest(
     skipped: Sequence[bool] | None = None,
     bandwidth: float = 0.15,
     epochs: float | None = None,
+    params_per_example: float | None = None,
 ) -> Suggestion:
     """Suggest a learning rate from a range-test curve.
 
@@ -567,9 +610,12 @@ def suggest(
     curves (the validation bottom counts only with at least
     ``MIN_VAL_DESCENT`` validation points across the descent), and ``margin``
     is 3 when the loss turned up again or went NaN (an instability edge was
-    seen), else 1 (see :func:`_rule_lrkit` for the reasoning). ``low`` is where
-    the training loss has fallen by a tenth of its total drop, ``high`` the
-    anchor (for the other rules: the minimum of the smoothed loss).
+    seen), else 1, times ``clip(epochs / 10, 1, 3)`` when the test passed over
+    the training data more than 10 times and the model has at least as many
+    trainable parameters as training examples (see :func:`_rule_lrkit` for
+    the reasoning). ``low`` is where the training loss has fallen by a tenth
+    of its total drop, ``high`` the anchor (for the other rules: the minimum of
+    the smoothed loss).
 
     Args:
         lrs: learning rates, strictly increasing, > 0.
@@ -585,7 +631,12 @@ def suggest(
         bandwidth: smoothing bandwidth in decades of LR.
         epochs: passes the range test made over the training data (optional;
             :func:`~lrkit.find_lr` fills it in when the loader has a length).
-            Only the confidence and the reasons use it.
+            More than 10 lower the confidence and widen the default rule's
+            margin.
+        params_per_example: trainable parameters per training example
+            (optional; :func:`~lrkit.find_lr` fills it in when the data set
+            has a length). Below 1 the model cannot memorise its training
+            data, and many passes do not widen the margin.
 
     Returns:
         A :class:`Suggestion`; its ``lr`` is ``None`` when the curve holds no
@@ -599,6 +650,10 @@ def suggest(
     bandwidth = _check.positive("bandwidth", bandwidth)
     if epochs is not None:
         epochs = _check.non_negative("epochs", epochs)
+    if params_per_example is not None:
+        params_per_example = _check.non_negative(
+            "params_per_example", params_per_example
+        )
     c = _prepare(lrs, losses, skipped, bandwidth)
     reasons: list[str] = []
     if c.nan_lr is not None:
@@ -629,7 +684,7 @@ def suggest(
             evidence={"drop": drop, "noise": sigma_s},
         )
 
-    lr, evidence = RULES[method](_Inputs(c, val))
+    lr, evidence = RULES[method](_Inputs(c, val, epochs, params_per_example))
     i_min, slope = _descent(c)
     lr_min = float(10 ** c.x[i_min])
     low = min(float(10 ** c.x[_low(c)]), lr)
@@ -648,7 +703,7 @@ def suggest(
     if float(np.min(first)) <= 0.5 * float(np.min(slope[: max(i_min, 1)])):
         reasons.append("loss already falling at start_lr: lower start_lr")
         conf *= 0.6
-    shape = _shape_confidence(c, epochs, val is not None)
+    shape = _shape_confidence(c, epochs, val is not None, params_per_example)
     conf *= shape.factor
     reasons += shape.reasons
     if method == "lrkit":

@@ -259,6 +259,36 @@ def test_passes_over_the_data_reach_the_confidence() -> None:
     assert r2.suggestion_info is None or "epochs" not in r2.suggestion_info.evidence
 
 
+def test_passes_margin_needs_a_model_that_can_memorise() -> None:
+    """Many passes widen the margin for a model with more parameters than
+    examples (it can memorise them), not for a linear model with fewer."""
+    data = loader(batch_size=16, n=64)  # 4 steps per epoch: ~50 passes
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 3))
+    r = lrkit.find_lr(
+        mlp, torch.optim.Adam(mlp.parameters(), lr=1e-3), F.cross_entropy, data
+    )
+    n_params = sum(p.numel() for p in mlp.parameters())
+    assert r.settings.params_per_example == pytest.approx(n_params / 64)
+    info = r.suggestion_info
+    assert info is not None and info.evidence["epochs"] > 30
+    assert info.evidence["params_per_example"] == pytest.approx(n_params / 64)
+    assert info.evidence["passes_margin"] == 3.0  # capped at one safety factor
+    again = lrkit.RangeTestResult.from_dict(r.to_dict())
+    assert again.settings.params_per_example == r.settings.params_per_example
+
+    torch.manual_seed(0)
+    linear = nn.Linear(8, 3)  # 27 parameters, 64 examples
+    frozen = nn.Linear(8, 3).requires_grad_(False)  # not trained: not counted
+    opt = torch.optim.SGD([*linear.parameters(), *frozen.parameters()], lr=0.01)
+    r2 = lrkit.find_lr(nn.Sequential(linear), opt, F.cross_entropy, data)
+    assert r2.settings.params_per_example == pytest.approx(27 / 64)
+    info2 = r2.suggestion_info
+    assert info2 is not None and info2.evidence["epochs"] > 10
+    assert info2.evidence["passes_margin"] == 1.0
+    assert any("fewer parameters than training examples" in x for x in r2.reasons)
+
+
 def test_param_group_ratios_kept() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))

@@ -129,6 +129,25 @@ def _known_len(obj: Any) -> int | None:
         return None
 
 
+def _params_per_example(
+    optimizer: torch.optim.Optimizer, train_loader: Any
+) -> float | None:
+    """Trainable parameters (elements of the tensors the optimizer updates) per
+    training example (``len(train_loader.dataset)``); None when the data set
+    has no length."""
+    n_examples = _known_len(getattr(train_loader, "dataset", None))
+    if not n_examples:
+        return None
+    seen: set[int] = set()
+    n_params = 0
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if id(p) not in seen and p.requires_grad:
+                seen.add(id(p))
+                n_params += p.numel()
+    return n_params / n_examples
+
+
 def _to_device(value: Any, device: torch.device) -> Any:
     if isinstance(value, torch.Tensor):
         return value.to(device, non_blocking=True)
@@ -729,6 +748,7 @@ def find_lr(
             progress=progress,
             suggest=suggest,
             steps_per_epoch=steps_per_epoch,
+            params_per_example=_params_per_example(optimizer, train_loader),
             extra=extra,
         )
         if confirm_steps:
