@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -241,15 +242,18 @@ def guarded_step(
         opt.step()
 
 
-def spiked_run(guard: Guard, spikes: set[int], steps: int = 80) -> list[int]:
-    """Train under ``guard``; at the steps in ``spikes`` the loss value jumps by
-    50 (its gradient is unchanged). Returns the steps that were rolled back."""
+def spiked_run(
+    guard: Guard, spikes: set[int], steps: int = 80, batches: Any = None
+) -> list[int]:
+    """Train under ``guard`` for ``steps`` steps (on ``batches``, by default the
+    data in order); at the steps in ``spikes`` the loss value jumps by 50 (its
+    gradient is unchanged). Returns the steps that were rolled back."""
     model, opt = guard.model, guard.optimizer
     rolled = []
-    x, y = data()
-    for t in range(steps):
-        rows = slice(32 * (t % 32), 32 * (t % 32 + 1))
-        xb, yb = x[rows], y[rows]
+    if batches is None:
+        x, y = data()
+        batches = [(x[i : i + 32], y[i : i + 32]) for i in range(0, len(x), 32)] * 3
+    for t, (xb, yb) in zip(range(steps), batches, strict=False):
         loss = nn.functional.mse_loss(model(xb), yb)
         if t in spikes:
             loss = loss + 50.0
@@ -333,19 +337,7 @@ def test_watch_catches_a_problem_that_comes_back_after_a_restore() -> None:
     model, opt, loader = make(GOOD_LR)
     guard = Guard(model, opt, every=20, factor=0.5)
     bad = set(range(3, 10)) | {11, 12, 13}  # a blow-up, and its return
-    events_at = []
-    for t, (xb, yb) in enumerate(loader):
-        loss = nn.functional.mse_loss(model(xb), yb)
-        if t in bad:
-            loss = loss + 50.0  # the gradient is the same; the value blows up
-        opt.zero_grad()
-        loss.backward()
-        if guard.step(loss):
-            opt.step()
-        else:
-            events_at.append(t)
-        if t == 60:
-            break
+    events_at = spiked_run(guard, bad, steps=61, batches=loader)
     assert len(guard.events) == 2, guard.events
     first, second = guard.events
     assert (first.kind, first.first_step, first.step) == ("diverged", 3, 9)
