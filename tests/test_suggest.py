@@ -323,6 +323,24 @@ class TestConfidenceSigns:
         with pytest.raises(ValueError, match="params_per_example must be"):
             suggest(lrs, loss, params_per_example=-1.0)
 
+    @pytest.mark.parametrize(
+        ("ppe", "margin"), [(None, 2.5), (0.0, 2.5), (0.99, 1.0), (1.0, 2.5)]
+    )
+    def test_passes_margin_boundaries(self, ppe: float | None, margin: float) -> None:
+        """Below 1 parameter per example: no passes margin; 0 means unknown."""
+        lrs, loss = PASSES_CURVE
+        s = suggest(lrs, loss, epochs=25.0, params_per_example=ppe)
+        assert s.evidence["passes_margin"] == pytest.approx(margin)
+
+    def test_passes_margin_without_an_edge(self) -> None:
+        """No edge seen: the bottom itself, divided by the passes margin alone."""
+        lrs, loss = curve(descent_at=-4.0, blowup_at=5.0)  # never turns up
+        once = suggest(lrs, loss, epochs=1.0)
+        many = suggest(lrs, loss, epochs=25.0)
+        assert once.evidence["edge_seen"] == 0.0 and once.evidence["margin"] == 1.0
+        assert many.evidence["margin"] == pytest.approx(2.5)
+        assert many.lr == pytest.approx(once.lr / 2.5)
+
     def test_epochs_must_be_non_negative(self) -> None:
         lrs, loss = curve()
         with pytest.raises(ValueError, match=r"epochs must be .*got epochs=-1"):

@@ -411,7 +411,7 @@ def _rule_lrkit(d: _Inputs) -> tuple[float, dict[str, float]]:
         if resolved >= MIN_VAL_DESCENT:
             anchor = min(anchor, lr_vbottom)
     passes = 1.0
-    small_model = d.params_per_example is not None and d.params_per_example < 1.0
+    small_model = d.params_per_example is not None and 0 < d.params_per_example < 1
     if d.epochs is not None and d.epochs > MAX_EPOCHS and not small_model:
         passes = min(SAFETY_FACTOR, d.epochs / MAX_EPOCHS)
     margin = (SAFETY_FACTOR if edge else 1.0) * passes
@@ -521,7 +521,8 @@ def _shape_confidence(
 ) -> _Shape:
     """What the curve's shape says about how far to trust its bottom.
 
-    Three signs, each lowering the confidence (never the LR), each measured on
+    Three signs, each lowering the confidence (the LR only through the
+    default rule's passes margin, see :func:`_rule_lrkit`), each measured on
     past tasks to go with picks far from the best LR of a full run:
 
     - a sharp edge: the loss turns up less than ``EDGE_DECADES`` above the
@@ -569,7 +570,7 @@ def _shape_confidence(
         evidence["epochs"] = epochs
         if epochs > MAX_EPOCHS:
             factor *= 0.4
-            small = params_per_example is not None and params_per_example < 1.0
+            small = params_per_example is not None and 0 < params_per_example < 1
             reasons.append(
                 f"the range test went {epochs:.0f} times through the training data: "
                 + (
@@ -632,11 +633,12 @@ def suggest(
         epochs: passes the range test made over the training data (optional;
             :func:`~lrkit.find_lr` fills it in when the loader has a length).
             More than 10 lower the confidence and widen the default rule's
-            margin.
+            margin (unless ``params_per_example`` is below 1).
         params_per_example: trainable parameters per training example
-            (optional; :func:`~lrkit.find_lr` fills it in when the data set
-            has a length). Below 1 the model cannot memorise its training
-            data, and many passes do not widen the margin.
+            (optional; :func:`~lrkit.find_lr` fills it in when it knows the
+            examples per epoch). Below 1 (and above 0) the model cannot
+            memorise its training data, and many passes do not widen the
+            margin; 0 or None: unknown.
 
     Returns:
         A :class:`Suggestion`; its ``lr`` is ``None`` when the curve holds no

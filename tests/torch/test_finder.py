@@ -289,6 +289,33 @@ def test_passes_margin_needs_a_model_that_can_memorise() -> None:
     assert any("fewer parameters than training examples" in x for x in r2.reasons)
 
 
+def test_examples_per_epoch_follow_the_sampler() -> None:
+    """A subset sampler counts its subset; a loader of ready-made batches
+    (``batch_size=None``) does not know its examples; an old record without
+    the field loads with None."""
+    x, y = make_data(6400)
+    ds = TensorDataset(x, y)
+    subset = DataLoader(
+        ds, batch_size=16, sampler=torch.utils.data.SubsetRandomSampler(range(64))
+    )
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 3))
+    opt = torch.optim.Adam(mlp.parameters(), lr=1e-3)
+    n_params = sum(p.numel() for p in mlp.parameters())
+    r = lrkit.find_lr(mlp, opt, F.cross_entropy, subset, num_steps=40)
+    assert r.settings.params_per_example == pytest.approx(n_params / 64)
+
+    batches = TensorDataset(x[:256].reshape(16, 16, 8), y[:256].reshape(16, 16))
+    whole = DataLoader(batches, batch_size=None)
+    r2 = lrkit.find_lr(mlp, opt, F.cross_entropy, whole, num_steps=40)
+    assert r2.settings.steps_per_epoch == 16
+    assert r2.settings.params_per_example is None
+
+    record = r.to_dict()
+    del record["settings"]["params_per_example"]
+    assert lrkit.RangeTestResult.from_dict(record).settings.params_per_example is None
+
+
 def test_param_group_ratios_kept() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))

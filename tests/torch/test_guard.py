@@ -243,11 +243,16 @@ def guarded_step(
 
 
 def spiked_run(
-    guard: Guard, spikes: set[int], steps: int = 80, batches: Any = None
+    guard: Guard,
+    spikes: set[int],
+    steps: int = 80,
+    batches: Any = None,
+    nan: frozenset[int] | set[int] = frozenset(),
 ) -> list[int]:
     """Train under ``guard`` for ``steps`` steps (on ``batches``, by default the
     data in order); at the steps in ``spikes`` the loss value jumps by 50 (its
-    gradient is unchanged). Returns the steps that were rolled back."""
+    gradient is unchanged), at those in ``nan`` it is NaN. Returns the steps
+    that were rolled back."""
     model, opt = guard.model, guard.optimizer
     rolled = []
     if batches is None:
@@ -257,6 +262,8 @@ def spiked_run(
         loss = nn.functional.mse_loss(model(xb), yb)
         if t in spikes:
             loss = loss + 50.0
+        if t in nan:
+            loss = loss * float("nan")
         opt.zero_grad()
         loss.backward()
         if guard.step(loss):
@@ -291,6 +298,29 @@ def test_spike_factor_cuts_a_lone_spike_when_asked() -> None:
     spiked_run(guard, {45})
     assert guard.recovery_scale == 0.5
     assert opt.param_groups[0]["lr"] == pytest.approx(0.5 * GOOD_LR)
+
+
+def test_a_spike_factor_cut_counts_as_the_rows_first_cut() -> None:
+    model, opt, _ = make(GOOD_LR)
+    guard = Guard(model, opt, every=10, factor=0.5, spike_factor=0.5)
+    spiked_run(guard, {45, 48})  # a spike, and another within `every` steps
+    assert [e.recovery_scale for e in guard.events] == [0.5, 0.5 * 0.5**2]
+
+
+def test_a_spike_after_a_nan_in_the_same_row_is_cut_deeper() -> None:
+    model, opt, _ = make(GOOD_LR)
+    guard = Guard(model, opt, every=10, factor=0.5)
+    spiked_run(guard, {48}, nan={45})
+    assert [(e.kind, e.attempt) for e in guard.events] == [("nan", 1), ("spike", 2)]
+    assert [e.recovery_scale for e in guard.events] == [0.5, 0.5 * 0.5**2]
+
+
+def test_the_cut_count_starts_again_after_a_clean_stretch() -> None:
+    model, opt, _ = make(GOOD_LR)
+    guard = Guard(model, opt, every=10, factor=0.5)
+    spiked_run(guard, set(), nan={35, 70})  # two rows, 35 steps apart
+    assert [e.attempt for e in guard.events] == [1, 1]
+    assert [e.recovery_scale for e in guard.events] == [0.5, 0.25]
 
 
 def test_skip_batches_and_spill(tmp_path: Path) -> None:

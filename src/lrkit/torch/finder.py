@@ -133,9 +133,22 @@ def _params_per_example(
     optimizer: torch.optim.Optimizer, train_loader: Any
 ) -> float | None:
     """Trainable parameters (elements of the tensors the optimizer updates) per
-    training example (``len(train_loader.dataset)``); None when the data set
-    has no length."""
-    n_examples = _known_len(getattr(train_loader, "dataset", None))
+    training example; None when the examples per epoch are not known.
+
+    Examples per epoch: for a torch ``DataLoader``, what its sampler draws
+    (``len(loader.sampler)``, or the batch sampler's sampler; a subset sampler
+    counts its subset); None for ``batch_size=None`` (its items are whole
+    batches); for other loaders ``len(loader.dataset)`` when there is one.
+    """
+    n_examples: int | None
+    if isinstance(train_loader, torch.utils.data.DataLoader):
+        if train_loader.batch_size is not None:
+            n_examples = _known_len(train_loader.sampler)
+        else:
+            inner = getattr(train_loader.batch_sampler, "sampler", None)
+            n_examples = None if inner is None else _known_len(inner)
+    else:
+        n_examples = _known_len(getattr(train_loader, "dataset", None))
     if not n_examples:
         return None
     seen: set[int] = set()

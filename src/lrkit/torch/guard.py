@@ -191,8 +191,8 @@ def _new_streams(loaders: Sequence[Any], rng: bool, salt: int) -> None:
 class Guard:
     """Watch a training loop; on NaN or divergence roll back and cut the LR.
 
-    A lone loss spike is rolled back without a cut (``spike_factor``); one
-    that comes back is cut like the rest.
+    A lone loss spike is rolled back without a cut (``spike_factor``); a
+    problem that comes back within ``every`` steps is cut like the rest.
 
     See the module docstring for the loop and the recovery semantics.
 
@@ -208,12 +208,14 @@ class Guard:
         every: take a snapshot every ``every`` clean steps.
         keep: how many snapshots to keep (each is one copy of the model and the
             optimizer state).
-        factor: the LR multiplier per recovery, in (0, 1); the k-th cut in
-            a row multiplies by ``factor**k``.
+        factor: the LR multiplier per cut, in (0, 1); the k-th cut in a row
+            of recoveries (recoveries less than ``every`` steps apart)
+            multiplies by ``factor**k``.
         spike_factor: the LR multiplier, in (0, 1], of a recovery from a lone
             spike (a ``spike`` finding that starts a row of recoveries); the
-            default 1 restores the snapshot and keeps the LR. A row that goes
-            on cuts by ``factor`` as above.
+            default 1 restores the snapshot and keeps the LR. Below 1 it
+            counts as the row's first cut. A row that goes on cuts by
+            ``factor`` as above.
         skip_batches: batches :meth:`batches` drops after each recovery.
         max_recoveries: recoveries in a row (without ``every`` clean steps in
             between) before :class:`GuardError`.
@@ -376,8 +378,9 @@ class Guard:
 
         Returns:
             True: all is well, take the optimizer step. False: the guard
-            restored a snapshot and cut the LR; skip this optimizer step (and the
-            scheduler step) and carry on with the next batch.
+            restored a snapshot (and cut the LR, unless it was a lone spike);
+            skip this optimizer step (and the scheduler step) and carry on
+            with the next batch.
 
         Raises:
             GuardError: ``max_recoveries`` recoveries in a row did not help.
@@ -497,6 +500,8 @@ class Guard:
         # first recovery of a row) by spike_factor
         if kind == "spike" and self._attempt == 1:
             self._scale *= self.spike_factor
+            if self.spike_factor < 1.0:
+                self._cuts += 1  # it was a cut: the next one goes deeper
         else:
             self._cuts += 1
             self._scale *= self.factor**self._cuts
