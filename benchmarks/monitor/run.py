@@ -148,6 +148,31 @@ def evaluate(directory: Path, tune_subset: bool = False) -> None:
         + " |"
     )
 
+    # --- oscillating recall by what the LR cost: a run's own regret is its final
+    # validation loss over the mean final validation loss of the task's best-LR
+    # runs, minus 1 (how much worse than the best the run ended)
+    best_final: dict[str, list[float]] = defaultdict(list)
+    for items in per_label.values():
+        for run, _ in items:
+            if abs(run.mult - 1.0) < 1e-6 and run.val_loss:
+                best_final[run.task].append(run.val_loss[-1])
+    osc = []
+    for run, fs in per_label.get("oscillating", []):
+        ref = best_final.get(run.task)
+        final = run.val_loss[-1] if run.val_loss else float("nan")
+        if ref and math.isfinite(final):
+            osc.append((final / statistics.mean(ref) - 1.0, high_warning(fs)))
+    if osc:
+        print(
+            "\n| oscillating runs whose own regret is at least | runs | "
+            "with an LR-too-high warning |"
+        )
+        print("|---|---|---|")
+        for floor in (-math.inf, 0.1, 0.3, 0.5, 1.0):
+            sel = [hit for reg, hit in osc if reg >= floor]
+            name = "any" if floor == -math.inf else f"{floor:.0%}"
+            print(f"| {name} | {len(sel)} | {pct(sum(sel), len(sel))} |")
+
     # --- steps to detection of divergence: the first nan/diverged finding
     # still open at or raised after the onset (one raised before it and still
     # open counts as 0 steps)
