@@ -310,6 +310,11 @@ LEARNED_FRAC = 0.25
 MAX_EPOCHS = 10.0
 
 
+def _cannot_memorise(params_per_example: float | None) -> bool:
+    """Fewer trainable parameters than training examples (0 or None: unknown)."""
+    return params_per_example is not None and 0 < params_per_example < 1
+
+
 @dataclass(frozen=True)
 class _Inputs:
     """What a rule sees: the training curve and, optionally, the validation one."""
@@ -411,9 +416,8 @@ def _rule_lrkit(d: _Inputs) -> tuple[float, dict[str, float]]:
         if resolved >= MIN_VAL_DESCENT:
             anchor = min(anchor, lr_vbottom)
     passes = 1.0
-    small_model = d.params_per_example is not None and 0 < d.params_per_example < 1
-    if d.epochs is not None and d.epochs > MAX_EPOCHS and not small_model:
-        passes = min(SAFETY_FACTOR, d.epochs / MAX_EPOCHS)
+    if not _cannot_memorise(d.params_per_example):
+        passes = min(SAFETY_FACTOR, max(1.0, (d.epochs or 0.0) / MAX_EPOCHS))
     margin = (SAFETY_FACTOR if edge else 1.0) * passes
     evidence["anchor"] = anchor
     evidence["passes_margin"] = passes
@@ -570,14 +574,13 @@ def _shape_confidence(
         evidence["epochs"] = epochs
         if epochs > MAX_EPOCHS:
             factor *= 0.4
-            small = params_per_example is not None and 0 < params_per_example < 1
             reasons.append(
                 f"the range test went {epochs:.0f} times through the training data: "
                 + (
                     "the model has fewer parameters than training examples, so "
                     "its best LR is not set by overfitting (no extra margin), but "
                     "the test saw the same examples over and over"
-                    if small
+                    if _cannot_memorise(params_per_example)
                     else "its loss measures memorisation, and on small data the best "
                     "LR of a full run is set by overfitting and by the run's length"
                 )

@@ -129,36 +129,20 @@ def _known_len(obj: Any) -> int | None:
         return None
 
 
-def _params_per_example(
-    optimizer: torch.optim.Optimizer, train_loader: Any
-) -> float | None:
-    """Trainable parameters (elements of the tensors the optimizer updates) per
-    training example; None when the examples per epoch are not known.
+def _examples_per_epoch(train_loader: Any) -> int | None:
+    """Training examples in one pass, None when not known.
 
-    Examples per epoch: for a torch ``DataLoader``, what its sampler draws
-    (``len(loader.sampler)``, or the batch sampler's sampler; a subset sampler
-    counts its subset); None for ``batch_size=None`` (its items are whole
-    batches); for other loaders ``len(loader.dataset)`` when there is one.
+    For a torch ``DataLoader``, what its sampler draws (``len(loader.sampler)``,
+    or the batch sampler's sampler; a subset sampler counts its subset); None
+    for ``batch_size=None`` (its items are whole batches); for other loaders
+    ``len(loader.dataset)`` when there is one.
     """
-    n_examples: int | None
     if isinstance(train_loader, torch.utils.data.DataLoader):
         if train_loader.batch_size is not None:
-            n_examples = _known_len(train_loader.sampler)
-        else:
-            inner = getattr(train_loader.batch_sampler, "sampler", None)
-            n_examples = None if inner is None else _known_len(inner)
-    else:
-        n_examples = _known_len(getattr(train_loader, "dataset", None))
-    if not n_examples:
-        return None
-    seen: set[int] = set()
-    n_params = 0
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            if id(p) not in seen and p.requires_grad:
-                seen.add(id(p))
-                n_params += p.numel()
-    return n_params / n_examples
+            return _known_len(train_loader.sampler)
+        inner = getattr(train_loader.batch_sampler, "sampler", None)
+        return None if inner is None else _known_len(inner)
+    return _known_len(getattr(train_loader, "dataset", None))
 
 
 def _to_device(value: Any, device: torch.device) -> Any:
@@ -505,6 +489,11 @@ def find_lr(
 
     batches = _Batches(train_loader, "train_loader")
     params = [p for p in opt_params if p.requires_grad]
+    n_examples = _examples_per_epoch(train_loader)
+    # trainable parameters per training example (below 1: cannot memorise)
+    params_per_example = (
+        sum(p.numel() for p in params) / n_examples if n_examples else None
+    )
 
     def step_fn(lr: float) -> Any:
         for group, f in zip(groups, factors, strict=True):
@@ -761,7 +750,7 @@ def find_lr(
             progress=progress,
             suggest=suggest,
             steps_per_epoch=steps_per_epoch,
-            params_per_example=_params_per_example(optimizer, train_loader),
+            params_per_example=params_per_example,
             extra=extra,
         )
         if confirm_steps:
