@@ -79,6 +79,54 @@ class TestShape:
         assert suggest(lrs, loss, method="steepest").lr == pytest.approx(lrs[i_steep])
 
 
+class TestNoiseMatchedSmoothing:
+    """On a noisy curve the kernel widens (up to twice) until its noise is
+    below the bottom's tolerance, so the bottom stops jumping with the noise."""
+
+    S = __import__("importlib").import_module("lrkit.suggest")
+
+    def test_clean_curve_keeps_the_bandwidth(self) -> None:
+        lrs, loss = curve(n=200, noise=0.01)
+        assert self.S._noise_bandwidth(np.log10(lrs), loss, 0.15) == 0.15
+
+    def test_width_follows_the_formula_between_its_limits(self) -> None:
+        lrs, loss = curve(n=200, noise=0.3, seed=3)
+        x = np.log10(lrs)
+        width = self.S._noise_bandwidth(x, loss, 0.15)
+        smooth = self.S._smooth(x, loss, 0.15)
+        drop = float(np.median(smooth[:20])) - float(smooth.min())
+        sigma = self.S.robust_noise(loss)
+        density = 199 / 8
+        expected = (sigma / (0.05 * drop)) ** 2 / (math.sqrt(2 * math.pi) * density)
+        assert 0.15 < expected < 0.3  # the case under test: between the limits
+        assert width == pytest.approx(expected)
+        very_noisy = curve(n=200, noise=1.0, seed=3)[1]
+        assert self.S._noise_bandwidth(x, very_noisy, 0.15) == pytest.approx(0.3)
+
+    def test_display_smoothing_is_the_rules_smoothing(self) -> None:
+        lrs, loss = curve(n=200, noise=0.45, seed=1)
+        _, shown = smooth_curve(lrs, loss)
+        used = self.S._prepare(lrs, loss, None, 0.15)
+        assert used.bandwidth > 0.15
+        np.testing.assert_allclose(shown, used.smooth)
+
+    def test_widening_steadies_the_suggestion_on_noisy_curves(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        clean = math.log2(suggest(*curve(n=200)).lr)
+
+        def picks() -> np.ndarray:
+            lrs = [suggest(*curve(n=200, noise=0.45, seed=k)).lr for k in range(30)]
+            return np.log2([v for v in lrs if v is not None])
+
+        widened = picks()
+        monkeypatch.setattr(self.S, "MAX_WIDEN", 1.0)
+        fixed = picks()
+        assert len(widened) == len(fixed) == 30
+        assert widened.std() < 0.75 * fixed.std()
+        assert np.mean(np.abs(widened - clean)) < 0.75 * np.mean(np.abs(fixed - clean))
+
+
 class TestReasons:
     def test_flat_curve_gives_no_suggestion(self) -> None:
         lrs = np.logspace(-7, 1, 100)

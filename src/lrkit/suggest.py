@@ -116,6 +116,7 @@ class _Curve:
     sigma: float  # step-to-step noise of y
     n_input: int  # points handed in
     nan_lr: float | None  # first LR with a non-finite loss, if any
+    bandwidth: float = 0.15  # kernel width of ``smooth``, in decades
 
     @cached_property
     def i_min(self) -> int:
@@ -171,6 +172,45 @@ def _smooth(x: Array, y: Array, bandwidth: float) -> Array:
     return out
 
 
+def _kernel_points(bandwidth: float, density: float) -> float:
+    """Points one smoothing kernel averages: ``sqrt(2 pi) * bandwidth * density``
+    (``density`` in points per decade), at least 1."""
+    return max(1.0, math.sqrt(2.0 * math.pi) * bandwidth * density)
+
+
+def _density(x: Array) -> float:
+    """Points per decade of LR."""
+    return (len(x) - 1) / max(float(x[-1] - x[0]), 1e-12) if len(x) > 1 else 1.0
+
+
+def _noise_bandwidth(x: Array, y: Array, bandwidth: float) -> float:
+    """The kernel width for a curve: ``bandwidth``, widened on a noisy curve.
+
+    The bottom of a curve is read to ``BOTTOM_FRAC`` of its drop; when the
+    smoothed curve's own noise, ``sigma / sqrt(points per kernel)``, is larger
+    than that, where the bottom starts is a matter of chance. The width then
+    grows until the two match,
+
+        width = (sigma / (BOTTOM_FRAC * drop))^2 / (sqrt(2 pi) * density),
+
+    up to ``MAX_WIDEN`` times ``bandwidth`` (wider, the kernel would flatten
+    the descent itself, a fraction of a decade long). ``sigma`` is the raw
+    step-to-step noise, ``drop`` the fall of the curve smoothed at
+    ``bandwidth``, ``density`` the points per decade.
+    """
+    if len(y) < MIN_POINTS:
+        return bandwidth
+    smooth = _smooth(x, y, bandwidth)
+    start = float(np.median(smooth[: max(3, len(smooth) // 10)]))
+    drop = start - float(np.min(smooth))
+    sigma = robust_noise(y)
+    if drop <= 0.0 or sigma <= 0.0:
+        return bandwidth
+    per_point = 1.0 / (math.sqrt(2.0 * math.pi) * _density(x))
+    needed = (sigma / (BOTTOM_FRAC * drop)) ** 2 * per_point
+    return min(MAX_WIDEN * bandwidth, max(bandwidth, needed))
+
+
 def smooth_curve(
     lrs: Sequence[float] | Array,
     losses: Sequence[float] | Array,
@@ -180,13 +220,18 @@ def smooth_curve(
 
     A running median of 5 points, then at each LR a weighted straight-line fit
     in ``x = log10(lr)`` with Gaussian weights
-    ``w_j = exp(-((x_j - x_i) / bandwidth)^2 / 2)``, evaluated at ``x_i``. Unlike
-    an exponential moving average it does not lag the curve.
+    ``w_j = exp(-((x_j - x_i) / width)^2 / 2)``, evaluated at ``x_i``. Unlike
+    an exponential moving average it does not lag the curve. ``width`` is
+    ``bandwidth``, widened (up to twice) on a curve whose noise would
+    otherwise hide where its bottom starts:
+    ``width = max(bandwidth, (sigma / (0.05 * drop))^2 / (sqrt(2 pi) * density))``
+    with ``sigma`` the step-to-step noise, ``drop`` the fall of the curve and
+    ``density`` the points per decade.
 
     Args:
         lrs: increasing learning rates (> 0).
         losses: finite losses at those LRs.
-        bandwidth: kernel width in decades of LR.
+        bandwidth: kernel width in decades of LR (before widening).
 
     Returns:
         ``(lrs, smoothed_losses)`` as arrays.
@@ -200,7 +245,8 @@ def smooth_curve(
     """
     lr = np.asarray(lrs, dtype=np.float64)
     y = np.asarray(losses, dtype=np.float64)
-    return lr, _smooth(np.log10(lr), y, bandwidth)
+    x = np.log10(lr)
+    return lr, _smooth(x, y, _noise_bandwidth(x, y, bandwidth))
 
 
 def _check_lrs(name: str, arr: Array, given: Any) -> None:
@@ -242,8 +288,9 @@ def _prepare(
         keep[first:] = False  # nothing after a NaN is trustworthy
     x = np.log10(lr[keep])
     y = loss[keep]
-    smooth = _smooth(x, y, bandwidth) if len(y) else y
-    return _Curve(x, y, smooth, robust_noise(y), len(lr), nan_lr)
+    width = _noise_bandwidth(x, y, bandwidth)
+    smooth = _smooth(x, y, width) if len(y) else y
+    return _Curve(x, y, smooth, robust_noise(y), len(lr), nan_lr, width)
 
 
 def _bottom(c: _Curve) -> int:
@@ -295,6 +342,9 @@ SAFETY_FACTOR = 3.0
 #: total drop from the minimum (stable where the minimum itself sits in a flat,
 #: noisy trough).
 BOTTOM_FRAC = 0.05
+#: The smoothing kernel widens on a noisy curve, up to this many times the
+#: bandwidth, until its noise is below ``BOTTOM_FRAC`` of the drop.
+MAX_WIDEN = 2.0
 #: Confidence falls when the bottom sits less than this many decades below the
 #: LR where the loss turns up again: a sharp edge, whose place varies from run
 #: to run, and the suggestion's margin below it is then a guess.
@@ -472,8 +522,9 @@ def _val_curve(
     # validation is sparse where the curve is flat and dense where it falls:
     # the kernel follows the dense part
     spacing = float(np.percentile(np.diff(x), 25)) if len(x) > 1 else bandwidth
-    smooth = _smooth(x, y, max(bandwidth, 1.5 * spacing))
-    return _Curve(x, y, smooth, robust_noise(y), len(vl), None)
+    width = max(bandwidth, 1.5 * spacing)
+    smooth = _smooth(x, y, width)
+    return _Curve(x, y, smooth, robust_noise(y), len(vl), None, width)
 
 
 def _lrkit_reasons(evidence: Mapping[str, float]) -> list[str]:
@@ -632,7 +683,9 @@ def suggest(
         stop_reason: how the range test ended (``"completed"``, ``"diverged"``,
             ``"nan"``), used for the reasons.
         skipped: per point, True where the optimizer skipped the update.
-        bandwidth: smoothing bandwidth in decades of LR.
+        bandwidth: smoothing bandwidth in decades of LR; the training curve's
+            kernel widens up to twice this on a noisy curve (see
+            :func:`smooth_curve`).
         epochs: passes the range test made over the training data (optional;
             :func:`~lrkit.find_lr` fills it in when the loader has a length).
             More than 10 lower the confidence and widen the default rule's
@@ -674,10 +727,10 @@ def suggest(
     start = float(np.median(c.smooth[: max(3, len(c.smooth) // 10)]))
     drop = float(start - c.smooth.min())
     # noise of the smoothed curve: the raw step-to-step noise averaged over the
-    # points inside one smoothing kernel
-    density = (len(c.x) - 1) / max(float(c.x[-1] - c.x[0]), 1e-12)
-    n_eff = max(1.0, math.sqrt(2.0 * math.pi) * bandwidth * density)
-    sigma_s = c.sigma / math.sqrt(n_eff)
+    # points inside one smoothing kernel of the nominal bandwidth (a kernel
+    # widened on a noisy curve blurs where the bottom is: it does not make the
+    # curve any more trustworthy)
+    sigma_s = c.sigma / math.sqrt(_kernel_points(bandwidth, _density(c.x)))
     if drop <= 3.0 * sigma_s or drop <= 1e-9 * max(1.0, abs(start)):
         reasons.append(
             "curve flat: the model may already be trained, or start_lr is too low"
