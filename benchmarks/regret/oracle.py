@@ -48,10 +48,10 @@ def task_fingerprint(name: str) -> dict[str, Any]:
     import torch
 
     from . import train
-    from .tasks import TASKS
+    from .tasks import all_tasks
 
     setup_worker()
-    make = TASKS[name]
+    make = all_tasks()[name]
     inst = make(0)
     xtr, ytr = inst.train_loader.dataset.tensors  # type: ignore[attr-defined]
     xva, yva = inst.val_loader.dataset.tensors  # type: ignore[attr-defined]
@@ -94,11 +94,11 @@ def task_fingerprint(name: str) -> dict[str, Any]:
 def run_cell(
     name: str, schedule: str, lr_idx: int, seed: int, record_every: int
 ) -> dict[str, Any]:
-    from .tasks import TASKS
+    from .tasks import all_tasks
     from .train import train_run
 
     setup_worker()
-    inst = TASKS[name](seed)
+    inst = all_tasks()[name](seed)
     c0 = time.process_time()
     r = train_run(inst, GRID[lr_idx], schedule, record_every=record_every)
     r["cpu_s"] = time.process_time() - c0

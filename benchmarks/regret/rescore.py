@@ -50,10 +50,10 @@ def _shared_tasks() -> dict[str, Any]:
 
 
 def _make(group: str, task: str) -> Callable[[int], Any]:
-    if group == "suite":
-        from .tasks import TASKS
+    if group in ("suite", "holdout"):
+        from .tasks import all_tasks
 
-        return TASKS[task]
+        return all_tasks()[task]
     return _shared_tasks()[task]
 
 
@@ -79,11 +79,16 @@ def record_one(group: str, task: str, seed: int, wide: bool) -> dict[str, Any]:
 
 
 def cmd_record(args: argparse.Namespace) -> None:
+    from .holdout import HOLDOUT
     from .tasks import TASKS
 
     jobs: list[tuple[str, str, int, bool]] = []
     seeds = [int(s) for s in args.seeds.split(",")]
-    groups = {"suite": list(TASKS), "public": list(_shared_tasks())}
+    groups = {
+        "suite": list(TASKS),
+        "public": list(_shared_tasks()),
+        "holdout": list(HOLDOUT),
+    }
     for group, names in groups.items():
         for task in names:
             if args.tasks and task not in args.tasks.split(","):
@@ -109,7 +114,7 @@ def cmd_record(args: argparse.Namespace) -> None:
 # ------------------------------------------------------------------ scoring
 def _oracle_scorer(group: str, task: str) -> Callable[[float | None], dict[str, Any]]:
     """``lr -> {"regret", "log10_ratio", "divergent"}`` on the constant oracle."""
-    if group == "suite":
+    if group in ("suite", "holdout"):
         from .regret import load_curves
 
         curve = load_curves(task)["constant"]
@@ -232,7 +237,7 @@ def cmd_score(args: argparse.Namespace) -> None:
         "log10 | > 0.5 dec above | divergent | conf >= 0.5: median / worst (n) |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for group in ("suite", "public"):
+    for group in ("suite", "public", "holdout"):
         for val in (False, True):
             for wide in (False, True):
                 sel = _select(rows, group=group, val=val, wide=wide)

@@ -593,12 +593,23 @@ TASKS: dict[str, Callable[[int], TaskInstance]] = {
 }
 
 
+def all_tasks() -> dict[str, Callable[[int], TaskInstance]]:
+    """The suite and the held-out group (``holdout.py``) together."""
+    from .holdout import HOLDOUT
+
+    return {**TASKS, **HOLDOUT}
+
+
 def parse_tasks(spec: str | None) -> list[str]:
-    """Comma-separated task names (or None / "all" for every task), validated."""
+    """Comma-separated task names (None / "all": the suite; "holdout": the
+    held-out group), validated."""
     if spec in (None, "", "all"):
         return list(TASKS)
+    known = all_tasks()
+    if spec == "holdout":
+        return [n for n in known if n not in TASKS]
     names = [s.strip() for s in spec.split(",") if s.strip()]
     for n in names:
-        if n not in TASKS:
-            raise SystemExit(f"unknown task {n!r}; known: {', '.join(TASKS)}")
+        if n not in known:
+            raise SystemExit(f"unknown task {n!r}; known: {', '.join(known)}")
     return names
