@@ -235,3 +235,50 @@ def test_fastai_rules_match_fastai_source() -> None:
         for name, ours in rules.FASTAI_RULES.items():
             theirs = ns[name](lt, ls, 100)[0]  # type: ignore[operator]
             assert ours(lr_w, loss_w) == pytest.approx(theirs), (name, trial)
+
+
+# ------------------------------------------------------------------ held-out group
+def test_holdout_group_is_separate_and_its_oracle_matches_its_code() -> None:
+    from benchmarks.regret.holdout import HOLDOUT
+    from benchmarks.regret.oracle import load_oracle, task_fingerprint
+    from benchmarks.regret.regret import load_curves
+    from benchmarks.regret.tasks import TASKS, parse_tasks
+
+    assert parse_tasks("holdout") == list(HOLDOUT)
+    assert parse_tasks(None) == list(TASKS)
+    assert not set(HOLDOUT) & set(TASKS)
+    for name in HOLDOUT:
+        oracle = load_oracle(name)
+        assert oracle is not None, name
+        # the committed oracle was computed from the committed task code
+        assert oracle["code_hash"] == task_fingerprint(name)["code_hash"], name
+        curve = load_curves(name)["constant"]
+        # the best LR lies inside the grid, with worse LRs on both sides
+        assert GRID[0] < curve.lr_star < GRID[-1], name
+
+
+def test_update_readme_refuses_the_holdout_group() -> None:
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "benchmarks" / "regret" / "README.md").read_bytes()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.regret.run",
+            "--tasks",
+            "ho_breast_logreg_adam",
+            "--methods",
+            "lrkit",
+            "--update-readme",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**__import__("os").environ, "PYTHONPATH": f"{root / 'src'}:{root}"},
+    )
+    assert proc.returncode != 0
+    assert "held-out group" in proc.stderr
+    assert (root / "benchmarks" / "regret" / "README.md").read_bytes() == readme
