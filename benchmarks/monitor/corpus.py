@@ -46,6 +46,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 REGRET_CURVES = ROOT / "benchmarks" / "regret" / "curves"
 TUNING_CURVES = ROOT / "benchmarks" / "monitor" / "tuning_curves"
+# the regret benchmark's held-out group (benchmarks/regret/holdout.py), built
+# after the monitor's rules were fixed
+HOLDOUT_CURVES = ROOT / "benchmarks" / "regret" / "curves_holdout"
 
 LABELS = ("too_low", "low", "good", "oscillating", "stuck", "diverged")
 TOO_LOW_BELOW = 1 / 30

@@ -8,6 +8,7 @@ an LR 4x too high on the regret suite's tasks.
 Run from the repository root:
     PYTHONPATH=src python benchmarks/monitor/run.py            # regret curves
     PYTHONPATH=src python benchmarks/monitor/run.py --tuning   # tuning corpus
+    PYTHONPATH=src python benchmarks/monitor/run.py --holdout  # held-out curves
     PYTHONPATH=src python benchmarks/monitor/run.py --curves DIR
 """
 
@@ -389,7 +390,9 @@ def guarded_run(
     from lrkit.torch import Guard, GuardError
 
     tasks, train = _regret(root)
-    inst = (make or tasks.TASKS[name])(seed)  # type: ignore[attr-defined]
+    # all_tasks: the suite and the held-out group (an older checkout: TASKS)
+    registry = getattr(tasks, "all_tasks", lambda: tasks.TASKS)()  # type: ignore[attr-defined]
+    inst = (make or registry[name])(seed)
     params = [p for p in inst.model.parameters() if p.requires_grad]
     opt = inst.make_optimizer(params, lr)
     g = (
@@ -546,6 +549,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--curves", type=Path, default=None)
     ap.add_argument("--tuning", action="store_true")
+    ap.add_argument(
+        "--holdout",
+        action="store_true",
+        help="the regret benchmark's held-out group (curves the rules never saw)",
+    )
     ap.add_argument("--no-timing", action="store_true")
     ap.add_argument("--guard", action="store_true", help="also run the Guard test")
     ap.add_argument("--sweep", action="store_true", help="also compare settings")
@@ -567,7 +575,11 @@ def main() -> None:
     )
     args = ap.parse_args()
     directory = args.curves or (
-        corpus.TUNING_CURVES if args.tuning else corpus.REGRET_CURVES
+        corpus.TUNING_CURVES
+        if args.tuning
+        else corpus.HOLDOUT_CURVES
+        if args.holdout
+        else corpus.REGRET_CURVES
     )
     if not any(directory.glob("*.json.gz")):
         sys.exit(f"no curves in {directory}: run the regret suite's oracle first")

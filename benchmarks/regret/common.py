@@ -16,6 +16,8 @@ GRID: list[float] = [10.0**e for e in GRID_EXP]
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 ORACLE_DIR = os.path.join(BENCH_DIR, "oracle")
 CURVES_DIR = os.path.join(BENCH_DIR, "curves")
+# the held-out group's curves: a monitor corpus of its own (not mixed with the suite's)
+HOLDOUT_CURVES_DIR = os.path.join(BENCH_DIR, "curves_holdout")
 RESULTS_DIR = os.path.join(BENCH_DIR, "results")
 
 

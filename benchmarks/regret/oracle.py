@@ -13,7 +13,8 @@ task recomputed.
 
 While training the constant-LR grid, the runs of the curve seeds (0 and 1) also
 record per-step curves for the monitor benchmark, written to
-``curves/<task>.json.gz`` (format in README.md).
+``curves/<task>.json.gz`` (format in README.md); the held-out group's
+(``holdout.py``) go to ``curves_holdout/``, a corpus of their own.
 
     python -m benchmarks.regret.oracle --jobs 2 [--tasks a,b] [--seeds 0,1,2]
         [--cos-seeds 0,1] [--cos-every 1] [--curve-seeds 0,1] [--no-cosine]
@@ -33,7 +34,14 @@ import os
 import time
 from typing import Any
 
-from .common import CURVES_DIR, GRID, GRID_EXP, ORACLE_DIR, setup_worker
+from .common import (
+    CURVES_DIR,
+    GRID,
+    GRID_EXP,
+    HOLDOUT_CURVES_DIR,
+    ORACLE_DIR,
+    setup_worker,
+)
 
 VAL_POINTS = 20  # validation evaluations per recorded run (val_every = budget / 20)
 
@@ -116,7 +124,10 @@ def oracle_path(name: str) -> str:
 
 
 def curves_path(name: str) -> str:
-    return os.path.join(CURVES_DIR, f"{name}.json.gz")
+    from .holdout import HOLDOUT
+
+    directory = HOLDOUT_CURVES_DIR if name in HOLDOUT else CURVES_DIR
+    return os.path.join(directory, f"{name}.json.gz")
 
 
 def load_oracle(name: str) -> dict[str, Any] | None:
