@@ -85,23 +85,48 @@ class TestNoiseMatchedSmoothing:
 
     S = __import__("importlib").import_module("lrkit.suggest")
 
+    def width(self, lrs: np.ndarray, loss: np.ndarray) -> float:
+        x = np.log10(lrs)
+        return float(self.S._noise_width(x, loss, self.S._smooth(x, loss, 0.15), 0.15))
+
     def test_clean_curve_keeps_the_bandwidth(self) -> None:
-        lrs, loss = curve(n=200, noise=0.01)
-        assert self.S._noise_bandwidth(np.log10(lrs), loss, 0.15) == 0.15
+        assert self.width(*curve(n=200, noise=0.01)) == 0.15
 
     def test_width_follows_the_formula_between_its_limits(self) -> None:
         lrs, loss = curve(n=200, noise=0.3, seed=3)
         x = np.log10(lrs)
-        width = self.S._noise_bandwidth(x, loss, 0.15)
         smooth = self.S._smooth(x, loss, 0.15)
         drop = float(np.median(smooth[:20])) - float(smooth.min())
         sigma = self.S.robust_noise(loss)
-        density = 199 / 8
+        # points per decade within 0.3 decades of the minimum
+        near = np.abs(x - x[int(np.argmin(smooth))]) <= 0.3
+        density = (near.sum() - 1) / float(np.ptp(x[near]))
         expected = (sigma / (0.05 * drop)) ** 2 / (math.sqrt(2 * math.pi) * density)
         assert 0.15 < expected < 0.3  # the case under test: between the limits
-        assert width == pytest.approx(expected)
-        very_noisy = curve(n=200, noise=1.0, seed=3)[1]
-        assert self.S._noise_bandwidth(x, very_noisy, 0.15) == pytest.approx(0.3)
+        assert self.width(lrs, loss) == pytest.approx(expected)
+        assert self.width(lrs, curve(n=200, noise=1.0, seed=3)[1]) == pytest.approx(0.3)
+
+    def test_flat_noisy_curve_is_not_widened(self) -> None:
+        lrs = np.logspace(-7, 1, 200)
+        flat = 2.3 + 0.2 * np.random.default_rng(0).standard_normal(200)
+        assert self.width(lrs, flat) == 0.15
+        assert suggest(lrs, flat).lr is None
+
+    def test_density_is_read_where_the_bottom_is(self) -> None:
+        # a ladder linear in LR is denser in log-LR near its top, where the
+        # bottom is: there the kernel averages more points, and noise that
+        # the whole curve's mean density would call too much is not
+        lrs = np.linspace(1e-4, 1.0, 400)
+        x = np.log10(lrs)
+        loss = 2.3 - 2.0 / (1 + np.exp(-4 * (x + 1.5)))
+        loss = loss + np.where(x > -0.3, np.expm1(3 * (x + 0.3)) * 2.0, 0.0)
+        noisy = loss + 0.25 * np.random.default_rng(2).standard_normal(400)
+        smooth = self.S._smooth(x, noisy, 0.15)
+        drop = float(np.median(smooth[:40])) - float(smooth.min())
+        sigma = self.S.robust_noise(noisy)
+        overall = (sigma / (0.05 * drop)) ** 2 / (math.sqrt(2 * math.pi) * 399 / 4)
+        assert overall > 0.2  # the mean density would widen it
+        assert self.width(lrs, noisy) == 0.15
 
     def test_display_smoothing_is_the_rules_smoothing(self) -> None:
         lrs, loss = curve(n=200, noise=0.45, seed=1)
@@ -109,6 +134,14 @@ class TestNoiseMatchedSmoothing:
         used = self.S._prepare(lrs, loss, None, 0.15)
         assert used.bandwidth > 0.15
         np.testing.assert_allclose(shown, used.smooth)
+
+    def test_confidence_counts_the_noise_at_the_nominal_width(self) -> None:
+        lrs, loss = curve(n=200, noise=0.45, seed=1)
+        s = suggest(lrs, loss)
+        assert self.S._prepare(lrs, loss, None, 0.15).bandwidth > 0.15
+        points = math.sqrt(2 * math.pi) * 0.15 * 199 / 8
+        expected = self.S.robust_noise(loss) / math.sqrt(points)
+        assert s.evidence["noise"] == pytest.approx(expected)
 
     def test_widening_steadies_the_suggestion_on_noisy_curves(
         self, monkeypatch: pytest.MonkeyPatch

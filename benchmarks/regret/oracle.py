@@ -162,6 +162,10 @@ def save_oracle(name: str, data: dict[str, Any]) -> None:
 
 
 def save_curves(name: str, data: dict[str, Any]) -> None:
+    """Write a task's curves file; nothing when no run was recorded (a file
+    without runs would join the monitor's corpus as an empty task)."""
+    if not data.get("runs"):
+        return
     text = json.dumps(data, separators=(",", ":"), allow_nan=False)
     # mtime=0: regenerating identical curves gives identical bytes
     _atomic_write(curves_path(name), gzip.compress(text.encode(), 9, mtime=0))
@@ -241,7 +245,11 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--tasks", default=None, help="comma-separated (default: all)")
+    ap.add_argument(
+        "--tasks",
+        default=None,
+        help="comma-separated names, all (the suite; default) or holdout",
+    )
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--seeds", default="0,1,2", help="seeds of the constant-LR grid")
     ap.add_argument("--cos-seeds", default="0,1", help="seeds of the cosine grid")

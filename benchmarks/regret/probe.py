@@ -81,10 +81,10 @@ def probe(
 ) -> dict[str, Any]:
     setup_worker()
     from .common import beginner_default_lr
-    from .tasks import TASKS
+    from .tasks import all_tasks
     from .train import evaluate, infinite_batches
 
-    inst = TASKS[task](seed)
+    inst = all_tasks()[task](seed)
     opt = inst.make_optimizer(inst.model.parameters(), beginner_default_lr(inst.family))
     batches = infinite_batches(inst.train_loader)
     lrs, train, val = [], [], []

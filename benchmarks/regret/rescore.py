@@ -13,6 +13,8 @@ curve) and scores the picks against each task's oracle.
 
 ``--wide`` records the range widened 10x each way as well (the stability target).
 Records go to ``benchmarks/regret/results/rangetests.jsonl`` (git-ignored).
+``--holdout`` (record and score) works on the held-out group alone
+(``holdout.py``), in ``rangetests_holdout.jsonl``: keep it out of rule tuning.
 The training curve of a range test does not depend on whether validation ran
 (validation runs without gradients and restores the model's mode and RNG), so
 one recording serves both the ``lrkit`` and the ``lrkit_val`` rows.
@@ -36,6 +38,7 @@ from .common import RESULTS_DIR, beginner_default_lr, setup_worker
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 RECORDS = os.path.join(RESULTS_DIR, "rangetests.jsonl")
+RECORDS_HOLDOUT = os.path.join(RESULTS_DIR, "rangetests_holdout.jsonl")
 
 
 def _shared_tasks() -> dict[str, Any]:
@@ -84,11 +87,13 @@ def cmd_record(args: argparse.Namespace) -> None:
 
     jobs: list[tuple[str, str, int, bool]] = []
     seeds = [int(s) for s in args.seeds.split(",")]
-    groups = {
-        "suite": list(TASKS),
-        "public": list(_shared_tasks()),
-        "holdout": list(HOLDOUT),
-    }
+    # the held-out group only when asked, and into its own file: a rule tuned
+    # while looking at it would no longer be held out
+    groups = (
+        {"holdout": list(HOLDOUT)}
+        if args.holdout
+        else {"suite": list(TASKS), "public": list(_shared_tasks())}
+    )
     for group, names in groups.items():
         for task in names:
             if args.tasks and task not in args.tasks.split(","):
@@ -292,12 +297,23 @@ def main(argv: list[str] | None = None) -> None:
     rec.add_argument("--tasks", default="")
     rec.add_argument("--jobs", type=int, default=2)
     rec.add_argument("--wide", action="store_true")
-    rec.add_argument("--out", default=RECORDS)
+    rec.add_argument("--out", default=None, help=f"default {RECORDS}")
+    rec.add_argument(
+        "--holdout",
+        action="store_true",
+        help=f"record the held-out group (only), to {RECORDS_HOLDOUT}",
+    )
     sc = sub.add_parser("score", help="score the current lrkit.suggest on them")
-    sc.add_argument("--records", default=RECORDS)
+    sc.add_argument("--records", default=None, help=f"default {RECORDS}")
+    sc.add_argument("--holdout", action="store_true", help=f"score {RECORDS_HOLDOUT}")
     sc.add_argument("--per-task", action="store_true")
     sc.add_argument("--stability", action="store_true")
     args = ap.parse_args(argv)
+    default = RECORDS_HOLDOUT if args.holdout else RECORDS
+    if args.cmd == "record":
+        args.out = args.out or default
+    else:
+        args.records = args.records or default
     {"record": cmd_record, "score": cmd_score}[args.cmd](args)
 
 

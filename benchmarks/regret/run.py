@@ -669,7 +669,11 @@ def main(argv: list[str] | None = None) -> None:
         default="all",
         help="comma-separated names or groups: all, lrkit, anchors",
     )
-    ap.add_argument("--tasks", default=None, help="comma-separated (default: all)")
+    ap.add_argument(
+        "--tasks",
+        default=None,
+        help="comma-separated names, all (the suite; default) or holdout",
+    )
     ap.add_argument(
         "--seeds", default=None, help="default 0,1,2 (0..4 with --stability)"
     )

@@ -611,5 +611,8 @@ def parse_tasks(spec: str | None) -> list[str]:
     names = [s.strip() for s in spec.split(",") if s.strip()]
     for n in names:
         if n not in known:
-            raise SystemExit(f"unknown task {n!r}; known: {', '.join(known)}")
+            raise SystemExit(
+                f"unknown task {n!r}; known: {', '.join(known)} "
+                "(or all: the suite; holdout: the held-out group)"
+            )
     return names

@@ -50,6 +50,18 @@ def _save(fig: Figure, path: str | Path | None) -> None:
 
 
 # --- range test ---------------------------------------------------------------
+def _rule_points(result: RangeTestResult) -> Any:
+    """The points the suggestion rule reads: finite losses of steps the
+    optimizer took (not ``skipped``), up to the first non-finite loss."""
+    losses = np.asarray(result.losses, dtype=float)
+    keep = np.isfinite(losses)
+    if not keep.all():
+        keep[int(np.argmin(keep)) :] = False
+    if len(result.skipped) == len(losses):
+        keep &= ~np.asarray(result.skipped, dtype=bool)
+    return keep
+
+
 def range_test_figure(
     result: RangeTestResult, *, path: str | Path | None = None, ax: Any = None
 ) -> Figure:
@@ -62,7 +74,7 @@ def range_test_figure(
     losses = np.asarray(result.losses, dtype=float)
     ax.set_xscale("log")
     ax.plot(lrs, losses, ".", color="0.7", ms=3, label="loss (raw)")
-    finite = np.isfinite(losses)
+    finite = _rule_points(result)
     if finite.sum() >= 3:
         xs, ys = smooth_curve(lrs[finite], losses[finite])
         ax.plot(xs, ys, "-", color="C0", lw=2, label="loss (smoothed)")
@@ -169,7 +181,7 @@ def range_test_terminal(
 
     lrs = np.asarray(result.lrs, dtype=float)
     losses = np.asarray(result.losses, dtype=float)
-    finite = np.isfinite(losses)
+    finite = _rule_points(result)
     if finite.sum() < 3:
         return "(not enough finite points to plot)"
     xs, ys = smooth_curve(lrs[finite], losses[finite])

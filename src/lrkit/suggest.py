@@ -117,6 +117,7 @@ class _Curve:
     n_input: int  # points handed in
     nan_lr: float | None  # first LR with a non-finite loss, if any
     bandwidth: float = 0.15  # kernel width of ``smooth``, in decades
+    nominal: Array | None = None  # y smoothed at the nominal bandwidth
 
     @cached_property
     def i_min(self) -> int:
@@ -178,12 +179,17 @@ def _kernel_points(bandwidth: float, density: float) -> float:
     return max(1.0, math.sqrt(2.0 * math.pi) * bandwidth * density)
 
 
-def _density(x: Array) -> float:
-    """Points per decade of LR."""
+def _density(x: Array, at: float | None = None, half: float = 0.0) -> float:
+    """Points per decade of LR: over the whole curve, or within ``half``
+    decades of ``at`` (a ladder linear in LR is denser at its top)."""
+    if at is not None and half > 0.0:
+        near = x[np.abs(x - at) <= half]
+        if len(near) > 1 and near[-1] > near[0]:
+            return (len(near) - 1) / float(near[-1] - near[0])
     return (len(x) - 1) / max(float(x[-1] - x[0]), 1e-12) if len(x) > 1 else 1.0
 
 
-def _noise_bandwidth(x: Array, y: Array, bandwidth: float) -> float:
+def _noise_width(x: Array, y: Array, nominal: Array, bandwidth: float) -> float:
     """The kernel width for a curve: ``bandwidth``, widened on a noisy curve.
 
     The bottom of a curve is read to ``BOTTOM_FRAC`` of its drop; when the
@@ -195,20 +201,34 @@ def _noise_bandwidth(x: Array, y: Array, bandwidth: float) -> float:
 
     up to ``MAX_WIDEN`` times ``bandwidth`` (wider, the kernel would flatten
     the descent itself, a fraction of a decade long). ``sigma`` is the raw
-    step-to-step noise, ``drop`` the fall of the curve smoothed at
-    ``bandwidth``, ``density`` the points per decade.
+    step-to-step noise, ``drop`` the fall of ``nominal`` (the curve smoothed at
+    ``bandwidth``) from its start to its minimum, ``density`` the points per
+    decade around that minimum. A curve shorter than ``MIN_POINTS``, or one
+    whose drop is within 3 noise units of the nominal kernel (the rule calls
+    it flat: no bottom to place), keeps ``bandwidth``.
     """
     if len(y) < MIN_POINTS:
         return bandwidth
-    smooth = _smooth(x, y, bandwidth)
-    start = float(np.median(smooth[: max(3, len(smooth) // 10)]))
-    drop = start - float(np.min(smooth))
+    i_min = int(np.argmin(nominal))
+    drop = float(np.median(nominal[: max(3, len(nominal) // 10)]) - nominal[i_min])
     sigma = robust_noise(y)
-    if drop <= 0.0 or sigma <= 0.0:
+    per_decade = _density(x, float(x[i_min]), 2.0 * bandwidth)
+    points = _kernel_points(bandwidth, per_decade)
+    if sigma <= 0.0 or drop <= 3.0 * sigma / math.sqrt(points):
         return bandwidth
-    per_point = 1.0 / (math.sqrt(2.0 * math.pi) * _density(x))
-    needed = (sigma / (BOTTOM_FRAC * drop)) ** 2 * per_point
+    needed = (sigma / (BOTTOM_FRAC * drop)) ** 2 / (
+        math.sqrt(2.0 * math.pi) * per_decade
+    )
     return min(MAX_WIDEN * bandwidth, max(bandwidth, needed))
+
+
+def _smooth_for_noise(
+    x: Array, y: Array, bandwidth: float
+) -> tuple[Array, Array, float]:
+    """``(smoothed at bandwidth, smoothed at the noise-matched width, width)``."""
+    nominal = _smooth(x, y, bandwidth)
+    width = _noise_width(x, y, nominal, bandwidth)
+    return nominal, nominal if width == bandwidth else _smooth(x, y, width), width
 
 
 def smooth_curve(
@@ -222,11 +242,17 @@ def smooth_curve(
     in ``x = log10(lr)`` with Gaussian weights
     ``w_j = exp(-((x_j - x_i) / width)^2 / 2)``, evaluated at ``x_i``. Unlike
     an exponential moving average it does not lag the curve. ``width`` is
-    ``bandwidth``, widened (up to twice) on a curve whose noise would
-    otherwise hide where its bottom starts:
-    ``width = max(bandwidth, (sigma / (0.05 * drop))^2 / (sqrt(2 pi) * density))``
-    with ``sigma`` the step-to-step noise, ``drop`` the fall of the curve and
-    ``density`` the points per decade.
+    ``bandwidth``, widened on a curve whose noise would otherwise hide where
+    its bottom starts:
+
+        width = clip((sigma / (0.05 * drop))^2 / (sqrt(2 pi) * density),
+                     bandwidth, 2 * bandwidth)
+
+    with ``sigma`` the step-to-step noise of the losses, ``drop`` the fall of
+    the curve smoothed at ``bandwidth`` from its start to its minimum and
+    ``density`` the points per decade around that minimum. Curves of fewer
+    than 10 points, and curves with no drop beyond 3 noise units of the
+    ``bandwidth`` kernel, are not widened.
 
     Args:
         lrs: increasing learning rates (> 0).
@@ -245,8 +271,7 @@ def smooth_curve(
     """
     lr = np.asarray(lrs, dtype=np.float64)
     y = np.asarray(losses, dtype=np.float64)
-    x = np.log10(lr)
-    return lr, _smooth(x, y, _noise_bandwidth(x, y, bandwidth))
+    return lr, _smooth_for_noise(np.log10(lr), y, bandwidth)[1]
 
 
 def _check_lrs(name: str, arr: Array, given: Any) -> None:
@@ -288,9 +313,10 @@ def _prepare(
         keep[first:] = False  # nothing after a NaN is trustworthy
     x = np.log10(lr[keep])
     y = loss[keep]
-    width = _noise_bandwidth(x, y, bandwidth)
-    smooth = _smooth(x, y, width) if len(y) else y
-    return _Curve(x, y, smooth, robust_noise(y), len(lr), nan_lr, width)
+    nominal, smooth, width = (
+        _smooth_for_noise(x, y, bandwidth) if len(y) else (y, y, bandwidth)
+    )
+    return _Curve(x, y, smooth, robust_noise(y), len(lr), nan_lr, width, nominal)
 
 
 def _bottom(c: _Curve) -> int:
@@ -724,12 +750,14 @@ def suggest(
         return Suggestion(None, reasons=tuple(reasons), method=method)
     val = _val_curve(val_lrs, val_losses, c, bandwidth)
 
-    start = float(np.median(c.smooth[: max(3, len(c.smooth) // 10)]))
-    drop = float(start - c.smooth.min())
-    # noise of the smoothed curve: the raw step-to-step noise averaged over the
-    # points inside one smoothing kernel of the nominal bandwidth (a kernel
-    # widened on a noisy curve blurs where the bottom is: it does not make the
-    # curve any more trustworthy)
+    # the flat check and the signal-to-noise confidence read the curve smoothed
+    # at the nominal bandwidth, and its noise: the raw step-to-step noise
+    # averaged over the points inside one such kernel (a kernel widened on a
+    # noisy curve blurs where the bottom is: it does not make the curve any
+    # more trustworthy)
+    nominal = c.smooth if c.nominal is None else c.nominal
+    start = float(np.median(nominal[: max(3, len(nominal) // 10)]))
+    drop = float(start - nominal.min())
     sigma_s = c.sigma / math.sqrt(_kernel_points(bandwidth, _density(c.x)))
     if drop <= 3.0 * sigma_s or drop <= 1e-9 * max(1.0, abs(start)):
         reasons.append(
