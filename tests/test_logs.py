@@ -372,3 +372,171 @@ def test_without_a_step_column_series_keep_their_place(tmp_path: Path) -> None:
     q.write_text('{"loss": 1.0}\n{"loss": 0.9}\n{"val_loss": 0.95}\n{"loss": 0.8}\n')
     h = read_log(q)
     assert list(h.val_steps) == [1]  # after the second training step
+
+
+# ------------------------------------------------------- console output and columns
+def keras_fit(verbose: int) -> dict[str, list[float]]:
+    """A real Keras fit (torch backend); returns ``history.history``."""
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((128, 4)).astype("float32")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    fit = model.fit(
+        x,
+        x.sum(1, keepdims=True),
+        epochs=8,
+        batch_size=16,
+        validation_split=0.25,
+        verbose=verbose,
+    )
+    return {k: [float(v) for v in vs] for k, vs in fit.history.items()}
+
+
+@pytest.mark.parametrize("verbose", [1, 2])
+def test_keras_console_output_and_history_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], verbose: int
+) -> None:
+    history = keras_fit(verbose)
+    console = tmp_path / "train.log"
+    console.write_text(capsys.readouterr().out)  # with progress-bar redraws at 1
+    h = read_log(console)
+    assert h.columns == {"loss": "loss", "step": "Epoch", "val_loss": "val_loss"}
+    assert h.steps.tolist() == list(range(1, 9))  # "Epoch 3/8" heads its lines
+    # the last value printed for each epoch is the epoch's (4 decimals)
+    np.testing.assert_allclose(h.loss, history["loss"], atol=6e-5)
+    np.testing.assert_allclose(h.val_loss, history["val_loss"], atol=6e-5)
+    saved = tmp_path / "history.json"
+    saved.write_text(json.dumps(history))  # json.dump(fit.history, f)
+    k = read_log(saved)
+    assert k.columns == {"loss": "loss", "val_loss": "val_loss"}
+    assert k.loss.tolist() == history["loss"]
+    assert k.val_steps.tolist() == list(range(8))
+    # pandas' DataFrame(history).to_json(): columns keyed by row number
+    frame = tmp_path / "frame.json"
+    frame.write_text(
+        json.dumps(
+            {c: {str(i): v for i, v in enumerate(vs)} for c, vs in history.items()}
+        )
+    )
+    assert read_log(frame).loss.tolist() == history["loss"]
+
+
+def test_hf_trainer_console_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+
+    class Model(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 1)
+
+        def forward(self, x, labels=None):  # type: ignore[no-untyped-def]
+            out = self.lin(x)
+            return {"loss": torch.nn.functional.mse_loss(out, labels), "logits": out}
+
+    class Data(torch.utils.data.Dataset):  # type: ignore[type-arg]
+        def __init__(self, n: int) -> None:
+            g = torch.Generator().manual_seed(n)
+            self.x = torch.randn(n, 4, generator=g)
+            self.y = self.x.sum(1, keepdim=True)
+
+        def __len__(self) -> int:
+            return len(self.x)
+
+        def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+            return {"x": self.x[i], "labels": self.y[i]}
+
+    out = tmp_path / "output"
+    args = transformers.TrainingArguments(
+        output_dir=str(out),
+        max_steps=20,
+        logging_steps=1,
+        eval_strategy="steps",
+        eval_steps=10,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        learning_rate=0.05,
+        per_device_train_batch_size=8,
+        disable_tqdm=True,  # the Trainer then prints each log dict
+    )
+    trainer = transformers.Trainer(
+        model=Model(), args=args, train_dataset=Data(64), eval_dataset=Data(16)
+    )
+    trainer.train()
+    log = tmp_path / "stdout.txt"
+    log.write_text(capsys.readouterr().out)
+    h = read_log(log)
+    assert h.columns == {
+        "loss": "loss",
+        "val_loss": "eval_loss",
+        "lr": "learning_rate",
+        "grad_norm": "grad_norm",
+    }
+    logged = [e for e in trainer.state.log_history if "loss" in e]
+    assert len(h) == len(logged) == 20
+    np.testing.assert_allclose(h.loss, [e["loss"] for e in logged], rtol=1e-3)
+    # no step printed: the n-th loss is step n, and an evaluation belongs to
+    # the loss printed before it (steps 10 and 20 are the 10th and 20th: 9, 19)
+    assert h.val_steps.tolist() == [9, 19]
+
+
+def test_console_formats_people_print(tmp_path: Path) -> None:
+    rows = tiny_run(40)
+    nano = tmp_path / "nanogpt.out"  # a nanoGPT-style loop, evaluations between
+    lines = []
+    for r in rows:
+        if "val_loss" in r:
+            loss, val = r["loss"], r["val_loss"]
+            lines.append(f"step {r['step']}: train loss {loss:.4f}, val loss {val:.4f}")
+        lines.append(
+            f"iter {r['step']}: loss {r['loss']:.4f}, time 12.34ms, mfu 41.07%"
+        )
+    nano.write_text("\n".join(lines) + "\n")
+    h = read_log(nano)
+    assert h.columns == {"loss": "loss", "step": "iter/step", "val_loss": "val loss"}
+    assert h.steps.tolist() == list(range(40))
+    np.testing.assert_allclose(h.loss, [r["loss"] for r in rows], atol=5e-5)
+    assert h.val_steps.tolist() == [9, 19, 29, 39]
+    bar = tmp_path / "lightning_bar"  # no extension: sniffed as console output
+    bar.write_text(
+        "".join(
+            f"\rEpoch 0:  {t}%|##   | {t}/40 [00:01<00:02, 15.0it/s, v_num=0, "
+            f"train_loss={r['loss']:.3f}]"
+            for t, r in enumerate(rows)
+        )
+        + "\n"
+    )
+    b = read_log(bar)
+    assert b.columns["loss"] == "train_loss" and len(b) == 1  # one epoch: one step
+    mnist = tmp_path / "mnist.txt"  # the PyTorch MNIST example's prints
+    mnist.write_text(
+        "".join(
+            f"Train Epoch: 1 [{16 * t}/640 ({t * 100 // 40}%)]\tLoss: {r['loss']:.6f}\n"
+            for t, r in enumerate(rows)
+        )
+        + "\nTest set: Average loss: 0.0330, Accuracy: 9890/10000 (99%)\n"
+    )
+    m = read_log(mnist)
+    assert m.columns == {"loss": "Loss"} and len(m) == 40
+
+
+def test_console_and_sniffing_errors(tmp_path: Path) -> None:
+    quiet = tmp_path / "train.log"
+    quiet.write_text("Epoch 1/3\nsaving checkpoint to ./out\naccuracy: 0.91\n")
+    with pytest.raises(LogFormatError, match=r"train\.log: no line holds a loss"):
+        read_log(quiet)
+    csv_like = tmp_path / "metrics"  # no extension, but a CSV
+    csv_like.write_text("step,loss\n0,2.0\n1,1.5\n")
+    assert read_log(csv_like).columns == {"step": "step", "loss": "loss"}
+    bad = tmp_path / "config.json"
+    bad.write_text('{"lr": 0.1, "name": "run"}')
+    with pytest.raises(LogFormatError, match="columns .an object of lists"):
+        read_log(bad)

@@ -600,7 +600,8 @@ def diagnose(
         typer.Argument(
             help="A training log: CSV (Lightning metrics.csv, Keras, any "
             "step,loss,... file), JSON lines, Hugging Face trainer_state.json, "
-            "or TensorBoard event files (a file or a directory).",
+            "Keras history JSON, TensorBoard event files (a file or a "
+            "directory), or console output (train.log: 'loss: 0.52' pairs).",
             show_default=False,
         ),
     ],

@@ -10,7 +10,18 @@ Supported formats (picked from the file name and content, or forced with
 - ``jsonl``: JSON lines, one object per line (nested objects are flattened with
   ``/``), as written by most ad-hoc loggers.
 - ``hf``: Hugging Face ``trainer_state.json`` (its ``log_history``), or a directory
-  holding one (the newest ``checkpoint-*`` is used when the directory has several).
+  holding one (the newest ``checkpoint-*`` is used when the directory has several);
+  also any whole-file JSON holding a list of records, or columns: an object of
+  equal-purpose lists such as Keras' ``history.history`` saved with
+  ``json.dump`` (``{"loss": [...], "val_loss": [...]}``, one entry per epoch).
+- ``text``: console output (``.log``, ``.txt``, ``.out``, or a file no other
+  reader takes): every ``name: value``, ``name=value`` or ``name value`` pair on a
+  line, as printed by Keras (``loss: 0.52 - val_loss: 0.61``), nanoGPT-style
+  loops (``iter 100: loss 2.34, time 12ms``), the Hugging Face Trainer's printed
+  dicts (``{'loss': 2.3, 'learning_rate': 5e-05}``) or Lightning's progress bar
+  (``train_loss=0.512``). A step (``step``, ``iter``, ``epoch`` ...) on a line
+  applies to that line; one on a line without a loss (Keras' ``Epoch 3/10``)
+  applies to the lines after it.
 - ``tensorboard``: TensorBoard event files or a directory of them (every run below
   it; tags are prefixed with the run's sub-directory when there are several).
   Read with TensorBoard's own ``EventAccumulator``: ``pip install 'lrkit[logs]'``.
@@ -39,6 +50,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import re
@@ -58,7 +70,7 @@ __all__ = ["KEYS", "History", "LogFormatError", "read_log"]
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-FORMATS = ("csv", "jsonl", "hf", "tensorboard")
+FORMATS = ("csv", "jsonl", "hf", "tensorboard", "text")
 
 #: Column names tried in order for each series (after normalisation: lower case,
 #: ``/ - . space`` turned into ``_``). When none matches, a fallback rule applies:
@@ -541,6 +553,23 @@ def _read_csv(path: Path, overrides: Mapping[str, str | None]) -> History:
     return _build(records, header, path, overrides)
 
 
+def _looks_like_csv(lines: Sequence[str]) -> bool:
+    """A header of names, then rows of as many comma- or tab-separated cells,
+    mostly numbers (a console line has pairs like ``loss=0.5`` in its cells)."""
+    for delimiter in (",", "\t"):
+        header = [h.strip().strip('"') for h in lines[0].split(delimiter)]
+        if len(header) < 2 or any(
+            _looks_numeric(h) or ":" in h or "=" in h for h in header
+        ):
+            continue
+        rows = [ln.split(delimiter) for ln in lines[1:6]]
+        cells = [c.strip().strip('"') for row in rows for c in row]
+        numeric = sum(1 for c in cells if not c or _looks_numeric(c))
+        if all(len(r) == len(header) for r in rows) and 2 * numeric >= len(cells):
+            return True
+    return False
+
+
 def _looks_numeric(s: str) -> bool:
     try:
         float(s)
@@ -586,11 +615,17 @@ def _read_json(path: Path, overrides: Mapping[str, str | None]) -> History:
             raise LogFormatError(path, "'log_history' must be a list")
     elif isinstance(doc, list):
         entries = doc
+    elif isinstance(doc, dict) and (columns := _json_columns(doc)):
+        entries = [
+            {k: v[i] for k, v in columns.items() if i < len(v)}
+            for i in range(max(len(v) for v in columns.values()))
+        ]
     else:
         raise LogFormatError(
             path,
-            "expected a Hugging Face trainer_state.json (with 'log_history') "
-            "or a list of records",
+            "expected a Hugging Face trainer_state.json (with 'log_history'), "
+            "a list of records, or columns (an object of lists, like Keras' "
+            "history.history)",
         )
     records: list[tuple[int, Mapping[str, Any]]] = []
     for entry in entries:
@@ -608,6 +643,94 @@ def _read_json(path: Path, overrides: Mapping[str, str | None]) -> History:
         return _build(records, _ordered_keys(records), path, overrides)
     except LogFormatError as e:
         raise LogFormatError(path, e.reason) from None
+
+
+def _json_columns(doc: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """The columns of a JSON object of lists (``{"loss": [...], ...}``; pandas'
+    ``to_json()`` writes ``{"loss": {"0": ..., "1": ...}}``): every value that
+    is a list, or an object keyed by row numbers; nothing when there is none."""
+    columns: dict[str, list[Any]] = {}
+    for key, value in doc.items():
+        if isinstance(value, list):
+            columns[str(key)] = value
+        elif (
+            isinstance(value, Mapping)
+            and value
+            and all(str(k).isdigit() for k in value)
+        ):
+            columns[str(key)] = [value[k] for k in sorted(value, key=lambda k: int(k))]
+    return columns
+
+
+# name (one or two words: "loss", "val loss", "train/loss"), a separator (":",
+# "=" or spaces) and a number, units and "%" after it ignored; the name must
+# not follow a letter or digit ("10ms/step" is no pair)
+_PAIR = re.compile(
+    r"(?<![\w.])(?P<key>[A-Za-z_][\w./-]*(?: [A-Za-z_][\w./-]*)?)"
+    r"\s*(?:[:=]\s*|\s+)"
+    r"(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf)\b)",
+    re.IGNORECASE,
+)
+
+
+def _text_pairs(line: str) -> dict[str, float]:
+    """``name -> value`` for every pair on a console line (quotes ignored)."""
+    out: dict[str, float] = {}
+    for m in _PAIR.finditer(line.replace("'", "").replace('"', "")):
+        key = m.group("key").rstrip("./-")
+        out.setdefault(key, float(m.group("value")))
+    return out
+
+
+def _read_console(path: Path, overrides: Mapping[str, str | None]) -> History:
+    """Console output: the name/value pairs of each line (see the module doc)."""
+    text = _read_text(path)
+    if not text.strip():
+        raise LogFormatError(path, "the file is empty", 1)
+    step_names = [_norm(k) for k in KEYS["step"]]  # in order of preference
+    if overrides.get("step") is not None:
+        step_names = [_norm(str(overrides["step"]))]
+    # terminal colours and progress-bar redraws (backspaces) are not text
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x08", "", text)
+    records: list[tuple[int, Mapping[str, Any]]] = []
+    carried: tuple[str, float] | None = None  # a step on a line without a loss
+    named: dict[str, None] = {}  # the names the steps went by
+    for number, full_line in enumerate(text.split("\n"), start=1):
+        for line in full_line.split("\r"):  # a progress bar redraws with \r
+            pairs = _text_pairs(line)
+            if not pairs:
+                continue
+            steps = sorted(
+                (step_names.index(_norm(k)), k, v)
+                for k, v in pairs.items()
+                if _norm(k) in step_names and math.isfinite(v) and v == int(v) >= 0
+            )
+            row: dict[str, Any] = {
+                k: v for k, v in pairs.items() if _norm(k) not in step_names
+            }
+            if not any("loss" in _norm(k) for k in row):
+                carried = (steps[0][1], steps[0][2]) if steps else carried
+                continue
+            here = (steps[0][1], steps[0][2]) if steps else carried
+            if here is not None:
+                named.setdefault(here[0], None)
+                row["step"] = here[1]
+            records.append((number, row))
+    if not records:
+        raise LogFormatError(
+            path,
+            "no line holds a loss value (looked for 'name: value', 'name=value' "
+            "and 'name value' pairs with 'loss' in the name)",
+        )
+    if not all("step" in r for _, r in records):  # steps only on some lines
+        records = [(n, {k: v for k, v in r.items() if k != "step"}) for n, r in records]
+    keys = _ordered_keys(records)
+    forced = {**overrides, "step": "step" if "step" in keys else None}
+    history = _build(records, keys, path, forced)
+    if "step" in history.columns:  # name the steps as the log did
+        columns = {**history.columns, "step": "/".join(named) or "step"}
+        history = dataclasses.replace(history, columns=columns)
+    return history
 
 
 def _event_files(path: Path) -> list[Path]:
@@ -716,11 +839,25 @@ def _detect(path: Path) -> tuple[str, Path]:
         return "hf", path  # trainer_state.json or any JSON list / JSON lines
     if name.endswith((".csv", ".tsv")):
         return "csv", path
-    # Unknown extension: sniff the first non-blank character.
-    head = _read_text(path).lstrip()[:1]
-    if not head:
+    if name.endswith((".log", ".txt", ".out", ".err")):
+        return "text", path
+    # Unknown extension: sniff the content.
+    text = _read_text(path)
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines:
         raise LogFormatError(path, "the file is empty", 1)
-    return ("jsonl" if head == "{" else "hf" if head == "[" else "csv"), path
+    head = lines[0].lstrip()
+    if head.startswith("["):
+        return "hf", path
+    if head.startswith("{"):
+        try:
+            json.loads(head)
+        except json.JSONDecodeError:
+            return "text", path  # a printed dict, not JSON
+        return "jsonl", path
+    if _looks_like_csv(lines):
+        return "csv", path
+    return "text", path
 
 
 def read_log(
@@ -733,7 +870,7 @@ def read_log(
     step_key: str | None = None,
     format: str | None = None,
 ) -> History:
-    """Read a training log (CSV, JSON lines, trainer_state.json, TensorBoard).
+    """Read a training log (CSV, JSON lines, JSON, TensorBoard, console output).
 
     Args:
         path: a log file, or a directory holding one (a Lightning ``version_N``
@@ -751,8 +888,9 @@ def read_log(
         grad_norm_key: the gradient-norm column (``grad_norm``...). Optional.
         step_key: the step column (``step``, ``global_step``..., ``epoch`` last).
             Without one, the n-th logged loss is step n.
-        format: ``"csv"``, ``"jsonl"``, ``"hf"`` or ``"tensorboard"``; detected
-            from the name and content when None.
+        format: ``"csv"``, ``"jsonl"``, ``"hf"`` (whole-file JSON),
+            ``"tensorboard"`` or ``"text"`` (console output); detected from the
+            name and content when None.
 
     Returns:
         The :class:`History`, with ``source`` and the ``columns`` used.
@@ -792,6 +930,8 @@ def read_log(
         return _read_csv(target, overrides)
     if kind == "jsonl":
         return _read_jsonl(target, overrides)
+    if kind == "text":
+        return _read_console(target, overrides)
     if kind == "hf":
         if target.is_dir():
             target = _detect(target)[1]
