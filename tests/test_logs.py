@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 
 import lrkit
 from lrkit import History, LogFormatError, read_log
@@ -540,3 +541,39 @@ def test_console_and_sniffing_errors(tmp_path: Path) -> None:
     bad.write_text('{"lr": 0.1, "name": "run"}')
     with pytest.raises(LogFormatError, match="columns .an object of lists"):
         read_log(bad)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.text(max_size=60),
+            st.builds(
+                lambda k, v, sep: f"{k}{sep}{v}",
+                st.sampled_from(["loss", "val loss", "iter", "Epoch", "lr", "x"]),
+                st.one_of(
+                    st.floats(allow_nan=True, allow_infinity=True),
+                    st.integers(-5, 10**6),
+                ),
+                st.sampled_from([": ", "=", " ", ":"]),
+            ),
+        ),
+        max_size=30,
+    ),
+    st.sampled_from(["\n", "\r", " - ", ", "]),
+)
+def test_any_console_text_reads_or_fails_cleanly(parts: list[str], joint: str) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "run.log"
+        path.write_text(joint.join(parts), encoding="utf-8")
+        try:
+            h = read_log(path)
+        except LogFormatError as e:
+            message = str(e)
+        else:
+            assert len(h) >= 1 and np.all(np.diff(h.steps) > 0)
+            assert "loss" in h.columns["loss"].lower()
+            return
+        assert message.startswith(str(path)) and "\n" not in message
