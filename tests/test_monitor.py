@@ -230,6 +230,34 @@ def test_spike_and_recover() -> None:
     assert d.verdict == "healthy" and "loss spike at step 400" in d.summary
 
 
+def test_a_divergence_the_run_recovers_from_is_an_lr_too_high_verdict() -> None:
+    # a blow-up in the first steps (no warmup), then normal training: the
+    # finding stays, but the run is not "diverged" at the end
+    y = exp_decay(seed=7)
+    y[3:12] = y[3:12] * 4.0 + 3.0
+    d = diagnose(list(y))
+    div = [f for f in d.findings if f.kind == "diverged"]
+    assert div and div[0].severity == "critical"
+    assert d.verdict == "lr too high"
+    assert f"recovered after step {div[0].last_step}" in d.summary
+    assert "start of training" in d.summary and "warmup" in d.advice
+    # the same blow-up late in the run, after which the loss stays up: diverged
+    late = exp_decay(seed=7)
+    late[600:] = late[600:] * 4.0 + 3.0
+    assert diagnose(list(late)).verdict == "diverged"
+    # ... and one it comes back from only partly (never below its best before)
+    partly = exp_decay(seed=7)
+    best = float(np.min(partly[:600]))
+    partly[600:610] = partly[600:610] * 4.0 + 3.0
+    partly[610:] = np.maximum(partly[610:], best + 0.5 * (partly[0] - best))
+    assert diagnose(list(partly)).verdict == "diverged"
+    # recovered late in a run: lower the LR rather than warm up
+    mid = exp_decay(seed=7)
+    mid[600:610] = mid[600:610] * 4.0 + 3.0
+    m = diagnose(list(mid))
+    assert m.verdict == "lr too high" and "0.5x" in m.advice
+
+
 def test_divergence_flagged_within_a_few_steps() -> None:
     y = exp_decay(seed=6)
     onset = 600

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import statistics
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -52,6 +53,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from . import _check
+from ._util import robust_noise
 
 if TYPE_CHECKING:
     from .logs import History
@@ -443,8 +445,9 @@ def _advice(kind: str, lr: float | None, evidence: Mapping[str, float]) -> str:
         )
     if kind == "diverged":
         return (
-            "The loss left its best level for good: LR likely too high. Roll back "
-            f"and retry at {times(0.3)}, or add warmup / gradient clipping."
+            "The loss rose far above its best level (its running median, not a "
+            "lone spike): LR likely too high. Roll back and retry at "
+            f"{times(0.3)}, or add warmup / gradient clipping."
         )
     if kind == "spike":
         return (
@@ -1541,7 +1544,13 @@ def diagnose(
     mon.finish()
     findings = mon.findings
     finite = sum(1 for v in loss if math.isfinite(v))
-    verdict, summary, advice = _verdict(findings, finite, mon.config)
+    recovered = {
+        f.id
+        for f in findings
+        if f.kind == "diverged"
+        and _recovered(f, h.steps.tolist(), loss, mon.config.level_window)
+    }
+    verdict, summary, advice = _verdict(findings, finite, mon.config, recovered)
     return Diagnosis(
         verdict=verdict,
         summary=summary,
@@ -1553,9 +1562,41 @@ def diagnose(
     )
 
 
+def _recovered(
+    f: Finding, steps: Sequence[int], loss: Sequence[float], window: int
+) -> bool:
+    """True when the run came back from a ``diverged`` finding and trained on:
+    after it, the running median (of ``window`` losses) returned to the best
+    level it had before the blow-up (within twice the noise measured then),
+    and at the end the run still held at least half of its progress (its last
+    median below the midpoint between where it began and its best median, the
+    progress being more than 6 times the run's step-to-step noise)."""
+    before = f.evidence.get("best", f.evidence.get("first_loss"))
+    noise = f.evidence.get("noise", 0.0)
+    if before is None or len(loss) < 2 * window:
+        return False
+    if not all(math.isfinite(v) for v in loss):
+        return False
+    levels = [
+        statistics.median(loss[i : i + window]) for i in range(len(loss) - window + 1)
+    ]
+    # where training began: the first loss, unless the first median is lower
+    # (a blow-up in the first steps inflates that median)
+    first, best, last = min(loss[0], levels[0]), min(levels), levels[-1]
+    if first - best <= 6.0 * robust_noise(loss) or last > (first + best) / 2:
+        return False  # no real progress, or lost half of it by the end
+    after = [lv for i, lv in enumerate(levels) if steps[i + window - 1] > f.last_step]
+    return bool(after) and min(after) <= before + 2.0 * noise
+
+
 def _verdict(
-    findings: Sequence[Finding], finite: int, config: MonitorConfig
+    findings: Sequence[Finding],
+    finite: int,
+    config: MonitorConfig,
+    recovered: frozenset[int] | set[int] = frozenset(),
 ) -> tuple[str, str, str]:
+    """The verdict, its summary and advice; ``recovered``: ids of ``diverged``
+    findings the run came back from (see :func:`_recovered`)."""
     by_kind: dict[str, list[Finding]] = {}
     for g in findings:
         by_kind.setdefault(g.kind, []).append(g)
@@ -1564,13 +1605,38 @@ def _verdict(
         found = [f for k in kinds for f in by_kind.get(k, [])]
         return min(found, key=lambda f: f.detected_step) if found else None
 
-    f = first("nan", "diverged")
+    lasting = [g for g in by_kind.get("diverged", []) if g.id not in recovered]
+    f = first("nan") or (
+        min(lasting, key=lambda g: g.detected_step) if lasting else None
+    )
     if f is not None:
         what = "non-finite values" if f.kind == "nan" else "a loss far above its best"
         return (
             "diverged",
             f"The run diverged at step {f.first_step} ({what}).",
             f.advice,
+        )
+    f = first("diverged")  # every one recovered
+    if f is not None:
+        others = sorted(
+            {
+                g.kind
+                for k in ("oscillating", "spike", "exploding_grad")
+                for g in by_kind.get(k, [])
+            }
+        )
+        also = f"; also {', '.join(others)}" if others else ""
+        early = f.first_step < 4 * config.min_updates
+        return (
+            "lr too high",
+            f"The loss blew up at step {f.first_step} and recovered after step "
+            f"{f.last_step}: the LR is at the edge of stability"
+            + (" at the start of training" if early else "")
+            + also
+            + ".",
+            "LR likely too high for "
+            + ("the first steps: add a warmup" if early else "this run: 0.5x")
+            + " (or clip gradients). The run trained on, so it need not be restarted.",
         )
     f = first("oscillating")
     if f is not None:
