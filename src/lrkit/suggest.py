@@ -743,10 +743,17 @@ def suggest(
     if c.nan_lr is not None:
         reasons.append(f"loss became NaN/inf at LR {c.nan_lr:.3g}")
     if len(c.y) < MIN_POINTS:
-        reasons.append(
-            f"only {len(c.y)} usable points (need {MIN_POINTS}): "
-            "lower start_lr or raise num_steps"
-        )
+        if c.nan_lr is not None and len(c.y) == 0:
+            reasons.append(
+                "the loss was NaN/inf from the first step, at the lowest LR: not "
+                "an LR effect; check the data, the loss function and the model's "
+                "output (log(0), a division by zero, fp16 overflow)"
+            )
+        else:
+            reasons.append(
+                f"only {len(c.y)} usable points (need {MIN_POINTS}): "
+                "lower start_lr or raise num_steps"
+            )
         return Suggestion(None, reasons=tuple(reasons), method=method)
     val = _val_curve(val_lrs, val_losses, c, bandwidth)
 

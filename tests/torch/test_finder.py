@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import copy
 import math
 import random
@@ -553,6 +554,144 @@ class TestBadInput:
         ):
             lrkit.find_lr(model, "sgd", F.cross_entropy, loader())  # type: ignore[arg-type]
 
+    def test_optimizers_it_cannot_test_say_why_and_change_nothing(self) -> None:
+        model = nn.Linear(8, 3)
+        before = [t.detach().clone() for t in model.parameters()]
+        with pytest.raises(
+            TypeError,
+            match=r"optimizer must be an optimizer that "
+            r"steps without a closure .*, got LBFGS",
+        ):
+            lrkit.find_lr(
+                model, torch.optim.LBFGS(model.parameters()), F.cross_entropy, loader()
+            )
+        frozen = nn.Linear(8, 3).requires_grad_(False)
+        with pytest.raises(
+            ValueError,
+            match="at least one parameter with "
+            "requires_grad=True, got SGD whose 2 parameters",
+        ):
+            lrkit.find_lr(
+                frozen,
+                torch.optim.SGD(frozen.parameters(), lr=0.1),
+                F.cross_entropy,
+                loader(),
+            )
+
+        class SelfStepping(torch.optim.SGD):  # sets its own step size (Adafactor)
+            def __init__(self, params: object) -> None:
+                super().__init__(params, lr=0.1)  # type: ignore[arg-type]
+                for group in self.param_groups:
+                    group["lr"] = None
+
+        with pytest.raises(
+            TypeError, match="numeric 'lr', got SelfStepping with lr=None"
+        ):
+            lrkit.find_lr(
+                model, SelfStepping(model.parameters()), F.cross_entropy, loader()
+            )
+        with pytest.raises(
+            ValueError, match="spill_dir must be an existing directory or None"
+        ):
+            lrkit.find_lr(
+                model,
+                torch.optim.SGD(model.parameters(), lr=0.1),
+                F.cross_entropy,
+                loader(),
+                spill_dir="/no/such/dir",
+            )
+        with pytest.raises(
+            TypeError,
+            match="compute_loss must be a function "
+            "returning a torch.Tensor, got a function returning dict",
+        ):
+            lrkit.find_lr(
+                model,
+                torch.optim.SGD(model.parameters(), lr=0.1),
+                None,
+                loader(),
+                compute_loss=lambda m, b: {"loss": m(b[0]).sum()},
+            )
+        for a, b in zip(before, model.parameters(), strict=True):
+            assert torch.equal(a, b)
+
+
+def test_tensors_the_optimizer_trains_outside_the_model_are_restored() -> None:
+    # a learnable temperature in the criterion, trained by the same optimizer
+    seeded()
+    model = nn.Linear(8, 3)
+    temperature = nn.Parameter(torch.tensor(1.0))
+    temperature.grad = torch.tensor(0.25)
+    opt = torch.optim.Adam([*model.parameters(), temperature], lr=1e-3)
+    before = state_of(model, opt)
+
+    def loss_fn(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(out / temperature, y)
+
+    result = lrkit.find_lr(model, opt, loss_fn, loader(), num_steps=40)
+    assert result.steps_done > 10  # it trained the temperature meanwhile
+    assert torch.equal(temperature.detach(), torch.tensor(1.0))
+    assert torch.equal(temperature.grad, torch.tensor(0.25))
+    assert_state_equal(before, state_of(model, opt))
+
+
+def test_warmup_scheduler_at_step_zero_keeps_its_group_ratios() -> None:
+    # a warmup scheduler (Hugging Face's get_linear_schedule_with_warmup, or a
+    # LambdaLR from 0) sets every LR to 0 at step 0; the ratios are in initial_lr
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    opt = torch.optim.AdamW(
+        [
+            {"params": model[0].parameters()},
+            {"params": model[2].parameters(), "lr": 2e-4},
+        ],
+        lr=1e-3,
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: step / 10)
+    assert [g["lr"] for g in opt.param_groups] == [0.0, 0.0]
+    result = lrkit.find_lr(model, opt, F.cross_entropy, loader(), num_steps=30)
+    assert result.group_factors == pytest.approx((1.0, 0.2))
+    assert [g["lr"] for g in opt.param_groups] == [0.0, 0.0]  # given back
+    assert sched.last_epoch == 0
+
+
+def test_dict_batches_with_your_own_criterion_and_a_plain_forward() -> None:
+    class Plain(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # takes no labels
+            return self.lin(x)
+
+    x, y = make_data(128)
+    batches = [
+        collections.defaultdict(list, {"x": x[i : i + 16], "labels": y[i : i + 16]})
+        for i in range(0, 128, 16)
+    ]  # a collate function's defaultdict
+    model = Plain()
+    result = lrkit.find_lr(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        F.cross_entropy,
+        batches,
+    )
+    assert result.steps_done > 100 and result.suggestion is not None
+
+
+def test_loss_nan_from_the_first_step_is_not_blamed_on_the_lr() -> None:
+    model = nn.Linear(8, 3)
+    result = lrkit.find_lr(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        lambda o, y: F.cross_entropy(o, y) * math.nan,
+        loader(),
+        num_steps=20,
+    )
+    assert result.suggestion is None and result.stop_reason == "nan"
+    assert any(
+        "from the first step" in r and "not an LR effect" in r for r in result.reasons
+    )
+
 
 def test_optimizer_step_hooks_do_not_see_the_test() -> None:
     model = nn.Linear(8, 3)
@@ -752,6 +891,17 @@ class TestConfirm:
         assert "not confirmed: a one-shot iterator" in r.reasons[-1]
         assert "confirm_loss" not in r.suggestion_info.evidence
 
+    def test_one_shot_validation_iterator_is_not_confirmed_and_says_why(
+        self,
+    ) -> None:
+        model, opt, dl, val = self.small_task()
+        r = lrkit.find_lr(
+            model, opt, F.mse_loss, dl, val_loader=iter(list(val)), confirm_steps=10
+        )
+        assert r.confidence < 0.5
+        assert "validation loader is a one-shot iterator" in r.reasons[-1]
+        assert "confirm_loss" not in r.suggestion_info.evidence
+
     def test_bad_confirm_steps(self, setup) -> None:
         model, opt, dl = setup
         before = state_of(model, opt)
@@ -845,3 +995,25 @@ class TestConfirmChoice:
         assert _paired_margin(low, up) == pytest.approx(expected)
         assert _paired_margin([1.0], [0.5]) == 0.0  # one batch: no estimate
         assert _paired_margin([], [0.5]) == 0.0  # a run that blew up
+
+
+def test_a_validation_loader_does_not_change_the_training_curve() -> None:
+    # starting a DataLoader draws a seed from the global RNG; the validation
+    # loader's draw must not move the training loader's later shuffles
+    x, y = make_data(64)
+    val = DataLoader(TensorDataset(x[:32], y[:32]), batch_size=16)
+    curves = []
+    for with_val in (False, True):
+        torch.manual_seed(0)
+        model = nn.Linear(8, 3)
+        train = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True)
+        r = lrkit.find_lr(
+            model,
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            F.cross_entropy,
+            train,
+            val_loader=val if with_val else None,
+            num_steps=40,  # 10 passes over 4 batches
+        )
+        curves.append(r.losses)
+    assert curves[0] == curves[1]

@@ -30,8 +30,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
+import itertools
 import math
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -149,7 +152,13 @@ def _to_device(value: Any, device: torch.device) -> Any:
     if isinstance(value, torch.Tensor):
         return value.to(device, non_blocking=True)
     if isinstance(value, Mapping):
-        return type(value)({k: _to_device(v, device) for k, v in value.items()})  # type: ignore[call-arg]
+        moved = {k: _to_device(v, device) for k, v in value.items()}
+        if isinstance(value, defaultdict):
+            return defaultdict(value.default_factory, moved)
+        try:
+            return type(value)(moved)  # type: ignore[call-arg]
+        except TypeError:  # a mapping type not built from a dict
+            return moved
     if isinstance(value, tuple) and hasattr(value, "_fields"):  # namedtuple
         return type(value)(*(_to_device(v, device) for v in value))
     if isinstance(value, (list, tuple)):
@@ -195,6 +204,27 @@ def _required_output_loss(out: Any) -> torch.Tensor:
     return loss
 
 
+def _first_batches(loader: Iterable[Any], n: int, device: torch.device) -> list[Any]:
+    """The first ``n`` batches of ``loader`` on ``device`` (no more are drawn).
+
+    Starting a DataLoader without its own generator draws its seed from the
+    global torch RNG; that draw is undone, so a validation loader does not
+    change the order in which the training loader shuffles."""
+    with torch.random.fork_rng(devices=[]):
+        return [_to_device(b, device) for b in itertools.islice(loader, n)]
+
+
+def _takes(model: nn.Module, name: str) -> bool:
+    """True when ``model.forward`` accepts the keyword ``name`` (or ``**kwargs``)."""
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: pass everything
+        return True
+    return any(
+        p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params
+    )
+
+
 def _default_loss(
     model: nn.Module,
     batch: Any,
@@ -207,10 +237,14 @@ def _default_loss(
         out = _call(model, inputs)
         return _required_output_loss(out) if loss_fn is None else loss_fn(out, target)
     if isinstance(batch, Mapping):
-        out = model(**batch)
+        key = next((k for k in _LABEL_KEYS if k in batch), None)
+        if loss_fn is not None and key is not None and not _takes(model, key):
+            # your own criterion gets the label; a forward(x) does not take it
+            out = model(**{k: v for k, v in batch.items() if k != key})
+        else:
+            out = model(**batch)
         if loss_fn is None:
             return _required_output_loss(out)
-        key = next((k for k in _LABEL_KEYS if k in batch), None)
         if key is None:
             loss = _output_loss(out)
             if loss is not None:
@@ -248,18 +282,21 @@ def _default_loss(
     )
 
 
-def _scalar(loss: Any) -> torch.Tensor:
+def _scalar(loss: Any, source: str = "loss_fn") -> torch.Tensor:
     if not isinstance(loss, torch.Tensor):
         _check.fail(
-            "loss_fn",
+            source,
             "a function returning a torch.Tensor",
             f"a function returning {type(loss).__name__}",
+            "Return the scalar loss itself (e.g. output.loss)."
+            if source == "compute_loss"
+            else None,
             exc=TypeError,
             shown=True,
         )
     if loss.numel() != 1:
         _check.fail(
-            "loss_fn",
+            source,
             "a function returning a scalar loss (one element)",
             f"a tensor of shape {tuple(loss.shape)}",
             "Reduce it, e.g. with .mean().",
@@ -436,7 +473,48 @@ def find_lr(
             "Build it with optimizer = Optim(model.parameters(), ...).",
             shown=True,
         )
-    ref_lr = get_lr(groups[reference_group])
+    if not any(p.requires_grad for p in opt_params):
+        _check.fail(
+            "optimizer",
+            "at least one parameter with requires_grad=True",
+            f"{type(optimizer).__name__} whose {len(opt_params)} parameters are all "
+            "frozen",
+            "Unfreeze the layers to train, or build the optimizer over them.",
+            shown=True,
+        )
+    closure = inspect.signature(optimizer.step).parameters.get("closure")
+    if closure is not None and closure.default is inspect.Parameter.empty:
+        _check.fail(
+            "optimizer",
+            "an optimizer that steps without a closure (SGD, Adam, ...)",
+            f"{type(optimizer).__name__}, whose step() needs one",
+            "A range test takes one step per batch; line-search optimizers "
+            "like LBFGS choose their own step size.",
+            exc=TypeError,
+            shown=True,
+        )
+    if any(g.get("lr") is None for g in groups):
+        _check.fail(
+            "optimizer",
+            "param groups with a numeric 'lr'",
+            f"{type(optimizer).__name__} with lr=None",
+            "It sets its own step size (e.g. Adafactor(relative_step=True)), "
+            "so there is no LR to test; build it with a fixed lr to test one.",
+            exc=TypeError,
+            shown=True,
+        )
+    if (
+        all(get_lr(g) == 0 for g in groups)
+        and all(isinstance(g.get("initial_lr"), (int, float)) for g in groups)
+        and float(groups[reference_group]["initial_lr"]) > 0
+    ):
+        # an LR scheduler with warmup (Hugging Face's get_*_schedule_with_warmup)
+        # has set every LR to 0 at step 0: the groups' ratios are in initial_lr
+        ref_lr = float(groups[reference_group]["initial_lr"])
+        factors = tuple(float(g["initial_lr"]) / ref_lr for g in groups)
+    else:
+        ref_lr = get_lr(groups[reference_group])
+        factors = ()
     if not (ref_lr > 0 and math.isfinite(ref_lr)):
         _check.fail(
             f"optimizer.param_groups[{reference_group}]['lr']",
@@ -444,7 +522,7 @@ def find_lr(
             ref_lr,
             "Pick another reference_group or set a positive LR.",
         )
-    factors = tuple(get_lr(g) / ref_lr for g in groups)
+    factors = factors or tuple(get_lr(g) / ref_lr for g in groups)
     if device is None:
         first = next(model.parameters(), None)
         dev = first.device if first is not None else torch.device("cpu")
@@ -457,6 +535,8 @@ def find_lr(
         sync_every = 1 if dev.type == "cpu" else 8
     sync_every = _check.positive_int("sync_every", sync_every)
     confirm_steps = _check.non_negative_int("confirm_steps", confirm_steps)
+    if spill_dir is not None and not Path(spill_dir).is_dir():
+        _check.fail("spill_dir", "an existing directory or None", str(spill_dir))
     check_hooks(suggest, progress)
     # the ladder's arguments are checked (and the default length set) first
     start_lr, end_lr, num_steps, mode = check_ladder(start_lr, end_lr, num_steps, mode)
@@ -465,7 +545,7 @@ def find_lr(
         hook = compute_loss
 
         def batch_loss(batch: Any) -> torch.Tensor:
-            return _scalar(hook(model, batch))
+            return _scalar(hook(model, batch), "compute_loss")
     else:
 
         def batch_loss(batch: Any) -> torch.Tensor:
@@ -553,10 +633,7 @@ def find_lr(
 
         def val_fn() -> Any:
             if not val_cache:
-                for i, b in enumerate(vloader):
-                    if i >= val_batches:
-                        break
-                    val_cache.append(_to_device(b, dev))
+                val_cache.extend(_first_batches(vloader, val_batches, dev))
                 if not val_cache:
                     _check.fail(
                         "val_loader", "a loader that yields at least one batch", vloader
@@ -609,10 +686,7 @@ def find_lr(
         if val_loader is None:
             return losses[-CONFIRM_TAIL:]
         if not confirm_cache:
-            for i, b in enumerate(val_loader):
-                if i >= CONFIRM_VAL_BATCHES:
-                    break
-                confirm_cache.append(_to_device(b, dev))
+            confirm_cache.extend(_first_batches(val_loader, CONFIRM_VAL_BATCHES, dev))
         flags = [(m, m.training) for m in model.modules()]
         model.eval()
         try:
@@ -640,6 +714,11 @@ def find_lr(
             note = (
                 "not confirmed: a one-shot iterator cannot give each short run "
                 "the same batches"
+            )
+        elif isinstance(val_loader, Iterator):
+            note = (
+                "not confirmed: the validation loader is a one-shot iterator, "
+                "which the range test already used up"
             )
         if note is not None:
             return _replace(

@@ -2,7 +2,8 @@
 
 A :class:`Snapshot` holds one copy of everything a training step can change:
 
-- every parameter and buffer of the model (persistent or not), their ``.grad``
+- every parameter and buffer of the model (persistent or not), and every tensor
+  the optimizer trains outside the model (a learnable loss weight), their ``.grad``
   and ``requires_grad``, and each submodule's ``training`` flag;
 - the optimizer's per-parameter state, its param groups (learning rates and all
   other keys; keys added later are removed on restore) and its plain attributes;
@@ -144,9 +145,9 @@ def _restore_into(saved: _Saved, store: _Store) -> torch.Tensor:
 
 @dataclass
 class _TensorSlot:
-    owner: nn.Module
+    owner: nn.Module | None  # None: an optimizer's tensor outside the model
     name: str
-    kind: str  # "_parameters" or "_buffers"
+    kind: str  # "_parameters" or "_buffers" ("" without an owner)
     tensor: torch.Tensor
     requires_grad: bool
     data: Any  # CPU copy, or a spill key
@@ -204,9 +205,10 @@ class Snapshot:
 
     def _restore_slot(self, slot: _TensorSlot) -> None:
         t = slot.tensor
-        table = getattr(slot.owner, slot.kind)
-        if table.get(slot.name) is not t:  # replaced or removed by the test
-            table[slot.name] = t
+        if slot.owner is not None:  # (None: an optimizer's tensor outside the model)
+            table = getattr(slot.owner, slot.kind)
+            if table.get(slot.name) is not t:  # replaced or removed by the test
+                table[slot.name] = t
         t.copy_(self._store.fetch(slot.data))
         if t.is_leaf:
             t.requires_grad_(slot.requires_grad)
@@ -349,8 +351,8 @@ def _take(
 ) -> Snapshot:
     slots: list[_TensorSlot] = []
     flags: list[tuple[nn.Module, bool]] = []
+    seen: set[int] = set()
     if model is not None:
-        seen: set[int] = set()
         for module in model.modules():
             flags.append((module, module.training))
             for kind in ("_parameters", "_buffers"):
@@ -363,6 +365,25 @@ def _take(
                             owner=module,
                             name=name,
                             kind=kind,
+                            tensor=t,
+                            requires_grad=t.requires_grad,
+                            data=store.keep(t),
+                            grad=store.keep(t.grad),
+                        )
+                    )
+    if optimizer is not None:
+        # tensors the optimizer trains outside the model (a learnable loss
+        # temperature, multi-task loss weights, a second network): their values
+        # and grads too
+        for group in optimizer.param_groups:
+            for t in group["params"]:
+                if isinstance(t, torch.Tensor) and id(t) not in seen:
+                    seen.add(id(t))
+                    slots.append(
+                        _TensorSlot(
+                            owner=None,
+                            name="",
+                            kind="",
                             tensor=t,
                             requires_grad=t.requires_grad,
                             data=store.keep(t),
