@@ -1017,3 +1017,29 @@ def test_a_validation_loader_does_not_change_the_training_curve() -> None:
         )
         curves.append(r.losses)
     assert curves[0] == curves[1]
+
+
+def test_an_accelerate_loader_shuffles_its_next_epoch_as_before() -> None:
+    # accelerate's seedable sampler (the Hugging Face Trainer's default) seeds
+    # each epoch's shuffle with the loader's iteration counter
+    accelerate = pytest.importorskip("accelerate")
+    from accelerate.utils import DataLoaderConfiguration
+
+    x, y = make_data(256)
+    epochs = []
+    for run_test in (False, True):
+        torch.manual_seed(1)
+        acc = accelerate.Accelerator(
+            cpu=True,
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        )
+        model = nn.Linear(8, 3)
+        model, opt, dl = acc.prepare(
+            model,
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True),
+        )
+        if run_test:
+            lrkit.find_lr(model, opt, F.cross_entropy, dl, num_steps=30)
+        epochs.append([float(b[0].sum()) for b in dl])
+    assert epochs[0] == epochs[1]

@@ -10,7 +10,8 @@ A :class:`Snapshot` holds one copy of everything a training step can change:
 - the ``state_dict()`` of any other object handed in (an LR scheduler, a
   ``GradScaler``, ...);
 - the Python, NumPy and torch (CPU and, when initialised, CUDA) RNG states, and
-  the ``torch.Generator`` of data loaders (their shuffling order).
+  the ``torch.Generator`` of data loaders (their shuffling order) and the integer
+  counters of loaders and their samplers (an epoch counter that seeds a shuffle).
 
 :meth:`Snapshot.restore` writes all of it back *in place*: the tensors the model
 and the optimizer hold keep their identity, so references the user keeps (an
@@ -35,12 +36,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import random
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +130,29 @@ def _generators(loader: Any) -> list[torch.Generator]:
     return found
 
 
+def _loader_counters(loader: Any) -> list[tuple[Any, str, int]]:
+    """The integer attributes of a loader and its samplers (an epoch or
+    iteration counter that seeds the next shuffle: accelerate's
+    ``DataLoaderShard.iteration``, ``SeedableRandomSampler.epoch``)."""
+    found: list[tuple[Any, str, int]] = []
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    objects = [
+        loader,
+        getattr(loader, "sampler", None),
+        batch_sampler,
+        getattr(batch_sampler, "sampler", None),
+    ]
+    seen: set[int] = set()
+    for obj in objects:
+        if obj is None or id(obj) in seen or not hasattr(obj, "__dict__"):
+            continue
+        seen.add(id(obj))
+        for name, value in vars(obj).items():
+            if type(value) is int:
+                found.append((obj, name, value))
+    return found
+
+
 @dataclass
 class _Saved:
     """A tensor the user holds, and its copy: restored by copying into ``live``."""
@@ -177,6 +202,7 @@ class Snapshot:
     _rng: dict[str, Any] | None
     _loader_gens: list[tuple[torch.Generator, torch.Tensor]]
     _store: _Store
+    _loader_ints: list[tuple[Any, str, int]] = field(default_factory=list)
 
     @property
     def nbytes(self) -> int:
@@ -200,6 +226,10 @@ class Snapshot:
             obj.load_state_dict(copy.deepcopy(state))
         for gen, gstate in self._loader_gens:
             gen.set_state(gstate)
+        for obj, name, value in self._loader_ints:
+            if getattr(obj, name, None) != value:
+                with contextlib.suppress(AttributeError, ValueError, TypeError):
+                    setattr(obj, name, value)
         if self._rng is not None:
             _set_rng(self._rng)
 
@@ -421,7 +451,9 @@ def _take(
         name: (obj, _to_cpu(obj.state_dict())) for name, obj in objects.items()
     }
     store.nbytes += sum(_nbytes(state) for _, state in saved_objects.values())
+    loaders = list(loaders)
     gens = [(g, g.get_state()) for loader in loaders for g in _generators(loader)]
+    counters = [c for loader in loaders for c in _loader_counters(loader)]
     return Snapshot(
         _slots=slots,
         _flags=flags,
@@ -433,4 +465,5 @@ def _take(
         _rng=_get_rng() if rng else None,
         _loader_gens=gens,
         _store=store,
+        _loader_ints=counters,
     )
