@@ -526,7 +526,31 @@ def test_console_formats_people_print(tmp_path: Path) -> None:
         + "\nTest set: Average loss: 0.0330, Accuracy: 9890/10000 (99%)\n"
     )
     m = read_log(mnist)
-    assert m.columns == {"loss": "Loss"} and len(m) == 40
+    # the "Test set" line reports validation: its loss is the validation loss
+    assert m.columns == {"loss": "Loss", "val_loss": "val Average loss"}
+    assert len(m) == 40 and m.val_steps.tolist() == [39]
+    assert m.val_loss.tolist() == [0.033]
+    fairseq = tmp_path / "fairseq.log"  # a validation line names its loss "loss"
+    fairseq.write_text(
+        "".join(
+            f"2024-01-01 | INFO | train_inner | epoch 001:  {t + 1} / 40 "
+            f"loss={r['loss']:.3f}, ppl=9.1, num_updates={t + 1}, lr=0.0005, "
+            f"gnorm={r['grad_norm']:.3f}\n"
+            for t, r in enumerate(rows)
+        )
+        + "2024-01-01 | INFO | valid | epoch 001 | valid on 'valid' subset | "
+        "loss 1.234 | ppl 2.35 | num_updates 40\n"
+    )
+    f = read_log(fairseq)
+    assert f.columns == {
+        "loss": "loss",
+        "step": "num_updates",
+        "val_loss": "val loss",
+        "lr": "lr",
+        "grad_norm": "gnorm",
+    }
+    assert f.steps.tolist() == list(range(1, 41)) and f.val_steps.tolist() == [40]
+    np.testing.assert_allclose(f.loss, [r["loss"] for r in rows], atol=5e-4)
 
 
 def test_console_and_sniffing_errors(tmp_path: Path) -> None:

@@ -21,7 +21,9 @@ Supported formats (picked from the file name and content, or forced with
   dicts (``{'loss': 2.3, 'learning_rate': 5e-05}``) or Lightning's progress bar
   (``train_loss=0.512``). A step (``step``, ``iter``, ``epoch`` ...) on a line
   applies to that line; one on a line without a loss (Keras' ``Epoch 3/10``)
-  applies to the lines after it.
+  applies to the lines after it. A line that says it reports validation
+  outside its names (``| valid on 'valid' subset | loss 8.1``) makes its loss
+  names validation ones (``loss`` becomes ``val loss``).
 - ``tensorboard``: TensorBoard event files or a directory of them (every run below
   it; tags are prefixed with the run's sub-directory when there are several).
   Read with TensorBoard's own ``EventAccumulator``: ``pip install 'lrkit[logs]'``.
@@ -85,6 +87,8 @@ KEYS: Mapping[str, tuple[str, ...]] = {
         "iter",
         "it",
         "steps",
+        "num_updates",
+        "updates",
         "batch",
         "epoch",
     ),
@@ -123,6 +127,7 @@ KEYS: Mapping[str, tuple[str, ...]] = {
         "global_grad_norm",
         "grad_2_0_norm_total",
         "gradnorm",
+        "gnorm",
     ),
 }
 
@@ -673,12 +678,29 @@ _PAIR = re.compile(
 )
 
 
+# a line that says it reports validation outside its names ("| valid on
+# valid subset | loss 8.1", "Test set: Average loss: 0.03")
+_VAL_LINE = re.compile(
+    r"\b(val|valid|validation|validating|eval|evaluation|evaluating|test|"
+    r"testing|dev)\b",
+    re.IGNORECASE,
+)
+
+
 def _text_pairs(line: str) -> dict[str, float]:
-    """``name -> value`` for every pair on a console line (quotes ignored)."""
+    """``name -> value`` for every pair on a console line (quotes ignored); on
+    a line that says it reports validation (outside the pairs), a loss name
+    without a validation word gets one (``loss`` -> ``val loss``)."""
     out: dict[str, float] = {}
-    for m in _PAIR.finditer(line.replace("'", "").replace('"', "")):
+    text = line.replace("'", "").replace('"', "")
+    for m in _PAIR.finditer(text):
         key = m.group("key").rstrip("./-")
         out.setdefault(key, float(m.group("value")))
+    if out and _VAL_LINE.search(_PAIR.sub(" ", text)):
+        out = {
+            (f"val {k}" if "loss" in _norm(k) and not _is_val(_norm(k)) else k): v
+            for k, v in out.items()
+        }
     return out
 
 
