@@ -341,10 +341,39 @@ def test_overrides_naming_no_column(tmp_path: Path) -> None:
 
 def test_ambiguous_loss_columns(tmp_path: Path) -> None:
     path = tmp_path / "log.csv"
-    path.write_text("step,ce_loss,kl_loss\n0,1,2\n")
-    with pytest.raises(LogFormatError, match="several columns could be"):
+    path.write_text("step,ce_loss,kl_loss\n0,1,2\n1,0.5,\n")
+    with pytest.raises(LogFormatError, match="several columns could be.*a sum: 'a"):
         read_log(path)
     assert read_log(path, loss_key="kl_loss").loss.tolist() == [2.0]
+    both = read_log(path, loss_key="ce_loss+kl_loss")  # a sum, where both are
+    assert both.columns["loss"] == "ce_loss+kl_loss"
+    assert both.steps.tolist() == [0] and both.loss.tolist() == [3.0]
+
+
+def test_loss_parts_after_a_common_prefix_are_summed(tmp_path: Path) -> None:
+    # a detection trainer's results.csv (Ultralytics' layout: padded names, the
+    # loss in parts and no total, for training and validation)
+    parts = ("box", "cls", "dfl")
+    names = [f"train/{p}_loss" for p in parts] + [f"val/{p}_loss" for p in parts]
+    path = tmp_path / "results.csv"
+    rows = []
+    for e in range(1, 13):
+        train = [1.0 / e + k for k in range(3)]
+        rows.append([e, *train, *(v + 0.1 for v in train), 0.5, 0.01])
+    path.write_text(
+        ",".join(f"{n:>20}" for n in ["epoch", *names, "metrics/mAP50(B)", "lr/pg0"])
+        + "\n"
+        + "".join(",".join(f"{v:>20.5g}" for v in r) + "\n" for r in rows)
+    )
+    h = read_log(path)
+    assert h.columns == {
+        "loss": "train/box_loss+train/cls_loss+train/dfl_loss",
+        "step": "epoch",
+        "val_loss": "val/box_loss+val/cls_loss+val/dfl_loss",
+        "lr": "lr/pg0",
+    }
+    np.testing.assert_allclose(h.loss, [sum(r[1:4]) for r in rows], rtol=1e-4)
+    np.testing.assert_allclose(h.val_loss, [sum(r[4:7]) for r in rows], rtol=1e-4)
 
 
 # ---------------------------------------------------------------------- History

@@ -607,7 +607,10 @@ def diagnose(
     ],
     loss_key: Annotated[
         str | None,
-        typer.Option(help="Column of the training loss.", show_default=False),
+        typer.Option(
+            help="Column of the training loss, or a sum: 'ce_loss+kl_loss'.",
+            show_default=False,
+        ),
     ] = None,
     val_key: Annotated[
         str | None,

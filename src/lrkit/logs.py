@@ -313,6 +313,9 @@ def _pick(
         by_norm = [k for k in keys if _norm(k) == _norm(override)]
         if by_norm:
             return by_norm[0]
+        if "+" in override and series in ("loss", "val_loss"):  # a sum of columns
+            parts = [_pick(series, keys, p.strip(), path) for p in override.split("+")]
+            return "+".join(p for p in parts if p is not None)
         listed = ", ".join(repr(k) for k in keys) or "none"
         _check.fail(
             f"{series}_key" if series != "val_loss" else "val_key",
@@ -334,16 +337,20 @@ def _pick(
             # prefer a name ending in "loss" or "loss_step" (the per-step value)
             ending = [k for k in found if re.search(r"loss(_step)?$", _norm(k))]
             found = ending if len(ending) == 1 else found
-        if len(found) > 1:
+        if len(found) > 1 and not _components(found):
             listed = ", ".join(repr(k) for k in found)
             raise LogFormatError(
                 path,
                 f"several columns could be the training loss ({listed}); "
-                "choose one with loss_key= (--loss-key).",
+                "choose one with loss_key= (--loss-key), or a sum: 'a+b'.",
             )
-        return found[0] if found else None
+        return "+".join(found) if found else None
     if series == "val_loss":
         found = [k for k in keys if "loss" in _norm(k) and _is_val(_norm(k))]
+        per_step = [k for k in found if "epoch" not in _norm(k)]
+        found = found if len(found) == 1 else per_step or found
+        if len(found) > 1 and _components(found):
+            return "+".join(found)
         return found[0] if len(found) == 1 else None
     if series == "lr":
         found = [
@@ -357,6 +364,16 @@ def _pick(
         found = [k for k in keys if "grad" in _norm(k) and "norm" in _norm(k)]
         return found[0] if len(found) == 1 else None
     return None
+
+
+def _components(names: Sequence[str]) -> bool:
+    """Several loss columns that are parts of one loss: the same name but for
+    one word before ``loss``, after a common prefix (``train/box_loss``,
+    ``train/cls_loss``, ``train/dfl_loss``), as detection trainers log them with
+    no total. Bare terms (``ce_loss``, ``kl_loss``) stay ambiguous: their
+    weights are the user's."""
+    shapes = {re.sub(r"_[a-z0-9]+_loss", "_*_loss", _norm(n)) for n in names}
+    return len(shapes) == 1 and "_*_loss" in next(iter(shapes))
 
 
 # ------------------------------------------------------------------------ records
@@ -378,6 +395,29 @@ def _number(value: Any) -> float | None:
     raise ValueError(f"not a number: {value!r}")
 
 
+def _is_number_cell(value: Any) -> bool:
+    try:
+        _number(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _parts(rows: Sequence[tuple[int, Mapping[str, Any]]], key: str) -> list[str]:
+    """The columns a picked name reads: itself, or the parts of a sum ``a+b``."""
+    if "+" not in key or any(key in row for _, row in rows):
+        return [key]
+    return key.split("+")
+
+
+def _cell(row: Mapping[str, Any], parts: Sequence[str]) -> float | None:
+    """A row's value for ``parts`` (summed); None when any part is missing."""
+    cells = [_number(row.get(part)) for part in parts]
+    if any(c is None for c in cells):
+        return None
+    return float(sum(c for c in cells if c is not None))
+
+
 def _implicit_steps(
     rows: Sequence[tuple[int, Mapping[str, Any]]], loss_key: str
 ) -> list[int]:
@@ -385,9 +425,10 @@ def _implicit_steps(
     training-loss row at or before it (the first loss row is step 0)."""
     steps: list[int] = []
     seen = 0
+    parts = _parts(rows, loss_key)
     for _, row in rows:
         try:
-            present = _number(row.get(loss_key)) is not None
+            present = _cell(row, parts) is not None
         except ValueError:  # reported with its line when the loss is read
             present = True
         seen += present
@@ -406,12 +447,14 @@ def _series(
     step column, record ``i`` is at step ``implicit[i]``."""
     steps: list[int] = []
     values: list[float] = []
+    parts = _parts(rows, key)
     for index, (line, row) in enumerate(rows):
         try:
-            v = _number(row.get(key))
+            v = _cell(row, parts)
         except ValueError:
+            bad = next(p for p in parts if not _is_number_cell(row.get(p)))
             raise LogFormatError(
-                path, f"column {key!r} holds {row.get(key)!r}, not a number", line
+                path, f"column {bad!r} holds {row.get(bad)!r}, not a number", line
             ) from None
         if v is None:
             continue
@@ -898,13 +941,16 @@ def read_log(
         path: a log file, or a directory holding one (a Lightning ``version_N``
             directory, a Hugging Face output or checkpoint directory, a TensorBoard
             log directory).
-        loss_key: the training-loss column; by default the first of
-            ``KEYS["loss"]`` present, else the one column whose name contains
-            ``loss`` and no validation word (``val``, ``valid``, ``eval``, ``test``,
-            ``dev``), preferring per-step over per-epoch columns.
-        val_key: the validation-loss column; by default the first of
-            ``KEYS["val_loss"]``, else the one ``loss`` column with a validation
-            word. Optional: a log without one reads fine.
+        loss_key: the training-loss column, or a sum of columns (``"a+b"``); by
+            default the first of ``KEYS["loss"]`` present, else the one column
+            whose name contains ``loss`` and no validation word (``val``,
+            ``valid``, ``eval``, ``test``, ``dev``), preferring per-step over
+            per-epoch columns; parts of one loss after a common prefix
+            (``train/box_loss``, ``train/cls_loss``) are summed.
+        val_key: the validation-loss column (or a sum); by default the first
+            of ``KEYS["val_loss"]``, else the one ``loss`` column with a
+            validation word, or the sum of its parts as for the loss.
+            Optional: a log without one reads fine.
         lr_key: the learning-rate column (``lr``, ``learning_rate``, Lightning's
             ``lr-Adam``...). Optional.
         grad_norm_key: the gradient-norm column (``grad_norm``...). Optional.
