@@ -545,7 +545,9 @@ def test_console_formats_people_print(tmp_path: Path) -> None:
         + "\n"
     )
     b = read_log(bar)
-    assert b.columns["loss"] == "train_loss" and len(b) == 1  # one epoch: one step
+    # "Epoch 0" on every redraw is no step: each redraw is the next batch's
+    assert b.columns == {"loss": "train_loss"} and len(b) == 40
+    np.testing.assert_allclose(b.loss, [r["loss"] for r in rows], atol=5e-4)
     mnist = tmp_path / "mnist.txt"  # the PyTorch MNIST example's prints
     mnist.write_text(
         "".join(
@@ -630,3 +632,157 @@ def test_any_console_text_reads_or_fails_cleanly(parts: list[str], joint: str) -
             assert "loss" in h.columns["loss"].lower()
             return
         assert message.startswith(str(path)) and "\n" not in message
+
+
+CONSOLE_CASES = {
+    # a batch counter that restarts every epoch is no step: the n-th loss
+    "epoch_step": (
+        "".join(
+            f"Epoch {e}/3, Step {s}/300, Loss: {1 / (3 * e + s / 100):.4f}\n"
+            for e in (1, 2, 3)
+            for s in (100, 200, 300)
+        ),
+        {"loss": "Loss"},
+        list(range(9)),
+        [],
+    ),
+    # a tqdm bar's percentage is not its step; thousands separators are read
+    "bar": (
+        "Steps:  10%|#         | 100/1000 [00:01<00:09, step_loss=2.5]\r"
+        "Steps:  20%|##        | 200/1000 [00:02<00:08, step_loss=2.4]\n",
+        {"loss": "step_loss"},
+        [0, 1],
+        [],
+    ),
+    "commas": (
+        "step 1,000: loss 1.5\nstep 2,000: loss 1.2\n",
+        {"loss": "loss", "step": "step"},
+        [1000, 2000],
+        [],
+    ),
+    # "at step 100" names the step (two-word names only before a loss name)
+    "at_step": (
+        "at step 100 loss 2.0\nat step 200 loss 1.8\n",
+        {"loss": "loss", "step": "step"},
+        [100, 200],
+        [],
+    ),
+    # a validation word after the loss, or inside a path, is not a context
+    "not_validation": (
+        "step 1 | loss 0.5 | new best val, saving checkpoint\n"
+        "step 2 | loss 0.4 | ckpt_dir=/runs/test\n",
+        {"loss": "loss", "step": "step"},
+        [1, 2],
+        [],
+    ),
+    # one line, two phases
+    "one_line": (
+        "epoch 1 | train: loss 2.0 | val: loss 2.2\n"
+        "epoch 2 | train: loss 1.5 | val: loss 1.9\n",
+        {"loss": "loss", "step": "epoch", "val_loss": "val loss"},
+        [1, 2],
+        [2.2, 1.9],
+    ),
+    # a validation line's loss is its running average (timm, PyTorch ImageNet)
+    "running_average": (
+        "Train: 0 [ 0/10 (  0%)]  Loss: 2.0 (2.0)  LR: 1.0e-03\n"
+        "Test: [ 0/5]  Loss:  0.1 (1.5)  Acc@1: 50.0 (60.0)\n"
+        "Train: 1 [ 0/10 (  0%)]  Loss: 1.8 (1.8)  LR: 1.0e-03\n"
+        "Test: [ 0/5]  Loss:  0.1 (1.3)  Acc@1: 55.0 (62.0)\n",
+        {"loss": "Loss", "val_loss": "val Loss", "lr": "LR"},
+        [0, 1],
+        [1.5, 1.3],
+    ),
+    # a printed tensor
+    "tensor": (
+        "step 0 loss=tensor(2.5, grad_fn=<NllLossBackward0>)\n"
+        "step 1 loss=tensor(2.25, grad_fn=<NllLossBackward0>)\n",
+        {"loss": "loss", "step": "step"},
+        [0, 1],
+        [],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONSOLE_CASES))
+def test_console_lines_people_print(tmp_path: Path, case: str) -> None:
+    text, columns, steps, val = CONSOLE_CASES[case]
+    path = tmp_path / "train.log"
+    path.write_text(text)
+    h = read_log(path)
+    assert h.columns == columns
+    assert h.steps.tolist() == steps
+    assert h.val_loss.tolist() == val
+
+
+def test_keras_logs_beside_the_console(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((128, 4)).astype("float32")
+    y = x.sum(1, keepdims=True)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    csv_log = tmp_path / "training.log"  # the name in Keras' own CSVLogger docs
+    fit = model.fit(
+        x[:96],
+        y[:96],
+        validation_data=(x[96:], y[96:]),
+        validation_freq=2,
+        epochs=6,
+        batch_size=16,
+        verbose=2,
+        callbacks=[keras.callbacks.CSVLogger(str(csv_log))],
+    )
+    model.evaluate(x, y, verbose=2)  # another "loss:" line after the last epoch
+    console = tmp_path / "stdout.txt"
+    console.write_text(capsys.readouterr().out)
+    history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
+    assert read_log(csv_log).columns["step"] == "epoch"  # a CSV, named .log
+    c = read_log(console)
+    np.testing.assert_allclose(c.loss, history["loss"], atol=6e-5)  # not evaluate's
+    assert c.val_steps.tolist() == [2, 4, 6]  # "Epoch 2/6" ...
+    saved = tmp_path / "history.json"
+    saved.write_text(json.dumps(history))
+    j = read_log(saved)  # validation every 2nd epoch: epochs 1, 3, 5 (from 0)
+    assert j.val_steps.tolist() == [1, 3, 5]
+    assert j.val_loss.tolist() == history["val_loss"]
+
+
+def test_sniffing_names_without_the_right_extension(tmp_path: Path) -> None:
+    state = tmp_path / "trainer_state"  # an indented JSON document, no extension
+    state.write_text(
+        json.dumps(
+            {
+                "global_step": 30,
+                "log_history": [
+                    {"step": 10, "loss": 2.3},
+                    {"step": 20, "loss": 2.1},
+                    {"step": 30, "loss": 1.9},
+                ],
+            },
+            indent=2,
+        )
+    )
+    h = read_log(state)
+    assert h.steps.tolist() == [10, 20, 30] and h.loss.tolist() == [2.3, 2.1, 1.9]
+    tabs = tmp_path / "metrics"  # tab-separated, no extension
+    tabs.write_text("step\tloss\tlr\n0\t1.0\t0.1\n1\t0.5\t0.1\n")
+    assert read_log(tabs).loss.tolist() == [1.0, 0.5]
+    one = tmp_path / "losses"  # one column
+    one.write_text("loss\n1.0\n0.5\n0.25\n")
+    assert read_log(one).loss.tolist() == [1.0, 0.5, 0.25]
+
+
+def test_a_total_beside_its_parts_is_the_loss(tmp_path: Path) -> None:
+    path = tmp_path / "results.csv"
+    path.write_text(
+        "epoch,train/total_loss,train/box_loss,train/cls_loss\n1,3.0,1.0,2.0\n2,2.0,0.5,1.5\n"
+    )
+    h = read_log(path)
+    assert h.columns["loss"] == "train/total_loss" and h.loss.tolist() == [3.0, 2.0]

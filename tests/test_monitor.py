@@ -258,6 +258,30 @@ def test_a_divergence_the_run_recovers_from_is_an_lr_too_high_verdict() -> None:
     assert m.verdict == "lr too high" and "0.5x" in m.advice
 
 
+def test_what_a_recovery_needs() -> None:
+    from lrkit import History
+
+    y = exp_decay(seed=7)
+    y[3:12] = y[3:12] * 4.0 + 3.0  # an early blow-up the training loss recovers from
+    steps = list(range(0, 1000, 100))
+    better = History(loss=y, val_loss=np.linspace(2.0, 0.5, 10), val_steps=steps)
+    assert diagnose(better).verdict == "lr too high"
+    # ... but validation ended above where it began: not a recovery
+    worse = History(loss=y, val_loss=np.linspace(2.0, 3.0, 10), val_steps=steps)
+    assert diagnose(worse).verdict == "diverged"
+    # a blow-up, then a run that barely trains (a few percent below its start)
+    flat = 2.3 - 0.05 * (1 - np.exp(-np.arange(1000) / 100))
+    flat = flat + 0.003 * rng(1).standard_normal(1000)
+    flat[3:12] += 5.0
+    assert diagnose(list(flat)).verdict == "diverged"
+    # a blow-up at the 31st of 100 per-epoch losses is not "the start": 0.5x
+    per_epoch = 2.0 * np.exp(-np.arange(100) / 15) + 0.3
+    per_epoch = per_epoch + 0.01 * rng(2).standard_normal(100)
+    per_epoch[30:34] += 3.0
+    d = diagnose(list(per_epoch))
+    assert d.verdict == "lr too high" and "0.5x" in d.advice, d.summary
+
+
 def test_divergence_flagged_within_a_few_steps() -> None:
     y = exp_decay(seed=6)
     onset = 600

@@ -305,6 +305,35 @@ def null_curves(kind: str, n: int, seed: int) -> list[float]:
     return [float(v) for v in y]
 
 
+def verdicts(directory: Path) -> None:
+    """``lrkit.diagnose``'s verdict on every run (training and validation
+    losses), counted per label."""
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    for _record, runs in corpus.load(directory):
+        for run in runs:
+            history = lrkit.History(
+                loss=run.train_loss,
+                val_loss=run.val_loss or None,
+                val_steps=run.val_steps or None,
+            )
+            counts[run.label][lrkit.diagnose(history).verdict] += 1
+    names = [
+        "diverged",
+        "lr too high",
+        "lr too low",
+        "overfitting",
+        "healthy",
+        "too short",
+    ]
+    print(f"\n| label | runs | {' | '.join(names)} |")
+    print("|---|---|" + "---|" * len(names))
+    for label in ("good", "low", "too_low", "oscillating", "stuck", "diverged"):
+        c = counts.get(label)
+        if c:
+            cells = " | ".join(str(c[n]) for n in names)
+            print(f"| {label} | {sum(c.values())} | {cells} |")
+
+
 def bench_null(**settings: float) -> None:
     """False warnings on synthetic healthy runs (no labels involved)."""
     print(
@@ -558,6 +587,11 @@ def main() -> None:
     ap.add_argument("--guard", action="store_true", help="also run the Guard test")
     ap.add_argument("--sweep", action="store_true", help="also compare settings")
     ap.add_argument(
+        "--verdicts",
+        action="store_true",
+        help="also count diagnose()'s verdicts per label",
+    )
+    ap.add_argument(
         "--null",
         action="store_true",
         help="also count warnings on synthetic healthy plateaus",
@@ -587,6 +621,8 @@ def main() -> None:
         evaluate(directory)
     if args.sweep:
         sweep(directory)
+    if args.verdicts:
+        verdicts(directory)
     if args.null:
         bench_null()
     if not args.no_timing:

@@ -14,16 +14,18 @@ Supported formats (picked from the file name and content, or forced with
   also any whole-file JSON holding a list of records, or columns: an object of
   equal-purpose lists such as Keras' ``history.history`` saved with
   ``json.dump`` (``{"loss": [...], "val_loss": [...]}``, one entry per epoch).
-- ``text``: console output (``.log``, ``.txt``, ``.out``, or a file no other
-  reader takes): every ``name: value``, ``name=value`` or ``name value`` pair on a
-  line, as printed by Keras (``loss: 0.52 - val_loss: 0.61``), nanoGPT-style
+- ``text``: console output (a file other than ``.csv``/``.tsv``/``.json``/
+  ``.jsonl`` whose content is neither JSON nor a table; ``.log`` files are
+  sniffed, as Keras' ``CSVLogger`` writes a CSV there): every ``name: value``,
+  ``name=value`` or ``name value`` pair on a line, as printed by Keras (``loss: 0.52 - val_loss: 0.61``), nanoGPT-style
   loops (``iter 100: loss 2.34, time 12ms``), the Hugging Face Trainer's printed
   dicts (``{'loss': 2.3, 'learning_rate': 5e-05}``) or Lightning's progress bar
   (``train_loss=0.512``). A step (``step``, ``iter``, ``epoch`` ...) on a line
   applies to that line; one on a line without a loss (Keras' ``Epoch 3/10``)
-  applies to the lines after it. A line that says it reports validation
-  outside its names (``| valid on 'valid' subset | loss 8.1``) makes its loss
-  names validation ones (``loss`` becomes ``val loss``).
+  applies to the lines after it. A loss name after a validation word on its
+  line (``| valid on 'valid' subset | loss 8.1``, ``Test set: Average loss``)
+  is a validation loss (``loss`` becomes ``val loss``); docs/monitor.md has
+  every rule.
 - ``tensorboard``: TensorBoard event files or a directory of them (every run below
   it; tags are prefixed with the run's sub-directory when there are several).
   Read with TensorBoard's own ``EventAccumulator``: ``pip install 'lrkit[logs]'``.
@@ -53,6 +55,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import json
 import math
 import re
@@ -134,6 +137,9 @@ KEYS: Mapping[str, tuple[str, ...]] = {
 _STEPS_OF = {"val_loss": "val_steps", "lr": "lr_steps", "grad_norm": "grad_norm_steps"}
 
 _VAL_WORDS = ("val", "valid", "validation", "eval", "test", "dev")
+
+# cells that mean "not logged on this row"
+_MISSING = frozenset({"na", "n/a", "none", "null", "-"})
 
 
 class LogFormatError(LRKitError):
@@ -337,6 +343,9 @@ def _pick(
             # prefer a name ending in "loss" or "loss_step" (the per-step value)
             ending = [k for k in found if re.search(r"loss(_step)?$", _norm(k))]
             found = ending if len(ending) == 1 else found
+        totals = [k for k in found if "total" in _norm(k).split("_")]
+        if len(found) > 1 and len(totals) == 1:
+            return totals[0]  # the total beside its parts
         if len(found) > 1 and not _components(found):
             listed = ", ".join(repr(k) for k in found)
             raise LogFormatError(
@@ -349,6 +358,9 @@ def _pick(
         found = [k for k in keys if "loss" in _norm(k) and _is_val(_norm(k))]
         per_step = [k for k in found if "epoch" not in _norm(k)]
         found = found if len(found) == 1 else per_step or found
+        totals = [k for k in found if "total" in _norm(k).split("_")]
+        if len(found) > 1 and len(totals) == 1:
+            return totals[0]
         if len(found) > 1 and _components(found):
             return "+".join(found)
         return found[0] if len(found) == 1 else None
@@ -370,8 +382,9 @@ def _components(names: Sequence[str]) -> bool:
     """Several loss columns that are parts of one loss: the same name but for
     one word before ``loss``, after a common prefix (``train/box_loss``,
     ``train/cls_loss``, ``train/dfl_loss``), as detection trainers log them with
-    no total. Bare terms (``ce_loss``, ``kl_loss``) stay ambiguous: their
-    weights are the user's."""
+    no total. Their plain sum is read, whatever weights the objective gives
+    them; bare names without a prefix (``ce_loss``, ``kl_loss``) are left for
+    the user to choose."""
     shapes = {re.sub(r"_[a-z0-9]+_loss", "_*_loss", _norm(n)) for n in names}
     return len(shapes) == 1 and "_*_loss" in next(iter(shapes))
 
@@ -389,7 +402,7 @@ def _number(value: Any) -> float | None:
         return float(value)
     if isinstance(value, str):
         s = value.strip()
-        if not s:
+        if not s or s.lower() in _MISSING:  # Keras' CSVLogger writes NA
             return None
         return float(s)  # raises ValueError for text
     raise ValueError(f"not a number: {value!r}")
@@ -569,6 +582,9 @@ def _read_csv(path: Path, overrides: Mapping[str, str | None]) -> History:
     if not text.strip():
         raise LogFormatError(path, "the file is empty", 1)
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    if path.suffix.lower() != ".csv":  # sniffed: a tab-separated file too
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        delimiter = (_csv_delimiter(lines) if lines else None) or delimiter
     reader = csv.reader(text.splitlines(), delimiter=delimiter)
     try:
         header = next(reader)
@@ -601,21 +617,32 @@ def _read_csv(path: Path, overrides: Mapping[str, str | None]) -> History:
     return _build(records, header, path, overrides)
 
 
-def _looks_like_csv(lines: Sequence[str]) -> bool:
-    """A header of names, then rows of as many comma- or tab-separated cells,
-    mostly numbers (a console line has pairs like ``loss=0.5`` in its cells)."""
+_CONSOLE_CELL = re.compile(r"[A-Za-z_]\w*\s*[:=]\s*[-+.\d]|\d\s*%")
+# a header cell that reads "name number" ("step 0 loss 2.3"): console text
+_CONSOLE_HEADER = re.compile(r"[A-Za-z_][\w./-]*\s+[-+]?\.?\d")
+
+
+def _csv_delimiter(lines: Sequence[str]) -> str | None:
+    """``","`` or ``"\t"`` when the text is a table: a header of names that are
+    not numbers, then rows with as many cells (one column: rows of numbers),
+    no cell holding a console pair like ``loss=0.5`` or a percentage."""
+    rows = lines[1:6]
     for delimiter in (",", "\t"):
         header = [h.strip().strip('"') for h in lines[0].split(delimiter)]
-        if len(header) < 2 or any(
-            _looks_numeric(h) or ":" in h or "=" in h for h in header
+        if any(_looks_numeric(h) for h in header) or not all(header):
+            continue
+        cells = [c for row in rows for c in row.split(delimiter)]
+        if any(_CONSOLE_CELL.search(c) for c in [*header, *cells]) or any(
+            _CONSOLE_HEADER.search(h) for h in header
         ):
             continue
-        rows = [ln.split(delimiter) for ln in lines[1:6]]
-        cells = [c.strip().strip('"') for row in rows for c in row]
-        numeric = sum(1 for c in cells if not c or _looks_numeric(c))
-        if all(len(r) == len(header) for r in rows) and 2 * numeric >= len(cells):
-            return True
-    return False
+        if len(header) == 1:
+            if rows and all(_looks_numeric(r.strip()) for r in rows):
+                return delimiter
+            continue
+        if all(len(r.split(delimiter)) == len(header) for r in rows):
+            return delimiter
+    return None
 
 
 def _looks_numeric(s: str) -> bool:
@@ -664,10 +691,7 @@ def _read_json(path: Path, overrides: Mapping[str, str | None]) -> History:
     elif isinstance(doc, list):
         entries = doc
     elif isinstance(doc, dict) and (columns := _json_columns(doc)):
-        entries = [
-            {k: v[i] for k, v in columns.items() if i < len(v)}
-            for i in range(max(len(v) for v in columns.values()))
-        ]
+        entries = _column_entries(columns)
     else:
         raise LogFormatError(
             path,
@@ -710,41 +734,137 @@ def _json_columns(doc: Mapping[str, Any]) -> dict[str, list[Any]]:
     return columns
 
 
-# name (one or two words: "loss", "val loss", "train/loss"), a separator (":",
-# "=" or spaces) and a number, units and "%" after it ignored; the name must
-# not follow a letter or digit ("10ms/step" is no pair)
+# a number: thousands separators ("1,000"), decimals, exponents, nan/inf
+_NUM = (
+    r"[-+]?(?:\d{1,3}(?:,\d{3})+(?![\d.])|\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+    r"|[-+]?(?:nan|inf)\b"
+)
+# a name ("loss", "train/loss"; two words only before a loss name: "val loss",
+# "Average loss"), a separator (":", "=" or spaces) and a number; a "%" after it
+# marks a percentage (no name's value), a "(number)" after it a running average
+# (timm, the PyTorch ImageNet example); the name must not follow a letter or
+# digit ("10ms/step" is no pair)
 _PAIR = re.compile(
-    r"(?<![\w.])(?P<key>[A-Za-z_][\w./-]*(?: [A-Za-z_][\w./-]*)?)"
-    r"\s*(?:[:=]\s*|\s+)"
-    r"(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf)\b)",
+    r"(?<![\w./-])(?P<key>(?:[A-Za-z]{2,} (?=[\w./-]*loss))?[A-Za-z_][\w./-]*)"
+    r"(?:\s*[:=]\s*|\s+)"
+    rf"(?P<value>{_NUM})(?P<pct>\s*%)?(?:\s*\(\s*(?P<avg>{_NUM})\s*\))?",
+    re.IGNORECASE,
+)
+# words that say what a part of a line reports ("| valid |", "Test set:",
+# "train:"); not inside a path or a name ("ckpt_dir=/runs/test")
+_CONTEXT = re.compile(
+    r"(?<![\w./-])(?P<val>val|valid|validation|validating|eval|evaluation|"
+    r"evaluating|test|testing|dev)|(?P<train>train|training)(?![\w./-])",
     re.IGNORECASE,
 )
 
 
-# a line that says it reports validation outside its names ("| valid on
-# valid subset | loss 8.1", "Test set: Average loss: 0.03")
-_VAL_LINE = re.compile(
-    r"\b(val|valid|validation|validating|eval|evaluation|evaluating|test|"
-    r"testing|dev)\b",
-    re.IGNORECASE,
-)
+@dataclass(frozen=True)
+class _Pair:
+    key: str
+    value: float
+    avg: float | None
 
 
-def _text_pairs(line: str) -> dict[str, float]:
-    """``name -> value`` for every pair on a console line (quotes ignored); on
-    a line that says it reports validation (outside the pairs), a loss name
-    without a validation word gets one (``loss`` -> ``val loss``)."""
-    out: dict[str, float] = {}
-    text = line.replace("'", "").replace('"', "")
+def _number_text(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+def _text_pairs(line: str) -> list[_Pair]:
+    """The name/value pairs of a console line, in order (quotes ignored).
+
+    A loss name without ``train`` or a validation word takes the context of
+    the line before it: after a validation word (``| valid |``, ``Test set:``,
+    ``val:``) it becomes a validation loss (``loss`` -> ``val loss``) and reads
+    the running average when one follows in parentheses; percentages are not
+    pairs."""
+    # quotes go ('loss': '2.3' in a printed dict), and so do the wrappers of a
+    # printed tensor or array (loss=tensor(2.3, grad_fn=...))
+    text = re.sub(r"\b(?:tensor|array)\(", "", line.replace("'", "").replace('"', ""))
+    out: list[_Pair] = []
+    seen: set[str] = set()
+    context: str | None = None
+    last = 0
     for m in _PAIR.finditer(text):
+        for c in _CONTEXT.finditer(text, last, m.start()):
+            context = "val" if c.group("val") else "train"
+        last = m.end()
+        if m.group("pct"):
+            continue
         key = m.group("key").rstrip("./-")
-        out.setdefault(key, float(m.group("value")))
-    if out and _VAL_LINE.search(_PAIR.sub(" ", text)):
-        out = {
-            (f"val {k}" if "loss" in _norm(k) and not _is_val(_norm(k)) else k): v
-            for k, v in out.items()
-        }
+        norm = _norm(key)
+        value = _number_text(m.group("value"))
+        avg = None if m.group("avg") is None else _number_text(m.group("avg"))
+        explicit = _is_val(norm) or {"train", "training"} & set(norm.split("_"))
+        if "loss" in norm and context == "val" and not explicit:
+            key = f"val {key}"
+            value = value if avg is None else avg
+        if key not in seen:
+            seen.add(key)
+            out.append(_Pair(key, value, avg))
     return out
+
+
+@dataclass
+class _Line:
+    number: int
+    row: dict[str, Any]  # the pairs that are not steps
+    step: tuple[str, float] | None  # the line's own step: (name, value)
+
+
+def _console_lines(text: str, step_names: Sequence[str]) -> list[_Line]:
+    """The lines with pairs, each with its own step when it names one.
+
+    A name counts as a step only when its every value is a whole number and,
+    over the lines with a loss, it rises strictly: an ``epoch`` repeated on
+    every batch line, a fractional epoch (Hugging Face) or a batch counter that
+    restarts every epoch is no step."""
+    parsed: list[tuple[int, list[_Pair]]] = []
+    for number, full_line in enumerate(text.split("\n"), start=1):
+        for part in full_line.split("\r"):  # a progress bar redraws with \r
+            pairs = _text_pairs(part)
+            if pairs:
+                parsed.append((number, pairs))
+    # per name, its values on lines with a training loss and on lines with
+    # only a validation loss (an evaluation shares a training line's step)
+    values: dict[tuple[str, bool], list[float]] = {}
+    whole: dict[str, bool] = {}
+    for _, pairs in parsed:
+        losses = [_norm(p.key) for p in pairs if "loss" in _norm(p.key)]
+        only_val = bool(losses) and all(_is_val(n) for n in losses)
+        for p in pairs:
+            n = _norm(p.key)
+            if n in step_names:
+                ok = math.isfinite(p.value) and p.value == int(p.value) >= 0
+                whole[n] = whole.get(n, True) and ok
+                if losses:
+                    values.setdefault((n, only_val), []).append(p.value)
+    steps_ok = {
+        n
+        for n in step_names
+        if whole.get(n, False)
+        and all(
+            a < b
+            for (name, _), seq in values.items()
+            if name == n
+            for a, b in itertools.pairwise(seq)
+        )
+    }
+    lines: list[_Line] = []
+    for number, pairs in parsed:
+        own = sorted(
+            (step_names.index(_norm(p.key)), p.key, p.value)
+            for p in pairs
+            if _norm(p.key) in steps_ok
+        )
+        lines.append(
+            _Line(
+                number,
+                {p.key: p.value for p in pairs if _norm(p.key) not in step_names},
+                (own[0][1], own[0][2]) if own else None,
+            )
+        )
+    return lines
 
 
 def _read_console(path: Path, overrides: Mapping[str, str | None]) -> History:
@@ -753,34 +873,42 @@ def _read_console(path: Path, overrides: Mapping[str, str | None]) -> History:
     if not text.strip():
         raise LogFormatError(path, "the file is empty", 1)
     step_names = [_norm(k) for k in KEYS["step"]]  # in order of preference
-    if overrides.get("step") is not None:
-        step_names = [_norm(str(overrides["step"]))]
+    forced_step = overrides.get("step")
+    if forced_step is not None:
+        step_names = [_norm(forced_step)]
     # terminal colours and progress-bar redraws (backspaces) are not text
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x08", "", text)
+    lines = _console_lines(text, step_names)
+
+    def has_loss(line: _Line) -> bool:
+        return any("loss" in _norm(k) for k in line.row)
+
+    # Steps: a loss line's own; else, when some loss lines have their own, the
+    # last such step (an evaluation line after a training line); else a step
+    # named on a line without a loss (Keras' "Epoch 3/8" heads the lines
+    # after it).
+    own = [ln for ln in lines if has_loss(ln) and ln.step is not None]
     records: list[tuple[int, Mapping[str, Any]]] = []
-    carried: tuple[str, float] | None = None  # a step on a line without a loss
-    named: dict[str, None] = {}  # the names the steps went by
-    for number, full_line in enumerate(text.split("\n"), start=1):
-        for line in full_line.split("\r"):  # a progress bar redraws with \r
-            pairs = _text_pairs(line)
-            if not pairs:
-                continue
-            steps = sorted(
-                (step_names.index(_norm(k)), k, v)
-                for k, v in pairs.items()
-                if _norm(k) in step_names and math.isfinite(v) and v == int(v) >= 0
-            )
-            row: dict[str, Any] = {
-                k: v for k, v in pairs.items() if _norm(k) not in step_names
-            }
-            if not any("loss" in _norm(k) for k in row):
-                carried = (steps[0][1], steps[0][2]) if steps else carried
-                continue
-            here = (steps[0][1], steps[0][2]) if steps else carried
-            if here is not None:
-                named.setdefault(here[0], None)
-                row["step"] = here[1]
-            records.append((number, row))
+    named: dict[str, None] = {}
+    carried: tuple[str, float] | None = None
+    val_done = False  # the carried step's lines included a validation loss
+    for line in lines:
+        if not has_loss(line):
+            if line.step is not None and (not own or forced_step is not None):
+                carried, val_done = line.step, False
+            continue
+        row = dict(line.row)
+        here = line.step if line.step is not None else carried
+        if line.step is not None and own:
+            carried = line.step
+        if line.step is None and here is not None and val_done:
+            continue  # after an epoch's validation: another phase (evaluate())
+        if here is not None:
+            named.setdefault(here[0], None)
+            row["step"] = here[1]
+            if line.step is None and any(_is_val(_norm(k)) for k in row):
+                val_done = True
+        records.append((line.number, row))
     if not records:
         raise LogFormatError(
             path,
@@ -793,9 +921,24 @@ def _read_console(path: Path, overrides: Mapping[str, str | None]) -> History:
     forced = {**overrides, "step": "step" if "step" in keys else None}
     history = _build(records, keys, path, forced)
     if "step" in history.columns:  # name the steps as the log did
-        columns = {**history.columns, "step": "/".join(named) or "step"}
+        columns = {**history.columns, "step": forced_step or "/".join(named) or "step"}
         history = dataclasses.replace(history, columns=columns)
     return history
+
+
+def _column_entries(columns: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
+    """One record per row of equal-purpose lists. A validation column ``k``
+    times shorter than the longest was evaluated every ``k`` rows (Keras'
+    ``validation_freq=k``): its values go to rows ``k-1, 2k-1, ...``; any
+    other shorter column fills the first rows."""
+    n = max(len(v) for v in columns.values())
+    entries: list[dict[str, Any]] = [{} for _ in range(n)]
+    for key, values in columns.items():
+        m = len(values)
+        every = n // m if m and n % m == 0 and _is_val(_norm(key)) else 1
+        for i, v in enumerate(values):
+            entries[i * every + every - 1][key] = v
+    return [e for e in entries if e]
 
 
 def _event_files(path: Path) -> list[Path]:
@@ -904,23 +1047,26 @@ def _detect(path: Path) -> tuple[str, Path]:
         return "hf", path  # trainer_state.json or any JSON list / JSON lines
     if name.endswith((".csv", ".tsv")):
         return "csv", path
-    if name.endswith((".log", ".txt", ".out", ".err")):
-        return "text", path
-    # Unknown extension: sniff the content.
+    # .log, .txt, .out, any other name: sniff the content (Keras' CSVLogger
+    # writes training.log; consoles print pairs; JSON may lack its extension)
     text = _read_text(path)
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if not lines:
         raise LogFormatError(path, "the file is empty", 1)
     head = lines[0].lstrip()
-    if head.startswith("["):
-        return "hf", path
-    if head.startswith("{"):
+    if head.startswith(("{", "[")):
+        try:
+            json.loads(text)
+        except (json.JSONDecodeError, RecursionError):
+            pass
+        else:
+            return "hf", path  # one JSON document (records, columns, trainer state)
         try:
             json.loads(head)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             return "text", path  # a printed dict, not JSON
         return "jsonl", path
-    if _looks_like_csv(lines):
+    if _csv_delimiter(lines) is not None:
         return "csv", path
     return "text", path
 
@@ -992,16 +1138,19 @@ def read_log(
     if not p.exists():
         raise LogFormatError(p, "no such file or directory")
     kind, target = _detect(p) if format is None else (format, p)
-    if kind == "csv":
-        if target.is_dir():
-            target = target / "metrics.csv"
-        return _read_csv(target, overrides)
-    if kind == "jsonl":
-        return _read_jsonl(target, overrides)
-    if kind == "text":
-        return _read_console(target, overrides)
-    if kind == "hf":
-        if target.is_dir():
-            target = _detect(target)[1]
-        return _read_json(target, overrides)
-    return _read_tensorboard(target, overrides)
+    try:
+        if kind == "csv":
+            if target.is_dir():
+                target = target / "metrics.csv"
+            return _read_csv(target, overrides)
+        if kind == "jsonl":
+            return _read_jsonl(target, overrides)
+        if kind == "text":
+            return _read_console(target, overrides)
+        if kind == "hf":
+            if target.is_dir():
+                target = _detect(target)[1]
+            return _read_json(target, overrides)
+        return _read_tensorboard(target, overrides)
+    except RecursionError:
+        raise LogFormatError(target, "nested too deeply to be a training log") from None

@@ -1544,13 +1544,22 @@ def diagnose(
     mon.finish()
     findings = mon.findings
     finite = sum(1 for v in loss if math.isfinite(v))
+    steps = h.steps.tolist()
+    val_loss = h.val_loss.tolist()
     recovered = {
         f.id
         for f in findings
         if f.kind == "diverged"
-        and _recovered(f, h.steps.tolist(), loss, mon.config.level_window)
+        and _recovered(f, steps, loss, val_loss, mon.config.level_window)
     }
-    verdict, summary, advice = _verdict(findings, finite, mon.config, recovered)
+    # "early": in the first tenth of the run's logged losses (not its steps:
+    # a log written every 50 steps, or once an epoch, has few of them)
+    early = {
+        f.id
+        for f in findings
+        if bisect.bisect_left(steps, f.first_step) < 0.1 * len(steps)
+    }
+    verdict, summary, advice = _verdict(findings, finite, mon.config, recovered, early)
     return Diagnosis(
         verdict=verdict,
         summary=summary,
@@ -1563,28 +1572,41 @@ def diagnose(
 
 
 def _recovered(
-    f: Finding, steps: Sequence[int], loss: Sequence[float], window: int
+    f: Finding,
+    steps: Sequence[int],
+    loss: Sequence[float],
+    val_loss: Sequence[float],
+    window: int,
 ) -> bool:
-    """True when the run came back from a ``diverged`` finding and trained on:
-    after it, the running median (of ``window`` losses) returned to the best
-    level it had before the blow-up (within twice the noise measured then),
-    and at the end the run still held at least half of its progress (its last
-    median below the midpoint between where it began and its best median, the
-    progress being more than 6 times the run's step-to-step noise)."""
+    """True when the run came back from a ``diverged`` finding and trained on.
+
+    With ``level`` the running median of ``window`` losses and ``noise`` its
+    step-to-step noise (:func:`~lrkit._util.robust_noise`): after the finding,
+    ``level`` returned to the best level the run had before the blow-up
+    (within ``2·noise``); the run made real progress (its best ``level`` below
+    where it began by more than ``3·noise`` and a tenth of that start); at the
+    end it still held three quarters of that progress; and its validation
+    loss, when logged, ended below where it began.
+    """
     before = f.evidence.get("best", f.evidence.get("first_loss"))
-    noise = f.evidence.get("noise", 0.0)
     if before is None or len(loss) < 2 * window:
         return False
-    if not all(math.isfinite(v) for v in loss):
+    if not all(math.isfinite(v) for v in (*loss, *val_loss)):
         return False
     levels = [
         statistics.median(loss[i : i + window]) for i in range(len(loss) - window + 1)
     ]
+    noise = robust_noise(levels)
     # where training began: the first loss, unless the first median is lower
     # (a blow-up in the first steps inflates that median)
     first, best, last = min(loss[0], levels[0]), min(levels), levels[-1]
-    if first - best <= 6.0 * robust_noise(loss) or last > (first + best) / 2:
-        return False  # no real progress, or lost half of it by the end
+    progress = first - best
+    if progress <= max(3.0 * noise, 0.1 * abs(first)):
+        return False  # no real progress
+    if last > best + 0.25 * progress:
+        return False  # lost more than a quarter of it by the end
+    if len(val_loss) >= 2 and val_loss[-1] >= val_loss[0]:
+        return False  # worse on validation than at the start
     after = [lv for i, lv in enumerate(levels) if steps[i + window - 1] > f.last_step]
     return bool(after) and min(after) <= before + 2.0 * noise
 
@@ -1594,9 +1616,11 @@ def _verdict(
     finite: int,
     config: MonitorConfig,
     recovered: frozenset[int] | set[int] = frozenset(),
+    early: frozenset[int] | set[int] = frozenset(),
 ) -> tuple[str, str, str]:
     """The verdict, its summary and advice; ``recovered``: ids of ``diverged``
-    findings the run came back from (see :func:`_recovered`)."""
+    findings the run came back from (see :func:`_recovered`); ``early``: ids
+    of findings in the first tenth of the run's logged losses."""
     by_kind: dict[str, list[Finding]] = {}
     for g in findings:
         by_kind.setdefault(g.kind, []).append(g)
@@ -1626,16 +1650,16 @@ def _verdict(
             }
         )
         also = f"; also {', '.join(others)}" if others else ""
-        early = f.first_step < 4 * config.min_updates
+        at_start = f.id in early
         return (
             "lr too high",
             f"The loss blew up at step {f.first_step} and recovered after step "
             f"{f.last_step}: the LR is at the edge of stability"
-            + (" at the start of training" if early else "")
+            + (" at the start of training" if at_start else "")
             + also
             + ".",
             "LR likely too high for "
-            + ("the first steps: add a warmup" if early else "this run: 0.5x")
+            + ("the first steps: add a warmup" if at_start else "this run: 0.5x")
             + " (or clip gradients). The run trained on, so it need not be restarted.",
         )
     f = first("oscillating")
