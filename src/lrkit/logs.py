@@ -19,7 +19,8 @@ Supported formats (picked from the file name and content, or forced with
   sniffed, as Keras' ``CSVLogger`` writes a CSV there): every ``name: value``,
   ``name=value`` or ``name value`` pair on a line, as printed by Keras
   (``loss: 0.52 - val_loss: 0.61``), nanoGPT-style loops (``iter 100: loss
-  2.34, time 12ms``), the Hugging Face Trainer's printed dicts (``{'loss': 2.3, 'learning_rate': 5e-05}``) or Lightning's progress bar
+  2.34, time 12ms``), the Hugging Face Trainer's printed dicts (``{'loss':
+  2.3, 'learning_rate': 5e-05}``) or Lightning's progress bar
   (``train_loss=0.512``). A step (``step``, ``iter``, ``epoch`` ...) on a line
   applies to that line; one on a line without a loss (Keras' ``Epoch 3/10``)
   applies to the lines after it. A loss name after a validation word on its
