@@ -91,11 +91,11 @@ def test_user_factory(tmp_path: Path) -> None:
         (["no_such_module_xyz:make"], "cannot import module 'no_such_module_xyz'"),
         (["lrkit.demo"], "TARGET must be 'module.path:factory'"),
         (["lrkit.demo:no_such_factory"], "has no attribute 'no_such_factory'"),
-        (["--start-lr", "0"], "start_lr must be > 0"),
-        (["--end-lr", "1e-9"], "end_lr must be > start_lr"),
+        (["--start-lr", "0"], "--start-lr must be > 0, got --start-lr=0.0"),
+        (["--end-lr", "1e-9"], "--end-lr must be > --start-lr"),
         (["--mode", "log"], "--mode must be one of 'exp', 'linear', got --mode='log'"),
         (["--rule", "magic"], "--rule must be one of"),
-        (["--confirm-steps", "-1"], "confirm_steps must be"),
+        (["--confirm-steps", "-1"], "--confirm-steps must be"),
     ],
 )
 def test_bad_input_one_line_exit_2(

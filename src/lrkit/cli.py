@@ -295,7 +295,10 @@ def find(
                 **parts,
             )
         except (ValueError, TypeError) as e:
-            fail(str(e))
+            text = str(e)  # name the options as they were typed
+            for name in ("start_lr", "end_lr", "num_steps", "confirm_steps"):
+                text = text.replace(name, "--" + name.replace("_", "-"))
+            fail(text)
         except Exception as e:
             fail(f"the range test failed: {type(e).__name__}: {e}", EXIT_RUNTIME)
     elapsed = time.perf_counter() - t0
