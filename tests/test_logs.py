@@ -693,6 +693,37 @@ CONSOLE_CASES = {
         [0, 1],
         [1.5, 1.3],
     ),
+    # validation lines without a step belong to the training line before them
+    # (0 before the first); steps on most loss lines count, a summary's not
+    "validation_between": (
+        "Initial validation loss: 3.9\n"
+        + "".join(
+            f"step {s}: loss {2 / (s / 100 + 1):.3f}\n"
+            + (f"validation loss: {1 + 300 / s:.3f}\n" if s % 300 == 0 else "")
+            for s in range(100, 1000, 100)
+        ),
+        {"loss": "loss", "step": "step", "val_loss": "validation loss"},
+        list(range(100, 1000, 100)),
+        [3.9, 2.0, 1.5, 1.333],
+    ),
+    "summary_after_headers": (
+        "".join(
+            f"Epoch {e}/3\ntrain loss {2 / e:.3f} | val loss {2.5 / e:.3f}\n"
+            for e in (1, 2, 3)
+        )
+        + "Best val loss 1.25 at epoch 2\n",
+        {"loss": "train loss", "step": "Epoch", "val_loss": "val loss"},
+        [1, 2, 3],
+        [2.5, 1.25, 0.833],
+    ),
+    # "device" (in a printed CUDA tensor) is no validation word
+    "device": (
+        "step 0 | grad_norm 1.2 | loss tensor(2.5, device=cuda:0)\n"
+        "step 1 | grad_norm 1.1 | loss tensor(2.25, device=cuda:0)\n",
+        {"loss": "loss", "step": "step", "grad_norm": "grad_norm"},
+        [0, 1],
+        [],
+    ),
     # a printed tensor
     "tensor": (
         "step 0 loss=tensor(2.5, grad_fn=<NllLossBackward0>)\n"
@@ -742,6 +773,14 @@ def test_keras_logs_beside_the_console(
     model.evaluate(x, y, verbose=2)  # another "loss:" line after the last epoch
     console = tmp_path / "stdout.txt"
     console.write_text(capsys.readouterr().out)
+    # the tutorials' pattern: fit without validation, then evaluate on a test set
+    plain = model.fit(x[:96], y[:96], epochs=3, batch_size=16, verbose=2)
+    model.evaluate(x[96:] * 10, y[96:] * 10, verbose=2)  # a far larger loss
+    tutorial = tmp_path / "tutorial.log"
+    tutorial.write_text(capsys.readouterr().out)
+    t = read_log(tutorial)
+    assert t.steps.tolist() == [1, 2, 3]
+    np.testing.assert_allclose(t.loss, plain.history["loss"], atol=6e-5)
     history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
     assert read_log(csv_log).columns["step"] == "epoch"  # a CSV, named .log
     c = read_log(console)

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import itertools
 import json
 import math
@@ -301,6 +302,7 @@ class History:
 # --------------------------------------------------------------------------- keys
 
 
+@functools.lru_cache(maxsize=4096)
 def _norm(key: str) -> str:
     return re.sub(r"[/\-. ]+", "_", key.strip().lower())
 
@@ -754,8 +756,8 @@ _PAIR = re.compile(
 # words that say what a part of a line reports ("| valid |", "Test set:",
 # "train:"); not inside a path or a name ("ckpt_dir=/runs/test")
 _CONTEXT = re.compile(
-    r"(?<![\w./-])(?P<val>val|valid|validation|validating|eval|evaluation|"
-    r"evaluating|test|testing|dev)|(?P<train>train|training)(?![\w./-])",
+    r"(?<![\w./-])(?:(?P<val>val|valid|validation|validating|eval|evaluation|"
+    r"evaluating|test|testing|dev)|(?P<train>train|training))(?![\w./-])",
     re.IGNORECASE,
 )
 
@@ -811,6 +813,10 @@ class _Line:
     number: int
     row: dict[str, Any]  # the pairs that are not steps
     step: tuple[str, float] | None  # the line's own step: (name, value)
+    done: bool = False  # a progress counter at its end ("6/6 - 0s - loss: ...")
+
+
+_COUNTER = re.compile(r"^\s*(\d+)/(\d+)\b")
 
 
 def _console_lines(text: str, step_names: Sequence[str]) -> list[_Line]:
@@ -820,17 +826,19 @@ def _console_lines(text: str, step_names: Sequence[str]) -> list[_Line]:
     over the lines with a loss, it rises strictly: an ``epoch`` repeated on
     every batch line, a fractional epoch (Hugging Face) or a batch counter that
     restarts every epoch is no step."""
-    parsed: list[tuple[int, list[_Pair]]] = []
+    parsed: list[tuple[int, list[_Pair], bool]] = []
     for number, full_line in enumerate(text.split("\n"), start=1):
         for part in full_line.split("\r"):  # a progress bar redraws with \r
             pairs = _text_pairs(part)
             if pairs:
-                parsed.append((number, pairs))
+                counter = _COUNTER.match(part)
+                done = counter is not None and counter.group(1) == counter.group(2)
+                parsed.append((number, pairs, done))
     # per name, its values on lines with a training loss and on lines with
     # only a validation loss (an evaluation shares a training line's step)
     values: dict[tuple[str, bool], list[float]] = {}
     whole: dict[str, bool] = {}
-    for _, pairs in parsed:
+    for _, pairs, _ in parsed:
         losses = [_norm(p.key) for p in pairs if "loss" in _norm(p.key)]
         only_val = bool(losses) and all(_is_val(n) for n in losses)
         for p in pairs:
@@ -852,7 +860,7 @@ def _console_lines(text: str, step_names: Sequence[str]) -> list[_Line]:
         )
     }
     lines: list[_Line] = []
-    for number, pairs in parsed:
+    for number, pairs, done in parsed:
         own = sorted(
             (step_names.index(_norm(p.key)), p.key, p.value)
             for p in pairs
@@ -863,6 +871,7 @@ def _console_lines(text: str, step_names: Sequence[str]) -> list[_Line]:
                 number,
                 {p.key: p.value for p in pairs if _norm(p.key) not in step_names},
                 (own[0][1], own[0][2]) if own else None,
+                done,
             )
         )
     return lines
@@ -884,31 +893,48 @@ def _read_console(path: Path, overrides: Mapping[str, str | None]) -> History:
     def has_loss(line: _Line) -> bool:
         return any("loss" in _norm(k) for k in line.row)
 
-    # Steps: a loss line's own; else, when some loss lines have their own, the
-    # last such step (an evaluation line after a training line); else a step
-    # named on a line without a loss (Keras' "Epoch 3/8" heads the lines
-    # after it).
-    own = [ln for ln in lines if has_loss(ln) and ln.step is not None]
+    # Steps: a loss line's own; else, when some loss lines name their own, the
+    # last such step (an evaluation after a training line; 0 before the
+    # first); else a step named on a line without a loss (Keras' "Epoch 3/8"):
+    # it heads the lines with a loss after it (progress redraws: the last
+    # wins) up to one whose progress counter is full ("6/6"); a later line
+    # under it (Keras' evaluate()) is not that epoch's, and only a higher step
+    # starts a new epoch (not "Epoch 3: early stopping", not "Restoring model
+    # weights from the end of the best epoch: 1").
+    loss_lines = [ln for ln in lines if has_loss(ln)]
+    # most loss lines name their own step (one summary line does not count)
+    own = 2 * sum(ln.step is not None for ln in loss_lines) >= max(len(loss_lines), 1)
     records: list[tuple[int, Mapping[str, Any]]] = []
     named: dict[str, None] = {}
     carried: tuple[str, float] | None = None
-    val_done = False  # the carried step's lines included a validation loss
+    closed = False  # the carried epoch's progress counter was full
     for line in lines:
         if not has_loss(line):
-            if line.step is not None and (not own or forced_step is not None):
-                carried, val_done = line.step, False
+            rises = line.step is not None and (
+                carried is None or line.step[1] > carried[1]
+            )
+            if rises and (not own or forced_step is not None):
+                carried, closed = line.step, False
             continue
         row = dict(line.row)
-        here = line.step if line.step is not None else carried
-        if line.step is not None and own:
-            carried = line.step
-        if line.step is None and here is not None and val_done:
-            continue  # after an epoch's validation: another phase (evaluate())
+        if line.step is not None:
+            if not own and carried is not None and line.step[1] < carried[1]:
+                continue  # a summary naming an earlier epoch ("best at epoch 6")
+            here: tuple[str, float] | None = line.step
+            if own:
+                carried = line.step
+        elif own:
+            here = carried if carried is not None else ("", 0.0)
+        else:
+            here = carried
+            if here is not None:
+                if closed:
+                    continue  # a later line under the same epoch's header
+                closed = line.done
         if here is not None:
-            named.setdefault(here[0], None)
+            if here[0]:
+                named.setdefault(here[0], None)
             row["step"] = here[1]
-            if line.step is None and any(_is_val(_norm(k)) for k in row):
-                val_done = True
         records.append((line.number, row))
     if not records:
         raise LogFormatError(
