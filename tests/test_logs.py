@@ -724,6 +724,19 @@ CONSOLE_CASES = {
         [0, 1],
         [],
     ),
+    # a table printed to the console (fast.ai's fit_one_cycle; fine_tune prints
+    # two, with the callbacks' notes between rows)
+    "fastai_tables": (
+        "epoch     train_loss  valid_loss  error_rate  time    \n"
+        "0         3.505014    3.711936    0.100000    00:10     \n"
+        "epoch     train_loss  valid_loss  error_rate  time    \n"
+        "0         3.508846    3.703496    0.000000    00:00     \n"
+        "Better model found at epoch 0 with valid_loss value: 3.7034.\n"
+        "1         2.844600    3.047785    0.010000    00:01     \n",
+        {"loss": "train_loss", "val_loss": "valid_loss"},
+        [0, 1, 2],
+        [3.711936, 3.703496, 3.047785],
+    ),
     # a printed tensor
     "tensor": (
         "step 0 loss=tensor(2.5, grad_fn=<NllLossBackward0>)\n"

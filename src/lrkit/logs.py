@@ -808,6 +808,37 @@ def _text_pairs(line: str) -> list[_Pair]:
     return out
 
 
+def _TABLE_HEADER(tokens: Sequence[str]) -> bool:  # noqa: N802 - reads as a test
+    """A table's header printed to the console (fast.ai's ``epoch train_loss
+    valid_loss accuracy time``): two or more names, one of them a loss's."""
+    return (
+        len(tokens) >= 2
+        and all(_NAME.fullmatch(t) for t in tokens)
+        and any("loss" in t.lower() for t in tokens)
+    )
+
+
+_NAME = re.compile(r"[A-Za-z_][\w/.-]*")
+_WHOLE_NUM = re.compile(rf"(?:{_NUM})")
+
+
+def _table_row(header: Sequence[str], tokens: Sequence[str]) -> list[_Pair] | None:
+    """The pairs of a row under a table header: as many cells as names (a
+    row may run on, like a progress bar after it), most of them numbers; the
+    cells that are not numbers (``00:05``) are left out."""
+    if len(tokens) < len(header):
+        return None
+    cells = tokens[: len(header)]
+    numbers = [_WHOLE_NUM.fullmatch(c) for c in cells]
+    if 2 * sum(m is not None for m in numbers) < len(cells):
+        return None
+    return [
+        _Pair(name, _number_text(m.group(0)), None)
+        for name, m in zip(header, numbers, strict=True)
+        if m is not None
+    ]
+
+
 @dataclass
 class _Line:
     number: int
@@ -827,9 +858,18 @@ def _console_lines(text: str, step_names: Sequence[str]) -> list[_Line]:
     every batch line, a fractional epoch (Hugging Face) or a batch counter that
     restarts every epoch is no step."""
     parsed: list[tuple[int, list[_Pair], bool]] = []
+    header: list[str] | None = None  # the names of a table being read
     for number, full_line in enumerate(text.split("\n"), start=1):
         for part in full_line.split("\r"):  # a progress bar redraws with \r
-            pairs = _text_pairs(part)
+            tokens = part.split()
+            if _TABLE_HEADER(tokens):
+                header = tokens
+                continue
+            row = _table_row(header, tokens) if header is not None else None
+            if row is not None:
+                parsed.append((number, row, True))
+                continue
+            pairs = _text_pairs(part)  # (a table's header stays for rows after notes)
             if pairs:
                 counter = _COUNTER.match(part)
                 done = counter is not None and counter.group(1) == counter.group(2)
