@@ -6,6 +6,7 @@ import csv
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -136,7 +137,10 @@ def test_summary_writer_keras_style_runs(tmp_path: Path) -> None:
     assert h.val_loss[0] == pytest.approx(1.1)
 
 
-def test_hf_trainer_state_from_a_real_trainer(tmp_path: Path) -> None:
+def hf_trainer(out: Path, max_steps: int, **args: object) -> Any:
+    """A real Hugging Face Trainer on a tiny regression (CPU, no download),
+    logging every step and evaluating every 10; ``args`` go to its
+    TrainingArguments."""
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("accelerate")
 
@@ -161,24 +165,27 @@ def test_hf_trainer_state_from_a_real_trainer(tmp_path: Path) -> None:
         def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
             return {"x": self.x[i], "labels": self.y[i]}
 
-    out = tmp_path / "output"
-    args = transformers.TrainingArguments(
+    training_args = transformers.TrainingArguments(
         output_dir=str(out),
-        max_steps=30,
+        max_steps=max_steps,
         logging_steps=1,
         eval_strategy="steps",
         eval_steps=10,
-        save_strategy="steps",
-        save_steps=15,
         report_to=[],
         use_cpu=True,
         learning_rate=0.05,
         per_device_train_batch_size=8,
-        disable_tqdm=True,
+        disable_tqdm=True,  # the Trainer then prints each log dict
+        **args,
     )
-    trainer = transformers.Trainer(
-        model=Model(), args=args, train_dataset=Data(64), eval_dataset=Data(16)
+    return transformers.Trainer(
+        model=Model(), args=training_args, train_dataset=Data(64), eval_dataset=Data(16)
     )
+
+
+def test_hf_trainer_state_from_a_real_trainer(tmp_path: Path) -> None:
+    out = tmp_path / "output"
+    trainer = hf_trainer(out, 30, save_strategy="steps", save_steps=15)
     trainer.train()
     trainer.save_state()
     expected = {
@@ -459,47 +466,7 @@ def test_keras_console_output_and_history_json(
 def test_hf_trainer_console_output(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    transformers = pytest.importorskip("transformers")
-    pytest.importorskip("accelerate")
-
-    class Model(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.lin = torch.nn.Linear(4, 1)
-
-        def forward(self, x, labels=None):  # type: ignore[no-untyped-def]
-            out = self.lin(x)
-            return {"loss": torch.nn.functional.mse_loss(out, labels), "logits": out}
-
-    class Data(torch.utils.data.Dataset):  # type: ignore[type-arg]
-        def __init__(self, n: int) -> None:
-            g = torch.Generator().manual_seed(n)
-            self.x = torch.randn(n, 4, generator=g)
-            self.y = self.x.sum(1, keepdim=True)
-
-        def __len__(self) -> int:
-            return len(self.x)
-
-        def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-            return {"x": self.x[i], "labels": self.y[i]}
-
-    out = tmp_path / "output"
-    args = transformers.TrainingArguments(
-        output_dir=str(out),
-        max_steps=20,
-        logging_steps=1,
-        eval_strategy="steps",
-        eval_steps=10,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        learning_rate=0.05,
-        per_device_train_batch_size=8,
-        disable_tqdm=True,  # the Trainer then prints each log dict
-    )
-    trainer = transformers.Trainer(
-        model=Model(), args=args, train_dataset=Data(64), eval_dataset=Data(16)
-    )
+    trainer = hf_trainer(tmp_path / "output", 20, save_strategy="no")
     trainer.train()
     log = tmp_path / "stdout.txt"
     log.write_text(capsys.readouterr().out)

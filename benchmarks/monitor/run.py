@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import corpus
 
 import lrkit
-from lrkit.monitor import KINDS, Finding, Monitor, MonitorConfig
+from lrkit.monitor import KINDS, VERDICTS, Finding, Monitor, MonitorConfig
 
 HIGH = {"oscillating", "spike", "exploding_grad", "diverged", "nan"}
 WARN = ("warning", "critical")
@@ -317,14 +317,7 @@ def verdicts(directory: Path) -> None:
                 val_steps=run.val_steps or None,
             )
             counts[run.label][lrkit.diagnose(history).verdict] += 1
-    names = [
-        "diverged",
-        "lr too high",
-        "lr too low",
-        "overfitting",
-        "healthy",
-        "too short",
-    ]
+    names = list(VERDICTS)
     print(f"\n| label | runs | {' | '.join(names)} |")
     print("|---|---|" + "---|" * len(names))
     for label in ("good", "low", "too_low", "oscillating", "stuck", "diverged"):

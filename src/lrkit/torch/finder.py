@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import inspect
 import itertools
 import math
@@ -215,9 +216,23 @@ def _first_batches(loader: Iterable[Any], n: int, device: torch.device) -> list[
 
 
 def _takes(model: nn.Module, name: str) -> bool:
-    """True when ``model.forward`` accepts the keyword ``name`` (or ``**kwargs``)."""
+    """True when ``model.forward`` accepts the keyword ``name`` (or ``**kwargs``);
+    read once per model class (every batch asks)."""
+    own = model.__dict__.get("forward")  # a forward set on the instance itself
+    if own is not None:
+        return _accepts(own, name)
+    cls: type = type(model)
+    return _class_takes(cls, name)
+
+
+@functools.lru_cache(maxsize=256)
+def _class_takes(cls: type, name: str) -> bool:
+    return _accepts(cls.forward, name)  # type: ignore[attr-defined]
+
+
+def _accepts(fn: Callable[..., Any], name: str) -> bool:
     try:
-        params = inspect.signature(model.forward).parameters.values()
+        params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):  # no signature to read: pass everything
         return True
     return any(
