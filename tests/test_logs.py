@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
+import sqlite3
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +138,148 @@ def test_summary_writer_keras_style_runs(tmp_path: Path) -> None:
     assert h.columns["loss"] == "train/epoch_loss"
     assert h.columns["val_loss"] == "validation/epoch_loss"
     assert h.val_loss[0] == pytest.approx(1.1)
+
+
+# ----------------------------------------------------------------------- MLflow
+@pytest.fixture
+def mlflow_at(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], Any]]:
+    """The real mlflow, logging to a tracking URI (reset after the test)."""
+    mlflow = pytest.importorskip("mlflow")
+    # MLflow 3 keeps its file store in maintenance mode behind this switch
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+
+    def at(uri: str) -> Any:
+        mlflow.set_tracking_uri(uri)
+        return mlflow
+
+    yield at
+    mlflow.set_tracking_uri(None)
+
+
+def log_to_mlflow(mlflow: Any, rows: list[dict[str, float]], name: str) -> str:
+    """Log a run as a training loop does: the loss (a nested key), LR and grad
+    norm every step, the validation loss every epoch (10 steps); its id."""
+    mlflow.set_experiment("lrkit")
+    with mlflow.start_run(run_name=name) as run:
+        mlflow.log_param("lr", rows[0]["lr"])
+        for r in rows:
+            step = int(r["step"])
+            mlflow.log_metrics(
+                {"train/loss": r["loss"], "lr": r["lr"], "grad_norm": r["grad_norm"]},
+                step=step,
+            )
+            if "val_loss" in r:
+                mlflow.log_metric("val_loss", r["val_loss"], step=step)
+    return str(run.info.run_id)
+
+
+MLFLOW_COLUMNS = {
+    "loss": "train/loss",
+    "step": "step",
+    "val_loss": "val_loss",
+    "lr": "lr",
+    "grad_norm": "grad_norm",
+}
+
+
+def assert_logged(h: History, rows: list[dict[str, float]]) -> None:
+    assert h.columns == MLFLOW_COLUMNS
+    assert h.steps.tolist() == [r["step"] for r in rows]
+    assert h.loss.tolist() == [r["loss"] for r in rows]  # exact: no rounding
+    assert h.grad_norm.tolist() == [r["grad_norm"] for r in rows]
+    assert h.val_steps.tolist() == [r["step"] for r in rows if "val_loss" in r]
+    assert h.val_loss.tolist() == [r["val_loss"] for r in rows if "val_loss" in r]
+    assert np.all(h.lr == rows[0]["lr"]) and len(h.lr_steps) == len(rows)
+
+
+def test_mlflow_file_store(tmp_path: Path, mlflow_at: Callable[[str], Any]) -> None:
+    mlruns = tmp_path / "mlruns"
+    mlflow = mlflow_at("file:" + str(mlruns))
+    rows = tiny_run()
+    run_id = log_to_mlflow(mlflow, rows, "first")
+    run_dir = next(mlruns.glob(f"*/{run_id}"))
+    for path in (mlruns, run_dir.parent, run_dir, run_dir / "metrics"):
+        h = read_log(path)  # the root, the experiment, the run, its metrics
+        assert_logged(h, rows)
+    assert read_log(mlruns).source == str(run_dir)
+    with mlflow.start_run(run_name="params only") as empty:  # no metric at all
+        mlflow.log_param("lr", 0.1)
+    assert read_log(mlruns).source == str(run_dir)  # the one run with metrics
+    empty_dir = run_dir.parent / empty.info.run_id
+    with pytest.raises(LogFormatError, match="no metric values logged in this run"):
+        read_log(empty_dir)
+    second = log_to_mlflow(mlflow, rows[:20], "second")
+    with pytest.raises(LogFormatError) as info:
+        read_log(mlruns)
+    message = str(info.value)
+    assert message.startswith(f"{mlruns}: 2 MLflow runs with metrics;")
+    # each run listed as the folder to pass, the most recent first
+    assert message.index(f"{second} ('second')") < message.index(f"{run_id} ('first')")
+    assert len(read_log(run_dir.parent / second)) == 20
+    mlflow.delete_run(second)  # a deleted run is left out
+    assert read_log(mlruns).source == str(run_dir)
+    metric = run_dir / "metrics" / "val_loss"
+    with metric.open("a") as f:
+        f.write("1700000000000 oops 60\n")
+    with pytest.raises(LogFormatError) as info:
+        read_log(run_dir)
+    assert str(info.value).startswith(f"{metric}:7: expected an MLflow metric line")
+
+
+def test_mlflow_sqlite_database(
+    tmp_path: Path, mlflow_at: Callable[[str], Any]
+) -> None:
+    db = tmp_path / "mlflow.db"
+    mlflow = mlflow_at(f"sqlite:///{db}")
+    rows = tiny_run()
+    run_id = log_to_mlflow(mlflow, rows, "first")
+    assert_logged(read_log(db), rows)
+    with mlflow.start_run(run_name="no steps"):  # as many loops log: no step=
+        for r in rows[:30]:
+            mlflow.log_metric("loss", r["loss"])
+            if "val_loss" in r:
+                mlflow.log_metric("val_loss", r["val_loss"])
+        mlflow.log_metric("loss", float("nan"))  # NaN and inf are findings
+        mlflow.log_metric("loss", float("inf"))
+    with pytest.raises(LogFormatError) as info:
+        read_log(db)
+    message = str(info.value)
+    assert message.startswith(f"{db}: 2 MLflow runs with metrics;")
+    assert f"{db}/<run id or name>" in message and f"{db / run_id} ('first')" in message
+    assert_logged(read_log(db / run_id), rows)  # a run by its id
+    h = read_log(db / "no steps")  # or its name
+    # steps in logging order: the n-th loss is step n, a validation loss at
+    # the loss logged last before it
+    assert h.columns == {"loss": "loss", "val_loss": "val_loss"}
+    assert h.steps.tolist() == list(range(32)) and h.val_steps.tolist() == [9, 19, 29]
+    assert h.loss[:30].tolist() == [r["loss"] for r in rows[:30]]
+    assert math.isnan(h.loss[30]) and h.loss[31] == math.inf
+    with pytest.raises(LogFormatError, match="no MLflow run 'third'"):
+        read_log(db / "third")
+    with pytest.raises(ValueError, match="step_key must be None for MLflow runs"):
+        read_log(db / run_id, step_key="epoch")
+
+
+def test_mlflow_broken_stores(tmp_path: Path) -> None:
+    other = tmp_path / "app.db"  # an SQLite database, not MLflow's
+    with contextlib.closing(sqlite3.connect(other)) as db:
+        db.execute("CREATE TABLE users (name TEXT)")
+        db.commit()
+    with pytest.raises(LogFormatError, match="without MLflow's 'metrics' table"):
+        read_log(other)
+    run = tmp_path / "mlruns" / "1" / "0123abcd"
+    (run / "metrics").mkdir(parents=True)
+    (run / "meta.yaml").write_text("run_id: 0123abcd\nlifecycle_stage: active\n")
+    for path in (run, tmp_path / "mlruns", run / "metrics"):
+        with pytest.raises(LogFormatError) as info:
+            read_log(path)
+        assert str(info.value).startswith(f"{run / 'metrics'}: no metric values")
+    (run / "metrics" / "loss").write_text("1700000000000 0.5 0\n1700000000001 0.4\n")
+    assert read_log(run).loss.tolist() == [0.5, 0.4]  # no step: MLflow's 0
+    (run / "metrics" / "loss").write_text("1700000000000 0.5 0\n\nloss=0.4\n")
+    with pytest.raises(LogFormatError) as info:
+        read_log(tmp_path / "mlruns")
+    assert str(info.value).startswith(f"{run / 'metrics' / 'loss'}:3:")
 
 
 def hf_trainer(out: Path, max_steps: int, **args: object) -> Any:
@@ -276,6 +421,40 @@ def test_tsv(tmp_path: Path) -> None:
     path = tmp_path / "log.tsv"
     path.write_text("step\tloss\n0\t2.0\n1\t1.5\n")
     assert read_log(path).loss.tolist() == [2.0, 1.5]
+
+
+def test_semicolon_csv_with_decimal_commas(tmp_path: Path) -> None:
+    """European spreadsheets and locales: ';' between cells, ',' before decimals."""
+    rows = tiny_run(30)
+    path = tmp_path / "export.csv"
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh, delimiter=";")
+        w.writerow(["Step", "Loss", "Val Loss", "LR", "Grad Norm"])
+        for r in rows:
+            cells = [r["loss"], r.get("val_loss", ""), r["lr"], r["grad_norm"]]
+            w.writerow([r["step"], *(str(c).replace(".", ",") for c in cells)])
+    h = read_log(path)
+    assert h.columns == {
+        "step": "Step",
+        "loss": "Loss",
+        "val_loss": "Val Loss",
+        "lr": "LR",
+        "grad_norm": "Grad Norm",
+    }
+    assert h.steps.tolist() == list(range(30))
+    assert h.loss.tolist() == [r["loss"] for r in rows]
+    assert h.val_loss.tolist() == [r["val_loss"] for r in rows if "val_loss" in r]
+    assert h.grad_norm.tolist() == [r["grad_norm"] for r in rows]
+    text = path.read_text()
+    # Excel's "sep=;" first line; a table sniffed in a file of another name
+    for name, content in (("excel.csv", "sep=;\n" + text), ("export.txt", text)):
+        (tmp_path / name).write_text(content)
+        assert read_log(tmp_path / name).loss.tolist() == h.loss.tolist()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("sep=;\nstep;loss\n0;0,5\n1;0;5\n")
+    with pytest.raises(LogFormatError) as info:
+        read_log(bad)
+    assert str(info.value).startswith(f"{bad}:4: expected 2 values like the header")
 
 
 def test_resumed_run_keeps_last_value_per_step(tmp_path: Path) -> None:
@@ -724,6 +903,108 @@ def test_console_lines_people_print(tmp_path: Path, case: str) -> None:
     assert h.columns == columns
     assert h.steps.tolist() == steps
     assert h.val_loss.tolist() == val
+
+
+def megatron_log(rows: list[dict[str, float]], every: int, eval_every: int) -> str:
+    """Megatron-LM's console output (the format strings of its training.py:
+    training_log and evaluate_and_print_results) for a run of ``rows``."""
+    out = [
+        "------------------------ arguments ------------------------",
+        "  clip_grad ....................................... 1.0",
+        f"  eval_interval ................................... {eval_every}",
+        f"  lr .............................................. {rows[0]['lr']}",
+        "-------------------- end of arguments ---------------------",
+        "[before the start of training step] datetime: 2024-05-01 10:00:00 ",
+    ]
+
+    def validation(prefix: str, loss: float) -> None:
+        line = f" validation loss at {prefix} | "
+        line += f"lm loss value: {loss:.6E} | lm loss PPL: {math.exp(loss):.6E} | "
+        out.extend(["-" * (len(line) + 1), line, "-" * (len(line) + 1)])
+
+    for r in rows:
+        it = int(r["step"])
+        if it % every == 0:
+            out.append(
+                f" [2024-05-01 10:00:{it % 60:02d}]"
+                f" iteration {it:8d}/{len(rows):8d} |"
+                f" consumed samples: {32 * it:12d} |"
+                " elapsed time per iteration (ms): 512.3 |"
+                f" learning rate: {r['lr']:.6E} |"
+                f" global batch size: {32:5d} |"
+                f" lm loss: {r['loss']:.6E} |"
+                " loss scale: 1.0 |"
+                f" grad norm: {r['grad_norm']:.3f} |"
+                f" number of skipped iterations: {0:3d} |"
+                f" number of nan iterations: {0:3d} |"
+            )
+        if it == every:
+            out.append(
+                f"[Rank 0] (after {it} iterations) memory (MB) | allocated: 1234.5 "
+                "| max allocated: 2345.6 | reserved: 3000.0 | max reserved: 3000.0"
+            )
+        if it % eval_every == 0:
+            validation(f"iteration {it}", r["loss"] + 0.5)
+    validation("the end of training for val data", rows[-1]["loss"] + 0.25)
+    return "\n".join(out) + "\n"
+
+
+def test_megatron_console_output(tmp_path: Path) -> None:
+    rows = [{**r, "step": r["step"] + 1} for r in tiny_run(55)]  # from 1
+    log = tmp_path / "megatron.log"
+    log.write_text(megatron_log(rows, every=5, eval_every=20))
+    h = read_log(log)
+    assert h.columns == {
+        "loss": "lm loss",
+        "step": "iteration",
+        "val_loss": "val lm loss",
+        "lr": "learning rate",
+        "grad_norm": "grad norm",
+    }
+    logged = [r for r in rows if r["step"] % 5 == 0]
+    assert h.steps.tolist() == [r["step"] for r in logged]
+    np.testing.assert_allclose(h.loss, [r["loss"] for r in logged], rtol=1e-6)
+    np.testing.assert_allclose(h.lr, [r["lr"] for r in logged], rtol=1e-6)
+    np.testing.assert_allclose(h.grad_norm, [r["grad_norm"] for r in logged], atol=5e-4)
+    # "validation loss at iteration 40 | lm loss value: ..."; the one at the
+    # end of training is at the last iteration logged
+    assert h.val_steps.tolist() == [20, 40, 55]
+    val = [r["loss"] + 0.5 for r in rows if r["step"] in (20, 40)]
+    np.testing.assert_allclose(h.val_loss, [*val, rows[-1]["loss"] + 0.25], rtol=1e-6)
+
+
+@pytest.mark.parametrize("verbose", [1, 2])
+def test_two_keras_fits_in_one_console_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], verbose: int
+) -> None:
+    """Fit, then fine-tune with a second fit() whose "Epoch 1/3" restarts the
+    count: its epochs follow the first fit's (which stopped early)."""
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((128, 4)).astype("float32")
+    y = x.sum(1, keepdims=True)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    # "Epoch 2: early stopping", "Restoring model weights from ... epoch: 1."
+    stop = keras.callbacks.EarlyStopping(
+        min_delta=100.0, patience=0, restore_best_weights=True, verbose=1
+    )
+    args = {"batch_size": 16, "validation_split": 0.25, "verbose": verbose}
+    first = model.fit(x, y, epochs=6, callbacks=[stop], **args)
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    second = model.fit(x, y, epochs=3, **args)
+    log = tmp_path / "train.log"
+    log.write_text(capsys.readouterr().out)
+    assert len(first.history["loss"]) == 2
+    h = read_log(log)
+    assert h.columns == {"loss": "loss", "step": "Epoch", "val_loss": "val_loss"}
+    assert h.steps.tolist() == [1, 2, 3, 4, 5] == h.val_steps.tolist()
+    losses = first.history["loss"] + second.history["loss"]
+    np.testing.assert_allclose(h.loss, losses, atol=6e-5)
 
 
 def test_keras_logs_beside_the_console(

@@ -6,7 +6,9 @@ Supported formats (picked from the file name and content, or forced with
 - ``csv``: any CSV with a header row: Lightning's ``CSVLogger`` ``metrics.csv``
   (sparse rows: train and validation metrics on separate rows), Keras'
   ``CSVLogger`` (one row per epoch), or a generic ``step,loss,val_loss,lr,
-  grad_norm`` file. Empty cells mean "not logged on this row".
+  grad_norm`` file. Empty cells mean "not logged on this row". Cells are
+  separated by ``,``, a tab or ``;`` (sniffed); with ``;`` (European
+  spreadsheets), decimal commas are read (``0,52``).
 - ``jsonl``: JSON lines, one object per line (nested objects are flattened with
   ``/``), as written by most ad-hoc loggers.
 - ``hf``: Hugging Face ``trainer_state.json`` (its ``log_history``), or a directory
@@ -21,15 +23,27 @@ Supported formats (picked from the file name and content, or forced with
   (``loss: 0.52 - val_loss: 0.61``), nanoGPT-style loops (``iter 100: loss
   2.34, time 12ms``), the Hugging Face Trainer's printed dicts (``{'loss':
   2.3, 'learning_rate': 5e-05}``) or Lightning's progress bar
-  (``train_loss=0.512``). A step (``step``, ``iter``, ``epoch`` ...) on a line
-  applies to that line; one on a line without a loss (Keras' ``Epoch 3/10``)
-  applies to the lines after it. A loss name after a validation word on its
-  line (``| valid on 'valid' subset | loss 8.1``, ``Test set: Average loss``)
-  is a validation loss (``loss`` becomes ``val loss``); docs/monitor.md has
-  every rule.
+  (``train_loss=0.512``), Megatron-LM (``iteration 100/ 500000 | ... |
+  learning rate: 3.0E-04 | ... | lm loss: 3.5E+00 |``, ``validation loss at
+  iteration 100 | lm loss value: 3.4E+00 |``). A step (``step``, ``iter``,
+  ``epoch`` ...) on a line applies to that line; one on a line without a loss
+  (Keras' ``Epoch 3/10``) applies to the lines after it (an ``Epoch 1/5`` after
+  a finished epoch starts another ``fit()``, whose epochs follow). A loss name
+  after a validation word on its line (``| valid on 'valid' subset | loss
+  8.1``, ``Test set: Average loss``) is a validation loss (``loss`` becomes
+  ``val loss``); docs/monitor.md has every rule.
 - ``tensorboard``: TensorBoard event files or a directory of them (every run below
   it; tags are prefixed with the run's sub-directory when there are several).
   Read with TensorBoard's own ``EventAccumulator``: ``pip install 'lrkit[logs]'``.
+- ``mlflow``: an MLflow run, read without MLflow: a file-store run folder
+  (``mlruns/<experiment id>/<run id>/``: one file per metric under
+  ``metrics/``, nested keys in sub-folders, lines ``timestamp value step``), its
+  ``metrics/`` folder, or an experiment folder or ``mlruns/`` holding one run
+  with metrics; or MLflow's SQLite tracking database (``mlflow.db``, opened
+  read-only) holding one. With several runs the error lists them, the most
+  recent first: pass a run's folder, or ``mlflow.db/<run id or run name>``. A
+  metric logged without steps (all at MLflow's default step 0) is placed in
+  logging order, at the training loss logged last before each value.
 
 Columns are picked by name (see :data:`KEYS`): the training loss, the validation
 loss, the learning rate, the gradient norm and the step. Names are compared after
@@ -54,6 +68,8 @@ Example:
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import csv
 import dataclasses
 import functools
@@ -61,6 +77,8 @@ import itertools
 import json
 import math
 import re
+import sqlite3
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +95,7 @@ __all__ = ["KEYS", "History", "LogFormatError", "read_log"]
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-FORMATS = ("csv", "jsonl", "hf", "tensorboard", "text")
+FORMATS = ("csv", "jsonl", "hf", "tensorboard", "mlflow", "text")
 
 #: Column names tried in order for each series (after normalisation: lower case,
 #: ``/ - . space`` turned into ``_``). When none matches, a fallback rule applies:
@@ -581,24 +599,34 @@ def _read_text(path: Path) -> str:
 
 
 def _read_csv(path: Path, overrides: Mapping[str, str | None]) -> History:
+    """A table under a header row. The delimiter is sniffed (``,``, tab or
+    ``;``; Excel's ``sep=;`` first line names it; ``.tsv``: a tab); with ``;``
+    (European spreadsheets), decimal commas (``0,52``) are read."""
     text = _read_text(path)
     if not text.strip():
         raise LogFormatError(path, "the file is empty", 1)
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    if path.suffix.lower() != ".csv":  # sniffed: a tab-separated file too
-        lines = [ln for ln in text.splitlines() if ln.strip()]
-        delimiter = (_csv_delimiter(lines) if lines else None) or delimiter
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    excel = _EXCEL_SEP.fullmatch(text.splitlines()[0])
+    if path.suffix.lower() == ".tsv" and not excel:
+        delimiter = "\t"
+    else:  # else the one the header holds most ("," when it holds none)
+        delimiter = _csv_delimiter(lines) or max(_DELIMITERS, key=lines[0].count)
     reader = csv.reader(text.splitlines(), delimiter=delimiter)
     try:
+        if excel:
+            next(reader)
         header = next(reader)
     except csv.Error as e:  # pragma: no cover - csv rarely fails on a first line
         raise LogFormatError(path, f"malformed CSV ({e})", 1) from None
+    except StopIteration:  # only Excel's "sep=;" line
+        raise LogFormatError(path, "no header after the 'sep=' line", 2) from None
+    first = reader.line_num
     header = [h.strip() for h in header]
     if not any(header) or len(set(header)) != len(header):
-        raise LogFormatError(path, f"bad CSV header {header!r}", 1)
+        raise LogFormatError(path, f"bad CSV header {header!r}", first)
     if all(_looks_numeric(h) for h in header):
         raise LogFormatError(
-            path, "the first line must be a header naming the columns", 1
+            path, "the first line must be a header naming the columns", first
         )
     records: list[tuple[int, Mapping[str, Any]]] = []
     try:
@@ -612,12 +640,25 @@ def _read_csv(path: Path, overrides: Mapping[str, str | None]) -> History:
                     f"expected {len(header)} values like the header, got {len(row)}",
                     line,
                 )
+            if delimiter == ";":
+                row = [_decimal_point(c) for c in row]
             records.append((line, dict(zip(header, row, strict=True))))
     except csv.Error as e:
         raise LogFormatError(path, f"malformed CSV ({e})", reader.line_num) from None
     if not records:
-        raise LogFormatError(path, "the file has a header but no rows", 2)
+        raise LogFormatError(path, "the file has a header but no rows", first + 1)
     return _build(records, header, path, overrides)
+
+
+_DELIMITERS = (",", "\t", ";")
+# Excel's first line naming the delimiter
+_EXCEL_SEP = re.compile(r"sep=([,;\t|])\s*")
+_DECIMAL_COMMA = re.compile(r"\s*[-+]?\d+,\d+(?:[eE][-+]?\d+)?\s*")
+
+
+def _decimal_point(cell: str) -> str:
+    """A number written with a decimal comma (``0,52``, ``1,5E-05``) with a point."""
+    return cell.replace(",", ".") if _DECIMAL_COMMA.fullmatch(cell) else cell
 
 
 _CONSOLE_CELL = re.compile(r"[A-Za-z_]\w*\s*[:=]\s*[-+.\d]|\d\s*%")
@@ -626,11 +667,14 @@ _CONSOLE_HEADER = re.compile(r"[A-Za-z_][\w./-]*\s+[-+]?\.?\d")
 
 
 def _csv_delimiter(lines: Sequence[str]) -> str | None:
-    """``","`` or ``"\t"`` when the text is a table: a header of names that are
-    not numbers, then rows with as many cells (one column: rows of numbers),
-    no cell holding a console pair like ``loss=0.5`` or a percentage."""
+    """``","``, ``"\t"`` or ``";"`` when the text is a table: a header of names
+    that are not numbers, then rows with as many cells (one column: rows of
+    numbers), no cell holding a console pair like ``loss=0.5`` or a percentage;
+    or the one that Excel's ``sep=`` first line names."""
+    if excel := _EXCEL_SEP.fullmatch(lines[0]):
+        return excel.group(1)
     rows = lines[1:6]
-    for delimiter in (",", "\t"):
+    for delimiter in _DELIMITERS:
         header = [h.strip().strip('"') for h in lines[0].split(delimiter)]
         if any(_looks_numeric(h) for h in header) or not all(header):
             continue
@@ -742,14 +786,30 @@ _NUM = (
     r"[-+]?(?:\d{1,3}(?:,\d{3})+(?![\d.])|\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
     r"|[-+]?(?:nan|inf)\b"
 )
+# the learning-rate and gradient-norm names of KEYS written as words
+# ("learning rate", "grad norm")
+_PHRASES = "|".join(
+    sorted(
+        {
+            " ".join(words)
+            for series in ("lr", "grad_norm")
+            for words in (name.split("_") for name in KEYS[series])
+            if len(words) > 1 and all(w.isalpha() for w in words)
+        },
+        key=len,
+        reverse=True,
+    )
+)
 # a name ("loss", "train/loss"; two words only before a loss name: "val loss",
-# "Average loss"), a separator (":", "=" or spaces) and a number; a "%" after it
-# marks a percentage (no name's value), a "(number)" after it a running average
-# (timm, the PyTorch ImageNet example); the name must not follow a letter or
-# digit ("10ms/step" is no pair)
+# "Average loss", or a phrase: "learning rate"), perhaps the word "value"
+# ("lm loss value: 3.4"), a separator (":", "=" or spaces) and a number; a "%"
+# after it marks a percentage (no name's value), a "(number)" after it a running
+# average (timm, the PyTorch ImageNet example); the name must not follow a
+# letter or digit ("10ms/step" is no pair)
 _PAIR = re.compile(
-    r"(?<![\w./-])(?P<key>(?:[A-Za-z]{2,} (?=[\w./-]*loss))?[A-Za-z_][\w./-]*)"
-    r"(?:\s*[:=]\s*|\s+)"
+    rf"(?<![\w./-])(?P<key>(?:{_PHRASES})(?![\w./-])"
+    r"|(?:[A-Za-z]{2,} (?=[\w./-]*loss))?[A-Za-z_][\w./-]*)"
+    r"(?:\s+value(?![\w./-]))?(?:\s*[:=]\s*|\s+)"
     rf"(?P<value>{_NUM})(?P<pct>\s*%)?(?:\s*\(\s*(?P<avg>{_NUM})\s*\))?",
     re.IGNORECASE,
 )
@@ -845,9 +905,16 @@ class _Line:
     row: dict[str, Any]  # the pairs that are not steps
     step: tuple[str, float] | None  # the line's own step: (name, value)
     done: bool = False  # a progress counter at its end ("6/6 - 0s - loss: ...")
+    counted: bool = False  # its step is a count out of a total ("Epoch 3/8")
 
 
 _COUNTER = re.compile(r"^\s*(\d+)/(\d+)\b")
+
+
+def _counted(text: str, name: str) -> bool:
+    """On ``text``, ``name``'s value is a count out of a total (``Epoch 3/8``)."""
+    count = rf"(?<![\w./-]){re.escape(name)}\s*[:=]?\s*\d[\d,]*\s*/\s*\d"
+    return re.search(count, text, re.IGNORECASE) is not None
 
 
 def _console_lines(text: str, step_names: Sequence[str]) -> list[_Line]:
@@ -857,7 +924,7 @@ def _console_lines(text: str, step_names: Sequence[str]) -> list[_Line]:
     over the lines with a loss, it rises strictly: an ``epoch`` repeated on
     every batch line, a fractional epoch (Hugging Face) or a batch counter that
     restarts every epoch is no step."""
-    parsed: list[tuple[int, list[_Pair], bool]] = []
+    parsed: list[tuple[int, list[_Pair], bool, str]] = []
     header: list[str] | None = None  # the names of a table being read
     for number, full_line in enumerate(text.split("\n"), start=1):
         for part in full_line.split("\r"):  # a progress bar redraws with \r
@@ -867,18 +934,18 @@ def _console_lines(text: str, step_names: Sequence[str]) -> list[_Line]:
                 continue
             row = _table_row(header, tokens) if header is not None else None
             if row is not None:
-                parsed.append((number, row, True))
+                parsed.append((number, row, True, ""))
                 continue
             pairs = _text_pairs(part)  # (a table's header stays for rows after notes)
             if pairs:
                 counter = _COUNTER.match(part)
                 done = counter is not None and counter.group(1) == counter.group(2)
-                parsed.append((number, pairs, done))
+                parsed.append((number, pairs, done, part))
     # per name, its values on lines with a training loss and on lines with
     # only a validation loss (an evaluation shares a training line's step)
     values: dict[tuple[str, bool], list[float]] = {}
     whole: dict[str, bool] = {}
-    for _, pairs, _ in parsed:
+    for _, pairs, _, _ in parsed:
         losses = [_norm(p.key) for p in pairs if "loss" in _norm(p.key)]
         only_val = bool(losses) and all(_is_val(n) for n in losses)
         for p in pairs:
@@ -900,7 +967,7 @@ def _console_lines(text: str, step_names: Sequence[str]) -> list[_Line]:
         )
     }
     lines: list[_Line] = []
-    for number, pairs, done in parsed:
+    for number, pairs, done, part in parsed:
         own = sorted(
             (step_names.index(_norm(p.key)), p.key, p.value)
             for p in pairs
@@ -912,6 +979,7 @@ def _console_lines(text: str, step_names: Sequence[str]) -> list[_Line]:
                 {p.key: p.value for p in pairs if _norm(p.key) not in step_names},
                 (own[0][1], own[0][2]) if own else None,
                 done,
+                bool(own) and _counted(part, own[0][1]),
             )
         )
     return lines
@@ -940,7 +1008,9 @@ def _read_console(path: Path, overrides: Mapping[str, str | None]) -> History:
     # wins) up to one whose progress counter is full ("6/6"); a later line
     # under it (Keras' evaluate()) is not that epoch's, and only a higher step
     # starts a new epoch (not "Epoch 3: early stopping", not "Restoring model
-    # weights from the end of the best epoch: 1").
+    # weights from the end of the best epoch: 1"), or a count out of a total
+    # restarting after a finished epoch ("Epoch 1/5": another fit(), whose
+    # epochs follow the last).
     loss_lines = [ln for ln in lines if has_loss(ln)]
     # most loss lines name their own step (one summary line does not count)
     own = 2 * sum(ln.step is not None for ln in loss_lines) >= max(len(loss_lines), 1)
@@ -948,21 +1018,29 @@ def _read_console(path: Path, overrides: Mapping[str, str | None]) -> History:
     named: dict[str, None] = {}
     carried: tuple[str, float] | None = None
     closed = False  # the carried epoch's progress counter was full
+    offset = 0.0  # the epochs of the fits before (Keras' fit() called again)
     for line in lines:
+        step = line.step
+        if step is not None and not own:
+            step = (step[0], step[1] + offset)
         if not has_loss(line):
-            rises = line.step is not None and (
-                carried is None or line.step[1] > carried[1]
-            )
-            if rises and (not own or forced_step is not None):
-                carried, closed = line.step, False
+            if step is None or (own and forced_step is None):
+                continue
+            restarts = not own and closed and line.counted
+            if restarts and carried is not None and step[1] <= carried[1]:
+                # "Epoch 1/5" after a finished epoch: a new fit, following on
+                offset += carried[1] + 1 - step[1]
+                step = (step[0], carried[1] + 1)
+            if carried is None or step[1] > carried[1]:
+                carried, closed = step, False
             continue
         row = dict(line.row)
-        if line.step is not None:
-            if not own and carried is not None and line.step[1] < carried[1]:
+        if step is not None:
+            if not own and carried is not None and step[1] < carried[1]:
                 continue  # a summary naming an earlier epoch ("best at epoch 6")
-            here: tuple[str, float] | None = line.step
+            here: tuple[str, float] | None = step
             if own:
-                carried = line.step
+                carried = step
         elif own:
             here = carried if carried is not None else ("", 0.0)
         else:
@@ -1084,6 +1162,262 @@ def _read_tensorboard(path: Path, overrides: Mapping[str, str | None]) -> Histor
     return _build(records, ["step", *tag_list], path, overrides)
 
 
+# -------------------------------------------------------------------------- MLflow
+
+# (time, value, step) of each value of one metric, in logging order; the time
+# is a file store's timestamp (ms), a database's row in logging order
+_Points = list[tuple[int, float, int]]
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_RUNS_SHOWN = 5  # runs listed when a store holds several
+
+
+@dataclass(frozen=True)
+class _Run:
+    """An MLflow run with metrics: the path that reads it alone, its name, start."""
+
+    where: str  # a run directory, or "mlflow.db/<run id>"
+    name: str
+    start: int  # ms since the epoch; 0 when unknown
+
+
+def _is_sqlite(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return f.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
+    except OSError:
+        return False
+
+
+def _mlflow_meta(run_dir: Path) -> dict[str, str]:
+    """The top-level ``key: value`` lines of a run's ``meta.yaml`` (flat YAML)."""
+    try:
+        text = (run_dir / "meta.yaml").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return {}
+    found = (re.match(r"(\w+):\s*(.*?)\s*$", line) for line in text.splitlines())
+    return {m.group(1): m.group(2).strip("'\"") for m in found if m}
+
+
+def _is_mlflow_run(path: Path) -> bool:
+    return (path / "meta.yaml").is_file() and (path / "metrics").is_dir()
+
+
+def _mlflow_runs(path: Path) -> list[Path]:
+    """The MLflow file-store runs at ``path``: itself, else its sub-folders (an
+    experiment folder), else theirs (``mlruns/``); hidden folders (``.trash``)
+    are not searched."""
+    if _is_mlflow_run(path):
+        return [path]
+    for pattern in ("*/meta.yaml", "*/*/meta.yaml"):
+        runs = sorted(
+            meta.parent
+            for meta in path.glob(pattern)
+            if _is_mlflow_run(meta.parent)
+            and not any(p.startswith(".") for p in meta.relative_to(path).parts)
+        )
+        if runs:
+            return runs
+    return []
+
+
+def _metric_files(metrics_dir: Path) -> list[tuple[str, Path]]:
+    """(key, file) of each metric: nested keys (``train/loss``) are sub-folders."""
+    out = []
+    for f in sorted(metrics_dir.rglob("*")):
+        key = f.relative_to(metrics_dir).as_posix()
+        if f.is_file() and not any(p.startswith(".") for p in key.split("/")):
+            out.append((key, f))
+    return out
+
+
+def _read_metric_file(path: Path) -> _Points:
+    """A file-store metric: one ``timestamp value step`` line per value (old
+    MLflow versions wrote ``timestamp value``; a dataset's name and digest may
+    follow the step)."""
+    points: _Points = []
+    for number, raw in enumerate(_read_text(path).splitlines(), start=1):
+        fields = raw.split()
+        if not fields:
+            continue
+        try:
+            if not 2 <= len(fields) <= 5:
+                raise ValueError(raw)
+            step = int(fields[2]) if len(fields) > 2 else 0
+            points.append((int(fields[0]), float(fields[1]), step))
+        except ValueError:
+            raise LogFormatError(
+                path,
+                "expected an MLflow metric line 'timestamp value step', "
+                f"got {raw.strip()!r}",
+                number,
+            ) from None
+    return points
+
+
+def _choose_run(
+    path: Path, runs: Mapping[str, _Run], wanted: str | None, how: str
+) -> str:
+    """The key of the run to read: the only one in ``runs``, or the one whose
+    key or name is ``wanted``. Else raise, listing the runs (the most recent
+    first) as the paths that read them alone; ``how`` says what to pass."""
+    found = [k for k, r in runs.items() if wanted is None or wanted in (k, r.name)]
+    if len(found) == 1:
+        return found[0]
+    if not runs:
+        raise LogFormatError(path, "no MLflow run with logged metrics found")
+    if not found:
+        reason = f"no MLflow run {wanted!r} (a run id or name) with metrics"
+    elif wanted is not None:
+        reason = f"{len(found)} MLflow runs are named {wanted!r}"
+    else:
+        reason = f"{len(found)} MLflow runs with metrics"
+    listed = sorted((runs[k] for k in found or runs), key=lambda r: -r.start)
+    shown = ", ".join(
+        f"{r.where} ({r.name!r})" if r.name else r.where for r in listed[:_RUNS_SHOWN]
+    )
+    if len(listed) > _RUNS_SHOWN:
+        shown += f" and {len(listed) - _RUNS_SHOWN} more"
+    raise LogFormatError(
+        path, f"{reason}; read one by passing {how} (the most recent first): {shown}"
+    )
+
+
+def _read_mlflow_dir(path: Path, overrides: Mapping[str, str | None]) -> History:
+    """An MLflow file-store run (``mlruns/<experiment id>/<run id>/``), its
+    ``metrics/`` folder, or a folder holding one run with metrics."""
+    runs = _mlflow_runs(path)
+    if path.name == "metrics" and not runs:
+        source, metrics_dir = path, path
+    else:
+        if not runs and (path / "metrics").is_dir():  # a run copied without meta
+            runs = [path]
+        if len(runs) > 1:  # not the deleted ones, nor those without metrics
+            runs = [
+                r
+                for r in runs
+                if _mlflow_meta(r).get("lifecycle_stage") != "deleted"
+                and _metric_files(r / "metrics")
+            ]
+        found: dict[str, _Run] = {}
+        for r in runs:
+            meta = _mlflow_meta(r)
+            start = meta.get("start_time", "")
+            found[str(r)] = _Run(
+                str(r), meta.get("run_name", ""), int(start) if start.isdigit() else 0
+            )
+        source = Path(_choose_run(path, found, None, "its folder"))
+        metrics_dir = source / "metrics"
+    metrics = {key: _read_metric_file(f) for key, f in _metric_files(metrics_dir)}
+    metrics = {key: points for key, points in metrics.items() if points}
+    if not metrics:
+        raise LogFormatError(metrics_dir, "no metric values logged in this run")
+    return _mlflow_history(metrics, source, overrides)
+
+
+def _read_mlflow_db(
+    path: Path, overrides: Mapping[str, str | None], wanted: str | None
+) -> History:
+    """An MLflow SQLite tracking database (``mlflow.db``), opened read-only: its
+    one run with metrics, or the run ``wanted`` (an id or a name)."""
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    try:
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+            if "metrics" not in tables:
+                raise LogFormatError(
+                    path,
+                    "an SQLite database without MLflow's 'metrics' table "
+                    "(not an MLflow tracking database)",
+                )
+            about: dict[str, tuple[str, int, str]] = {}
+            if "runs" in tables:
+                for run_id, name, start, stage in db.execute(
+                    "SELECT run_uuid, name, start_time, lifecycle_stage FROM runs"
+                ):
+                    about[run_id] = (name or "", start or 0, stage or "")
+            runs: dict[str, _Run] = {}
+            for (run_id,) in db.execute("SELECT DISTINCT run_uuid FROM metrics"):
+                name, start, stage = about.get(run_id, ("", 0, ""))
+                if stage != "deleted":
+                    runs[run_id] = _Run(str(path / run_id), name, start)
+            chosen = _choose_run(path, runs, wanted, f"{path}/<run id or name>")
+            rows = db.execute(
+                "SELECT key, value, timestamp, step, is_nan FROM metrics "
+                "WHERE run_uuid = ? ORDER BY timestamp, rowid",
+                (chosen,),
+            ).fetchall()
+    except sqlite3.Error as e:
+        raise LogFormatError(
+            path, f"cannot be read as an SQLite database ({e})"
+        ) from None
+    metrics: dict[str, _Points] = {}
+    # logging order: timestamps, and the order of insertion within a millisecond
+    for order, (key, value, _, step, is_nan) in enumerate(rows):
+        try:
+            number = math.nan if is_nan else float(value)
+            point = (order, number, int(step))
+        except (TypeError, ValueError):
+            raise LogFormatError(
+                path, f"metric {key!r} holds {value!r} at step {step!r}: not numbers"
+            ) from None
+        if abs(number) == sys.float_info.max:  # how MLflow stores +-inf
+            point = (order, math.copysign(math.inf, number), point[2])
+        metrics.setdefault(str(key), []).append(point)
+    source = path if wanted is None else path / wanted
+    return _mlflow_history(metrics, source, overrides)
+
+
+def _mlflow_history(
+    metrics: Mapping[str, _Points], path: Path, overrides: Mapping[str, str | None]
+) -> History:
+    """A run's metrics as a History: every value at its own step, except a
+    metric logged without steps (several values, all at one step: MLflow's
+    default 0), placed in logging order: each value at the step of the
+    training loss logged last before it (0 before the first). A training loss
+    logged without steps has its n-th value at step n."""
+    if overrides.get("step") is not None:
+        _check.fail(
+            "step_key",
+            "None for MLflow runs",
+            overrides["step"],
+            "MLflow stores each value's step.",
+        )
+    for key, points in metrics.items():
+        if any(not 0 <= step < 2**63 for _, _, step in points):
+            raise LogFormatError(
+                path, f"metric {key!r} is logged at a step outside [0, 2**63)"
+            )
+    keys = sorted(k for k in metrics if k != "step")  # "step" is each value's
+    loss_key = _pick("loss", keys, overrides.get("loss"), path)
+    loss_parts = [] if loss_key is None else _parts([(0, metrics)], loss_key)
+    # the training loss (a sum's first part) in time order: the clock
+    clock = sorted(metrics[loss_parts[0]], key=lambda p: p[0]) if loss_parts else []
+
+    def stepless(points: _Points) -> bool:
+        return len(points) > 1 and len({step for _, _, step in points}) == 1
+
+    by_order = stepless(clock)
+    times = [t for t, _, _ in clock]
+    records: dict[int, dict[str, Any]] = {}
+    for key in keys:
+        points = metrics[key]
+        in_time = bool(clock) and (by_order or stepless(points))
+        for index, (t, value, step) in enumerate(points):
+            if by_order and key in loss_parts:
+                step = index
+            elif in_time:
+                at = bisect.bisect_right(times, t) - 1
+                step = 0 if at < 0 else at if by_order else clock[at][2]
+            records.setdefault(step, {"step": step})[key] = value
+    rows = [(0, records[s]) for s in sorted(records)]
+    history = _build(rows, ["step", *keys], path, {**overrides, "step": "step"})
+    if by_order:  # no steps were logged
+        columns = {k: v for k, v in history.columns.items() if k != "step"}
+        history = dataclasses.replace(history, columns=columns)
+    return history
+
+
 def _detect(path: Path) -> tuple[str, Path]:
     if path.is_dir():
         state = path / "trainer_state.json"
@@ -1095,6 +1429,10 @@ def _detect(path: Path) -> tuple[str, Path]:
         )
         if checkpoints:
             return "hf", checkpoints[-1]
+        if _mlflow_runs(path) or (
+            path.name == "metrics" and _is_mlflow_run(path.parent)
+        ):
+            return "mlflow", path  # before event files: runs may hold some
         if _event_files(path):
             return "tensorboard", path
         metrics = path / "metrics.csv"
@@ -1103,8 +1441,10 @@ def _detect(path: Path) -> tuple[str, Path]:
         raise LogFormatError(
             path,
             "no log found in this directory (looked for trainer_state.json, "
-            "TensorBoard event files and metrics.csv)",
+            "MLflow runs, TensorBoard event files and metrics.csv)",
         )
+    if _is_sqlite(path):
+        return "mlflow", path  # MLflow's tracking database (mlflow.db)
     name = path.name.lower()
     if "tfevents" in name:
         return "tensorboard", path
@@ -1148,12 +1488,13 @@ def read_log(
     step_key: str | None = None,
     format: str | None = None,
 ) -> History:
-    """Read a training log (CSV, JSON lines, JSON, TensorBoard, console output).
+    """Read a training log (CSV, JSON lines, JSON, TensorBoard, MLflow, console).
 
     Args:
         path: a log file, or a directory holding one (a Lightning ``version_N``
             directory, a Hugging Face output or checkpoint directory, a TensorBoard
-            log directory).
+            log directory, an MLflow run, experiment or ``mlruns/`` folder); an
+            MLflow database, or one of its runs: ``mlflow.db/<run id or name>``.
         loss_key: the training-loss column, or a sum of columns (``"a+b"``); by
             default the first of ``KEYS["loss"]`` present, else the one column
             whose name contains ``loss`` and no validation word (``val``,
@@ -1170,15 +1511,16 @@ def read_log(
         step_key: the step column (``step``, ``global_step``..., ``epoch`` last).
             Without one, the n-th logged loss is step n.
         format: ``"csv"``, ``"jsonl"``, ``"hf"`` (whole-file JSON),
-            ``"tensorboard"`` or ``"text"`` (console output); detected from the
-            name and content when None.
+            ``"tensorboard"``, ``"mlflow"`` or ``"text"`` (console output);
+            detected from the name and content when None.
 
     Returns:
         The :class:`History`, with ``source`` and the ``columns`` used.
 
     Raises:
         LogFormatError: the file is missing, empty or malformed (the message names
-            the file and line), or holds no training loss.
+            the file and line), or holds no training loss; an MLflow store holds
+            no run with metrics, or several (the message lists them).
         ValueError: an override names a column the file does not have (the message
             lists the columns it has).
         ImportError: a TensorBoard file without the ``tensorboard`` package.
@@ -1202,10 +1544,17 @@ def read_log(
             _check.fail(name, "a str or None", value, exc=TypeError)
     if format is not None:
         _check.choice("format", format, FORMATS)
+    run: str | None = None  # one run of an MLflow database: "mlflow.db/<run>"
+    if not p.exists() and format in (None, "mlflow") and _is_sqlite(p.parent):
+        p, run = p.parent, p.name
     if not p.exists():
         raise LogFormatError(p, "no such file or directory")
     kind, target = _detect(p) if format is None else (format, p)
     try:
+        if kind == "mlflow":
+            if target.is_file():
+                return _read_mlflow_db(target, overrides, run)
+            return _read_mlflow_dir(target, overrides)
         if kind == "csv":
             if target.is_dir():
                 target = target / "metrics.csv"
