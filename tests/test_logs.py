@@ -457,6 +457,29 @@ def test_semicolon_csv_with_decimal_commas(tmp_path: Path) -> None:
     assert str(info.value).startswith(f"{bad}:4: expected 2 values like the header")
 
 
+def test_tensorboard_csv_download(tmp_path: Path) -> None:
+    """TensorBoard's "download CSV": one tag per file, named in the file name."""
+    rows = tiny_run(30)
+    path = tmp_path / "run-version_0-tag-train_loss.csv"
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["Wall time", "Step", "Value"])
+        for r in rows:
+            w.writerow([1.7e9 + r["step"] / 10, r["step"], r["loss"]])
+    h = read_log(path)
+    assert h.columns == {"step": "Step", "loss": "train_loss"}
+    assert h.steps.tolist() == [r["step"] for r in rows]
+    assert h.loss.tolist() == [r["loss"] for r in rows]
+    # no "tag-" in the name: the file's name is the tag
+    plain = tmp_path / "loss.csv"
+    plain.write_text("Wall time,Step,Value\n1.7e9,0,2.5\n1.7e9,1,2.25\n")
+    assert read_log(plain).loss.tolist() == [2.5, 2.25]
+    other = tmp_path / "run-x-tag-accuracy.csv"
+    other.write_text("Wall time,Step,Value\n1.7e9,0,0.5\n")
+    with pytest.raises(LogFormatError, match="'accuracy'"):
+        read_log(other)
+
+
 def test_resumed_run_keeps_last_value_per_step(tmp_path: Path) -> None:
     path = tmp_path / "log.csv"
     path.write_text("step,loss\n0,3\n1,2\n2,1\n1,2.5\n2,1.5\n3,1\n")

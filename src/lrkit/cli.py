@@ -604,7 +604,9 @@ def diagnose(
             help="A training log: CSV (Lightning metrics.csv, Keras, any "
             "step,loss,... file), JSON lines, Hugging Face trainer_state.json, "
             "Keras history JSON, TensorBoard event files (a file or a "
-            "directory), or console output (train.log: 'loss: 0.52' pairs).",
+            "directory), an MLflow run (mlruns/<exp>/<run>, or mlflow.db; "
+            "mlflow.db/<run> picks one of several), or console output "
+            "(train.log: 'loss: 0.52' pairs).",
             show_default=False,
         ),
     ],

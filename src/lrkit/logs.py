@@ -8,7 +8,9 @@ Supported formats (picked from the file name and content, or forced with
   ``CSVLogger`` (one row per epoch), or a generic ``step,loss,val_loss,lr,
   grad_norm`` file. Empty cells mean "not logged on this row". Cells are
   separated by ``,``, a tab or ``;`` (sniffed); with ``;`` (European
-  spreadsheets), decimal commas are read (``0,52``).
+  spreadsheets), decimal commas are read (``0,52``) TensorBoard's "download CSV"
+  (``Wall time,Step,Value``) names ``Value`` after the tag in its file name
+  (``run-version_0-tag-train_loss.csv``).
 - ``jsonl``: JSON lines, one object per line (nested objects are flattened with
   ``/``), as written by most ad-hoc loggers.
 - ``hf``: Hugging Face ``trainer_state.json`` (its ``log_history``), or a directory
@@ -621,7 +623,7 @@ def _read_csv(path: Path, overrides: Mapping[str, str | None]) -> History:
     except StopIteration:  # only Excel's "sep=;" line
         raise LogFormatError(path, "no header after the 'sep=' line", 2) from None
     first = reader.line_num
-    header = [h.strip() for h in header]
+    header = _tensorboard_export([h.strip() for h in header], path)
     if not any(header) or len(set(header)) != len(header):
         raise LogFormatError(path, f"bad CSV header {header!r}", first)
     if all(_looks_numeric(h) for h in header):
@@ -648,6 +650,23 @@ def _read_csv(path: Path, overrides: Mapping[str, str | None]) -> History:
     if not records:
         raise LogFormatError(path, "the file has a header but no rows", first + 1)
     return _build(records, header, path, overrides)
+
+
+# TensorBoard's "download CSV": one scalar tag per file, named in the file name
+# ("run-version_0-tag-train_loss.csv"; "/" in the tag written "_")
+_TB_EXPORT = ("wall_time", "step", "value")
+_TB_TAG = re.compile(r"(?:^|-)tag-(.+)$")
+
+
+def _tensorboard_export(header: list[str], path: Path) -> list[str]:
+    """A header of TensorBoard's CSV download (``Wall time,Step,Value``) with
+    ``Value`` named after the tag: the part of the file name after ``tag-``
+    (``run-version_0-tag-train_loss.csv``: ``train_loss``), else the file name
+    (``val_loss.csv``: ``val_loss``), so that the series is picked by name."""
+    if tuple(_norm(h) for h in header) != _TB_EXPORT:
+        return header
+    tag = _TB_TAG.search(path.stem)
+    return [header[0], header[1], tag.group(1) if tag else path.stem]
 
 
 _DELIMITERS = (",", "\t", ";")
