@@ -789,3 +789,76 @@ def test_resumed_monitor_does_not_call_a_plateau_too_slow() -> None:
     assert "too_slow" in kinds(feed(steady, resumed=True), WARN)
     with pytest.raises(TypeError, match="resumed must be True or False"):
         MonitorConfig(resumed=1)  # type: ignore[arg-type]
+
+
+def _epoch_log(lr: float, path, epochs: int = 30) -> None:  # type: ignore[no-untyped-def]
+    """A real tiny regression trained with SGD, logged once an epoch (mean
+    training loss, validation loss), as Keras' or Lightning's CSV loggers do."""
+    import csv
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(320, 8, generator=g)
+    y = x @ torch.randn(8, 1, generator=g) + 0.1 * torch.randn(320, 1, generator=g)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1)
+    )
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    mse = torch.nn.functional.mse_loss
+    with open(path, "w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["epoch", "loss", "val_loss"])
+        for epoch in range(epochs):
+            losses = []
+            for i in range(64, 320, 32):
+                loss = mse(model(x[i : i + 32]), y[i : i + 32])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+            with torch.no_grad():
+                val = mse(model(x[:64]), y[:64]).item()
+            out.writerow([epoch, sum(losses) / len(losses), val])
+
+
+def test_diagnose_reads_an_epoch_log_with_windows_scaled_to_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """30 lines, one per epoch: an LR 100x too low is too slow only once the
+    windows fit the log; a good LR stays healthy."""
+    slow, good = tmp_path / "slow.csv", tmp_path / "good.csv"
+    _epoch_log(1e-3, slow)
+    _epoch_log(0.1, good)
+    h = lrkit.read_log(slow)
+    d = diagnose(h)
+    assert d.verdict == "lr too low"
+    assert [f.kind for f in d.findings if f.severity != "info"] == ["too_slow"]
+    assert d.config == MonitorConfig.for_points(30)
+    # the per-step defaults wait for 100 updates: a 30-line log says nothing
+    assert diagnose(h, config=MonitorConfig()).verdict == "healthy"
+    g = diagnose(lrkit.read_log(good))
+    assert g.verdict == "healthy"
+    assert not [f for f in g.findings if f.severity != "info"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 2000))
+def test_for_points_scales_training_windows_only(n: int) -> None:
+    c = MonitorConfig.for_points(n)
+    d = MonitorConfig()
+    longer = MonitorConfig.for_points(n + 50)
+    for f in ("noise_window", "trend_window", "slow_min_updates", "slow_patience"):
+        assert getattr(c, f) <= getattr(d, f)
+        assert getattr(c, f) <= getattr(longer, f)  # never shrinks as n grows
+    assert (c.level_window, c.min_updates) == (d.level_window, d.min_updates)
+    assert c.plateau_patience == d.plateau_patience  # counts evaluations
+    assert c.spike_z == d.spike_z
+    assert (c == d) == (n >= lrkit.monitor.SHORT_LOG)
+    assert MonitorConfig.for_points(n, trend_window=40).trend_window == 40
+
+
+def test_for_points_rejects_bad_counts() -> None:
+    for bad in (0, -3):
+        with pytest.raises(ValueError, match="n must be"):
+            MonitorConfig.for_points(bad)
+    with pytest.raises(TypeError, match="n must be"):
+        MonitorConfig.for_points(2.5)  # type: ignore[arg-type]

@@ -34,6 +34,7 @@ and recovered stays ``good``.
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import math
 from collections.abc import Iterator
@@ -71,6 +72,42 @@ class Run:
     grad_norm: list[float]
     val_steps: list[int]
     val_loss: list[float]
+
+
+def averaged(run: Run, points: int) -> dict[str, list[Any]]:
+    """The run as a log of ``points`` averages (a line per epoch, or one every
+    few hundred steps): the training losses cut into ``points`` equal stretches,
+    each logged at its last step as its mean (a stretch holding a non-finite
+    loss is logged as NaN and ends the log, as a trainer stops there); each
+    validation loss is logged at the end of the stretch it falls in (the first
+    of several in one stretch is kept). Gradient norms are not logged.
+
+    Returns the keyword arguments of ``lrkit.History``.
+    """
+    y = np.asarray(run.train_loss, dtype=float)
+    edges = np.unique(np.linspace(0, len(y), points + 1).astype(int))
+    steps: list[int] = []
+    loss: list[float] = []
+    for a, b in itertools.pairwise(edges.tolist()):
+        part = y[a:b]
+        finite = bool(np.all(np.isfinite(part)))
+        steps.append(int(b - 1))
+        loss.append(float(part.mean()) if finite else math.nan)
+        if not finite:
+            break
+    val_steps: list[int] = []
+    val_loss: list[float] = []
+    for s, v in zip(run.val_steps, run.val_loss, strict=True):
+        k = int(np.searchsorted(edges[1:], s + 1))
+        if k < len(steps) and (not val_steps or steps[k] > val_steps[-1]):
+            val_steps.append(steps[k])
+            val_loss.append(v)
+    return {
+        "loss": loss,
+        "steps": steps,
+        "val_loss": val_loss or None,
+        "val_steps": val_steps or None,
+    }
 
 
 def _num(v: float | None) -> float:

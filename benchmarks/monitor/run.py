@@ -39,7 +39,14 @@ def high_warning(fs: tuple[Finding, ...]) -> bool:
     return any(f.kind in HIGH and f.severity in WARN for f in fs)
 
 
+# --points N: each run read as a log of N averaged points by lrkit.diagnose
+POINTS = 0
+
+
 def run_monitor(run: corpus.Run, **settings: float) -> tuple[Finding, ...]:
+    if POINTS:  # a short log (a line per epoch): what lrkit diagnose FILE reads
+        history = lrkit.History(**corpus.averaged(run, POINTS))
+        return lrkit.diagnose(history, **settings).findings
     mon = Monitor(**settings)  # type: ignore[arg-type]
     val = dict(zip(run.val_steps, run.val_loss, strict=True))
     gn = run.grad_norm
@@ -589,6 +596,13 @@ def main() -> None:
         action="store_true",
         help="also count warnings on synthetic healthy plateaus",
     )
+    ap.add_argument(
+        "--points",
+        type=int,
+        default=0,
+        help="read each run as a log of N averaged points (a line per epoch) "
+        "with lrkit.diagnose, as `lrkit diagnose FILE` does",
+    )
     ap.add_argument("--only-guard", action="store_true", help="skip the monitor tables")
     ap.add_argument("--seeds", default="0,1", help="seeds for the Guard test")
     ap.add_argument(
@@ -610,6 +624,10 @@ def main() -> None:
     )
     if not any(directory.glob("*.json.gz")):
         sys.exit(f"no curves in {directory}: run the regret suite's oracle first")
+    if args.points:
+        global POINTS
+        POINTS = args.points
+        print(f"\nEach run read as a log of {POINTS} averaged points by lrkit.diagnose")
     if not args.only_guard:
         evaluate(directory)
     if args.sweep:

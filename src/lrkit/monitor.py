@@ -290,6 +290,71 @@ class MonitorConfig:
         """The settings as a plain dict."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
+    @classmethod
+    def for_points(cls, n: int, **settings: Any) -> MonitorConfig:
+        """The defaults with their training windows scaled to a log of ``n`` points.
+
+        The default windows suit a loss logged every step of a run of a few
+        hundred steps or more. A log written once an epoch, or every few hundred
+        steps, holds far fewer points: read with the default windows, no slow
+        trend or rise has room to show before the log ends (``too_slow``
+        waits for 100 updates). Below ``SHORT_LOG = 300`` points every window
+        and patience counted in training updates is scaled by ``n / 300``,
+        down to a floor that keeps each rule meaningful::
+
+            window = max(floor, round(default · min(1, n / 300)))
+
+        (floors: ``noise_window`` and ``grad_window`` 8, ``trend_window`` 8,
+        ``smooth_span`` 4, ``slow_min_updates`` 10, ``slow_patience`` 4,
+        ``merge_gap`` 2). The running median (``level_window``, 5 losses) and
+        the ``min_updates`` (10) the statistical detectors wait for are kept:
+        shorter, the noise of a nearly flat curve reads as a rise, and a
+        blow-up in the first points hides in the noise it inflates. The
+        thresholds in noise units and the validation detectors (which count
+        evaluations) are unchanged. :func:`diagnose` reads a whole log with
+        this config; a live :class:`Monitor` keeps the defaults, since it
+        cannot know how long the run will be.
+
+        Args:
+            n: the number of logged training losses (>= 1).
+            **settings: config fields to set afterwards (they win over the
+                scaling).
+
+        Returns:
+            The scaled config (the defaults, plus ``settings``, from 300 points).
+
+        Example:
+            >>> c = MonitorConfig.for_points(30)
+            >>> c.trend_window, c.slow_min_updates, c.slow_patience
+            (8, 10, 4)
+            >>> MonitorConfig.for_points(5000) == MonitorConfig()
+            True
+        """
+        _check.positive_int("n", n)
+        frac = min(1.0, n / SHORT_LOG)
+        scaled: dict[str, Any] = {}
+        if frac < 1.0:
+            d = cls()
+            for name, floor in _SHORT_FLOORS.items():
+                scaled[name] = max(floor, round(getattr(d, name) * frac))
+        scaled.update(settings)
+        return cls(**scaled)
+
+
+#: Logs shorter than this many training points are read with scaled windows
+#: (see :meth:`MonitorConfig.for_points`).
+SHORT_LOG = 300
+# the smallest each training window may become on a short log
+_SHORT_FLOORS = {
+    "noise_window": 8,
+    "grad_window": 8,
+    "trend_window": 8,
+    "smooth_span": 4,
+    "slow_min_updates": 10,
+    "slow_patience": 4,
+    "merge_gap": 2,
+}
+
 
 @dataclass(frozen=True, kw_only=True)
 class Finding:
@@ -485,9 +550,11 @@ def _advice(kind: str, lr: float | None, evidence: Mapping[str, float]) -> str:
         if evidence.get("rule", 0.0) == 1.0:
             return (
                 "The loss has not moved beyond its noise since the start: LR likely "
-                "far too low (or the model is stuck, or the run started on a "
-                f"plateau it had already reached, as a resumed one may). Try "
-                f"{times(10)}; a range test (lrkit find) tells the right value."
+                "far too low (or the model is stuck: an LR so high that its first "
+                "updates broke it, e.g. dead units, looks the same once a log "
+                "averages those steps away; or the run started on a plateau it "
+                f"had already reached, as a resumed one may). Try {times(10)}; a "
+                "range test (lrkit find) tells which, and the right value."
             )
         return (
             "Progress is slow and steady, the curve has not started to flatten: LR "
@@ -1503,7 +1570,10 @@ def diagnose(
     Args:
         history: a :class:`~lrkit.History` (see :func:`lrkit.read_log`) or a
             plain sequence of training losses (steps 0, 1, ...).
-        config: the monitor's thresholds.
+        config: the monitor's thresholds; when None, the defaults with their
+            windows scaled to the log's length
+            (:meth:`MonitorConfig.for_points`: a log of fewer than 300 points,
+            such as one line per epoch, is read with shorter windows).
         **settings: shortcuts for config fields.
 
     Returns:
@@ -1519,6 +1589,9 @@ def diagnose(
         'diverged'
     """
     h = _as_history(history)
+    if config is None:  # the defaults, scaled to a short log
+        config = MonitorConfig.for_points(max(1, len(h.loss)), **settings)
+        settings = {}
     mon = Monitor(config, **settings)
     # every logged step once, in order: training, validation and gradient-norm
     # points each keep their own step (validation between logged training steps
@@ -1678,10 +1751,17 @@ def _verdict(
         )
     f = first("too_slow")
     if f is not None:
+        rule = f.evidence.get("rule", 0.0)
+        what = (
+            "No progress beyond the noise"
+            if rule == 1.0
+            else "Still steep at the end"
+            if rule == 3.0
+            else "Slow steady progress"
+        )
         return (
             "lr too low",
-            f"Slow steady progress from step {f.first_step}: the curve had not "
-            "started to flatten.",
+            f"{what} from step {f.first_step}: the curve had not started to flatten.",
             f.advice,
         )
     f = first("overfitting")
