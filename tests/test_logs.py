@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import math
 import sqlite3
@@ -48,9 +49,12 @@ def tiny_run(
 
 
 # ----------------------------------------------------------------- real writers
-def test_lightning_csvlogger_from_a_real_fit(tmp_path: Path) -> None:
+def _lightning_fit(tmp_path: Path, progress_bar: bool = False) -> Path:
+    """A real 3-epoch Lightning fit (8 batches an epoch) logged with its
+    CSVLogger; with ``progress_bar``, its tqdm bar's output goes to
+    ``train.log`` as a terminal would show it."""
     L = pytest.importorskip("lightning")
-    from lightning.pytorch.callbacks import LearningRateMonitor
+    from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
     from lightning.pytorch.loggers import CSVLogger
 
     class Model(L.LightningModule):  # type: ignore[misc, name-defined]
@@ -61,12 +65,13 @@ def test_lightning_csvlogger_from_a_real_fit(tmp_path: Path) -> None:
         def training_step(self, batch, i):  # type: ignore[no-untyped-def]
             x, y = batch
             loss = torch.nn.functional.mse_loss(self.lin(x), y)
-            self.log("train_loss", loss, on_step=True, on_epoch=True)
+            self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True)
             return loss
 
         def validation_step(self, batch, i):  # type: ignore[no-untyped-def]
             x, y = batch
-            self.log("val_loss", torch.nn.functional.mse_loss(self.lin(x), y))
+            loss = torch.nn.functional.mse_loss(self.lin(x), y)
+            self.log("val_loss", loss, prog_bar=True)
 
         def configure_optimizers(self):  # type: ignore[no-untyped-def]
             return torch.optim.SGD(self.parameters(), lr=0.1)
@@ -75,18 +80,28 @@ def test_lightning_csvlogger_from_a_real_fit(tmp_path: Path) -> None:
     x = torch.randn(64, 4, generator=g)
     data = torch.utils.data.TensorDataset(x, x.sum(1, keepdim=True))
     loader = torch.utils.data.DataLoader(data, batch_size=8)
+    callbacks: list[Any] = [LearningRateMonitor()]
+    if progress_bar:
+        callbacks.append(TQDMProgressBar())
     trainer = L.Trainer(
         max_epochs=3,
         logger=CSVLogger(tmp_path),
-        callbacks=[LearningRateMonitor()],
+        callbacks=callbacks,
         enable_checkpointing=False,
-        enable_progress_bar=False,
+        enable_progress_bar=progress_bar,
         enable_model_summary=False,
         log_every_n_steps=1,
         accelerator="cpu",
     )
-    trainer.fit(Model(), loader, loader)
-    version_dir = tmp_path / "lightning_logs" / "version_0"
+    out = io.StringIO()
+    with contextlib.redirect_stderr(out), contextlib.redirect_stdout(out):
+        trainer.fit(Model(), loader, loader)
+    (tmp_path / "train.log").write_text(out.getvalue())
+    return tmp_path / "lightning_logs" / "version_0"
+
+
+def test_lightning_csvlogger_from_a_real_fit(tmp_path: Path) -> None:
+    version_dir = _lightning_fit(tmp_path)
     for path in (version_dir, version_dir / "metrics.csv"):
         h = read_log(path)
         assert h.columns["loss"] == "train_loss_step"
@@ -96,6 +111,22 @@ def test_lightning_csvlogger_from_a_real_fit(tmp_path: Path) -> None:
         assert h.val_steps.tolist() == [7, 15, 23]  # sparse rows, own steps
         assert np.all(h.lr == 0.1) and np.all(np.isfinite(h.loss))
     assert lrkit.diagnose(h).verdict in ("healthy", "too short")
+
+
+def test_lightning_progress_bar_from_a_real_fit(tmp_path: Path) -> None:
+    """The tqdm bar redraws each count several times (the last shows the
+    batch's loss), starts each epoch at 0/8 with the last values, and shows
+    the last validation loss on every redraw until the next evaluation: one
+    loss per batch and one validation loss per epoch are read, as the same
+    fit's CSVLogger wrote them."""
+    csv_log = read_log(_lightning_fit(tmp_path, progress_bar=True))
+    h = read_log(tmp_path / "train.log")
+    # train_loss_step and, from the second epoch, train_loss_epoch on the bar
+    assert h.columns == {"loss": "train_loss_step", "val_loss": "val_loss"}
+    assert len(h) == 24 and h.val_steps.tolist() == [7, 15, 23]
+    # the bar prints 3 significant digits
+    np.testing.assert_allclose(h.loss, csv_log.loss, rtol=5e-3)
+    np.testing.assert_allclose(h.val_loss, csv_log.val_loss, rtol=5e-3)
 
 
 def test_summary_writer_directory_and_file(tmp_path: Path) -> None:
@@ -707,7 +738,7 @@ def test_console_formats_people_print(tmp_path: Path) -> None:
     bar = tmp_path / "lightning_bar"  # no extension: sniffed as console output
     bar.write_text(
         "".join(
-            f"\rEpoch 0:  {t}%|##   | {t}/40 [00:01<00:02, 15.0it/s, v_num=0, "
+            f"\rEpoch 0:  {t}%|##   | {t + 1}/40 [00:01<00:02, 15.0it/s, v_num=0, "
             f"train_loss={r['loss']:.3f}]"
             for t, r in enumerate(rows)
         )

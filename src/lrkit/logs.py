@@ -25,7 +25,8 @@ Supported formats (picked from the file name and content, or forced with
   (``loss: 0.52 - val_loss: 0.61``), nanoGPT-style loops (``iter 100: loss
   2.34, time 12ms``), the Hugging Face Trainer's printed dicts (``{'loss':
   2.3, 'learning_rate': 5e-05}``) or Lightning's progress bar
-  (``train_loss=0.512``), Megatron-LM (``iteration 100/ 500000 | ... |
+  (``train_loss=0.512``; a tqdm bar's redraws of one count are one record,
+  and the validation loss it repeats on every redraw is read once), Megatron-LM (``iteration 100/ 500000 | ... |
   learning rate: 3.0E-04 | ... | lm loss: 3.5E+00 |``, ``validation loss at
   iteration 100 | lm loss value: 3.4E+00 |``). A step (``step``, ``iter``,
   ``epoch`` ...) on a line applies to that line; one on a line without a loss
@@ -925,9 +926,14 @@ class _Line:
     step: tuple[str, float] | None  # the line's own step: (name, value)
     done: bool = False  # a progress counter at its end ("6/6 - 0s - loss: ...")
     counted: bool = False  # its step is a count out of a total ("Epoch 3/8")
+    bar: str = ""  # a tqdm bar's description and count ("Epoch 2: 7/8"), or ""
 
 
 _COUNTER = re.compile(r"^\s*(\d+)/(\d+)\b")
+# a tqdm bar: "{desc}: {percent}|{bar}| {n}/{total} [{times}, {postfix}]"
+_TQDM = re.compile(
+    r"^(?P<desc>[^|]*?)\s*\d+%\|[^|]*\|\s*(?P<count>\d+/(?:\d+|\?))\s*\["
+)
 
 
 def _counted(text: str, name: str) -> bool:
@@ -999,6 +1005,9 @@ def _console_lines(text: str, step_names: Sequence[str]) -> list[_Line]:
                 (own[0][1], own[0][2]) if own else None,
                 done,
                 bool(own) and _counted(part, own[0][1]),
+                " ".join(bar.group("desc", "count"))
+                if (bar := _TQDM.match(part))
+                else "",
             )
         )
     return lines
@@ -1038,6 +1047,7 @@ def _read_console(path: Path, overrides: Mapping[str, str | None]) -> History:
     carried: tuple[str, float] | None = None
     closed = False  # the carried epoch's progress counter was full
     offset = 0.0  # the epochs of the fits before (Keras' fit() called again)
+    last_bar = ""  # the tqdm count of the last record's line
     for line in lines:
         step = line.step
         if step is not None and not own:
@@ -1072,6 +1082,11 @@ def _read_console(path: Path, overrides: Mapping[str, str | None]) -> History:
             if here[0]:
                 named.setdefault(here[0], None)
             row["step"] = here[1]
+        if line.bar.rpartition(" ")[2].startswith("0/"):
+            continue  # a tqdm bar at 0: what it shows is from before
+        if line.bar and line.bar == last_bar:
+            records.pop()  # a tqdm bar redrawn at the same count: the last wins
+        last_bar = line.bar
         records.append((line.number, row))
     if not records:
         raise LogFormatError(
@@ -1081,6 +1096,7 @@ def _read_console(path: Path, overrides: Mapping[str, str | None]) -> History:
         )
     if not all("step" in r for _, r in records):  # steps only on some lines
         records = [(n, {k: v for k, v in r.items() if k != "step"}) for n, r in records]
+    records = _drop_stale_validation(records)
     keys = _ordered_keys(records)
     forced = {**overrides, "step": "step" if "step" in keys else None}
     history = _build(records, keys, path, forced)
@@ -1088,6 +1104,33 @@ def _read_console(path: Path, overrides: Mapping[str, str | None]) -> History:
         columns = {**history.columns, "step": forced_step or "/".join(named) or "step"}
         history = dataclasses.replace(history, columns=columns)
     return history
+
+
+def _drop_stale_validation(
+    records: list[tuple[int, Mapping[str, Any]]],
+) -> list[tuple[int, Mapping[str, Any]]]:
+    """Without the validation values that repeat the record before them.
+
+    A progress bar shows the last validation loss on every redraw until the
+    next evaluation (Lightning's ``train_loss=0.41, val_loss=0.52``): one
+    evaluation, shown again, not a new one at every batch. An evaluation that
+    repeats the one before to every printed digit is read once too; it is the
+    same value.
+    """
+    out: list[tuple[int, Mapping[str, Any]]] = []
+    last: dict[str, Any] = {}
+    for number, row in records:
+        stale = [
+            k
+            for k, v in row.items()
+            if k in last and last[k] == v and _is_val(_norm(k)) and "loss" in _norm(k)
+        ]
+        last = dict(row)
+        if stale:
+            row = {k: v for k, v in row.items() if k not in stale}
+        if row:
+            out.append((number, row))
+    return out
 
 
 def _column_entries(columns: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
