@@ -26,9 +26,10 @@ Supported formats (picked from the file name and content, or forced with
   2.34, time 12ms``), the Hugging Face Trainer's printed dicts (``{'loss':
   2.3, 'learning_rate': 5e-05}``) or Lightning's progress bar
   (``train_loss=0.512``; a tqdm bar's redraws of one count are one record,
-  and the validation loss it repeats on every redraw is read once), Megatron-LM (``iteration 100/ 500000 | ... |
-  learning rate: 3.0E-04 | ... | lm loss: 3.5E+00 |``, ``validation loss at
-  iteration 100 | lm loss value: 3.4E+00 |``). A step (``step``, ``iter``,
+  and the validation loss it repeats on every redraw is read once),
+  Megatron-LM (``iteration 100/ 500000 | ... | learning rate: 3.0E-04 | ... |
+  lm loss: 3.5E+00 |``, ``validation loss at iteration 100 | lm loss value:
+  3.4E+00 |``). A step (``step``, ``iter``,
   ``epoch`` ...) on a line applies to that line; one on a line without a loss
   (Keras' ``Epoch 3/10``) applies to the lines after it (an ``Epoch 1/5`` after
   a finished epoch starts another ``fit()``, whose epochs follow). A loss name
