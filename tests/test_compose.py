@@ -100,6 +100,10 @@ def test_warmup_frac_units() -> None:
     with pytest.raises(ValueError, match="then must be the schedule to warm up into"):
         parse_schedule("warmup(warmup_frac=0.05) >> cosine(total_steps=9500)")
     assert Warmup(warmup_frac=0.05, total_steps=10_000).steps == 500
+    # W = f × L / (1 - f) rounds to the nearest step, halves up as everywhere:
+    # 0.2 × 10 / 0.8 = 2.5 -> 3 (Python's round() would give 2)
+    assert Warmup(warmup_frac=0.2, then=Cosine(total_steps=10)).steps == 3
+    assert Warmup(epochs=2.5, steps_per_epoch=1).steps == 3
     with pytest.raises(
         ValueError, match="start_factor must be > 0 with shape='exponential'"
     ):
@@ -196,6 +200,14 @@ def test_join_boundaries_from_lengths_and_units() -> None:
         Join(parts=[Constant(), Constant(), Constant()], boundaries=[6, 6])
     with pytest.raises(ValueError, match="parts must be non-empty"):
         Join(parts=[])
+    with pytest.raises(
+        TypeError, match=r"parts\[0\] must be callable, got parts\[0\]=1\."
+    ):
+        Join(parts=[1, 2], boundaries=[3])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match=r"parts\[1\] must be callable"):
+        Join(parts=[Constant(), "cosine(10)"], boundaries=[3])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match=r"boundary_fracs\[0\] must be in \[0, 1\]"):
+        Join(parts=[Constant(), Constant()], boundary_fracs=[1.5], total_steps=10)
 
 
 def test_scale() -> None:
@@ -207,6 +219,11 @@ def test_scale() -> None:
         Scale(schedule=Constant(), factor=0.0)
     with pytest.raises(ValueError, match="step must be >= 0"):
         Scale(schedule=lambda t: 1.0, factor=2.0)(-1)  # even around a plain callable
+    with pytest.raises(ValueError, match="step must be a whole number"):
+        Scale(schedule=lambda t: 1.0, factor=2.0)(0.5)
+    seen: list[object] = []
+    Warmup(steps=2, then=lambda t: seen.append(t) or 1.0)(5.0)
+    assert seen[-1] == 3 and type(seen[-1]) is int  # parts get whole ints
 
 
 def test_rshift_chains_and_flattens() -> None:

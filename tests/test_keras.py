@@ -74,12 +74,40 @@ def test_variable_step_like_the_optimizer_passes() -> None:
     assert float(keras.ops.convert_to_numpy(lr(it))) == pytest.approx(0.05, rel=1e-6)
 
 
+def test_a_plain_step_is_checked_like_the_pure_schedules() -> None:
+    lr = Schedule("warmup(5) >> cosine(10)", base_lr=0.1)
+    pure = lr.schedule
+    for bad in (-10, -1):
+        with pytest.raises(ValueError, match=rf"step must be >= 0, got step={bad}\."):
+            lr(bad)
+    for bad in (2.5, float("nan")):
+        with pytest.raises(ValueError, match="step must be a whole number"):
+            lr(bad)
+    for wrong in ("3", None):
+        with pytest.raises(TypeError, match="step must be a whole number"):
+            lr(wrong)
+    for ok in (7, 7.0, np.int64(7)):
+        value = float(keras.ops.convert_to_numpy(lr(ok)))
+        assert value == pytest.approx(0.1 * pure(7), rel=1e-6)
+    # tensors, as Keras passes them, are not checked (they may be symbolic)
+    t = keras.ops.convert_to_tensor(7.0)
+    assert float(keras.ops.convert_to_numpy(lr(t))) == pytest.approx(0.1 * pure(7))
+
+
 def test_config_round_trip_and_serialisation() -> None:
     lr = Schedule("warmup(10) >> cosine(100, end_lr=0.1)", base_lr=3e-4)
     config = lr.get_config()
-    assert config == {"schedule": lr.schedule.to_config(), "base_lr": 3e-4}
+    assert config == {
+        "schedule": lr.schedule.to_config(),
+        "base_lr": 3e-4,
+        "accumulation_steps": 1,
+    }
     back = Schedule.from_config(config)
     assert back.schedule == lr.schedule
+    old = {"schedule": lr.schedule.to_config(), "base_lr": 3e-4}  # saved before
+    assert Schedule.from_config(old).accumulation_steps == 1
+    acc = Schedule("cosine(10)", accumulation_steps=4)
+    assert Schedule.from_config(acc.get_config()).accumulation_steps == 4
     again = keras.optimizers.schedules.deserialize(
         keras.optimizers.schedules.serialize(lr)
     )
@@ -289,6 +317,159 @@ def test_plateau_callback_with_a_float_lr_and_foreign_schedules() -> None:
         )
 
 
+def test_plateau_under_mixed_precision_scales_the_inner_schedule() -> None:
+    """Keras wraps the optimizer in a LossScaleOptimizer; its inner one holds the LR."""
+    x, y = tiny_data()
+    schedule = Cosine(total_steps=20)
+    lr = Schedule(schedule, base_lr=0.05)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    opt = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(learning_rate=lr))
+    model.compile(optimizer=opt, loss="mse")
+    spy = LRs()
+    model.fit(
+        x, y, batch_size=16, epochs=4, shuffle=False, verbose=0,
+        callbacks=[reducing(), spy],
+    )  # fmt: skip
+    # the first evaluation sets the best; each later one reduces, from the next epoch
+    scales = [1.0] * 8 + [0.5] * 4 + [0.25] * 4
+    want = [0.05 * schedule(t) * k for t, k in zip(range(16), scales, strict=True)]
+    np.testing.assert_allclose(spy.seen, want, rtol=1e-6)
+    assert lr.plateau_scale == 0.5**3
+
+
+class Applied(keras.callbacks.Callback):  # type: ignore[misc]
+    """The LR each optimizer update applied, read off the weights.
+
+    With ``loss = mean(y_pred)``, inputs of ones and no bias, every SGD update
+    moves each weight by exactly the learning rate.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.applied: list[float] = []
+
+    def on_train_batch_begin(self, batch: int, logs: object = None) -> None:
+        self._w = self._kernel()
+
+    def on_train_batch_end(self, batch: int, logs: object = None) -> None:
+        moved = self._w - self._kernel()
+        if moved != 0.0:  # a micro-batch that only accumulated moves nothing
+            self.applied.append(moved)
+
+    def _kernel(self) -> float:
+        kernel = self.model.layers[-1].kernel
+        return float(keras.ops.convert_to_numpy(kernel)[0, 0])
+
+
+def mean_output(y_true: Any, y_pred: Any) -> Any:
+    return keras.ops.mean(y_pred)
+
+
+def test_gradient_accumulation_counts_optimizer_updates() -> None:
+    """Keras passes micro-batch counts; accumulation_steps turns them into updates."""
+    x, y = np.ones((32, 2), "float32"), np.zeros((32, 1), "float32")
+    schedule = lrkit.Linear(total_steps=8, start_lr=1.0, end_lr=0.0)
+
+    def run(lr: Schedule, callbacks: list[Any]) -> list[float]:
+        model = keras.Sequential(
+            [keras.Input((2,)), keras.layers.Dense(1, use_bias=False)]
+        )
+        model.layers[-1].kernel.assign(np.zeros((2, 1), "float32"))
+        opt = keras.optimizers.SGD(learning_rate=lr, gradient_accumulation_steps=2)
+        model.compile(optimizer=opt, loss=mean_output)
+        spy = Applied()
+        model.fit(x, y, batch_size=2, epochs=1, verbose=0, callbacks=[*callbacks, spy])
+        return spy.applied
+
+    applied = run(Schedule(schedule, base_lr=0.1, accumulation_steps=2), [])
+    want = [0.1 * schedule(u) for u in range(8)]  # 16 micro-batches, 8 updates
+    np.testing.assert_allclose(applied, want, rtol=1e-5)
+    # the callback checks that the schedule counts what the optimizer does
+    with pytest.raises(
+        ValueError,
+        match=r"accumulation_steps must be the optimizer's "
+        r"gradient_accumulation_steps=2, got accumulation_steps=1\.",
+    ):
+        run(Schedule(schedule, base_lr=0.1), [reducing()])
+
+
+JAX_SCRIPT = """
+import json, sys
+import numpy as np, keras, lrkit, lrkit.keras as lk
+
+x, y = np.ones((16, 2), "float32"), np.zeros((16, 1), "float32")
+
+class Applied(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.applied = []
+    def on_train_batch_begin(self, batch, logs=None):
+        self.w = float(keras.ops.convert_to_numpy(self.model.layers[-1].kernel)[0, 0])
+    def on_train_batch_end(self, batch, logs=None):
+        w = float(keras.ops.convert_to_numpy(self.model.layers[-1].kernel)[0, 0])
+        self.applied.append(self.w - w)
+
+class Feed(keras.callbacks.Callback):  # a metric that never improves
+    def on_epoch_end(self, epoch, logs=None):
+        logs["val_loss"] = 1.0
+
+def run(lr, jit):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, use_bias=False)])
+    model.layers[-1].kernel.assign(np.zeros((2, 1), "float32"))
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=lr),
+        loss=lambda t, p: keras.ops.mean(p),
+        jit_compile=jit,
+    )
+    plateau = lrkit.ReduceOnPlateau(patience=0, factor=0.5)
+    spy = Applied()
+    try:
+        model.fit(x, y, batch_size=4, epochs=4, verbose=0,
+                  callbacks=[Feed(), lk.PlateauCallback(plateau), spy])
+    except lrkit.LRKitError as e:
+        return str(e)
+    return spy.applied
+
+print(json.dumps({
+    "backend": keras.backend.backend(),
+    "schedule_eager": run(lk.Schedule("cosine(20)", base_lr=0.1), False),
+    "schedule_jit": run(lk.Schedule("cosine(20)", base_lr=0.1), "auto"),
+    "float_jit": run(0.1, "auto"),
+}))
+"""
+
+
+def test_jax_backend_applies_the_scale_or_says_why_not(tmp_path: Any) -> None:
+    """On JAX, the compiled step cannot see the scale of a Schedule: a clear error.
+
+    Run in a fresh process (the backend is chosen at import); skipped without JAX.
+    """
+    import importlib.util
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("jax is not installed")
+    script = tmp_path / "jax_plateau.py"
+    script.write_text(JAX_SCRIPT)
+    src = str(Path(lrkit.__file__).resolve().parents[1])
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": src}
+    done = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["backend"] == "jax"
+    cos = Cosine(total_steps=20)
+    scales = [1.0] * 8 + [0.5] * 4 + [0.25] * 4  # reductions after epochs 2 and 3
+    want = [0.1 * cos(t) * k for t, k in zip(range(16), scales, strict=True)]
+    np.testing.assert_allclose(out["schedule_eager"], want, rtol=1e-5)
+    assert "model.jit_compile must be False on the JAX backend" in out["schedule_jit"]
+    np.testing.assert_allclose(out["float_jit"], [0.1 * k for k in scales], rtol=1e-5)
+
+
 def test_patience_is_one_less_than_keras() -> None:
     """Keras's patience=p reduces where lrkit's patience=p-1 does.
 
@@ -336,10 +517,13 @@ def test_validation() -> None:
     with pytest.raises(ValueError, match=r"state\.scale must be > 0"):
         cb.state = lrkit.PlateauState(scale=0.0, best=1.0)
     assert cb.state == ReduceOnPlateau().init()  # bad input changed nothing
+    with pytest.raises(ValueError, match="accumulation_steps must be an int >= 1"):
+        Schedule(Constant(), accumulation_steps=0)
     with pytest.raises(
         ValueError,
-        match=r"config must be a dict with keys \['base_lr', 'schedule'\], got "
-        r"config=\{'schedule': .*\}\. Pass what Schedule\.get_config\(\) returned\.",
+        match=r"config must be a dict with keys \['accumulation_steps', 'base_lr', "
+        r"'schedule'\], got config=\{'schedule': .*\}\. Pass what "
+        r"Schedule\.get_config\(\) returned\.",
     ):
         Schedule.from_config({"schedule": Constant().to_config()})
     with pytest.raises(TypeError, match="config must be a mapping"):

@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -115,9 +116,17 @@ def test_contract(s: Schedule) -> None:
     if end is not None:  # holds after the end
         for k in (1, 2, 7, 1000, 10**6):
             assert s(end + k) == s(end)
-    for bad in (-1, -100):
+    for bad in (-1, -100, -1.0):
         with pytest.raises(ValueError, match="step must be >= 0"):
             s(bad)
+    # the step is a whole number: integral floats and numpy ints are that number
+    assert s(3.0) == s(np.int64(3)) == s(np.float32(3.0)) == s(3)
+    for bad in (2.5, math.nan, math.inf):
+        with pytest.raises(ValueError, match=r"step must be a whole number, got step="):
+            s(bad)
+    for wrong in ("3", None, True, [3]):
+        with pytest.raises(TypeError, match=r"step must be a whole number, got step="):
+            s(wrong)
     # JSON round-trip: equal object, equal values
     cfg = json.loads(json.dumps(s.to_config()))
     back = schedule_from_config(cfg)
@@ -364,6 +373,36 @@ def test_units_epochs_and_fractions() -> None:
     assert cfg == {"name": "cosine", "total_steps": 30, "peak_lr": 1.0, "end_lr": 0.0}
 
 
+def test_epochs_and_fractions_round_half_up() -> None:
+    """Every fraction or epoch count rounds to the nearest step, halves up.
+
+    (Python's round() sends halves to the even neighbour: 2.5 -> 2, 3.5 -> 4.)
+    """
+    wsd = [WarmupStableDecay(total_steps=10, warmup_frac=f) for f in (0.15, 0.25, 0.35)]
+    assert [w.warmup_steps for w in wsd] == [2, 3, 4]
+    assert WarmupStableDecay(total_steps=10, decay_frac=0.25).decay_steps == 3
+    assert MultiStep(milestone_fracs=[0.25, 0.75], total_steps=10).milestones == (3, 8)
+    assert MultiStep(milestone_epochs=[0.5, 2.5], steps_per_epoch=1).milestones == (
+        1,
+        3,
+    )
+    assert Cosine(total_epochs=2.5, steps_per_epoch=1).total_steps == 3
+    assert Step(every_epochs=0.5, steps_per_epoch=1).every_steps == 1
+    assert Piecewise(
+        boundary_epochs=[1.5, 2.5], steps_per_epoch=1, values=[1, 0.5, 0.1]
+    ).boundaries == (2, 3)
+    c = Cyclic(low_lr=0.1, up_epochs=2.5, down_epochs=1.15, steps_per_epoch=10)
+    assert (c.up_steps, c.down_steps) == (25, 12)  # 1.15 × 10 is 11.5 on paper
+    assert Warmup(epochs=2.5, steps_per_epoch=1).steps == 3
+    assert Warmup(warmup_frac=0.25, total_steps=10).steps == 3
+    assert Join(
+        parts=[Constant(), Constant()], boundary_fracs=[0.45], total_steps=10
+    ).boundaries == (5,)
+    # not halves: the nearest step, as before
+    assert Cosine(total_epochs=2.4, steps_per_epoch=1).total_steps == 2
+    assert Cosine(total_epochs=2.6, steps_per_epoch=1).total_steps == 3
+
+
 @pytest.mark.parametrize(
     ("build", "match"),
     [
@@ -494,6 +533,39 @@ def test_unit_errors(build: Any, match: str) -> None:
         ),
         (lambda: Exponential(factor=0.0), ValueError, r"factor must be in \(0, 1\]"),
         (lambda: Constant(lr=-1.0), ValueError, "lr must be >= 0"),
+        (
+            lambda: Piecewise(boundaries=[3, 5], values=[1.0, math.nan, 0.5]),
+            ValueError,
+            r"values\[1\] must be >= 0, got values\[1\]=nan\.",
+        ),
+        (
+            lambda: Piecewise(boundaries=[3], values=[1.0, "0.5"]),
+            TypeError,
+            r"values\[1\] must be a real number, got values\[1\]='0\.5'\.",
+        ),
+        (
+            lambda: MultiStep(milestone_epochs=[1, -2], steps_per_epoch=3),
+            ValueError,
+            r"milestone_epochs\[1\] must be >= 0, got milestone_epochs\[1\]=-2",
+        ),
+        (
+            lambda: MultiStep(milestone_fracs=[0.5, 1.5], total_steps=10),
+            ValueError,
+            r"milestone_fracs\[1\] must be in \[0, 1\]",
+        ),
+        (  # the decay the user did not ask for is named, with its default
+            lambda: WarmupStableDecay(total_steps=10, warmup_steps=20),
+            ValueError,
+            r"warmup_steps \+ decay_steps must be <= total_steps=10, got "
+            r"warmup_steps \+ decay_steps=22\. decay_steps=2 comes from the default "
+            r"decay_frac=0\.2; give decay_steps=\.\.\. or decay_frac=\.\.\.",
+        ),
+        (
+            lambda: WarmupStableDecay(total_steps=2),
+            ValueError,
+            r"decay_frac must be at least 1 step long, got decay_frac=0\.2\. That is "
+            r"the default \(the last 20% of total_steps=2\)",
+        ),
     ],
 )
 def test_validation_messages(build: Any, exc: type[Exception], match: str) -> None:

@@ -33,11 +33,12 @@ from . import _check
 from .schedules import (
     Schedule,
     ScheduleFn,
-    _negative_step,
     _ramp,
+    _round_steps,
     _seq_arg,
     _set,
     _spe,
+    _step,
     _steps_arg,
     _total_for_frac,
     register,
@@ -77,8 +78,9 @@ class Warmup(Schedule):
     The length is given once, in one unit: ``steps``; or ``epochs`` with
     ``steps_per_epoch``; or ``warmup_frac``, a fraction of ``total_steps`` if
     given, else of the whole schedule (warmup included, so ``then`` needs an
-    ``end_step``): ``W = round(warmup_frac × L / (1 - warmup_frac))`` for a
-    ``then`` of length ``L``. Only ``steps`` is stored.
+    ``end_step``): ``W = warmup_frac × L / (1 - warmup_frac)`` for a ``then``
+    of length ``L``. Epochs and fractions become the nearest step, halves
+    rounded up (as everywhere in lrkit); only ``steps`` is stored.
 
     torch: ``LinearLR(start_factor=a, total_iters=W)`` followed by another
     scheduler in ``SequentialLR(milestones=[W])`` is
@@ -146,7 +148,7 @@ class Warmup(Schedule):
                 _check.fail(
                     "warmup_frac", "omitted when steps or epochs is given", warmup_frac
                 )
-            w = round(frac * length / (1.0 - frac))
+            w = _round_steps(frac * length / (1.0 - frac))
         else:
             w = _steps_arg(
                 "steps",
@@ -180,8 +182,7 @@ class Warmup(Schedule):
         _set(self, "_s0", s0)
 
     def __call__(self, step: int) -> float:
-        if step < 0:
-            _negative_step(step)
+        step = _step(step)
         w: int = self.steps  # type: ignore[assignment]
         if step < w:
             return self._target * _ramp(self.shape, self._s0, step / w)
@@ -246,8 +247,10 @@ class Join(Schedule):
         parts = tuple(self.parts)
         if not parts:
             _check.fail("parts", "non-empty", self.parts)
-        for p in parts:
-            _check.callable_("parts", p, "Every part must be a schedule (a callable).")
+        for i, p in enumerate(parts):
+            _check.callable_(
+                f"parts[{i}]", p, "Every part must be a schedule (a callable)."
+            )
         spe = _spe(steps_per_epoch, boundary_epochs is not None, "boundary_epochs")
         total = _total_for_frac(
             total_steps, boundary_fracs is not None, "boundary_fracs"
@@ -295,8 +298,7 @@ class Join(Schedule):
         _set(self, "_starts", (0, *boundaries))
 
     def __call__(self, step: int) -> float:
-        if step < 0:
-            _negative_step(step)
+        step = _step(step)
         i = bisect.bisect_right(self._starts, step) - 1
         return float(self.parts[i](step - self._starts[i]))
 
@@ -332,8 +334,7 @@ class Scale(Schedule):
         _set(self, "factor", _check.positive("factor", self.factor))
 
     def __call__(self, step: int) -> float:
-        if step < 0:
-            _negative_step(step)
+        step = _step(step)
         return self.factor * float(self.schedule(step))
 
     @property

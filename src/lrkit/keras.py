@@ -41,6 +41,7 @@ except ImportError as e:  # pragma: no cover - exercised only without keras
     ) from e
 
 from . import _check
+from ._check import LRKitError
 from .compose import Join, Scale, Warmup
 from .plateau import PlateauState, ReduceOnPlateau
 from .schedules import (
@@ -59,12 +60,17 @@ from .schedules import (
     ScheduleFn,
     Step,
     WarmupStableDecay,
+    _step,
     schedule_from_config,
 )
 
 __all__ = ["PlateauCallback", "Schedule", "symbolic", "tables"]
 
 logger = logging.getLogger(__name__)
+
+#: What Schedule.get_config() returns (configs saved before accumulation_steps
+#: existed lack that key and still load).
+_CONFIG_KEYS = {"accumulation_steps", "base_lr", "schedule"}
 
 #: Largest table used for schedules that have no keras.ops form.
 _TABLE_LIMIT = 1_000_000
@@ -351,9 +357,23 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):  # type: ignore
     from its state when training begins). Parts without a ``keras.ops`` form
     (your own callables with an ``end_step``) are tabulated once, here.
 
+    **Gradient accumulation.** With ``gradient_accumulation_steps=k`` Keras
+    calls the schedule with its micro-batch count; pass the same
+    ``accumulation_steps=k`` here and the schedule sees optimizer updates
+    (``step // k``), so its durations are optimizer steps as everywhere in
+    lrkit. (A schedule cannot see its optimizer; :class:`PlateauCallback`
+    checks that the two agree.)
+
+    **JAX.** The jit-compiled JAX train step reads only the optimizer's own
+    variables, so it would keep the plateau scale it was traced with:
+    :class:`PlateauCallback` raises there instead (see its docs). The
+    schedule itself is exact on every backend.
+
     Args:
         schedule: an lrkit schedule (or its text form), or any callable.
         base_lr: the LR the schedule multiplies (1.0: its values are absolute).
+        accumulation_steps: the optimizer's ``gradient_accumulation_steps``
+            (1 without accumulation).
 
     Example:
         >>> import lrkit
@@ -363,13 +383,24 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):  # type: ignore
         (0.05, 0.1)
     """
 
-    def __init__(self, schedule: ScheduleFn | str, base_lr: float = 1.0) -> None:
+    def __init__(
+        self,
+        schedule: ScheduleFn | str,
+        base_lr: float = 1.0,
+        *,
+        accumulation_steps: int = 1,
+    ) -> None:
         if isinstance(schedule, str):
             from ._parse import parse_schedule
 
             schedule = parse_schedule(schedule)
         _check.callable_("schedule", schedule)
         self.base_lr = _check.non_negative("base_lr", base_lr)
+        self.accumulation_steps = _check.positive_int(
+            "accumulation_steps",
+            accumulation_steps,
+            "Give the optimizer's gradient_accumulation_steps (1 without).",
+        )
         self.schedule: ScheduleFn = schedule
         # tabulate custom parts once here, not at every training step
         self._tables = tables(schedule)
@@ -378,8 +409,25 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):  # type: ignore
         )
 
     def unscaled(self, step: Any) -> Any:
-        """``base_lr × schedule(step)`` without the plateau scale."""
+        """``base_lr × schedule(step)`` without the plateau scale.
+
+        ``step`` is what Keras passes: the optimizer's iteration count, which
+        counts micro-batches under gradient accumulation, so the schedule is
+        evaluated at ``step // accumulation_steps``, the optimizer update. A
+        plain number is checked as the pure schedules check it (a whole
+        number >= 0).
+        """
+        if not (
+            ops.is_tensor(step) or isinstance(step, (keras.Variable, keras.KerasTensor))
+        ):
+            step = _step(step)
         t = ops.cast(step, "float32")
+        if self.accumulation_steps > 1:
+            t = ops.floor(t / float(self.accumulation_steps))
+        return self._at(t)
+
+    def _at(self, t: Any) -> Any:
+        """``base_lr × schedule(t)`` for ``t`` optimizer updates (float32)."""
         return self.base_lr * symbolic(self.schedule, t, tables=self._tables)
 
     def __call__(self, step: Any) -> Any:
@@ -402,20 +450,29 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):  # type: ignore
                 self.schedule,
                 exc=TypeError,
             )
-        return {"schedule": self.schedule.to_config(), "base_lr": self.base_lr}
+        return {
+            "schedule": self.schedule.to_config(),
+            "base_lr": self.base_lr,
+            "accumulation_steps": self.accumulation_steps,
+        }
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Schedule:
         if not isinstance(config, Mapping):
             _check.fail("config", "a mapping", config, exc=TypeError)
-        if set(config) != {"schedule", "base_lr"}:
+        keys = set(config)
+        if keys != _CONFIG_KEYS and keys != _CONFIG_KEYS - {"accumulation_steps"}:
             _check.fail(
                 "config",
-                "a dict with keys ['base_lr', 'schedule']",
+                f"a dict with keys {sorted(_CONFIG_KEYS)}",
                 dict(config),
                 "Pass what Schedule.get_config() returned.",
             )
-        return cls(schedule_from_config(config["schedule"]), base_lr=config["base_lr"])
+        return cls(
+            schedule_from_config(config["schedule"]),
+            base_lr=config["base_lr"],
+            accumulation_steps=config.get("accumulation_steps", 1),
+        )
 
 
 class PlateauCallback(keras.callbacks.Callback):  # type: ignore[misc]
@@ -498,7 +555,14 @@ class PlateauCallback(keras.callbacks.Callback):  # type: ignore[misc]
         self._state = value
 
     def _target(self) -> tuple[Any, Schedule | None]:
+        """The optimizer that holds the learning rate, and the Schedule if any.
+
+        A ``LossScaleOptimizer`` (mixed precision) is unwrapped: its inner
+        optimizer holds the learning rate.
+        """
         opt = self.model.optimizer
+        while getattr(opt, "inner_optimizer", None) is not None:
+            opt = opt.inner_optimizer
         lr = getattr(opt, "_learning_rate", None)
         if isinstance(lr, Schedule):
             return opt, lr
@@ -513,10 +577,43 @@ class PlateauCallback(keras.callbacks.Callback):  # type: ignore[misc]
             )
         return opt, None
 
+    def _check_fit(self, opt: Any, schedule: Schedule) -> None:
+        """Raise (before training) where the scale or the steps would be wrong."""
+        k = getattr(opt, "gradient_accumulation_steps", None) or 1
+        if schedule.accumulation_steps != k:
+            _check.fail(
+                "accumulation_steps",
+                f"the optimizer's gradient_accumulation_steps={k}",
+                schedule.accumulation_steps,
+                "Keras calls the schedule with its micro-batch count; "
+                f"lrkit.keras.Schedule(..., accumulation_steps={k}) makes the "
+                "schedule count optimizer updates, as this callback does.",
+            )
+        model = self.model
+        compiled = getattr(model, "jit_compile", False) and not getattr(
+            model, "run_eagerly", False
+        )
+        if keras.backend.backend() == "jax" and compiled:
+            raise LRKitError(
+                _check.message(
+                    "model.jit_compile",
+                    "False on the JAX backend for a PlateauCallback to scale an "
+                    "lrkit.keras.Schedule",
+                    True,
+                    "The jit-compiled JAX train step reads only the optimizer's "
+                    "own variables, so it would keep the plateau scale it was "
+                    "traced with and ignore every reduction. Compile with "
+                    "jit_compile=False, give the optimizer a float learning rate "
+                    "(the callback then scales it, compiled or not), or use the "
+                    "torch or TensorFlow backend.",
+                )
+            )
+
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
         opt, schedule = self._target()
         scale = self._state.scale
         if schedule is not None:
+            self._check_fit(opt, schedule)
             schedule.set_plateau_scale(scale)
         else:  # the float LR already includes the scale (see Resume)
             self._base = float(ops.convert_to_numpy(opt.learning_rate)) / scale
@@ -532,8 +629,9 @@ class PlateauCallback(keras.callbacks.Callback):  # type: ignore[misc]
             )
             return
         opt, schedule = self._target()
-        if schedule is not None:
-            unscaled = float(ops.convert_to_numpy(schedule.unscaled(opt.iterations)))
+        if schedule is not None:  # at the optimizer-update count, as the schedule
+            t = ops.cast(opt.iterations, "float32")
+            unscaled = float(ops.convert_to_numpy(schedule._at(t)))
         else:
             unscaled = self._base if self._base is not None else 1.0
         self.state = self.plateau.update(self.state, value, lr=unscaled)

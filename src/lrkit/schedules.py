@@ -16,13 +16,16 @@ numbers are absolute learning rates: ``Cosine(peak_lr=3e-4, ...)``.
 **Ends.** Schedules with a length (``total_steps`` and friends) *hold* their
 final value after the end: a cosine never rises again, a one-cycle never raises.
 :attr:`Schedule.end_step` tells where that is (``None`` for schedules that never
-settle, such as :class:`Step` or :class:`Cyclic`). A negative step raises
-``ValueError``.
+settle, such as :class:`Step` or :class:`Cyclic`). The step must be a whole
+number >= 0 (an int, or an integral float such as ``3.0``): a negative or
+fractional step raises ``ValueError``, text or ``None`` ``TypeError``.
 
 **Units.** Durations are in optimizer steps. Where a duration is the natural
 knob, it can also be given in epochs (``total_epochs=...`` with
 ``steps_per_epoch=...``) or as a fraction (``*_frac``); these are converted to
-steps once, at construction, and only the steps are stored.
+steps once, at construction, to the nearest step with halves rounded up
+(``warmup_frac=0.25`` of 10 steps is 3 steps, 2.5 epochs of 1 step is 3), and
+only the steps are stored.
 
 Every schedule validates its arguments at construction (errors name the
 parameter, the expectation and the value), serialises with :meth:`to_config` /
@@ -39,10 +42,12 @@ Example:
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dataclasses
 import itertools
 import math
 import numbers
+import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import InitVar, dataclass, field
 from types import MappingProxyType
@@ -77,13 +82,36 @@ ScheduleFn = Callable[[int], float]
 S = TypeVar("S", bound="type[Schedule]")
 
 
-def _negative_step(step: Any) -> None:
-    _check.fail(
-        "step",
-        ">= 0",
-        step,
-        "Schedules are defined for optimizer steps 0, 1, 2, ...",
-    )
+_STEP_HINT = "Schedules are defined for optimizer steps 0, 1, 2, ..."
+
+
+def _step(step: Any) -> int:
+    """Validate the step a schedule is called with and return it as an ``int``.
+
+    Every schedule's ``__call__`` starts here: the step must be a whole number
+    >= 0. Ints (numpy's and 0-d integer tensors included) and integral floats
+    such as ``3.0`` are accepted; ``2.5``, NaN, text, ``None`` and bools are not.
+    """
+    if type(step) is int:  # the common case, first
+        value = step
+    elif isinstance(step, numbers.Real) and not isinstance(
+        step, (bool, numbers.Integral)
+    ):
+        v = float(step)
+        if not (math.isfinite(v) and v.is_integer()):
+            _check.fail("step", "a whole number", step, _STEP_HINT)
+        value = int(v)
+    else:
+        index: int | None = None
+        if not isinstance(step, (bool, str, bytes)):
+            with contextlib.suppress(TypeError):  # int subclasses, numpy ints, ...
+                index = operator.index(step)
+        if index is None:
+            _check.fail("step", "a whole number", step, _STEP_HINT, exc=TypeError)
+        value = index
+    if value < 0:
+        _check.fail("step", ">= 0", step, _STEP_HINT)
+    return value
 
 
 def _set(obj: object, name: str, value: Any) -> None:
@@ -92,6 +120,17 @@ def _set(obj: object, name: str, value: Any) -> None:
 
 
 # --------------------------------------------------------------------- units
+
+
+def _round_steps(x: float) -> int:
+    """A duration in epochs or fractions, converted to steps: the nearest step.
+
+    Halves round *up* (2.5 -> 3, 3.5 -> 4; Python's ``round`` gives 2 and 4),
+    and the product is first rounded to 9 decimals so that ``0.15 × 10``
+    counts as the 1.5 it means on paper. Every place where a fraction or an
+    epoch count becomes steps uses this.
+    """
+    return math.floor(round(x, 9) + 0.5)
 
 
 def _steps_arg(
@@ -110,7 +149,7 @@ def _steps_arg(
     """Resolve one duration given in steps, epochs or a fraction of total_steps.
 
     Exactly one form may be given; ``default`` applies when none is. Epochs and
-    fractions are rounded to the nearest step.
+    fractions are rounded to the nearest step, halves up (:func:`_round_steps`).
     """
     forms = [(name, steps), (epochs_name, epochs), (frac_name, frac)]
     given = [(n, v) for n, v in forms if n is not None and v is not None]
@@ -139,7 +178,7 @@ def _steps_arg(
                 None,
                 "lrkit counts optimizer steps; say how many make an epoch.",
             )
-        value = round(e * steps_per_epoch)
+        value = _round_steps(e * steps_per_epoch)
     else:
         f = _check.fraction(used, frac)
         if total_steps is None:
@@ -149,7 +188,7 @@ def _steps_arg(
                 None,
                 f"{used} is a fraction of total_steps.",
             )
-        value = round(f * total_steps)
+        value = _round_steps(f * total_steps)
     if value < minimum:
         unit = "step" if minimum == 1 else "steps"
         _check.fail(used, f"at least {minimum} {unit} long", raw)
@@ -237,9 +276,10 @@ def _seq_arg(
                 "lrkit counts optimizer steps; say how many make an epoch.",
             )
         values = [
-            _check.non_negative(epochs_name, e) for e in _floats(epochs_name, epochs)
+            _check.non_negative(f"{epochs_name}[{i}]", e)
+            for i, e in enumerate(_floats(epochs_name, epochs))
         ]
-        steps_list = [round(e * steps_per_epoch) for e in values]
+        steps_list = [_round_steps(e * steps_per_epoch) for e in values]
         return _int_seq(epochs_name, steps_list, shown=epochs)
     assert fracs_name is not None
     if total_steps is None:
@@ -249,15 +289,18 @@ def _seq_arg(
             None,
             f"{fracs_name} are fractions of total_steps.",
         )
-    values = [_check.fraction(fracs_name, f) for f in _floats(fracs_name, fracs)]
-    steps_list = [round(f * total_steps) for f in values]
+    values = [
+        _check.fraction(f"{fracs_name}[{i}]", f)
+        for i, f in enumerate(_floats(fracs_name, fracs))
+    ]
+    steps_list = [_round_steps(f * total_steps) for f in values]
     return _int_seq(fracs_name, steps_list, shown=fracs)
 
 
 def _floats(name: str, values: Any) -> tuple[float, ...]:
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
         _check.fail(name, "a sequence of numbers", values, exc=TypeError)
-    return tuple(_check.real(name, v) for v in values)
+    return tuple(_check.real(f"{name}[{i}]", v) for i, v in enumerate(values))
 
 
 def _le(name: str, value: float, other_name: str, other: float) -> None:
@@ -500,8 +543,7 @@ class Constant(Schedule):
         _set(self, "lr", _check.non_negative("lr", self.lr))
 
     def __call__(self, step: int) -> float:
-        if step < 0:
-            _negative_step(step)
+        step = _step(step)
         return self.lr
 
     @property
@@ -550,8 +592,7 @@ class Step(Schedule):
         _set(self, "peak_lr", _check.positive("peak_lr", self.peak_lr))
 
     def __call__(self, step: int) -> float:
-        if step < 0:
-            _negative_step(step)
+        step = _step(step)
         every: int = self.every_steps  # type: ignore[assignment]
         return self.peak_lr * float(self.factor ** (step // every))
 
@@ -625,8 +666,7 @@ class MultiStep(Schedule):
         )
 
     def __call__(self, step: int) -> float:
-        if step < 0:
-            _negative_step(step)
+        step = _step(step)
         return self._levels[bisect.bisect_right(self.milestones, step)]  # type: ignore[arg-type]
 
     @property
@@ -669,7 +709,8 @@ class Piecewise(Schedule):
             steps_per_epoch=spe,
         )
         values = tuple(
-            _check.non_negative("values", v) for v in _floats("values", self.values)
+            _check.non_negative(f"values[{i}]", v)
+            for i, v in enumerate(_floats("values", self.values))
         )
         if len(values) != len(bounds) + 1:
             _check.fail(
@@ -681,8 +722,7 @@ class Piecewise(Schedule):
         _set(self, "values", values)
 
     def __call__(self, step: int) -> float:
-        if step < 0:
-            _negative_step(step)
+        step = _step(step)
         return self.values[bisect.bisect_right(self.boundaries, step)]  # type: ignore[arg-type]
 
     @property
@@ -721,8 +761,7 @@ class Exponential(Schedule):
         _le("end_lr", self.end_lr, "peak_lr", self.peak_lr)
 
     def __call__(self, step: int) -> float:
-        if step < 0:
-            _negative_step(step)
+        step = _step(step)
         value = self.peak_lr * self.factor**step
         return value if value > self.end_lr else self.end_lr
 
@@ -801,8 +840,7 @@ class Linear(Schedule):
         _set(self, "end_lr", _check.non_negative("end_lr", self.end_lr))
 
     def __call__(self, step: int) -> float:
-        if step < 0:
-            _negative_step(step)
+        step = _step(step)
         n: int = self.total_steps  # type: ignore[assignment]
         if step >= n:
             return self.end_lr
@@ -848,8 +886,7 @@ class Polynomial(Schedule):
         _le("end_lr", self.end_lr, "peak_lr", self.peak_lr)
 
     def __call__(self, step: int) -> float:
-        if step < 0:
-            _negative_step(step)
+        step = _step(step)
         n: int = self.total_steps  # type: ignore[assignment]
         if step >= n:
             return self.end_lr
@@ -871,7 +908,8 @@ class Cosine(Schedule):
     Formula: ``lr(t) = end_lr + (peak_lr - end_lr) × (1 + cos(π × min(t, T) / T)) / 2``
     with ``T = total_steps``. ``end_lr`` is reached at step ``T`` and held
     afterwards (torch's version rises again). torch: ``T_max`` ->
-    ``total_steps``, ``eta_min`` -> ``end_lr``.
+    ``total_steps``, ``eta_min`` -> ``end_lr`` (``eta_min / base_lr``: torch's
+    is absolute, the same LR for every param group).
 
     Reference: Loshchilov & Hutter, "SGDR: Stochastic Gradient Descent with Warm
     Restarts", ICLR 2017, https://arxiv.org/abs/1608.03983.
@@ -904,8 +942,7 @@ class Cosine(Schedule):
         _set(self, "_omega", math.pi / n)
 
     def __call__(self, step: int) -> float:
-        if step < 0:
-            _negative_step(step)
+        step = _step(step)
         if step >= self.total_steps:  # type: ignore[operator]
             return self.end_lr
         if step == 0:  # exactly peak_lr (the formula can be off by one ulp)
@@ -931,7 +968,8 @@ class CosineRestarts(Schedule):
     (timm's ``cycle_decay``) shrinks each restart's height. With ``num_cycles``
     it holds ``end_lr`` after that many cycles (``end_step``, which must be at
     most ``2**53``, the largest step count a float holds exactly); without, it
-    never settles. torch: ``T_0`` -> ``cycle_steps``, ``eta_min`` -> ``end_lr``.
+    never settles. torch: ``T_0`` -> ``cycle_steps``, ``eta_min`` -> ``end_lr``
+    (``eta_min / base_lr``: torch's is absolute, the same for every group).
 
     Reference: Loshchilov & Hutter, "SGDR: Stochastic Gradient Descent with Warm
     Restarts", ICLR 2017, https://arxiv.org/abs/1608.03983.
@@ -1029,8 +1067,7 @@ class CosineRestarts(Schedule):
         return n, step - start, length
 
     def __call__(self, step: int) -> float:
-        if step < 0:
-            _negative_step(step)
+        step = _step(step)
         n, pos, length = self._locate(step)
         if self.num_cycles is not None and n >= self.num_cycles:
             return self.end_lr
@@ -1060,7 +1097,9 @@ class Cyclic(Schedule):
     (``"triangular2"``: halve the height every cycle) or ``factor ** t``
     (``"exp_range"``). It never settles. torch: ``base_lr`` -> ``low_lr``,
     ``max_lr`` -> ``peak_lr``, ``step_size_up``/``step_size_down`` ->
-    ``up_steps``/``down_steps``, ``gamma`` -> ``factor``.
+    ``up_steps``/``down_steps``, ``gamma`` -> ``factor``. Only the LR: torch
+    also cycles momentum by default (``cycle_momentum=True``, 0.8 to 0.9), so
+    this equals torch with ``cycle_momentum=False``.
 
     Reference: Smith, "Cyclical Learning Rates for Training Neural Networks",
     WACV 2017, https://arxiv.org/abs/1506.01186.
@@ -1121,8 +1160,7 @@ class Cyclic(Schedule):
         _set(self, "_ratio", float(up) / self._total)
 
     def __call__(self, step: int) -> float:
-        if step < 0:
-            _negative_step(step)
+        step = _step(step)
         # the arithmetic follows torch.optim.lr_scheduler.CyclicLR exactly
         cycle = math.floor(1 + step / self._total)
         x = 1.0 + step / self._total - cycle
@@ -1156,6 +1194,8 @@ class OneCycle(Schedule):
     torch: ``max_lr`` -> ``peak_lr``, ``pct_start`` -> ``warmup_frac``,
     ``div_factor`` -> ``peak_lr / start_lr``, ``final_div_factor`` ->
     ``start_lr / end_lr``, ``anneal_strategy="cos"`` -> ``anneal="cosine"``.
+    Only the LR: torch also cycles momentum by default (``cycle_momentum=True``,
+    0.85 to 0.95), so this equals torch with ``cycle_momentum=False``.
 
     Reference: Smith & Topin, "Super-Convergence: Very Fast Training of Neural
     Networks Using Large Learning Rates", 2018, https://arxiv.org/abs/1708.07120.
@@ -1237,8 +1277,7 @@ class OneCycle(Schedule):
         _set(self, "_end", end)
 
     def __call__(self, step: int) -> float:
-        if step < 0:
-            _negative_step(step)
+        step = _step(step)
         if step >= self.total_steps - 1:  # type: ignore[operator]
             return self._end
         # the arithmetic follows torch.optim.lr_scheduler.OneCycleLR exactly
@@ -1298,13 +1337,13 @@ class InverseSqrt(Schedule):
         _set(self, "peak_lr", _check.positive("peak_lr", self.peak_lr))
 
     def __call__(self, step: int) -> float:
-        if step < 0:
-            _negative_step(step)
+        step = _step(step)
         tau = self.timescale_steps
         return self.peak_lr * math.sqrt(tau / (step + tau))
 
 
 _DECAYS = ("linear", "cosine", "sqrt")
+_DEFAULT_DECAY_FRAC = 0.2
 
 
 def _ramp(shape: str, s0: float, frac: float) -> float:
@@ -1378,8 +1417,18 @@ class WarmupStableDecay(Schedule):
             default=0,
             minimum=0,
         )
-        if self.decay_steps is None and decay_frac is None:
-            decay_frac = 0.2
+        default = self.decay_steps is None and decay_frac is None
+        if default:  # the decay takes the last 20% unless told otherwise
+            decay_frac = _DEFAULT_DECAY_FRAC
+            if _round_steps(decay_frac * n) < 1:
+                _check.fail(
+                    "decay_frac",
+                    "at least 1 step long",
+                    decay_frac,
+                    f"That is the default (the last {decay_frac:.0%} of "
+                    f"total_steps={n}); give decay_steps=... (or decay_frac=...) "
+                    "or a longer total_steps.",
+                )
         d = _steps_arg(
             "decay_steps",
             self.decay_steps,
@@ -1392,6 +1441,11 @@ class WarmupStableDecay(Schedule):
                 "warmup_steps + decay_steps",
                 f"<= total_steps={n}",
                 w + d,
+                f"decay_steps={d} comes from the default decay_frac="
+                f"{_DEFAULT_DECAY_FRAC}; give decay_steps=... or decay_frac=... to "
+                "change it."
+                if default
+                else None,
             )
         _set(self, "warmup_steps", w)
         _set(self, "decay_steps", d)
@@ -1401,8 +1455,7 @@ class WarmupStableDecay(Schedule):
         _le("end_lr", self.end_lr, "peak_lr", self.peak_lr)
 
     def __call__(self, step: int) -> float:
-        if step < 0:
-            _negative_step(step)
+        step = _step(step)
         n: int = self.total_steps  # type: ignore[assignment]
         w: int = self.warmup_steps  # type: ignore[assignment]
         d: int = self.decay_steps  # type: ignore[assignment]

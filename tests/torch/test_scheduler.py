@@ -343,6 +343,170 @@ def test_bad_step_input_changes_nothing() -> None:
     assert sched.step_count == 3
 
 
+def test_a_bad_lr_from_the_schedule_raises_and_changes_nothing() -> None:
+    """NaN, inf or negative values after step 0 are an error, not a written LR."""
+    for bad in (math.nan, -0.5, math.inf):
+
+        def schedule(t: int, bad: float = bad) -> float:
+            return bad if t == 3 else 1.0
+
+        opt = make_opt(groups=2)
+        sched = Scheduler(opt, [Constant(), schedule])
+        for _ in range(3):
+            train_step(opt)
+        before = ([g["lr"] for g in opt.param_groups], sched.state_dict())
+        with pytest.raises(
+            lrkit.LRKitError,
+            match=rf"the LR of param group 1 at step 3 must be finite and >= 0, got "
+            rf"lr={bad * BASE!r} \(base_lr=0\.1 × schedule\(3\)={bad!r} × "
+            rf"scales=1\.0\)\. Nothing was changed",
+        ):
+            sched.step()
+        assert [g["lr"] for g in opt.param_groups] == before[0] == [BASE, BASE]
+        assert sched.state_dict() == before[1]  # the 3 steps are still pending
+        assert sched.step_count == 0
+        with pytest.raises(lrkit.LRKitError, match="param group 1 at step 3"):
+            Scheduler(make_opt(groups=2), [Constant(), schedule]).load_state_dict(
+                {"step": 3, "plateau": None, "recovery_scale": 1.0}
+            )
+
+    # with a plateau the bad value is found before the plateau sees it
+    opt = make_opt()
+    sched = Scheduler(
+        opt, lambda t: math.nan if t >= 2 else 1.0, plateau=ReduceOnPlateau()
+    )
+    train_step(opt)
+    sched.step(1.0)
+    train_step(opt)
+    with pytest.raises(lrkit.LRKitError, match="param group 0 at step 2"):
+        sched.step(0.5)
+    assert sched.plateau_state is not None and sched.plateau_state.evals == 1
+    assert sched.step_count == 1
+
+
+def test_a_nan_or_inf_lr_in_the_optimizer_is_refused() -> None:
+    for bad in (math.nan, math.inf):
+        opt = make_opt()
+        opt.param_groups[0]["lr"] = bad
+        with pytest.raises(
+            ValueError,
+            match=r"optimizer\.param_groups\[0\]\['lr'\] must be .*>= 0, got "
+            r"optimizer\.param_groups\[0\]\['lr'\]=(nan|inf)\. It is the base LR",
+        ):
+            Scheduler(opt, Cosine(total_steps=10))
+        assert "initial_lr" not in opt.param_groups[0]  # nothing changed
+        opt = make_opt(groups=2)
+        opt.param_groups[1]["initial_lr"] = bad
+        with pytest.raises(
+            ValueError, match=r"optimizer\.param_groups\[1\]\['initial_lr'\]"
+        ):
+            Scheduler(opt, Cosine(total_steps=10))
+
+
+def test_base_lr_argument_errors_name_the_element() -> None:
+    opt = make_opt(groups=2)
+    with pytest.raises(
+        TypeError, match=r"base_lr must be a real number, got base_lr='0\.1'\."
+    ):
+        Scheduler(opt, Constant(), base_lr="0.1")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"base_lr\[1\] must be >= 0, got base_lr"):
+        Scheduler(opt, Constant(), base_lr=[0.1, math.nan])
+    with pytest.raises(TypeError, match=r"base_lr\[0\] must be a real number"):
+        Scheduler(opt, Constant(), base_lr=["0.1", 0.2])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match=r"base_lr must be one float or 2 \(one per"):
+        Scheduler(opt, Constant(), base_lr=[0.1])
+    assert all("initial_lr" not in g for g in opt.param_groups)
+
+
+def test_assigning_base_lrs_is_honoured_and_validated() -> None:
+    s = Cosine(total_steps=10)
+    opt = make_opt(groups=2)
+    sched = Scheduler(opt, s)
+    drive(opt, sched, 2)
+    sched.base_lrs = [1.0, 0.5]  # torch's attribute: takes effect at once
+    assert sched.base_lrs == [1.0, 0.5]
+    assert [g["lr"] for g in opt.param_groups] == [s(2), 0.5 * s(2)]
+    assert drive(opt, sched, 3) == [1.0 * s(t) for t in (2, 3, 4)]
+    sched.base_lrs[1] = 0.25  # in place, as on a torch scheduler: the next update
+    train_step(opt)
+    sched.step()
+    assert sched.get_last_lr() == [s(6), 0.25 * s(6)]
+    before = (sched.get_last_lr(), list(sched.base_lrs))
+    for bad, exc, match in [
+        ([1.0], ValueError, r"base_lrs must be 2 floats \(one per group\)"),
+        ([1.0, math.nan], ValueError, r"base_lrs\[1\] must be >= 0"),
+        ([1.0, -1.0], ValueError, r"base_lrs\[1\] must be >= 0"),
+        (["1", 1.0], TypeError, r"base_lrs\[0\] must be a real number"),
+        (1.0, TypeError, r"base_lrs must be a list of 2 floats"),
+    ]:
+        with pytest.raises(exc, match=match):
+            sched.base_lrs = bad  # type: ignore[assignment]
+        assert (sched.get_last_lr(), sched.base_lrs) == before
+    sched.base_lrs = [torch.tensor(0.3), 0.2]  # torch keeps tensors there too
+    assert sched.get_last_lr() == [pytest.approx(0.3 * s(6)), 0.2 * s(6)]
+
+
+def test_last_epoch_is_read_only_and_sequential_lr_says_what_to_do() -> None:
+    opt = make_opt()
+    sched = Scheduler(opt, Cosine(total_steps=10))
+    drive(opt, sched, 2)
+    assert sched.last_epoch == sched.step_count == 2
+    with pytest.raises(
+        AttributeError,
+        match=r"last_epoch must be left to the Scheduler \(it is the optimizer-step "
+        r"count, read-only\), got last_epoch=5\. To move the count, use "
+        r"load_state_dict",
+    ):
+        sched.last_epoch = 5
+    assert sched.last_epoch == 2
+    opt = make_opt()
+    first = Scheduler(opt, "warmup(5)")
+    then = lrs_sched.CosineAnnealingLR(opt, 10)
+    with pytest.raises(AttributeError, match=r"lrkit\.Join\(parts=\[a, b\]"):
+        lrs_sched.SequentialLR(opt, [first, then], milestones=[5])
+    # ChainedScheduler only calls step(): it works, and the lrkit scheduler sets
+    # the LR outright each step, as torch's LambdaLR does
+    s = Cosine(total_steps=10)
+    opt = make_opt()
+    chained = lrs_sched.ChainedScheduler(
+        [Scheduler(opt, s), lrs_sched.ExponentialLR(opt, 0.9)]
+    )
+    for _ in range(3):
+        train_step(opt)
+        chained.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(BASE * s(3) * 0.9)
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_copy_counts_its_own_optimizer_steps(how: str) -> None:
+    import pickle
+
+    s = Warmup(steps=3) >> Cosine(total_steps=20, end_lr=0.1)
+    opt = make_opt()
+    sched = Scheduler(opt, s, plateau=ReduceOnPlateau(patience=0, factor=0.5))
+    drive(opt, sched, 4)
+    sched.step(1.0)
+    train_step(opt)  # a step still pending when copied
+    copied = (
+        copy.deepcopy(sched) if how == "deepcopy" else pickle.loads(pickle.dumps(sched))
+    )
+    opt2 = copied.optimizer
+    assert opt2 is not opt
+    assert copied.state_dict() == sched.state_dict()
+
+    def run(o: Any, sc: Any) -> list[float]:
+        out = drive(o, sc, 6)
+        sc.step(2.0)  # no improvement: a reduction
+        return out + drive(o, sc, 6)
+
+    original = run(opt, sched)
+    assert run(opt2, copied) == original
+    assert copied.state_dict() == sched.state_dict()
+    assert copied.step_count == 17 and copied.plateau_scale == 0.5
+    # the pending step is applied at the first step() after the copy
+    assert original[:2] == [BASE * s(4), BASE * s(6)]
+
+
 # ---------------------------------------------------------------- semantics
 
 

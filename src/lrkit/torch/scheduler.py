@@ -14,6 +14,15 @@ once per epoch (the LR then changes in a staircase) both evaluate the schedule
 at the true optimizer step. Calling ``step()`` without optimizer steps does
 nothing: to preview a schedule, call it directly or run ``lrkit schedule``.
 (An optimizer without step hooks falls back to counting ``step()`` calls.)
+A deep copy or an unpickled scheduler counts the steps of the optimizer it
+holds (copied with it, as for torch's schedulers). ``last_epoch`` is this
+count and read-only, so torch's ``SequentialLR`` cannot rewind it: use
+``lrkit.Join`` / ``>>`` instead.
+
+**Bad LRs.** A base LR must be finite and >= 0, and so must every LR the
+equation gives: a schedule returning NaN, inf or a negative value makes
+``step()`` raise :class:`lrkit.LRKitError` (naming the param group and the
+step) and change nothing.
 
 **Base LR.** By default each group's ``initial_lr`` (set from its ``lr`` on
 first use, as torch does, and saved with the optimizer's state), so the
@@ -44,9 +53,10 @@ run continues at the saved step on the new curve.
 from __future__ import annotations
 
 import logging
+import math
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch.optim.lr_scheduler import LRScheduler
@@ -100,8 +110,28 @@ def _as_schedules(schedule: Any, n_groups: int) -> list[Callable[[int], float]]:
     )
 
 
-def _lr_value(value: Any) -> float:
-    return float(value.item() if isinstance(value, torch.Tensor) else value)
+def _base(name: str, value: Any, hint: str | None = None) -> float:
+    """One base LR: a finite real number >= 0 (a one-element tensor is read)."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    return _check.non_negative(name, value, hint)
+
+
+def _bases_arg(name: str, value: Any, n_groups: int, *, one: bool) -> list[float]:
+    """``n_groups`` base LRs from one number (where ``one``) or one per group."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        if not one:
+            _check.fail(
+                name,
+                f"a list of {n_groups} floats (one per group)",
+                value,
+                exc=TypeError,
+            )
+        return [_base(name, value)] * n_groups
+    if len(value) != n_groups:
+        wanted = f"one float or {n_groups}" if one else f"{n_groups} floats"
+        _check.fail(name, f"{wanted} (one per group)", value)
+    return [_base(f"{name}[{i}]", b) for i, b in enumerate(value)]
 
 
 def _counter(ref: weakref.ReferenceType[Scheduler]) -> Callable[..., None]:
@@ -173,33 +203,22 @@ class Scheduler(LRScheduler):
                 "plateau", "a lrkit.ReduceOnPlateau or None", plateau, exc=TypeError
             )
         if base_lr is None:
-            bases = [
-                _lr_value(g["initial_lr"] if "initial_lr" in g else g["lr"])
-                for g in groups
-            ]
-        elif isinstance(base_lr, Sequence):
-            if len(base_lr) != len(groups):
-                _check.fail(
-                    "base_lr", f"one float or {len(groups)} (one per group)", base_lr
-                )
-            bases = [_check.non_negative("base_lr", b) for b in base_lr]
+            bases = []
+            for i, g in enumerate(groups):
+                key = "initial_lr" if "initial_lr" in g else "lr"
+                name = f"optimizer.param_groups[{i}][{key!r}]"
+                bases.append(_base(name, g[key], "It is the base LR (base_lr=None)."))
         else:
-            bases = [_check.non_negative("base_lr", base_lr)] * len(groups)
+            bases = _bases_arg("base_lr", base_lr, len(groups), one=True)
         for i, f in enumerate(fns):  # fail before touching the optimizer
             v = float(f(0))
             if not (v >= 0.0 and v < float("inf")):
                 _check.fail(f"schedule(0) for param group {i}", "finite and >= 0", v)
 
-        if base_lr is None:
-            for g in groups:
-                if "initial_lr" not in g:
-                    lr = g["lr"]
-                    g["initial_lr"] = lr.clone() if isinstance(lr, torch.Tensor) else lr
         self.optimizer = optimizer
         self.schedule = schedule
         self.plateau = plateau
-        self.base_lrs = list[float | torch.Tensor](bases)  # torch's attribute
-        self._bases = bases
+        self._bases = bases  # torch's base_lrs (a property here, validated)
         self._fns = fns
         self._shared = all(f is fns[0] for f in fns)
         self._t = 0
@@ -210,14 +229,34 @@ class Scheduler(LRScheduler):
         self._told_idle = False
         self._told_multi = False
         self._last_lr: list[float | torch.Tensor] = []
-        register = getattr(optimizer, "register_step_post_hook", None)
+        lrs = self._lrs(self._t, self._state)  # the last check: now change things
+        if base_lr is None:
+            for g in groups:
+                if "initial_lr" not in g:
+                    lr = g["lr"]
+                    g["initial_lr"] = lr.clone() if isinstance(lr, torch.Tensor) else lr
+        self._count_optimizer_steps()
+        self._write(lrs)
+
+    def _count_optimizer_steps(self) -> None:
+        """Register the step hook that counts the optimizer's steps."""
+        register = getattr(self.optimizer, "register_step_post_hook", None)
         self._counts_optimizer = callable(register)
         if self._counts_optimizer:
             handle = register(_counter(weakref.ref(self)))  # type: ignore[misc]
             weakref.finalize(self, handle.remove)
         else:  # pragma: no cover - every torch.optim.Optimizer has hooks
             logger.info("optimizer has no step hooks; counting Scheduler.step() calls")
-        self._apply()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickling or ``copy.deepcopy``: count the (copied) optimizer's steps.
+
+        The step hook is not part of an optimizer's pickled state, so the copy
+        registers its own on the optimizer it now holds, and continues from
+        the same step as the original.
+        """
+        self.__dict__.update(state)
+        self._count_optimizer_steps()
 
     # ------------------------------------------------------------ stepping
 
@@ -237,6 +276,7 @@ class Scheduler(LRScheduler):
             plateau, state = self._plateau()
             value = _metric(metric)
             state = plateau.update(state, value, lr=max(self._unscaled(t)))
+        lrs = self._lrs(t, state) if n or metric is not None else None
         # validated and computed: now change the state
         self._step_count += 1
         self._pending = 0
@@ -256,8 +296,8 @@ class Scheduler(LRScheduler):
                 "(skipped by GradScaler?); the LR stays at step %d",
                 self._t,
             )
-        if n or metric is not None:
-            self._apply()
+        if lrs is not None:
+            self._write(lrs)
 
     def _plateau(self) -> tuple[ReduceOnPlateau, PlateauState]:
         """The plateau and its state, or raise (before any change) without one."""
@@ -271,11 +311,29 @@ class Scheduler(LRScheduler):
         return self.plateau, self._state
 
     def _unscaled(self, t: int) -> list[float]:
-        """Each group's ``base_lr × schedule(t) × recovery_scale``."""
-        return [
-            b * float(f(t)) * self._recovery
-            for b, f in zip(self._bases, self._fns, strict=True)
-        ]
+        """Each group's ``base_lr × schedule(t) × recovery_scale`` (validated)."""
+        out = []
+        for i, (b, f) in enumerate(zip(self._bases, self._fns, strict=True)):
+            v = float(f(t))
+            lr = b * v * self._recovery
+            if not 0.0 <= lr < math.inf:
+                self._bad_lr(i, t, lr, b, v, self._recovery)
+            out.append(lr)
+        return out
+
+    def _bad_lr(
+        self, i: int, t: int, lr: float, base: float, v: float, k: float
+    ) -> NoReturn:
+        raise LRKitError(
+            _check.message(
+                f"the LR of param group {i} at step {t}",
+                "finite and >= 0",
+                f"lr={lr!r} (base_lr={base!r} × schedule({t})={v!r} × scales={k!r})",
+                "Nothing was changed: the optimizer's LRs and the step count are "
+                "as before. Check the schedule and the base LR.",
+                shown=True,
+            )
+        )
 
     def _check_groups(self) -> None:
         n_groups = len(self.optimizer.param_groups)
@@ -285,28 +343,45 @@ class Scheduler(LRScheduler):
                 f"built for {len(self._fns)}; add param groups before creating it."
             )
 
-    def _apply(self) -> None:
+    def _lrs(
+        self,
+        t: int,
+        state: PlateauState | None,
+        *,
+        recovery: float | None = None,
+        bases: list[float] | None = None,
+    ) -> list[float]:
+        """The LR of each group at step ``t``; raises (changing nothing) on a bad one.
+
+        ``recovery`` and ``bases`` default to the current ones.
+        """
         self._check_groups()
-        groups = self.optimizer.param_groups
         fns = self._fns
-        t = self._t
-        state = self._state
+        recovery = self._recovery if recovery is None else recovery
+        bases = self._bases if bases is None else bases
         scale = 1.0 if state is None else state.scale
-        k = scale * self._recovery
+        k = scale * recovery
         floor = 0.0 if self.plateau is None or scale == 1.0 else self.plateau.min_lr
-        last: list[float | torch.Tensor] = []
+        lrs: list[float] = []
         shared = float(fns[0](t)) if self._shared else 0.0
-        # lengths were checked above; plain loops keep the per-step cost small
-        for group, base, fn in zip(groups, self._bases, fns):  # noqa: B905
+        # lengths were checked; plain loops keep the per-step cost small
+        for i, (base, fn) in enumerate(zip(bases, fns)):  # noqa: B905
             v = shared if self._shared else float(fn(t))
             lr = base * (v * k)
             if floor and lr < floor:
                 # the plateau never takes a group below min_lr (torch clamps each
                 # group); the schedule and the recovery scale still may
-                lr = min(base * (v * self._recovery), floor)
+                lr = min(base * (v * recovery), floor)
+            if not 0.0 <= lr < math.inf:  # NaN, inf or negative
+                self._bad_lr(i, t, lr, base, v, k)
+            lrs.append(lr)
+        return lrs
+
+    def _write(self, lrs: list[float]) -> None:
+        """Set each group's LR (all validated by :meth:`_lrs`)."""
+        for group, lr in zip(self.optimizer.param_groups, lrs):  # noqa: B905
             set_lr(group, lr)
-            last.append(lr)
-        self._last_lr = last
+        self._last_lr = list[float | torch.Tensor](lrs)
 
     # ------------------------------------------------------------ reading
 
@@ -324,9 +399,49 @@ class Scheduler(LRScheduler):
         return self._t
 
     @property
-    def last_epoch(self) -> int:  # type: ignore[override]
-        """torch's name for :attr:`step_count` (read-only)."""
+    def last_epoch(self) -> int:
+        """torch's name for :attr:`step_count` (read-only).
+
+        Setting it raises ``AttributeError``: the count follows the optimizer.
+        So torch's ``SequentialLR`` (which moves its schedulers' ``last_epoch``)
+        cannot hold a lrkit Scheduler; join the schedules instead,
+        ``lrkit.Join(parts=[a, b], boundaries=[m])`` or ``a >> b``, and give
+        the result to one Scheduler. ``ChainedScheduler`` works, and like
+        torch's ``LambdaLR`` this scheduler sets the LR outright each step
+        rather than multiplying the current one.
+        """
         return self._t
+
+    @last_epoch.setter
+    def last_epoch(self, value: int) -> None:
+        _check.fail(
+            "last_epoch",
+            "left to the Scheduler (it is the optimizer-step count, read-only)",
+            value,
+            "To move the count, use load_state_dict({'step': n, 'plateau': None, "
+            "'recovery_scale': 1.0}). To run schedules one after another (what "
+            "torch's SequentialLR does), join them: lrkit.Join(parts=[a, b], "
+            "boundaries=[m]) or a >> b, and give that to one Scheduler.",
+            exc=AttributeError,
+        )
+
+    @property  # type: ignore[override]
+    def base_lrs(self) -> list[float]:
+        """Each group's base LR (torch's attribute; assign a list to change them).
+
+        Assigning ``scheduler.base_lrs = [...]`` (one finite float >= 0 per
+        param group) re-applies the LR at once; bad values raise and change
+        nothing. The list returned is the one in use: changing an element in
+        place takes effect at the next LR update.
+        """
+        return self._bases
+
+    @base_lrs.setter  # type: ignore[override]
+    def base_lrs(self, value: Sequence[float]) -> None:
+        bases = _bases_arg("base_lrs", value, len(self._fns), one=False)
+        lrs = self._lrs(self._t, self._state, bases=bases)
+        self._bases = bases
+        self._write(lrs)
 
     @property
     def plateau_scale(self) -> float:
@@ -349,8 +464,10 @@ class Scheduler(LRScheduler):
         This is the interface :class:`lrkit.torch.Guard` uses after a
         divergence or spike; it is saved in :meth:`state_dict`.
         """
-        self._recovery = _check.positive("recovery_scale", value)
-        self._apply()
+        recovery = _check.positive("recovery_scale", value)
+        lrs = self._lrs(self._t, self._state, recovery=recovery)
+        self._recovery = recovery
+        self._write(lrs)
 
     # ------------------------------------------------------------ state
 
@@ -398,11 +515,12 @@ class Scheduler(LRScheduler):
             state = None
         elif state is None:
             state = self.plateau.init()
+        lrs = self._lrs(step, state, recovery=recovery)
         self._t = step
         self._pending = 0
         self._recovery = recovery
         self._state = state
-        self._apply()
+        self._write(lrs)
 
     def __repr__(self) -> str:
         return (
