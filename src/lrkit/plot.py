@@ -279,7 +279,8 @@ def diagnosis_figure(
 ) -> Figure:
     """The training curve with the monitor's findings shaded.
 
-    Draws the training loss (raw, and a running median of 9), the validation
+    Draws the training loss (raw, and a centred running median of up to 9:
+    ``2·min(4, n // 30) + 1`` of ``n`` losses; a short log as it is), the validation
     loss, non-finite losses as red marks along the top, each finding as a band
     from its first to its last step coloured by severity (labelled with its
     kind), and the LR on a second axis when the history has one. When the run
@@ -305,12 +306,26 @@ def diagnosis_figure(
     loss = np.asarray(history.loss, dtype=float)
     # off the plottable range too: an overflow logged as a number (~1e308)
     finite = np.isfinite(loss) & (np.abs(loss) < _PLOTTABLE)
-    ax.plot(steps[finite], loss[finite], lw=0.6, alpha=0.45, color="#4C72B0")
-    if finite.sum() >= 3:
+    # a centred running median of up to 9 losses, fewer on a short log (a
+    # line per epoch is already an average: it is drawn as it is)
+    half = min(4, int(finite.sum()) // 30)
+    if half:
+        ax.plot(steps[finite], loss[finite], lw=0.6, alpha=0.45, color="#4C72B0")
         y = loss[finite]
-        k = 9
-        med = np.array([np.median(y[max(0, i - k + 1) : i + 1]) for i in range(len(y))])
+        med = np.array(
+            [np.median(y[max(0, i - half) : i + half + 1]) for i in range(len(y))]
+        )
         ax.plot(steps[finite], med, lw=1.6, color="#4C72B0", label="train loss")
+    else:
+        ax.plot(
+            steps[finite],
+            loss[finite],
+            ".-",
+            ms=3,
+            lw=1.4,
+            color="#4C72B0",
+            label="train loss",
+        )
     val_steps = np.asarray(history.val_steps, dtype=float)
     val_loss = np.asarray(history.val_loss, dtype=float)
     val_ok = np.isfinite(val_loss) & (np.abs(val_loss) < _PLOTTABLE)
