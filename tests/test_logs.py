@@ -1140,3 +1140,30 @@ def test_a_total_beside_its_parts_is_the_loss(tmp_path: Path) -> None:
     )
     h = read_log(path)
     assert h.columns["loss"] == "train/total_loss" and h.loss.tolist() == [3.0, 2.0]
+
+
+def test_keras_console_redraws_and_repeated_validation(tmp_path: Path) -> None:
+    """Keras verbose=1 may draw the full counter before validation ends, then
+    again with val_loss; verbose=2 may print the same val_loss two epochs in
+    a row (both are evaluations); an evaluate() after the last epoch is not
+    the epoch's (Keras 3's own output, colours and backspaces included)."""
+    b = "\x08" * 40
+    bar = "\x1b[32m━━━━━━━━\x1b[0m"
+    epochs = []
+    for e, (loss, val) in enumerate([(0.91, 0.5724), (0.52, 0.5724), (0.31, 0.4)]):
+        epochs.append(
+            f"Epoch {e + 1}/3\n"
+            f"\x1b[1m 1/43\x1b[0m \x1b[37m━━━━━━━━\x1b[0m 0s 5ms/step - loss: 1.2{b}\n"
+            f"\x1b[1m43/43\x1b[0m {bar} 0s 5ms/step - loss: {loss}{b}\n"
+            f"\x1b[1m43/43\x1b[0m {bar} 0s 6ms/step - loss: {loss}"
+            f" - val_loss: {val}\n"
+        )
+    epochs.append(
+        "\x1b[1m43/43\x1b[0m \x1b[32m━━━━━━━━\x1b[0m 0s 1ms/step - loss: 0.45\n"
+    )
+    path = tmp_path / "fit.log"
+    path.write_text("".join(epochs))
+    h = read_log(path)
+    assert h.steps.tolist() == [1, 2, 3] and h.loss.tolist() == [0.91, 0.52, 0.31]
+    assert h.val_steps.tolist() == [1, 2, 3]
+    assert h.val_loss.tolist() == [0.5724, 0.5724, 0.4]

@@ -928,6 +928,7 @@ class _Line:
     done: bool = False  # a progress counter at its end ("6/6 - 0s - loss: ...")
     counted: bool = False  # its step is a count out of a total ("Epoch 3/8")
     bar: str = ""  # a tqdm bar's description and count ("Epoch 2: 7/8"), or ""
+    count: str = ""  # a full progress counter at its start ("43/43"), or ""
 
 
 _COUNTER = re.compile(r"^\s*(\d+)/(\d+)\b")
@@ -1009,6 +1010,9 @@ def _console_lines(text: str, step_names: Sequence[str]) -> list[_Line]:
                 " ".join(bar.group("desc", "count"))
                 if (bar := _TQDM.match(part))
                 else "",
+                full.group(0).strip()
+                if done and (full := _COUNTER.match(part))
+                else "",
             )
         )
     return lines
@@ -1049,6 +1053,8 @@ def _read_console(path: Path, overrides: Mapping[str, str | None]) -> History:
     closed = False  # the carried epoch's progress counter was full
     offset = 0.0  # the epochs of the fits before (Keras' fit() called again)
     last_bar = ""  # the tqdm count of the last record's line
+    last_count = ""  # the full progress counter of the last record's line
+    bar_val: dict[str, Any] = {}  # the values a tqdm bar showed last
     for line in lines:
         step = line.step
         if step is not None and not own:
@@ -1077,7 +1083,9 @@ def _read_console(path: Path, overrides: Mapping[str, str | None]) -> History:
             here = carried
             if here is not None:
                 if closed:
-                    continue  # a later line under the same epoch's header
+                    if not (records and _redraw(line, last_count, records[-1][1])):
+                        continue  # a later line under the same epoch's header
+                    records.pop()  # the full counter drawn again, now with more
                 closed = line.done
         if here is not None:
             if here[0]:
@@ -1085,9 +1093,20 @@ def _read_console(path: Path, overrides: Mapping[str, str | None]) -> History:
             row["step"] = here[1]
         if line.bar.rpartition(" ")[2].startswith("0/"):
             continue  # a tqdm bar at 0: what it shows is from before
-        if line.bar and line.bar == last_bar:
-            records.pop()  # a tqdm bar redrawn at the same count: the last wins
-        last_bar = line.bar
+        if line.bar:
+            # a tqdm bar shows the last evaluation on every redraw until the
+            # next one: a validation loss it repeats is that evaluation again
+            stale = [
+                k
+                for k, v in row.items()
+                if bar_val.get(k) == v and _is_val(_norm(k)) and "loss" in _norm(k)
+            ]
+            bar_val.update(row)
+            for k in stale:
+                del row[k]
+            if line.bar == last_bar:  # redrawn at the same count: one record
+                row = {**records.pop()[1], **row}
+        last_bar, last_count = line.bar, line.count
         records.append((line.number, row))
     if not records:
         raise LogFormatError(
@@ -1097,7 +1116,6 @@ def _read_console(path: Path, overrides: Mapping[str, str | None]) -> History:
         )
     if not all("step" in r for _, r in records):  # steps only on some lines
         records = [(n, {k: v for k, v in r.items() if k != "step"}) for n, r in records]
-    records = _drop_stale_validation(records)
     keys = _ordered_keys(records)
     forced = {**overrides, "step": "step" if "step" in keys else None}
     history = _build(records, keys, path, forced)
@@ -1107,31 +1125,18 @@ def _read_console(path: Path, overrides: Mapping[str, str | None]) -> History:
     return history
 
 
-def _drop_stale_validation(
-    records: list[tuple[int, Mapping[str, Any]]],
-) -> list[tuple[int, Mapping[str, Any]]]:
-    """Without the validation values that repeat the record before them.
-
-    A progress bar shows the last validation loss on every redraw until the
-    next evaluation (Lightning's ``train_loss=0.41, val_loss=0.52``): one
-    evaluation, shown again, not a new one at every batch. An evaluation that
-    repeats the one before to every printed digit is read once too; it is the
-    same value.
-    """
-    out: list[tuple[int, Mapping[str, Any]]] = []
-    last: dict[str, Any] = {}
-    for number, row in records:
-        stale = [
-            k
-            for k, v in row.items()
-            if k in last and last[k] == v and _is_val(_norm(k)) and "loss" in _norm(k)
-        ]
-        last = dict(row)
-        if stale:
-            row = {k: v for k, v in row.items() if k not in stale}
-        if row:
-            out.append((number, row))
-    return out
+def _redraw(line: _Line, count: str, last: Mapping[str, Any]) -> bool:
+    """``line`` draws the full progress counter ``count`` of the last record
+    ``last`` again, with the same values and more (Keras' ``43/43 - loss:
+    0.07``, then ``43/43 - loss: 0.07 - val_loss: 0.18`` once validation is
+    done); an ``evaluate()`` after it shows other values."""
+    shared = [k for k in line.row if k in last]
+    return (
+        bool(count)
+        and line.count == count
+        and bool(shared)
+        and all(line.row[k] == last[k] for k in shared)
+    )
 
 
 def _column_entries(columns: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
