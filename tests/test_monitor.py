@@ -865,3 +865,28 @@ def test_for_points_rejects_bad_counts() -> None:
             MonitorConfig.for_points(bad)
     with pytest.raises(TypeError, match="n must be"):
         MonitorConfig.for_points(2.5)  # type: ignore[arg-type]
+
+
+def test_too_slow_advice_names_the_peak_lr_of_a_decayed_schedule() -> None:
+    """Linear decay to near 0: 3x the last LR would still be below what was set."""
+    n = 300
+    losses = [2.3 - 0.3 * t / n + 0.002 * math.sin(t) for t in range(n)]
+    lrs = [1e-5 * (1 - t / n) + 1e-9 for t in range(n)]
+    h = lrkit.History(loss=losses, lr=lrs)
+    d = diagnose(h)
+    assert d.verdict == "lr too low"
+    assert "the peak LR (1e-05 -> 3e-05)" in d.advice
+    # a constant LR is "the current LR"
+    d = diagnose(lrkit.History(loss=losses, lr=[1e-5] * n))
+    assert "the current LR (1e-05 -> 3e-05)" in d.advice
+
+
+def test_a_divergence_from_the_start_advises_a_tenth() -> None:
+    start = [2.3, 2.2, 40.0, 300.0] + [250.0 + 20 * math.sin(t) for t in range(96)]
+    d = diagnose(lrkit.History(loss=start, lr=[1.0] * 100))
+    assert d.verdict == "diverged"
+    assert "0.1x the LR (1 -> 0.1)" in d.advice and "range test" in d.advice
+    # a run that trained first and diverged late keeps the finding's 0.3x
+    late = [2.3 * math.exp(-t / 20) + 0.1 for t in range(80)] + [5.0] * 20
+    d = diagnose(lrkit.History(loss=late, lr=[1.0] * 100))
+    assert d.verdict == "diverged" and "0.3x" in d.advice

@@ -496,11 +496,23 @@ def _fmt_lr(lr: float) -> str:
     return f"{lr:.3g}"
 
 
-def _advice(kind: str, lr: float | None, evidence: Mapping[str, float]) -> str:
+def _advice(
+    kind: str,
+    lr: float | None,
+    evidence: Mapping[str, float],
+    peak: float | None = None,
+) -> str:
+    """The advice for a finding; ``lr``: the LR when it was raised, ``peak``:
+    the highest LR so far (an LR too low is judged against the schedule's top:
+    a decay has shrunk the current one)."""
+    which = "the current LR"
+    if kind == "too_slow" and peak is not None and lr is not None and peak > lr:
+        lr, which = peak, "the peak LR"
+
     def times(f: float) -> str:
         if lr is None or not math.isfinite(lr) or lr <= 0:
-            return f"{f:g}x the current LR"
-        return f"{f:g}x the current LR ({_fmt_lr(lr)} -> {_fmt_lr(lr * f)})"
+            return f"{f:g}x {which}"
+        return f"{f:g}x {which} ({_fmt_lr(lr)} -> {_fmt_lr(lr * f)})"
 
     if kind == "nan":
         return (
@@ -544,7 +556,7 @@ def _advice(kind: str, lr: float | None, evidence: Mapping[str, float]) -> str:
         if evidence.get("rule", 0.0) == 3.0:
             return (
                 "The curve was still steep when the run ended: LR likely too low "
-                f"(or too few steps). Try 3-10x the current LR, e.g. {times(3)}; a "
+                f"(or too few steps). Try 3-10x {which}, e.g. {times(3)}; a "
                 "range test (lrkit find) tells the right value."
             )
         if evidence.get("rule", 0.0) == 1.0:
@@ -558,7 +570,7 @@ def _advice(kind: str, lr: float | None, evidence: Mapping[str, float]) -> str:
             )
         return (
             "Progress is slow and steady, the curve has not started to flatten: LR "
-            f"likely too low. Try 3-10x the current LR, e.g. {times(3)}; a range "
+            f"likely too low. Try 3-10x {which}, e.g. {times(3)}; a range "
             "test (lrkit find) tells the right value."
         )
     if kind == "plateau":
@@ -610,6 +622,7 @@ _STATE_FIELDS = (
     "_gdiffs",
     "_gsorted",
     "_lr",
+    "_lr_peak",
     "_lr_rise",
     "_val_n",
     "_val_start",
@@ -740,6 +753,7 @@ class Monitor:
         self._gdiffs: deque[float] = deque()  # gradient norms, in order
         self._gsorted: list[float] = []
         self._lr: float | None = None
+        self._lr_peak: float | None = None  # the highest LR given so far
         self._lr_rise = -(10**18)  # update number of the last LR increase
         self._val_n = 0
         self._val_start = math.nan
@@ -857,7 +871,7 @@ class Monitor:
             last_step=o.last_step,
             detected_step=o.detected_step,
             severity=SEVERITY_OF[kind],
-            advice=_advice(kind, self._lr, o.evidence),
+            advice=_advice(kind, self._lr, o.evidence, self._lr_peak),
             evidence=o.evidence,
             id=o.id,
             is_new=o.hits == self._updates,
@@ -941,6 +955,8 @@ class Monitor:
             if self._lr is not None and lr_f > self._lr:
                 self._lr_rise = self._ticks
             self._lr = lr_f
+            if self._lr_peak is None or lr_f > self._lr_peak:
+                self._lr_peak = lr_f
         x_ok = x is None or x - x == 0.0  # False for NaN and +-inf
         v_ok = v is None or v - v == 0.0
         g_ok = g is None or g - g == 0.0
@@ -1632,7 +1648,9 @@ def diagnose(
         for f in findings
         if bisect.bisect_left(steps, f.first_step) < 0.1 * len(steps)
     }
-    verdict, summary, advice = _verdict(findings, finite, mon.config, recovered, early)
+    verdict, summary, advice = _verdict(
+        findings, finite, mon.config, recovered, early, mon._lr_peak
+    )
     return Diagnosis(
         verdict=verdict,
         summary=summary,
@@ -1690,6 +1708,7 @@ def _verdict(
     config: MonitorConfig,
     recovered: frozenset[int] | set[int] = frozenset(),
     early: frozenset[int] | set[int] = frozenset(),
+    lr: float | None = None,
 ) -> tuple[str, str, str]:
     """The verdict, its summary and advice; ``recovered``: ids of ``diverged``
     findings the run came back from (see :func:`_recovered`); ``early``: ids
@@ -1708,10 +1727,24 @@ def _verdict(
     )
     if f is not None:
         what = "non-finite values" if f.kind == "nan" else "a loss far above its best"
+        advice = f.advice
+        if f.kind == "diverged" and f.id in early:
+            # it never trained: the LR is far off, not at the edge
+            tenth = "0.1x the LR" + (
+                f" ({_fmt_lr(lr)} -> {_fmt_lr(0.1 * lr)})"
+                if lr is not None and math.isfinite(lr) and lr > 0
+                else ""
+            )
+            advice = (
+                "The loss blew up from the start and never came back: LR likely "
+                f"far too high. Retry at {tenth}, or find it with a range test "
+                "(lrkit find); if the first steps train well at a lower LR, a "
+                "warmup lets the run keep more of it."
+            )
         return (
             "diverged",
             f"The run diverged at step {f.first_step} ({what}).",
-            f.advice,
+            advice,
         )
     f = first("diverged")  # every one recovered
     if f is not None:
