@@ -890,3 +890,19 @@ def test_a_divergence_from_the_start_advises_a_tenth() -> None:
     late = [2.3 * math.exp(-t / 20) + 0.1 for t in range(80)] + [5.0] * 20
     d = diagnose(lrkit.History(loss=late, lr=[1.0] * 100))
     assert d.verdict == "diverged" and "0.3x" in d.advice
+
+
+def test_overfitting_when_the_first_evaluation_is_the_best() -> None:
+    """Validation worst from its first evaluation on (one epoch in, the model
+    already fits the small data) while training keeps falling."""
+    n = 30
+    train = [0.2 * math.exp(-t / 5) + 0.001 for t in range(n)]
+    val = [0.075 + 0.14 * (1 - math.exp(-t / 6)) + 0.004 * (-1) ** t for t in range(n)]
+    d = diagnose(lrkit.History(loss=train, val_loss=val, val_steps=list(range(n))))
+    kinds = [f.kind for f in d.findings]
+    assert "overfitting" in kinds and d.verdict == "overfitting"
+    of = next(f for f in d.findings if f.kind == "overfitting")
+    assert of.first_step == 0
+    # the same validation curve beside a training loss that does not fall: no
+    d = diagnose(lrkit.History(loss=[0.2] * n, val_loss=val, val_steps=list(range(n))))
+    assert "overfitting" not in [f.kind for f in d.findings]

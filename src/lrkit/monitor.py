@@ -189,8 +189,10 @@ class MonitorConfig:
         plateau_frac: see ``plateau_patience``.
         overfit_frac: overfitting when the validation loss (median of its last
             3 values) is above its best by more than ``overfit_frac`` times its
-            progress, for ``overfit_patience`` evaluations in a row, while the
-            training ``level`` is below its value at the validation best.
+            progress (when the first evaluation was the best: times what the
+            training ``level`` gained since), for ``overfit_patience``
+            evaluations in a row, while the training ``level`` is below its
+            value at the validation best.
         overfit_z: ... and by more than ``overfit_z`` times the validation
             noise: the median absolute second difference of the last 16
             evaluations, divided by 1.65 (the standard deviation of Gaussian
@@ -1416,10 +1418,15 @@ class Monitor:
         hist.append(v)
         # the last 3 evaluations: the best and two after it at most, so their
         # median is above the best only if both later ones rose
+        # the scale of a rise: the validation progress; when the first
+        # evaluation was the best (none), what training gained since then
+        ref = p_val
+        if self._val_best_n == 1:
+            ref = max(self._val_best_train - self._level, 0.0)
         if (
             self._val_n - self._val_best_n >= 2
-            and rise > c.overfit_frac * p_val
-            and min(rise, p_val) > c.overfit_z * _val_noise(hist)
+            and rise > c.overfit_frac * ref
+            and min(rise, ref) > c.overfit_z * _val_noise(hist)
         ):
             self._val_above += 1
         else:
