@@ -633,10 +633,28 @@ def test_diagnosis_figure(tmp_path) -> None:  # type: ignore[no-untyped-def]
     low, high = ax.get_ylim()
     assert low < 0.3
     assert 2.3 < high < 10 and "before step 600" in ax.get_title()
-    assert "clipped" in ax.get_title()
+    assert "not shown" in ax.get_title()
     healthy = diagnosis_figure(lrkit.History(loss=exp_decay(seed=31)))
-    assert "clipped" not in healthy.axes[0].get_title()
+    assert "not shown" not in healthy.axes[0].get_title()
     assert healthy.axes[0].get_ylim()[1] > 2.0
+    # a first epoch averaged over a blow-up: a log scale shows every value
+    blown = [3e6, 1e4, 600.0, 120.0] + [100.0 + 10 * (t % 3) for t in range(26)]
+    fig = diagnosis_figure(lrkit.History(loss=blown))
+    assert fig.axes[0].get_yscale() == "log"
+    assert (
+        fig.axes[0].get_ylim()[1] > 3e6 and "not shown" not in fig.axes[0].get_title()
+    )
+    # a validation spike the y axis cuts is said to be cut
+    spiky = lrkit.History(
+        loss=exp_decay(seed=3)[:300],
+        val_loss=[2.0, 1.0, 0.6, 60.0, 0.5, 0.45, 0.44],
+        val_steps=[40, 80, 120, 160, 200, 240, 280],
+    )
+    title = diagnosis_figure(spiky).axes[0].get_title()
+    assert "1 value above" in title and "not shown" in title
+    # each finding kind is labelled once, however many findings it has
+    texts = [t.get_text().strip() for t in ax.texts]
+    assert len(texts) == len(set(texts))
 
 
 # ------------------------------------------------------------------ properties

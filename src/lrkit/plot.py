@@ -268,6 +268,8 @@ _SEVERITY_COLOR = {"info": "#4C72B0", "warning": "#DD8452", "critical": "#C44E52
 #: Larger losses are drawn as off-scale marks: matplotlib cannot scale an axis
 #: around values near the float range (an overflow logged as a number).
 _PLOTTABLE = 1e150
+# losses spanning more than this factor are drawn on a log scale
+_LOG_RANGE = 1e3
 
 
 def diagnosis_figure(
@@ -349,12 +351,34 @@ def diagnosis_figure(
                 val_loss[val_ok & (val_steps < clipped_at)],
             ]
         )
-    if len(values):
+    every = np.concatenate([loss[finite], val_loss[val_ok]])
+    top = math.inf
+    log_y = (
+        clipped_at is None
+        and len(values) > 0
+        and float(values.min()) > 0
+        and float(values.max()) > _LOG_RANGE * float(values.min())
+    )
+    if log_y:  # a blow-up, or a loss falling by decades: every value shown
+        lo, hi = float(values.min()), float(values.max())
+        ax.set_yscale("log")
+        ax.set_ylim(lo / 1.3, hi * 1.3)
+        pad = 0.0
+        if (~finite).any():
+            ax.plot(
+                steps[~finite],
+                np.full((~finite).sum(), hi * 1.15),
+                "x",
+                color="#C44E52",
+                label="NaN / inf / overflow",
+            )
+    elif len(values):
         lo, hi = np.percentile(values, [0.5, 99.5])
         pad = 0.08 * max(hi - lo, 1e-12)
         if clipped_at is not None:
             hi += 0.5 * max(hi - lo, 1e-12)  # headroom: the rise stays visible
         ax.set_ylim(lo - pad, hi + pad)
+        top = hi + pad
         if (~finite).any():
             ax.plot(
                 steps[~finite],
@@ -363,11 +387,14 @@ def diagnosis_figure(
                 color="#C44E52",
                 label="NaN / inf / overflow",
             )
-    for i, f in enumerate(diagnosis.findings):
+    labelled: set[str] = set()
+    for f in diagnosis.findings:
         color = _SEVERITY_COLOR.get(f.severity, "#8172B3")
         left, right = f.first_step, max(f.last_step, f.first_step + 1)
         ax.axvspan(left, right, color=color, alpha=0.18, lw=0)
-        if i < 24:  # label the first ones, staggered so neighbours stay legible
+        if f.kind not in labelled:  # each kind once, staggered: legible
+            i = len(labelled)
+            labelled.add(f.kind)
             ax.text(
                 left,
                 0.98 - 0.07 * (i % 4),
@@ -391,11 +418,15 @@ def diagnosis_figure(
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     title = f"{diagnosis.verdict}: {diagnosis.summary}"
-    if clipped_at is not None:
-        title += (
-            f"\n(y axis scaled to the losses before step {clipped_at:g}; "
-            "higher values are clipped)"
-        )
+    hidden = int(np.sum(every > top))
+    if hidden:
+        values_word = "values" if hidden > 1 else "value"
+        title += f"\n({hidden} {values_word} above {top:.3g} not shown"
+        if clipped_at is not None:
+            title += f": the y axis fits the losses before step {clipped_at:g}"
+        title += ")"
+    elif log_y:
+        title += "\n(log-scale y axis: the losses span several decades)"
     ax.set_title(title, fontsize=9)
     if ax.get_legend_handles_labels()[0]:  # nothing labelled on an empty run
         ax.legend(loc="upper right", fontsize=8)
