@@ -153,3 +153,14 @@ def test_resumed_log(tmp_path: Path) -> None:
     resumed = json.loads(lrkit("diagnose", str(path), "--json", "--resumed").stdout)
     assert plain["verdict"] == "lr too low"
     assert resumed["verdict"] == "healthy" and resumed["config"]["resumed"] is True
+
+
+def test_exit_code_gates_a_ci_job(tmp_path: Path) -> None:
+    healthy = write_csv(tmp_path / "ok.csv", curve())
+    y = curve(seed=1)
+    y[400:] += np.exp(np.arange(200) / 10)
+    broken = write_csv(tmp_path / "bad.csv", y)
+    assert lrkit("diagnose", str(healthy), "--exit-code").returncode == 0
+    p = lrkit("diagnose", str(broken), "--exit-code", "--json")
+    assert p.returncode == 1 and json.loads(p.stdout)["verdict"] == "diverged"
+    assert lrkit("diagnose", str(broken)).returncode == 0  # only when asked

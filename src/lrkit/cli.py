@@ -650,6 +650,15 @@ def diagnose(
             "since the start' judgement.",
         ),
     ] = False,
+    exit_code: Annotated[
+        bool,
+        typer.Option(
+            "--exit-code",
+            help="Exit with 1 when the verdict names a problem (diverged, lr too "
+            "high, lr too low, overfitting), for CI jobs; 0 for healthy or too "
+            "short.",
+        ),
+    ] = False,
     json_out: JsonOption = False,
 ) -> None:
     """Diagnose learning-rate problems from a training log.
@@ -694,6 +703,7 @@ def diagnose(
         record["columns"] = dict(history.columns)
         record["figure"] = figure
         print_json(record)
+        _verdict_exit(exit_code, result.verdict)
         return
 
     from rich.table import Table
@@ -735,6 +745,16 @@ def diagnose(
         console.print(f"advice: {result.advice}", highlight=False)
     if figure is not None:
         console.print(f"figure: {figure}", highlight=False)
+    _verdict_exit(exit_code, result.verdict)
+
+
+EXIT_PROBLEM = 1  # `lrkit diagnose --exit-code` found an LR problem
+
+
+def _verdict_exit(wanted: bool, verdict: str) -> None:
+    """With ``--exit-code``, exit 1 when the verdict names a problem."""
+    if wanted and verdict not in ("healthy", "too short"):
+        raise typer.Exit(EXIT_PROBLEM)
 
 
 # ============================================================================ main
