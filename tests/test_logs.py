@@ -341,18 +341,19 @@ def hf_trainer(out: Path, max_steps: int, **args: object) -> Any:
         def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
             return {"x": self.x[i], "labels": self.y[i]}
 
+    settings: dict[str, object] = {
+        "logging_steps": 1,
+        "eval_strategy": "steps",
+        "eval_steps": 10,
+        "report_to": [],
+        "use_cpu": True,
+        "learning_rate": 0.05,
+        "per_device_train_batch_size": 8,
+        "disable_tqdm": True,  # the Trainer then prints each log dict
+    }
+    settings.update(args)
     training_args = transformers.TrainingArguments(
-        output_dir=str(out),
-        max_steps=max_steps,
-        logging_steps=1,
-        eval_strategy="steps",
-        eval_steps=10,
-        report_to=[],
-        use_cpu=True,
-        learning_rate=0.05,
-        per_device_train_batch_size=8,
-        disable_tqdm=True,  # the Trainer then prints each log dict
-        **args,
+        output_dir=str(out), max_steps=max_steps, **settings
     )
     return transformers.Trainer(
         model=Model(), args=training_args, train_dataset=Data(64), eval_dataset=Data(16)
@@ -716,6 +717,31 @@ def test_hf_trainer_console_output(
     # no step printed: the n-th loss is step n, and an evaluation belongs to
     # the loss printed before it (steps 10 and 20 are the 10th and 20th: 9, 19)
     assert h.val_steps.tolist() == [9, 19]
+
+
+def test_hf_trainer_console_evaluating_more_often_than_logging(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Losses every 2 epochs, evaluations every epoch: the whole-number epoch
+    on every printed dict is the step (the closing summary, which repeats the
+    last epoch with the run's mean loss, is not a point), so no evaluation
+    collapses into another."""
+    trainer = hf_trainer(
+        tmp_path / "output",
+        48,  # 6 epochs of 8 batches
+        save_strategy="no",
+        logging_steps=16,
+        eval_strategy="epoch",
+    )
+    trainer.train()
+    log = tmp_path / "stdout.txt"
+    log.write_text(capsys.readouterr().out)
+    h = read_log(log)
+    assert h.columns["step"] == "epoch"
+    assert h.steps.tolist() == [2, 4, 6]
+    assert h.val_steps.tolist() == [1, 2, 3, 4, 5, 6]
+    evals = [e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e]
+    np.testing.assert_allclose(h.val_loss, evals, rtol=1e-3)
 
 
 def test_console_formats_people_print(tmp_path: Path) -> None:

@@ -964,6 +964,8 @@ def _console_lines(text: str, step_names: Sequence[str]) -> list[_Line]:
                 parsed.append((number, row, True, ""))
                 continue
             pairs = _text_pairs(part)  # (a table's header stays for rows after notes)
+            if any(_norm(p.key) == "train_runtime" for p in pairs):
+                continue  # the HF Trainer's closing summary: a run's mean loss
             if pairs:
                 counter = _COUNTER.match(part)
                 done = counter is not None and counter.group(1) == counter.group(2)
