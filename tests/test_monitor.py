@@ -924,3 +924,12 @@ def test_overfitting_when_the_first_evaluation_is_the_best() -> None:
     # the same validation curve beside a training loss that does not fall: no
     d = diagnose(lrkit.History(loss=[0.2] * n, val_loss=val, val_steps=list(range(n))))
     assert "overfitting" not in [f.kind for f in d.findings]
+
+
+def test_a_loss_that_never_changes_is_flat() -> None:
+    """No noise to measure against: a constant loss (a dead model, or a log
+    printing too few digits) has not moved, which is the flat too_slow rule."""
+    for n in (30, 800):
+        d = diagnose([2.3] * n)
+        assert d.verdict == "lr too low"
+        assert [f.evidence["rule"] for f in d.findings] == [1.0]

@@ -1103,7 +1103,8 @@ class Monitor:
                 flat = (
                     not self._unstable
                     and not c.resumed
-                    and -c.slow_flat_z * sigma < total < c.slow_flat_z * sigma * hold
+                    # (<=: a loss that never changed at all is flat too)
+                    and -c.slow_flat_z * sigma <= total <= c.slow_flat_z * sigma * hold
                 )
                 if self._slow_since is not None:
                     hold = 1.25
