@@ -49,10 +49,13 @@ def tiny_run(
 
 
 # ----------------------------------------------------------------- real writers
-def _lightning_fit(tmp_path: Path, progress_bar: bool = False) -> Path:
+def _lightning_fit(
+    tmp_path: Path, progress_bar: bool = False, epochs: int = 3, per_step: bool = True
+) -> Path:
     """A real 3-epoch Lightning fit (8 batches an epoch) logged with its
     CSVLogger; with ``progress_bar``, its tqdm bar's output goes to
-    ``train.log`` as a terminal would show it."""
+    ``train.log`` as a terminal would show it; ``per_step=False`` logs the
+    training loss once an epoch only."""
     L = pytest.importorskip("lightning")
     from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
     from lightning.pytorch.loggers import CSVLogger
@@ -65,7 +68,7 @@ def _lightning_fit(tmp_path: Path, progress_bar: bool = False) -> Path:
         def training_step(self, batch, i):  # type: ignore[no-untyped-def]
             x, y = batch
             loss = torch.nn.functional.mse_loss(self.lin(x), y)
-            self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+            self.log("train_loss", loss, on_step=per_step, on_epoch=True, prog_bar=True)
             return loss
 
         def validation_step(self, batch, i):  # type: ignore[no-untyped-def]
@@ -84,7 +87,7 @@ def _lightning_fit(tmp_path: Path, progress_bar: bool = False) -> Path:
     if progress_bar:
         callbacks.append(TQDMProgressBar())
     trainer = L.Trainer(
-        max_epochs=3,
+        max_epochs=epochs,
         logger=CSVLogger(tmp_path),
         callbacks=callbacks,
         enable_checkpointing=False,
@@ -127,6 +130,16 @@ def test_lightning_progress_bar_from_a_real_fit(tmp_path: Path) -> None:
     # the bar prints 3 significant digits
     np.testing.assert_allclose(h.loss, csv_log.loss, rtol=5e-3)
     np.testing.assert_allclose(h.val_loss, csv_log.val_loss, rtol=5e-3)
+
+
+def test_lightning_progress_bar_with_a_loss_logged_per_epoch(tmp_path: Path) -> None:
+    """A loss logged once an epoch is on every redraw of the next epoch's bar:
+    it is read once an epoch, as the CSVLogger wrote it."""
+    csv_log = read_log(_lightning_fit(tmp_path, True, epochs=5, per_step=False))
+    h = read_log(tmp_path / "train.log")
+    assert h.columns["loss"] == "train_loss" and len(h) == len(csv_log) == 5
+    np.testing.assert_allclose(h.loss, csv_log.loss, rtol=5e-3)
+    assert len(h.val_loss) == 5
 
 
 def test_summary_writer_directory_and_file(tmp_path: Path) -> None:

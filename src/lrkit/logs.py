@@ -26,7 +26,8 @@ Supported formats (picked from the file name and content, or forced with
   2.34, time 12ms``), the Hugging Face Trainer's printed dicts (``{'loss':
   2.3, 'learning_rate': 5e-05}``) or Lightning's progress bar
   (``train_loss=0.512``; a tqdm bar's redraws of one count are one record,
-  and the validation loss it repeats on every redraw is read once),
+  and a validation or per-epoch loss it repeats on every redraw is read once
+  an update),
   Megatron-LM (``iteration 100/ 500000 | ... | learning rate: 3.0E-04 | ... |
   lm loss: 3.5E+00 |``, ``validation loss at iteration 100 | lm loss value:
   3.4E+00 |``). A step (``step``, ``iter``,
@@ -1056,7 +1057,7 @@ def _read_console(path: Path, overrides: Mapping[str, str | None]) -> History:
     offset = 0.0  # the epochs of the fits before (Keras' fit() called again)
     last_bar = ""  # the tqdm count of the last record's line
     last_count = ""  # the full progress counter of the last record's line
-    bar_val: dict[str, Any] = {}  # the values a tqdm bar showed last
+    descs: list[str] = []  # per record, its tqdm bar's description ("Epoch 3")
     for line in lines:
         step = line.step
         if step is not None and not own:
@@ -1095,27 +1096,20 @@ def _read_console(path: Path, overrides: Mapping[str, str | None]) -> History:
             row["step"] = here[1]
         if line.bar.rpartition(" ")[2].startswith("0/"):
             continue  # a tqdm bar at 0: what it shows is from before
-        if line.bar:
-            # a tqdm bar shows the last evaluation on every redraw until the
-            # next one: a validation loss it repeats is that evaluation again
-            stale = [
-                k
-                for k, v in row.items()
-                if bar_val.get(k) == v and _is_val(_norm(k)) and "loss" in _norm(k)
-            ]
-            bar_val.update(row)
-            for k in stale:
-                del row[k]
-            if line.bar == last_bar:  # redrawn at the same count: one record
-                row = {**records.pop()[1], **row}
+        if line.bar and line.bar == last_bar:  # redrawn at the same count
+            row = {**records.pop()[1], **row}
+            descs.pop()
         last_bar, last_count = line.bar, line.count
         records.append((line.number, row))
+        descs.append(line.bar.rpartition(" ")[0] if line.bar else "")
     if not records:
         raise LogFormatError(
             path,
             "no line holds a loss value (looked for 'name: value', 'name=value' "
             "and 'name value' pairs with 'loss' in the name)",
         )
+    if any(descs):
+        records = _epoch_values_once(records, descs)
     if not all("step" in r for _, r in records):  # steps only on some lines
         records = [(n, {k: v for k, v in r.items() if k != "step"}) for n, r in records]
     keys = _ordered_keys(records)
@@ -1125,6 +1119,53 @@ def _read_console(path: Path, overrides: Mapping[str, str | None]) -> History:
         columns = {**history.columns, "step": forced_step or "/".join(named) or "step"}
         history = dataclasses.replace(history, columns=columns)
     return history
+
+
+def _epoch_values_once(
+    records: list[tuple[int, Mapping[str, Any]]], descs: Sequence[str]
+) -> list[tuple[int, Mapping[str, Any]]]:
+    """Records without the values a tqdm bar only shows again.
+
+    A bar (Lightning's) shows every logged value on each redraw until it is
+    updated: a validation loss once an evaluation ends, a training loss logged
+    per epoch (``self.log(..., on_epoch=True)``) once an epoch ends. Such a
+    value is read where it changed, and at the last redraw of each epoch's bar
+    (``descs``: each record's bar description, "" off a bar), where a new value
+    equal to the last one shows. A training loss counts as per-epoch when it is
+    on the bars of at least 3 epochs, changes on at most a fifth of the
+    redraws and on at least every other epoch; a per-batch loss (it changes on
+    most redraws, or never: a dead model) is kept everywhere.
+    """
+    rows = [dict(r) for _, r in records]
+    on_bar = [i for i, d in enumerate(descs) if d]
+    last_of_epoch = {
+        i for i, j in itertools.pairwise([*on_bar, -1]) if j < 0 or descs[j] != descs[i]
+    }
+    keys = {k for i in on_bar for k in rows[i] if "loss" in _norm(k)}
+    for key in keys:
+        seq = [i for i in on_bar if key in rows[i]]
+        repeats = [
+            j
+            for i, j in itertools.pairwise(seq)
+            if _same(rows[i][key], rows[j][key]) and j not in last_of_epoch
+        ]
+        if not _is_val(_norm(key)):
+            epochs = len({descs[i] for i in seq})
+            changes = sum(
+                not _same(rows[i][key], rows[j][key])
+                for i, j in itertools.pairwise(seq)
+            )
+            per_epoch = 2 * changes >= epochs - 1 and 5 * changes <= len(seq) - 1
+            if epochs < 3 or not per_epoch:
+                continue
+        for j in repeats:
+            del rows[j][key]
+    return [(n, r) for (n, _), r in zip(records, rows, strict=True) if r]
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values, NaN equal to NaN (a bar showing NaN again)."""
+    return bool(a == b) or (a != a and b != b)
 
 
 def _redraw(line: _Line, count: str, last: Mapping[str, Any]) -> bool:
