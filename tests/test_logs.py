@@ -50,7 +50,11 @@ def tiny_run(
 
 # ----------------------------------------------------------------- real writers
 def _lightning_fit(
-    tmp_path: Path, progress_bar: bool = False, epochs: int = 3, per_step: bool = True
+    tmp_path: Path,
+    progress_bar: bool = False,
+    epochs: int = 3,
+    per_step: bool = True,
+    val_every: int = 1,
 ) -> Path:
     """A real 3-epoch Lightning fit (8 batches an epoch) logged with its
     CSVLogger; with ``progress_bar``, its tqdm bar's output goes to
@@ -88,6 +92,7 @@ def _lightning_fit(
         callbacks.append(TQDMProgressBar())
     trainer = L.Trainer(
         max_epochs=epochs,
+        check_val_every_n_epoch=val_every,
         logger=CSVLogger(tmp_path),
         callbacks=callbacks,
         enable_checkpointing=False,
@@ -140,6 +145,32 @@ def test_lightning_progress_bar_with_a_loss_logged_per_epoch(tmp_path: Path) -> 
     assert h.columns["loss"] == "train_loss" and len(h) == len(csv_log) == 5
     np.testing.assert_allclose(h.loss, csv_log.loss, rtol=5e-3)
     assert len(h.val_loss) == 5
+
+
+def test_lightning_progress_bar_validating_every_other_epoch(tmp_path: Path) -> None:
+    """The bar keeps showing the last validation loss through the epochs
+    without one: a value counts only after a validation bar was drawn."""
+    csv_log = read_log(_lightning_fit(tmp_path, True, epochs=6, val_every=2))
+    h = read_log(tmp_path / "train.log")
+    assert h.val_steps.tolist() == csv_log.val_steps.tolist() == [15, 31, 47]
+    np.testing.assert_allclose(h.val_loss, csv_log.val_loss, rtol=5e-3, atol=1e-4)
+
+
+def test_keras_redraw_then_a_tqdm_bar_in_one_log(tmp_path: Path) -> None:
+    """Keras' full counter drawn twice, then a tqdm batch bar (a TqdmCallback):
+    read without losing track of which record came from a bar."""
+    bar = "".join(
+        f"\rTraining: {k * 25}%|##   | {k}/4 [00:01<00:00, loss={0.6 - k / 100:.3f}]"
+        for k in range(1, 5)
+    )
+    path = tmp_path / "fit.log"
+    path.write_text(
+        "Epoch 1/2\n43/43 ━━━━━━━━ 0s 5ms/step - loss: 0.91\n"
+        "43/43 ━━━━━━━━ 0s 6ms/step - loss: 0.91 - val_loss: 0.57\n"
+        f"Epoch 2/2\n{bar}\n"
+    )
+    h = read_log(path)
+    assert h.val_loss.tolist() == [0.57] and h.loss[0] == 0.91
 
 
 def test_summary_writer_directory_and_file(tmp_path: Path) -> None:
@@ -512,16 +543,28 @@ def test_tensorboard_csv_download(tmp_path: Path) -> None:
         for r in rows:
             w.writerow([1.7e9 + r["step"] / 10, r["step"], r["loss"]])
     h = read_log(path)
-    assert h.columns == {"step": "Step", "loss": "train_loss"}
+    assert h.columns == {"step": "Step", "loss": "version_0/train_loss"}
     assert h.steps.tolist() == [r["step"] for r in rows]
     assert h.loss.tolist() == [r["loss"] for r in rows]
     # no "tag-" in the name: the file's name is the tag
     plain = tmp_path / "loss.csv"
     plain.write_text("Wall time,Step,Value\n1.7e9,0,2.5\n1.7e9,1,2.25\n")
     assert read_log(plain).loss.tolist() == [2.5, 2.25]
+    # Keras' TensorBoard callback: runs "train" and "validation", one tag
+    for run in ("train", "validation"):
+        (tmp_path / f"run-{run}-tag-epoch_loss.csv").write_text(
+            "Wall time,Step,Value\n1.7e9,0,2.5\n1.7e9,1,2.25\n"
+        )
+    assert read_log(tmp_path / "run-train-tag-epoch_loss.csv").columns["loss"] == (
+        "train/epoch_loss"
+    )
+    with pytest.raises(LogFormatError, match="no training-loss column"):
+        read_log(tmp_path / "run-validation-tag-epoch_loss.csv")  # not a training loss
+    # the downloaded column's own name still picks it
+    assert read_log(path, loss_key="Value").loss.tolist() == h.loss.tolist()
     other = tmp_path / "run-x-tag-accuracy.csv"
     other.write_text("Wall time,Step,Value\n1.7e9,0,0.5\n")
-    with pytest.raises(LogFormatError, match="'accuracy'"):
+    with pytest.raises(LogFormatError, match="'x/accuracy'"):
         read_log(other)
 
 

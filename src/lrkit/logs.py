@@ -8,7 +8,7 @@ Supported formats (picked from the file name and content, or forced with
   ``CSVLogger`` (one row per epoch), or a generic ``step,loss,val_loss,lr,
   grad_norm`` file. Empty cells mean "not logged on this row". Cells are
   separated by ``,``, a tab or ``;`` (sniffed); with ``;`` (European
-  spreadsheets), decimal commas are read (``0,52``) TensorBoard's "download CSV"
+  spreadsheets), decimal commas are read (``0,52``). TensorBoard's "download CSV"
   (``Wall time,Step,Value``) names ``Value`` after the tag in its file name
   (``run-version_0-tag-train_loss.csv``).
 - ``jsonl``: JSON lines, one object per line (nested objects are flattened with
@@ -626,7 +626,8 @@ def _read_csv(path: Path, overrides: Mapping[str, str | None]) -> History:
     except StopIteration:  # only Excel's "sep=;" line
         raise LogFormatError(path, "no header after the 'sep=' line", 2) from None
     first = reader.line_num
-    header = _tensorboard_export([h.strip() for h in header], path)
+    header = [h.strip() for h in header]
+    alias = _tensorboard_tag(header, path)
     if not any(header) or len(set(header)) != len(header):
         raise LogFormatError(path, f"bad CSV header {header!r}", first)
     if all(_looks_numeric(h) for h in header):
@@ -647,29 +648,35 @@ def _read_csv(path: Path, overrides: Mapping[str, str | None]) -> History:
                 )
             if delimiter == ";":
                 row = [_decimal_point(c) for c in row]
-            records.append((line, dict(zip(header, row, strict=True))))
+            cells = dict(zip(header, row, strict=True))
+            if alias:
+                cells[alias] = row[2]
+            records.append((line, cells))
     except csv.Error as e:
         raise LogFormatError(path, f"malformed CSV ({e})", reader.line_num) from None
     if not records:
         raise LogFormatError(path, "the file has a header but no rows", first + 1)
-    return _build(records, header, path, overrides)
+    return _build(records, [*header, alias] if alias else header, path, overrides)
 
 
 # TensorBoard's "download CSV": one scalar tag per file, named in the file name
 # ("run-version_0-tag-train_loss.csv"; "/" in the tag written "_")
 _TB_EXPORT = ("wall_time", "step", "value")
-_TB_TAG = re.compile(r"(?:^|-)tag-(.+)$")
+_TB_TAG = re.compile(r"^run-(.+?)-tag-(.+)$")
 
 
-def _tensorboard_export(header: list[str], path: Path) -> list[str]:
-    """A header of TensorBoard's CSV download (``Wall time,Step,Value``) with
-    ``Value`` named after the tag: the part of the file name after ``tag-``
-    (``run-version_0-tag-train_loss.csv``: ``train_loss``), else the file name
-    (``val_loss.csv``: ``val_loss``), so that the series is picked by name."""
+def _tensorboard_tag(header: list[str], path: Path) -> str:
+    """For a header of TensorBoard's CSV download (``Wall time,Step,Value``),
+    a name for ``Value`` from the file name, so that the series is picked by
+    name: ``run/tag`` (``run-validation-tag-epoch_loss.csv``:
+    ``validation/epoch_loss``, a validation loss; ``run-train-tag-epoch_loss
+    .csv``: ``train/epoch_loss``), else the file name (``val_loss.csv``); ""
+    for any other header. ``Value`` itself stays a column too."""
     if tuple(_norm(h) for h in header) != _TB_EXPORT:
-        return header
-    tag = _TB_TAG.search(path.stem)
-    return [header[0], header[1], tag.group(1) if tag else path.stem]
+        return ""
+    found = _TB_TAG.search(path.stem)
+    name = f"{found.group(1)}/{found.group(2)}" if found else path.stem
+    return "" if name in header else name
 
 
 _DELIMITERS = (",", "\t", ";")
@@ -939,6 +946,11 @@ _TQDM = re.compile(
 )
 
 
+def _is_val_bar(desc: str) -> bool:
+    """A tqdm bar of an evaluation (Lightning's ``Validation DataLoader 0``)."""
+    return any(w in _VAL_WORDS for w in re.findall(r"[a-z]+", desc.lower()))
+
+
 def _counted(text: str, name: str) -> bool:
     """On ``text``, ``name``'s value is a count out of a total (``Epoch 3/8``)."""
     count = rf"(?<![\w./-]){re.escape(name)}\s*[:=]?\s*\d[\d,]*\s*/\s*\d"
@@ -967,6 +979,8 @@ def _console_lines(text: str, step_names: Sequence[str]) -> list[_Line]:
             pairs = _text_pairs(part)  # (a table's header stays for rows after notes)
             if any(_norm(p.key) == "train_runtime" for p in pairs):
                 continue  # the HF Trainer's closing summary: a run's mean loss
+            if not pairs and (bar := _TQDM.match(part)) and _is_val_bar(bar["desc"]):
+                parsed.append((number, [], False, part))  # an evaluation ran
             if pairs:
                 counter = _COUNTER.match(part)
                 done = counter is not None and counter.group(1) == counter.group(2)
@@ -1058,11 +1072,16 @@ def _read_console(path: Path, overrides: Mapping[str, str | None]) -> History:
     last_bar = ""  # the tqdm count of the last record's line
     last_count = ""  # the full progress counter of the last record's line
     descs: list[str] = []  # per record, its tqdm bar's description ("Epoch 3")
+    fresh: list[bool] = []  # per record, an evaluation's bar was drawn before it
+    evaluated = False
     for line in lines:
         step = line.step
         if step is not None and not own:
             step = (step[0], step[1] + offset)
         if not has_loss(line):
+            if not line.row and line.bar:
+                evaluated = True  # a validation bar: an evaluation ran
+                continue
             if step is None or (own and forced_step is None):
                 continue
             restarts = not own and closed and line.counted
@@ -1089,6 +1108,8 @@ def _read_console(path: Path, overrides: Mapping[str, str | None]) -> History:
                     if not (records and _redraw(line, last_count, records[-1][1])):
                         continue  # a later line under the same epoch's header
                     records.pop()  # the full counter drawn again, now with more
+                    descs.pop()
+                    fresh.pop()
                 closed = line.done
         if here is not None:
             if here[0]:
@@ -1099,9 +1120,12 @@ def _read_console(path: Path, overrides: Mapping[str, str | None]) -> History:
         if line.bar and line.bar == last_bar:  # redrawn at the same count
             row = {**records.pop()[1], **row}
             descs.pop()
+            evaluated = fresh.pop() or evaluated
         last_bar, last_count = line.bar, line.count
         records.append((line.number, row))
         descs.append(line.bar.rpartition(" ")[0] if line.bar else "")
+        fresh.append(evaluated)
+        evaluated = False
     if not records:
         raise LogFormatError(
             path,
@@ -1109,7 +1133,7 @@ def _read_console(path: Path, overrides: Mapping[str, str | None]) -> History:
             "and 'name value' pairs with 'loss' in the name)",
         )
     if any(descs):
-        records = _epoch_values_once(records, descs)
+        records = _epoch_values_once(records, descs, fresh)
     if not all("step" in r for _, r in records):  # steps only on some lines
         records = [(n, {k: v for k, v in r.items() if k != "step"}) for n, r in records]
     keys = _ordered_keys(records)
@@ -1122,17 +1146,21 @@ def _read_console(path: Path, overrides: Mapping[str, str | None]) -> History:
 
 
 def _epoch_values_once(
-    records: list[tuple[int, Mapping[str, Any]]], descs: Sequence[str]
+    records: list[tuple[int, Mapping[str, Any]]],
+    descs: Sequence[str],
+    fresh: Sequence[bool],
 ) -> list[tuple[int, Mapping[str, Any]]]:
     """Records without the values a tqdm bar only shows again.
 
     A bar (Lightning's) shows every logged value on each redraw until it is
     updated: a validation loss once an evaluation ends, a training loss logged
     per epoch (``self.log(..., on_epoch=True)``) once an epoch ends. Such a
-    value is read where it changed, and at the last redraw of each epoch's bar
-    (``descs``: each record's bar description, "" off a bar), where a new value
-    equal to the last one shows. A training loss counts as per-epoch when it is
-    on the bars of at least 3 epochs, changes on at most a fifth of the
+    value is read where it changed, and where a new value equal to the last
+    one shows: a validation loss on the first record after an evaluation's own
+    bar was drawn (``fresh``), a per-epoch loss at the last redraw of each
+    epoch's bar (``descs``: each record's bar description, "" off a bar). A
+    training loss counts as per-epoch when it is on the bars of at least 3
+    epochs, changes on at most a fifth of the
     redraws and on at least every other epoch; a per-batch loss (it changes on
     most redraws, or never: a dead model) is kept everywhere.
     """
@@ -1144,12 +1172,14 @@ def _epoch_values_once(
     keys = {k for i in on_bar for k in rows[i] if "loss" in _norm(k)}
     for key in keys:
         seq = [i for i in on_bar if key in rows[i]]
+        val = _is_val(_norm(key))
         repeats = [
             j
             for i, j in itertools.pairwise(seq)
-            if _same(rows[i][key], rows[j][key]) and j not in last_of_epoch
+            if _same(rows[i][key], rows[j][key])
+            and not (any(fresh[i + 1 : j + 1]) if val else j in last_of_epoch)
         ]
-        if not _is_val(_norm(key)):
+        if not val:
             epochs = len({descs[i] for i in seq})
             changes = sum(
                 not _same(rows[i][key], rows[j][key])
