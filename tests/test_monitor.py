@@ -933,3 +933,48 @@ def test_a_loss_that_never_changes_is_flat() -> None:
         d = diagnose([2.3] * n)
         assert d.verdict == "lr too low"
         assert [f.evidence["rule"] for f in d.findings] == [1.0]
+
+
+def test_early_divergence_advice_reads_the_lr_where_it_blew_up() -> None:
+    """A warmup towards 1e-2 that blows up at 9e-4: 0.1x of 9e-4, not of 1e-2."""
+    n = 100
+    lrs = [min(1e-2, 1e-4 * (t + 1)) for t in range(n)]
+    loss = [2.3, 2.25, 2.2, 2.15, 2.1, 2.05, 2.0, 2.0, 40.0] + [300.0] * (n - 9)
+    d = diagnose(lrkit.History(loss=loss, lr=lrs))
+    assert d.verdict == "diverged"
+    assert "(0.0009 -> 9e-05)" in d.advice
+
+
+def test_a_rollback_restarts_the_peak_lr() -> None:
+    """After a Guard-style rollback and a 10x cut, too_slow counts from the cut
+    LR, not from the one that blew up."""
+    mon = Monitor()
+    for t in range(60):
+        mon.update(t, 2.0 - 0.0003 * t + 0.01 * ((t * 7) % 5) / 5, lr=0.1)
+    snap = mon.state()
+    for t in range(60, 70):
+        mon.update(t, 50.0 * (t - 59), lr=0.1)
+    mon.restore(snap)
+    for t in range(60, 400):
+        mon.update(t, 2.0 - 0.0003 * t + 0.01 * ((t * 7) % 5) / 5, lr=0.01)
+    mon.finish()
+    slow = [f for f in mon.findings if f.kind == "too_slow"]
+    assert slow and "(0.01 -> 0.03)" in slow[-1].advice
+
+
+def test_zero_loss_and_evaluation_before_training() -> None:
+    # a loss at exactly 0 throughout: nothing to learn, not "too slow"
+    assert diagnose([0.0] * 50).verdict == "healthy"
+    # the first evaluation before any training loss is the best, training
+    # falls, validation rises: overfitting
+    n = 30
+    h = lrkit.History(
+        loss=[0.2 * math.exp(-t / 5) + 0.001 for t in range(1, n)],
+        steps=list(range(1, n)),
+        val_loss=[0.075 + 0.14 * (1 - math.exp(-t / 6)) for t in range(n)],
+        val_steps=list(range(n)),
+    )
+    assert diagnose(h).verdict == "overfitting"
+    # a flat curve's summary does not say it "had not started to flatten"
+    d = diagnose([2.3] * 40)
+    assert "flatten" not in d.summary and "No progress beyond the noise" in d.summary

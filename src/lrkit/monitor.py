@@ -47,7 +47,7 @@ import bisect
 import math
 import statistics
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -783,6 +783,8 @@ class Monitor:
         The step counter is rolled back with them: after a restore (the run was
         rolled back), the next update only needs a step larger than the one the
         state was taken at, so the steps after the snapshot can be repeated.
+        The peak LR the ``too_slow`` advice counts from starts again from the
+        next LR given (a rollback comes with a cut LR).
         """
         if not isinstance(state, MonitorState):
             _check.fail(
@@ -791,6 +793,8 @@ class Monitor:
         for k, v in state._values.items():
             setattr(self, k, _copy_value(v))
         self._open.clear()
+        # a rollback comes with a cut LR: the LR before it is no peak to aim at
+        self._lr_peak = None
 
     def reset(self) -> None:
         """Forget the statistics (keep the findings): the curve starts afresh.
@@ -1103,8 +1107,10 @@ class Monitor:
                 flat = (
                     not self._unstable
                     and not c.resumed
-                    # (<=: a loss that never changed at all is flat too)
+                    # (<=: a loss that never changed at all is flat too, unless
+                    # it sits at 0: nothing left to learn)
                     and -c.slow_flat_z * sigma <= total <= c.slow_flat_z * sigma * hold
+                    and (sigma > 0.0 or level != 0.0)
                 )
                 if self._slow_since is not None:
                     hold = 1.25
@@ -1422,8 +1428,11 @@ class Monitor:
         # the scale of a rise: the validation progress; when the first
         # evaluation was the best (none), what training gained since then
         ref = p_val
+        train_then = self._val_best_train
+        if train_then != train_then:  # evaluated before the first training loss
+            train_then = self._start_level
         if self._val_best_n == 1:
-            ref = max(self._val_best_train - self._level, 0.0)
+            ref = max(train_then - self._level, 0.0)
         if (
             self._val_n - self._val_best_n >= 2
             and rise > c.overfit_frac * ref
@@ -1432,7 +1441,7 @@ class Monitor:
             self._val_above += 1
         else:
             self._val_above = 0
-        if self._val_above >= c.overfit_patience and self._level < self._val_best_train:
+        if self._val_above >= c.overfit_patience and self._level < train_then:
             self._hit(
                 "overfitting",
                 step,
@@ -1656,8 +1665,15 @@ def diagnose(
         for f in findings
         if bisect.bisect_left(steps, f.first_step) < 0.1 * len(steps)
     }
+
+    def lr_at(step: int) -> float | None:
+        """The LR logged last at or before ``step`` (the first one before it)."""
+        if not lr_values:
+            return None
+        return float(lr_values[max(0, bisect.bisect_right(lr_steps, step) - 1)])
+
     verdict, summary, advice = _verdict(
-        findings, finite, mon.config, recovered, early, mon._lr_peak
+        findings, finite, mon.config, recovered, early, lr_at
     )
     return Diagnosis(
         verdict=verdict,
@@ -1716,7 +1732,7 @@ def _verdict(
     config: MonitorConfig,
     recovered: frozenset[int] | set[int] = frozenset(),
     early: frozenset[int] | set[int] = frozenset(),
-    lr: float | None = None,
+    lr_at: Callable[[int], float | None] | None = None,
 ) -> tuple[str, str, str]:
     """The verdict, its summary and advice; ``recovered``: ids of ``diverged``
     findings the run came back from (see :func:`_recovered`); ``early``: ids
@@ -1738,6 +1754,7 @@ def _verdict(
         advice = f.advice
         if f.kind == "diverged" and f.id in early:
             # it never trained: the LR is far off, not at the edge
+            lr = None if lr_at is None else lr_at(f.first_step)
             tenth = "0.1x the LR" + (
                 f" ({_fmt_lr(lr)} -> {_fmt_lr(0.1 * lr)})"
                 if lr is not None and math.isfinite(lr) and lr > 0
@@ -1800,11 +1817,8 @@ def _verdict(
             if rule == 3.0
             else "Slow steady progress"
         )
-        return (
-            "lr too low",
-            f"{what} from step {f.first_step}: the curve had not started to flatten.",
-            f.advice,
-        )
+        why = "" if rule == 1.0 else ": the curve had not started to flatten"
+        return ("lr too low", f"{what} from step {f.first_step}{why}.", f.advice)
     f = first("overfitting")
     if f is not None:
         return (
