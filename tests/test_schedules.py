@@ -380,7 +380,12 @@ def test_epochs_and_fractions_round_half_up() -> None:
     """
     wsd = [WarmupStableDecay(total_steps=10, warmup_frac=f) for f in (0.15, 0.25, 0.35)]
     assert [w.warmup_steps for w in wsd] == [2, 3, 4]
-    assert WarmupStableDecay(total_steps=10, decay_frac=0.25).decay_steps == 3
+    # a decay fraction marks where the decay starts (7.5 -> 8): 2 steps long
+    assert WarmupStableDecay(total_steps=10, decay_frac=0.25).decay_steps == 2
+    # fractions that add up to 1 fill the run
+    for w, d in ((0.25, 0.75), (0.05, 0.95), (0.35, 0.65)):
+        s = WarmupStableDecay(total_steps=10, warmup_frac=w, decay_frac=d)
+        assert s.warmup_steps + s.decay_steps == 10
     assert MultiStep(milestone_fracs=[0.25, 0.75], total_steps=10).milestones == (3, 8)
     assert MultiStep(milestone_epochs=[0.5, 2.5], steps_per_epoch=1).milestones == (
         1,

@@ -90,7 +90,8 @@ def _step(step: Any) -> int:
 
     Every schedule's ``__call__`` starts here: the step must be a whole number
     >= 0. Ints (numpy's and 0-d integer tensors included) and integral floats
-    such as ``3.0`` are accepted; ``2.5``, NaN, text, ``None`` and bools are not.
+    such as ``3.0`` (0-d float tensors and arrays too) are accepted; ``2.5``,
+    NaN, text, ``None`` and bools are not.
     """
     if type(step) is int:  # the common case, first
         value = step
@@ -106,6 +107,14 @@ def _step(step: Any) -> int:
         if not isinstance(step, (bool, str, bytes)):
             with contextlib.suppress(TypeError):  # int subclasses, numpy ints, ...
                 index = operator.index(step)
+        if index is None and getattr(step, "shape", None) == ():
+            # a 0-d float tensor or array: a number like a float
+            v = math.nan
+            with contextlib.suppress(TypeError, ValueError):
+                v = float(step)
+            if not (math.isfinite(v) and v.is_integer()):
+                _check.fail("step", "a whole number", step, _STEP_HINT)
+            index = int(v)
         if index is None:
             _check.fail("step", "a whole number", step, _STEP_HINT, exc=TypeError)
         value = index
@@ -1420,7 +1429,7 @@ class WarmupStableDecay(Schedule):
         default = self.decay_steps is None and decay_frac is None
         if default:  # the decay takes the last 20% unless told otherwise
             decay_frac = _DEFAULT_DECAY_FRAC
-            if _round_steps(decay_frac * n) < 1:
+            if n - _round_steps((1.0 - decay_frac) * n) < 1:
                 _check.fail(
                     "decay_frac",
                     "at least 1 step long",
@@ -1436,6 +1445,12 @@ class WarmupStableDecay(Schedule):
             frac_name="decay_frac",
             total_steps=n,
         )
+        if self.decay_steps is None:
+            # a fraction marks where the decay starts: rounded like the end of
+            # the warmup, so fractions that add up to 1 fill the run exactly
+            d = n - _round_steps((1.0 - float(decay_frac)) * n)
+            if d < 1:
+                _check.fail("decay_frac", "at least 1 step long", decay_frac)
         if w + d > n:
             _check.fail(
                 "warmup_steps + decay_steps",
