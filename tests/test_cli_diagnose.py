@@ -162,5 +162,6 @@ def test_exit_code_gates_a_ci_job(tmp_path: Path) -> None:
     broken = write_csv(tmp_path / "bad.csv", y)
     assert lrkit("diagnose", str(healthy), "--exit-code").returncode == 0
     p = lrkit("diagnose", str(broken), "--exit-code", "--json")
-    assert p.returncode == 1 and json.loads(p.stdout)["verdict"] == "diverged"
+    # 3: not 1 (could not run) or 2 (bad input)
+    assert p.returncode == 3 and json.loads(p.stdout)["verdict"] == "diverged"
     assert lrkit("diagnose", str(broken)).returncode == 0  # only when asked

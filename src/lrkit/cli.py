@@ -654,9 +654,9 @@ def diagnose(
         bool,
         typer.Option(
             "--exit-code",
-            help="Exit with 1 when the verdict names a problem (diverged, lr too "
+            help="Exit with 3 when the verdict names a problem (diverged, lr too "
             "high, lr too low, overfitting), for CI jobs; 0 for healthy or too "
-            "short.",
+            "short (1: could not run, 2: bad input).",
         ),
     ] = False,
     json_out: JsonOption = False,
@@ -748,11 +748,11 @@ def diagnose(
     _verdict_exit(exit_code, result.verdict)
 
 
-EXIT_PROBLEM = 1  # `lrkit diagnose --exit-code` found an LR problem
+EXIT_PROBLEM = 3  # `lrkit diagnose --exit-code` found an LR problem
 
 
 def _verdict_exit(wanted: bool, verdict: str) -> None:
-    """With ``--exit-code``, exit 1 when the verdict names a problem."""
+    """With ``--exit-code``, exit 3 when the verdict names a problem."""
     if wanted and verdict not in ("healthy", "too short"):
         raise typer.Exit(EXIT_PROBLEM)
 
