@@ -796,6 +796,12 @@ class Monitor:
         # a rollback comes with a cut LR: the LR before it is no peak to aim at
         self._lr_peak = None
 
+    def _rebase(self) -> None:
+        """Take the current level as the best so far (for a guard's rollback:
+        divergence is judged from the state restored)."""
+        if self._level == self._level and self._level > self._best:
+            self._best = self._level
+
     def reset(self) -> None:
         """Forget the statistics (keep the findings): the curve starts afresh.
 

@@ -420,3 +420,174 @@ def test_after_a_recovery_the_data_order_does_not_repeat(loader_generator) -> No
     assert events == [(12, 8)]
     assert len({tuple(o) for o in orders}) == 4  # four different epoch orders
     assert _epoch_orders(loader_generator) == (orders, events)  # reproducible
+
+
+# ------------------------------------------------- from a review with real loops
+def test_grad_scaler_unscale_and_clipping_survive_a_recovery() -> None:
+    """The AMP loop with clipping: unscale_, clip, guard.step; after a restore
+    the scaler must not remember the unscale_ of the step it rolled back."""
+    model, opt, loader = make(GOOD_LR)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    guard = Guard(model, opt, scaler=scaler, every=10)
+    for t, (xb, yb) in enumerate(loader):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = nn.functional.mse_loss(model(xb).float(), yb)
+        if t == 25:
+            loss = loss * float("nan")
+        opt.zero_grad()
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)  # raised after the recovery before the fix
+        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if guard.step(loss, grad_norm=gn):
+            scaler.step(opt)
+            scaler.update()
+        if t == 40:
+            break
+    assert [(e.kind, e.step) for e in guard.events] == [("nan", 25)]
+    assert math.isfinite(full_loss(model))
+
+
+def test_a_scaler_overflow_is_not_a_finding() -> None:
+    """With a scaler, an infinite gradient norm is the scaler's business: it
+    skips the step and lowers its scale. Without one it is a nan finding."""
+    for scaler, events in ((torch.amp.GradScaler("cpu"), 0), (None, 1)):
+        model, opt, _ = make(GOOD_LR)
+        guard = Guard(model, opt, scaler=scaler, every=5)
+        oks = [guard.step(1.0 / (t + 1), grad_norm=1.0) for t in range(20)]
+        oks.append(guard.step(0.05, grad_norm=math.inf))
+        assert all(oks[:20]) and oks[-1] is (events == 0)
+        assert len(guard.events) == events
+
+
+@pytest.mark.parametrize("kind", ["onecycle", "warmup_cosine"])
+def test_the_cut_holds_under_onecycle_and_sequential_schedulers(kind: str) -> None:
+    """OneCycleLR keeps its LRs in the param groups, SequentialLR in the
+    schedulers it chains: the cut scales those, so it holds at every later step."""
+
+    def scheduler(opt: torch.optim.Optimizer) -> Any:
+        if kind == "onecycle":
+            return torch.optim.lr_scheduler.OneCycleLR(opt, GOOD_LR, total_steps=200)
+        warm = torch.optim.lr_scheduler.LinearLR(opt, 0.1, total_iters=10)
+        cos = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 190)
+        return torch.optim.lr_scheduler.SequentialLR(opt, [warm, cos], [10])
+
+    model, opt, loader = make(GOOD_LR)
+    sched = scheduler(opt)
+    guard = Guard(model, opt, scheduler=sched, every=5)
+    train(model, opt, loader, guard, epochs=1, poison={12}, sched=sched)
+    assert len(guard.events) == 1
+    # the same schedule, uncut, stepped as often
+    ref_opt = torch.optim.SGD(nn.Linear(1, 1).parameters(), lr=GOOD_LR)
+    ref = scheduler(ref_opt)
+    for _ in range(sched.last_epoch):
+        ref_opt.step()
+        ref.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(
+        0.3 * ref_opt.param_groups[0]["lr"], rel=1e-6
+    )
+
+
+def test_an_lr_100x_too_high_under_warmup_cosine_is_not_cut_to_nothing() -> None:
+    """Digits MLP, Adam at 100x its best LR, warmup then cosine (SequentialLR):
+    the loss creeps up under noise that hides it, a snapshot is taken there,
+    then the noise falls. Judged from the best the run had left, the restored
+    state read as diverged again and again (7 recoveries, LR 1e-7, worse than
+    no guard); judged from the level restored, the guard helps."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    xs = torch.tensor(d.data[:1400], dtype=torch.float32) / 16.0
+    ys = torch.tensor(d.target[:1400])
+
+    def run(guarded: bool) -> tuple[float, Guard | None]:
+        torch.manual_seed(0)
+        model = nn.Sequential(
+            nn.Linear(64, 128),
+            nn.ReLU(),
+            nn.Linear(128, 128),
+            nn.ReLU(),
+            nn.Linear(128, 10),
+        )
+        opt = torch.optim.Adam(model.parameters(), lr=0.3)
+        sched = torch.optim.lr_scheduler.SequentialLR(
+            opt,
+            [
+                torch.optim.lr_scheduler.LinearLR(opt, 0.1, total_iters=50),
+                torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=600),
+            ],
+            milestones=[50],
+        )
+        guard = Guard(model, opt, scheduler=sched) if guarded else None
+        g = torch.Generator().manual_seed(0)
+        losses = []
+        for t in range(600):
+            if t % 43 == 0:
+                order = torch.randperm(1400, generator=g)
+            i = order[(t % 43) * 32 : (t % 43) * 32 + 32]
+            loss = nn.functional.cross_entropy(model(xs[i]), ys[i])
+            opt.zero_grad()
+            loss.backward()
+            if guard is None or guard.step(loss):
+                opt.step()
+                sched.step()
+            losses.append(loss.item())
+        return float(torch.tensor(losses[-20:]).median()), guard
+
+    unguarded, _ = run(False)
+    guarded, guard = run(True)
+    assert guard is not None and guard.events
+    assert guard.recovery_scale > 1e-3  # 5e-7 before the fix
+    assert guarded < unguarded
+
+
+def test_guard_error_leaves_the_last_good_state() -> None:
+    model, opt, loader = make(GOOD_LR)
+    guard = Guard(model, opt, every=10, max_recoveries=2)
+    with pytest.raises(GuardError, match="back at the snapshot of step"):
+        train(model, opt, loader, guard, poison=set(range(30, 400)))
+    assert math.isfinite(full_loss(model))
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_spill_files_go_with_the_guard(tmp_path: Path) -> None:
+    import gc
+
+    model, opt, loader = make(GOOD_LR)
+    guard = Guard(model, opt, every=5, spill_dir=tmp_path)
+    train(model, opt, loader, guard, epochs=1)
+    assert list(tmp_path.glob("lrkit-snapshot-*"))
+    del guard
+    gc.collect()
+    assert not list(tmp_path.glob("lrkit-snapshot-*"))
+
+
+def test_one_loader_is_taken_as_a_list_of_one_without_iterating_it() -> None:
+    class Counting(TensorDataset):
+        reads = 0
+
+        def __getitem__(self, i: int) -> Any:
+            Counting.reads += 1
+            return super().__getitem__(i)
+
+    model, opt, _ = make(GOOD_LR)
+    x, y = data()
+    gen = torch.Generator().manual_seed(0)
+    loader = DataLoader(Counting(x, y), batch_size=32, shuffle=True, generator=gen)
+    guard = Guard(model, opt, loaders=loader)
+    assert Counting.reads == 0 and guard._loaders == [loader]
+
+
+def test_more_bad_arguments_change_nothing(tmp_path: Path) -> None:
+    model, opt, _ = make(GOOD_LR)
+    with pytest.raises(ValueError, match="on must be a non-empty sequence"):
+        Guard(model, opt, on=("too_slow",))  # a cut cannot help an LR too low
+    with pytest.raises(ValueError, match="on must be"):
+        Guard(model, opt, on=None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"objects\['ema'\] must be an object"):
+        Guard(model, opt, objects={"ema": 3})
+    with pytest.raises(ValueError, match="spill_dir must be an existing directory"):
+        Guard(model, opt, spill_dir=tmp_path / "missing")
+    with pytest.raises(TypeError, match="loaders must be"):
+        Guard(model, opt, loaders=None)  # type: ignore[arg-type]
+    guard = Guard(model, opt, on=(k for k in ("nan", "diverged")))
+    assert guard.on == {"nan", "diverged"}

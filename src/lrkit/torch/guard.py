@@ -59,13 +59,15 @@ How the LR cut reaches the optimizer:
   ``set_recovery_scale``): ``set_recovery_scale(scale)``; the scale is part of
   the scheduler's ``state_dict()``, so a resumed run keeps it;
 - no scheduler: every param group's ``lr`` is multiplied;
-- a torch ``LRScheduler``: its ``base_lrs`` and every group's ``lr`` are
-  multiplied. That is exact for schedulers that compute the LR as
-  ``base_lr × f(t)`` (LambdaLR, MultiplicativeLR, StepLR, MultiStepLR,
-  ExponentialLR, LinearLR, PolynomialLR, ConstantLR, CosineAnnealingLR without
-  ``eta_min``); others (OneCycleLR, CyclicLR, ReduceLROnPlateau, which keep their
-  own max/min LRs) may drift back toward their own values. Use
-  ``lrkit.torch.Scheduler`` for an exact cut.
+- a torch ``LRScheduler``: every group's ``lr`` is multiplied, and so are the
+  LRs it computes from: its ``base_lrs`` (``max_lrs``, ``min_lrs``), those of
+  the schedulers it chains (SequentialLR, ChainedScheduler), and the
+  ``initial_lr``/``max_lr``/``min_lr`` kept in the param groups (OneCycleLR).
+  Exact for schedulers whose LR is proportional to those; CosineAnnealingLR's
+  ``eta_min`` is not scaled. ``lrkit.torch.Scheduler`` always cuts exactly.
+
+With a GradScaler, skip ``scaler.step()`` and ``scaler.update()`` too when
+:meth:`Guard.step` returns False: the scaler is back at its snapshot.
 
 Overhead when nothing happens: one ``float(loss)`` (a device sync, as for
 logging), a monitor update (5-20 µs), and a CPU copy of model and optimizer every
@@ -77,7 +79,8 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections import deque
+import weakref
+from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,7 +157,7 @@ class GuardError(LRKitError):
     def __init__(self, message: str, events: Sequence[GuardEvent]) -> None:
         self.events = tuple(events)
         history = "; ".join(str(e) for e in self.events[-10:])
-        super().__init__(f"{message} Recoveries: {history}")
+        super().__init__(f"{message} Recoveries: {history}" if history else message)
 
 
 @dataclass
@@ -202,7 +205,8 @@ class Guard:
         scheduler: an :class:`lrkit.torch.Scheduler` (exact LR cut), a torch
             ``LRScheduler``, or None.
         scaler: a ``torch.amp.GradScaler`` (its state is snapshotted too).
-        loaders: data loaders whose shuffling generators are snapshotted.
+        loaders: a data loader, or a list of them, whose shuffling generators
+            are snapshotted.
         objects: more objects with ``state_dict()`` / ``load_state_dict()`` to
             snapshot (an EMA of the weights, ...).
         every: take a snapshot every ``every`` clean steps.
@@ -219,7 +223,9 @@ class Guard:
         skip_batches: batches :meth:`batches` drops after each recovery.
         max_recoveries: recoveries in a row (without ``every`` clean steps in
             between) before :class:`GuardError`.
-        on: the finding kinds that trigger a recovery.
+        on: the finding kinds that trigger a recovery, among those of an LR
+            too high (``nan``, ``diverged``, ``spike``, ``exploding_grad``,
+            ``oscillating``).
         monitor: a :class:`lrkit.MonitorConfig` (or a :class:`lrkit.Monitor`
             to use) for the detection.
         spill_dir: write snapshots to a temporary directory there instead of
@@ -279,14 +285,40 @@ class Guard:
         self.spike_factor = _check.fraction("spike_factor", spike_factor, low_open=True)
         self.skip_batches = _check.non_negative_int("skip_batches", skip_batches)
         self.max_recoveries = _check.positive_int("max_recoveries", max_recoveries)
-        if isinstance(on, str) or not all(k in KINDS for k in on) or not on:
+        kinds = (
+            tuple(on)
+            if isinstance(on, Iterable) and not isinstance(on, (str, bytes))
+            else None
+        )
+        if not kinds or not all(k in _RECOVERABLE for k in kinds):
             _check.fail(
                 "on",
-                f"a non-empty sequence of finding kinds ({', '.join(KINDS)})",
+                "a non-empty sequence of finding kinds of an LR too high "
+                f"({', '.join(_RECOVERABLE)})",
                 on,
+                "A cut cannot help an LR too low, a plateau or overfitting.",
             )
-        self.on = frozenset(on)
+        self.on = frozenset(kinds)
+        if objects is not None and not isinstance(objects, Mapping):
+            _check.fail("objects", "a dict of name -> object", objects, exc=TypeError)
         objs = dict(objects or {})
+        for name, obj in objs.items():
+            if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")):
+                _check.fail(
+                    f"objects[{name!r}]",
+                    "an object with state_dict() and load_state_dict()",
+                    obj,
+                    exc=TypeError,
+                )
+        if loaders is None:
+            _check.fail(
+                "loaders", "a data loader or a list of them", None, exc=TypeError
+            )
+        if spill_dir is not None:
+            if not isinstance(spill_dir, (str, Path)):
+                _check.fail("spill_dir", "a directory path", spill_dir, exc=TypeError)
+            if not Path(spill_dir).is_dir():
+                _check.fail("spill_dir", "an existing directory", str(spill_dir))
         for name, obj in (("scheduler", scheduler), ("scaler", scaler)):
             if obj is not None:
                 if name in objs:
@@ -319,7 +351,10 @@ class Guard:
         self.scheduler = scheduler
         self.scaler = scaler
         self._objects = objs
-        self._loaders = list(loaders)
+        # one loader or several (a DataLoader is iterable: never iterate it)
+        self._loaders = (
+            list(loaders) if isinstance(loaders, (list, tuple, set)) else [loaders]
+        )
         self._spill_dir = spill_dir
         self._rng = rng
         self._lrkit_sched = scheduler is not None and hasattr(
@@ -340,6 +375,8 @@ class Guard:
         )
         self._watch_ref = (math.nan, math.nan)  # (reference level, threshold)
         self.events: list[GuardEvent] = []
+        # spill files go with the guard even without close()
+        weakref.finalize(self, _discard_all, self._saved)
 
     # ------------------------------------------------------------------ steps
     @property
@@ -372,7 +409,9 @@ class Guard:
         Args:
             loss: the step's loss (a tensor or a number; one ``float()``).
             grad_norm: the total gradient norm, if you compute it (e.g. the
-                return value of ``clip_grad_norm_``).
+                return value of ``clip_grad_norm_``). With a ``scaler`` a
+                non-finite norm is the scaler's overflow (it skips the step and
+                lowers its scale) and is not fed to the monitor.
             val_loss: a validation loss, on the steps you compute one.
             lr: the LR (default: param group 0's).
 
@@ -387,6 +426,10 @@ class Guard:
         """
         x = _to_float("loss", loss)
         g = None if grad_norm is None else _to_float("grad_norm", grad_norm)
+        if g is not None and self.scaler is not None and not math.isfinite(g):
+            # the scaler's own overflow: it skips this step and lowers its
+            # scale; no problem of the LR's
+            g = None
         v = None if val_loss is None else _to_float("val_loss", val_loss)
         if lr is None:
             lr = get_lr(self.optimizer.param_groups[0])
@@ -479,6 +522,14 @@ class Guard:
                 else "no snapshot to restore: the problem came before the first "
                 "clean step."
             )
+            if self._saved:  # leave the run in its last good state, not broken
+                last = self._saved[-1]
+                last.snap.restore()
+                self._after_restore()
+                why += (
+                    f" The model, optimizer and the rest are back at the snapshot "
+                    f"of step {last.step}."
+                )
             raise GuardError(f"Guard: {kind} at step {t} and {why}", self.events)
         # the newest snapshot taken before the problem began
         good = [s for s in self._saved if s.step < first_step]
@@ -486,7 +537,13 @@ class Guard:
         while self._saved and self._saved[-1] is not saved:
             self._saved.pop().snap.discard()  # newer ones may hold the problem
         saved.snap.restore()
+        self._after_restore()
         self.monitor.restore(saved.monitor)
+        # judge the next divergence from the level restored, not from a best
+        # the run had left before this snapshot was taken (a snapshot of a run
+        # that had already drifted up would otherwise be "diverged" at once,
+        # again and again, cutting the LR to nothing)
+        self.monitor._rebase()
         # every kept snapshot was taken after the problem began (it was found
         # late): the restored state already holds part of it, and its monitor
         # statistics would find it again at once, whatever the LR. The monitor
@@ -543,6 +600,22 @@ class Guard:
         self.events.append(event)
         logger.warning("lrkit Guard: %s", event)
 
+    def _after_restore(self) -> None:
+        """Clear what a restore must not carry over: the gradients of a step
+        already applied (a loop that zeroes them after ``optimizer.step()``
+        would add them to the next batch's), and the GradScaler's record of
+        an ``unscale_()`` since its last ``update()`` (the next ``unscale_()``
+        would raise)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None and hasattr(self.scaler, "_per_optimizer_states"):
+            try:
+                from torch.amp.grad_scaler import _refresh_per_optimizer_state
+            except ImportError:  # pragma: no cover - older torch
+                return
+            self.scaler._per_optimizer_states = defaultdict(
+                _refresh_per_optimizer_state
+            )
+
     def _apply_scale(self, scale_at_snapshot: float) -> None:
         """Bring the LR from the snapshot's scale to the guard's current scale."""
         if self._lrkit_sched:
@@ -552,9 +625,14 @@ class Guard:
         for group in self.optimizer.param_groups:
             set_lr(group, get_lr(group) * ratio)
         if self._torch_sched:
-            base = getattr(self.scheduler, "base_lrs", None)
-            if isinstance(base, list):
-                self.scheduler.base_lrs = [b * ratio for b in base]
+            # the LRs a torch scheduler computes from: its own lists, those of
+            # the schedulers it chains (SequentialLR, ChainedScheduler), and
+            # the ones it keeps in the param groups (OneCycleLR)
+            _scale_torch_scheduler(self.scheduler, ratio)
+            for group in self.optimizer.param_groups:
+                for key in _GROUP_LR_KEYS:
+                    if isinstance(group.get(key), (int, float)):
+                        group[key] = group[key] * ratio
             last = getattr(self.scheduler, "_last_lr", None)
             if isinstance(last, list):
                 self.scheduler._last_lr = [
@@ -572,9 +650,9 @@ class Guard:
 
     # ------------------------------------------------------------ lifetime
     def close(self) -> None:
-        """Free the snapshots (and their spill files)."""
-        while self._saved:
-            self._saved.popleft().snap.discard()
+        """Free the snapshots (and their spill files; they also go when the
+        guard is garbage-collected)."""
+        _discard_all(self._saved)
 
     def __enter__(self) -> Guard:
         return self
@@ -587,6 +665,33 @@ class Guard:
             f"Guard(steps={self._t}, recoveries={len(self.events)}, "
             f"recovery_scale={self._scale:.3g}, snapshots={len(self._saved)})"
         )
+
+
+#: Finding kinds a recovery (roll back, cut the LR) can answer.
+_RECOVERABLE = ("nan", "diverged", "spike", "exploding_grad", "oscillating")
+#: LRs that torch schedulers keep in the param groups (OneCycleLR).
+_GROUP_LR_KEYS = ("initial_lr", "max_lr", "min_lr")
+#: LR lists that torch schedulers keep on themselves (CyclicLR: max_lrs;
+#: ReduceLROnPlateau: min_lrs).
+_SCHED_LR_LISTS = ("base_lrs", "max_lrs", "min_lrs")
+
+
+def _scale_torch_scheduler(sched: Any, ratio: float, depth: int = 0) -> None:
+    """Multiply the LR lists of a torch scheduler and of those it chains."""
+    for name in _SCHED_LR_LISTS:
+        values = getattr(sched, name, None)
+        if isinstance(values, list) and all(
+            isinstance(v, (int, float)) for v in values
+        ):
+            setattr(sched, name, [v * ratio for v in values])
+    if depth < 4:
+        for child in getattr(sched, "_schedulers", None) or ():
+            _scale_torch_scheduler(child, ratio, depth + 1)
+
+
+def _discard_all(saved: deque[_Saved]) -> None:
+    while saved:
+        saved.popleft().snap.discard()
 
 
 def _to_float(name: str, value: Any) -> float:
