@@ -591,3 +591,14 @@ def test_more_bad_arguments_change_nothing(tmp_path: Path) -> None:
         Guard(model, opt, loaders=None)  # type: ignore[arg-type]
     guard = Guard(model, opt, on=(k for k in ("nan", "diverged")))
     assert guard.on == {"nan", "diverged"}
+
+
+def test_event_records_are_strict_json() -> None:
+    import json
+
+    model, opt, loader = make(GOOD_LR)
+    guard = Guard(model, opt, every=10)
+    train(model, opt, loader, guard, epochs=1, poison={25})
+    record = guard.events[0].to_dict()
+    assert record["evidence"]["loss"] is None  # the NaN loss
+    assert json.loads(json.dumps(record, allow_nan=False)) == record

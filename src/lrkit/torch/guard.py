@@ -129,7 +129,7 @@ class GuardEvent:
     evidence: Mapping[str, float] = field(default_factory=dict, hash=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable record."""
+        """A JSON-serialisable record (non-finite evidence numbers are ``None``)."""
         return {
             "step": self.step,
             "kind": self.kind,
@@ -139,7 +139,10 @@ class GuardEvent:
             "lrs": list(self.lrs),
             "attempt": self.attempt,
             "skipped_batches": self.skipped_batches,
-            "evidence": dict(self.evidence),
+            # strict JSON: a non-finite number (a NaN loss) is null
+            "evidence": {
+                k: (v if math.isfinite(v) else None) for k, v in self.evidence.items()
+            },
         }
 
     def __str__(self) -> str:
