@@ -16,7 +16,7 @@ from test_schedules import ALL  # noqa: E402  (one instance of every registered 
 
 import lrkit  # noqa: E402
 from lrkit import Constant, Cosine, ReduceOnPlateau, Warmup  # noqa: E402
-from lrkit.keras import PlateauCallback, Schedule  # noqa: E402
+from lrkit.keras import MonitorCallback, PlateauCallback, Schedule  # noqa: E402
 
 STEPS = [
     0,
@@ -528,3 +528,66 @@ def test_validation() -> None:
         Schedule.from_config({"schedule": Constant().to_config()})
     with pytest.raises(TypeError, match="config must be a mapping"):
         Schedule.from_config("constant()")  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------ MonitorCallback
+def _regression(lr: float, seed: int = 0) -> tuple[Any, np.ndarray, np.ndarray]:
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((512, 8)).astype("float32")
+    y = (x @ rng.standard_normal((8, 1)) + 0.1 * rng.standard_normal((512, 1))).astype(
+        "float32"
+    )
+    model = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(16, activation="tanh"),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=lr), loss="mse")
+    return model, x, y
+
+
+def test_monitor_callback_reads_each_batch_loss_back() -> None:
+    """Keras logs the epoch's running mean at every batch; with the weights
+    frozen (LR 0) each batch's own loss is known: the callback reads it back."""
+    model, x, y = _regression(0.0)
+    cb = MonitorCallback(verbose=False)
+    model.fit(x, y, epochs=2, batch_size=64, shuffle=False, verbose=0, callbacks=[cb])
+    per_batch = [
+        float(model.evaluate(x[i : i + 64], y[i : i + 64], verbose=0))
+        for i in range(0, 512, 64)
+    ]
+    np.testing.assert_allclose(cb.losses, per_batch * 2, rtol=1e-4)
+    assert cb.monitor.stats()["losses"] == 16
+
+
+def test_monitor_callback_is_silent_on_a_healthy_fit_and_sees_validation() -> None:
+    model, x, y = _regression(0.05)
+    cb = MonitorCallback(verbose=False)
+    history = model.fit(
+        x, y, epochs=6, batch_size=32, validation_split=0.25, verbose=0, callbacks=[cb]
+    )
+    assert len(history.epoch) == 6 and cb.stopped_by is None
+    assert not [f for f in cb.monitor.findings if f.severity != "info"]
+    # the epoch means of the losses read back are Keras's own epoch losses
+    per_epoch = np.asarray(cb.losses).reshape(6, -1).mean(axis=1)
+    np.testing.assert_allclose(per_epoch, history.history["loss"], rtol=1e-3)
+    assert cb.monitor.stats()["val_losses"] == 6
+
+
+def test_monitor_callback_stops_a_diverging_fit() -> None:
+    model, x, y = _regression(5.0)
+    cb = MonitorCallback(verbose=False)
+    history = model.fit(x, y, epochs=20, batch_size=32, verbose=0, callbacks=[cb])
+    assert cb.stopped_by is not None and cb.stopped_by.kind in ("nan", "diverged")
+    assert len(history.epoch) < 20
+    assert "LR" in cb.stopped_by.advice
+
+
+def test_monitor_callback_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="stop_on must be"):
+        MonitorCallback(stop_on=("explode",))
+    with pytest.raises(TypeError, match="monitor must be"):
+        MonitorCallback(monitor="yes")  # type: ignore[arg-type]

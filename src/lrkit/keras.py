@@ -12,6 +12,9 @@ Needs Keras 3 (``pip install 'lrkit[keras]'``) with any backend.
 - :class:`PlateauCallback` runs :class:`lrkit.ReduceOnPlateau` at the end of
   each epoch and scales a :class:`Schedule` (or a plain float LR). Keras's own
   ``ReduceLROnPlateau`` raises ``TypeError`` when the LR is a schedule.
+- :class:`MonitorCallback` watches ``model.fit`` with :class:`lrkit.Monitor`
+  (each batch's loss, the validation loss, the LR) and stops a run that
+  diverged.
 
 Example:
     >>> import keras, lrkit
@@ -43,6 +46,7 @@ except ImportError as e:  # pragma: no cover - exercised only without keras
 from . import _check
 from ._check import LRKitError
 from .compose import Join, Scale, Warmup
+from .monitor import KINDS, Finding, Monitor, MonitorConfig
 from .plateau import PlateauState, ReduceOnPlateau
 from .schedules import (
     Constant,
@@ -64,7 +68,7 @@ from .schedules import (
     schedule_from_config,
 )
 
-__all__ = ["PlateauCallback", "Schedule", "symbolic", "tables"]
+__all__ = ["MonitorCallback", "PlateauCallback", "Schedule", "symbolic", "tables"]
 
 logger = logging.getLogger(__name__)
 
@@ -640,3 +644,134 @@ class PlateauCallback(keras.callbacks.Callback):  # type: ignore[misc]
         elif self._base is not None:
             opt.learning_rate = self._base * self.state.scale
         logs["plateau_scale"] = self.state.scale
+
+
+def _optimizer(model: Any) -> Any:
+    """The optimizer that holds the learning rate (mixed precision unwrapped)."""
+    opt = model.optimizer
+    while getattr(opt, "inner_optimizer", None) is not None:
+        opt = opt.inner_optimizer
+    return opt
+
+
+class MonitorCallback(keras.callbacks.Callback):  # type: ignore[misc]
+    """Watch ``model.fit`` with :class:`lrkit.Monitor`; stop a run that diverged.
+
+    Each batch's training loss goes to the monitor with the optimizer's
+    current LR, and each epoch's ``val_loss`` with the batch after it (Keras
+    3 logs the running mean of the epoch at every batch: the batch's own loss
+    is read back from two consecutive means, ``(b+1)·m_b - b·m_(b-1)``). New
+    findings of warning or critical severity are printed with their advice
+    (``verbose``) and logged; a finding of a kind in ``stop_on`` sets
+    ``model.stop_training`` (the run ends after the batch). When training ends
+    the monitor judges the whole run (:meth:`lrkit.Monitor.finish`). Steps are
+    counted across ``fit`` calls, so a second ``fit`` continues the same run.
+
+    Args:
+        monitor: a :class:`lrkit.Monitor` to feed, or the
+            :class:`lrkit.MonitorConfig` of a new one (default: the defaults).
+        stop_on: finding kinds that stop training (``nan``, ``diverged`` by
+            default; ``()`` never stops).
+        verbose: print new warnings.
+
+    Attributes:
+        monitor: the :class:`lrkit.Monitor`.
+        losses: the per-batch training losses read back (data, one per step).
+        stopped_by: the :class:`lrkit.Finding` that stopped training, or None.
+
+    Example:
+        >>> import keras, numpy as np
+        >>> from lrkit.keras import MonitorCallback
+        >>> keras.utils.set_random_seed(0)
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        >>> model.compile(optimizer=keras.optimizers.SGD(50.0), loss="mse")
+        >>> x = np.random.rand(256, 4).astype("float32"); y = x.sum(1, keepdims=True)
+        >>> cb = MonitorCallback(verbose=False)
+        >>> history = model.fit(x, y, epochs=20, verbose=0, callbacks=[cb])
+        >>> cb.stopped_by.kind in ("nan", "diverged"), len(history.epoch) < 20
+        (True, True)
+    """
+
+    def __init__(
+        self,
+        monitor: Monitor | MonitorConfig | None = None,
+        *,
+        stop_on: tuple[str, ...] | list[str] = ("nan", "diverged"),
+        verbose: bool = True,
+    ) -> None:
+        super().__init__()
+        if monitor is None:
+            monitor = Monitor()
+        elif isinstance(monitor, MonitorConfig):
+            monitor = Monitor(monitor)
+        elif not isinstance(monitor, Monitor):
+            _check.fail(
+                "monitor",
+                "a lrkit.Monitor, a MonitorConfig or None",
+                monitor,
+                exc=TypeError,
+            )
+        if isinstance(stop_on, str) or not all(k in KINDS for k in stop_on):
+            _check.fail(
+                "stop_on", f"a sequence of finding kinds ({', '.join(KINDS)})", stop_on
+            )
+        self.monitor = monitor
+        self.stop_on = frozenset(stop_on)
+        self.verbose = bool(verbose)
+        self.losses: list[float] = []
+        self.stopped_by: Finding | None = None
+        self._step = 0
+        self._prev = (-1, 0.0)  # (batch index, running mean) within the epoch
+        self._val: float | None = None
+
+    def _lr(self) -> float | None:
+        try:
+            return float(ops.convert_to_numpy(_optimizer(self.model).learning_rate))
+        except (AttributeError, TypeError, ValueError):  # pragma: no cover
+            return None
+
+    def _report(self, found: list[Finding]) -> None:
+        for f in found:
+            if f.severity == "info" or not f.is_new:
+                continue
+            text = f"lrkit: {f.kind} at step {f.first_step}: {f.advice}"
+            logger.warning(text)
+            if self.verbose:
+                print(f"\n{text}")
+            if f.kind in self.stop_on and self.stopped_by is None:
+                self.stopped_by = f
+                self.model.stop_training = True
+
+    def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        self._prev = (-1, 0.0)
+
+    def on_train_batch_end(
+        self, batch: int, logs: Mapping[str, Any] | None = None
+    ) -> None:
+        mean = None if logs is None else logs.get("loss")
+        if mean is None:
+            return
+        mean = float(mean)
+        last, last_mean = self._prev
+        n = max(batch - last, 1)  # more than 1 with steps_per_execution
+        loss = ((batch + 1) * mean - (last + 1) * last_mean) / n
+        if not math.isfinite(mean):
+            loss = mean
+        self._prev = (batch, mean)
+        self.losses.append(loss)
+        found = self.monitor.update(self._step, loss, val_loss=self._val, lr=self._lr())
+        self._val = None
+        self._step += n
+        self._report(found)
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        value = None if logs is None else logs.get("val_loss")
+        if value is not None:
+            self._val = float(value)
+
+    def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
+        if self._val is not None:
+            self.monitor.update(self._step, None, val_loss=self._val)
+            self._step += 1
+            self._val = None
+        self._report(self.monitor.finish())
