@@ -602,3 +602,16 @@ def test_event_records_are_strict_json() -> None:
     record = guard.events[0].to_dict()
     assert record["evidence"]["loss"] is None  # the NaN loss
     assert json.loads(json.dumps(record, allow_nan=False)) == record
+
+
+def test_cuts_stop_at_min_scale() -> None:
+    """Problems that keep coming back after clean stretches (a NaN every 30
+    steps: not the LR's doing) cut down to min_scale and no further."""
+    model, opt, loader = make(GOOD_LR)
+    guard = Guard(model, opt, every=5, min_scale=0.01)
+    train(model, opt, loader, guard, epochs=4, poison=set(range(20, 128, 12)))
+    assert len(guard.events) >= 4
+    assert guard.recovery_scale == pytest.approx(0.01)
+    assert opt.param_groups[0]["lr"] == pytest.approx(GOOD_LR * 0.01)
+    with pytest.raises(ValueError, match=r"min_scale must be in \(0, 1\)"):
+        Guard(model, opt, min_scale=0.0)

@@ -226,6 +226,10 @@ class Guard:
         skip_batches: batches :meth:`batches` drops after each recovery.
         max_recoveries: recoveries in a row (without ``every`` clean steps in
             between) before :class:`GuardError`.
+        min_scale: the lowest cumulative LR factor the cuts go to, in (0, 1):
+            a problem that an LR this many times lower than the one set still
+            shows is not the LR's (trains of spikes from heavy-tailed batches
+            cut a run to 1e-13 without it); recoveries then only restore.
         on: the finding kinds that trigger a recovery, among those of an LR
             too high (``nan``, ``diverged``, ``spike``, ``exploding_grad``,
             ``oscillating``).
@@ -271,6 +275,7 @@ class Guard:
         spike_factor: float = 1.0,
         skip_batches: int = 0,
         max_recoveries: int = 5,
+        min_scale: float = 1e-4,
         on: Sequence[str] = ("nan", "diverged", "spike"),
         monitor: MonitorConfig | Monitor | None = None,
         spill_dir: str | Path | None = None,
@@ -288,6 +293,9 @@ class Guard:
         self.spike_factor = _check.fraction("spike_factor", spike_factor, low_open=True)
         self.skip_batches = _check.non_negative_int("skip_batches", skip_batches)
         self.max_recoveries = _check.positive_int("max_recoveries", max_recoveries)
+        self.min_scale = _check.fraction(
+            "min_scale", min_scale, low_open=True, high_open=True
+        )
         kinds = (
             tuple(on)
             if isinstance(on, Iterable) and not isinstance(on, (str, bytes))
@@ -565,6 +573,9 @@ class Guard:
         else:
             self._cuts += 1
             self._scale *= self.factor**self._cuts
+        # a problem that an LR min_scale times the one set still shows is not
+        # the LR's: no deeper cut (the restores go on)
+        self._scale = max(self._scale, min(self.min_scale, saved.scale))
         self._apply_scale(saved.scale)
         self._last_recovery = t
         self._last_snap = t  # the restored state is the newest good one
