@@ -702,8 +702,9 @@ def test_without_a_step_column_series_keep_their_place(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------- console output and columns
-def keras_fit(verbose: int) -> dict[str, list[float]]:
-    """A real Keras fit (torch backend); returns ``history.history``."""
+def keras_model() -> tuple[Any, Any, np.ndarray, np.ndarray]:
+    """Keras (torch backend), a seeded linear model compiled with SGD(0.05),
+    and 128 examples of ``y = sum(x)``."""
     import os
 
     os.environ.setdefault("KERAS_BACKEND", "torch")
@@ -713,9 +714,15 @@ def keras_fit(verbose: int) -> dict[str, list[float]]:
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    return keras, model, x, x.sum(1, keepdims=True)
+
+
+def keras_fit(verbose: int) -> dict[str, list[float]]:
+    """A real Keras fit (torch backend); returns ``history.history``."""
+    _, model, x, y = keras_model()
     fit = model.fit(
         x,
-        x.sum(1, keepdims=True),
+        y,
         epochs=8,
         batch_size=16,
         validation_split=0.25,
@@ -1115,16 +1122,7 @@ def test_two_keras_fits_in_one_console_log(
 ) -> None:
     """Fit, then fine-tune with a second fit() whose "Epoch 1/3" restarts the
     count: its epochs follow the first fit's (which stopped early)."""
-    import os
-
-    os.environ.setdefault("KERAS_BACKEND", "torch")
-    keras = pytest.importorskip("keras")
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((128, 4)).astype("float32")
-    y = x.sum(1, keepdims=True)
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
-    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    keras, model, x, y = keras_model()
     # "Epoch 2: early stopping", "Restoring model weights from ... epoch: 1."
     stop = keras.callbacks.EarlyStopping(
         min_delta=100.0, patience=0, restore_best_weights=True, verbose=1
@@ -1146,16 +1144,7 @@ def test_two_keras_fits_in_one_console_log(
 def test_keras_logs_beside_the_console(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import os
-
-    os.environ.setdefault("KERAS_BACKEND", "torch")
-    keras = pytest.importorskip("keras")
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((128, 4)).astype("float32")
-    y = x.sum(1, keepdims=True)
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
-    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    keras, model, x, y = keras_model()
     csv_log = tmp_path / "training.log"  # the name in Keras' own CSVLogger docs
     fit = model.fit(
         x[:96],

@@ -185,12 +185,18 @@ def test_lrkit_scheduler_recovery_scale() -> None:
     assert opt.param_groups[0]["lr"] == pytest.approx(GOOD_LR * cos * 0.5)
 
 
-def test_grad_scaler_state_is_restored() -> None:
+def amp_run(
+    scaler: Any, clip: bool = False, steps: int | None = None
+) -> tuple[nn.Module, Guard, dict[int, float]]:
+    """The AMP loop (bf16 autocast, a GradScaler) with a NaN at step 25; with
+    ``clip``, gradients are unscaled and clipped before ``guard.step``.
+    Returns the model, the guard and the scale before each step."""
     model, opt, loader = make(GOOD_LR)
-    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=5)
     guard = Guard(model, opt, scaler=scaler, every=10)
     scales = {}
     for t, (xb, yb) in enumerate(loader):
+        if steps is not None and t == steps:
+            break
         with torch.autocast("cpu", dtype=torch.bfloat16):
             loss = nn.functional.mse_loss(model(xb).float(), yb)
         if t == 25:
@@ -198,9 +204,19 @@ def test_grad_scaler_state_is_restored() -> None:
         opt.zero_grad()
         scaler.scale(loss).backward()
         scales[t] = scaler.get_scale()
-        if guard.step(loss):
+        gn = None
+        if clip:
+            scaler.unscale_(opt)  # raised after a recovery before the fix
+            gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if guard.step(loss, grad_norm=gn):
             scaler.step(opt)
             scaler.update()
+    return model, guard, scales
+
+
+def test_grad_scaler_state_is_restored() -> None:
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=5)
+    _, guard, scales = amp_run(scaler)
     event = guard.events[0]
     assert (event.step, event.restored_step) == (25, 20)
     assert scales[26] == scales[20]  # the scale of the snapshot came back
@@ -426,23 +442,8 @@ def test_after_a_recovery_the_data_order_does_not_repeat(loader_generator) -> No
 def test_grad_scaler_unscale_and_clipping_survive_a_recovery() -> None:
     """The AMP loop with clipping: unscale_, clip, guard.step; after a restore
     the scaler must not remember the unscale_ of the step it rolled back."""
-    model, opt, loader = make(GOOD_LR)
     scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
-    guard = Guard(model, opt, scaler=scaler, every=10)
-    for t, (xb, yb) in enumerate(loader):
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = nn.functional.mse_loss(model(xb).float(), yb)
-        if t == 25:
-            loss = loss * float("nan")
-        opt.zero_grad()
-        scaler.scale(loss).backward()
-        scaler.unscale_(opt)  # raised after the recovery before the fix
-        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        if guard.step(loss, grad_norm=gn):
-            scaler.step(opt)
-            scaler.update()
-        if t == 40:
-            break
+    model, guard, _ = amp_run(scaler, clip=True, steps=41)
     assert [(e.kind, e.step) for e in guard.events] == [("nan", 25)]
     assert math.isfinite(full_loss(model))
 

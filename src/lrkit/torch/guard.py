@@ -93,7 +93,7 @@ from .. import _check
 from .._check import LRKitError
 from ..monitor import KINDS, Finding, Monitor, MonitorConfig, MonitorState
 from ._groups import get_lr, set_lr
-from .state import Snapshot, _generators, snapshot
+from .state import Snapshot, _check_stateful, _generators, snapshot
 
 __all__ = ["Guard", "GuardError", "GuardEvent"]
 
@@ -314,13 +314,7 @@ class Guard:
             _check.fail("objects", "a dict of name -> object", objects, exc=TypeError)
         objs = dict(objects or {})
         for name, obj in objs.items():
-            if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")):
-                _check.fail(
-                    f"objects[{name!r}]",
-                    "an object with state_dict() and load_state_dict()",
-                    obj,
-                    exc=TypeError,
-                )
+            _check_stateful(f"objects[{name!r}]", obj)
         if loaders is None:
             _check.fail(
                 "loaders", "a data loader or a list of them", None, exc=TypeError
@@ -339,13 +333,7 @@ class Guard:
                         list(objs),
                         exc=ValueError,
                     )
-                if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")):
-                    _check.fail(
-                        name,
-                        "an object with state_dict() and load_state_dict()",
-                        obj,
-                        exc=TypeError,
-                    )
+                _check_stateful(name, obj)
                 objs[name] = obj
         if monitor is None:
             self.monitor = Monitor()

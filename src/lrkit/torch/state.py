@@ -315,6 +315,17 @@ def _set_rng(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _check_stateful(name: str, obj: Any) -> None:
+    """``obj`` must have ``state_dict()`` and ``load_state_dict()``."""
+    if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")):
+        _check.fail(
+            name,
+            "an object with state_dict() and load_state_dict()",
+            obj,
+            exc=TypeError,
+        )
+
+
 def snapshot(
     model: nn.Module | None = None,
     optimizer: torch.optim.Optimizer | None = None,
@@ -353,13 +364,7 @@ def snapshot(
         _check.fail("optimizer", "a torch.optim.Optimizer", optimizer, exc=TypeError)
     objects = dict(objects or {})
     for name, obj in objects.items():
-        if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")):
-            _check.fail(
-                f"objects[{name!r}]",
-                "an object with state_dict() and load_state_dict()",
-                obj,
-                exc=TypeError,
-            )
+        _check_stateful(f"objects[{name!r}]", obj)
     store = _Store()
     if spill_dir is not None:
         store.path = Path(tempfile.mkdtemp(prefix="lrkit-snapshot-", dir=spill_dir))
