@@ -96,6 +96,9 @@ def test_user_factory(tmp_path: Path) -> None:
         (["--mode", "log"], "--mode must be one of 'exp', 'linear', got --mode='log'"),
         (["--rule", "magic"], "--rule must be one of"),
         (["--confirm-steps", "-1"], "--confirm-steps must be"),
+        (["--amp", "fp8"], "--amp must be 'bf16' or 'fp16', got --amp='fp8'"),
+        (["--device", "cpux"], "--device must be a torch device"),
+        (["--device", "meta"], "got --device='meta'. the meta device holds no data"),
     ],
 )
 def test_bad_input_one_line_exit_2(

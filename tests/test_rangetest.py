@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -52,6 +53,7 @@ class TestLadder:
             ({"start_lr": -1e-3}, "start_lr must be > 0"),
             ({"end_lr": 1e-8}, r"end_lr must be > start_lr=1e-07, got end_lr=1e-08"),
             ({"num_steps": 1}, "num_steps must be >= 2, got num_steps=1"),
+            ({"num_steps": 10**8}, "num_steps must be <= 10,000,000, got num_steps"),
             ({"mode": "log"}, "mode must be one of 'exp', 'linear', got mode='log'"),
         ],
     )
@@ -284,6 +286,16 @@ class TestResult:
         assert f"{r.suggestion:.3g}" in r.summary()
         assert "RangeTestResult(suggestion=" in repr(r)
         assert "<table>" in r._repr_html_()
+
+    def test_plot_of_a_one_point_test_warns_nothing(self, tmp_path) -> None:
+        import warnings
+
+        r = range_test(lambda lr: 1.0, start_lr=1e-3, end_lr=1e-2, num_steps=10)
+        one = dataclasses.replace(r, lrs=r.lrs[:1], losses=r.losses[:1])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            one.plot(tmp_path / "one.png")
+        assert (tmp_path / "one.png").stat().st_size > 1000
 
     def test_plot_saves_png(self, tmp_path) -> None:
         r = range_test(quadratic(), start_lr=1e-4, end_lr=10.0, num_steps=60)

@@ -166,7 +166,31 @@ class TestReasons:
         rng = np.random.default_rng(1)
         s = suggest(lrs, 2.3 + 0.01 * rng.standard_normal(100))
         assert s.lr is None
-        assert any("curve flat" in r for r in s.reasons)
+        assert any("curve flat" in r and "raise end_lr" in r for r in s.reasons)
+
+    def test_flat_until_a_blow_up_says_start_lr_is_too_high(self) -> None:
+        lrs = np.logspace(0, 1, 30)
+        rng = np.random.default_rng(1)
+        loss = 0.6 + 0.05 * rng.standard_normal(30)
+        loss[-3:] = [5.0, 50.0, 500.0]
+        s = suggest(lrs, loss, stop_reason="diverged")
+        assert s.lr is None
+        assert any("start_lr is likely already too high" in r for r in s.reasons)
+        assert not any("raise end_lr" in r for r in s.reasons)
+
+    def test_a_curve_lowest_at_its_start_says_lower_start_lr(self) -> None:
+        # the ladder starts where the loss already rises: its bottom is the
+        # first LR, and the rule's LR (a third of it) is below the ladder
+        lrs = np.logspace(1, 2.5, 60)
+        x = np.linspace(0, 1, 60)
+        loss = 0.2 + 2 * np.exp(-60 * x) + 10 * np.maximum(x - 0.1, 0) ** 2
+        s = suggest(lrs, loss, stop_reason="diverged")
+        assert s.lr == pytest.approx(lrs[0])
+        assert any("lowest at the start of the ladder" in r for r in s.reasons)
+        assert any("lies below the first LR tested" in r for r in s.reasons)
+        healthy = suggest(*curve())
+        assert s.confidence < 0.3 * healthy.confidence
+        assert not any("start of the ladder" in r for r in healthy.reasons)
 
     def test_no_divergence_says_raise_end_lr(self) -> None:
         lrs, loss = curve(hi=-2.0, blowup_at=5.0)  # still falling at the end

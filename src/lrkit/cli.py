@@ -298,6 +298,11 @@ def find(
             text = str(e)  # name the options as they were typed
             for name in ("start_lr", "end_lr", "num_steps", "confirm_steps"):
                 text = text.replace(name, "--" + name.replace("_", "-"))
+            for name, typed in (("amp", amp), ("device", device)):
+                if typed is not None:  # given on the command line
+                    text = text.replace(f"{name} must", f"--{name} must")
+                    text = text.replace(f"got {name}=", f"got --{name}=")
+                    text = text.replace("None, 'bf16' or 'fp16'", "'bf16' or 'fp16'")
             fail(text)
         except Exception as e:
             fail(f"the range test failed: {type(e).__name__}: {e}", EXIT_RUNTIME)

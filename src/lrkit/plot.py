@@ -74,6 +74,8 @@ def range_test_figure(
     losses = np.asarray(result.losses, dtype=float)
     ax.set_xscale("log")
     ax.plot(lrs, losses, ".", color="0.7", ms=3, label="loss (raw)")
+    if len(lrs) and float(np.min(lrs)) == float(np.max(lrs)):  # one LR: a decade
+        ax.set_xlim(float(lrs[0]) / 10**0.5, float(lrs[0]) * 10**0.5)
     finite = _rule_points(result)
     if finite.sum() >= 3:
         xs, ys = smooth_curve(lrs[finite], losses[finite])

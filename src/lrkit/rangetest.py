@@ -92,6 +92,8 @@ StopReason = Literal["completed", "diverged", "nan"]
 FORMAT_VERSION = 1
 #: Rungs per decade of LR of the default exponential ladder.
 STEPS_PER_DECADE = 25
+#: The most rungs a ladder may have (it is built up front, 8 bytes per rung).
+MAX_STEPS = 10_000_000
 #: Rungs of the default linear ladder, and the fewest of a default ladder.
 DEFAULT_STEPS = 200
 MIN_DEFAULT_STEPS = 50
@@ -169,6 +171,13 @@ def check_ladder(
             "Fewer steps leave too few points to suggest a learning rate."
             if min_steps > 2
             else None,
+        )
+    if num_steps > MAX_STEPS:
+        _check.fail(
+            "num_steps",
+            f"<= {MAX_STEPS:,}",
+            num_steps,
+            "A range test is a short run; its ladder is built up front.",
         )
     return start_lr, end_lr, num_steps, mode
 

@@ -766,9 +766,16 @@ def suggest(
     start = float(np.median(nominal[: max(3, len(nominal) // 10)]))
     drop = float(start - nominal.min())
     sigma_s = c.sigma / math.sqrt(_kernel_points(bandwidth, _density(c.x)))
+    diverged = stop_reason in ("diverged", "nan") or c.nan_lr is not None
     if drop <= 3.0 * sigma_s or drop <= 1e-9 * max(1.0, abs(start)):
+        last = float(10 ** c.x[-1])
         reasons.append(
-            "curve flat: the model may already be trained, or start_lr is too low"
+            f"curve flat until the loss blew up above LR {last:.3g}: start_lr is "
+            "likely already too high (lower it), or the model is already trained"
+            if diverged
+            else f"curve flat: no LR up to {last:.3g} made the loss fall; raise "
+            "end_lr, or the model is already trained (or not learning: check "
+            "the loss and the data)"
         )
         return Suggestion(
             None,
@@ -788,7 +795,6 @@ def suggest(
     conf *= min(1.0, snr / 10.0)
     if snr < 8.0:
         reasons.append("curve too noisy: more steps or a larger batch")
-    diverged = stop_reason in ("diverged", "nan") or c.nan_lr is not None
     if i_min >= len(c.x) - 2 and not diverged:
         reasons.append("no divergence reached: raise end_lr")
         conf *= 0.5
@@ -796,6 +802,19 @@ def suggest(
     if float(np.min(first)) <= 0.5 * float(np.min(slope[: max(i_min, 1)])):
         reasons.append("loss already falling at start_lr: lower start_lr")
         conf *= 0.6
+    if _edge_seen(c) and _bottom(c) < max(2, len(c.x) // 10):
+        reasons.append(
+            "the loss was lowest at the start of the ladder and rose after it: "
+            "start_lr is likely already too high; lower it and rerun"
+        )
+        conf *= 0.3
+    if lr <= float(10 ** c.x[0]) and evidence.get("margin", 1.0) > 1.0:
+        reasons.append(
+            f"the rule's LR ({evidence['anchor'] / evidence['margin']:.3g}) lies "
+            f"below the first LR tested: {lr:.3g} is returned; lower start_lr and "
+            "rerun"
+        )
+        conf *= 0.3
     shape = _shape_confidence(c, epochs, val is not None, params_per_example)
     conf *= shape.factor
     reasons += shape.reasons

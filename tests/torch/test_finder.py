@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import itertools
 import math
 import random
 from types import SimpleNamespace
@@ -808,8 +809,10 @@ class TestConfirm:
         seeded()
         expected_rng = rng_probe()
         seeded()
-        steps = []
-        hook = register_optimizer_step_post_hook(lambda o, a, k: steps.append(1))
+        steps = []  # training forwards: one per optimizer step
+        hook = model.register_forward_hook(
+            lambda m, a, o: steps.append(1) if torch.is_grad_enabled() else None
+        )
         try:
             r = lrkit.find_lr(
                 model, opt, F.mse_loss, dl, val_loader=val, confirm_steps=15
@@ -871,8 +874,10 @@ class TestConfirm:
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         plain = lrkit.find_lr(model, opt, F.cross_entropy, loader(32, n=4096))
         assert plain.confidence >= 0.5
-        steps = []
-        hook = register_optimizer_step_post_hook(lambda o, a, k: steps.append(1))
+        steps = []  # training forwards: one per optimizer step
+        hook = model.register_forward_hook(
+            lambda m, a, o: steps.append(1) if torch.is_grad_enabled() else None
+        )
         try:
             r = lrkit.find_lr(
                 model, opt, F.cross_entropy, loader(32, n=4096), confirm_steps=20
@@ -1043,3 +1048,223 @@ def test_an_accelerate_loader_shuffles_its_next_epoch_as_before() -> None:
             lrkit.find_lr(model, opt, F.cross_entropy, dl, num_steps=30)
         epochs.append([float(b[0].sum()) for b in dl])
     assert epochs[0] == epochs[1]
+
+
+def _next_epoch_after(make_loader, run_test: bool) -> list[float]:
+    """The order of the loader's next epoch, with or without a range test first."""
+    x, y = make_data(64)
+    torch.manual_seed(2)
+    dl = make_loader(TensorDataset(x, y))
+    model = nn.Linear(8, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    if run_test:
+        lrkit.find_lr(model, opt, F.cross_entropy, dl, num_steps=12)
+    return [float(b[0].sum()) for b in dl]
+
+
+def test_a_fresh_loader_with_persistent_workers_shuffles_as_before() -> None:
+    # the loader keeps the worker iterator it makes; reusing the test's one
+    # would draw one seed fewer on the next iter() and move every later shuffle
+    def make(ds):
+        return DataLoader(
+            ds, batch_size=16, shuffle=True, num_workers=1, persistent_workers=True
+        )
+
+    without, with_test = (_next_epoch_after(make, run) for run in (False, True))
+    assert without == with_test
+
+
+def test_worker_processes_stop_when_the_test_fails() -> None:
+    import multiprocessing as mp
+
+    x, y = make_data(64)
+    dl = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True, num_workers=2)
+    model = nn.Linear(8, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    calls = []
+
+    def broken(out, target):
+        calls.append(1)
+        if len(calls) > 3:
+            raise RuntimeError("boom")
+        return F.cross_entropy(out, target)
+
+    with pytest.raises(RuntimeError, match="boom") as info:
+        lrkit.find_lr(model, opt, broken, dl, num_steps=20)
+    # the exception (kept, as a notebook keeps the last one) holds no workers
+    assert info.value is not None
+    assert mp.active_children() == []
+
+
+def test_samplers_with_their_own_random_generators_shuffle_as_before() -> None:
+    class OwnRngSampler(torch.utils.data.Sampler):
+        def __init__(self, n: int, rng) -> None:
+            self.n, self.rng = n, rng
+
+        def __iter__(self):
+            idx = list(range(self.n))
+            if isinstance(self.rng, random.Random):
+                self.rng.shuffle(idx)
+            elif isinstance(self.rng, torch.Generator):
+                idx = torch.randperm(self.n, generator=self.rng).tolist()
+            else:
+                idx = [int(i) for i in self.rng.permutation(self.n)]
+            return iter(idx)
+
+        def __len__(self) -> int:
+            return self.n
+
+    for rng in (
+        lambda: np.random.default_rng(4),
+        lambda: np.random.RandomState(4),
+        lambda: random.Random(4),
+        lambda: torch.Generator().manual_seed(4),  # not under `.generator`
+    ):
+
+        def make(ds, rng=rng):
+            return DataLoader(ds, batch_size=16, sampler=OwnRngSampler(len(ds), rng()))
+
+        without, with_test = (_next_epoch_after(make, run) for run in (False, True))
+        assert without == with_test, rng
+
+
+def test_validation_keeps_a_frozen_batchnorm_on_its_running_statistics() -> None:
+    # a BatchNorm the user froze in eval() must validate (and so train) exactly
+    # as without a validation loader: its running statistics untouched
+    x, y = make_data(64)
+    val = DataLoader(TensorDataset(x[:32] * 3 + 1, y[:32]), batch_size=16)
+    curves = []
+    for with_val in (False, True):
+        torch.manual_seed(0)
+        model = BNDropNet()
+        model.net[1].eval()
+        stats = model.net[1].running_mean.clone()
+        moved = []
+        model.net[1].register_forward_hook(
+            lambda m, a, o, moved=moved, stats=stats: moved.append(
+                not torch.equal(m.running_mean, stats)
+            )
+        )
+        train = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True)
+        r = lrkit.find_lr(
+            model,
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            F.cross_entropy,
+            train,
+            val_loader=val if with_val else None,
+            num_steps=40,
+        )
+        assert moved and not any(moved)
+        curves.append(r.losses)
+    assert curves[0] == curves[1]
+
+
+def test_validation_does_not_move_running_statistics_of_training_batchnorm() -> None:
+    torch.manual_seed(0)
+    model = BNDropNet()
+    x, y = make_data(64)
+    val = DataLoader(TensorDataset(x[:32], y[:32]), batch_size=16)
+    bn = model.net[1]
+    calls: list[tuple[bool, torch.Tensor, torch.Tensor]] = []
+    start: list[torch.Tensor] = []
+    # validation runs without gradients, on batch statistics (train mode); the
+    # next training step must find the running statistics where training left them
+    bn.register_forward_pre_hook(lambda m, a: start.append(m.running_mean.clone()))
+    bn.register_forward_hook(
+        lambda m, a, o: calls.append(
+            (torch.is_grad_enabled(), start[-1], m.running_mean.clone())
+        )
+    )
+    lrkit.find_lr(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.01),
+        F.cross_entropy,
+        loader(),
+        val_loader=val,
+        num_steps=30,
+        end_lr=1e-2,
+    )
+    train = [(pre, post) for grad, pre, post in calls if grad]
+    assert len(train) < len(calls)  # validations ran in between
+    for (_, left), (found, _) in itertools.pairwise(train):
+        assert torch.equal(left, found)
+
+
+def test_a_device_that_cannot_be_used_is_named_before_anything_runs(setup) -> None:
+    model, opt, dl = setup
+    before = state_of(model, opt)
+    with pytest.raises(ValueError, match="device must be a torch device this machine"):
+        lrkit.find_lr(model, opt, F.cross_entropy, dl, device="meta")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="got device='cuda'"):
+            lrkit.find_lr(model, opt, F.cross_entropy, dl, device="cuda")
+    assert_state_equal(before, state_of(model, opt))
+
+
+def test_a_loss_that_cannot_train_gets_a_clear_error(setup) -> None:
+    model, opt, dl = setup
+    before = state_of(model, opt)
+    with pytest.raises(TypeError, match="loss_fn must be a loss computed from"):
+        lrkit.find_lr(model, opt, lambda out, y: F.cross_entropy(out, y).detach(), dl)
+    with pytest.raises(TypeError, match="compute_loss must be a loss computed"):
+        lrkit.find_lr(
+            model, opt, compute_loss=lambda m, b: torch.tensor(1.0), train_loader=dl
+        )
+    assert_state_equal(before, state_of(model, opt))
+
+
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_called_under_no_grad_the_test_still_trains(mode) -> None:
+    x, y = make_data(128)
+    torch.manual_seed(0)
+    model = nn.Linear(8, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    dl = DataLoader(TensorDataset(x, y), batch_size=16)
+    plain = lrkit.find_lr(model, opt, F.cross_entropy, dl, num_steps=40)
+    with mode():
+        inside = lrkit.find_lr(model, opt, F.cross_entropy, dl, num_steps=40)
+        assert not torch.is_grad_enabled()  # the caller's mode is given back
+    assert inside.losses == plain.losses
+
+
+def test_global_optimizer_hooks_do_not_see_the_test() -> None:
+    model = nn.Linear(8, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    calls = []
+    handle = register_optimizer_step_post_hook(lambda o, a, k: calls.append(1))
+    try:
+        lrkit.find_lr(model, opt, F.cross_entropy, loader(), num_steps=20)
+        assert calls == []
+        opt.step()
+        assert calls == [1]
+    finally:
+        handle.remove()
+
+
+def test_unpack_gives_your_criterion_the_logits_of_a_hugging_face_output() -> None:
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(
+        vocab_size=30,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+        num_labels=3,
+    )
+    model = transformers.BertForSequenceClassification(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 30, (32, 8), generator=g)
+    labels = torch.randint(0, 3, (32,), generator=g)
+    batches = [(ids[i : i + 8], labels[i : i + 8]) for i in range(0, 32, 8)]
+    r = lrkit.find_lr(
+        model,
+        opt,
+        F.cross_entropy,
+        batches,
+        unpack=lambda b: ({"input_ids": b[0]}, b[1]),
+        num_steps=12,
+    )
+    assert math.isfinite(r.losses[0]) and 0.5 < r.losses[0] < 2.0  # ~ln(3)

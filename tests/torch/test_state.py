@@ -228,3 +228,30 @@ def test_failed_snapshot_leaves_no_spill_directory(tmp_path) -> None:
     with pytest.raises(RuntimeError, match="cannot save"):
         snapshot(nn.Linear(2, 2), objects={"x": Broken()}, spill_dir=tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_loader_random_generators_under_any_name_are_restored() -> None:
+    class Holder:
+        def __init__(self) -> None:
+            self.np_gen = np.random.default_rng(1)
+            self.np_state = np.random.RandomState(1)
+            self.py_rng = random.Random(1)
+            self.torch_gen = torch.Generator().manual_seed(1)
+
+    loader = Holder()
+
+    def draws() -> tuple:
+        return (
+            float(loader.np_gen.random()),
+            float(loader.np_state.rand()),
+            loader.py_rng.random(),
+            float(torch.rand(1, generator=loader.torch_gen)),
+        )
+
+    model = nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    snap = snapshot(model, opt, loaders=[loader])
+    first = draws()
+    assert draws() != first
+    snap.restore()
+    assert draws() == first

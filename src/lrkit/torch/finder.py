@@ -38,7 +38,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch import nn
@@ -183,6 +183,13 @@ _HOOK_HINT = (
 )
 
 
+def _prediction(out: Any) -> Any:
+    """What a criterion gets: a Hugging Face style output's ``.logits``, else the
+    output itself."""
+    logits = getattr(out, "logits", None)
+    return logits if isinstance(logits, torch.Tensor) else out
+
+
 def _call(model: nn.Module, inputs: Any) -> Any:
     if isinstance(inputs, Mapping):
         return model(**inputs)
@@ -212,7 +219,84 @@ def _first_batches(loader: Iterable[Any], n: int, device: torch.device) -> list[
     global torch RNG; that draw is undone, so a validation loader does not
     change the order in which the training loader shuffles."""
     with torch.random.fork_rng(devices=[]):
-        return [_to_device(b, device) for b in itertools.islice(loader, n)]
+        it = iter(loader)
+        try:
+            return [_to_device(b, device) for b in itertools.islice(it, n)]
+        finally:
+            if getattr(loader, "_iterator", None) is not it:  # not kept by the loader
+                _shutdown(it)
+
+
+def _no_grad_loss(hook: bool) -> NoReturn:
+    """The loss cannot train the model: say which argument made it."""
+    _check.fail(
+        "compute_loss" if hook else "loss_fn",
+        "a loss computed from the model's output (a tensor that requires grad)",
+        "a loss with requires_grad=False",
+        "Return the loss tensor itself (not .item(), a new tensor or a detached "
+        "copy), and check that the model has trainable parameters.",
+        exc=TypeError,
+        shown=True,
+    )
+
+
+def _check_device(dev: torch.device, given: Any) -> None:
+    """Fail now, naming ``device``, when no tensor can be made there (CUDA on a
+    CPU-only build, an index past the last GPU, the ``meta`` device)."""
+    problem = None
+    if dev.type == "meta":
+        problem = "the meta device holds no data to train on"
+    else:
+        try:
+            torch.empty(1, device=dev)
+        except (RuntimeError, AssertionError) as e:
+            problem = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+    if problem is not None:
+        _check.fail(
+            "device",
+            "a torch device this machine can use, such as 'cpu' or 'cuda:0'",
+            given,
+            problem,
+        )
+
+
+def _shutdown(it: Any) -> None:
+    """Stop the worker processes of a DataLoader iterator (a no-op without)."""
+    stop = getattr(it, "_shutdown_workers", None)
+    if callable(stop):
+        with contextlib.suppress(Exception):
+            stop()
+
+
+def _kept_iterators(loaders: Sequence[Any]) -> list[tuple[Any, Any]]:
+    """``(loader, loader._iterator)`` for each DataLoader: one with persistent
+    workers keeps the iterator it made and reuses it on the next ``iter()``, which
+    then draws one seed fewer; the test's own iterator must not stay behind."""
+    return [
+        (loader, vars(loader).get("_iterator"))
+        for loader in loaders
+        if isinstance(loader, torch.utils.data.DataLoader)
+    ]
+
+
+def _retire(batches: _Batches, kept: list[tuple[Any, Any]]) -> None:
+    """Stop the workers of the iterator ``batches`` started (not the user's)."""
+    users = {id(before) for _, before in kept if before is not None}
+    if batches.it is not None and id(batches.it) not in users:
+        _shutdown(batches.it)
+    batches.it = None
+
+
+def _put_back_iterators(kept: list[tuple[Any, Any]], batches: _Batches) -> None:
+    """Stop the iterators the test started and give each loader back its own."""
+    _retire(batches, kept)
+    users = {id(before) for _, before in kept if before is not None}
+    for loader, before in kept:
+        now = vars(loader).get("_iterator")
+        if now is not before:
+            if now is not None and id(now) not in users:
+                _shutdown(now)
+            loader.__dict__["_iterator"] = before
 
 
 def _takes(model: nn.Module, name: str) -> bool:
@@ -250,7 +334,9 @@ def _default_loss(
     if unpack is not None:
         inputs, target = unpack(batch)
         out = _call(model, inputs)
-        return _required_output_loss(out) if loss_fn is None else loss_fn(out, target)
+        if loss_fn is None:
+            return _required_output_loss(out)
+        return loss_fn(_prediction(out), target)
     if isinstance(batch, Mapping):
         key = next((k for k in _LABEL_KEYS if k in batch), None)
         if loss_fn is not None and key is not None and not _takes(model, key):
@@ -273,11 +359,15 @@ def _default_loss(
                 exc=TypeError,
                 shown=True,
             )
-        return loss_fn(getattr(out, "logits", out), batch[key])
+        return loss_fn(_prediction(out), batch[key])
     if isinstance(batch, (list, tuple)) and len(batch) == 2:
         x, y = batch
         out = model(x)
-        return _required_output_loss(out) if loss_fn is None else loss_fn(out, y)
+        return (
+            _required_output_loss(out)
+            if loss_fn is None
+            else loss_fn(_prediction(out), y)
+        )
     if loss_fn is None and not isinstance(batch, (list, tuple, Mapping)):
         loss = _output_loss(model(batch))
         if loss is not None:
@@ -365,9 +455,10 @@ def find_lr(
     or diverges (see :mod:`lrkit.rangetest`). Everything is restored afterwards.
 
     Batches: ``(inputs, target)`` pairs by default (``loss_fn(model(inputs),
-    target)``); dict batches are passed as ``model(**batch)`` and the loss is
-    ``output.loss`` (Hugging Face style) or ``loss_fn(output.logits or output,
-    batch["labels"])``; ``unpack(batch) -> (inputs, target)`` adapts other
+    target)``, with ``.logits`` of a Hugging Face style output); dict batches
+    are passed as ``model(**batch)`` and the loss is ``output.loss`` (Hugging
+    Face style) or ``loss_fn(output.logits or output, batch["labels"])``;
+    ``unpack(batch) -> (inputs, target)`` adapts other
     formats and ``compute_loss(model, batch) -> loss`` replaces all of this.
 
     Args:
@@ -546,6 +637,7 @@ def find_lr(
             dev = torch.device(device)
         except (RuntimeError, TypeError):
             _check.fail("device", "a torch device such as 'cpu' or 'cuda:0'", device)
+        _check_device(dev, device)
     if sync_every is None:
         sync_every = 1 if dev.type == "cpu" else 8
     sync_every = _check.positive_int("sync_every", sync_every)
@@ -599,6 +691,8 @@ def find_lr(
             batch = _to_device(next(batches), dev)
             with autocast():
                 loss = batch_loss(batch)
+            if not loss.requires_grad:
+                _no_grad_loss(compute_loss is not None)
             part = loss.float() / accumulation_steps
             if scaler is not None:
                 scaler.scale(part).backward()  # type: ignore[no-untyped-call]
@@ -654,10 +748,14 @@ def find_lr(
                         "val_loader", "a loader that yields at least one batch", vloader
                     )
             flags = [(m, m.training) for m in model.modules()]
+            # only the BatchNorm layers that train switch to batch statistics
+            # (one the user froze in eval mode keeps its running statistics),
+            # and the validation batches must not move their running statistics
+            live = [m for m in bn_layers if m.training] if batch_stats[0] else []
+            kept = [_bn_buffers(m) for m in live]
             model.eval()
-            if batch_stats[0]:
-                for m in bn_layers:
-                    m.train()
+            for m in live:
+                m.train()
             try:
                 with torch.no_grad(), autocast():
                     vals = [batch_loss(b).float() for b in val_cache]
@@ -669,6 +767,8 @@ def find_lr(
             finally:
                 for module, flag in flags:
                     module.training = flag
+                for m, buffers in zip(live, kept, strict=True):
+                    _restore_bn_buffers(m, buffers)
             return torch.stack(vals).mean()  # read with the step losses
 
     loaders = [train_loader] if val_loader is None else [train_loader, val_loader]
@@ -752,6 +852,7 @@ def find_lr(
             snap.restore()  # the starting state, its RNG and loader shuffles
             if not model.training:  # trained as in the range test
                 model.train()
+            _retire(batches, kept_iterators)
             batches = _Batches(train_loader, "train_loader")
             scaler = new_scaler()
             outs = [step_fn(lr) for _ in range(confirm_steps)]
@@ -825,12 +926,17 @@ def find_lr(
         return _replace(result, suggestion_info=new, timings=timings)
 
     snap = snapshot(model, optimizer, loaders=loaders, rng=True, spill_dir=spill_dir)
+    kept_iterators = _kept_iterators(loaders)
     # the optimizer's own step hooks (a scheduler's step counter, an EMA update)
     # must not see the test's steps: they are set aside and put back after
     hooks = _detach_step_hooks(optimizer)
+    grads = contextlib.ExitStack()
     try:
         if not model.training:  # keep submodules the user froze in eval mode
             model.train()
+        # the test trains, also when called under torch.no_grad() / inference_mode()
+        grads.enter_context(torch.inference_mode(False))
+        grads.enter_context(torch.enable_grad())
         result = range_test(
             step_fn,
             start_lr=start_lr,
@@ -850,9 +956,11 @@ def find_lr(
         if confirm_steps:
             result = confirm(result)
     finally:
+        grads.close()
         t0 = time.perf_counter()
         val_cache.clear()
         confirm_cache.clear()
+        _put_back_iterators(kept_iterators, batches)
         _reattach_step_hooks(optimizer, hooks)
         snap.restore()
         snap.discard()
@@ -866,24 +974,53 @@ def find_lr(
 _HOOK_ATTRS = ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks")
 
 
+def _bn_buffers(m: nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of a BatchNorm layer's running statistics (and batch count)."""
+    return {
+        name: buf.detach().clone()
+        for name, buf in m.named_buffers(recurse=False)
+        if buf is not None
+    }
+
+
+def _restore_bn_buffers(m: nn.Module, buffers: dict[str, torch.Tensor]) -> None:
+    """Put back what :func:`_bn_buffers` copied, in place."""
+    own = dict(m.named_buffers(recurse=False))
+    with torch.no_grad():
+        for name, value in buffers.items():
+            own[name].copy_(value)
+
+
+_GLOBAL_HOOKS = ("_global_optimizer_pre_hooks", "_global_optimizer_post_hooks")
+
+
+def _hook_tables(optimizer: torch.optim.Optimizer) -> dict[str, dict[Any, Any]]:
+    """The step-hook tables that would see the test's steps: the optimizer's own
+    and the ones torch runs for every optimizer
+    (``torch.optim.optimizer.register_optimizer_step_post_hook``)."""
+    from torch.optim import optimizer as module
+
+    tables = {attr: getattr(optimizer, attr, None) for attr in _HOOK_ATTRS}
+    tables.update({attr: getattr(module, attr, None) for attr in _GLOBAL_HOOKS})
+    return {k: v for k, v in tables.items() if isinstance(v, dict)}
+
+
 def _detach_step_hooks(optimizer: torch.optim.Optimizer) -> dict[str, dict[Any, Any]]:
-    """Empty the optimizer's per-instance step hooks; returns them for later."""
+    """Empty the step hooks the optimizer runs; returns them for later."""
     saved: dict[str, dict[Any, Any]] = {}
-    for attr in _HOOK_ATTRS:
-        table = getattr(optimizer, attr, None)
-        if isinstance(table, dict):
-            saved[attr] = dict(table)
-            table.clear()
+    for attr, table in _hook_tables(optimizer).items():
+        saved[attr] = dict(table)
+        table.clear()
     return saved
 
 
 def _reattach_step_hooks(
     optimizer: torch.optim.Optimizer, saved: Mapping[str, Mapping[Any, Any]]
 ) -> None:
+    tables = _hook_tables(optimizer)
     for attr, hooks in saved.items():
-        table = getattr(optimizer, attr)
-        table.clear()
-        table.update(hooks)
+        tables[attr].clear()
+        tables[attr].update(hooks)
 
 
 def _mean(values: Sequence[float]) -> float:

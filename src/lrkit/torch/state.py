@@ -10,8 +10,10 @@ A :class:`Snapshot` holds one copy of everything a training step can change:
 - the ``state_dict()`` of any other object handed in (an LR scheduler, a
   ``GradScaler``, ...);
 - the Python, NumPy and torch (CPU and, when initialised, CUDA) RNG states, and
-  the ``torch.Generator`` of data loaders (their shuffling order) and the integer
-  counters of loaders and their samplers (an epoch counter that seeds a shuffle).
+  the random generators of data loaders and their samplers (their shuffling
+  order: a ``torch.Generator``, a NumPy ``Generator``/``RandomState`` or a
+  ``random.Random``, under any attribute name) and the integer counters of
+  loaders and their samplers (an epoch counter that seeds a shuffle).
 
 :meth:`Snapshot.restore` writes all of it back *in place*: the tensors the model
 and the optimizer hold keep their identity, so references the user keeps (an
@@ -112,45 +114,82 @@ def _nbytes(value: Any) -> int:
     return 0
 
 
+_RNG_TYPES = (
+    torch.Generator,
+    np.random.Generator,
+    np.random.RandomState,
+    random.Random,
+)
+
+
+def _loader_objects(loader: Any) -> list[Any]:
+    """A loader, its sampler, its batch sampler and that one's sampler."""
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    found: list[Any] = []
+    for obj in (
+        loader,
+        getattr(loader, "sampler", None),
+        batch_sampler,
+        getattr(batch_sampler, "sampler", None),
+    ):
+        if obj is not None and all(obj is not f for f in found):
+            found.append(obj)
+    return found
+
+
+def _loader_rngs(loader: Any) -> list[Any]:
+    """The random generators a DataLoader-like object and its samplers hold,
+    under any attribute name: ``torch.Generator``, NumPy ``Generator`` /
+    ``RandomState`` and ``random.Random`` (a bucketing sampler's own RNG)."""
+    found: list[Any] = []
+    for obj in _loader_objects(loader):
+        values = [getattr(obj, "generator", None)]
+        if hasattr(obj, "__dict__"):
+            values += [v for k, v in vars(obj).items() if k != "_iterator"]
+        for v in values:
+            if isinstance(v, _RNG_TYPES) and all(v is not f for f in found):
+                found.append(v)
+    return found
+
+
 def _generators(loader: Any) -> list[torch.Generator]:
     """The torch.Generators a DataLoader-like object shuffles or samples with."""
-    found: list[torch.Generator] = []
-    candidates = [
-        getattr(loader, "generator", None),
-        getattr(getattr(loader, "sampler", None), "generator", None),
-        getattr(
-            getattr(getattr(loader, "batch_sampler", None), "sampler", None),
-            "generator",
-            None,
-        ),
-    ]
-    for g in candidates:
-        if isinstance(g, torch.Generator) and all(g is not f for f in found):
-            found.append(g)
-    return found
+    return [g for g in _loader_rngs(loader) if isinstance(g, torch.Generator)]
+
+
+def _rng_state(gen: Any) -> Any:
+    """A copy of one generator's state (see :func:`_loader_rngs`)."""
+    if isinstance(gen, torch.Generator):
+        return gen.get_state()
+    if isinstance(gen, np.random.Generator):
+        return copy.deepcopy(gen.bit_generator.state)
+    if isinstance(gen, np.random.RandomState):
+        return gen.get_state()
+    return gen.getstate()
+
+
+def _set_rng_state(gen: Any, state: Any) -> None:
+    if isinstance(gen, torch.Generator):
+        gen.set_state(state)
+    elif isinstance(gen, np.random.Generator):
+        gen.bit_generator.state = copy.deepcopy(state)
+    elif isinstance(gen, np.random.RandomState):
+        gen.set_state(state)
+    else:
+        gen.setstate(state)
 
 
 def _loader_counters(loader: Any) -> list[tuple[Any, str, int]]:
     """The integer attributes of a loader and its samplers (an epoch or
     iteration counter that seeds the next shuffle: accelerate's
     ``DataLoaderShard.iteration``, ``SeedableRandomSampler.epoch``)."""
-    found: list[tuple[Any, str, int]] = []
-    batch_sampler = getattr(loader, "batch_sampler", None)
-    objects = [
-        loader,
-        getattr(loader, "sampler", None),
-        batch_sampler,
-        getattr(batch_sampler, "sampler", None),
+    return [
+        (obj, name, value)
+        for obj in _loader_objects(loader)
+        if hasattr(obj, "__dict__")
+        for name, value in vars(obj).items()
+        if type(value) is int
     ]
-    seen: set[int] = set()
-    for obj in objects:
-        if obj is None or id(obj) in seen or not hasattr(obj, "__dict__"):
-            continue
-        seen.add(id(obj))
-        for name, value in vars(obj).items():
-            if type(value) is int:
-                found.append((obj, name, value))
-    return found
 
 
 @dataclass
@@ -200,7 +239,7 @@ class Snapshot:
     _opt_attrs: dict[str, Any]
     _objects: dict[str, tuple[Any, Any]]
     _rng: dict[str, Any] | None
-    _loader_gens: list[tuple[torch.Generator, torch.Tensor]]
+    _loader_gens: list[tuple[Any, Any]]
     _store: _Store
     _loader_ints: list[tuple[Any, str, int]] = field(default_factory=list)
 
@@ -225,7 +264,7 @@ class Snapshot:
         for obj, state in self._objects.values():
             obj.load_state_dict(copy.deepcopy(state))
         for gen, gstate in self._loader_gens:
-            gen.set_state(gstate)
+            _set_rng_state(gen, gstate)
         for obj, name, value in self._loader_ints:
             if getattr(obj, name, None) != value:
                 with contextlib.suppress(AttributeError, ValueError, TypeError):
@@ -344,8 +383,9 @@ def snapshot(
             copied.
         objects: other stateful objects by name, each with ``state_dict()`` and
             ``load_state_dict()`` (an LR scheduler, a ``GradScaler``, an EMA).
-        loaders: data loaders whose ``torch.Generator`` states (shuffle order)
-            are copied.
+        loaders: data loaders whose random generators (shuffle order: the
+            loader's and its samplers' ``torch.Generator``, NumPy or
+            ``random.Random`` generators) and integer counters are copied.
         rng: also copy the global Python, NumPy and torch RNG states.
         spill_dir: if given, write the tensor copies to a new temporary
             directory inside it instead of holding them in RAM (for models too
@@ -457,7 +497,7 @@ def _take(
     }
     store.nbytes += sum(_nbytes(state) for _, state in saved_objects.values())
     loaders = list(loaders)
-    gens = [(g, g.get_state()) for loader in loaders for g in _generators(loader)]
+    gens = [(g, _rng_state(g)) for loader in loaders for g in _loader_rngs(loader)]
     counters = [c for loader in loaders for c in _loader_counters(loader)]
     return Snapshot(
         _slots=slots,
