@@ -1116,6 +1116,53 @@ def test_megatron_console_output(tmp_path: Path) -> None:
     np.testing.assert_allclose(h.val_loss, [*val, rows[-1]["loss"] + 0.25], rtol=1e-6)
 
 
+def test_fairseq_json_log_lines(tmp_path: Path) -> None:
+    """fairseq's ``--log-format json`` console: a JSON object of quoted numbers
+    after ``| train_inner |`` / ``| valid |``; lines of as many commas are no
+    CSV rows (the first ten are training lines)."""
+    rows = tiny_run(40)
+    out = []
+    for r in rows:
+        step = int(r["step"]) + 1
+        if step % 2 == 0:
+            record = {
+                "epoch": 1,
+                "update": f"{step / 40:.3f}",
+                "loss": f"{r['loss']:.3f}",
+                "nll_loss": f"{r['loss'] - 0.1:.3f}",
+                "ppl": "20.5",
+                "num_updates": str(step),
+                "lr": f"{r['lr']:.6g}",
+                "gnorm": f"{r['grad_norm']:.3f}",
+                "train_wall": "3",
+            }
+            out.append(
+                f"2024-01-01 10:00:00 | INFO | train_inner | {json.dumps(record)}"
+            )
+        if step % 20 == 0:
+            record = {
+                "epoch": 1,
+                "valid_loss": f"{r['loss'] + 0.3:.3f}",
+                "valid_nll_loss": f"{r['loss'] + 0.2:.3f}",
+                "valid_num_updates": str(step),
+            }
+            out.append(f"2024-01-01 10:00:00 | INFO | valid | {json.dumps(record)}")
+    log = tmp_path / "train.log"
+    log.write_text("\n".join(out) + "\n")
+    h = read_log(log)
+    assert h.columns == {
+        "loss": "loss",
+        "step": "num_updates",
+        "val_loss": "valid_loss",
+        "lr": "lr",
+        "grad_norm": "gnorm",
+    }
+    logged = [r for r in rows if (int(r["step"]) + 1) % 2 == 0]
+    assert h.steps.tolist() == [int(r["step"]) + 1 for r in logged]
+    np.testing.assert_allclose(h.loss, [r["loss"] for r in logged], atol=5e-4)
+    assert h.val_steps.tolist() == [20, 40]
+
+
 @pytest.mark.parametrize("verbose", [1, 2])
 def test_two_keras_fits_in_one_console_log(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], verbose: int

@@ -708,7 +708,10 @@ def _csv_delimiter(lines: Sequence[str]) -> str | None:
         if any(_looks_numeric(h) for h in header) or not all(header):
             continue
         cells = [c for row in rows for c in row.split(delimiter)]
-        if any(_CONSOLE_CELL.search(c) for c in [*header, *cells]) or any(
+        # quotes go: '"loss": "2.3"' (a JSON object printed in a log line) is
+        # a console pair, not a cell
+        unquoted = [c.replace('"', "").replace("'", "") for c in [*header, *cells]]
+        if any(_CONSOLE_CELL.search(c) for c in unquoted) or any(
             _CONSOLE_HEADER.search(h) for h in header
         ):
             continue
