@@ -1285,3 +1285,46 @@ def test_keras_console_redraws_and_repeated_validation(tmp_path: Path) -> None:
     assert h.steps.tolist() == [1, 2, 3] and h.loss.tolist() == [0.91, 0.52, 0.31]
     assert h.val_steps.tolist() == [1, 2, 3]
     assert h.val_loss.tolist() == [0.5724, 0.5724, 0.4]
+
+
+def test_one_number_per_line_without_a_header(tmp_path: Path) -> None:
+    """np.savetxt of a loss list (or scikit-learn's loss_curve_): the training
+    loss, line n at step n; a stray word names its line."""
+    losses = [r["loss"] for r in tiny_run(30)]
+    for name in ("loss.txt", "loss.csv", "curve"):
+        path = tmp_path / name
+        np.savetxt(path, losses)
+        h = read_log(path)
+        assert h.columns == {"loss": "loss"}
+        assert h.steps.tolist() == list(range(30))
+        np.testing.assert_allclose(h.loss, losses)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("0.5\n0.4\nnan?\n")
+    with pytest.raises(LogFormatError, match=r"bad.csv:3: expected one number"):
+        read_log(bad)
+
+
+def test_ray_tune_results_step_on_training_iteration(tmp_path: Path) -> None:
+    rows = tiny_run(12)
+    path = tmp_path / "result.json"
+    path.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "loss": r["loss"],
+                    "training_iteration": int(r["step"]) + 1,
+                    "config": {"lr": 0.01},
+                    "trial_id": "a1",
+                }
+            )
+            + "\n"
+            for r in rows
+        )
+    )
+    h = read_log(path)
+    assert h.columns == {
+        "loss": "loss",
+        "step": "training_iteration",
+        "lr": "config/lr",
+    }
+    assert h.steps.tolist() == list(range(1, 13))

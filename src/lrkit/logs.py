@@ -112,6 +112,7 @@ KEYS: Mapping[str, tuple[str, ...]] = {
         "trainer_global_step",
         "_step",
         "iteration",
+        "training_iteration",
         "iter",
         "it",
         "steps",
@@ -630,6 +631,8 @@ def _read_csv(path: Path, overrides: Mapping[str, str | None]) -> History:
     alias = _tensorboard_tag(header, path)
     if not any(header) or len(set(header)) != len(header):
         raise LogFormatError(path, f"bad CSV header {header!r}", first)
+    if len(header) == 1 and _looks_numeric(header[0]):
+        return _read_numbers(lines, path, overrides)
     if all(_looks_numeric(h) for h in header):
         raise LogFormatError(
             path, "the first line must be a header naming the columns", first
@@ -898,6 +901,24 @@ def _text_pairs(line: str) -> list[_Pair]:
             seen.add(key)
             out.append(_Pair(key, value, avg))
     return out
+
+
+def _read_numbers(
+    lines: Sequence[str], path: Path, overrides: Mapping[str, str | None]
+) -> History:
+    """One number per line and no header (``np.savetxt("loss.txt", losses)``,
+    scikit-learn's ``loss_curve_``): the training loss, the n-th line step n."""
+    records: list[tuple[int, Mapping[str, Any]]] = []
+    for i, line in enumerate(lines, 1):
+        if not _looks_numeric(line.strip()):
+            raise LogFormatError(
+                path,
+                f"expected one number per line (a file without a header), got "
+                f"{line.strip()[:40]!r}",
+                i,
+            )
+        records.append((i, {"loss": line.strip()}))
+    return _build(records, ["loss"], path, overrides)
 
 
 def _TABLE_HEADER(tokens: Sequence[str]) -> bool:  # noqa: N802 - reads as a test
@@ -1617,8 +1638,8 @@ def _detect(path: Path) -> tuple[str, Path]:
         except (json.JSONDecodeError, RecursionError):
             return "text", path  # a printed dict, not JSON
         return "jsonl", path
-    if _csv_delimiter(lines) is not None:
-        return "csv", path
+    if _csv_delimiter(lines) is not None or all(_looks_numeric(ln) for ln in lines):
+        return "csv", path  # a table, or one number per line
     return "text", path
 
 
