@@ -121,6 +121,27 @@ def test_help_lists_commands() -> None:
     assert p.returncode == 0 and "module.path:factory" in p.stdout
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["find", "--bogus"], "No such option: --bogus"),
+        (["find", "--num-steps", "abc"], "Invalid value for '--num-steps'"),
+        (["diagnose"], "Missing argument 'file'. (see 'lrkit diagnose --help')"),
+        (["nosuch"], "No such command 'nosuch'. (see 'lrkit --help')"),
+    ],
+)
+def test_usage_errors_are_one_line_exit_2(args: list[str], message: str) -> None:
+    p = lrkit(*args)
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    assert p.stderr.count("\n") == 1, p.stderr
+    assert p.stderr.startswith("lrkit: error: ") and message in p.stderr
+
+
+def test_no_arguments_prints_the_help() -> None:
+    p = lrkit()
+    assert p.returncode == 0 and "find" in p.stdout and "diagnose" in p.stdout
+
+
 def test_unwritable_output_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "lr_find.json").mkdir()  # a directory where the record goes
     p = lrkit("find", "--num-steps", "50", "--out", str(tmp_path))

@@ -176,8 +176,8 @@ def find(
     num_steps: Annotated[
         int | None,
         typer.Option(
-            help="Optimizer steps, one LR each [default: 25 per decade of the "
-            "ladder, 200 for 1e-7..10].",
+            help="Optimizer steps, one LR each (default: 25 per decade of the "
+            "ladder, 200 for 1e-7..10).",
             show_default=False,
         ),
     ] = None,
@@ -271,8 +271,10 @@ def find(
         TimeElapsedColumn(),
         console=console,
         transient=True,
+        disable=not console.is_terminal,  # a log file gets no bar (nor its newline)
     )
     t0 = time.perf_counter()
+    error: tuple[str, int] | None = None  # reported once the bar is gone
     with bar:
         job = bar.add_task("find", total=num_steps, lr=start_lr, loss=float("nan"))
 
@@ -303,9 +305,11 @@ def find(
                     text = text.replace(f"{name} must", f"--{name} must")
                     text = text.replace(f"got {name}=", f"got --{name}=")
                     text = text.replace("None, 'bf16' or 'fp16'", "'bf16' or 'fp16'")
-            fail(text)
+            error = (text, EXIT_USAGE)
         except Exception as e:
-            fail(f"the range test failed: {type(e).__name__}: {e}", EXIT_RUNTIME)
+            error = (f"the range test failed: {type(e).__name__}: {e}", EXIT_RUNTIME)
+    if error is not None:
+        fail(*error)
     elapsed = time.perf_counter() - t0
 
     with writing(out / "lr_find.json") as json_path:
@@ -466,9 +470,10 @@ def schedule_command(
     """Preview schedules: table, sparkline, PNG (--out), every step's LR (--json).
 
     --json prints {"steps", "base_lr", "lrs", "spec", "config", "summary",
-    "milestones", ...} for one spec, and {"steps", "base_lr", "schedules": [one
-    such record per spec]} for several. --lint adds "warnings" and exits with
-    code 1 when there are any (0 when clean); bad input exits with code 2.
+    "milestones", ...} for one spec, and {"steps", "base_lr", "schedules": (a
+    list of one such record per spec)} for several. --lint adds "warnings" and
+    exits with code 1 when there are any (0 when clean); bad input exits with
+    code 2.
     """
     from ._parse import ScheduleSyntaxError, parse_plateau, parse_schedule
 
@@ -668,8 +673,8 @@ def diagnose(
 ) -> None:
     """Diagnose learning-rate problems from a training log.
 
-    Prints a verdict (healthy, diverged, lr too high, lr too low, overfitting)
-    and the findings with advice in LR terms; --json prints them as JSON.
+    Prints a verdict (healthy, diverged, lr too high, lr too low, overfitting,
+    too short) and the findings with advice in LR terms; --json prints them as JSON.
     """
     from ._check import LRKitError
     from .logs import read_log
@@ -765,9 +770,39 @@ def _verdict_exit(wanted: bool, verdict: str) -> None:
 # ============================================================================ main
 
 
+def _click_exceptions() -> Any:
+    """The click exceptions typer raises (typer >= 0.29 vendors its own click)."""
+    import importlib
+
+    try:
+        return importlib.import_module("typer._click.exceptions")
+    except ImportError:  # pragma: no cover - older typer on click
+        return importlib.import_module("click.exceptions")
+
+
 def main() -> None:
-    """Entry point of the ``lrkit`` console script."""
-    app()
+    """Entry point of the ``lrkit`` console script.
+
+    Usage errors (an unknown option, a missing argument, a value of the wrong
+    type) are one line ``lrkit: error: ...`` with exit code 2, like every other
+    bad input; ``lrkit`` alone prints the help.
+    """
+    ex = _click_exceptions()
+    no_args = getattr(ex, "NoArgsIsHelpError", ())
+    try:
+        code = app(standalone_mode=False, prog_name="lrkit")
+    except no_args as e:
+        sys.stdout.write(e.ctx.get_help() + "\n")
+        raise SystemExit(0) from None
+    except ex.UsageError as e:
+        command = e.ctx.command_path if e.ctx is not None else "lrkit"
+        one_line = " ".join(e.format_message().split())
+        sys.stderr.write(f"lrkit: error: {one_line} (see '{command} --help')\n")
+        raise SystemExit(EXIT_USAGE) from None
+    except typer.Abort:
+        sys.stderr.write("lrkit: aborted\n")
+        raise SystemExit(130) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover
