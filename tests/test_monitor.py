@@ -542,6 +542,10 @@ def test_bad_arguments() -> None:
         Monitor(spike_z=0)
     with pytest.raises(ValueError, match="slow_ratio must be in"):
         MonitorConfig(slow_ratio=1.5)
+    with pytest.raises(ValueError, match="slow_done_frac must be in"):
+        MonitorConfig(slow_done_frac=-0.1)
+    with pytest.raises(ValueError, match="slow_done_z must be > 0"):
+        MonitorConfig(slow_done_z=0)
     with pytest.raises(ValueError, match=r"blowup_factor must be 0 \(off\) or > 1"):
         MonitorConfig(blowup_factor=0.5)
     with pytest.raises(TypeError, match="config must be a MonitorConfig"):
@@ -755,6 +759,50 @@ def test_finish_flags_a_curve_still_steep_at_the_end() -> None:
     d = diagnose(list(y))
     assert d.verdict == "lr too low"
     assert not feed(exp_decay()).finish()  # a healthy run is not steep at its end
+
+
+@pytest.mark.parametrize(("n", "tau"), [(5000, 1000), (20000, 4000)])
+def test_a_long_run_that_converged_is_not_too_slow_in_the_end(n: int, tau: int) -> None:
+    """A curve still straight after a few hundred steps is slow for a short run:
+    the streaming rule warns. A run that then converged within its length (4-5
+    time constants) had LR enough: finish() withdraws the warning."""
+    t = np.arange(n)
+    y = 2.0 * np.exp(-t / tau) + 0.3 + 0.05 * rng(31).standard_normal(n)
+    mon = feed(y)
+    assert "too_slow" in kinds(mon)  # live: it could not know the run's length
+    mon.finish()
+    assert "too_slow" not in kinds(mon)
+    assert all(f.kind != "too_slow" for f in mon.active)
+    assert diagnose(list(y)).verdict == "healthy"
+
+
+def test_a_long_run_still_far_from_converged_stays_too_slow() -> None:
+    t = np.arange(20000)
+    y = 2.0 * np.exp(-t / 20000) + 0.3 + 0.05 * rng(32).standard_normal(20000)
+    d = diagnose(list(y))  # one time constant: its last quarter still gains 16%
+    assert d.verdict == "lr too low"
+    assert any(f.kind == "too_slow" for f in d.findings)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    tau_frac=st.floats(0.1, 0.25),
+    noise_frac=st.floats(0.001, 0.05),
+    n=st.integers(2000, 6000),
+    seed=st.integers(0, 2**16),
+)
+def test_converged_exponential_runs_are_never_too_slow(
+    tau_frac: float, noise_frac: float, n: int, seed: int
+) -> None:
+    """Property: an exponential approach over at least 4 time constants, with
+    noise up to 5% of its gain, is never called too slow once the run is over."""
+    t = np.arange(n)
+    gain = 2.0
+    y = gain * np.exp(-t / (tau_frac * n)) + 0.3
+    y = y + noise_frac * gain * rng(seed).standard_normal(n)
+    mon = feed(y)
+    mon.finish()
+    assert "too_slow" not in kinds(mon)
 
 
 def test_every_validation_point_reaches_the_monitor() -> None:

@@ -182,6 +182,15 @@ class MonitorConfig:
             run so far (a curve that bends late, a sigmoid, holds it for a while;
             a too-low LR holds it for good); once it holds it keeps holding
             within a 25% margin.
+        slow_done_frac: at the end of the run (:meth:`Monitor.finish`) a
+            ``too_slow`` finding is withdrawn when the run converged within its
+            length after all: its last quarter gained less than this fraction of
+            the run's total gain (an exponential approach ``e^{-t/τ}`` does so
+            after about 3.5 time constants). The streaming rule cannot know how
+            long the run will be: a curve that is still straight after a few
+            hundred steps is slow for a short run and fine for a long one.
+        slow_done_z: ... and the total gain exceeds ``slow_done_z`` times the
+            noise of that difference (real progress, not noise).
         plateau_patience: validation evaluations without an improvement before
             ``plateau`` (an improvement beats the last improvement by more
             than ``plateau_frac`` times the validation progress so far, so
@@ -231,6 +240,8 @@ class MonitorConfig:
     slow_rate_z: float = 4.0
     slow_flat_z: float = 2.0
     slow_patience: int = 32
+    slow_done_frac: float = 0.05
+    slow_done_z: float = 10.0
     plateau_patience: int = 10
     plateau_frac: float = 0.01
     overfit_frac: float = 0.1
@@ -252,8 +263,10 @@ class MonitorConfig:
             "osc_rise_z",
             "slow_rate_z",
             "slow_flat_z",
+            "slow_done_z",
         ):
             _check.positive(name, getattr(self, name))
+        _check.fraction("slow_done_frac", self.slow_done_frac)
         _check.non_negative("overfit_z", self.overfit_z)
         if _check.non_negative("blowup_factor", self.blowup_factor) and not (
             1.0 < self.blowup_factor < math.inf
@@ -470,6 +483,14 @@ class _Curve:
                 m = self.means
                 self.means = [0.5 * (m[i] + m[i + 1]) for i in range(0, len(m), 2)]
                 self.block *= 2
+
+    def last_quarter(self) -> tuple[float, float] | None:
+        """``(total gain, gain of the last quarter)``: first block mean minus
+        the last, and the mean at three quarters minus the last."""
+        m = self.means
+        if len(m) < 8:
+            return None
+        return m[0] - m[-1], m[(3 * len(m)) // 4] - m[-1]
 
     def halves(self) -> tuple[float, float, float] | None:
         """Mean level of the first block, at the middle, and of the last block."""
@@ -1203,6 +1224,7 @@ class Monitor:
         """
         c = self.config
         out: list[Finding] = []
+        self._withdraw_slow()
         if (
             self._n < c.slow_min_updates
             or self._broken
@@ -1240,6 +1262,27 @@ class Monitor:
                 out,
             )
         return out
+
+    def _withdraw_slow(self) -> None:
+        """Withdraw ``too_slow`` findings of a run that converged within its
+        length (see ``MonitorConfig.slow_done_frac``)."""
+        c = self.config
+        if self._broken or not any(f.kind == "too_slow" for f in self._findings):
+            return
+        q = self._curve.last_quarter()
+        sigma = self._sigma()
+        if q is None or math.isnan(sigma):
+            return
+        total, last = q
+        # the noise of a difference of block means (a constant loss has none:
+        # rounding in the means is no gain)
+        noise = max(sigma * self._curve.noise(), 1e-9 * abs(self._start_level))
+        if not (total > c.slow_done_z * noise and last < c.slow_done_frac * total):
+            return
+        self._findings = [f for f in self._findings if f.kind != "too_slow"]
+        self._index = {f.id: i for i, f in enumerate(self._findings)}
+        self._open.pop("too_slow", None)
+        self._slow_since = None
 
     def _diverged(
         self,
