@@ -165,3 +165,29 @@ def test_exit_code_gates_a_ci_job(tmp_path: Path) -> None:
     # 3: not 1 (could not run) or 2 (bad input)
     assert p.returncode == 3 and json.loads(p.stdout)["verdict"] == "diverged"
     assert lrkit("diagnose", str(broken)).returncode == 0  # only when asked
+
+
+def test_set_changes_a_threshold_and_bad_settings_are_one_line(tmp_path: Path) -> None:
+    """Heavy-tailed batch losses read as spike trains; --set spike_z=10 quiets
+    them, and the record says which thresholds were used."""
+    n = 6000
+    t = np.arange(n)
+    rng = np.random.default_rng(2)
+    y = (3 * (1 + t / 100) ** -0.5 + 2) * np.exp(0.1 * rng.standard_t(3, n))
+    path = tmp_path / "heavy.csv"
+    path.write_text("step,loss\n" + "".join(f"{i},{v:.6g}\n" for i, v in enumerate(y)))
+    plain = json.loads(lrkit("diagnose", str(path), "--json").stdout)
+    quiet = json.loads(
+        lrkit("diagnose", str(path), "--json", "--set", "spike_z=10").stdout
+    )
+    assert plain["verdict"] == "lr too high"
+    assert quiet["verdict"] == "healthy" and quiet["config"]["spike_z"] == 10.0
+    for bad, message in (
+        ("bogus=1", "--set must be NAME=VALUE with NAME one of"),
+        ("spike_z", "--set must be NAME=VALUE"),
+        ("spike_z=0", "--set: spike_z must be > 0"),
+        ("osc_spikes=2.5", "--set osc_spikes must be a whole number"),
+    ):
+        p = lrkit("diagnose", str(path), "--set", bad)
+        assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+        assert p.stderr.startswith("lrkit: error: ") and message in p.stderr

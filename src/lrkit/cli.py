@@ -669,6 +669,16 @@ def diagnose(
             "short (1: could not run, 2: bad input).",
         ),
     ] = False,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Change a monitor threshold, NAME=VALUE (repeatable), e.g. "
+            "--set spike_z=10 for heavy-tailed batch losses; the names are the "
+            "fields of lrkit.MonitorConfig (docs/monitor.md).",
+            show_default=False,
+        ),
+    ] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Diagnose learning-rate problems from a training log.
@@ -698,7 +708,11 @@ def diagnose(
         for name in ("loss_key", "val_key", "lr_key", "grad_norm_key", "step_key"):
             text = text.replace(name, "--" + name.replace("_", "-"))
         fail(text)
-    result = run_diagnose(history, resumed=resumed)
+    settings = _monitor_settings(set_ or [])
+    try:
+        result = run_diagnose(history, resumed=resumed, **settings)
+    except (ValueError, TypeError) as e:  # a threshold out of its range
+        fail(f"--set: {e}")
     figure: str | None = None
     if out is not None:
         directory = out_dir(out)
@@ -768,6 +782,34 @@ def _verdict_exit(wanted: bool, verdict: str) -> None:
 
 
 # ============================================================================ main
+
+
+def _monitor_settings(pairs: list[str]) -> dict[str, Any]:
+    """``--set NAME=VALUE`` pairs as MonitorConfig fields of the right type."""
+    import dataclasses
+
+    from .monitor import MonitorConfig
+
+    fields = {
+        f.name: f.type for f in dataclasses.fields(MonitorConfig) if f.name != "resumed"
+    }
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, eq, text = pair.partition("=")
+        name = name.strip()
+        if not eq or name not in fields:
+            names = ", ".join(sorted(fields))
+            fail(
+                f"--set must be NAME=VALUE with NAME one of {names}, "
+                f"got --set={pair!r}."
+            )
+        whole = str(fields[name]) in ("int", "<class 'int'>")
+        try:
+            out[name] = int(text) if whole else float(text)
+        except ValueError:
+            expected = "a whole number" if whole else "a number"
+            fail(f"--set {name} must be {expected}, got --set={pair!r}.")
+    return out
 
 
 def _click_exceptions() -> Any:
