@@ -770,8 +770,10 @@ def test_a_long_run_that_converged_is_not_too_slow_in_the_end(n: int, tau: int) 
     y = 2.0 * np.exp(-t / tau) + 0.3 + 0.05 * rng(31).standard_normal(n)
     mon = feed(y)
     assert "too_slow" in kinds(mon)  # live: it could not know the run's length
+    assert mon.withdrawn == ()
     mon.finish()
     assert "too_slow" not in kinds(mon)
+    assert [f.kind for f in mon.withdrawn] == ["too_slow"]
     assert all(f.kind != "too_slow" for f in mon.active)
     assert diagnose(list(y)).verdict == "healthy"
 

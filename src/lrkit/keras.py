@@ -775,3 +775,11 @@ class MonitorCallback(keras.callbacks.Callback):  # type: ignore[misc]
             self._step += 1
             self._val = None
         self._report(self.monitor.finish())
+        for f in self.monitor.withdrawn:
+            text = (
+                f"lrkit: {f.kind} from step {f.first_step} withdrawn: the run "
+                "converged within its length"
+            )
+            logger.info(text)
+            if self.verbose:
+                print(f"\n{text}")

@@ -733,6 +733,7 @@ class Monitor:
         self.config = config
         self._next_id = 1
         self._findings: list[Finding] = []
+        self._withdrawn: list[Finding] = []
         self._index: dict[int, int] = {}  # finding id -> position in _findings
         self._open: dict[str, _Open] = {}
         self._alpha = 2.0 / (config.smooth_span + 1)
@@ -840,6 +841,12 @@ class Monitor:
     def findings(self) -> tuple[Finding, ...]:
         """The latest version of every finding so far, in the order raised."""
         return tuple(self._findings)
+
+    @property
+    def withdrawn(self) -> tuple[Finding, ...]:
+        """Findings :meth:`finish` took back once the whole run was known (a
+        ``too_slow`` warning on a run that converged within its length)."""
+        return tuple(self._withdrawn)
 
     @property
     def active(self) -> tuple[Finding, ...]:
@@ -1279,6 +1286,7 @@ class Monitor:
         noise = max(sigma * self._curve.noise(), 1e-9 * abs(self._start_level))
         if not (total > c.slow_done_z * noise and last < c.slow_done_frac * total):
             return
+        self._withdrawn += [f for f in self._findings if f.kind == "too_slow"]
         self._findings = [f for f in self._findings if f.kind != "too_slow"]
         self._index = {f.id: i for i, f in enumerate(self._findings)}
         self._open.pop("too_slow", None)
