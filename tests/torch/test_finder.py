@@ -1002,15 +1002,14 @@ class TestConfirmChoice:
         assert _paired_margin([], [0.5]) == 0.0  # a run that blew up
 
 
-def test_a_validation_loader_does_not_change_the_training_curve() -> None:
-    # starting a DataLoader draws a seed from the global RNG; the validation
-    # loader's draw must not move the training loader's later shuffles
+def curves_with_and_without_val(make_model, val: DataLoader) -> list[list[float]]:
+    """The range test's training curve without and with ``val``, each from
+    ``make_model()`` built after the same seed (10 passes over 4 batches)."""
     x, y = make_data(64)
-    val = DataLoader(TensorDataset(x[:32], y[:32]), batch_size=16)
     curves = []
     for with_val in (False, True):
         torch.manual_seed(0)
-        model = nn.Linear(8, 3)
+        model = make_model()
         train = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True)
         r = lrkit.find_lr(
             model,
@@ -1018,10 +1017,19 @@ def test_a_validation_loader_does_not_change_the_training_curve() -> None:
             F.cross_entropy,
             train,
             val_loader=val if with_val else None,
-            num_steps=40,  # 10 passes over 4 batches
+            num_steps=40,
         )
         curves.append(r.losses)
-    assert curves[0] == curves[1]
+    return curves
+
+
+def test_a_validation_loader_does_not_change_the_training_curve() -> None:
+    # starting a DataLoader draws a seed from the global RNG; the validation
+    # loader's draw must not move the training loader's later shuffles
+    x, y = make_data(64)
+    val = DataLoader(TensorDataset(x[:32], y[:32]), batch_size=16)
+    without, with_val = curves_with_and_without_val(lambda: nn.Linear(8, 3), val)
+    assert without == with_val
 
 
 def test_an_accelerate_loader_shuffles_its_next_epoch_as_before() -> None:
@@ -1133,30 +1141,20 @@ def test_validation_keeps_a_frozen_batchnorm_on_its_running_statistics() -> None
     # as without a validation loader: its running statistics untouched
     x, y = make_data(64)
     val = DataLoader(TensorDataset(x[:32] * 3 + 1, y[:32]), batch_size=16)
-    curves = []
-    for with_val in (False, True):
-        torch.manual_seed(0)
+    moved: list[bool] = []
+
+    def make_model() -> nn.Module:
         model = BNDropNet()
         model.net[1].eval()
         stats = model.net[1].running_mean.clone()
-        moved = []
         model.net[1].register_forward_hook(
-            lambda m, a, o, moved=moved, stats=stats: moved.append(
-                not torch.equal(m.running_mean, stats)
-            )
+            lambda m, a, o: moved.append(not torch.equal(m.running_mean, stats))
         )
-        train = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True)
-        r = lrkit.find_lr(
-            model,
-            torch.optim.SGD(model.parameters(), lr=0.1),
-            F.cross_entropy,
-            train,
-            val_loader=val if with_val else None,
-            num_steps=40,
-        )
-        assert moved and not any(moved)
-        curves.append(r.losses)
-    assert curves[0] == curves[1]
+        return model
+
+    without, with_val = curves_with_and_without_val(make_model, val)
+    assert moved and not any(moved)
+    assert without == with_val
 
 
 def test_validation_does_not_move_running_statistics_of_training_batchnorm() -> None:
