@@ -586,6 +586,25 @@ def test_monitor_callback_stops_a_diverging_fit() -> None:
     assert "LR" in cb.stopped_by.advice
 
 
+def test_monitor_callback_reports_a_withdrawal_once_across_fits(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The end of each fit() judges the run so far; a too_slow withdrawn at the
+    end of the first is reported there, not again after the next fit."""
+    t = np.arange(5000)
+    noise = 0.05 * np.random.default_rng(0).standard_normal(5000)
+    mon = lrkit.Monitor()
+    for step, v in enumerate(2.0 * np.exp(-t / 1000) + 0.3 + noise):
+        mon.update(step, float(v))
+    assert any(f.kind == "too_slow" for f in mon.findings)
+    cb = MonitorCallback(monitor=mon, verbose=True)
+    cb.on_train_end()  # what Keras calls when a fit() ends
+    cb.on_train_end()  # and when the next one ends
+    out = capsys.readouterr().out
+    assert out.count("too_slow from step") == 1 and "withdrawn" in out
+    assert [f.kind for f in mon.withdrawn] == ["too_slow"]
+
+
 def test_monitor_callback_bad_arguments() -> None:
     with pytest.raises(ValueError, match="stop_on must be"):
         MonitorCallback(stop_on=("explode",))

@@ -1304,6 +1304,19 @@ def test_one_number_per_line_without_a_header(tmp_path: Path) -> None:
         read_log(bad)
 
 
+def test_a_csv_log_with_quoted_json_cells_is_still_a_table(tmp_path: Path) -> None:
+    """A data cell may hold CSV-quoted JSON; only a header of 'name: value'
+    pieces (a JSON object printed on a log line) makes a file console text."""
+    path = tmp_path / "run.log"
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["step", "loss", "meta"])
+        for r in tiny_run(20):
+            w.writerow([int(r["step"]), r["loss"], json.dumps({"epoch": 0})])
+    h = read_log(path)
+    assert h.columns == {"loss": "loss", "step": "step"} and len(h.loss) == 20
+
+
 def test_ray_tune_results_step_on_training_iteration(tmp_path: Path) -> None:
     rows = tiny_run(12)
     path = tmp_path / "result.json"

@@ -786,6 +786,39 @@ def test_a_long_run_still_far_from_converged_stays_too_slow() -> None:
     assert any(f.kind == "too_slow" for f in d.findings)
 
 
+def test_what_is_not_convergence_keeps_too_slow() -> None:
+    """A last quarter that rises, or that flattened only because the logged LR
+    was annealed, is no convergence; a run judged converged gets no new
+    'still steep' finding either."""
+    n = 4000
+    t = np.arange(n)
+    noise = 0.01 * rng(33).standard_normal(n)
+    rising = np.where(
+        t < 3 * n // 4, 2.0 - t / (3 * n / 4), 1.0 + 0.3 * (t - 3 * n / 4) / (n / 4)
+    )
+    mon = feed(rising + noise)
+    mon.finish()
+    assert "too_slow" in kinds(mon) and mon.withdrawn == ()
+    lrs = 1e-4 * 0.5 * (1 + np.cos(np.pi * t / n))  # a cosine anneal to 0
+    annealed = 2.0 - 0.0003 * np.cumsum(lrs / 1e-4) + noise
+    mon = feed(annealed)  # without the LR the anneal reads as convergence
+    mon.finish()
+    assert "too_slow" not in kinds(mon) and len(mon.withdrawn) == 1
+    mon = feed(annealed, lrs=lrs)  # with it, it does not
+    mon.finish()
+    assert "too_slow" in kinds(mon) and mon.withdrawn == ()
+    # slow, then a steep drop, then flat: converged; finish() raises nothing
+    steep = np.where(
+        t < n // 2,
+        2.0 - 0.3 * t / (n / 2),
+        np.where(t < 3 * n // 4, 1.7 - (t - n / 2) / (n / 4), 0.7),
+    )
+    mon = feed(steep + noise)
+    assert "too_slow" in kinds(mon)
+    assert mon.finish() == []
+    assert "too_slow" not in kinds(mon) and len(mon.withdrawn) == 1
+
+
 @settings(max_examples=15, deadline=None)
 @given(
     tau_frac=st.floats(0.1, 0.25),

@@ -169,7 +169,7 @@ class TestReasons:
         assert any("curve flat" in r and "raise end_lr" in r for r in s.reasons)
 
     def test_flat_until_a_blow_up_says_start_lr_is_too_high(self) -> None:
-        lrs = np.logspace(0, 1, 30)
+        lrs = np.logspace(0, 0.8, 30)
         rng = np.random.default_rng(1)
         loss = 0.6 + 0.05 * rng.standard_normal(30)
         loss[-3:] = [5.0, 50.0, 500.0]
@@ -177,6 +177,14 @@ class TestReasons:
         assert s.lr is None
         assert any("start_lr is likely already too high" in r for r in s.reasons)
         assert not any("raise end_lr" in r for r in s.reasons)
+        # flat over many decades before the blow-up: nothing left to learn
+        lrs = np.logspace(-7, 0, 100)
+        loss = 0.6 + 0.05 * rng.standard_normal(100)
+        loss[-3:] = [5.0, 50.0, 500.0]
+        s = suggest(lrs, loss, stop_reason="diverged")
+        assert s.lr is None
+        assert any("likely already trained" in r for r in s.reasons)
+        assert not any("start_lr" in r for r in s.reasons)
 
     def test_a_curve_lowest_at_its_start_says_lower_start_lr(self) -> None:
         # the ladder starts where the loss already rises: its bottom is the

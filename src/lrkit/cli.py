@@ -838,6 +838,9 @@ def main() -> None:
         raise SystemExit(0) from None
     except ex.UsageError as e:
         command = e.ctx.command_path if e.ctx is not None else "lrkit"
+        if command == "lrkit":  # an option of a command that lacks its value
+            named = [a for a in sys.argv[1:] if a in ("find", "schedule", "diagnose")]
+            command = f"lrkit {named[0]}" if named else command
         one_line = " ".join(e.format_message().split())
         sys.stderr.write(f"lrkit: error: {one_line} (see '{command} --help')\n")
         raise SystemExit(EXIT_USAGE) from None

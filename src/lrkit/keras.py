@@ -722,6 +722,7 @@ class MonitorCallback(keras.callbacks.Callback):  # type: ignore[misc]
         self.stopped_by: Finding | None = None
         self._step = 0
         self._prev = (-1, 0.0)  # (batch index, running mean) within the epoch
+        self._withdrawn_shown = 0  # withdrawals printed (fit may run again)
         self._val: float | None = None
 
     def _lr(self) -> float | None:
@@ -775,7 +776,8 @@ class MonitorCallback(keras.callbacks.Callback):  # type: ignore[misc]
             self._step += 1
             self._val = None
         self._report(self.monitor.finish())
-        for f in self.monitor.withdrawn:
+        withdrawn = self.monitor.withdrawn
+        for f in withdrawn[self._withdrawn_shown :]:  # once, across fit() calls
             text = (
                 f"lrkit: {f.kind} from step {f.first_step} withdrawn: the run "
                 "converged within its length"
@@ -783,3 +785,4 @@ class MonitorCallback(keras.callbacks.Callback):  # type: ignore[misc]
             logger.info(text)
             if self.verbose:
                 print(f"\n{text}")
+        self._withdrawn_shown = len(withdrawn)

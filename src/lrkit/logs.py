@@ -711,10 +711,11 @@ def _csv_delimiter(lines: Sequence[str]) -> str | None:
         if any(_looks_numeric(h) for h in header) or not all(header):
             continue
         cells = [c for row in rows for c in row.split(delimiter)]
-        # quotes go: '"loss": "2.3"' (a JSON object printed in a log line) is
-        # a console pair, not a cell
-        unquoted = [c.replace('"', "").replace("'", "") for c in [*header, *cells]]
-        if any(_CONSOLE_CELL.search(c) for c in unquoted) or any(
+        # in a header, quotes go: '"loss": "2.3"' (a JSON object printed on a
+        # log line) is a console pair, not a column name; a data cell may hold
+        # quoted JSON ('"{""epoch"": 0}"') in a real CSV
+        unquoted = [h.replace('"', "").replace("'", "") for h in header]
+        if any(_CONSOLE_CELL.search(c) for c in [*unquoted, *cells]) or any(
             _CONSOLE_HEADER.search(h) for h in header
         ):
             continue

@@ -1231,7 +1231,9 @@ class Monitor:
         """
         c = self.config
         out: list[Finding] = []
-        self._withdraw_slow()
+        if self._converged():  # not too slow for this run's length, nor steep
+            self._withdraw_slow()
+            return out
         if (
             self._n < c.slow_min_updates
             or self._broken
@@ -1270,22 +1272,29 @@ class Monitor:
             )
         return out
 
-    def _withdraw_slow(self) -> None:
-        """Withdraw ``too_slow`` findings of a run that converged within its
-        length (see ``MonitorConfig.slow_done_frac``)."""
+    def _converged(self) -> bool:
+        """The run converged within its length: its last quarter moved less
+        than ``slow_done_frac`` of its total gain, a gain beyond the noise, at
+        an LR that did not decay (a schedule's anneal flattens the end of a
+        too-low run as well: with the LR logged, that is no convergence)."""
         c = self.config
-        if self._broken or not any(f.kind == "too_slow" for f in self._findings):
-            return
+        if self._broken:
+            return False
+        peak, lr = self._lr_peak, self._lr
+        if peak is not None and lr is not None and lr < 0.5 * peak:
+            return False
         q = self._curve.last_quarter()
         sigma = self._sigma()
         if q is None or math.isnan(sigma):
-            return
+            return False
         total, last = q
         # the noise of a difference of block means (a constant loss has none:
         # rounding in the means is no gain)
         noise = max(sigma * self._curve.noise(), 1e-9 * abs(self._start_level))
-        if not (total > c.slow_done_z * noise and last < c.slow_done_frac * total):
-            return
+        return total > c.slow_done_z * noise and abs(last) < c.slow_done_frac * total
+
+    def _withdraw_slow(self) -> None:
+        """Withdraw the ``too_slow`` findings (the run converged)."""
         self._withdrawn += [f for f in self._findings if f.kind == "too_slow"]
         self._findings = [f for f in self._findings if f.kind != "too_slow"]
         self._index = {f.id: i for i, f in enumerate(self._findings)}

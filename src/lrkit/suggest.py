@@ -362,6 +362,9 @@ MIN_VAL_POINTS = 5
 #: Validation points needed across the descent before validation can lower the
 #: suggestion.
 MIN_VAL_DESCENT = 8
+#: A flat curve that blew up within this many decades of ``start_lr`` says
+#: ``start_lr`` was already too high; one flat for longer, a trained model.
+FLAT_DECADES = 1.0
 #: The default rule's margin below the bottom of the curve (half a decade).
 SAFETY_FACTOR = 3.0
 #: The bottom of a curve starts where the loss is within this fraction of its
@@ -769,14 +772,26 @@ def suggest(
     diverged = stop_reason in ("diverged", "nan") or c.nan_lr is not None
     if drop <= 3.0 * sigma_s or drop <= 1e-9 * max(1.0, abs(start)):
         last = float(10 ** c.x[-1])
-        reasons.append(
-            f"curve flat until the loss blew up above LR {last:.3g}: start_lr is "
-            "likely already too high (lower it), or the model is already trained"
-            if diverged
-            else f"curve flat: no LR up to {last:.3g} made the loss fall; raise "
-            "end_lr, or the model is already trained (or not learning: check "
-            "the loss and the data)"
-        )
+        if not diverged:
+            why = (
+                f"curve flat: no LR up to {last:.3g} made the loss fall; raise "
+                "end_lr, or the model is already trained (or not learning: check "
+                "the loss and the data)"
+            )
+        elif c.x[-1] - c.x[0] < FLAT_DECADES:  # it blew up soon after the start
+            why = (
+                f"curve flat until the loss blew up above LR {last:.3g}, within "
+                f"{FLAT_DECADES:g} decade of start_lr: start_lr is likely already "
+                "too high (lower it), or the model is already trained"
+            )
+        else:
+            why = (
+                f"curve flat over {c.x[-1] - c.x[0]:.1f} decades until the loss "
+                f"blew up above LR {last:.3g}: the model is likely already trained "
+                "(nothing left to learn), or not learning (check the loss and the "
+                "data)"
+            )
+        reasons.append(why)
         return Suggestion(
             None,
             reasons=tuple(reasons),

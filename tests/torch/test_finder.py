@@ -1082,6 +1082,25 @@ def test_a_fresh_loader_with_persistent_workers_shuffles_as_before() -> None:
     assert without == with_test
 
 
+def test_confirmation_runs_restart_a_persistent_workers_loader() -> None:
+    # each confirmation run starts the loader afresh: the test's stopped worker
+    # iterator must not stay in the loader for the next run to reuse
+    x, y = make_data(128)
+    dl = DataLoader(
+        TensorDataset(x, y),
+        batch_size=16,
+        shuffle=True,
+        num_workers=1,
+        persistent_workers=True,
+    )
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    r = lrkit.find_lr(model, opt, F.cross_entropy, dl, num_steps=40, confirm_steps=8)
+    assert r.reasons[-1].startswith("confirmed by two short runs")  # they ran
+    assert len(list(dl)) == 8  # the loader still works afterwards
+
+
 def test_worker_processes_stop_when_the_test_fails() -> None:
     import multiprocessing as mp
 
@@ -1196,6 +1215,11 @@ def test_a_device_that_cannot_be_used_is_named_before_anything_runs(setup) -> No
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="got device='cuda'"):
             lrkit.find_lr(model, opt, F.cross_entropy, dl, device="cuda")
+    try:  # a backend whose package is not installed (Habana's, here)
+        torch.empty(1, device="hpu")
+    except Exception:
+        with pytest.raises(ValueError, match="got device='hpu'"):
+            lrkit.find_lr(model, opt, F.cross_entropy, dl, device="hpu")
     assert_state_equal(before, state_of(model, opt))
 
 
@@ -1239,7 +1263,7 @@ def test_global_optimizer_hooks_do_not_see_the_test() -> None:
         handle.remove()
 
 
-def test_unpack_gives_your_criterion_the_logits_of_a_hugging_face_output() -> None:
+def test_unpack_gives_your_criterion_the_output_as_the_model_returns_it() -> None:
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
     cfg = transformers.BertConfig(
@@ -1257,12 +1281,19 @@ def test_unpack_gives_your_criterion_the_logits_of_a_hugging_face_output() -> No
     ids = torch.randint(0, 30, (32, 8), generator=g)
     labels = torch.randint(0, 3, (32,), generator=g)
     batches = [(ids[i : i + 8], labels[i : i + 8]) for i in range(0, 32, 8)]
+    seen = []
+
+    def criterion(out, y):  # reads what it needs from the whole output
+        seen.append(type(out).__name__)
+        return F.cross_entropy(out.logits, y)
+
     r = lrkit.find_lr(
         model,
         opt,
-        F.cross_entropy,
+        criterion,
         batches,
         unpack=lambda b: ({"input_ids": b[0]}, b[1]),
         num_steps=12,
     )
+    assert set(seen) == {"SequenceClassifierOutput"}
     assert math.isfinite(r.losses[0]) and 0.5 < r.losses[0] < 2.0  # ~ln(3)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -402,20 +404,43 @@ def test_watch_catches_a_problem_that_comes_back_after_a_restore() -> None:
     assert events_at == [9, 14]
 
 
-def _epoch_orders(loader_generator: bool) -> tuple[list[list[int]], list]:
+class _OwnRngSampler(torch.utils.data.Sampler):
+    """A sampler shuffling with its own NumPy or Python RNG."""
+
+    def __init__(self, n: int, rng) -> None:
+        self.n, self.rng = n, rng
+
+    def __iter__(self):
+        idx = list(range(self.n))
+        if isinstance(self.rng, random.Random):
+            self.rng.shuffle(idx)
+        else:
+            idx = [int(i) for i in self.rng.permutation(self.n)]
+        return iter(idx)
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def _epoch_orders(kind: str) -> tuple[list[list[int]], list]:
     """First index of every batch over 4 epochs of a 10-batch loader, with a
-    NaN at step 12 (a recovery to the snapshot of step 8, in epoch 0)."""
+    NaN at step 12 (a recovery to the snapshot of step 8, in epoch 0). The
+    loader shuffles with its own torch generator, the global RNG, or a
+    sampler's NumPy / Python RNG."""
     torch.manual_seed(0)
     x = torch.randn(320, 4)
     y = x.sum(1, keepdim=True)
     idx = torch.arange(320).float().unsqueeze(1)
-    gen = torch.Generator().manual_seed(0) if loader_generator else None
-    loader = DataLoader(
-        TensorDataset(x, y, idx), batch_size=32, shuffle=True, generator=gen
-    )
+    data = TensorDataset(x, y, idx)
+    if kind in ("numpy", "random"):
+        rng = np.random.default_rng(0) if kind == "numpy" else random.Random(0)
+        loader = DataLoader(data, batch_size=32, sampler=_OwnRngSampler(320, rng))
+    else:
+        gen = torch.Generator().manual_seed(0) if kind == "torch" else None
+        loader = DataLoader(data, batch_size=32, shuffle=True, generator=gen)
     model = nn.Linear(4, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    guard = Guard(model, opt, loaders=[loader] if gen else (), every=8)
+    guard = Guard(model, opt, loaders=[] if kind == "global" else [loader], every=8)
     t = 0
     orders = []
     for _ in range(4):
@@ -428,14 +453,14 @@ def _epoch_orders(loader_generator: bool) -> tuple[list[list[int]], list]:
     return orders, [(e.step, e.restored_step) for e in guard.events]
 
 
-@pytest.mark.parametrize("loader_generator", [True, False])
-def test_after_a_recovery_the_data_order_does_not_repeat(loader_generator) -> None:
+@pytest.mark.parametrize("kind", ["torch", "global", "numpy", "random"])
+def test_after_a_recovery_the_data_order_does_not_repeat(kind: str) -> None:
     # restoring the RNG of step 8 as it was would make epoch 2 draw epoch 1's
     # order again; the guard moves every stream to a new (reproducible) one
-    orders, events = _epoch_orders(loader_generator)
+    orders, events = _epoch_orders(kind)
     assert events == [(12, 8)]
     assert len({tuple(o) for o in orders}) == 4  # four different epoch orders
-    assert _epoch_orders(loader_generator) == (orders, events)  # reproducible
+    assert _epoch_orders(kind) == (orders, events)  # reproducible
 
 
 # ------------------------------------------------- from a review with real loops

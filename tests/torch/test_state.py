@@ -237,6 +237,7 @@ def test_loader_random_generators_under_any_name_are_restored() -> None:
             self.np_state = np.random.RandomState(1)
             self.py_rng = random.Random(1)
             self.torch_gen = torch.Generator().manual_seed(1)
+            self.entropy = random.SystemRandom()  # no state: left alone
 
     loader = Holder()
 

@@ -183,13 +183,6 @@ _HOOK_HINT = (
 )
 
 
-def _prediction(out: Any) -> Any:
-    """What a criterion gets: a Hugging Face style output's ``.logits``, else the
-    output itself."""
-    logits = getattr(out, "logits", None)
-    return logits if isinstance(logits, torch.Tensor) else out
-
-
 def _call(model: nn.Module, inputs: Any) -> Any:
     if isinstance(inputs, Mapping):
         return model(**inputs)
@@ -249,8 +242,8 @@ def _check_device(dev: torch.device, given: Any) -> None:
     else:
         try:
             torch.empty(1, device=dev)
-        except (RuntimeError, AssertionError) as e:
-            problem = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+        except Exception as e:  # no CUDA build, no such GPU, a backend not installed
+            problem = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
     if problem is not None:
         _check.fail(
             "device",
@@ -279,18 +272,17 @@ def _kept_iterators(loaders: Sequence[Any]) -> list[tuple[Any, Any]]:
     ]
 
 
-def _retire(batches: _Batches, kept: list[tuple[Any, Any]]) -> None:
-    """Stop the workers of the iterator ``batches`` started (not the user's)."""
+def _put_back_iterators(kept: list[tuple[Any, Any]], batches: _Batches) -> None:
+    """Stop the iterators the test started and give each loader back its own.
+
+    Not the user's: an iterator a loader held before the call, or an iterator
+    passed as the loader itself (``iter(loader)``: its batches are consumed,
+    its workers stay the user's)."""
     users = {id(before) for _, before in kept if before is not None}
+    users.add(id(batches.loader))
     if batches.it is not None and id(batches.it) not in users:
         _shutdown(batches.it)
     batches.it = None
-
-
-def _put_back_iterators(kept: list[tuple[Any, Any]], batches: _Batches) -> None:
-    """Stop the iterators the test started and give each loader back its own."""
-    _retire(batches, kept)
-    users = {id(before) for _, before in kept if before is not None}
     for loader, before in kept:
         now = vars(loader).get("_iterator")
         if now is not before:
@@ -334,9 +326,7 @@ def _default_loss(
     if unpack is not None:
         inputs, target = unpack(batch)
         out = _call(model, inputs)
-        if loss_fn is None:
-            return _required_output_loss(out)
-        return loss_fn(_prediction(out), target)
+        return _required_output_loss(out) if loss_fn is None else loss_fn(out, target)
     if isinstance(batch, Mapping):
         key = next((k for k in _LABEL_KEYS if k in batch), None)
         if loss_fn is not None and key is not None and not _takes(model, key):
@@ -359,15 +349,11 @@ def _default_loss(
                 exc=TypeError,
                 shown=True,
             )
-        return loss_fn(_prediction(out), batch[key])
+        return loss_fn(getattr(out, "logits", out), batch[key])
     if isinstance(batch, (list, tuple)) and len(batch) == 2:
         x, y = batch
         out = model(x)
-        return (
-            _required_output_loss(out)
-            if loss_fn is None
-            else loss_fn(_prediction(out), y)
-        )
+        return _required_output_loss(out) if loss_fn is None else loss_fn(out, y)
     if loss_fn is None and not isinstance(batch, (list, tuple, Mapping)):
         loss = _output_loss(model(batch))
         if loss is not None:
@@ -455,7 +441,7 @@ def find_lr(
     or diverges (see :mod:`lrkit.rangetest`). Everything is restored afterwards.
 
     Batches: ``(inputs, target)`` pairs by default (``loss_fn(model(inputs),
-    target)``, with ``.logits`` of a Hugging Face style output); dict batches
+    target)``, the output as the model returns it); dict batches
     are passed as ``model(**batch)`` and the loss is ``output.loss`` (Hugging
     Face style) or ``loss_fn(output.logits or output, batch["labels"])``;
     ``unpack(batch) -> (inputs, target)`` adapts other
@@ -852,7 +838,7 @@ def find_lr(
             snap.restore()  # the starting state, its RNG and loader shuffles
             if not model.training:  # trained as in the range test
                 model.train()
-            _retire(batches, kept_iterators)
+            _put_back_iterators(kept_iterators, batches)  # each run starts afresh
             batches = _Batches(train_loader, "train_loader")
             scaler = new_scaler()
             outs = [step_fn(lr) for _ in range(confirm_steps)]

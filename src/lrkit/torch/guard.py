@@ -93,7 +93,7 @@ from .. import _check
 from .._check import LRKitError
 from ..monitor import KINDS, Finding, Monitor, MonitorConfig, MonitorState
 from ._groups import get_lr, set_lr
-from .state import Snapshot, _check_stateful, _generators, snapshot
+from .state import Snapshot, _check_stateful, _loader_rngs, snapshot
 
 __all__ = ["Guard", "GuardError", "GuardEvent"]
 
@@ -178,7 +178,8 @@ def _new_streams(loaders: Sequence[Any], rng: bool, salt: int) -> None:
     global torch RNG a loader without a generator draws from) would draw the
     epoch order of the snapshot again, and every dropout mask would repeat.
 
-    Each generator ``g`` is re-seeded with ``draw(g) XOR (salt * K) mod 2**62``,
+    Each generator ``g`` (a loader's or its samplers': torch, NumPy or
+    ``random.Random``) is re-seeded with ``draw(g) XOR (salt * K) mod 2**62``,
     ``K`` the 64-bit golden-ratio constant.
     """
 
@@ -186,8 +187,16 @@ def _new_streams(loaders: Sequence[Any], rng: bool, salt: int) -> None:
         return (seed ^ (salt * 0x9E3779B97F4A7C15)) % 2**62
 
     for loader in loaders:
-        for g in _generators(loader):
-            g.manual_seed(mixed(int(torch.randint(2**62, (1,), generator=g))))
+        for g in _loader_rngs(loader):
+            if isinstance(g, torch.Generator):
+                g.manual_seed(mixed(int(torch.randint(2**62, (1,), generator=g))))
+            elif isinstance(g, np.random.Generator):
+                seed = mixed(int(g.integers(2**62)))
+                g.bit_generator.state = type(g.bit_generator)(seed).state
+            elif isinstance(g, np.random.RandomState):
+                g.seed(mixed(int(g.randint(2**31))) % 2**32)
+            else:  # random.Random
+                g.seed(mixed(g.getrandbits(62)))
     if rng:
         random.seed(mixed(random.getrandbits(62)))
         np.random.seed(mixed(int(np.random.randint(2**31))) % 2**32)

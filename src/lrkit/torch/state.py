@@ -147,14 +147,14 @@ def _loader_rngs(loader: Any) -> list[Any]:
         if hasattr(obj, "__dict__"):
             values += [v for k, v in vars(obj).items() if k != "_iterator"]
         for v in values:
-            if isinstance(v, _RNG_TYPES) and all(v is not f for f in found):
+            # (random.SystemRandom reads the OS's entropy: it has no state)
+            if (
+                isinstance(v, _RNG_TYPES)
+                and not isinstance(v, random.SystemRandom)
+                and all(v is not f for f in found)
+            ):
                 found.append(v)
     return found
-
-
-def _generators(loader: Any) -> list[torch.Generator]:
-    """The torch.Generators a DataLoader-like object shuffles or samples with."""
-    return [g for g in _loader_rngs(loader) if isinstance(g, torch.Generator)]
 
 
 def _rng_state(gen: Any) -> Any:
