@@ -1297,3 +1297,127 @@ def test_unpack_gives_your_criterion_the_output_as_the_model_returns_it() -> Non
     )
     assert set(seen) == {"SequenceClassifierOutput"}
     assert math.isfinite(r.losses[0]) and 0.5 < r.losses[0] < 2.0  # ~ln(3)
+
+
+def test_the_lightning_recipe_of_the_docs() -> None:
+    """docs/find.md: a LightningModule's training_step and optimizer, its
+    datamodule's loaders; the suggestion reaches the optimizer fit() builds."""
+    import warnings
+
+    L = pytest.importorskip("lightning")
+    x, y = make_data(256)
+
+    class Net(L.LightningModule):
+        def __init__(self, lr: float = 1e-3) -> None:
+            super().__init__()
+            self.save_hyperparameters()
+            self.net = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 3))
+
+        def forward(self, xb):
+            return self.net(xb)
+
+        def training_step(self, batch, idx):
+            loss = F.cross_entropy(self(batch[0]), batch[1])
+            self.log("train_loss", loss)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+    class Data(L.LightningDataModule):
+        def train_dataloader(self):
+            return DataLoader(
+                TensorDataset(x[:192], y[:192]), batch_size=16, shuffle=True
+            )
+
+        def val_dataloader(self):
+            return DataLoader(TensorDataset(x[192:], y[192:]), batch_size=32)
+
+    torch.manual_seed(0)
+    module, data = Net(), Data()
+    before = [p.detach().clone() for p in module.parameters()]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*self.log.*")
+        result = lrkit.find_lr(
+            module,
+            module.configure_optimizers(),
+            compute_loss=lambda m, batch: m.training_step(batch, 0),
+            train_loader=data.train_dataloader(),
+            val_loader=data.val_dataloader(),
+        )
+    assert result.suggestion is not None and result.stop_reason == "diverged"
+    assert all(
+        torch.equal(a, b) for a, b in zip(before, module.parameters(), strict=True)
+    )
+    module.hparams.lr = result.suggestion
+    trainer = L.Trainer(
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(module, data)
+    assert trainer.optimizers[0].param_groups[0]["lr"] == result.suggestion
+
+
+def test_the_hugging_face_trainer_recipe_of_the_docs(tmp_path) -> None:
+    """docs/find.md: the Trainer's optimizer and loaders; train() then builds
+    the optimizer again at the suggested LR."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(
+        vocab_size=30,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+        num_labels=2,
+    )
+
+    class Ids(torch.utils.data.Dataset):
+        def __init__(self, n: int, seed: int) -> None:
+            g = torch.Generator().manual_seed(seed)
+            self.ids = torch.randint(0, 30, (n, 8), generator=g)
+
+        def __len__(self) -> int:
+            return len(self.ids)
+
+        def __getitem__(self, i):
+            return {"input_ids": self.ids[i], "labels": (self.ids[i, 0] > 15).long()}
+
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=16,
+        report_to=[],
+        use_cpu=True,
+        max_steps=2,
+        logging_steps=1,
+        lr_scheduler_type="constant",
+        save_strategy="no",
+        disable_tqdm=True,
+    )
+    trainer = transformers.Trainer(
+        model=transformers.BertForSequenceClassification(cfg),
+        args=args,
+        train_dataset=Ids(256, 0),
+        eval_dataset=Ids(64, 1),
+    )
+    trainer.create_optimizer()
+    result = lrkit.find_lr(
+        trainer.model,
+        trainer.optimizer,
+        None,
+        trainer.get_train_dataloader(),
+        val_loader=trainer.get_eval_dataloader(),
+    )
+    assert result.suggestion is not None
+    trainer.args.learning_rate = result.suggestion
+    trainer.optimizer = None
+    trainer.train()
+    logged = [
+        h["learning_rate"] for h in trainer.state.log_history if "learning_rate" in h
+    ]
+    assert logged and all(v == pytest.approx(result.suggestion) for v in logged)
