@@ -1101,6 +1101,21 @@ def test_confirmation_runs_restart_a_persistent_workers_loader() -> None:
     assert len(list(dl)) == 8  # the loader still works afterwards
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_iterator_passed_as_the_loader_goes_on_after_the_test(workers: int) -> None:
+    # its batches are consumed; the rest are still there (its counters, its
+    # position in the data, are not rewound, and its workers keep running)
+    x, y = make_data(480)
+    it = iter(DataLoader(TensorDataset(x, y), batch_size=16, num_workers=workers))
+    model = nn.Linear(8, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    r = lrkit.find_lr(model, opt, F.cross_entropy, it, num_steps=12, end_lr=1e-3)
+    assert r.steps_done == 12
+    rest = list(it)
+    assert len(rest) == 30 - 12
+    assert torch.equal(rest[-1][0], x[-16:])
+
+
 def test_worker_processes_stop_when_the_test_fails() -> None:
     import multiprocessing as mp
 

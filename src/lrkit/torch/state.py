@@ -43,7 +43,7 @@ import copy
 import random
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,7 +123,11 @@ _RNG_TYPES = (
 
 
 def _loader_objects(loader: Any) -> list[Any]:
-    """A loader, its sampler, its batch sampler and that one's sampler."""
+    """A loader, its sampler, its batch sampler and that one's sampler; none
+    for an iterator (``iter(loader)``): its counters are its position in the
+    data, which cannot be given back (the batches it yielded are consumed)."""
+    if isinstance(loader, Iterator):
+        return []
     batch_sampler = getattr(loader, "batch_sampler", None)
     found: list[Any] = []
     for obj in (
