@@ -164,22 +164,29 @@ def evaluate(directory: Path, tune_subset: bool = False) -> None:
         for run, _ in items:
             if abs(run.mult - 1.0) < 1e-6 and run.val_loss:
                 best_final[run.task].append(run.val_loss[-1])
-    osc = []
-    for run, fs in per_label.get("oscillating", []):
-        ref = best_final.get(run.task)
-        final = run.val_loss[-1] if run.val_loss else float("nan")
-        if ref and math.isfinite(final):
-            osc.append((final / statistics.mean(ref) - 1.0, high_warning(fs)))
-    if osc:
-        print(
-            "\n| oscillating runs whose own regret is at least | runs | "
-            "with an LR-too-high warning |"
-        )
+
+    def by_regret(label: str, hit_of: Any, what: str) -> None:
+        rows = []
+        for run, fs in per_label.get(label, []):
+            ref = best_final.get(run.task)
+            final = run.val_loss[-1] if run.val_loss else float("nan")
+            if ref and math.isfinite(final):
+                rows.append((final / statistics.mean(ref) - 1.0, hit_of(fs)))
+        if not rows:
+            return
+        print(f"\n| {label} runs whose own regret is at least | runs | {what} |")
         print("|---|---|---|")
         for floor in (-math.inf, 0.1, 0.3, 0.5, 1.0):
-            sel = [hit for reg, hit in osc if reg >= floor]
+            sel = [hit for reg, hit in rows if reg >= floor]
             name = "any" if floor == -math.inf else f"{floor:.0%}"
             print(f"| {name} | {len(sel)} | {pct(sum(sel), len(sel))} |")
+
+    by_regret("oscillating", high_warning, "with an LR-too-high warning")
+    by_regret(
+        "too_low",
+        lambda fs: any(f.kind == "too_slow" and f.severity in WARN for f in fs),
+        "with a too_slow warning",
+    )
 
     # --- steps to detection of divergence: the first nan/diverged finding
     # still open at or raised after the onset (one raised before it and still
