@@ -45,3 +45,33 @@ def run_python(
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
+
+
+def run_lrkit_tty(*args: str, timeout: float = 300) -> tuple[int, str]:
+    """``python -m lrkit ARGS`` with stdout and stderr on a pseudo-terminal (what
+    a user at a terminal sees: progress bars, spinners): ``(exit code, output)``."""
+    import pty
+
+    master, slave = pty.openpty()
+    env = _env()
+    env["COLUMNS"] = "100"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lrkit", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+    )
+    os.close(slave)
+    chunks: list[bytes] = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the terminal closed: the process is done
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    code = proc.wait(timeout=timeout)
+    return code, b"".join(chunks).decode("utf-8", "replace")

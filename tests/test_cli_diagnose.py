@@ -191,3 +191,15 @@ def test_set_changes_a_threshold_and_bad_settings_are_one_line(tmp_path: Path) -
         p = lrkit("diagnose", str(path), "--set", bad)
         assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
         assert p.stderr.startswith("lrkit: error: ") and message in p.stderr
+
+
+def test_on_a_terminal_a_spinner_then_the_verdict(tmp_path: Path) -> None:
+    from tests.helpers import run_lrkit_tty
+
+    path = write_csv(tmp_path / "ok.csv", curve())
+    code, out = run_lrkit_tty("diagnose", str(path))
+    assert code == 0 and "healthy" in out
+    assert "reading " in out and "diagnosing 600 logged losses" in out  # the spinner
+    assert "diagnosing" not in lrkit("diagnose", str(path)).stderr  # none in a log
+    code, out = run_lrkit_tty("diagnose", str(tmp_path / "missing.csv"))
+    assert code == 2 and "lrkit: error: " in out and "no such file" in out

@@ -163,3 +163,14 @@ def test_installed_console_script(tmp_path: Path) -> None:
     )
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["steps_done"] > 0
+
+
+def test_on_a_terminal_a_progress_bar_then_the_summary(tmp_path: Path) -> None:
+    from tests.helpers import run_lrkit_tty
+
+    code, out = run_lrkit_tty("find", "--out", str(tmp_path))
+    assert code == 0, out
+    assert "range test" in out and "suggested LR" in out  # the bar, then the panel
+    assert (tmp_path / "lr_find.json").exists()
+    # in a log (no terminal) there is no bar
+    assert "range test" not in lrkit("find", "--out", str(tmp_path)).stderr

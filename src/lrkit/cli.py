@@ -690,29 +690,42 @@ def diagnose(
     from .logs import read_log
     from .monitor import diagnose as run_diagnose
 
-    try:
-        history = read_log(
-            file,
-            loss_key=loss_key,
-            val_key=val_key,
-            lr_key=lr_key,
-            grad_norm_key=grad_norm_key,
-            step_key=step_key,
-        )
-    except ImportError as e:
-        fail(str(e), EXIT_RUNTIME)
-    except LRKitError as e:  # LogFormatError: names the file and line
-        fail(str(e))
-    except (ValueError, TypeError) as e:  # a --*-key naming no column
-        text = str(e)
-        for name in ("loss_key", "val_key", "lr_key", "grad_norm_key", "step_key"):
-            text = text.replace(name, "--" + name.replace("_", "-"))
-        fail(text)
+    console = err_console()
+
+    def busy(text: str) -> contextlib.AbstractContextManager[Any]:
+        """A spinner on a terminal (a million-line log takes seconds)."""
+        return console.status(text) if console.is_terminal else contextlib.nullcontext()
+
+    error: tuple[str, int] | None = None  # reported once the spinner is gone
+    with busy(f"reading {file}"):
+        try:
+            history = read_log(
+                file,
+                loss_key=loss_key,
+                val_key=val_key,
+                lr_key=lr_key,
+                grad_norm_key=grad_norm_key,
+                step_key=step_key,
+            )
+        except ImportError as e:
+            error = (str(e), EXIT_RUNTIME)
+        except LRKitError as e:  # LogFormatError: names the file and line
+            error = (str(e), EXIT_USAGE)
+        except (ValueError, TypeError) as e:  # a --*-key naming no column
+            text = str(e)
+            for name in ("loss_key", "val_key", "lr_key", "grad_norm_key", "step_key"):
+                text = text.replace(name, "--" + name.replace("_", "-"))
+            error = (text, EXIT_USAGE)
+    if error is not None:
+        fail(*error)
     settings = _monitor_settings(set_ or [])
-    try:
-        result = run_diagnose(history, resumed=resumed, **settings)
-    except (ValueError, TypeError) as e:  # a threshold out of its range
-        fail(f"--set: {e}")
+    with busy(f"diagnosing {len(history.loss):,} logged losses"):
+        try:
+            result = run_diagnose(history, resumed=resumed, **settings)
+        except (ValueError, TypeError) as e:  # a threshold out of its range
+            error = (f"--set: {e}", EXIT_USAGE)
+    if error is not None:
+        fail(*error)
     figure: str | None = None
     if out is not None:
         directory = out_dir(out)
