@@ -184,11 +184,13 @@ class MonitorConfig:
             within a 25% margin.
         slow_done_frac: at the end of the run (:meth:`Monitor.finish`) a
             ``too_slow`` finding is withdrawn when the run converged within its
-            length after all: its last quarter gained less than this fraction of
-            the run's total gain (an exponential approach ``e^{-t/τ}`` does so
-            after about 3.5 time constants). The streaming rule cannot know how
-            long the run will be: a curve that is still straight after a few
-            hundred steps is slow for a short run and fine for a long one.
+            length after all: its last quarter moved (up or down) less than
+            this fraction of the run's total gain (an exponential approach
+            ``e^{-t/τ}`` does so after about 3.5 time constants), and the LR,
+            when given, ends above half its peak (an anneal flattens the end of
+            a too-low run as well). The streaming rule cannot know how long the
+            run will be: a curve still straight after a few hundred steps is
+            slow for a short run and fine for a long one.
         slow_done_z: ... and the total gain exceeds ``slow_done_z`` times the
             noise of that difference (real progress, not noise).
         plateau_patience: validation evaluations without an improvement before
