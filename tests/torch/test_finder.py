@@ -1107,13 +1107,17 @@ def test_an_iterator_passed_as_the_loader_goes_on_after_the_test(workers: int) -
     # position in the data, are not rewound, and its workers keep running)
     x, y = make_data(480)
     it = iter(DataLoader(TensorDataset(x, y), batch_size=16, num_workers=workers))
+    val = iter(DataLoader(TensorDataset(x, y), batch_size=16, num_workers=workers))
     model = nn.Linear(8, 3)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    r = lrkit.find_lr(model, opt, F.cross_entropy, it, num_steps=12, end_lr=1e-3)
+    r = lrkit.find_lr(
+        model, opt, F.cross_entropy, it, val_loader=val, num_steps=12, end_lr=1e-3
+    )
     assert r.steps_done == 12
     rest = list(it)
     assert len(rest) == 30 - 12
     assert torch.equal(rest[-1][0], x[-16:])
+    assert len(list(val)) == 30 - 2  # val_batches=2 were taken
 
 
 def test_worker_processes_stop_when_the_test_fails() -> None:

@@ -216,7 +216,9 @@ def _first_batches(loader: Iterable[Any], n: int, device: torch.device) -> list[
         try:
             return [_to_device(b, device) for b in itertools.islice(it, n)]
         finally:
-            if getattr(loader, "_iterator", None) is not it:  # not kept by the loader
+            # stop the workers it started, unless the loader keeps it (persistent
+            # workers) or it is the user's own iterator (passed as the loader)
+            if it is not loader and getattr(loader, "_iterator", None) is not it:
                 _shutdown(it)
 
 
