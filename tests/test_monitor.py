@@ -1009,6 +1009,30 @@ def test_overfitting_when_the_first_evaluation_is_the_best() -> None:
     assert "overfitting" not in [f.kind for f in d.findings]
 
 
+def test_overfitting_after_training_had_already_converged() -> None:
+    """An LR far too high on small data: training is near zero by the first
+    evaluation (it gains little after), and validation, best at that first
+    evaluation, climbs far above its noise: overfitting (the rise is measured
+    against the noise alone; the training gain since then is no noise)."""
+    rng_ = rng(41)
+    n = 2000
+    train = 0.02 * np.exp(-np.arange(n) / 300) + 0.001 * rng_.random(n)
+    steps = list(range(99, n, 100))
+    val = [
+        0.17 + 0.31 * (1 - math.exp(-i / 6)) + 0.01 * rng_.standard_normal()
+        for i in range(len(steps))
+    ]
+    h = lrkit.History(loss=list(train), val_loss=val, val_steps=steps)
+    d = diagnose(h)
+    assert d.verdict == "overfitting"
+    of = next(f for f in d.findings if f.kind == "overfitting")
+    assert of.evidence["val_rise"] > 0.1
+    # validation that only jitters around its first value: no finding
+    flat = [0.17 + 0.01 * rng_.standard_normal() for _ in steps]
+    d = diagnose(lrkit.History(loss=list(train), val_loss=flat, val_steps=steps))
+    assert "overfitting" not in [f.kind for f in d.findings]
+
+
 def test_a_loss_that_never_changes_is_flat() -> None:
     """No noise to measure against: a constant loss (a dead model, or a log
     printing too few digits) has not moved, which is the flat too_slow rule."""

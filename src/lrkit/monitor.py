@@ -205,7 +205,9 @@ class MonitorConfig:
             evaluations in a row, while the training ``level`` is below its
             value at the validation best.
         overfit_z: ... and by more than ``overfit_z`` times the validation
-            noise: the median absolute second difference of the last 16
+            noise, as must the validation progress it is measured against
+            (not a training gain: when the first evaluation was the best, the
+            rise alone): the median absolute second difference of the last 16
             evaluations, divided by 1.65 (the standard deviation of Gaussian
             noise; second differences ignore a steady trend), so that a
             validation curve that jitters is not read as a rise.
@@ -1499,12 +1501,18 @@ class Monitor:
         train_then = self._val_best_train
         if train_then != train_then:  # evaluated before the first training loss
             train_then = self._start_level
-        if self._val_best_n == 1:
+        # the rise must beat the validation noise, and so must the validation
+        # progress it is measured against; when the first evaluation was the
+        # best, the reference is training's gain (not a validation value that
+        # noise could fake): the rise alone must beat the noise
+        first_best = self._val_best_n == 1
+        if first_best:
             ref = max(train_then - self._level, 0.0)
         if (
             self._val_n - self._val_best_n >= 2
             and rise > c.overfit_frac * ref
-            and min(rise, ref) > c.overfit_z * _val_noise(hist)
+            and (rise if first_best else min(rise, ref))
+            > c.overfit_z * _val_noise(hist)
         ):
             self._val_above += 1
         else:
