@@ -80,3 +80,29 @@ def run_lrkit_tty(*args: str, timeout: float = 300) -> tuple[int, str]:
     os.close(master)
     code = proc.wait(timeout=timeout)
     return code, b"".join(chunks).decode("utf-8", "replace")
+
+
+class OwnRngSampler:
+    """A sampler that shuffles with its own RNG: a ``random.Random``, a NumPy
+    ``Generator``/``RandomState`` or a ``torch.Generator`` (under a name of its
+    own, as bucketing samplers keep them)."""
+
+    def __init__(self, n: int, rng: object) -> None:
+        self.n, self.rng = n, rng
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        import random
+
+        import torch
+
+        idx = list(range(self.n))
+        if isinstance(self.rng, random.Random):
+            self.rng.shuffle(idx)
+        elif isinstance(self.rng, torch.Generator):
+            idx = torch.randperm(self.n, generator=self.rng).tolist()
+        else:
+            idx = [int(i) for i in self.rng.permutation(self.n)]  # type: ignore[attr-defined]
+        return iter(idx)
+
+    def __len__(self) -> int:
+        return self.n

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from tests.helpers import OwnRngSampler
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
@@ -1058,6 +1059,19 @@ def test_an_accelerate_loader_shuffles_its_next_epoch_as_before() -> None:
     assert epochs[0] == epochs[1]
 
 
+def tiny_bert_config(transformers, num_labels: int):
+    """A BERT classifier small enough to train in a test (no download)."""
+    return transformers.BertConfig(
+        vocab_size=30,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+        num_labels=num_labels,
+    )
+
+
 def _next_epoch_after(make_loader, run_test: bool) -> list[float]:
     """The order of the loader's next epoch, with or without a range test first."""
     x, y = make_data(64)
@@ -1143,23 +1157,6 @@ def test_worker_processes_stop_when_the_test_fails() -> None:
 
 
 def test_samplers_with_their_own_random_generators_shuffle_as_before() -> None:
-    class OwnRngSampler(torch.utils.data.Sampler):
-        def __init__(self, n: int, rng) -> None:
-            self.n, self.rng = n, rng
-
-        def __iter__(self):
-            idx = list(range(self.n))
-            if isinstance(self.rng, random.Random):
-                self.rng.shuffle(idx)
-            elif isinstance(self.rng, torch.Generator):
-                idx = torch.randperm(self.n, generator=self.rng).tolist()
-            else:
-                idx = [int(i) for i in self.rng.permutation(self.n)]
-            return iter(idx)
-
-        def __len__(self) -> int:
-            return self.n
-
     for rng in (
         lambda: np.random.default_rng(4),
         lambda: np.random.RandomState(4),
@@ -1285,15 +1282,7 @@ def test_global_optimizer_hooks_do_not_see_the_test() -> None:
 def test_unpack_gives_your_criterion_the_output_as_the_model_returns_it() -> None:
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    cfg = transformers.BertConfig(
-        vocab_size=30,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=16,
-        num_labels=3,
-    )
+    cfg = tiny_bert_config(transformers, num_labels=3)
     model = transformers.BertForSequenceClassification(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(0)
@@ -1386,15 +1375,7 @@ def test_the_hugging_face_trainer_recipe_of_the_docs(tmp_path) -> None:
     the optimizer again at the suggested LR."""
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    cfg = transformers.BertConfig(
-        vocab_size=30,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=16,
-        num_labels=2,
-    )
+    cfg = tiny_bert_config(transformers, num_labels=2)
 
     class Ids(torch.utils.data.Dataset):
         def __init__(self, n: int, seed: int) -> None:

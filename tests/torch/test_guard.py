@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from tests.helpers import OwnRngSampler
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -404,24 +405,6 @@ def test_watch_catches_a_problem_that_comes_back_after_a_restore() -> None:
     assert events_at == [9, 14]
 
 
-class _OwnRngSampler(torch.utils.data.Sampler):
-    """A sampler shuffling with its own NumPy or Python RNG."""
-
-    def __init__(self, n: int, rng) -> None:
-        self.n, self.rng = n, rng
-
-    def __iter__(self):
-        idx = list(range(self.n))
-        if isinstance(self.rng, random.Random):
-            self.rng.shuffle(idx)
-        else:
-            idx = [int(i) for i in self.rng.permutation(self.n)]
-        return iter(idx)
-
-    def __len__(self) -> int:
-        return self.n
-
-
 def _epoch_orders(kind: str) -> tuple[list[list[int]], list]:
     """First index of every batch over 4 epochs of a 10-batch loader, with a
     NaN at step 12 (a recovery to the snapshot of step 8, in epoch 0). The
@@ -434,7 +417,7 @@ def _epoch_orders(kind: str) -> tuple[list[list[int]], list]:
     data = TensorDataset(x, y, idx)
     if kind in ("numpy", "random"):
         rng = np.random.default_rng(0) if kind == "numpy" else random.Random(0)
-        loader = DataLoader(data, batch_size=32, sampler=_OwnRngSampler(320, rng))
+        loader = DataLoader(data, batch_size=32, sampler=OwnRngSampler(320, rng))
     else:
         gen = torch.Generator().manual_seed(0) if kind == "torch" else None
         loader = DataLoader(data, batch_size=32, shuffle=True, generator=gen)
