@@ -15,7 +15,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -43,6 +43,14 @@ def _root() -> None:
 def err_console() -> Console:
     """Console on stderr (progress, summaries when --json owns stdout)."""
     return Console(stderr=True)
+
+
+def _as_typed(text: str, names: Sequence[str]) -> str:
+    """An error message with parameter names as the options are typed
+    (``num_steps`` -> ``--num-steps``)."""
+    for name in names:
+        text = text.replace(name, "--" + name.replace("_", "-"))
+    return text
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
@@ -297,9 +305,10 @@ def find(
                 **parts,
             )
         except (ValueError, TypeError) as e:
-            text = str(e)  # name the options as they were typed
-            for name in ("start_lr", "end_lr", "num_steps", "confirm_steps"):
-                text = text.replace(name, "--" + name.replace("_", "-"))
+            # name the options as they were typed
+            text = _as_typed(
+                str(e), ("start_lr", "end_lr", "num_steps", "confirm_steps")
+            )
             for name, typed in (("amp", amp), ("device", device)):
                 if typed is not None:  # given on the command line
                     text = text.replace(f"{name} must", f"--{name} must")
@@ -712,10 +721,8 @@ def diagnose(
         except LRKitError as e:  # LogFormatError: names the file and line
             error = (str(e), EXIT_USAGE)
         except (ValueError, TypeError) as e:  # a --*-key naming no column
-            text = str(e)
-            for name in ("loss_key", "val_key", "lr_key", "grad_norm_key", "step_key"):
-                text = text.replace(name, "--" + name.replace("_", "-"))
-            error = (text, EXIT_USAGE)
+            keys = ("loss_key", "val_key", "lr_key", "grad_norm_key", "step_key")
+            error = (_as_typed(str(e), keys), EXIT_USAGE)
     if error is not None:
         fail(*error)
     settings = _monitor_settings(set_ or [])
@@ -852,7 +859,11 @@ def main() -> None:
     except ex.UsageError as e:
         command = e.ctx.command_path if e.ctx is not None else "lrkit"
         if command == "lrkit":  # an option of a command that lacks its value
-            named = [a for a in sys.argv[1:] if a in ("find", "schedule", "diagnose")]
+            commands = {
+                c.name or getattr(c.callback, "__name__", "")
+                for c in app.registered_commands
+            }
+            named = [a for a in sys.argv[1:] if a in commands]
             command = f"lrkit {named[0]}" if named else command
         one_line = " ".join(e.format_message().split())
         sys.stderr.write(f"lrkit: error: {one_line} (see '{command} --help')\n")

@@ -918,33 +918,30 @@ def find_lr(
     # the optimizer's own step hooks (a scheduler's step counter, an EMA update)
     # must not see the test's steps: they are set aside and put back after
     hooks = _detach_step_hooks(optimizer)
-    grads = contextlib.ExitStack()
     try:
         if not model.training:  # keep submodules the user froze in eval mode
             model.train()
         # the test trains, also when called under torch.no_grad() / inference_mode()
-        grads.enter_context(torch.inference_mode(False))
-        grads.enter_context(torch.enable_grad())
-        result = range_test(
-            step_fn,
-            start_lr=start_lr,
-            end_lr=end_lr,
-            num_steps=num_steps,
-            mode=mode,
-            val_fn=val_fn,
-            val_every=val_every,
-            sync_every=sync_every,
-            resolve=resolve,
-            progress=progress,
-            suggest=suggest,
-            steps_per_epoch=steps_per_epoch,
-            params_per_example=params_per_example,
-            extra=extra,
-        )
-        if confirm_steps:
-            result = confirm(result)
+        with torch.inference_mode(False), torch.enable_grad():
+            result = range_test(
+                step_fn,
+                start_lr=start_lr,
+                end_lr=end_lr,
+                num_steps=num_steps,
+                mode=mode,
+                val_fn=val_fn,
+                val_every=val_every,
+                sync_every=sync_every,
+                resolve=resolve,
+                progress=progress,
+                suggest=suggest,
+                steps_per_epoch=steps_per_epoch,
+                params_per_example=params_per_example,
+                extra=extra,
+            )
+            if confirm_steps:
+                result = confirm(result)
     finally:
-        grads.close()
         t0 = time.perf_counter()
         val_cache.clear()
         confirm_cache.clear()

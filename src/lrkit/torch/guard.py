@@ -93,7 +93,7 @@ from .. import _check
 from .._check import LRKitError
 from ..monitor import KINDS, Finding, Monitor, MonitorConfig, MonitorState
 from ._groups import get_lr, set_lr
-from .state import Snapshot, _check_stateful, _loader_rngs, snapshot
+from .state import Snapshot, _check_stateful, _loader_rngs, _reseed_rng, snapshot
 
 __all__ = ["Guard", "GuardError", "GuardEvent"]
 
@@ -188,15 +188,7 @@ def _new_streams(loaders: Sequence[Any], rng: bool, salt: int) -> None:
 
     for loader in loaders:
         for g in _loader_rngs(loader):
-            if isinstance(g, torch.Generator):
-                g.manual_seed(mixed(int(torch.randint(2**62, (1,), generator=g))))
-            elif isinstance(g, np.random.Generator):
-                seed = mixed(int(g.integers(2**62)))
-                g.bit_generator.state = type(g.bit_generator)(seed).state
-            elif isinstance(g, np.random.RandomState):
-                g.seed(mixed(int(g.randint(2**31))) % 2**32)
-            else:  # random.Random
-                g.seed(mixed(g.getrandbits(62)))
+            _reseed_rng(g, mixed)
     if rng:
         random.seed(mixed(random.getrandbits(62)))
         np.random.seed(mixed(int(np.random.randint(2**31))) % 2**32)

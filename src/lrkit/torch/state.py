@@ -43,7 +43,7 @@ import copy
 import random
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -181,6 +181,20 @@ def _set_rng_state(gen: Any, state: Any) -> None:
         gen.set_state(state)
     else:
         gen.setstate(state)
+
+
+def _reseed_rng(gen: Any, mix: Callable[[int], int]) -> None:
+    """Move one generator to a new stream: seeded with ``mix(draw)``, ``draw``
+    a number it draws itself (reproducible from its state)."""
+    if isinstance(gen, torch.Generator):
+        gen.manual_seed(mix(int(torch.randint(2**62, (1,), generator=gen))))
+    elif isinstance(gen, np.random.Generator):
+        seed = mix(int(gen.integers(2**62)))
+        gen.bit_generator.state = type(gen.bit_generator)(seed).state
+    elif isinstance(gen, np.random.RandomState):
+        gen.seed(mix(int(gen.randint(2**31))) % 2**32)
+    else:  # random.Random
+        gen.seed(mix(gen.getrandbits(62)))
 
 
 def _loader_counters(loader: Any) -> list[tuple[Any, str, int]]:
