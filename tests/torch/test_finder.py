@@ -810,10 +810,8 @@ class TestConfirm:
         seeded()
         expected_rng = rng_probe()
         seeded()
-        steps = []  # training forwards: one per optimizer step
-        hook = model.register_forward_hook(
-            lambda m, a, o: steps.append(1) if torch.is_grad_enabled() else None
-        )
+        steps = []
+        hook = register_optimizer_step_post_hook(lambda o, a, k: steps.append(1))
         try:
             r = lrkit.find_lr(
                 model, opt, F.mse_loss, dl, val_loader=val, confirm_steps=15
@@ -875,10 +873,8 @@ class TestConfirm:
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         plain = lrkit.find_lr(model, opt, F.cross_entropy, loader(32, n=4096))
         assert plain.confidence >= 0.5
-        steps = []  # training forwards: one per optimizer step
-        hook = model.register_forward_hook(
-            lambda m, a, o: steps.append(1) if torch.is_grad_enabled() else None
-        )
+        steps = []
+        hook = register_optimizer_step_post_hook(lambda o, a, k: steps.append(1))
         try:
             r = lrkit.find_lr(
                 model, opt, F.cross_entropy, loader(32, n=4096), confirm_steps=20
@@ -1265,16 +1261,16 @@ def test_called_under_no_grad_the_test_still_trains(mode) -> None:
     assert inside.losses == plain.losses
 
 
-def test_global_optimizer_hooks_do_not_see_the_test() -> None:
+def test_global_optimizer_hooks_count_the_test_steps() -> None:
+    # process-wide observers (a profiler, a benchmark's cost counter) see the
+    # test's real work; the optimizer's own hooks do not (test above)
     model = nn.Linear(8, 3)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     calls = []
     handle = register_optimizer_step_post_hook(lambda o, a, k: calls.append(1))
     try:
-        lrkit.find_lr(model, opt, F.cross_entropy, loader(), num_steps=20)
-        assert calls == []
-        opt.step()
-        assert calls == [1]
+        r = lrkit.find_lr(model, opt, F.cross_entropy, loader(), num_steps=20)
+        assert len(calls) == r.steps_done
     finally:
         handle.remove()
 

@@ -976,36 +976,29 @@ def _restore_bn_buffers(m: nn.Module, buffers: dict[str, torch.Tensor]) -> None:
             own[name].copy_(value)
 
 
-_GLOBAL_HOOKS = ("_global_optimizer_pre_hooks", "_global_optimizer_post_hooks")
-
-
-def _hook_tables(optimizer: torch.optim.Optimizer) -> dict[str, dict[Any, Any]]:
-    """The step-hook tables that would see the test's steps: the optimizer's own
-    and the ones torch runs for every optimizer
-    (``torch.optim.optimizer.register_optimizer_step_post_hook``)."""
-    from torch.optim import optimizer as module
-
-    tables = {attr: getattr(optimizer, attr, None) for attr in _HOOK_ATTRS}
-    tables.update({attr: getattr(module, attr, None) for attr in _GLOBAL_HOOKS})
-    return {k: v for k, v in tables.items() if isinstance(v, dict)}
-
-
 def _detach_step_hooks(optimizer: torch.optim.Optimizer) -> dict[str, dict[Any, Any]]:
-    """Empty the step hooks the optimizer runs; returns them for later."""
+    """Empty the optimizer's per-instance step hooks; returns them for later.
+
+    Hooks torch runs for every optimizer
+    (``torch.optim.optimizer.register_optimizer_step_post_hook``) stay: they
+    observe the process (a profiler, a step counter measuring cost), and the
+    test's steps are real work."""
     saved: dict[str, dict[Any, Any]] = {}
-    for attr, table in _hook_tables(optimizer).items():
-        saved[attr] = dict(table)
-        table.clear()
+    for attr in _HOOK_ATTRS:
+        table = getattr(optimizer, attr, None)
+        if isinstance(table, dict):
+            saved[attr] = dict(table)
+            table.clear()
     return saved
 
 
 def _reattach_step_hooks(
     optimizer: torch.optim.Optimizer, saved: Mapping[str, Mapping[Any, Any]]
 ) -> None:
-    tables = _hook_tables(optimizer)
     for attr, hooks in saved.items():
-        tables[attr].clear()
-        tables[attr].update(hooks)
+        table = getattr(optimizer, attr)
+        table.clear()
+        table.update(hooks)
 
 
 def _mean(values: Sequence[float]) -> float:
