@@ -819,6 +819,58 @@ def test_what_is_not_convergence_keeps_too_slow() -> None:
     assert "too_slow" not in kinds(mon) and len(mon.withdrawn) == 1
 
 
+def warmup_cosine(n: int, peak: float = 1e-3, warmup: float = 0.05) -> np.ndarray:
+    t = np.arange(n)
+    w = int(warmup * n)
+    cos = 0.5 * peak * (1 + np.cos(np.pi * (t - w) / (n - w)))
+    return np.where(t < w, peak * (t + 1) / w, cos)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "step"])
+def test_a_run_converged_before_its_anneal_is_not_too_slow(schedule: str) -> None:
+    """With the LR logged, a run is judged converged as it was when the LR
+    first fell below half its peak: one that converged at full LR had LR
+    enough, whatever the anneal did after (the too-low run under the same
+    anneal stays too slow: test_what_is_not_convergence_keeps_too_slow)."""
+    n = 10000
+    t = np.arange(n)
+    y = 2.0 * np.exp(-t / (n / 8)) + 0.3 + 0.02 * rng(34).standard_normal(n)
+    if schedule == "cosine":
+        lrs = warmup_cosine(n)
+    else:  # a tenfold cut at 60% and at 80%
+        lrs = 1e-3 * np.where(t < 0.6 * n, 1.0, np.where(t < 0.8 * n, 0.1, 0.01))
+    mon = feed(y, lrs=lrs)
+    assert "too_slow" in kinds(mon)  # live: straight for its first hundreds
+    mon.finish()
+    assert "too_slow" not in kinds(mon)
+    assert [f.kind for f in mon.withdrawn] == ["too_slow"]
+
+
+def test_a_run_whose_validation_stopped_improving_is_not_too_slow() -> None:
+    """Training still falls steadily, but the validation loss stopped
+    improving (or rose) while the logged LR was at its peak: a higher LR
+    would not have lowered it. finish() withdraws too_slow; without the LR
+    (an anneal cannot be ruled out) or with validation still falling, it
+    stays."""
+    n = 4000
+    t = np.arange(n)
+    y = 2.0 - 1.0 * t / n + 0.01 * rng(35).standard_normal(n)
+    lrs = np.full(n, 1e-4)
+    every = range(99, n, 100)
+    flat = {s: 0.9 + 0.5 * math.exp(-s / 600) for s in every}
+    rising = {s: 0.9 + 0.5 * math.exp(-s / 600) + 1e-5 * s for s in every}
+    falling = {s: 2.0 - 1.0 * s / n for s in every}
+    for val in (flat, rising):
+        mon = feed(y, val=val, lrs=lrs)
+        assert "too_slow" in kinds(mon)
+        mon.finish()
+        assert "too_slow" not in kinds(mon) and len(mon.withdrawn) == 1
+    for val, lr in ((flat, None), (falling, lrs)):
+        mon = feed(y, val=val, lrs=lr)
+        mon.finish()
+        assert "too_slow" in kinds(mon) and mon.withdrawn == ()
+
+
 @settings(max_examples=15, deadline=None)
 @given(
     tau_frac=st.floats(0.1, 0.25),

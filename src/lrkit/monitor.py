@@ -186,11 +186,14 @@ class MonitorConfig:
             ``too_slow`` finding is withdrawn when the run converged within its
             length after all: its last quarter moved (up or down) less than
             this fraction of the run's total gain (an exponential approach
-            ``e^{-t/τ}`` does so after about 3.5 time constants), and the LR,
-            when given, ends above half its peak (an anneal flattens the end of
-            a too-low run as well). The streaming rule cannot know how long the
-            run will be: a curve still straight after a few hundred steps is
-            slow for a short run and fine for a long one.
+            ``e^{-t/τ}`` does so after about 3.5 time constants); or, with
+            the LR logged, the validation curve's last quarter gained less
+            than this fraction of its total gain, or rose (a higher LR would
+            not have lowered it). When the logged LR fell below half its peak
+            (an anneal flattens the end of a too-low run as well), the run is
+            judged as it was at that moment. The streaming rule cannot know
+            how long the run will be: a curve still straight after a few
+            hundred steps is slow for a short run and fine for a long one.
         slow_done_z: ... and the total gain exceeds ``slow_done_z`` times the
             noise of that difference (real progress, not noise).
         plateau_patience: validation evaluations without an improvement before
@@ -650,6 +653,7 @@ _STATE_FIELDS = (
     "_gsorted",
     "_lr",
     "_lr_peak",
+    "_decay_converged",
     "_lr_rise",
     "_val_n",
     "_val_start",
@@ -662,6 +666,7 @@ _STATE_FIELDS = (
     "_val_recent",
     "_val_hist",
     "_val_above",
+    "_val_curve",
 )
 
 
@@ -782,6 +787,9 @@ class Monitor:
         self._gsorted: list[float] = []
         self._lr: float | None = None
         self._lr_peak: float | None = None  # the highest LR given so far
+        # converged before the LR first fell below half its peak (None: it has
+        # not fallen yet); see _converged
+        self._decay_converged: bool | None = None
         self._lr_rise = -(10**18)  # update number of the last LR increase
         self._val_n = 0
         self._val_start = math.nan
@@ -794,6 +802,7 @@ class Monitor:
         self._val_recent: deque[float] = deque(maxlen=3)
         self._val_hist: deque[float] = deque(maxlen=_VAL_NOISE_WINDOW)
         self._val_above = 0
+        self._val_curve = _Curve()  # the validation curve, for _converged
 
     def state(self) -> MonitorState:
         """A copy of the running statistics, for :meth:`restore` (findings excluded).
@@ -998,6 +1007,11 @@ class Monitor:
         if lr is not None:
             if self._lr is not None and lr_f > self._lr:
                 self._lr_rise = self._ticks
+            peak = self._lr_peak
+            if self._decay_converged is None and peak is not None and lr_f < 0.5 * peak:
+                # the anneal begins: judge convergence on the run so far, at
+                # an LR still within half its peak
+                self._decay_converged = self._flattened()
             self._lr = lr_f
             if self._lr_peak is None or lr_f > self._lr_peak:
                 self._lr_peak = lr_f
@@ -1278,24 +1292,47 @@ class Monitor:
 
     def _converged(self) -> bool:
         """The run converged within its length: its last quarter moved less
-        than ``slow_done_frac`` of its total gain, a gain beyond the noise, at
-        an LR that did not decay (a schedule's anneal flattens the end of a
-        too-low run as well: with the LR logged, that is no convergence)."""
-        c = self.config
+        than ``slow_done_frac`` of its total gain, a gain beyond the noise.
+
+        A schedule's anneal flattens the end of a too-low run as well: when
+        the logged LR fell below half its peak, the run is judged as it was
+        the moment that happened (converged at an LR still within half its
+        peak), not at its end."""
         if self._broken:
             return False
         peak, lr = self._lr_peak, self._lr
         if peak is not None and lr is not None and lr < 0.5 * peak:
+            return bool(self._decay_converged)
+        return self._flattened()
+
+    def _flattened(self) -> bool:
+        """The curve so far flattened: its last quarter moved less than
+        ``slow_done_frac`` of its total gain, which exceeds ``slow_done_z``
+        noise units; or the validation curve did (its last quarter gained
+        less than that, or rose): more progress on the training loss would
+        not have lowered the validation loss."""
+        c = self.config
+        if self._broken:
             return False
         q = self._curve.last_quarter()
         sigma = self._sigma()
-        if q is None or math.isnan(sigma):
+        if q is not None and not math.isnan(sigma):
+            total, last = q
+            # the noise of a difference of block means (a constant loss has
+            # none: rounding in the means is no gain)
+            noise = max(sigma * self._curve.noise(), 1e-9 * abs(self._start_level))
+            if total > c.slow_done_z * noise and abs(last) < c.slow_done_frac * total:
+                return True
+        vq = self._val_curve.last_quarter()
+        if vq is None or self._lr_peak is None:
             return False
-        total, last = q
-        # the noise of a difference of block means (a constant loss has none:
-        # rounding in the means is no gain)
-        noise = max(sigma * self._curve.noise(), 1e-9 * abs(self._start_level))
-        return total > c.slow_done_z * noise and abs(last) < c.slow_done_frac * total
+        total, last = vq
+        block = self._val_curve.block
+        noise = max(
+            _val_noise(self._val_hist) * math.sqrt(2.0 / block),
+            1e-9 * abs(self._val_start),
+        )
+        return total > c.slow_done_z * noise and last < c.slow_done_frac * total
 
     def _withdraw_slow(self) -> None:
         """Withdraw the ``too_slow`` findings (the run converged)."""
@@ -1460,6 +1497,7 @@ class Monitor:
         if first:
             self._val_start = v
         self._val_recent.append(v)
+        self._val_curve.push(v)
         p_val = self._val_start - self._val_best if not first else 0.0
         if p_val < 0.0:
             p_val = 0.0
