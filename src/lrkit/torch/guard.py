@@ -19,7 +19,10 @@ snapshot (:func:`lrkit.torch.state.snapshot`: model, optimizer, scheduler,
 GradScaler, RNG and loader generators, a bit-exact copy in CPU memory, or on
 disk with ``spill_dir``) every ``every`` steps, keeping the last ``keep``. When a
 finding of a kind in ``on`` (``nan``, ``diverged``, ``spike`` by default) shows
-up, it
+up, it (a ``spike`` only once the monitor has measured the noise over a full
+``noise_window`` of losses since the start or the last restore: before that a
+classifier at chance is quieter than it will be once it learns, and a blow-up
+there is ``diverged`` within steps)
 
 1. restores the newest snapshot taken before the problem began (the finding's
    ``first_step``), in place, and the monitor's statistics of that moment;
@@ -456,6 +459,12 @@ class Guard:
         self, found: Sequence[Finding], t: int
     ) -> tuple[str, int, Mapping[str, float]] | None:
         hits = [f for f in found if f.kind in self.on and f.last_step == t]
+        if hits and self.monitor.stats()["losses"] <= self.monitor.config.noise_window:
+            # a spike is an outlier against the noise: before a full window of
+            # it was measured (the start of a run, or just after a restore),
+            # the noise of a classifier at chance is smaller than it will be
+            # once it learns; a real blow-up there is `diverged` within steps
+            hits = [f for f in hits if f.kind != "spike"]
         if not hits:
             return None
         order = {k: i for i, k in enumerate(KINDS)}
