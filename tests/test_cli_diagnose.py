@@ -76,6 +76,25 @@ def test_human_output(tmp_path: Path) -> None:
     assert str(tmp_path / "diagnose.png") in p.stdout
 
 
+def test_a_warning_withdrawn_at_the_end_is_shown(tmp_path: Path) -> None:
+    """A long run still straight after its first hundreds of steps warns live;
+    converged within its length, the verdict is healthy, and the output says
+    what a live monitor showed and why it was taken back."""
+    t = np.arange(5000)
+    noise = 0.05 * np.random.default_rng(3).standard_normal(5000)
+    path = write_csv(tmp_path / "long.csv", 2.0 * np.exp(-t / 1000) + 0.3 + noise)
+    p = lrkit("diagnose", str(path))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("healthy")
+    text = " ".join(p.stdout.split())
+    assert "withdrawn once the run was over: too_slow (steps" in text
+    p = lrkit("diagnose", str(path), "--json")
+    record = json.loads(p.stdout)
+    assert record["verdict"] == "healthy"
+    assert [w["kind"] for w in record["withdrawn"]] == ["too_slow"]
+    assert all(f["kind"] != "too_slow" for f in record["findings"])
+
+
 def test_tensorboard_directory(tmp_path: Path) -> None:
     from torch.utils.tensorboard import SummaryWriter
 

@@ -775,7 +775,10 @@ def test_a_long_run_that_converged_is_not_too_slow_in_the_end(n: int, tau: int) 
     assert "too_slow" not in kinds(mon)
     assert [f.kind for f in mon.withdrawn] == ["too_slow"]
     assert all(f.kind != "too_slow" for f in mon.active)
-    assert diagnose(list(y)).verdict == "healthy"
+    d = diagnose(list(y))
+    assert d.verdict == "healthy"
+    assert [f.kind for f in d.withdrawn] == ["too_slow"]
+    assert [w["kind"] for w in d.to_dict()["withdrawn"]] == ["too_slow"]
 
 
 def test_a_long_run_still_far_from_converged_stays_too_slow() -> None:

@@ -787,6 +787,15 @@ def diagnose(
                 console.print(f"[bold]{f.kind}[/]: {f.advice}", highlight=False)
     else:
         console.print(f"advice: {result.advice}", highlight=False)
+    for f in result.withdrawn:
+        console.print(
+            f"withdrawn once the run was over: {f.kind} (steps {f.first_step}-"
+            f"{f.last_step}), which a monitor watching it live showed: the run "
+            "converged within its length (its training or validation loss "
+            "flattened at its peak LR).",
+            style="dim",
+            highlight=False,
+        )
     if figure is not None:
         console.print(f"figure: {figure}", highlight=False)
     _verdict_exit(exit_code, result.verdict)

@@ -1659,6 +1659,11 @@ class Diagnosis:
         findings: every finding, in the order raised.
         steps: how many training steps were read.
         source: where the history came from.
+        config: the thresholds used.
+        withdrawn: findings the monitor raised while reading the run and took
+            back once it was over (:attr:`Monitor.withdrawn`: a ``too_slow``
+            warning on a run that converged within its length); a monitor
+            watching the run live showed them.
     """
 
     verdict: str
@@ -1668,6 +1673,7 @@ class Diagnosis:
     steps: int
     source: str = ""
     config: MonitorConfig = field(default_factory=MonitorConfig)
+    withdrawn: tuple[Finding, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable record: verdict, summary, advice, findings, ..."""
@@ -1678,6 +1684,7 @@ class Diagnosis:
             "steps": self.steps,
             "source": self.source,
             "findings": [f.to_dict() for f in self.findings],
+            "withdrawn": [f.to_dict() for f in self.withdrawn],
             "config": self.config.to_dict(),
         }
 
@@ -1797,6 +1804,7 @@ def diagnose(
         steps=len(h.steps),
         source=h.source,
         config=mon.config,
+        withdrawn=mon.withdrawn,
     )
 
 
