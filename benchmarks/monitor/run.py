@@ -469,7 +469,13 @@ def guarded_run(
     final = math.nan if failed else train.evaluate(inst)  # type: ignore[attr-defined]
     return {
         "final": final,
-        "recoveries": float(len(g.events)) if g is not None else 0.0,
+        # restores (a skipped spike restores nothing: counted apart)
+        "recoveries": float(
+            sum(e.restored_step is not None for e in g.events) if g is not None else 0
+        ),
+        "skips": float(
+            sum(e.restored_step is None for e in g.events) if g is not None else 0
+        ),
         "scale": g.recovery_scale if g is not None else 1.0,
         "wall": wall,
         "init": init,
@@ -490,6 +496,7 @@ def bench_guard(curves: Path, root: Path, seeds: tuple[int, ...]) -> None:
     rows = []
     overhead = []
     false_alarms = 0
+    skipped_runs = 0  # best-LR runs with a skipped spike
     alarm_costs: list[str] = []  # what a false alarm cost the final loss
     best_runs = 0
     quiet4: list[str] = []
@@ -509,11 +516,18 @@ def bench_guard(curves: Path, root: Path, seeds: tuple[int, ...]) -> None:
             ref_g = guarded_run(name, seed, best, root, guard=True, every=every)
             best_runs += 1
             false_alarms += ref_g["recoveries"] > 0
-            if ref_g["recoveries"] > 0:
+            skipped_runs += ref_g["skips"] > 0
+            if ref_g["recoveries"] > 0 or ref_g["skips"] > 0:
                 alarm_costs.append(
                     f"{name}/{seed} {ref_g['final'] / ref['final'] - 1:+.1%}"
+                    f" ({int(ref_g['recoveries'])} restores, "
+                    f"{int(ref_g['skips'])} skipped spikes)"
                 )
-            if math.isfinite(ref["final"]) and ref_g["recoveries"] == 0:
+            if (
+                math.isfinite(ref["final"])
+                and ref_g["recoveries"] == 0
+                and ref_g["skips"] == 0
+            ):
                 overhead.append(ref_g["wall"] / ref["wall"])
             starts = []
             plain4 = guarded_run(name, seed, 4 * best, root, guard=False, every=every)
@@ -539,14 +553,15 @@ def bench_guard(curves: Path, root: Path, seeds: tuple[int, ...]) -> None:
                 )
     print(
         "\n| start | task | seed | LR / best | best-LR final | plain final | "
-        "guarded final | recoveries | LR scale | gap | within 2% |"
+        "guarded final | restores (skipped spikes) | LR scale | gap | within 2% |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for which, name, seed, m, best_final, plain_final, g, gap in rows:
         good = math.isfinite(gap) and gap <= 0.02
         print(
             f"| {which} | {name} | {seed} | {m:.3g} | {best_final:.4g} | "
-            f"{plain_final:.4g} | {g['final']:.4g} | {int(g['recoveries'])} | "
+            f"{plain_final:.4g} | {g['final']:.4g} | {int(g['recoveries'])} "
+            f"({int(g['skips'])}) | "
             f"{g['scale']:.3g} | {100 * gap:+.1f}% | {'yes' if good else 'no'} |"
         )
     for which in ("4x", "lowest diverging"):
@@ -565,8 +580,8 @@ def bench_guard(curves: Path, root: Path, seeds: tuple[int, ...]) -> None:
         f"\nRuns that do not diverge at 4x the best LR: {', '.join(quiet4) or 'none'}"
     )
     print(
-        f"Guard recoveries on best-LR runs (false alarms): {false_alarms} of "
-        f"{best_runs} runs"
+        f"Guard restores on best-LR runs (false alarms): {false_alarms} of "
+        f"{best_runs} runs; runs with a skipped spike: {skipped_runs}"
         + (
             f"; final loss vs unguarded: {', '.join(alarm_costs)}"
             if alarm_costs

@@ -75,11 +75,21 @@ def message(
         >>> message("losses", "as long as lrs (3 values)", "2 values", shown=True)
         'losses must be as long as lrs (3 values), got 2 values.'
     """
-    got = str(value) if shown else f"{param}={value!r}"
+    got = str(value) if shown else f"{param}={_short_repr(value)}"
     text = f"{param} must be {constraint}, got {got}."
     if hint:
         text += " " + hint.strip()
     return text
+
+
+def _short_repr(value: Any) -> str:
+    """``repr(value)``, or the type's name for a repr over several lines (a
+    model or an optimizer prints its whole structure and tensors), cut to
+    200 characters."""
+    text = repr(value)
+    if "\n" in text:
+        return f"<{type(value).__module__}.{type(value).__qualname__} object>"
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def fail(

@@ -836,6 +836,13 @@ class Monitor:
         divergence is judged from the state restored)."""
         if self._level == self._level and self._level > self._best:
             self._best = self._level
+        # the spikes counted toward `oscillating`, and the smoothed curve's
+        # low its rise is measured from, belong to the LR before the
+        # rollback: no evidence about the LR after it
+        self._spikes.clear()
+        if self._smooth == self._smooth and self._smooth_mins:
+            self._smooth_mins.clear()
+            self._smooth_mins.append((self._ticks, self._smooth))
 
     def reset(self) -> None:
         """Forget the statistics (keep the findings): the curve starts afresh.

@@ -292,19 +292,61 @@ def spiked_run(
     return rolled
 
 
-def test_a_lone_spike_rolls_back_without_cutting_the_lr() -> None:
+def test_a_spike_only_skips_its_batchs_update() -> None:
+    """By default a spike restores nothing and keeps the LR: the parameters
+    after the spiking step are those before it (its update not applied), and
+    the run goes on from there; a second one is skipped the same way."""
     model, opt, _ = make(GOOD_LR)
     guard = Guard(model, opt, every=10)
+    x, y = data()
+    batches = [(x[i : i + 32], y[i : i + 32]) for i in range(0, len(x), 32)] * 4
+    for t, (xb, yb) in enumerate(batches[:120]):
+        loss = nn.functional.mse_loss(model(xb), yb)
+        if t in (85, 105):
+            loss = loss + 50.0
+        opt.zero_grad()
+        loss.backward()
+        before = [p.detach().clone() for p in model.parameters()]
+        if guard.step(loss):
+            opt.step()
+        elif t == 85:
+            assert all(
+                torch.equal(a, b)
+                for a, b in zip(before, model.parameters(), strict=True)
+            )
+            assert all(p.grad is None for p in model.parameters())
+    events = [(e.kind, e.step, e.restored_step, e.attempt) for e in guard.events]
+    assert events == [("spike", t, None, 0) for t in (85, 105)]
+    assert "update skipped" in str(guard.events[0])
+    assert guard.recovery_scale == 1.0 and opt.param_groups[0]["lr"] == GOOD_LR
+    assert guard.undone_steps == 2
+
+
+def test_spikes_that_repeat_restore() -> None:
+    """Three spikes within the monitor's window are `oscillating`: the third is
+    no longer one batch's doing, and restores (a lone one, so no cut yet)."""
+    model, opt, _ = make(GOOD_LR)
+    guard = Guard(model, opt, every=10)
+    assert spiked_run(guard, {85, 88, 95}) == [85, 88, 95]
+    events = [(e.kind, e.step, e.restored_step) for e in guard.events]
+    assert events == [("spike", 85, None), ("spike", 88, None), ("spike", 95, 80)]
+    assert guard.recovery_scale == 1.0
+
+
+def test_a_lone_spike_rolls_back_without_cutting_the_lr_when_asked() -> None:
+    model, opt, _ = make(GOOD_LR)
+    guard = Guard(model, opt, every=10, spike_action="restore")
     assert spiked_run(guard, {85}) == [85]
     (event,) = guard.events
     assert (event.kind, event.restored_step, event.attempt) == ("spike", 80, 1)
     assert guard.recovery_scale == 1.0 and event.recovery_scale == 1.0
     assert opt.param_groups[0]["lr"] == GOOD_LR
+    assert guard.undone_steps == 6  # the updates of steps 80-84, and 85's
 
 
 def test_a_spike_that_comes_back_is_cut() -> None:
     model, opt, _ = make(GOOD_LR)
-    guard = Guard(model, opt, every=10, factor=0.5)
+    guard = Guard(model, opt, every=10, factor=0.5, spike_action="restore")
     spiked_run(guard, {85, 88})
     assert [(e.kind, e.attempt) for e in guard.events] == [("spike", 1), ("spike", 2)]
     assert [e.recovery_scale for e in guard.events] == [1.0, 0.5]
@@ -315,18 +357,21 @@ def test_a_spike_before_the_noise_is_measured_is_left_alone() -> None:
     """Before the monitor measured the noise over a full window (64 losses)
     a spike is no evidence (a classifier at chance is quieter than it will be
     once it learns): the guard lets it pass; the same spike later rolls back."""
-    model, opt, _ = make(GOOD_LR)
-    guard = Guard(model, opt, every=10)
-    assert spiked_run(guard, {30}) == []
-    assert guard.events == [] and any(f.kind == "spike" for f in guard.monitor.findings)
-    model, opt, _ = make(GOOD_LR)
-    guard = Guard(model, opt, every=10)
-    assert spiked_run(guard, {30, 85}) == [85]
+    for action in ("skip", "restore"):
+        model, opt, _ = make(GOOD_LR)
+        guard = Guard(model, opt, every=10, spike_action=action)
+        assert spiked_run(guard, {30}) == []
+        assert guard.events == []
+        assert any(f.kind == "spike" for f in guard.monitor.findings)
+        model, opt, _ = make(GOOD_LR)
+        guard = Guard(model, opt, every=10, spike_action=action)
+        assert spiked_run(guard, {30, 85}) == [85]
 
 
-def test_spike_factor_cuts_a_lone_spike_when_asked() -> None:
+@pytest.mark.parametrize("action", ["skip", "restore"])
+def test_spike_factor_cuts_a_lone_spike_when_asked(action: str) -> None:
     model, opt, _ = make(GOOD_LR)
-    guard = Guard(model, opt, every=10, spike_factor=0.5)
+    guard = Guard(model, opt, every=10, spike_factor=0.5, spike_action=action)
     spiked_run(guard, {85})
     assert guard.recovery_scale == 0.5
     assert opt.param_groups[0]["lr"] == pytest.approx(0.5 * GOOD_LR)
@@ -334,14 +379,16 @@ def test_spike_factor_cuts_a_lone_spike_when_asked() -> None:
 
 def test_a_spike_factor_cut_counts_as_the_rows_first_cut() -> None:
     model, opt, _ = make(GOOD_LR)
-    guard = Guard(model, opt, every=10, factor=0.5, spike_factor=0.5)
+    guard = Guard(
+        model, opt, every=10, factor=0.5, spike_factor=0.5, spike_action="restore"
+    )
     spiked_run(guard, {85, 88})  # a spike, and another within `every` steps
     assert [e.recovery_scale for e in guard.events] == [0.5, 0.5 * 0.5**2]
 
 
 def test_a_spike_after_a_nan_in_the_same_row_is_cut_deeper() -> None:
     model, opt, _ = make(GOOD_LR)
-    guard = Guard(model, opt, every=10, factor=0.5)
+    guard = Guard(model, opt, every=10, factor=0.5, spike_action="restore")
     spiked_run(guard, {88}, nan={85})
     assert [(e.kind, e.attempt) for e in guard.events] == [("nan", 1), ("spike", 2)]
     assert [e.recovery_scale for e in guard.events] == [0.5, 0.5 * 0.5**2]
@@ -431,6 +478,11 @@ def _epoch_orders(kind: str) -> tuple[list[list[int]], list]:
     if kind in ("numpy", "random"):
         rng = np.random.default_rng(0) if kind == "numpy" else random.Random(0)
         loader = DataLoader(data, batch_size=32, sampler=OwnRngSampler(320, rng))
+    elif kind == "accelerate":  # seeds each epoch with initial_seed + epoch
+        from accelerate.data_loader import SeedableRandomSampler
+
+        sampler = SeedableRandomSampler(data, data_seed=0)
+        loader = DataLoader(data, batch_size=32, sampler=sampler)
     else:
         gen = torch.Generator().manual_seed(0) if kind == "torch" else None
         loader = DataLoader(data, batch_size=32, shuffle=True, generator=gen)
@@ -449,10 +501,13 @@ def _epoch_orders(kind: str) -> tuple[list[list[int]], list]:
     return orders, [(e.step, e.restored_step) for e in guard.events]
 
 
-@pytest.mark.parametrize("kind", ["torch", "global", "numpy", "random"])
+@pytest.mark.parametrize("kind", ["torch", "global", "numpy", "random", "accelerate"])
 def test_after_a_recovery_the_data_order_does_not_repeat(kind: str) -> None:
     # restoring the RNG of step 8 as it was would make epoch 2 draw epoch 1's
     # order again; the guard moves every stream to a new (reproducible) one
+    # (accelerate's sampler: its epoch counter, restored, would seed it again)
+    if kind == "accelerate":
+        pytest.importorskip("accelerate")
     orders, events = _epoch_orders(kind)
     assert events == [(12, 8)]
     assert len({tuple(o) for o in orders}) == 4  # four different epoch orders
@@ -637,3 +692,143 @@ def test_cuts_stop_at_min_scale() -> None:
     assert opt.param_groups[0]["lr"] == pytest.approx(GOOD_LR * 0.01)
     with pytest.raises(ValueError, match=r"min_scale must be in \(0, 1\)"):
         Guard(model, opt, min_scale=0.0)
+
+
+def test_a_checkpoint_loaded_after_the_guard_keeps_its_cut() -> None:
+    """Resume in the usual order (build everything, then load the checkpoint):
+    the guard reads an lrkit Scheduler's recovery scale from the scheduler, so
+    the next recovery cuts from the checkpoint's 0.5, not from 1."""
+    model, opt, loader = make(GOOD_LR)
+    sched = lrkit.torch.Scheduler(opt, "constant()")
+    first = Guard(model, opt, scheduler=sched, every=20, factor=0.5)
+    train(model, opt, loader, first, epochs=2, poison={45}, sched=sched)
+    state = {"model": model.state_dict(), "opt": opt.state_dict()}
+    state["sched"] = sched.state_dict()
+    assert state["sched"]["recovery_scale"] == 0.5
+    model, opt, loader = make(GOOD_LR)
+    sched = lrkit.torch.Scheduler(opt, "constant()")
+    guard = Guard(model, opt, scheduler=sched, every=20, factor=0.5)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    sched.load_state_dict(state["sched"])
+    assert guard.recovery_scale == 0.5
+    train(model, opt, loader, guard, epochs=2, poison={45}, sched=sched)
+    assert [e.recovery_scale for e in guard.events] == [0.25]
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.25 * GOOD_LR)
+
+
+def test_the_cut_holds_under_an_accelerate_wrapped_scheduler() -> None:
+    """accelerate's AcceleratedScheduler steps the scheduler it wraps: the
+    cut reaches that one's base LRs, and survives its next steps."""
+    accelerate = pytest.importorskip("accelerate")
+    model, opt, loader = make(GOOD_LR)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (1 + s / 100))
+    acc = accelerate.Accelerator(cpu=True)
+    model, opt, loader, sched = acc.prepare(model, opt, loader, sched)
+    guard = Guard(model, opt, scheduler=sched, every=20, factor=0.3)
+    train(model, opt, loader, guard, epochs=2, poison={45}, sched=sched)
+    inner = sched.scheduler
+    assert len(guard.events) == 1 and inner.base_lrs == [pytest.approx(0.3 * GOOD_LR)]
+    expected = 0.3 * GOOD_LR / (1 + inner.last_epoch / 100)
+    assert opt.param_groups[0]["lr"] == pytest.approx(expected)
+    assert sched.get_last_lr() == [pytest.approx(expected)]
+
+
+def test_unfreezing_mid_run_drops_the_snapshots_that_no_longer_fit() -> None:
+    """Progressive unfreezing (add_param_group): the snapshots taken before
+    hold fewer parameters than the optimizer; the guard takes a new one and a
+    later NaN restores that, with a GuardEvent, not a crash."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1))
+    model[0].requires_grad_(False)
+    opt = torch.optim.Adam(model[2].parameters(), lr=1e-3)
+    guard = Guard(model, opt, every=10)
+    x, y = data()
+    for t in range(80):
+        if t == 45:  # between two snapshots
+            model[0].requires_grad_(True)
+            opt.add_param_group({"params": model[0].parameters(), "lr": 1e-4})
+        xb, yb = (
+            x[(t % 32) * 32 : (t % 32 + 1) * 32],
+            y[(t % 32) * 32 : (t % 32 + 1) * 32],
+        )
+        loss = nn.functional.mse_loss(model(xb), yb)
+        if t == 48:
+            loss = loss * float("nan")
+        opt.zero_grad()
+        loss.backward()
+        if guard.step(loss):
+            opt.step()
+    (event,) = guard.events
+    assert event.kind == "nan" and event.restored_step == 45
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([3e-4, 3e-5])
+    assert math.isfinite(full_loss(model))
+
+
+def test_oscillating_recoveries_judge_the_lr_after_the_cut() -> None:
+    """With `oscillating` in `on`, one recovery cuts once: the spikes and the
+    smoothed low the rule measured were the old LR's, not evidence against
+    the new one (they cut a run to min_scale within 30 steps before)."""
+    mon = lrkit.Monitor()
+    rng_ = np.random.default_rng(0)
+    for t in range(200):
+        mon.update(t, 1.0 + 0.05 * rng_.standard_normal() + (3.0 if t % 20 == 0 else 0))
+    state = mon.state()
+    assert any(f.kind == "oscillating" for f in mon.findings)
+    mon.restore(state)
+    mon._rebase()
+    found = [
+        f
+        for t in range(200, 230)
+        for f in mon.update(t, 1.0 + 0.05 * rng_.standard_normal())
+        if f.kind == "oscillating"
+    ]
+    assert found == []
+
+
+def test_step_inputs_are_checked_and_change_nothing() -> None:
+    model, opt, _ = make(GOOD_LR)
+    guard = Guard(model, opt)
+    for bad, match in (
+        (torch.tensor(1.0 + 1j), "loss must be a real number, got a torch.complex64"),
+        (torch.tensor(True), "loss must be a real number, got a torch.bool"),
+        (np.ones(3), r"loss must be a scalar \(one element\)"),
+        ("1.0", "loss must be a real number"),
+    ):
+        with pytest.raises((TypeError, ValueError), match=match):
+            guard.step(bad)
+    with pytest.raises(ValueError, match="grad_norm must be >= 0"):
+        guard.step(1.0, grad_norm=-1.0)
+    assert guard.steps == 0
+    assert guard.step(np.float32(1.0)) and guard.step(np.array([1.0]))
+    assert guard.step(torch.tensor([1.0]), lr=torch.tensor(0.05))
+    assert guard.steps == 3
+
+
+def test_constructor_arguments_are_checked() -> None:
+    model, opt, loader = make(GOOD_LR)
+    with pytest.raises(TypeError, match="rng must be True or False, got rng='no'"):
+        Guard(model, opt, rng="no")  # type: ignore[arg-type]
+    for bad in (5, "data", iter(loader), (dl for dl in [loader])):
+        with pytest.raises(TypeError, match="loaders must be a data loader"):
+            Guard(model, opt, loaders=bad)
+    with pytest.raises(TypeError, match=r"loaders\[1\] must be a data loader"):
+        Guard(model, opt, loaders=[loader, iter(loader)])
+    with pytest.raises(
+        ValueError, match="spike_action must be one of 'skip', 'restore'"
+    ):
+        Guard(model, opt, spike_action="ignore")
+    # a model given as the optimizer: its type, not its whole repr
+    with pytest.raises(TypeError) as info:
+        Guard(model, model)  # type: ignore[arg-type]
+    assert "torch.nn.modules.container.Sequential object>" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_a_guard_error_reports_the_restored_scale() -> None:
+    model, opt, loader = make(GOOD_LR)
+    guard = Guard(model, opt, every=10, max_recoveries=2)
+    with pytest.raises(GuardError):
+        train(model, opt, loader, guard, poison=set(range(30, 400)))
+    assert guard.recovery_scale == 1.0  # the snapshot's: taken before any cut
+    assert opt.param_groups[0]["lr"] == GOOD_LR

@@ -30,14 +30,21 @@ there is ``diverged`` within steps)
    one equation ``lr = base_lr × schedule(t) × plateau_scale ×
    recovery_scale``), cumulatively over recoveries, and by ``factor**k`` for
    the k-th cut in a row (a recovery that did not hold means the LR is
-   further off than one cut). A lone ``spike`` (the first recovery in a row)
-   is the exception: it rolls back by ``spike_factor``, 1 by default, so only
-   the state is restored, as large-model trainers do for loss spikes (the
-   batch, not the LR, is the usual cause, and a needless cut costs the rest
-   of the run); if the problem comes back, the next recovery cuts;
+   further off than one cut);
 3. asks :meth:`batches` to drop the next ``skip_batches`` batches;
 4. records a :class:`GuardEvent` and returns ``False`` so the caller skips the
    optimizer step of the offending batch.
+
+A ``spike`` is different (``spike_action="skip"``, the default): one batch's
+loss far above the rest, usually the batch's doing (a hard or a small last
+batch), not the LR's. The guard only returns ``False``, so that batch's update
+is not applied, and records the event (``restored_step`` None); nothing is
+restored and the LR is kept (times ``spike_factor``, 1 by default). A problem
+that outlasts the batch raises the level and is ``diverged``, which restores
+and cuts; spikes that repeat (while the monitor's ``oscillating`` finding is
+open: three within its window) restore as with ``"restore"``.
+``spike_action="restore"`` treats a spike like the rest, except that a lone one
+(the first recovery in a row) cuts by ``spike_factor``.
 
 For ``every`` steps after a recovery the guard also watches the line the
 problem crossed (its threshold above the higher of its reference level and the
@@ -96,7 +103,14 @@ from .. import _check
 from .._check import LRKitError
 from ..monitor import KINDS, Finding, Monitor, MonitorConfig, MonitorState
 from ._groups import get_lr, set_lr
-from .state import Snapshot, _check_stateful, _loader_rngs, _reseed_rng, snapshot
+from .state import (
+    Snapshot,
+    _check_stateful,
+    _loader_objects,
+    _loader_rngs,
+    _reseed_rng,
+    snapshot,
+)
 
 __all__ = ["Guard", "GuardError", "GuardEvent"]
 
@@ -113,7 +127,8 @@ class GuardEvent:
         step: the guard step (call to :meth:`Guard.step`) at which it happened.
         kind: the finding that triggered it (``nan``, ``diverged``, ``spike``...).
         first_step: where the finding says the problem began.
-        restored_step: the guard step of the snapshot put back.
+        restored_step: the guard step of the snapshot put back; None when
+            nothing was (a ``spike`` whose batch's update was skipped).
         recovery_scale: the cumulative LR factor in force after the cut.
         lrs: each param group's learning rate after the cut.
         attempt: recoveries in a row so far (1 for the first after a clean run).
@@ -124,7 +139,7 @@ class GuardEvent:
     step: int
     kind: str
     first_step: int
-    restored_step: int
+    restored_step: int | None
     recovery_scale: float
     lrs: tuple[float, ...]
     attempt: int
@@ -150,10 +165,14 @@ class GuardEvent:
 
     def __str__(self) -> str:
         lrs = ", ".join(f"{lr:.3g}" for lr in self.lrs)
+        done = (
+            "update skipped"
+            if self.restored_step is None
+            else f"restored step {self.restored_step}"
+        )
         return (
             f"step {self.step}: {self.kind} (from step {self.first_step}) -> "
-            f"restored step {self.restored_step}, recovery_scale "
-            f"{self.recovery_scale:.3g}, lr [{lrs}]"
+            f"{done}, recovery_scale {self.recovery_scale:.3g}, lr [{lrs}]"
         )
 
 
@@ -172,6 +191,7 @@ class _Saved:
     snap: Snapshot
     monitor: MonitorState
     scale: float  # the guard's recovery scale when it was taken
+    shape: tuple[int, ...]  # params per optimizer param group then
 
 
 def _new_streams(loaders: Sequence[Any], rng: bool, salt: int) -> None:
@@ -192,6 +212,13 @@ def _new_streams(loaders: Sequence[Any], rng: bool, salt: int) -> None:
     for loader in loaders:
         for g in _loader_rngs(loader):
             _reseed_rng(g, mixed)
+        # a sampler that seeds each epoch's order with seed + epoch
+        # (accelerate's SeedableRandomSampler): the restored epoch counter
+        # would draw the orders of the epochs since the snapshot again
+        for obj in _loader_objects(loader):
+            seed = getattr(obj, "initial_seed", None)
+            if type(seed) is int and type(getattr(obj, "epoch", None)) is int:
+                obj.initial_seed = mixed(seed)
     if rng:
         random.seed(mixed(random.getrandbits(62)))
         np.random.seed(mixed(int(np.random.randint(2**31))) % 2**32)
@@ -201,8 +228,8 @@ def _new_streams(loaders: Sequence[Any], rng: bool, salt: int) -> None:
 class Guard:
     """Watch a training loop; on NaN or divergence roll back and cut the LR.
 
-    A lone loss spike is rolled back without a cut (``spike_factor``); a
-    problem that comes back within ``every`` steps is cut like the rest.
+    A loss spike only has its batch's update skipped (``spike_action``); a
+    problem that comes back within ``every`` steps of a recovery is cut deeper.
 
     See the module docstring for the loop and the recovery semantics.
 
@@ -222,11 +249,15 @@ class Guard:
         factor: the LR multiplier per cut, in (0, 1); the k-th cut in a row
             of recoveries (recoveries less than ``every`` steps apart)
             multiplies by ``factor**k``.
-        spike_factor: the LR multiplier, in (0, 1], of a recovery from a lone
-            spike (a ``spike`` finding that starts a row of recoveries); the
-            default 1 restores the snapshot and keeps the LR. Below 1 it
-            counts as the row's first cut. A row that goes on cuts by
-            ``factor`` as above.
+        spike_action: what a ``spike`` finding does: ``"skip"`` (the
+            default) only skips the update of its batch (:meth:`step` returns
+            False), restoring nothing; ``"restore"`` restores a snapshot like
+            the other kinds.
+        spike_factor: the LR multiplier, in (0, 1], of a spike: with
+            ``"skip"`` each skipped spike multiplies the LR by it; with
+            ``"restore"``, a recovery from a lone spike (one that starts a row
+            of recoveries) does, and below 1 it counts as the row's first cut.
+            The default 1 keeps the LR.
         skip_batches: batches :meth:`batches` drops after each recovery.
         max_recoveries: recoveries in a row (without ``every`` clean steps in
             between) before :class:`GuardError`.
@@ -242,6 +273,10 @@ class Guard:
         spill_dir: write snapshots to a temporary directory there instead of
             CPU memory.
         rng: snapshot the global Python, NumPy and torch RNG states too.
+
+    When the optimizer's parameters change (``add_param_group`` to unfreeze a
+    backbone), the snapshots taken before no longer fit it: the guard drops
+    them and takes a new one at the next clean step.
 
     Example:
         >>> import torch, lrkit
@@ -276,6 +311,7 @@ class Guard:
         every: int = 100,
         keep: int = 2,
         factor: float = 0.3,
+        spike_action: str = "skip",
         spike_factor: float = 1.0,
         skip_batches: int = 0,
         max_recoveries: int = 5,
@@ -294,6 +330,9 @@ class Guard:
         self.every = _check.positive_int("every", every)
         self.keep = _check.positive_int("keep", keep)
         self.factor = _check.fraction("factor", factor, low_open=True, high_open=True)
+        self.spike_action = _check.choice(
+            "spike_action", spike_action, ("skip", "restore")
+        )
         self.spike_factor = _check.fraction("spike_factor", spike_factor, low_open=True)
         self.skip_batches = _check.non_negative_int("skip_batches", skip_batches)
         self.max_recoveries = _check.positive_int("max_recoveries", max_recoveries)
@@ -319,10 +358,32 @@ class Guard:
         objs = dict(objects or {})
         for name, obj in objs.items():
             _check_stateful(f"objects[{name!r}]", obj)
-        if loaders is None:
+        if (
+            loaders is None
+            or isinstance(loaders, (str, bytes, Iterator))
+            or not isinstance(loaders, Iterable)
+        ):
             _check.fail(
-                "loaders", "a data loader or a list of them", None, exc=TypeError
+                "loaders",
+                "a data loader or a list of them",
+                loaders,
+                "An iterator (iter(loader), a generator) has no shuffling state "
+                "to snapshot; pass the loader itself, or a list.",
+                exc=TypeError,
             )
+        if isinstance(loaders, (list, tuple, set)):
+            for i, one in enumerate(loaders):
+                if isinstance(one, (str, bytes, Iterator)) or not isinstance(
+                    one, Iterable
+                ):
+                    _check.fail(
+                        f"loaders[{i}]",
+                        "a data loader (re-iterable, not an iterator)",
+                        one,
+                        exc=TypeError,
+                    )
+        if not isinstance(rng, bool):
+            _check.fail("rng", "True or False", rng, exc=TypeError)
         if spill_dir is not None:
             if not isinstance(spill_dir, (str, Path)):
                 _check.fail("spill_dir", "a directory path", spill_dir, exc=TypeError)
@@ -371,6 +432,7 @@ class Guard:
         self._attempt = 0
         self._cuts = 0  # LR cuts in the current row of recoveries
         self._last_recovery = -(10**18)
+        self._undone = 0  # optimizer steps undone by recoveries
         self._to_skip = 0
         self._watch: tuple[float, int] | None = None  # (line, until step)
         self._watch_recent: deque[tuple[int, float]] = deque(
@@ -389,8 +451,24 @@ class Guard:
 
     @property
     def recovery_scale(self) -> float:
-        """The cumulative LR factor the guard has applied (1.0 before any cut)."""
+        """The cumulative LR factor the guard has applied (1.0 before any cut;
+        an :class:`lrkit.torch.Scheduler`'s own, which a loaded checkpoint
+        sets)."""
+        self._sync_scale()
         return self._scale
+
+    @property
+    def undone_steps(self) -> int:
+        """Optimizer steps the recoveries undid (the steps since each restored
+        snapshot, and the skipped updates): a loop that counts batches ends
+        that many steps short of its schedule's end."""
+        return self._undone
+
+    def _sync_scale(self) -> None:
+        """An lrkit Scheduler holds the recovery scale itself (a checkpoint
+        loaded after the guard was built sets it): read it from there."""
+        if self._lrkit_sched:
+            self._scale = float(self.scheduler.recovery_scale)
 
     @property
     def last_event(self) -> GuardEvent | None:
@@ -429,13 +507,24 @@ class Guard:
         """
         x = _to_float("loss", loss)
         g = None if grad_norm is None else _to_float("grad_norm", grad_norm)
+        if g is not None and g < 0:
+            _check.fail("grad_norm", ">= 0 (a norm)", g)
         if g is not None and self.scaler is not None and not math.isfinite(g):
             # the scaler's own overflow: it skips this step and lowers its
             # scale; no problem of the LR's
             g = None
         v = None if val_loss is None else _to_float("val_loss", val_loss)
-        if lr is None:
-            lr = get_lr(self.optimizer.param_groups[0])
+        lr = (
+            get_lr(self.optimizer.param_groups[0])
+            if lr is None
+            else _to_float("lr", lr)
+        )
+        shape = self._shape()
+        if self._saved and self._saved[-1].shape != shape:
+            # the optimizer's parameters changed (add_param_group): the
+            # snapshots no longer fit it; a new one is taken at once
+            _discard_all(self._saved)
+            self._last_snap = -(10**18)
         t = self._t
         found = self.monitor.update(t, x, val_loss=v, grad_norm=g, lr=lr)
         self._t = t + 1
@@ -443,7 +532,16 @@ class Guard:
         if trigger is None:
             trigger = self._watch_check(t, x)
         if trigger is not None:
-            self._recover(*trigger, t)
+            if (
+                trigger[0] == "spike"
+                and self.spike_action == "skip"
+                # spikes that repeat (the monitor's `oscillating`: three within
+                # its window) are no longer one batch's doing: restore
+                and not any(f.kind == "oscillating" for f in self.monitor.active)
+            ):
+                self._skip(*trigger, t)
+            else:
+                self._recover(*trigger, t)
             return False
         if t - self._last_recovery >= self.every:
             self._attempt = 0  # a clean stretch: the last recovery worked
@@ -452,8 +550,11 @@ class Guard:
             f.kind in self.on or f.kind == "exploding_grad" for f in self.monitor.active
         )
         if healthy and t - self._last_snap >= self.every:
-            self._take(t)
+            self._take(t, shape)
         return True
+
+    def _shape(self) -> tuple[int, ...]:
+        return tuple(len(g["params"]) for g in self.optimizer.param_groups)
 
     def _trigger(
         self, found: Sequence[Finding], t: int
@@ -505,7 +606,8 @@ class Guard:
             {"loss": x, "level": level, "line": line, "best": ref, "threshold": thr},
         )
 
-    def _take(self, t: int) -> None:
+    def _take(self, t: int, shape: tuple[int, ...]) -> None:
+        self._sync_scale()
         snap = snapshot(
             self.model,
             self.optimizer,
@@ -514,14 +616,40 @@ class Guard:
             rng=self._rng,
             spill_dir=self._spill_dir,
         )
-        self._saved.append(_Saved(t, snap, self.monitor.state(), self._scale))
+        self._saved.append(_Saved(t, snap, self.monitor.state(), self._scale, shape))
         self._last_snap = t
         while len(self._saved) > self.keep:
             self._saved.popleft().snap.discard()
 
+    def _skip(
+        self, kind: str, first_step: int, evidence: Mapping[str, float], t: int
+    ) -> None:
+        """A spike: its batch's update is not applied; nothing is restored."""
+        self._sync_scale()
+        before = self._scale
+        self._scale = max(self._scale * self.spike_factor, min(self.min_scale, before))
+        if self._scale != before:
+            self._apply_scale(before)
+        self._after_restore()  # the batch's gradients, a scaler's unscale_()
+        self._undone += 1
+        event = GuardEvent(
+            step=t,
+            kind=kind,
+            first_step=first_step,
+            restored_step=None,
+            recovery_scale=self._scale,
+            lrs=tuple(get_lr(g) for g in self.optimizer.param_groups),
+            attempt=0,
+            skipped_batches=0,
+            evidence=dict(evidence),
+        )
+        self.events.append(event)
+        logger.warning("lrkit Guard: %s", event)
+
     def _recover(
         self, kind: str, first_step: int, evidence: Mapping[str, float], t: int
     ) -> None:
+        self._sync_scale()
         self._attempt += 1
         if self._attempt > self.max_recoveries or not self._saved:
             why = (
@@ -529,12 +657,14 @@ class Guard:
                 "not help (lower the LR, add warmup or clipping, or check the data)."
                 if self._saved
                 else "no snapshot to restore: the problem came before the first "
-                "clean step."
+                "clean step (or the first since the optimizer's parameters "
+                "changed)."
             )
             if self._saved:  # leave the run in its last good state, not broken
                 last = self._saved[-1]
                 last.snap.restore()
                 self._after_restore()
+                self._scale = last.scale  # the LR is back at the snapshot's
                 why += (
                     f" The model, optimizer and the rest are back at the snapshot "
                     f"of step {last.step}."
@@ -547,6 +677,9 @@ class Guard:
             self._saved.pop().snap.discard()  # newer ones may hold the problem
         saved.snap.restore()
         self._after_restore()
+        # the updates since the snapshot (taken before its step's update)
+        # and this step's
+        self._undone += t - saved.step + 1
         self.monitor.restore(saved.monitor)
         # judge the next divergence from the level restored, not from a best
         # the run had left before this snapshot was taken (a snapshot of a run
@@ -645,11 +778,9 @@ class Guard:
                 for key in _GROUP_LR_KEYS:
                     if isinstance(group.get(key), (int, float)):
                         group[key] = group[key] * ratio
-            last = getattr(self.scheduler, "_last_lr", None)
-            if isinstance(last, list):
-                self.scheduler._last_lr = [
-                    get_lr(g) for g in self.optimizer.param_groups
-                ]
+            for sched in (self.scheduler, _wrapped(self.scheduler)):
+                if isinstance(getattr(sched, "_last_lr", None), list):
+                    sched._last_lr = [get_lr(g) for g in self.optimizer.param_groups]
 
     # ------------------------------------------------------------ batches
     def batches(self, iterable: Iterable[T]) -> Iterator[T]:
@@ -699,6 +830,18 @@ def _scale_torch_scheduler(sched: Any, ratio: float, depth: int = 0) -> None:
     if depth < 4:
         for child in getattr(sched, "_schedulers", None) or ():
             _scale_torch_scheduler(child, ratio, depth + 1)
+        inner = _wrapped(sched)
+        if inner is not None:
+            _scale_torch_scheduler(inner, ratio, depth + 1)
+
+
+def _wrapped(sched: Any) -> Any:
+    """The scheduler a wrapper holds (accelerate's ``AcceleratedScheduler``
+    keeps the one it steps in ``.scheduler``), or None."""
+    inner = getattr(sched, "scheduler", None)
+    if inner is None or inner is sched or not hasattr(inner, "state_dict"):
+        return None
+    return inner
 
 
 def _discard_all(saved: deque[_Saved]) -> None:
@@ -707,10 +850,27 @@ def _discard_all(saved: deque[_Saved]) -> None:
 
 
 def _to_float(name: str, value: Any) -> float:
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            _check.fail(name, "a scalar (one element)", tuple(value.shape))
-        return float(value.detach().item())
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        shape = tuple(value.shape)
+        if value.size != 1 if isinstance(value, np.ndarray) else value.numel() != 1:
+            _check.fail(name, "a scalar (one element)", shape)
+        kind = (
+            value.dtype.kind
+            if isinstance(value, np.ndarray)
+            else (
+                "b" if value.dtype == torch.bool else "c" if value.is_complex() else "f"
+            )
+        )
+        if kind in "bcOUSV":
+            _check.fail(
+                name,
+                "a real number",
+                f"a {value.dtype} value",
+                shown=True,
+                exc=TypeError,
+            )
+        item = value.item() if isinstance(value, np.ndarray) else value.detach().item()
+        return float(item)
     if isinstance(value, float):
         return value
     return _check.real(name, value)
