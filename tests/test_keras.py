@@ -610,3 +610,142 @@ def test_monitor_callback_bad_arguments() -> None:
         MonitorCallback(stop_on=("explode",))
     with pytest.raises(TypeError, match="monitor must be"):
         MonitorCallback(monitor="yes")  # type: ignore[arg-type]
+    for bad in (None, 5):
+        with pytest.raises(TypeError, match="stop_on must be a sequence"):
+            MonitorCallback(stop_on=bad)  # type: ignore[arg-type]
+    cb = MonitorCallback(stop_on=(k for k in ("nan", "plateau")))
+    assert cb.stop_on == {"nan", "plateau"}  # a generator is read once
+    with pytest.raises(TypeError, match="verbose must be True or False"):
+        MonitorCallback(verbose="no")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="loss_key must be a non-empty log key"):
+        MonitorCallback(loss_key="")
+    with pytest.raises(TypeError, match="monitor must be a non-empty log key"):
+        PlateauCallback(monitor="")
+
+
+def test_monitor_callback_stops_every_fit_that_diverges() -> None:
+    """The first fit diverges and is stopped; a second fit on the broken
+    weights is stopped at once too (its NaN extends the open finding); after
+    good weights are loaded (and the monitor told so), a fit trains."""
+    model, x, y = _regression(5.0)
+    good = [w.copy() for w in model.get_weights()]
+    cb = MonitorCallback(verbose=False)
+    first = model.fit(x, y, epochs=20, batch_size=32, verbose=0, callbacks=[cb])
+    assert cb.stopped_by is not None and len(first.epoch) < 20
+    second = model.fit(x, y, epochs=20, batch_size=32, verbose=0, callbacks=[cb])
+    assert cb.stopped_by is not None and len(second.epoch) == 1
+    model.set_weights(good)
+    model.optimizer.learning_rate.assign(0.01)
+    cb.monitor.reset()  # the loss moves on purpose: other weights
+    third = model.fit(x, y, epochs=3, batch_size=32, verbose=0, callbacks=[cb])
+    assert len(third.epoch) == 3 and cb.stopped_by is None
+
+
+def test_monitor_callback_stops_on_an_info_kind_when_asked() -> None:
+    """stop_on holds any kind: a plateau (an info finding) stops the fit."""
+    model, x, y = _regression(0.05)
+    cb = MonitorCallback(
+        lrkit.MonitorConfig(plateau_patience=2), stop_on=("plateau",), verbose=False
+    )
+    history = model.fit(
+        x,
+        y,
+        epochs=60,
+        batch_size=128,
+        validation_split=0.25,
+        verbose=0,
+        callbacks=[cb],
+    )
+    assert cb.stopped_by is not None and cb.stopped_by.kind == "plateau"
+    assert len(history.epoch) < 60
+
+
+def test_monitor_callback_feeds_the_lr_each_batch_trained_with() -> None:
+    """Under warmup the LR rises every step: the monitor gets the LR the batch
+    used, not the next step's."""
+    model, x, y = _regression(0.0)
+    warm = Schedule(lrkit.Warmup(steps=10, then=lrkit.Constant(lr=0.1)))
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=warm), loss="mse")
+    seen: list[float] = []
+
+    class Spy(lrkit.Monitor):
+        def update(self, step: int, loss: Any, **kw: Any) -> Any:
+            if loss is not None:
+                seen.append(kw["lr"])
+            return super().update(step, loss, **kw)
+
+    cb = MonitorCallback(Spy(), verbose=False)
+    model.fit(x, y, epochs=1, batch_size=64, shuffle=False, verbose=0, callbacks=[cb])
+    expected = [float(warm.schedule(t)) for t in range(8)]
+    np.testing.assert_allclose(seen, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("verbose", [True, False])
+def test_monitor_callback_prints_once_and_is_quiet_when_asked(verbose: bool) -> None:
+    """In a plain Python process (no logging set up, where Python writes
+    warnings to stderr): a finding is printed once with verbose=True, and
+    nothing at all is written with verbose=False."""
+    from tests.helpers import run_python
+
+    code = f"""
+import os
+os.environ["KERAS_BACKEND"] = "torch"
+import keras, numpy as np
+from lrkit.keras import MonitorCallback
+keras.utils.set_random_seed(0)
+x = np.random.default_rng(0).standard_normal((512, 8)).astype("float32")
+y = x.sum(1, keepdims=True)
+model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(1)])
+model.compile(optimizer=keras.optimizers.SGD(5.0), loss="mse")
+cb = MonitorCallback(verbose={verbose})
+model.fit(x, y, epochs=5, batch_size=32, verbose=0, callbacks=[cb])
+assert cb.stopped_by is not None
+"""
+    p = run_python(code)
+    assert p.returncode == 0, p.stderr
+    assert (p.stdout + p.stderr).count("lrkit: ") == (1 if verbose else 0), p.stderr
+
+
+def test_monitor_callback_warns_once_when_the_loss_key_is_missing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    model, x, y = _regression(0.05)
+    cb = MonitorCallback(loss_key="ce", verbose=False)
+    with caplog.at_level("WARNING", logger="lrkit.keras"):
+        model.fit(x, y, epochs=2, batch_size=64, verbose=0, callbacks=[cb])
+    assert sum("no 'ce' in the training logs" in r.message for r in caplog.records) == 1
+    assert cb.losses == []
+    cb = MonitorCallback(loss_key="loss", verbose=False)
+    model.fit(x, y, epochs=1, batch_size=64, verbose=0, callbacks=[cb])
+    assert len(cb.losses) == 8
+
+
+def test_plateau_callback_is_quiet_on_epochs_without_validation(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    model, x, y = _regression(0.05)
+    cb = PlateauCallback(lrkit.ReduceOnPlateau(patience=2))
+    with caplog.at_level("WARNING", logger="lrkit.keras"):
+        model.fit(
+            x,
+            y,
+            epochs=6,
+            batch_size=64,
+            validation_split=0.25,
+            validation_freq=3,
+            verbose=0,
+            callbacks=[cb],
+        )
+    assert not [r for r in caplog.records if "not in the logs" in r.message]
+    cb = PlateauCallback(lrkit.ReduceOnPlateau(patience=2), monitor="val_acc")
+    with caplog.at_level("WARNING", logger="lrkit.keras"):
+        model.fit(
+            x,
+            y,
+            epochs=3,
+            batch_size=64,
+            validation_split=0.25,
+            verbose=0,
+            callbacks=[cb],
+        )
+    assert sum("'val_acc' is not in the logs" in r.message for r in caplog.records) == 1

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -533,10 +533,11 @@ class PlateauCallback(keras.callbacks.Callback):  # type: ignore[misc]
             plateau = ReduceOnPlateau()
         if not isinstance(plateau, ReduceOnPlateau):
             _check.fail("plateau", "a lrkit.ReduceOnPlateau", plateau, exc=TypeError)
-        if not isinstance(monitor, str):
-            _check.fail("monitor", "a str", monitor, exc=TypeError)
+        if not isinstance(monitor, str) or not monitor:
+            _check.fail("monitor", "a non-empty log key", monitor, exc=TypeError)
         self.plateau = plateau
         self.monitor = monitor
+        self._missing_warned = False
         self._state: PlateauState = plateau.init()
         self._base: float | None = None
 
@@ -626,11 +627,17 @@ class PlateauCallback(keras.callbacks.Callback):  # type: ignore[misc]
         logs = logs if logs is not None else {}
         value = logs.get(self.monitor)
         if value is None:
-            logger.warning(
-                "PlateauCallback: %r is not in the logs (available: %s); no update",
-                self.monitor,
-                ", ".join(sorted(logs)),
-            )
+            if self.monitor.startswith("val_") and not any(
+                k.startswith("val_") for k in logs
+            ):
+                return  # an epoch without validation (validation_freq > 1)
+            if not self._missing_warned:
+                self._missing_warned = True
+                logger.warning(
+                    "PlateauCallback: %r is not in the logs (available: %s); no update",
+                    self.monitor,
+                    ", ".join(sorted(logs)),
+                )
             return
         opt, schedule = self._target()
         if schedule is not None:  # at the optimizer-update count, as the schedule
@@ -660,11 +667,17 @@ class MonitorCallback(keras.callbacks.Callback):  # type: ignore[misc]
     Each batch's training loss goes to the monitor with the optimizer's
     current LR, and each epoch's ``val_loss`` with the batch after it (Keras
     3 logs the running mean of the epoch at every batch: the batch's own loss
-    is read back from two consecutive means, ``(b+1)·m_b - b·m_(b-1)``). New
-    findings of warning or critical severity are printed with their advice
-    (``verbose``) and logged; a finding of a kind in ``stop_on`` sets
-    ``model.stop_training`` (the run ends after the batch). When training ends
-    the monitor judges the whole run (:meth:`lrkit.Monitor.finish`). Steps are
+    is read back from two consecutive means, ``(b+1)·m_b - b·m_(b-1)``, exact
+    for equal batches up to the float32 rounding of Keras's running mean,
+    which grows with the batch index: about 1e-4 of the loss a thousand
+    batches into an epoch, 1e-2 after 100 000). The LR is the one the batch
+    trained with (read before the optimizer counts the step). New findings of
+    warning or critical severity are printed with their advice (``verbose``;
+    the ``lrkit.keras`` logger gets them at INFO level); while a finding of a
+    kind in ``stop_on`` (any severity) is raised or extended by a batch,
+    ``model.stop_training`` is set (the run ends after the batch), in every
+    ``fit``. When training ends the
+    monitor judges the whole run (:meth:`lrkit.Monitor.finish`). Steps are
     counted across ``fit`` calls, so a second ``fit`` continues the same run.
 
     Args:
@@ -673,11 +686,14 @@ class MonitorCallback(keras.callbacks.Callback):  # type: ignore[misc]
         stop_on: finding kinds that stop training (``nan``, ``diverged`` by
             default; ``()`` never stops).
         verbose: print new warnings.
+        loss_key: the training loss's key in the logs (``"loss"``; a custom
+            ``train_step`` may report another); warned about once when absent.
 
     Attributes:
         monitor: the :class:`lrkit.Monitor`.
         losses: the per-batch training losses read back (data, one per step).
-        stopped_by: the :class:`lrkit.Finding` that stopped training, or None.
+        stopped_by: the :class:`lrkit.Finding` that stopped the latest ``fit``,
+            or None.
 
     Example:
         >>> import keras, numpy as np
@@ -698,6 +714,7 @@ class MonitorCallback(keras.callbacks.Callback):  # type: ignore[misc]
         *,
         stop_on: tuple[str, ...] | list[str] = ("nan", "diverged"),
         verbose: bool = True,
+        loss_key: str = "loss",
     ) -> None:
         super().__init__()
         if monitor is None:
@@ -711,19 +728,34 @@ class MonitorCallback(keras.callbacks.Callback):  # type: ignore[misc]
                 monitor,
                 exc=TypeError,
             )
-        if isinstance(stop_on, str) or not all(k in KINDS for k in stop_on):
+        kinds = (
+            None
+            if isinstance(stop_on, (str, bytes)) or not isinstance(stop_on, Iterable)
+            else tuple(stop_on)
+        )
+        if kinds is None or not all(isinstance(k, str) and k in KINDS for k in kinds):
             _check.fail(
-                "stop_on", f"a sequence of finding kinds ({', '.join(KINDS)})", stop_on
+                "stop_on",
+                f"a sequence of finding kinds ({', '.join(KINDS)})",
+                stop_on,
+                exc=TypeError if kinds is None else ValueError,
             )
+        if not isinstance(verbose, bool):
+            _check.fail("verbose", "True or False", verbose, exc=TypeError)
+        if not isinstance(loss_key, str) or not loss_key:
+            _check.fail("loss_key", "a non-empty log key", loss_key, exc=TypeError)
         self.monitor = monitor
-        self.stop_on = frozenset(stop_on)
-        self.verbose = bool(verbose)
+        self.stop_on = frozenset(kinds)
+        self.verbose = verbose
+        self.loss_key = loss_key
         self.losses: list[float] = []
         self.stopped_by: Finding | None = None
         self._step = 0
         self._prev = (-1, 0.0)  # (batch index, running mean) within the epoch
         self._withdrawn_shown = 0  # withdrawals printed (fit may run again)
         self._val: float | None = None
+        self._batch_lr: float | None = None  # the LR the current batch uses
+        self._missing_warned = False
 
     def _lr(self) -> float | None:
         try:
@@ -736,21 +768,44 @@ class MonitorCallback(keras.callbacks.Callback):  # type: ignore[misc]
             if f.severity == "info" or not f.is_new:
                 continue
             text = f"lrkit: {f.kind} at step {f.first_step}: {f.advice}"
-            logger.warning(text)
+            logger.info(text)
             if self.verbose:
                 print(f"\n{text}")
-            if f.kind in self.stop_on and self.stopped_by is None:
-                self.stopped_by = f
+        # stop on a stop_on finding raised or extended by this batch, new or
+        # not (a second fit on a run that already diverged), whatever its
+        # severity
+        if self.stop_on and self.model is not None:
+            hit = next((f for f in found if f.kind in self.stop_on), None)
+            if hit is not None:
+                if self.stopped_by is None:
+                    self.stopped_by = hit
                 self.model.stop_training = True
+
+    def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        self.stopped_by = None
 
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         self._prev = (-1, 0.0)
 
+    def on_train_batch_begin(
+        self, batch: int, logs: Mapping[str, Any] | None = None
+    ) -> None:
+        self._batch_lr = self._lr()
+
     def on_train_batch_end(
         self, batch: int, logs: Mapping[str, Any] | None = None
     ) -> None:
-        mean = None if logs is None else logs.get("loss")
+        mean = None if logs is None else logs.get(self.loss_key)
         if mean is None:
+            if not self._missing_warned:
+                self._missing_warned = True
+                keys = ", ".join(sorted(logs or {})) or "none"
+                logger.warning(
+                    "lrkit MonitorCallback: no %r in the training logs (keys: %s); "
+                    "nothing is watched. Pass loss_key=...",
+                    self.loss_key,
+                    keys,
+                )
             return
         mean = float(mean)
         last, last_mean = self._prev
@@ -760,7 +815,8 @@ class MonitorCallback(keras.callbacks.Callback):  # type: ignore[misc]
             loss = mean
         self._prev = (batch, mean)
         self.losses.append(loss)
-        found = self.monitor.update(self._step, loss, val_loss=self._val, lr=self._lr())
+        lr = self._batch_lr if self._batch_lr is not None else self._lr()
+        found = self.monitor.update(self._step, loss, val_loss=self._val, lr=lr)
         self._val = None
         self._step += n
         self._report(found)
