@@ -818,6 +818,9 @@ def test_constructor_arguments_are_checked() -> None:
         ValueError, match="spike_action must be one of 'skip', 'restore'"
     ):
         Guard(model, opt, spike_action="ignore")
+    other = torch.optim.SGD(nn.Linear(2, 1).parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="scheduler must be a scheduler of the guard"):
+        Guard(model, opt, scheduler=torch.optim.lr_scheduler.StepLR(other, 10))
     # a model given as the optimizer: its type, not its whole repr
     with pytest.raises(TypeError) as info:
         Guard(model, model)  # type: ignore[arg-type]

@@ -389,6 +389,17 @@ class Guard:
                 _check.fail("spill_dir", "a directory path", spill_dir, exc=TypeError)
             if not Path(spill_dir).is_dir():
                 _check.fail("spill_dir", "an existing directory", str(spill_dir))
+        driven = getattr(scheduler, "optimizer", None)
+        if driven is not None and (
+            getattr(driven, "param_groups", None) is not optimizer.param_groups
+        ):
+            _check.fail(
+                "scheduler",
+                "a scheduler of the guard's optimizer",
+                f"one of another optimizer ({type(driven).__name__})",
+                "Its LR cut would not reach the optimizer being trained.",
+                shown=True,
+            )
         for name, obj in (("scheduler", scheduler), ("scaler", scaler)):
             if obj is not None:
                 if name in objs:
