@@ -749,3 +749,7 @@ def test_plateau_callback_is_quiet_on_epochs_without_validation(
             callbacks=[cb],
         )
     assert sum("'val_acc' is not in the logs" in r.message for r in caplog.records) == 1
+    cb = PlateauCallback(lrkit.ReduceOnPlateau(patience=2))  # no validation data
+    with caplog.at_level("WARNING", logger="lrkit.keras"):
+        model.fit(x, y, epochs=3, batch_size=64, verbose=0, callbacks=[cb])
+    assert sum("was in no epoch's logs" in r.message for r in caplog.records) == 1

@@ -849,6 +849,32 @@ def test_a_run_converged_before_its_anneal_is_not_too_slow(schedule: str) -> Non
     assert [f.kind for f in mon.withdrawn] == ["too_slow"]
 
 
+def test_the_latest_anneal_is_the_one_judged() -> None:
+    """The judgement is taken each time the LR falls below half its peak, and
+    the latest one counts if it came after the first third of the run: warm
+    restarts ending at a cycle's low, or a stray LR of 0 early on, are judged
+    at their last anneal; a run cut to a tenth after 300 of 10 000 steps (the
+    rest at the lower LR) is not taken as converged."""
+    n = 10000
+    t = np.arange(n)
+    noise = 0.02 * rng(36).standard_normal(n)
+    converged = 2.0 * np.exp(-t / (n / 8)) + 0.3 + noise
+    restarts = 1e-3 * 0.5 * (1 + np.cos(np.pi * (t % 1000) / 1000))  # ends low
+    glitch = np.where(t == 50, 0.0, warmup_cosine(n))
+    for lrs in (restarts, glitch):
+        mon = feed(converged, lrs=lrs)
+        assert "too_slow" in kinds(mon)
+        mon.finish()
+        assert "too_slow" not in kinds(mon), lrs[:3]
+    # a fast drop, then a straight slow descent: too low, under any schedule
+    slow = 0.8 * np.exp(-t / 100) + 2.0 - 1.2 * t / n + noise
+    early_cut = np.where(t < 300, 1e-3, 1e-4)
+    for lrs in (None, early_cut, restarts):
+        mon = feed(slow, lrs=lrs)
+        mon.finish()
+        assert "too_slow" in kinds(mon) and mon.withdrawn == ()
+
+
 def test_a_run_whose_validation_stopped_improving_is_not_too_slow() -> None:
     """Training still falls steadily, but the validation loss stopped
     improving (or rose) while the logged LR was at its peak: a higher LR

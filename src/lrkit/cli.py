@@ -791,8 +791,7 @@ def diagnose(
         console.print(
             f"withdrawn once the run was over: {f.kind} (steps {f.first_step}-"
             f"{f.last_step}), which a monitor watching it live showed: the run "
-            "converged within its length (its training or validation loss "
-            "flattened at its peak LR).",
+            "converged within its length (its loss flattened before it ended).",
             style="dim",
             highlight=False,
         )

@@ -538,6 +538,7 @@ class PlateauCallback(keras.callbacks.Callback):  # type: ignore[misc]
         self.plateau = plateau
         self.monitor = monitor
         self._missing_warned = False
+        self._seen = False
         self._state: PlateauState = plateau.init()
         self._base: float | None = None
 
@@ -622,6 +623,16 @@ class PlateauCallback(keras.callbacks.Callback):  # type: ignore[misc]
             schedule.set_plateau_scale(scale)
         else:  # the float LR already includes the scale (see Resume)
             self._base = float(ops.convert_to_numpy(opt.learning_rate)) / scale
+        self._seen = False  # the monitored key in this fit's logs
+
+    def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
+        if not self._seen and not self._missing_warned:
+            self._missing_warned = True
+            logger.warning(
+                "PlateauCallback: %r was in no epoch's logs of this fit (no "
+                "validation data?); the LR was never updated",
+                self.monitor,
+            )
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs if logs is not None else {}
@@ -630,7 +641,9 @@ class PlateauCallback(keras.callbacks.Callback):  # type: ignore[misc]
             if self.monitor.startswith("val_") and not any(
                 k.startswith("val_") for k in logs
             ):
-                return  # an epoch without validation (validation_freq > 1)
+                # an epoch without validation (validation_freq > 1); a fit
+                # without any is warned about at its end
+                return
             if not self._missing_warned:
                 self._missing_warned = True
                 logger.warning(
@@ -639,6 +652,7 @@ class PlateauCallback(keras.callbacks.Callback):  # type: ignore[misc]
                     ", ".join(sorted(logs)),
                 )
             return
+        self._seen = True
         opt, schedule = self._target()
         if schedule is not None:  # at the optimizer-update count, as the schedule
             t = ops.cast(opt.iterations, "float32")

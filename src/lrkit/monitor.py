@@ -654,6 +654,7 @@ _STATE_FIELDS = (
     "_lr",
     "_lr_peak",
     "_decay_converged",
+    "_decay_n",
     "_lr_rise",
     "_val_n",
     "_val_start",
@@ -787,9 +788,10 @@ class Monitor:
         self._gsorted: list[float] = []
         self._lr: float | None = None
         self._lr_peak: float | None = None  # the highest LR given so far
-        # converged before the LR first fell below half its peak (None: it has
+        # converged before the LR last fell below half its peak (None: it has
         # not fallen yet); see _converged
         self._decay_converged: bool | None = None
+        self._decay_n = 0  # finite losses when that happened
         self._lr_rise = -(10**18)  # update number of the last LR increase
         self._val_n = 0
         self._val_start = math.nan
@@ -1015,10 +1017,17 @@ class Monitor:
             if self._lr is not None and lr_f > self._lr:
                 self._lr_rise = self._ticks
             peak = self._lr_peak
-            if self._decay_converged is None and peak is not None and lr_f < 0.5 * peak:
-                # the anneal begins: judge convergence on the run so far, at
-                # an LR still within half its peak
+            prev = self._lr
+            if (
+                peak is not None
+                and lr_f < 0.5 * peak
+                and (prev is None or prev >= 0.5 * peak)
+            ):
+                # an anneal begins (the latest, after warm restarts or a stray
+                # low LR): judge convergence on the run so far, at an LR
+                # still within half its peak
                 self._decay_converged = self._flattened()
+                self._decay_n = self._n
             self._lr = lr_f
             if self._lr_peak is None or lr_f > self._lr_peak:
                 self._lr_peak = lr_f
@@ -1302,14 +1311,19 @@ class Monitor:
         than ``slow_done_frac`` of its total gain, a gain beyond the noise.
 
         A schedule's anneal flattens the end of a too-low run as well: when
-        the logged LR fell below half its peak, the run is judged as it was
-        the moment that happened (converged at an LR still within half its
-        peak), not at its end."""
+        the logged LR ends below half its peak, the run is judged as it was
+        the moment the LR last fell there (converged at an LR still within
+        half its peak), if that came after the first third of the run (an
+        anneal at its end, or the last cycle's after warm restarts); an LR
+        cut earlier (a step down after a few hundred steps) left most of the
+        run at the lower LR, which no moment before it can judge: no
+        convergence then."""
         if self._broken:
             return False
         peak, lr = self._lr_peak, self._lr
         if peak is not None and lr is not None and lr < 0.5 * peak:
-            return bool(self._decay_converged)
+            late = 3 * self._decay_n >= self._n
+            return bool(self._decay_converged) and late
         return self._flattened()
 
     def _flattened(self) -> bool:

@@ -835,3 +835,30 @@ def test_a_guard_error_reports_the_restored_scale() -> None:
         train(model, opt, loader, guard, poison=set(range(30, 400)))
     assert guard.recovery_scale == 1.0  # the snapshot's: taken before any cut
     assert opt.param_groups[0]["lr"] == GOOD_LR
+
+
+def test_undone_steps_counts_the_updates_not_in_force() -> None:
+    """Restores of the same snapshot, and skips a later restore covers, count
+    once: undone_steps is the guard's calls minus the updates the model now
+    holds (Adam's own step counter)."""
+    model, _, loader = make(GOOD_LR)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    guard = Guard(model, opt, every=20, max_recoveries=10)
+    train(model, opt, loader, guard, epochs=3, poison={50, 52, 53, 70})
+    held = int(next(iter(opt.state.values()))["step"])
+    assert len(guard.events) >= 3
+    assert guard.undone_steps == guard.steps - held > 0
+
+
+def test_an_lrkit_scheduler_wrapped_by_accelerate_is_cut_exactly() -> None:
+    accelerate = pytest.importorskip("accelerate")
+    model, opt, loader = make(GOOD_LR)
+    sched = lrkit.torch.Scheduler(opt, "constant()")
+    acc = accelerate.Accelerator(cpu=True)
+    model, opt, loader, sched = acc.prepare(model, opt, loader, sched)
+    guard = Guard(model, opt, scheduler=sched, every=20, factor=0.5)
+    train(model, opt, loader, guard, epochs=2, poison={45, 46}, sched=sched)
+    inner = sched.scheduler
+    assert [e.recovery_scale for e in guard.events] == [0.5, 0.125]
+    assert inner.recovery_scale == guard.recovery_scale == 0.125
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.125 * GOOD_LR)

@@ -20,7 +20,8 @@ GradScaler, RNG and loader generators, a bit-exact copy in CPU memory, or on
 disk with ``spill_dir``) every ``every`` steps, keeping the last ``keep``. When a
 finding of a kind in ``on`` (``nan``, ``diverged``, ``spike`` by default) shows
 up, it (a ``spike`` only once the monitor has measured the noise over a full
-``noise_window`` of losses since the start or the last restore: before that a
+``noise_window`` of losses (a restore puts back the snapshot's, measured
+noise included): before that a
 classifier at chance is quieter than it will be once it learns, and a blow-up
 there is ``diverged`` within steps)
 
@@ -192,6 +193,7 @@ class _Saved:
     monitor: MonitorState
     scale: float  # the guard's recovery scale when it was taken
     shape: tuple[int, ...]  # params per optimizer param group then
+    applied: int  # updates in force then (the snapshot precedes its step's)
 
 
 def _new_streams(loaders: Sequence[Any], rng: bool, salt: int) -> None:
@@ -432,18 +434,27 @@ class Guard:
         )
         self._spill_dir = spill_dir
         self._rng = rng
-        self._lrkit_sched = scheduler is not None and hasattr(
-            scheduler, "set_recovery_scale"
+        # the object holding the recovery scale: an lrkit Scheduler, or the
+        # one an accelerate wrapper holds
+        self._scaled: Any = next(
+            (
+                s
+                for s in (scheduler, _wrapped(scheduler))
+                if s is not None and hasattr(s, "set_recovery_scale")
+            ),
+            None,
         )
+        self._lrkit_sched = self._scaled is not None
         self._torch_sched = scheduler is not None and not self._lrkit_sched
-        self._scale = float(scheduler.recovery_scale) if self._lrkit_sched else 1.0
+        scaled = self._scaled
+        self._scale = float(scaled.recovery_scale) if scaled is not None else 1.0
         self._saved: deque[_Saved] = deque()
         self._t = 0  # guard steps so far
         self._last_snap = -(10**18)
         self._attempt = 0
         self._cuts = 0  # LR cuts in the current row of recoveries
         self._last_recovery = -(10**18)
-        self._undone = 0  # optimizer steps undone by recoveries
+        self._applied = 0  # updates in force (True returns not undone since)
         self._to_skip = 0
         self._watch: tuple[float, int] | None = None  # (line, until step)
         self._watch_recent: deque[tuple[int, float]] = deque(
@@ -470,16 +481,16 @@ class Guard:
 
     @property
     def undone_steps(self) -> int:
-        """Optimizer steps the recoveries undid (the steps since each restored
-        snapshot, and the skipped updates): a loop that counts batches ends
-        that many steps short of its schedule's end."""
-        return self._undone
+        """Calls of :meth:`step` whose update is not in the model now (undone
+        by a restore, or skipped): a loop that counts batches ends that many
+        optimizer (and scheduler) steps short of its schedule's end."""
+        return self._t - self._applied
 
     def _sync_scale(self) -> None:
         """An lrkit Scheduler holds the recovery scale itself (a checkpoint
         loaded after the guard was built sets it): read it from there."""
         if self._lrkit_sched:
-            self._scale = float(self.scheduler.recovery_scale)
+            self._scale = float(self._scaled.recovery_scale)
 
     @property
     def last_event(self) -> GuardEvent | None:
@@ -562,6 +573,7 @@ class Guard:
         )
         if healthy and t - self._last_snap >= self.every:
             self._take(t, shape)
+        self._applied += 1
         return True
 
     def _shape(self) -> tuple[int, ...]:
@@ -573,7 +585,8 @@ class Guard:
         hits = [f for f in found if f.kind in self.on and f.last_step == t]
         if hits and self.monitor.stats()["losses"] <= self.monitor.config.noise_window:
             # a spike is an outlier against the noise: before a full window of
-            # it was measured (the start of a run, or just after a restore),
+            # it was measured (the start of a run; a restore puts back the
+            # snapshot's statistics, measured noise included),
             # the noise of a classifier at chance is smaller than it will be
             # once it learns; a real blow-up there is `diverged` within steps
             hits = [f for f in hits if f.kind != "spike"]
@@ -627,7 +640,9 @@ class Guard:
             rng=self._rng,
             spill_dir=self._spill_dir,
         )
-        self._saved.append(_Saved(t, snap, self.monitor.state(), self._scale, shape))
+        self._saved.append(
+            _Saved(t, snap, self.monitor.state(), self._scale, shape, self._applied)
+        )
         self._last_snap = t
         while len(self._saved) > self.keep:
             self._saved.popleft().snap.discard()
@@ -642,7 +657,6 @@ class Guard:
         if self._scale != before:
             self._apply_scale(before)
         self._after_restore()  # the batch's gradients, a scaler's unscale_()
-        self._undone += 1
         event = GuardEvent(
             step=t,
             kind=kind,
@@ -676,6 +690,7 @@ class Guard:
                 last.snap.restore()
                 self._after_restore()
                 self._scale = last.scale  # the LR is back at the snapshot's
+                self._applied = last.applied
                 why += (
                     f" The model, optimizer and the rest are back at the snapshot "
                     f"of step {last.step}."
@@ -688,9 +703,7 @@ class Guard:
             self._saved.pop().snap.discard()  # newer ones may hold the problem
         saved.snap.restore()
         self._after_restore()
-        # the updates since the snapshot (taken before its step's update)
-        # and this step's
-        self._undone += t - saved.step + 1
+        self._applied = saved.applied  # the updates since it are undone
         self.monitor.restore(saved.monitor)
         # judge the next divergence from the level restored, not from a best
         # the run had left before this snapshot was taken (a snapshot of a run
@@ -775,7 +788,7 @@ class Guard:
     def _apply_scale(self, scale_at_snapshot: float) -> None:
         """Bring the LR from the snapshot's scale to the guard's current scale."""
         if self._lrkit_sched:
-            self.scheduler.set_recovery_scale(self._scale)
+            self._scaled.set_recovery_scale(self._scale)
             return
         ratio = self._scale / scale_at_snapshot
         for group in self.optimizer.param_groups:
@@ -872,7 +885,7 @@ def _to_float(name: str, value: Any) -> float:
                 "b" if value.dtype == torch.bool else "c" if value.is_complex() else "f"
             )
         )
-        if kind in "bcOUSV":
+        if kind in "bcOUSVmM":
             _check.fail(
                 name,
                 "a real number",
