@@ -189,11 +189,13 @@ class MonitorConfig:
             ``e^{-t/τ}`` does so after about 3.5 time constants); or, with
             the LR logged, the validation curve's last quarter gained less
             than this fraction of its total gain, or rose (a higher LR would
-            not have lowered it). When the logged LR fell below half its peak
+            not have lowered it). When the logged LR ends below half its peak
             (an anneal flattens the end of a too-low run as well), the run is
-            judged as it was at that moment. The streaming rule cannot know
-            how long the run will be: a curve still straight after a few
-            hundred steps is slow for a short run and fine for a long one.
+            judged as it was when the LR last fell there, if that came after
+            the first third of the run (else it is not converged). The
+            streaming rule cannot know how long the run will be: a curve
+            still straight after a few hundred steps is slow for a short run
+            and fine for a long one.
         slow_done_z: ... and the total gain exceeds ``slow_done_z`` times the
             noise of that difference (real progress, not noise).
         plateau_patience: validation evaluations without an improvement before
