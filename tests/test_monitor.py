@@ -1166,3 +1166,12 @@ def test_zero_loss_and_evaluation_before_training() -> None:
     # a flat curve's summary does not say it "had not started to flatten"
     d = diagnose([2.3] * 40)
     assert "flatten" not in d.summary and "No progress beyond the noise" in d.summary
+
+
+def test_a_healthy_verdict_says_what_the_curve_cannot_tell() -> None:
+    """A curve that bends reads healthy at an LR 30-300x too low as well: the
+    advice says so, and names the range test."""
+    d = diagnose(list(exp_decay()))
+    assert d.verdict == "healthy"
+    assert d.advice.startswith("Keep the LR.") and "lrkit find" in d.advice
+    assert "30-300x too low" in d.advice

@@ -1994,4 +1994,10 @@ def _verdict(
     if f is not None:
         notes.append(f"the validation loss plateaued from step {f.first_step}")
     summary = "No LR problem found" + ("; " + "; ".join(notes) if notes else "") + "."
-    return ("healthy", summary, f.advice if f is not None else "Keep the LR.")
+    # what the curve cannot tell: a too-low LR whose curve still bends (on
+    # real Trainer and Lightning logs, most runs 30-300x too low read so)
+    keep = (
+        "Keep the LR. A curve that still bends can hide an LR 30-300x too low; "
+        "a range test (lrkit find) tells."
+    )
+    return ("healthy", summary, f.advice if f is not None else keep)
