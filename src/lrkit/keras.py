@@ -690,9 +690,9 @@ class MonitorCallback(keras.callbacks.Callback):  # type: ignore[misc]
     the ``lrkit.keras`` logger gets them at INFO level); while a finding of a
     kind in ``stop_on`` (any severity) is raised or extended by a batch,
     ``model.stop_training`` is set (the run ends after the batch), in every
-    ``fit``. When training ends the
-    monitor judges the whole run (:meth:`lrkit.Monitor.finish`). Steps are
-    counted across ``fit`` calls, so a second ``fit`` continues the same run.
+    ``fit``. When training ends the monitor judges the whole run
+    (:meth:`lrkit.Monitor.finish`). Steps are counted across ``fit`` calls, so
+    a second ``fit`` continues the same run.
 
     Args:
         monitor: a :class:`lrkit.Monitor` to feed, or the

@@ -1334,28 +1334,38 @@ class Monitor:
         noise units; or the validation curve did (its last quarter gained
         less than that, or rose): more progress on the training loss would
         not have lowered the validation loss."""
-        c = self.config
         if self._broken:
             return False
-        q = self._curve.last_quarter()
         sigma = self._sigma()
-        if q is not None and not math.isnan(sigma):
-            total, last = q
-            # the noise of a difference of block means (a constant loss has
-            # none: rounding in the means is no gain)
-            noise = max(sigma * self._curve.noise(), 1e-9 * abs(self._start_level))
-            if total > c.slow_done_z * noise and abs(last) < c.slow_done_frac * total:
-                return True
-        vq = self._val_curve.last_quarter()
-        if vq is None or self._lr_peak is None:
+        # the noise of a difference of block means (a constant loss has none:
+        # rounding in the means is no gain)
+        if not math.isnan(sigma) and self._settled(
+            self._curve.last_quarter(),
+            max(sigma * self._curve.noise(), 1e-9 * abs(self._start_level)),
+            either_way=True,
+        ):
+            return True
+        if self._lr_peak is None:
             return False
-        total, last = vq
-        block = self._val_curve.block
-        noise = max(
-            _val_noise(self._val_hist) * math.sqrt(2.0 / block),
-            1e-9 * abs(self._val_start),
+        val_noise = _val_noise(self._val_hist) * math.sqrt(2.0 / self._val_curve.block)
+        return self._settled(
+            self._val_curve.last_quarter(),
+            max(val_noise, 1e-9 * abs(self._val_start)),
+            either_way=False,
         )
-        return total > c.slow_done_z * noise and last < c.slow_done_frac * total
+
+    def _settled(
+        self, q: tuple[float, float] | None, noise: float, *, either_way: bool
+    ) -> bool:
+        """``q`` = (total gain, last quarter's gain): a total beyond
+        ``slow_done_z`` noise units, and a last quarter below ``slow_done_frac``
+        of it (its size when ``either_way``, a rise included otherwise)."""
+        if q is None:
+            return False
+        c = self.config
+        total, last = q
+        moved = abs(last) if either_way else last
+        return total > c.slow_done_z * noise and moved < c.slow_done_frac * total
 
     def _withdraw_slow(self) -> None:
         """Withdraw the ``too_slow`` findings (the run converged)."""

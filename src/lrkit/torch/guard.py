@@ -360,11 +360,7 @@ class Guard:
         objs = dict(objects or {})
         for name, obj in objs.items():
             _check_stateful(f"objects[{name!r}]", obj)
-        if (
-            loaders is None
-            or isinstance(loaders, (str, bytes, Iterator))
-            or not isinstance(loaders, Iterable)
-        ):
+        if not _reiterable(loaders):
             _check.fail(
                 "loaders",
                 "a data loader or a list of them",
@@ -375,9 +371,7 @@ class Guard:
             )
         if isinstance(loaders, (list, tuple, set)):
             for i, one in enumerate(loaders):
-                if isinstance(one, (str, bytes, Iterator)) or not isinstance(
-                    one, Iterable
-                ):
+                if not _reiterable(one):
                     _check.fail(
                         f"loaders[{i}]",
                         "a data loader (re-iterable, not an iterator)",
@@ -444,8 +438,6 @@ class Guard:
             ),
             None,
         )
-        self._lrkit_sched = self._scaled is not None
-        self._torch_sched = scheduler is not None and not self._lrkit_sched
         scaled = self._scaled
         self._scale = float(scaled.recovery_scale) if scaled is not None else 1.0
         self._saved: deque[_Saved] = deque()
@@ -489,7 +481,7 @@ class Guard:
     def _sync_scale(self) -> None:
         """An lrkit Scheduler holds the recovery scale itself (a checkpoint
         loaded after the guard was built sets it): read it from there."""
-        if self._lrkit_sched:
+        if self._scaled is not None:
             self._scale = float(self._scaled.recovery_scale)
 
     @property
@@ -787,13 +779,13 @@ class Guard:
 
     def _apply_scale(self, scale_at_snapshot: float) -> None:
         """Bring the LR from the snapshot's scale to the guard's current scale."""
-        if self._lrkit_sched:
+        if self._scaled is not None:
             self._scaled.set_recovery_scale(self._scale)
             return
         ratio = self._scale / scale_at_snapshot
         for group in self.optimizer.param_groups:
             set_lr(group, get_lr(group) * ratio)
-        if self._torch_sched:
+        if self.scheduler is not None:  # a torch scheduler
             # the LRs a torch scheduler computes from: its own lists, those of
             # the schedulers it chains (SequentialLR, ChainedScheduler), and
             # the ones it keeps in the param groups (OneCycleLR)
@@ -868,6 +860,12 @@ def _wrapped(sched: Any) -> Any:
     return inner
 
 
+def _reiterable(x: Any) -> bool:
+    """A loader-like object: iterable again and again (not an iterator, whose
+    shuffling state cannot be snapshotted, nor a string)."""
+    return isinstance(x, Iterable) and not isinstance(x, (str, bytes, Iterator))
+
+
 def _discard_all(saved: deque[_Saved]) -> None:
     while saved:
         saved.popleft().snap.discard()
@@ -875,17 +873,14 @@ def _discard_all(saved: deque[_Saved]) -> None:
 
 def _to_float(name: str, value: Any) -> float:
     if isinstance(value, (torch.Tensor, np.ndarray)):
-        shape = tuple(value.shape)
         if value.size != 1 if isinstance(value, np.ndarray) else value.numel() != 1:
-            _check.fail(name, "a scalar (one element)", shape)
-        kind = (
-            value.dtype.kind
+            _check.fail(name, "a scalar (one element)", tuple(value.shape))
+        real = (
+            value.dtype.kind in "iuf"  # not bool, complex, dates, text, objects
             if isinstance(value, np.ndarray)
-            else (
-                "b" if value.dtype == torch.bool else "c" if value.is_complex() else "f"
-            )
+            else value.dtype != torch.bool and not value.is_complex()
         )
-        if kind in "bcOUSVmM":
+        if not real:
             _check.fail(
                 name,
                 "a real number",
@@ -893,8 +888,7 @@ def _to_float(name: str, value: Any) -> float:
                 shown=True,
                 exc=TypeError,
             )
-        item = value.item() if isinstance(value, np.ndarray) else value.detach().item()
-        return float(item)
+        return float(value.item())
     if isinstance(value, float):
         return value
     return _check.real(name, value)
