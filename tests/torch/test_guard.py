@@ -465,6 +465,36 @@ def test_watch_catches_a_problem_that_comes_back_after_a_restore() -> None:
     assert events_at == [9, 14]
 
 
+def test_the_watch_line_holds_over_repeated_returns() -> None:
+    """A problem the watch caught crossed the line the watch drew: the next
+    watch keeps that line. Shrinking it by a quarter at each return drew it
+    towards the restored level, until an untrained model's own batch noise
+    crossed it and every cut led to the next."""
+    model, opt, loader = make(GOOD_LR)
+    guard = Guard(model, opt, every=20, factor=0.5, max_recoveries=9)
+    batches = list(loader)
+    for t in range(40):
+        xb, yb = batches[t % len(batches)]
+        loss = nn.functional.mse_loss(model(xb), yb)
+        if 3 <= t < 10 or 11 <= t < 14:  # a blow-up, and its return
+            loss = loss + 50.0
+        elif 16 <= t < 19:  # it returns again, just over the watch's line
+            line = guard.events[-1].evidence["line"]
+            thr = guard.events[-1].evidence["threshold"]
+            loss = loss + max(0.0, line + 0.2 * thr - float(loss.detach()))
+        opt.zero_grad()
+        loss.backward()
+        if guard.step(loss):
+            opt.step()
+    assert [e.kind for e in guard.events] == ["diverged"] * 3, guard.events
+    second, third = guard.events[1:]
+    assert third.first_step == 16 and third.restored_step == 0
+    assert third.evidence["line"] == pytest.approx(second.evidence["line"])
+    # the line the third recovery draws is the same again
+    assert guard._watch is not None
+    assert guard._watch[0] == pytest.approx(second.evidence["line"])
+
+
 def _epoch_orders(kind: str) -> tuple[list[list[int]], list]:
     """First index of every batch over 4 epochs of a 10-batch loader, with a
     NaN at step 12 (a recovery to the snapshot of step 8, in epoch 0). The

@@ -56,7 +56,7 @@ problem back, and triggers the next recovery. When the restored state predates
 the monitor's first noise estimate (a blow-up in the first steps, whose
 threshold came from noise the blow-up inflated), the line sits a quarter of the
 way from the restored level to the level that triggered the recovery, if that
-is lower.
+is lower; a problem the watch itself caught keeps the line it crossed.
 
 The batches between the snapshot and the problem are not replayed: like the
 skipping of PaLM, the run continues with fresh data from the restored state.
@@ -737,10 +737,15 @@ class Guard:
             if math.isfinite(stats["level"]):
                 ref = max(ref, stats["level"])
             bad = evidence.get("level", evidence.get("loss", math.nan))
-            if stats["losses"] < self.monitor.config.min_updates and bad > ref:
+            if (
+                stats["losses"] < self.monitor.config.min_updates
+                and bad > ref
+                and "line" not in evidence
+            ):
                 # restored to before the monitor knew the noise: the threshold
                 # came from noise inflated by the blow-up itself; a return of a
-                # quarter of the blow-up is the problem back
+                # quarter of the blow-up is the problem back (once: a problem
+                # the watch found crossed the line it drew, which stays)
                 thr = min(thr, 0.25 * (bad - ref))
             line = ref + thr
         self._watch = None if line is None else (float(line), t + 1 + self.every)
