@@ -64,6 +64,24 @@ def test_diverged_json_and_figure(tmp_path: Path) -> None:
     assert record["figure"] == str(tmp_path / "fig" / "diagnose.png")
 
 
+def test_a_log_still_being_written_reads_with_a_note(tmp_path: Path) -> None:
+    """The last line of a live (or killed) run's log is cut short: the verdict
+    comes from the complete lines, and the output says what was skipped."""
+    path = write_csv(tmp_path / "live.csv", curve())
+    path.write_text(path.read_text() + "600,0.3")  # a row half written
+    p = lrkit("diagnose", str(path), "--json")
+    assert p.returncode == 0, p.stderr
+    record = json.loads(p.stdout)
+    assert record["verdict"] == "healthy"
+    assert record["notes"] == [
+        "line 602, the last, is cut short (a run still writing, or stopped "
+        "mid-line): skipped"
+    ]
+    p = lrkit("diagnose", str(path))
+    assert p.returncode == 0, p.stderr
+    assert "read 600 steps" in p.stdout and "note: line 602, the last" in p.stdout
+
+
 def test_human_output(tmp_path: Path) -> None:
     t = np.arange(600)
     y = 2.3 - 3e-4 * t + 0.02 * np.random.default_rng(2).standard_normal(600)

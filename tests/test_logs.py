@@ -119,6 +119,15 @@ def test_lightning_csvlogger_from_a_real_fit(tmp_path: Path) -> None:
         assert h.val_steps.tolist() == [7, 15, 23]  # sparse rows, own steps
         assert np.all(h.lr == 0.1) and np.all(np.isfinite(h.loss))
     assert lrkit.diagnose(h).verdict in ("healthy", "too short")
+    # the logger's folder: its only version is read; with two, they are listed
+    assert read_log(tmp_path / "lightning_logs").steps.tolist() == list(range(24))
+    import shutil
+
+    shutil.copytree(version_dir, version_dir.parent / "version_1")
+    with pytest.raises(LogFormatError) as info:
+        read_log(tmp_path / "lightning_logs")
+    assert "2 runs with a metrics.csv" in str(info.value)
+    assert "version_0" in str(info.value) and "version_1" in str(info.value)
 
 
 def test_lightning_progress_bar_from_a_real_fit(tmp_path: Path) -> None:
@@ -213,6 +222,41 @@ def test_summary_writer_keras_style_runs(tmp_path: Path) -> None:
     assert h.columns["loss"] == "train/epoch_loss"
     assert h.columns["val_loss"] == "validation/epoch_loss"
     assert h.val_loss[0] == pytest.approx(1.1)
+
+
+def write_tb_run(directory: Path, scale: float) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    w = SummaryWriter(log_dir=str(directory))
+    for step in range(30):
+        w.add_scalar("train/loss", scale / (step + 1), step)
+        w.add_scalar("train/lr", scale * 1e-3, step)
+        if step % 10 == 9:
+            w.add_scalar("val/loss", scale / (step + 1) + 0.1, step)
+    w.close()
+
+
+def test_several_tensorboard_runs_in_one_folder(tmp_path: Path) -> None:
+    """Two runs (lightning_logs/version_N, runs/<name>): the error lists them
+    as the folders that read them alone; with --loss-key naming one run's
+    loss, its validation loss and LR come from that run, not the other."""
+    write_tb_run(tmp_path / "exp_a", 1.0)
+    write_tb_run(tmp_path / "exp_b", 5.0)
+    with pytest.raises(LogFormatError) as info:
+        read_log(tmp_path)
+    message = str(info.value)
+    assert "2 TensorBoard runs with a training loss" in message
+    assert str(tmp_path / "exp_a") in message and str(tmp_path / "exp_b") in message
+    assert "a+b" not in message
+    h = read_log(tmp_path, loss_key="exp_b/train/loss")
+    assert h.columns == {
+        "step": "step",
+        "loss": "exp_b/train/loss",
+        "val_loss": "exp_b/val/loss",
+        "lr": "exp_b/train/lr",
+    }
+    assert h.lr[0] == pytest.approx(5e-3) and h.val_loss[0] == pytest.approx(0.6)
+    assert read_log(tmp_path / "exp_a").columns["loss"] == "train/loss"
 
 
 # ----------------------------------------------------------------------- MLflow
@@ -593,7 +637,9 @@ def test_nan_values_are_kept(tmp_path: Path) -> None:
         ("ragged.csv", "step,loss\n0,2.0\n1,2.0,7\n", ":3:"),
         ("no_header.csv", "0,2.0\n1,1.0\n", ":1:"),
         ("bad_step.csv", "step,loss\n0,2.0\n1.5,1.0\n", ":3:"),
-        ("broken.jsonl", '{"loss": 1}\n{"loss": 2}\n{"loss": \n', ":3:"),
+        ("broken.jsonl", '{"loss": 1}\n{"loss": \n{"loss": 2}\n', ":2:"),
+        ("only_line_cut.jsonl", '{"loss": \n', ":1:"),
+        ("cut_mid_file.csv", "step,loss\n0,2.0\n1\n2,1.0\n", ":3:"),
         ("list.jsonl", '{"loss": 1}\n[1, 2]\n', ":2:"),
         ("truncated_trainer_state.json", '{"log_history": [{"loss": 1.0,\n', ":2:"),
         ("empty.jsonl", "\n\n", ""),
@@ -610,6 +656,55 @@ def test_malformed_files_name_file_and_line(
     assert message.startswith(str(path) + where)
     assert "\n" not in message
     assert isinstance(info.value, lrkit.LRKitError)
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("log.csv", "step,loss,lr\n0,2.0,0.1\n1,1.5,0.1\n2,1.2,0.1\n3,1."),
+        (
+            "log.jsonl",
+            '{"step": 0, "loss": 2.0}\n{"step": 1, "loss": 1.5}\n'
+            '{"step": 2, "loss": 1.2}\n{"step": 3, "lo',
+        ),
+    ],
+)
+def test_a_last_line_cut_short_is_skipped_with_a_note(
+    tmp_path: Path, name: str, text: str
+) -> None:
+    """A run still writing (or killed mid-line) leaves a partial last line:
+    the complete lines are read, and the note says what was skipped."""
+    path = tmp_path / name
+    path.write_text(text)
+    h = read_log(path)
+    assert h.loss.tolist() == [2.0, 1.5, 1.2]
+    line = text.count("\n") + 1
+    assert len(h.notes) == 1 and f"line {line}, the last, is cut short" in h.notes[0]
+    assert h.to_dict()["notes"] == list(h.notes)
+    complete = tmp_path / ("whole" + path.suffix)
+    complete.write_text(text.rsplit("\n", 1)[0] + "\n")
+    assert read_log(complete).notes == ()
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-8-sig", "utf-32"])
+def test_text_with_a_byte_order_mark(tmp_path: Path, codec: str) -> None:
+    """Windows PowerShell's ``>`` writes UTF-16 with a BOM."""
+    path = tmp_path / "train.log"
+    lines = [f"epoch {i} loss {1.0 / (i + 1):.4f}" for i in range(12)]
+    path.write_bytes("\r\n".join(lines).encode(codec))
+    h = read_log(path)
+    assert h.loss.tolist() == pytest.approx([1.0 / (i + 1) for i in range(12)], 1e-3)
+
+
+def test_latin1_bytes_in_a_console_log_and_binary_data(tmp_path: Path) -> None:
+    path = tmp_path / "train.log"
+    text = "".join(f"step {i} loss {2.0 - 0.1 * i:.2f}\n" for i in range(15))
+    path.write_bytes(b"Lernrate f\xfcr Schritt 0\n" + text.encode())  # cp1252
+    assert len(read_log(path)) == 15
+    binary = tmp_path / "blob.log"
+    binary.write_bytes(bytes(range(128, 256)) * 40)  # no NUL, not text
+    with pytest.raises(LogFormatError, match="not a text file"):
+        read_log(binary)
 
 
 def test_corrupt_event_file_and_empty_directory(tmp_path: Path) -> None:

@@ -745,6 +745,7 @@ def diagnose(
         record = result.to_dict()
         record["file"] = str(file)
         record["columns"] = dict(history.columns)
+        record["notes"] = list(history.notes)
         record["figure"] = figure
         print_json(record)
         _verdict_exit(exit_code, result.verdict)
@@ -761,6 +762,8 @@ def diagnose(
         style="dim",
         highlight=False,
     )
+    for note in history.notes:
+        console.print(f"note: {note}", style="yellow", highlight=False)
     if result.findings:
         table = Table(show_lines=False)
         table.add_column("kind")

@@ -229,6 +229,9 @@ class History:
         source: where it was read from (a path, or ``""`` for arrays).
         columns: the column name used for each series that was found, e.g.
             ``{"step": "step", "loss": "train_loss_step", "val_loss": "val_loss"}``.
+        notes: what the reader did that changes what you see, in words (a
+            partial last line skipped, a run's restarted steps continued,
+            logs of several runs in one folder); empty when nothing.
 
     A series given without steps uses ``steps`` (it must then have one value per
     training step). Arrays are read-only numpy arrays.
@@ -249,6 +252,7 @@ class History:
     grad_norm_steps: IntArray
     source: str
     columns: Mapping[str, str]
+    notes: tuple[str, ...]
 
     def __init__(
         self,
@@ -263,6 +267,7 @@ class History:
         grad_norm_steps: npt.ArrayLike | None = None,
         source: str = "",
         columns: Mapping[str, str] | None = None,
+        notes: Sequence[str] = (),
     ) -> None:
         loss_arr = _as_float_array("loss", loss)
         n = len(loss_arr)
@@ -303,6 +308,7 @@ class History:
             set_(self, _STEPS_OF[name], at_arr)
         set_(self, "source", source)
         set_(self, "columns", dict(columns or {}))
+        set_(self, "notes", tuple(str(n) for n in notes))
 
     def __len__(self) -> int:
         return len(self.loss)
@@ -312,6 +318,7 @@ class History:
         return {
             "source": self.source,
             "columns": dict(self.columns),
+            "notes": list(self.notes),
             "steps": self.steps.tolist(),
             "loss": self.loss.tolist(),
             "val_steps": self.val_steps.tolist(),
@@ -539,6 +546,7 @@ def _build(
     keys: Sequence[str],
     path: Path,
     overrides: Mapping[str, str | None],
+    notes: Sequence[str] = (),
 ) -> History:
     if not records:
         raise LogFormatError(path, "the log holds no records (is it empty?)")
@@ -570,7 +578,7 @@ def _build(
             data["steps"], data["loss"] = steps, values
         else:
             data[_STEPS_OF[series]], data[series] = steps, values
-    return History(source=str(path), columns=picked, **data)
+    return History(source=str(path), columns=picked, notes=notes, **data)
 
 
 def _flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -596,12 +604,34 @@ def _ordered_keys(records: Iterable[tuple[int, Mapping[str, Any]]]) -> list[str]
 
 
 def _read_text(path: Path) -> str:
+    """The file's text: UTF-8, or UTF-16/32 with a byte-order mark (what
+    Windows PowerShell's ``>`` writes); in other text, bytes that are not UTF-8
+    (a Latin-1 line) become U+FFFD. Binary data (NUL bytes) is not text."""
     try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise LogFormatError(path, f"not a text file ({e.reason})") from None
+        data = path.read_bytes()
     except OSError as e:
         raise LogFormatError(path, f"cannot be read ({e.strerror or e})") from None
+    for bom, codec in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data[len(bom) :].decode(codec)
+            except UnicodeDecodeError as e:
+                raise LogFormatError(path, f"not {codec} text ({e.reason})") from None
+    text = data.decode("utf-8", errors="replace").removeprefix("\ufeff")
+    # random bytes decode to many U+FFFD; a Latin-1 line to a few
+    odd = text.count("\ufffd", 0, 65536)
+    if b"\x00" in data or odd > 0.1 * min(len(text), 65536):
+        raise LogFormatError(path, "not a text file (binary data)")
+    return text
+
+
+# byte-order marks, longest first (UTF-32's starts like UTF-16's)
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "utf-32-le"),
+    (b"\x00\x00\xfe\xff", "utf-32-be"),
+    (b"\xff\xfe", "utf-16-le"),
+    (b"\xfe\xff", "utf-16-be"),
+)
 
 
 def _read_csv(path: Path, overrides: Mapping[str, str | None]) -> History:
@@ -638,28 +668,43 @@ def _read_csv(path: Path, overrides: Mapping[str, str | None]) -> History:
             path, "the first line must be a header naming the columns", first
         )
     records: list[tuple[int, Mapping[str, Any]]] = []
+    notes: list[str] = []
     try:
-        for row in reader:
-            line = reader.line_num
-            if not row or not any(c.strip() for c in row):
-                continue
-            if len(row) != len(header):
-                raise LogFormatError(
-                    path,
-                    f"expected {len(header)} values like the header, got {len(row)}",
-                    line,
-                )
-            if delimiter == ";":
-                row = [_decimal_point(c) for c in row]
-            cells = dict(zip(header, row, strict=True))
-            if alias:
-                cells[alias] = row[2]
-            records.append((line, cells))
+        rows = [
+            (reader.line_num, row)
+            for row in reader
+            if row and any(c.strip() for c in row)
+        ]
     except csv.Error as e:
         raise LogFormatError(path, f"malformed CSV ({e})", reader.line_num) from None
+    for i, (line, row) in enumerate(rows):
+        if len(row) != len(header):
+            if i == len(rows) - 1 and i > 0 and len(row) < len(header):
+                # a run still writing, or killed mid-line
+                notes.append(_partial_note(line))
+                continue
+            raise LogFormatError(
+                path,
+                f"expected {len(header)} values like the header, got {len(row)}",
+                line,
+            )
+        if delimiter == ";":
+            row = [_decimal_point(c) for c in row]
+        cells = dict(zip(header, row, strict=True))
+        if alias:
+            cells[alias] = row[2]
+        records.append((line, cells))
     if not records:
         raise LogFormatError(path, "the file has a header but no rows", first + 1)
-    return _build(records, [*header, alias] if alias else header, path, overrides)
+    keys = [*header, alias] if alias else header
+    return _build(records, keys, path, overrides, notes)
+
+
+def _partial_note(line: int) -> str:
+    return (
+        f"line {line}, the last, is cut short (a run still writing, or "
+        "stopped mid-line): skipped"
+    )
 
 
 # TensorBoard's "download CSV": one scalar tag per file, named in the file name
@@ -739,12 +784,18 @@ def _looks_numeric(s: str) -> bool:
 def _read_jsonl(path: Path, overrides: Mapping[str, str | None]) -> History:
     text = _read_text(path)
     records: list[tuple[int, Mapping[str, Any]]] = []
-    for i, raw in enumerate(text.splitlines(), start=1):
+    lines = text.splitlines()
+    last = max((i for i, raw in enumerate(lines, start=1) if raw.strip()), default=0)
+    notes: list[str] = []
+    for i, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
         try:
             obj = json.loads(raw)
         except json.JSONDecodeError as e:
+            if i == last and records:  # a run still writing, or killed
+                notes.append(_partial_note(i))
+                continue
             raise LogFormatError(path, f"invalid JSON ({e.msg})", i) from None
         if not isinstance(obj, dict):
             raise LogFormatError(
@@ -753,7 +804,7 @@ def _read_jsonl(path: Path, overrides: Mapping[str, str | None]) -> History:
         records.append((i, _flatten(obj)))
     if not records:
         raise LogFormatError(path, "the file is empty", 1)
-    return _build(records, _ordered_keys(records), path, overrides)
+    return _build(records, _ordered_keys(records), path, overrides, notes)
 
 
 def _read_json(path: Path, overrides: Mapping[str, str | None]) -> History:
@@ -1312,9 +1363,10 @@ def _read_tensorboard(path: Path, overrides: Mapping[str, str | None]) -> Histor
             "no scalar summaries could be read (not an event file, corrupt, or "
             "without add_scalar values)",
         )
-    tag_list = list(scalars)
+    tag_list = _one_run(list(scalars), runs, base, path, overrides)
     records_by_step: dict[int, dict[str, Any]] = {}
-    for tag, points in scalars.items():
+    for tag in tag_list:
+        points = scalars[tag]
         for step, value in points.items():
             records_by_step.setdefault(step, {"step": step})[tag] = value
     records = [(0, records_by_step[s]) for s in sorted(records_by_step)]
@@ -1326,6 +1378,68 @@ def _read_tensorboard(path: Path, overrides: Mapping[str, str | None]) -> Histor
             "Event files store each value's step.",
         )
     return _build(records, ["step", *tag_list], path, overrides)
+
+
+#: Sub-directories that hold one split of a run (Keras' TensorBoard callback
+#: writes ``train/`` and ``validation/``), not a run of their own.
+_SPLIT_DIRS = frozenset({"train", "training", *_VAL_WORDS})
+
+
+def _run_of(rel: str) -> str:
+    """The run a TensorBoard run directory belongs to: itself, or its parent
+    when it only holds a split (``train``, ``validation``, ...)."""
+    parts = [] if rel in ("", ".") else rel.split("/")
+    if parts and parts[-1].lower() in _SPLIT_DIRS:
+        parts = parts[:-1]
+    return "/".join(parts)
+
+
+def _one_run(
+    tags: list[str],
+    runs: Mapping[Path, list[Path]],
+    base: Path,
+    path: Path,
+    overrides: Mapping[str, str | None],
+) -> list[str]:
+    """The tags of one run when the folder holds several.
+
+    Tags are prefixed with their run directory. The training loss decides the
+    run (an override names it; else the only run with a loss); the other
+    series are read from that run alone (a validation loss or an LR of
+    another run would describe another training). Several runs with a loss
+    and no override: raise, listing them as the folders that read them alone.
+    """
+    if len(runs) <= 1:
+        return tags
+    rels = sorted(
+        {(d.relative_to(base).as_posix() if d != base else "") for d in runs},
+        key=len,
+        reverse=True,
+    )
+
+    def run_of_tag(tag: str) -> str:
+        rel = next((r for r in rels if r and tag.startswith(r + "/")), "")
+        return _run_of(rel)
+
+    override = overrides.get("loss")
+    if override is not None:
+        first = override.split("+")[0].strip()
+        own = run_of_tag(first) if first in tags else None
+    else:
+        with_loss = sorted(
+            {run_of_tag(t) for t in tags if _pick("loss", [t], None, path) is not None}
+        )
+        if len(with_loss) > 1:
+            shown = ", ".join(str(base / r) if r else str(base) for r in with_loss)
+            raise LogFormatError(
+                path,
+                f"{len(with_loss)} TensorBoard runs with a training loss; read one "
+                f"by passing its folder: {shown}",
+            )
+        own = with_loss[0] if with_loss else None
+    if own is None:
+        return tags
+    return [t for t in tags if run_of_tag(t) == own]
 
 
 # -------------------------------------------------------------------------- MLflow
@@ -1604,10 +1718,32 @@ def _detect(path: Path) -> tuple[str, Path]:
         metrics = path / "metrics.csv"
         if metrics.is_file():
             return "csv", metrics
+        # Lightning's CSVLogger: lightning_logs/version_N/metrics.csv
+        versions = sorted(
+            (
+                p
+                for pattern in ("*/metrics.csv", "*/*/metrics.csv")
+                for p in path.glob(pattern)
+                if p.is_file()
+            ),
+            key=lambda p: -p.stat().st_mtime,
+        )
+        if len(versions) == 1:
+            return "csv", versions[0]
+        if versions:
+            shown = ", ".join(str(p.parent) for p in versions[:_RUNS_SHOWN])
+            more = len(versions) - _RUNS_SHOWN
+            raise LogFormatError(
+                path,
+                f"{len(versions)} runs with a metrics.csv; read one by passing its "
+                f"folder (the most recent first): {shown}"
+                + (f" and {more} more" if more > 0 else ""),
+            )
         raise LogFormatError(
             path,
             "no log found in this directory (looked for trainer_state.json, "
-            "MLflow runs, TensorBoard event files and metrics.csv)",
+            "MLflow runs, TensorBoard event files and metrics.csv, also in "
+            "version_N sub-folders)",
         )
     if _is_sqlite(path):
         return "mlflow", path  # MLflow's tracking database (mlflow.db)
