@@ -495,6 +495,25 @@ def test_keras_csvlogger(tmp_path: Path) -> None:
         range(12)
     )
     assert h.loss[-1] < h.loss[0]
+    assert h.notes == ()
+    # a second fit (a fine-tuning phase) appends to the same file, its epochs
+    # from 0 again: read as the run's continuation, not over the first fit
+    model.fit(
+        x,
+        x.sum(1, keepdims=True),
+        epochs=5,
+        batch_size=16,
+        validation_split=0.25,
+        verbose=0,
+        callbacks=[keras.callbacks.CSVLogger(str(path), append=True)],
+    )
+    both = read_log(path)
+    assert both.steps.tolist() == list(range(17))
+    assert both.loss[:12].tolist() == h.loss.tolist()
+    assert both.val_steps.tolist() == list(range(17))
+    assert len(both.notes) == 1
+    assert "starts again at 0 on line 14" in both.notes[0]
+    assert "from step 12" in both.notes[0]
 
 
 def test_generic_csv_needs_no_options(tmp_path: Path) -> None:
@@ -618,6 +637,28 @@ def test_resumed_run_keeps_last_value_per_step(tmp_path: Path) -> None:
     h = read_log(path)
     assert h.steps.tolist() == [0, 1, 2, 3]
     assert h.loss.tolist() == [3.0, 2.5, 1.5, 1.0]
+    assert h.notes == (
+        "2 training losses were logged at a step already logged (a run resumed "
+        "from a checkpoint): the later ones are read",
+    )
+
+
+def test_an_epoch_column_with_fractions_is_not_the_step(tmp_path: Path) -> None:
+    """Logged within epochs (``epoch`` 0.05, 0.1, ...): the n-th loss is step
+    n, and a note says why; a fractional ``step`` column is still an error."""
+    path = tmp_path / "log.csv"
+    path.write_text(
+        "epoch,loss\n"
+        + "".join(f"{0.05 * (i + 1):.2f},{2 - 0.01 * i}\n" for i in range(40))
+    )
+    h = read_log(path)
+    assert h.steps.tolist() == list(range(40)) and "step" not in h.columns
+    assert h.notes == (
+        "the step column 'epoch' holds fractions (0.05): the n-th logged loss "
+        "is read as step n",
+    )
+    with pytest.raises(LogFormatError, match="'epoch' must be a whole number"):
+        read_log(path, step_key="epoch")
 
 
 def test_nan_values_are_kept(tmp_path: Path) -> None:

@@ -474,11 +474,7 @@ def _implicit_steps(
     seen = 0
     parts = _parts(rows, loss_key)
     for _, row in rows:
-        try:
-            present = _cell(row, parts) is not None
-        except ValueError:  # reported with its line when the loss is read
-            present = True
-        seen += present
+        seen += _has(row, parts)  # a bad cell is reported when the loss is read
         steps.append(max(seen - 1, 0))
     return steps
 
@@ -559,6 +555,11 @@ def _build(
             f"no training-loss column found (columns: {listed}); "
             "name it with loss_key= (--loss-key).",
         )
+    notes = list(notes)
+    if step_key is not None:
+        records, step_key = _steps_in_order(
+            records, step_key, overrides.get("step") is not None, loss_key, notes
+        )
     picked: dict[str, str] = {"loss": loss_key}
     if step_key is not None:
         picked["step"] = step_key
@@ -571,14 +572,88 @@ def _build(
     for series, key in picked.items():
         if series == "step":
             continue
-        steps, values = _dedupe(*_series(records, key, step_key, path, implicit))
+        logged = _series(records, key, step_key, path, implicit)
+        steps, values = _dedupe(*logged)
         if series == "loss":
             if not values:
                 raise LogFormatError(path, f"column {key!r} holds no values")
+            again = len(logged[0]) - len(steps)
+            if again:
+                notes.append(
+                    f"{again} training losses were logged at a step already "
+                    "logged (a run resumed from a checkpoint): the later ones "
+                    "are read"
+                )
             data["steps"], data["loss"] = steps, values
         else:
             data[_STEPS_OF[series]], data[series] = steps, values
     return History(source=str(path), columns=picked, notes=notes, **data)
+
+
+def _steps_in_order(
+    records: Sequence[tuple[int, Mapping[str, Any]]],
+    step_key: str,
+    chosen: bool,
+    loss_key: str,
+    notes: list[str],
+) -> tuple[Sequence[tuple[int, Mapping[str, Any]]], str | None]:
+    """The records with their steps as one run's.
+
+    - An ``epoch`` column picked as the step that holds fractions (0.05,
+      0.1, ...: logged within epochs) is not a step: the n-th logged loss is
+      step n (a note says so). Other step columns, and one named with
+      ``step_key``, must hold whole numbers.
+    - A step column that goes back to its first value, on a row with a
+      training loss, after it had moved on (Keras' ``epoch`` when a second
+      ``fit()`` appends to the same ``CSVLogger`` file) starts a
+      continuation of the run: its steps follow
+      on from the last one (a note says where). A step column that goes back
+      to a later step (a run resumed from a checkpoint) is left alone: the
+      values logged later win.
+    """
+    values = []
+    for _, row in records:
+        try:
+            values.append(_number(row.get(step_key)))
+        except ValueError:
+            return records, step_key  # reported with its line later
+    numbers = [v for v in values if v is not None and math.isfinite(v)]
+    fractional = any(v != int(v) for v in numbers)
+    if not chosen and fractional and _norm(step_key).split("_")[-1] == "epoch":
+        frac = next(v for v in numbers if v != int(v))
+        notes.append(
+            f"the step column {step_key!r} holds fractions ({frac:g}): the n-th "
+            "logged loss is read as step n"
+        )
+        return records, None
+    if not numbers or fractional:
+        return records, step_key
+    first = numbers[0]
+    top = offset = None
+    parts = _parts(records, loss_key)
+    out: list[tuple[int, Mapping[str, Any]]] = []
+    for (line, row), v in zip(records, values, strict=True):
+        if v is not None and math.isfinite(v):
+            if top is not None and v == first and v < top and _has(row, parts):
+                offset = (offset or 0.0) + top - first + 1
+                notes.append(
+                    f"the step column {step_key!r} starts again at {first:g} on "
+                    f"line {line} (another fit appended to the log): read as the "
+                    f"run's continuation, from step {int(first + offset)}"
+                )
+            top = v if top is None else max(top, v)
+            if offset:
+                row = {**row, step_key: v + offset}
+        out.append((line, row))
+    return (out if offset else records), step_key
+
+
+def _has(row: Mapping[str, Any], parts: Sequence[str]) -> bool:
+    """The row logs a value of the column (or sum) ``parts``."""
+    try:
+        return _cell(row, parts) is not None
+    except ValueError:
+        return True
 
 
 def _flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
