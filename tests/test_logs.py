@@ -236,6 +236,32 @@ def write_tb_run(directory: Path, scale: float) -> None:
     w.close()
 
 
+def test_tensorboard_run_again_into_the_same_folder(tmp_path: Path) -> None:
+    """The same script run twice into ``runs/exp`` leaves two event files that
+    both start at step 0: the newest run is read, with a note. A resume that
+    starts later continues the run (the newer file wins where they overlap)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    def write(directory: Path, steps: range, scale: float) -> None:
+        w = SummaryWriter(log_dir=str(directory))
+        for step in steps:
+            w.add_scalar("train/loss", scale / (step + 1), step)
+        w.close()
+
+    write(tmp_path / "again", range(30), 1.0)
+    write(tmp_path / "again", range(12), 5.0)
+    h = read_log(tmp_path / "again")
+    assert h.steps.tolist() == list(range(12)) and h.loss[0] == pytest.approx(5.0)
+    assert len(h.notes) == 1 and "2 runs were written to the folder" in h.notes[0]
+    newest = sorted((tmp_path / "again").glob("*tfevents*"))[-1]
+    assert newest.name in h.notes[0]
+    write(tmp_path / "resumed", range(30), 1.0)
+    write(tmp_path / "resumed", range(20, 40), 2.0)
+    r = read_log(tmp_path / "resumed")
+    assert r.steps.tolist() == list(range(40)) and r.notes == ()
+    assert r.loss[25] == pytest.approx(2.0 / 26) and r.loss[5] == pytest.approx(1 / 6)
+
+
 def test_several_tensorboard_runs_in_one_folder(tmp_path: Path) -> None:
     """Two runs (lightning_logs/version_N, runs/<name>): the error lists them
     as the folders that read them alone; with --loss-key naming one run's

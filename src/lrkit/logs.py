@@ -1402,36 +1402,17 @@ def _read_tensorboard(path: Path, overrides: Mapping[str, str | None]) -> Histor
     base = path if path.is_dir() else path.parent
     several = len(runs) > 1
     scalars: dict[str, dict[int, float]] = {}
+    notes: list[str] = []
     for run_dir, run_files in sorted(runs.items()):
         prefix = ""
         if several:
             rel = run_dir.relative_to(base).as_posix()
             prefix = "" if rel == "." else rel + "/"
-        for f in run_files:
-            acc = event_accumulator.EventAccumulator(
-                str(f),
-                size_guidance={
-                    event_accumulator.SCALARS: 0,
-                    event_accumulator.TENSORS: 0,
-                },
-            )
-            try:
-                acc.Reload()
-            except Exception as e:  # corrupt records raise tensorboard's own errors
-                raise LogFormatError(f, f"unreadable event file ({e})") from None
-            tags = acc.Tags()
-            for tag in tags.get(event_accumulator.SCALARS, []):
-                dest = scalars.setdefault(prefix + tag, {})
-                for ev in acc.Scalars(tag):
-                    dest[int(ev.step)] = float(ev.value)
-            for tag in tags.get(event_accumulator.TENSORS, []):
-                for ev in acc.Tensors(tag):
-                    arr = tensor_util.make_ndarray(ev.tensor_proto)
-                    if arr.size != 1 or arr.dtype.kind not in "fiu":
-                        break  # not a scalar summary (text, histogram, ...)
-                    scalars.setdefault(prefix + tag, {})[int(ev.step)] = float(
-                        arr.reshape(())
-                    )
+        read = [(f, _scalars_of(f, event_accumulator, tensor_util)) for f in run_files]
+        read = _last_session(read, notes)
+        for _, points_of in read:
+            for tag, points in points_of.items():
+                scalars.setdefault(prefix + tag, {}).update(points)
     if not scalars:
         raise LogFormatError(
             path,
@@ -1452,7 +1433,68 @@ def _read_tensorboard(path: Path, overrides: Mapping[str, str | None]) -> Histor
             overrides["step"],
             "Event files store each value's step.",
         )
-    return _build(records, ["step", *tag_list], path, overrides)
+    return _build(records, ["step", *tag_list], path, overrides, notes)
+
+
+def _last_session(
+    read: list[tuple[Path, dict[str, dict[int, float]]]], notes: list[str]
+) -> list[tuple[Path, dict[str, dict[int, float]]]]:
+    """The event files of one directory that belong to its latest run.
+
+    Each ``SummaryWriter`` writes a new file (named by its start time, so the
+    names sort in time). A file that starts at or before the step where the
+    directory's first file started is a new run written to the same folder
+    (the same script run again): the files before it are left out, with a
+    note. A file that starts later continues the run (a resume from a
+    checkpoint; where steps overlap, the newer file's values win).
+    """
+    firsts = [
+        min((min(p) for p in points_of.values() if p), default=None)
+        for _, points_of in read
+    ]
+    start = 0
+    for i, first in enumerate(firsts):
+        if i and first is not None:
+            earliest = next((f for f in firsts[start:i] if f is not None), None)
+            if earliest is not None and first <= earliest:
+                start = i
+    if start:
+        notes.append(
+            f"{start + 1} runs were written to the folder {read[0][0].parent} (their "
+            f"event files start again at step {firsts[start]}): the newest, "
+            f"{read[start][0].name}, is read; pass an older event file to read it"
+        )
+    return read[start:]
+
+
+def _scalars_of(
+    f: Path, event_accumulator: Any, tensor_util: Any
+) -> dict[str, dict[int, float]]:
+    """Every scalar series of one event file: tag -> {step: value}."""
+    out: dict[str, dict[int, float]] = {}
+    acc = event_accumulator.EventAccumulator(
+        str(f),
+        size_guidance={
+            event_accumulator.SCALARS: 0,
+            event_accumulator.TENSORS: 0,
+        },
+    )
+    try:
+        acc.Reload()
+    except Exception as e:  # corrupt records raise tensorboard's own errors
+        raise LogFormatError(f, f"unreadable event file ({e})") from None
+    tags = acc.Tags()
+    for tag in tags.get(event_accumulator.SCALARS, []):
+        dest = out.setdefault(tag, {})
+        for ev in acc.Scalars(tag):
+            dest[int(ev.step)] = float(ev.value)
+    for tag in tags.get(event_accumulator.TENSORS, []):
+        for ev in acc.Tensors(tag):
+            arr = tensor_util.make_ndarray(ev.tensor_proto)
+            if arr.size != 1 or arr.dtype.kind not in "fiu":
+                break  # not a scalar summary (text, histogram, ...)
+            out.setdefault(tag, {})[int(ev.step)] = float(arr.reshape(()))
+    return out
 
 
 #: Sub-directories that hold one split of a run (Keras' TensorBoard callback
