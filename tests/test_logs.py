@@ -224,6 +224,42 @@ def test_summary_writer_keras_style_runs(tmp_path: Path) -> None:
     assert h.val_loss[0] == pytest.approx(1.1)
 
 
+def test_keras_tensorboard_batch_logging(tmp_path: Path) -> None:
+    """The layout of Keras' TensorBoard callback with ``update_freq="batch"``
+    (keras/src/callbacks/tensorboard.py; the callback needs TensorFlow, so
+    torch's SummaryWriter writes it here): ``train/batch_loss`` at iterations
+    1, 2, ... holding the epoch's running mean, ``train/epoch_*`` and
+    ``validation/epoch_loss`` at epoch numbers, and
+    ``validation/evaluation_loss_vs_iterations`` at the iteration of each
+    validation. Read back: the batch losses themselves, and one axis."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    spe, epochs = 13, 6
+    rng = np.random.default_rng(0)
+    x = 1.0 / np.arange(1, spe * epochs + 1) ** 0.5 + 0.05 * rng.random(spe * epochs)
+    train = SummaryWriter(log_dir=str(tmp_path / "train"))
+    val = SummaryWriter(log_dir=str(tmp_path / "validation"))
+    for e in range(epochs):
+        batch = x[e * spe : (e + 1) * spe]
+        for b in range(spe):
+            it = e * spe + b + 1
+            train.add_scalar("batch_loss", float(batch[: b + 1].mean()), it)
+        train.add_scalar("epoch_loss", float(batch.mean()), e)
+        train.add_scalar("epoch_learning_rate", 0.01 * 0.5**e, e)
+        val.add_scalar("epoch_loss", 0.9 / (e + 1), e)
+        val.add_scalar("evaluation_loss_vs_iterations", 0.9 / (e + 1), (e + 1) * spe)
+    train.close()
+    val.close()
+    h = read_log(tmp_path)
+    assert h.columns["loss"] == "train/batch_loss"
+    assert h.steps.tolist() == list(range(1, spe * epochs + 1))
+    np.testing.assert_allclose(h.loss, x, rtol=1e-4)  # the batches, not means
+    assert h.val_steps.tolist() == [spe * (e + 1) for e in range(epochs)]
+    assert h.lr_steps.tolist() == h.val_steps.tolist()
+    assert h.lr.tolist() == pytest.approx([0.01 * 0.5**e for e in range(epochs)])
+    assert len(h.notes) == 1 and "(13 an epoch)" in h.notes[0]
+
+
 def write_tb_run(directory: Path, scale: float) -> None:
     from torch.utils.tensorboard import SummaryWriter
 

@@ -1419,6 +1419,7 @@ def _read_tensorboard(path: Path, overrides: Mapping[str, str | None]) -> Histor
             "no scalar summaries could be read (not an event file, corrupt, or "
             "without add_scalar values)",
         )
+    _keras_batch_axis(scalars, notes)
     tag_list = _one_run(list(scalars), runs, base, path, overrides)
     records_by_step: dict[int, dict[str, Any]] = {}
     for tag in tag_list:
@@ -1434,6 +1435,75 @@ def _read_tensorboard(path: Path, overrides: Mapping[str, str | None]) -> Histor
             "Event files store each value's step.",
         )
     return _build(records, ["step", *tag_list], path, overrides, notes)
+
+
+def _keras_batch_axis(scalars: dict[str, dict[int, float]], notes: list[str]) -> None:
+    """Keras' TensorBoard callback with ``update_freq="batch"`` (or N), in place.
+
+    It logs ``train/batch_<metric>`` at the optimizer iteration (1, 2, ...),
+    each the running mean of the epoch so far, and ``*/epoch_<metric>`` at the
+    epoch number (0, 1, ...): two axes, and a mean where the monitor needs a
+    batch's loss. With the iterations an epoch takes (from
+    ``validation/evaluation_loss_vs_iterations``, logged at the iteration of
+    each validation, else from the last iteration over the epochs logged),
+    the epoch values move to the iteration that ended their epoch, and each
+    logged batch loss becomes the mean loss of the batches since the previous
+    logged one: ``(b·m_b - b'·m_b') / (b - b')`` for positions ``b' < b`` in
+    the epoch (``b' = 0`` at its first). A note says so.
+    """
+    for key in [k for k in scalars if k.rsplit("/", 1)[-1] == "batch_loss"]:
+        root = (
+            key[: -len("train/batch_loss")]
+            if key.endswith("train/batch_loss")
+            else None
+        )
+        if root is None:
+            continue
+        epochs = scalars.get(root + "train/epoch_loss", {})
+        vals = sorted(scalars.get(root + "validation/epoch_loss", {}))
+        evals = sorted(
+            scalars.get(root + "validation/evaluation_loss_vs_iterations", {})
+        )
+        per = (
+            {it / (e + 1) for e, it in zip(vals, evals, strict=False)}
+            if (vals and len(vals) == len(evals))
+            else set()
+        )
+        last = max(scalars[key])
+        if not per and epochs and last % len(epochs) == 0:
+            per = {last / len(epochs)}
+        if len(per) != 1 or not float(next(iter(per))).is_integer():
+            continue  # epochs of different lengths: left as logged
+        spe = int(next(iter(per)))
+        if spe < 1:
+            continue
+        for k in [k for k in scalars if k.startswith(root)]:
+            name = k.rsplit("/", 1)[-1]
+            if name.startswith("epoch_"):
+                scalars[k] = {(e + 1) * spe: v for e, v in scalars[k].items()}
+            elif name.startswith("batch_") and "loss" in name:
+                scalars[k] = _per_batch(scalars[k], spe)
+        notes.append(
+            f"Keras' TensorBoard logs {key!r} as each epoch's running mean and "
+            f"epoch values by epoch number: read back per batch, and the epoch "
+            f"values at the iteration that ended their epoch ({spe} an epoch)"
+        )
+
+
+def _per_batch(points: Mapping[int, float], spe: int) -> dict[int, float]:
+    """Running means of each epoch (at iterations 1, 2, ...) -> the mean loss
+    of the batches since the previous logged point."""
+    out: dict[int, float] = {}
+    prev_epoch, prev_b, prev_m = -1, 0, 0.0
+    for it in sorted(points):
+        m = points[it]
+        epoch, b = divmod(it - 1, spe)
+        b += 1
+        if epoch != prev_epoch:
+            prev_b, prev_m = 0, 0.0
+        out[it] = (b * m - prev_b * prev_m) / (b - prev_b) if math.isfinite(m) else m
+        prev_epoch, prev_b, prev_m = epoch, b, m
+    return out
 
 
 def _last_session(
