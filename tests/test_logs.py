@@ -260,6 +260,37 @@ def test_keras_tensorboard_batch_logging(tmp_path: Path) -> None:
     assert len(h.notes) == 1 and "(13 an epoch)" in h.notes[0]
 
 
+def test_add_scalars_training_vs_validation(tmp_path: Path) -> None:
+    """PyTorch's TensorBoard tutorial: ``add_scalars("Training vs. Validation
+    Loss", {"Training": ..., "Validation": ...})``, both curves under one tag
+    naming both words; each curve's own name tells which is which."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    w = SummaryWriter(log_dir=str(tmp_path))
+    for step in range(30):
+        curves = {"Training": 1.0 / (step + 1)}
+        if step % 5 == 4:
+            curves["Validation"] = 1.2 / (step + 1)
+        w.add_scalars("Training vs. Validation Loss", curves, step)
+    w.close()
+    h = read_log(tmp_path)
+    assert h.columns["loss"] == "Training loss"
+    assert h.columns["val_loss"] == "Validation loss"
+    assert h.steps.tolist() == list(range(30)) and h.val_steps.tolist() == [
+        4,
+        9,
+        14,
+        19,
+        24,
+        29,
+    ]
+    assert h.loss[0] == pytest.approx(1.0) and h.val_loss[0] == pytest.approx(0.24)
+    assert (
+        len(h.notes) == 1
+        and "add_scalars('Training vs. Validation Loss'" in (h.notes[0])
+    )
+
+
 def write_tb_run(directory: Path, scale: float) -> None:
     from torch.utils.tensorboard import SummaryWriter
 

@@ -1412,7 +1412,8 @@ def _read_tensorboard(path: Path, overrides: Mapping[str, str | None]) -> Histor
         read = _last_session(read, notes)
         for _, points_of in read:
             for tag, points in points_of.items():
-                scalars.setdefault(prefix + tag, {}).update(points)
+                key = _add_scalars_key(run_dir.name, tag, notes) if several else None
+                scalars.setdefault(key or prefix + tag, {}).update(points)
     if not scalars:
         raise LogFormatError(
             path,
@@ -1435,6 +1436,31 @@ def _read_tensorboard(path: Path, overrides: Mapping[str, str | None]) -> Histor
             "Event files store each value's step.",
         )
     return _build(records, ["step", *tag_list], path, overrides, notes)
+
+
+def _add_scalars_key(run_name: str, tag: str, notes: list[str]) -> str | None:
+    """The name of one curve of ``add_scalars(main_tag, {name: value})``.
+
+    torch's ``SummaryWriter.add_scalars`` writes each curve to a run folder
+    ``<main_tag>_<name>`` under the tag ``main_tag`` ("Training vs. Validation
+    Loss" for both curves of PyTorch's TensorBoard tutorial). For a loss, the
+    curve is read as ``<name> loss`` ("Training loss", "Validation loss"), so
+    that the curve's own name tells training from validation; else None.
+    """
+    main = tag.replace("/", "_")
+    if not run_name.startswith(main + "_") or "loss" not in _norm(tag).split("_"):
+        return None
+    name = run_name[len(main) + 1 :]
+    if not name or "/" in name:
+        return None
+    key = f"{name} loss"
+    note = (
+        f"add_scalars({tag!r}, {{name: value}}): each curve is read as "
+        f"'<name> loss' (from its run folder '{main}_<name>')"
+    )
+    if note not in notes:
+        notes.append(note)
+    return key
 
 
 def _keras_batch_axis(scalars: dict[str, dict[int, float]], notes: list[str]) -> None:
