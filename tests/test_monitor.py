@@ -1090,6 +1090,27 @@ def test_overfitting_when_the_first_evaluation_is_the_best() -> None:
     assert "overfitting" not in [f.kind for f in d.findings]
 
 
+def test_overfitting_with_validation_every_few_epochs() -> None:
+    """Keras' ``validation_freq=5``: the first evaluation already sits within
+    the noise of the best (0.283 against 0.272), so the validation progress is
+    no scale for the rise; the rise that beats the noise while training keeps
+    falling is overfitting, as with validation every epoch."""
+    n = 60
+    train = [0.6 * math.exp(-t / 6) + 0.02 * math.exp(-t / 40) for t in range(n)]
+    steps = list(range(4, n, 5))
+    val = [0.283, 0.286, 0.272, 0.297, 0.315, 0.341, 0.365, 0.382, 0.394, 0.402]
+    val += [0.404, 0.41]
+    d = diagnose(lrkit.History(loss=train, val_loss=val, val_steps=steps))
+    assert d.verdict == "overfitting", [f.to_dict() for f in d.findings]
+    of = next(f for f in d.findings if f.kind == "overfitting")
+    assert of.evidence["best_val_step"] == 14
+    # the same validation values, jittering around a flat line: no
+    flat = [0.283, 0.286, 0.272, 0.284, 0.279, 0.288, 0.276, 0.285, 0.281, 0.287]
+    flat += [0.278, 0.284]
+    d = diagnose(lrkit.History(loss=train, val_loss=flat, val_steps=steps))
+    assert all(f.kind != "overfitting" for f in d.findings)
+
+
 def test_overfitting_after_training_had_already_converged() -> None:
     """An LR far too high on small data: training is near zero by the first
     evaluation (it gains little after), and validation, best at that first

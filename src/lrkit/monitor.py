@@ -205,7 +205,8 @@ class MonitorConfig:
         plateau_frac: see ``plateau_patience``.
         overfit_frac: overfitting when the validation loss (median of its last
             3 values) is above its best by more than ``overfit_frac`` times its
-            progress (when the first evaluation was the best: times what the
+            progress (when the first evaluation was the best, or the progress
+            is within ``overfit_z`` times the validation noise: times what the
             training ``level`` gained since), for ``overfit_patience``
             evaluations in a row, while the training ``level`` is below its
             value at the validation best.
@@ -1576,14 +1577,17 @@ class Monitor:
         # progress it is measured against; when the first evaluation was the
         # best, the reference is training's gain (not a validation value that
         # noise could fake): the rise alone must beat the noise
-        first_best = self._val_best_n == 1
+        # (a best within the noise of the first evaluation counts as the first:
+        # with validation every few epochs the first one can already sit near
+        # the best, and a progress the noise hides could never be beaten)
+        noise = _val_noise(hist)
+        first_best = self._val_best_n == 1 or p_val <= c.overfit_z * noise
         if first_best:
             ref = max(train_then - self._level, 0.0)
         if (
             self._val_n - self._val_best_n >= 2
             and rise > c.overfit_frac * ref
-            and (rise if first_best else min(rise, ref))
-            > c.overfit_z * _val_noise(hist)
+            and (rise if first_best else min(rise, ref)) > c.overfit_z * noise
         ):
             self._val_above += 1
         else:
