@@ -316,17 +316,32 @@ def test_tensorboard_run_again_into_the_same_folder(tmp_path: Path) -> None:
         w.close()
 
     write(tmp_path / "again", range(30), 1.0)
+    older = set((tmp_path / "again").glob("*tfevents*"))
     write(tmp_path / "again", range(12), 5.0)
+    (newest,) = set((tmp_path / "again").glob("*tfevents*")) - older
     h = read_log(tmp_path / "again")
     assert h.steps.tolist() == list(range(12)) and h.loss[0] == pytest.approx(5.0)
     assert len(h.notes) == 1 and "2 runs were written to the folder" in h.notes[0]
-    newest = sorted((tmp_path / "again").glob("*tfevents*"))[-1]
     assert newest.name in h.notes[0]
     write(tmp_path / "resumed", range(30), 1.0)
     write(tmp_path / "resumed", range(20, 40), 2.0)
     r = read_log(tmp_path / "resumed")
     assert r.steps.tolist() == list(range(40)) and r.notes == ()
     assert r.loss[25] == pytest.approx(2.0 / 26) and r.loss[5] == pytest.approx(1 / 6)
+
+
+def test_event_files_sort_in_the_order_written() -> None:
+    """File names hold the start time and the writer's counter: numbers."""
+    from lrkit.logs import _written
+
+    names = [
+        "events.out.tfevents.1700000001.host.a.7.10",
+        "events.out.tfevents.1700000001.host.a.7.9",
+        "events.out.tfevents.999999999.host.7.11",
+        "events.out.tfevents.1700000000.host.v2",
+    ]
+    order = sorted((Path("runs") / n for n in names), key=_written)
+    assert [p.name for p in order] == [names[2], names[3], names[1], names[0]]
 
 
 def test_several_tensorboard_runs_in_one_folder(tmp_path: Path) -> None:

@@ -1379,9 +1379,20 @@ def _column_entries(columns: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
 
 
 def _event_files(path: Path) -> list[Path]:
+    """Event files, in the order they were written within each folder."""
     if path.is_file():
         return [path]
-    return sorted(p for p in path.rglob("*tfevents*") if p.is_file())
+    return sorted((p for p in path.rglob("*tfevents*") if p.is_file()), key=_written)
+
+
+def _written(p: Path) -> tuple[str, float, int, str]:
+    """Sort key: folder, then the start time and the writer's counter that
+    TensorBoard file names hold (``events.out.tfevents.<time>.<host>[.<pid>.
+    <counter>]``: compared as numbers, "10" after "9")."""
+    m = re.search(r"tfevents\.(\d+(?:\.\d+)?)", p.name)
+    t = float(m.group(1)) if m else 0.0
+    tail = re.search(r"\.(\d+)(?:\.v2)?$", p.name)
+    return (str(p.parent), t, int(tail.group(1)) if tail else 0, p.name)
 
 
 def _read_tensorboard(path: Path, overrides: Mapping[str, str | None]) -> History:
