@@ -670,6 +670,17 @@ def test_tsv(tmp_path: Path) -> None:
     assert read_log(path).loss.tolist() == [2.0, 1.5]
 
 
+def test_quoted_thousands_separators(tmp_path: Path) -> None:
+    """A spreadsheet's export of a large loss: "10,584.4" is 10584.4."""
+    path = tmp_path / "log.csv"
+    path.write_text('step,loss\n0,"10,584.4"\n1,"9,943.5"\n2,"1,234,567"\n3,87.5\n')
+    assert read_log(path).loss.tolist() == [10584.4, 9943.5, 1234567.0, 87.5]
+    bad = tmp_path / "bad.csv"
+    bad.write_text('step,loss\n0,"10,58"\n')  # not thousands: an error
+    with pytest.raises(LogFormatError, match="holds '10,58', not a number"):
+        read_log(bad)
+
+
 def test_semicolon_csv_with_decimal_commas(tmp_path: Path) -> None:
     """European spreadsheets and locales: ';' between cells, ',' before decimals."""
     rows = tiny_run(30)

@@ -426,6 +426,11 @@ def _components(names: Sequence[str]) -> bool:
 # ------------------------------------------------------------------------ records
 
 
+# thousands separated by commas, with a decimal point: "10,584.4", "1,234,567"
+# (a decimal comma, "0,52", is read in ';'-separated files only)
+_THOUSANDS = re.compile(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d*)?(?:[eE][-+]?\d+)?")
+
+
 def _number(value: Any) -> float | None:
     """A cell's value: None when missing, else a float (NaN/inf allowed)."""
     if value is None:
@@ -438,6 +443,8 @@ def _number(value: Any) -> float | None:
         s = value.strip()
         if not s or s.lower() in _MISSING:  # Keras' CSVLogger writes NA
             return None
+        if _THOUSANDS.fullmatch(s):  # a spreadsheet's "10,584.4"
+            s = s.replace(",", "")
         return float(s)  # raises ValueError for text
     raise ValueError(f"not a number: {value!r}")
 
