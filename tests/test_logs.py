@@ -588,15 +588,19 @@ def test_keras_csvlogger(tmp_path: Path) -> None:
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
     path = tmp_path / "training.log.csv"
-    model.fit(
-        x,
-        x.sum(1, keepdims=True),
-        epochs=12,
-        batch_size=16,
-        validation_split=0.25,
-        verbose=0,
-        callbacks=[keras.callbacks.CSVLogger(str(path))],
-    )
+
+    def fit(epochs: int, append: bool) -> None:
+        model.fit(
+            x,
+            x.sum(1, keepdims=True),
+            epochs=epochs,
+            batch_size=16,
+            validation_split=0.25,
+            verbose=0,
+            callbacks=[keras.callbacks.CSVLogger(str(path), append=append)],
+        )
+
+    fit(12, append=False)
     h = read_log(path)
     assert h.columns == {"step": "epoch", "loss": "loss", "val_loss": "val_loss"}
     assert h.steps.tolist() == list(range(12)) and h.val_steps.tolist() == list(
@@ -606,15 +610,7 @@ def test_keras_csvlogger(tmp_path: Path) -> None:
     assert h.notes == ()
     # a second fit (a fine-tuning phase) appends to the same file, its epochs
     # from 0 again: read as the run's continuation, not over the first fit
-    model.fit(
-        x,
-        x.sum(1, keepdims=True),
-        epochs=5,
-        batch_size=16,
-        validation_split=0.25,
-        verbose=0,
-        callbacks=[keras.callbacks.CSVLogger(str(path), append=True)],
-    )
+    fit(5, append=True)
     both = read_log(path)
     assert both.steps.tolist() == list(range(17))
     assert both.loss[:12].tolist() == h.loss.tolist()
