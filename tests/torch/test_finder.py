@@ -1092,6 +1092,35 @@ def test_a_fresh_loader_with_persistent_workers_shuffles_as_before() -> None:
     assert without == with_test
 
 
+def test_a_persistent_workers_loader_called_in_the_middle_of_an_epoch() -> None:
+    """The worker iterator such a loader keeps is the user's, three batches
+    into its epoch: the test makes its own, and the user's epoch goes on with
+    the batches it would have had."""
+
+    def rest_of_epoch(run_test: bool) -> list[float]:
+        torch.manual_seed(0)
+        x, y = make_data(256)
+        dl = DataLoader(
+            TensorDataset(x, y),
+            batch_size=16,
+            shuffle=True,
+            num_workers=1,
+            persistent_workers=True,
+        )
+        model = nn.Linear(8, 3)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        it = iter(dl)
+        for _ in range(3):
+            next(it)
+        if run_test:
+            lrkit.find_lr(model, opt, F.cross_entropy, dl, num_steps=40)
+        rest = [float(b[0].sum()) for b in it]
+        return rest + [float(b[0].sum()) for b in dl]  # and the next epoch
+
+    without, with_test = rest_of_epoch(False), rest_of_epoch(True)
+    assert len(with_test) == 13 + 16 and with_test == without
+
+
 def test_confirmation_runs_restart_a_persistent_workers_loader() -> None:
     # each confirmation run starts the loader afresh: the test's stopped worker
     # iterator must not stay in the loader for the next run to reuse

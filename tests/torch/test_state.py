@@ -256,3 +256,82 @@ def test_loader_random_generators_under_any_name_are_restored() -> None:
     assert draws() != first
     snap.restore()
     assert draws() == first
+
+
+class Lookahead(torch.optim.Optimizer):
+    """A wrapper as timm's ``Lookahead``: the param groups are the base
+    optimizer's, the per-parameter moments live in the base optimizer's state,
+    the wrapper's own state holds the slow weights."""
+
+    def __init__(self, base: torch.optim.Optimizer, k: int = 3) -> None:
+        self.base = base
+        self.param_groups = base.param_groups
+        self.defaults = dict(base.defaults)
+        self.state = {}  # type: ignore[assignment]
+        self._optimizer_step_pre_hooks = {}  # type: ignore[assignment]
+        self._optimizer_step_post_hooks = {}  # type: ignore[assignment]
+        self.k, self.steps = k, 0
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[no-untyped-def, override]
+        self.base.step()
+        self.steps += 1
+        if self.steps % self.k == 0:
+            for g in self.param_groups:
+                for p in g["params"]:
+                    slow = self.state.setdefault(p, {"slow": p.detach().clone()})
+                    slow["slow"].add_(p - slow["slow"], alpha=0.5)
+                    p.copy_(slow["slow"])
+
+
+def test_a_wrapped_optimizers_inner_state_is_restored() -> None:
+    """The Adam moments of a Lookahead-style wrapper live in the optimizer it
+    wraps (so do ZeroRedundancyOptimizer's and accelerate's): restored too."""
+    torch.manual_seed(0)
+    model = Net()
+    opt = Lookahead(torch.optim.Adam(model.parameters(), lr=1e-3))
+    train_a_bit(model, opt)
+    before = full_state(model, opt.base)
+    slow = [v["slow"].clone() for v in opt.state.values()]
+    snap = snapshot(model, opt)
+    train_a_bit(model, opt, steps=7)
+    snap.restore()
+    assert_same(before, full_state(model, opt.base))
+    after = [v["slow"] for v in opt.state.values()]
+    assert len(after) == len(slow) and all(map(torch.equal, after, slow))
+    assert opt.steps == 5
+
+
+def test_generators_the_dataset_holds_are_restored() -> None:
+    """A dataset that augments with its own NumPy generator, wrapped in a
+    Subset, and an IterableDataset that shuffles with its own torch.Generator."""
+
+    class Augmented(torch.utils.data.Dataset):  # type: ignore[type-arg]
+        def __init__(self) -> None:
+            self.rng = np.random.default_rng(0)
+
+        def __len__(self) -> int:
+            return 32
+
+        def __getitem__(self, i: int) -> torch.Tensor:
+            return torch.tensor([i + float(self.rng.normal())])
+
+    class Stream(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
+        def __init__(self) -> None:
+            self.g = torch.Generator().manual_seed(7)
+
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            yield from torch.randperm(32, generator=self.g).split(8)
+
+    loaders = [
+        DataLoader(torch.utils.data.Subset(Augmented(), range(24)), batch_size=8),
+        DataLoader(Stream(), batch_size=None),
+    ]
+    model = nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for loader in loaders:
+        snap = snapshot(model, opt, loaders=[loader])
+        first = [b.sum().item() for b in loader]
+        assert [b.sum().item() for b in loader] != first
+        snap.restore()
+        assert [b.sum().item() for b in loader] == first

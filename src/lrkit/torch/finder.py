@@ -264,18 +264,29 @@ def _shutdown(it: Any) -> None:
 
 
 def _kept_iterators(loaders: Sequence[Any]) -> list[tuple[Any, Any]]:
-    """``(loader, loader._iterator)`` for each DataLoader: one with persistent
-    workers keeps the iterator it made and reuses it on the next ``iter()``, which
-    then draws one seed fewer; the test's own iterator must not stay behind."""
-    return [
+    """``(loader, loader._iterator)`` for each DataLoader, set aside for the test.
+
+    A loader with persistent workers keeps the iterator it made and reuses it
+    (reset) on the next ``iter()``, which then draws one seed fewer. The one it
+    holds may be the user's, in the middle of an epoch: the test makes its own
+    (the loader's slot is emptied meanwhile), and the test's must not stay
+    behind."""
+    kept = [
         (loader, vars(loader).get("_iterator"))
         for loader in loaders
         if isinstance(loader, torch.utils.data.DataLoader)
     ]
+    for loader, before in kept:
+        if before is not None:
+            loader.__dict__["_iterator"] = None
+    return kept
 
 
-def _put_back_iterators(kept: list[tuple[Any, Any]], batches: _Batches) -> None:
-    """Stop the iterators the test started and give each loader back its own.
+def _put_back_iterators(
+    kept: list[tuple[Any, Any]], batches: _Batches, final: bool = True
+) -> None:
+    """Stop the iterators the test started and give each loader back its own
+    (``final``; else leave its slot empty for the next short run).
 
     Not the user's: an iterator a loader held before the call, or an iterator
     passed as the loader itself (``iter(loader)``: its batches are consumed,
@@ -287,10 +298,11 @@ def _put_back_iterators(kept: list[tuple[Any, Any]], batches: _Batches) -> None:
     batches.it = None
     for loader, before in kept:
         now = vars(loader).get("_iterator")
-        if now is not before:
+        target = before if final else None
+        if now is not target:
             if now is not None and id(now) not in users:
                 _shutdown(now)
-            loader.__dict__["_iterator"] = before
+            loader.__dict__["_iterator"] = target
 
 
 def _takes(model: nn.Module, name: str) -> bool:
@@ -840,7 +852,8 @@ def find_lr(
             snap.restore()  # the starting state, its RNG and loader shuffles
             if not model.training:  # trained as in the range test
                 model.train()
-            _put_back_iterators(kept_iterators, batches)  # each run starts afresh
+            # each run starts afresh
+            _put_back_iterators(kept_iterators, batches, final=False)
             batches = _Batches(train_loader, "train_loader")
             scaler = new_scaler()
             outs = [step_fn(lr) for _ in range(confirm_steps)]

@@ -6,14 +6,16 @@ A :class:`Snapshot` holds one copy of everything a training step can change:
   the optimizer trains outside the model (a learnable loss weight), their ``.grad``
   and ``requires_grad``, and each submodule's ``training`` flag;
 - the optimizer's per-parameter state, its param groups (learning rates and all
-  other keys; keys added later are removed on restore) and its plain attributes;
+  other keys; keys added later are removed on restore) and its plain attributes,
+  and the same of the optimizers it wraps (two levels deep: a
+  ``ZeroRedundancyOptimizer``'s local one, a Lookahead's base optimizer);
 - the ``state_dict()`` of any other object handed in (an LR scheduler, a
   ``GradScaler``, ...);
 - the Python, NumPy and torch (CPU and, when initialised, CUDA) RNG states, and
-  the random generators of data loaders and their samplers (their shuffling
-  order: a ``torch.Generator``, a NumPy ``Generator``/``RandomState`` or a
-  ``random.Random``, under any attribute name) and the integer counters of
-  loaders and their samplers (an epoch counter that seeds a shuffle).
+  the random generators of data loaders, their samplers and their datasets
+  (their shuffling order and augmentations: a ``torch.Generator``, a NumPy
+  ``Generator``/``RandomState`` or a ``random.Random``, under any attribute
+  name) and their integer counters (an epoch counter that seeds a shuffle).
 
 :meth:`Snapshot.restore` writes all of it back *in place*: the tensors the model
 and the optimizer hold keep their identity, so references the user keeps (an
@@ -123,19 +125,33 @@ _RNG_TYPES = (
 
 
 def _loader_objects(loader: Any) -> list[Any]:
-    """A loader, its sampler, its batch sampler and that one's sampler; none
-    for an iterator (``iter(loader)``): its counters are its position in the
-    data, which cannot be given back (the batches it yielded are consumed)."""
+    """A loader, its sampler, its batch sampler and that one's sampler, and its
+    dataset with the datasets that one wraps (``Subset.dataset``,
+    ``ConcatDataset.datasets``; an ``IterableDataset`` that shuffles with its
+    own generator, a dataset that augments with its own RNG); none for an
+    iterator (``iter(loader)``): its counters are its position in the data,
+    which cannot be given back (the batches it yielded are consumed)."""
     if isinstance(loader, Iterator):
         return []
     batch_sampler = getattr(loader, "batch_sampler", None)
     found: list[Any] = []
-    for obj in (
+    candidates = [
         loader,
         getattr(loader, "sampler", None),
         batch_sampler,
         getattr(batch_sampler, "sampler", None),
-    ):
+    ]
+    datasets = [(getattr(loader, "dataset", None), 0)]
+    while datasets:
+        ds, depth = datasets.pop(0)
+        if ds is None or isinstance(ds, (str, bytes)) or depth > 3:
+            continue
+        candidates.append(ds)
+        inner = getattr(ds, "datasets", None)
+        datasets.append((getattr(ds, "dataset", None), depth + 1))
+        if isinstance(inner, (list, tuple)):
+            datasets += [(d, depth + 1) for d in inner]
+    for obj in candidates:
         if obj is not None and all(obj is not f for f in found):
             found.append(obj)
     return found
@@ -236,6 +252,36 @@ class _TensorSlot:
     grad: Any  # CPU copy, None, or a spill key
 
 
+@dataclass
+class _OptCopy:
+    """One optimizer's copied state, param groups and plain attributes."""
+
+    optimizer: torch.optim.Optimizer
+    state: list[tuple[Any, dict[str, Any]]]
+    groups: list[dict[str, Any]]
+    attrs: dict[str, Any]
+
+
+def _with_inner(optimizer: torch.optim.Optimizer | None) -> list[torch.optim.Optimizer]:
+    """The optimizer and those it wraps (two levels deep): a wrapper's state
+    can live in an inner optimizer (``ZeroRedundancyOptimizer.optim``, a
+    Lookahead's base optimizer, accelerate's ``AcceleratedOptimizer``)."""
+    found: list[torch.optim.Optimizer] = []
+    todo = [] if optimizer is None else [(optimizer, 0)]
+    while todo:
+        opt, depth = todo.pop(0)
+        if any(opt is f for f in found):
+            continue
+        found.append(opt)
+        if depth < 2:
+            todo += [
+                (v, depth + 1)
+                for v in vars(opt).values()
+                if isinstance(v, torch.optim.Optimizer)
+            ]
+    return found
+
+
 @dataclass(eq=False)
 class Snapshot:
     """A restorable copy of model, optimizer, extra objects, RNG and loader state.
@@ -251,10 +297,7 @@ class Snapshot:
 
     _slots: list[_TensorSlot]
     _flags: list[tuple[nn.Module, bool]]
-    _optimizer: torch.optim.Optimizer | None
-    _opt_state: list[tuple[Any, dict[str, Any]]]
-    _opt_groups: list[dict[str, Any]]
-    _opt_attrs: dict[str, Any]
+    _optimizers: list[_OptCopy]
     _objects: dict[str, tuple[Any, Any]]
     _rng: dict[str, Any] | None
     _loader_gens: list[tuple[Any, Any]]
@@ -277,8 +320,8 @@ class Snapshot:
                 self._restore_slot(slot)
         for module, flag in self._flags:
             module.training = flag
-        if self._optimizer is not None:
-            self._restore_optimizer()
+        for copied in self._optimizers:
+            self._restore_optimizer(copied)
         for obj, state in self._objects.values():
             obj.load_state_dict(copy.deepcopy(state))
         for gen, gstate in self._loader_gens:
@@ -307,18 +350,17 @@ class Snapshot:
         else:
             t.grad = grad.to(device=t.device, copy=True)
 
-    def _restore_optimizer(self) -> None:
-        opt = self._optimizer
-        assert opt is not None
+    def _restore_optimizer(self, copied: _OptCopy) -> None:
+        opt = copied.optimizer
         opt.state.clear()
-        for key, per_param in self._opt_state:
+        for key, per_param in copied.state:
             opt.state[key] = {
                 name: _restore_into(value, self._store)
                 if isinstance(value, _Saved)
                 else copy.deepcopy(value)
                 for name, value in per_param.items()
             }
-        for group, saved in zip(opt.param_groups, self._opt_groups, strict=True):
+        for group, saved in zip(opt.param_groups, copied.groups, strict=True):
             for k in [k for k in group if k != "params" and k not in saved]:
                 del group[k]
             for k, v in saved.items():
@@ -330,17 +372,18 @@ class Snapshot:
         for k in [
             k
             for k, v in vars(opt).items()
-            if isinstance(v, _PLAIN) and k not in self._opt_attrs
+            if isinstance(v, _PLAIN) and k not in copied.attrs
         ]:
             delattr(opt, k)
-        for k, v in self._opt_attrs.items():
+        for k, v in copied.attrs.items():
             setattr(opt, k, v)
 
     # ------------------------------------------------------------------ lifetime
     def discard(self) -> None:
         """Free the copy (and delete spill files). The snapshot is unusable after."""
         self._slots.clear()
-        self._opt_state.clear()
+        for copied in self._optimizers:
+            copied.state.clear()
         self._objects.clear()
         if self._store.path is not None:
             shutil.rmtree(self._store.path, ignore_errors=True)
@@ -464,11 +507,12 @@ def _take(
                             grad=store.keep(t.grad),
                         )
                     )
-    if optimizer is not None:
+    optimizers = _with_inner(optimizer)
+    for opt in optimizers:
         # tensors the optimizer trains outside the model (a learnable loss
         # temperature, multi-task loss weights, a second network): their values
         # and grads too
-        for group in optimizer.param_groups:
+        for group in opt.param_groups:
             for t in group["params"]:
                 if isinstance(t, torch.Tensor) and id(t) not in seen:
                     seen.add(id(t))
@@ -483,11 +527,11 @@ def _take(
                             grad=store.keep(t.grad),
                         )
                     )
-    opt_state: list[tuple[Any, dict[str, Any]]] = []
-    opt_groups: list[dict[str, Any]] = []
-    opt_attrs: dict[str, Any] = {}
-    if optimizer is not None:
-        for param_key, per_param in optimizer.state.items():
+    copies: list[_OptCopy] = []
+    for opt in optimizers:
+        opt_state: list[tuple[Any, dict[str, Any]]] = []
+        opt_groups: list[dict[str, Any]] = []
+        for param_key, per_param in opt.state.items():
             opt_state.append(
                 (
                     param_key,
@@ -499,7 +543,7 @@ def _take(
                     },
                 )
             )
-        for group in optimizer.param_groups:
+        for group in opt.param_groups:
             opt_groups.append(
                 {
                     k: _Saved(v, store.keep(v))
@@ -509,7 +553,8 @@ def _take(
                     if k != "params"
                 }
             )
-        opt_attrs = {k: v for k, v in vars(optimizer).items() if isinstance(v, _PLAIN)}
+        opt_attrs = {k: v for k, v in vars(opt).items() if isinstance(v, _PLAIN)}
+        copies.append(_OptCopy(opt, opt_state, opt_groups, opt_attrs))
     saved_objects = {
         name: (obj, _to_cpu(obj.state_dict())) for name, obj in objects.items()
     }
@@ -520,10 +565,7 @@ def _take(
     return Snapshot(
         _slots=slots,
         _flags=flags,
-        _optimizer=optimizer,
-        _opt_state=opt_state,
-        _opt_groups=opt_groups,
-        _opt_attrs=opt_attrs,
+        _optimizers=copies,
         _objects=saved_objects,
         _rng=_get_rng() if rng else None,
         _loader_gens=gens,
