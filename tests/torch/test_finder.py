@@ -656,15 +656,18 @@ def test_warmup_scheduler_at_step_zero_keeps_its_group_ratios() -> None:
     assert sched.last_epoch == 0
 
 
+class Plain(nn.Module):
+    """A model whose forward takes ``x`` alone (no labels)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x)
+
+
 def test_dict_batches_with_your_own_criterion_and_a_plain_forward() -> None:
-    class Plain(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.lin = nn.Linear(8, 3)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:  # takes no labels
-            return self.lin(x)
-
     x, y = make_data(128)
     batches = [
         collections.defaultdict(list, {"x": x[i : i + 16], "labels": y[i : i + 16]})
@@ -678,6 +681,29 @@ def test_dict_batches_with_your_own_criterion_and_a_plain_forward() -> None:
         batches,
     )
     assert result.steps_done > 100 and result.suggestion is not None
+
+
+@pytest.mark.parametrize("wrap", ["DataParallel", "compile"])
+def test_dict_batches_with_your_own_criterion_and_a_wrapped_model(wrap: str) -> None:
+    """A wrapper's forward takes ``(*args, **kwargs)`` and passes them on:
+    whether ``labels`` goes to the model is asked of the model it wraps."""
+    torch.manual_seed(0)
+    plain = Plain()
+    model: nn.Module = (
+        nn.DataParallel(plain)
+        if wrap == "DataParallel"
+        else torch.compile(plain, backend="eager")  # type: ignore[assignment]
+    )
+    x, y = make_data(128)
+    batches = [{"x": x[i : i + 16], "labels": y[i : i + 16]} for i in range(0, 128, 16)]
+    result = lrkit.find_lr(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        F.cross_entropy,
+        batches,
+        num_steps=40,
+    )
+    assert result.steps_done > 20 and result.suggestion is not None
 
 
 def test_loss_nan_from_the_first_step_is_not_blamed_on_the_lr() -> None:

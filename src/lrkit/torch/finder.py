@@ -307,12 +307,33 @@ def _put_back_iterators(
 
 def _takes(model: nn.Module, name: str) -> bool:
     """True when ``model.forward`` accepts the keyword ``name`` (or ``**kwargs``);
-    read once per model class (every batch asks)."""
+    read once per model class (every batch asks). A wrapper that passes its
+    arguments on (``DataParallel``, ``DistributedDataParallel``: ``.module``;
+    ``torch.compile``: ``._orig_mod``) answers for the model it wraps."""
+    while isinstance(model, _PASS_THROUGH):
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            break
+        model = inner
     own = model.__dict__.get("forward")  # a forward set on the instance itself
     if own is not None:
         return _accepts(own, name)
     cls: type = type(model)
     return _class_takes(cls, name)
+
+
+def _pass_through() -> tuple[type, ...]:
+    """Module wrappers whose forward passes its arguments on to ``.module``
+    (or, compiled, to ``._orig_mod``)."""
+    kinds: list[type] = [nn.DataParallel, nn.parallel.DistributedDataParallel]
+    with contextlib.suppress(Exception):
+        from torch._dynamo.eval_frame import OptimizedModule
+
+        kinds.append(OptimizedModule)
+    return tuple(kinds)
+
+
+_PASS_THROUGH = _pass_through()
 
 
 @functools.lru_cache(maxsize=256)
