@@ -476,3 +476,19 @@ def test_validation_after_the_blow_up_is_not_read() -> None:
     s = suggest(lrs, loss, val_lrs=lrs[idx], val_losses=val)
     ev = s.evidence
     assert abs(math.log10(ev["lr_bottom_val"] / ev["lr_bottom"])) < 0.5, ev
+
+
+@pytest.mark.parametrize("rise", [0.0, 0.02])
+def test_a_flat_trough_that_never_turned_up_asks_for_a_wider_range(rise: float) -> None:
+    """The loss falls, then stays flat to ``end_lr`` (or rises by less than a
+    fifth of its drop): the edge that sets the margin was not seen, wherever
+    the noise put the minimum in the trough (before, only a minimum in the
+    last two points said so; one earlier got confidence 1)."""
+    lrs = np.logspace(-7, 1, 120)
+    x = np.log10(lrs)
+    noise = 0.002 * np.random.default_rng(0).standard_normal(len(x))
+    losses = 0.3 + 0.8 / (1 + np.exp((x + 2.0) * 3)) + noise + rise * (x > 0)
+    s = suggest(lrs, losses, stop_reason="completed")
+    assert "no divergence reached: raise end_lr" in s.reasons
+    assert s.confidence <= 0.5
+    assert s.evidence["margin"] == 1.0

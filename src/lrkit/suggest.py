@@ -810,7 +810,9 @@ def suggest(
     conf *= min(1.0, snr / 10.0)
     if snr < 8.0:
         reasons.append("curve too noisy: more steps or a larger batch")
-    if i_min >= len(c.x) - 2 and not diverged:
+    if not diverged and not _edge_seen(c):
+        # the loss never turned up (its minimum at the end, or a flat trough):
+        # the edge above the bottom, which sets the margin, was not seen
         reasons.append("no divergence reached: raise end_lr")
         conf *= 0.5
     first = slope[: max(2, len(slope) // 10)]
