@@ -1472,3 +1472,41 @@ def test_the_hugging_face_trainer_recipe_of_the_docs(tmp_path) -> None:
         h["learning_rate"] for h in trainer.state.log_history if "learning_rate" in h
     ]
     assert logged and all(v == pytest.approx(result.suggestion) for v in logged)
+
+
+def test_a_model_and_batch_function_passed_as_loss_fn_is_named() -> None:
+    """``lambda model, batch: ...`` where the criterion goes is called with the
+    output and the target: one line naming loss_fn and compute_loss, instead
+    of its own error (a tensor's repr over many lines); nothing changed."""
+    torch.manual_seed(0)
+    model = Plain()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = [p.detach().clone() for p in model.parameters()]
+    x, y = make_data(64)
+    batches = [{"x": x[i : i + 16], "labels": y[i : i + 16]} for i in range(0, 64, 16)]
+    with pytest.raises(TypeError) as info:
+        lrkit.find_lr(model, opt, lambda m, batch: m(**batch), batches, num_steps=20)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("loss_fn must be a criterion called as loss_fn(")
+    assert "argument after ** must be a mapping" in message
+    assert "compute_loss=" in message
+    assert all(
+        torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True)
+    )
+
+
+def test_dict_keys_the_model_does_not_take_are_one_line() -> None:
+    torch.manual_seed(0)
+    model = Plain()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = make_data(64)
+    batches = [
+        {"image": x[i : i + 16], "label": y[i : i + 16]} for i in range(0, 64, 16)
+    ]
+    with pytest.raises(TypeError) as info:
+        lrkit.find_lr(model, opt, F.cross_entropy, batches, num_steps=20)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("train_loader must be")
+    assert "unexpected keyword argument 'image'" in message
+    assert "compute_loss=lambda model, batch" in message

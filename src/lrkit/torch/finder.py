@@ -183,6 +183,48 @@ _HOOK_HINT = (
 )
 
 
+def _first_line(e: BaseException, limit: int = 160) -> str:
+    """The gist of an error message on one line: the message itself, or the
+    end of one that spans lines (after a tensor's repr comes what went wrong)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [""]
+    line = lines[0] if len(lines) == 1 else lines[-1]
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _ours(e: BaseException) -> bool:
+    """An error lrkit raised with its own message (``name must be ...``)."""
+    return " must be " in str(e) and ", got " in str(e)
+
+
+def _first_call_named(loss_fn: LossFn) -> LossFn:
+    """``loss_fn``, whose first call names it when it raises TypeError: a
+    function of ``(model, batch)`` passed where the criterion goes is called
+    with the model's output and the target, and its own error (a tensor's
+    repr, many lines) said nothing of why."""
+    called = [False]
+
+    def criterion(out: Any, target: Any) -> Any:
+        if called[0]:
+            return loss_fn(out, target)
+        try:
+            loss = loss_fn(out, target)
+        except TypeError as e:
+            if _ours(e):
+                raise
+            _check.fail(
+                "loss_fn",
+                "a criterion called as loss_fn(output, target)",
+                f"one that raised TypeError: {_first_line(e)}",
+                "A function of (model, batch) goes to compute_loss=.",
+                exc=TypeError,
+                shown=True,
+            )
+        called[0] = True
+        return loss
+
+    return criterion
+
+
 def _call(model: nn.Module, inputs: Any) -> Any:
     if isinstance(inputs, Mapping):
         return model(**inputs)
@@ -675,9 +717,28 @@ def find_lr(
         def batch_loss(batch: Any) -> torch.Tensor:
             return _scalar(hook(model, batch), "compute_loss")
     else:
+        criterion = None if loss_fn is None else _first_call_named(loss_fn)
+        first_batch = [True]
 
         def batch_loss(batch: Any) -> torch.Tensor:
-            return _scalar(_default_loss(model, batch, loss_fn, unpack))
+            if not first_batch[0]:
+                return _scalar(_default_loss(model, batch, criterion, unpack))
+            try:  # the first batch: a TypeError is a batch the setup cannot take
+                loss = _scalar(_default_loss(model, batch, criterion, unpack))
+            except TypeError as e:
+                if _ours(e):
+                    raise
+                _check.fail(
+                    "train_loader",
+                    "batches the model takes as the call shows "
+                    "(model(inputs), or model(**batch) for a dict)",
+                    f"a batch whose model call raised TypeError: {_first_line(e)}",
+                    _HOOK_HINT,
+                    exc=TypeError,
+                    shown=True,
+                )
+            first_batch[0] = False
+            return loss
 
     autocast: Callable[[], contextlib.AbstractContextManager[Any]]
     if amp_dtype is None:
