@@ -85,6 +85,24 @@ def test_user_factory(tmp_path: Path) -> None:
     assert (tmp_path / "res" / "lr_find.json").exists()
 
 
+def test_a_factory_that_fails_inside_or_takes_no_seed(tmp_path: Path) -> None:
+    """A TypeError inside the factory's body is its own failure (exit 1, its
+    type named); a factory that cannot take ``seed=`` is a usage error (2)."""
+    (tmp_path / "tasks.py").write_text(
+        "def broken():\n    return 1 + 'a'\n\ndef no_seed():\n    return None\n"
+    )
+    p = lrkit("find", "tasks:broken", cwd=tmp_path)
+    assert p.returncode == 1
+    assert p.stderr.strip() == (
+        "lrkit: error: the factory 'tasks:broken' raised TypeError: unsupported "
+        "operand type(s) for +: 'int' and 'str'"
+    )
+    p = lrkit("find", "tasks:no_seed", "--seed", "3", cwd=tmp_path)
+    assert p.returncode == 2
+    assert "calling the factory 'tasks:no_seed' failed" in p.stderr
+    assert "seed" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

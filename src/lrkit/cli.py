@@ -12,6 +12,7 @@ Conventions shared by every command:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import os
 import sys
@@ -243,10 +244,15 @@ def find(
         target_name = target
     out = out_dir(out)
     console = err_console()
-    try:
-        task = factory() if seed is None else factory(seed=seed)
+    args = {} if seed is None else {"seed": seed}
+    try:  # a call its signature refuses is a usage error; one inside it, not
+        inspect.signature(factory).bind(**args)
     except TypeError as e:
         fail(f"calling the factory {target_name!r} failed: {e}")
+    except ValueError:  # no signature to read (a builtin): the call tells
+        pass
+    try:
+        task = factory(**args)
     except Exception as e:
         fail(
             f"the factory {target_name!r} raised {type(e).__name__}: {e}", EXIT_RUNTIME
