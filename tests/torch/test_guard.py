@@ -892,3 +892,42 @@ def test_an_lrkit_scheduler_wrapped_by_accelerate_is_cut_exactly() -> None:
     assert [e.recovery_scale for e in guard.events] == [0.5, 0.125]
     assert inner.recovery_scale == guard.recovery_scale == 0.125
     assert opt.param_groups[0]["lr"] == pytest.approx(0.125 * GOOD_LR)
+
+
+def test_a_resumable_streams_position_is_not_rewound() -> None:
+    """A stream that keeps its position (for checkpoints) with one corrupt
+    batch: the restore does not rewind it, so the run goes on with fresh data
+    instead of replaying the batch that broke it until GuardError."""
+    n = 2000
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 4, generator=g)
+    y = x.sum(1, keepdim=True)
+    y[16 * 45 : 16 * 46] = float("nan")  # the 46th batch
+
+    class Stream(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
+        def __init__(self) -> None:
+            self.pos = 0  # samples served
+
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            while self.pos < n:
+                i = self.pos
+                self.pos += 1
+                yield x[i], y[i]
+
+    torch.manual_seed(0)
+    dl = DataLoader(Stream(), batch_size=16)
+    model = nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    guard = Guard(model, opt, loaders=dl, every=10, max_recoveries=3)
+    for t, (xb, yb) in enumerate(dl):
+        loss = nn.functional.mse_loss(model(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        if guard.step(loss):
+            opt.step()
+        if t > 100:
+            break
+    assert [(e.kind, e.step, e.restored_step) for e in guard.events] == [
+        ("nan", 45, 40)
+    ]
+    assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -323,9 +323,11 @@ def test_generators_the_dataset_holds_are_restored() -> None:
         def __iter__(self):  # type: ignore[no-untyped-def]
             yield from torch.randperm(32, generator=self.g).split(8)
 
+    both = torch.utils.data.ConcatDataset([Augmented(), Augmented()])
     loaders = [
         DataLoader(torch.utils.data.Subset(Augmented(), range(24)), batch_size=8),
         DataLoader(Stream(), batch_size=None),
+        DataLoader(both, batch_size=8),
     ]
     model = nn.Linear(2, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -335,3 +337,39 @@ def test_generators_the_dataset_holds_are_restored() -> None:
         assert [b.sum().item() for b in loader] != first
         snap.restore()
         assert [b.sum().item() for b in loader] == first
+
+
+def test_a_wrapper_sharing_its_inner_optimizers_state_is_copied_once() -> None:
+    """accelerate's ``AcceleratedOptimizer`` exposes the inner optimizer's
+    ``state`` and ``param_groups`` as its own: one copy, and both restored."""
+
+    class Shared(torch.optim.Optimizer):
+        def __init__(self, inner: torch.optim.Optimizer) -> None:
+            self.optimizer = inner
+            self.defaults = inner.defaults
+            self._optimizer_step_pre_hooks = {}  # type: ignore[assignment]
+            self._optimizer_step_post_hooks = {}  # type: ignore[assignment]
+
+        @property
+        def state(self):  # type: ignore[no-untyped-def, override]
+            return self.optimizer.state
+
+        @property
+        def param_groups(self):  # type: ignore[no-untyped-def, override]
+            return self.optimizer.param_groups
+
+        def step(self, closure=None):  # type: ignore[no-untyped-def, override]
+            return self.optimizer.step(closure)
+
+    torch.manual_seed(0)
+    model = Net()
+    plain = torch.optim.Adam(model.parameters(), lr=1e-3)
+    train_a_bit(model, plain)
+    alone = snapshot(model, plain).nbytes
+    opt = Shared(plain)
+    before = full_state(model, plain)
+    snap = snapshot(model, opt)
+    assert snap.nbytes == alone
+    train_a_bit(model, opt)
+    snap.restore()
+    assert_same(before, full_state(model, plain))

@@ -631,6 +631,7 @@ class Guard:
             loaders=self._loaders,
             rng=self._rng,
             spill_dir=self._spill_dir,
+            data_positions=False,
         )
         self._saved.append(
             _Saved(t, snap, self.monitor.state(), self._scale, shape, self._applied)

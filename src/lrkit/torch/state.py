@@ -124,7 +124,7 @@ _RNG_TYPES = (
 )
 
 
-def _loader_objects(loader: Any) -> list[Any]:
+def _loader_objects(loader: Any, datasets: bool = True) -> list[Any]:
     """A loader, its sampler, its batch sampler and that one's sampler, and its
     dataset with the datasets that one wraps (``Subset.dataset``,
     ``ConcatDataset.datasets``; an ``IterableDataset`` that shuffles with its
@@ -141,16 +141,16 @@ def _loader_objects(loader: Any) -> list[Any]:
         batch_sampler,
         getattr(batch_sampler, "sampler", None),
     ]
-    datasets = [(getattr(loader, "dataset", None), 0)]
-    while datasets:
-        ds, depth = datasets.pop(0)
+    todo = [(getattr(loader, "dataset", None), 0)] if datasets else []
+    while todo:
+        ds, depth = todo.pop(0)
         if ds is None or isinstance(ds, (str, bytes)) or depth > 3:
             continue
         candidates.append(ds)
         inner = getattr(ds, "datasets", None)
-        datasets.append((getattr(ds, "dataset", None), depth + 1))
+        todo.append((getattr(ds, "dataset", None), depth + 1))
         if isinstance(inner, (list, tuple)):
-            datasets += [(d, depth + 1) for d in inner]
+            todo += [(d, depth + 1) for d in inner]
     for obj in candidates:
         if obj is not None and all(obj is not f for f in found):
             found.append(obj)
@@ -213,13 +213,14 @@ def _reseed_rng(gen: Any, mix: Callable[[int], int]) -> None:
         gen.seed(mix(gen.getrandbits(62)))
 
 
-def _loader_counters(loader: Any) -> list[tuple[Any, str, int]]:
+def _loader_counters(loader: Any, datasets: bool = True) -> list[tuple[Any, str, int]]:
     """The integer attributes of a loader and its samplers (an epoch or
     iteration counter that seeds the next shuffle: accelerate's
-    ``DataLoaderShard.iteration``, ``SeedableRandomSampler.epoch``)."""
+    ``DataLoaderShard.iteration``, ``SeedableRandomSampler.epoch``), and with
+    ``datasets`` of its datasets (a stream's position)."""
     return [
         (obj, name, value)
-        for obj in _loader_objects(loader)
+        for obj in _loader_objects(loader, datasets)
         if hasattr(obj, "__dict__")
         for name, value in vars(obj).items()
         if type(value) is int
@@ -257,8 +258,8 @@ class _OptCopy:
     """One optimizer's copied state, param groups and plain attributes."""
 
     optimizer: torch.optim.Optimizer
-    state: list[tuple[Any, dict[str, Any]]]
-    groups: list[dict[str, Any]]
+    state: list[tuple[Any, dict[str, Any]]] | None  # None: another's, copied once
+    groups: list[dict[str, Any]] | None
     attrs: dict[str, Any]
 
 
@@ -352,15 +353,17 @@ class Snapshot:
 
     def _restore_optimizer(self, copied: _OptCopy) -> None:
         opt = copied.optimizer
-        opt.state.clear()
-        for key, per_param in copied.state:
-            opt.state[key] = {
-                name: _restore_into(value, self._store)
-                if isinstance(value, _Saved)
-                else copy.deepcopy(value)
-                for name, value in per_param.items()
-            }
-        for group, saved in zip(opt.param_groups, copied.groups, strict=True):
+        if copied.state is not None:
+            opt.state.clear()
+            for key, per_param in copied.state:
+                opt.state[key] = {
+                    name: _restore_into(value, self._store)
+                    if isinstance(value, _Saved)
+                    else copy.deepcopy(value)
+                    for name, value in per_param.items()
+                }
+        groups = [] if copied.groups is None else opt.param_groups
+        for group, saved in zip(groups, copied.groups or [], strict=True):
             for k in [k for k in group if k != "params" and k not in saved]:
                 del group[k]
             for k, v in saved.items():
@@ -383,7 +386,8 @@ class Snapshot:
         """Free the copy (and delete spill files). The snapshot is unusable after."""
         self._slots.clear()
         for copied in self._optimizers:
-            copied.state.clear()
+            if copied.state is not None:
+                copied.state.clear()
         self._objects.clear()
         if self._store.path is not None:
             shutil.rmtree(self._store.path, ignore_errors=True)
@@ -434,6 +438,7 @@ def snapshot(
     loaders: Iterable[Any] = (),
     rng: bool = True,
     spill_dir: str | Path | None = None,
+    data_positions: bool = True,
 ) -> Snapshot:
     """Take a bit-exact snapshot of training state (see the module docstring).
 
@@ -451,6 +456,10 @@ def snapshot(
         spill_dir: if given, write the tensor copies to a new temporary
             directory inside it instead of holding them in RAM (for models too
             large to copy in memory).
+        data_positions: also copy the integer attributes of the loaders'
+            datasets (a resumable stream's position). The Guard leaves them
+            out: after a recovery the stream goes on with fresh data instead
+            of replaying the batches that went wrong.
 
     Returns:
         The :class:`Snapshot`.
@@ -470,7 +479,7 @@ def snapshot(
     if spill_dir is not None:
         store.path = Path(tempfile.mkdtemp(prefix="lrkit-snapshot-", dir=spill_dir))
     try:
-        return _take(model, optimizer, objects, loaders, rng, store)
+        return _take(model, optimizer, objects, loaders, rng, store, data_positions)
     except BaseException:
         if store.path is not None:
             shutil.rmtree(store.path, ignore_errors=True)
@@ -484,6 +493,7 @@ def _take(
     loaders: Iterable[Any],
     rng: bool,
     store: _Store,
+    data_positions: bool = True,
 ) -> Snapshot:
     slots: list[_TensorSlot] = []
     flags: list[tuple[nn.Module, bool]] = []
@@ -528,10 +538,16 @@ def _take(
                         )
                     )
     copies: list[_OptCopy] = []
+    copied: set[int] = set()  # the state dicts and group lists already copied
     for opt in optimizers:
         opt_state: list[tuple[Any, dict[str, Any]]] = []
         opt_groups: list[dict[str, Any]] = []
-        for param_key, per_param in opt.state.items():
+        # a wrapper whose state and groups are its inner optimizer's (accelerate's
+        # properties): copied once
+        state_seen = id(opt.state) in copied
+        groups_seen = id(opt.param_groups) in copied
+        copied.update((id(opt.state), id(opt.param_groups)))
+        for param_key, per_param in ({} if state_seen else opt.state).items():
             opt_state.append(
                 (
                     param_key,
@@ -543,7 +559,7 @@ def _take(
                     },
                 )
             )
-        for group in opt.param_groups:
+        for group in [] if groups_seen else opt.param_groups:
             opt_groups.append(
                 {
                     k: _Saved(v, store.keep(v))
@@ -554,14 +570,23 @@ def _take(
                 }
             )
         opt_attrs = {k: v for k, v in vars(opt).items() if isinstance(v, _PLAIN)}
-        copies.append(_OptCopy(opt, opt_state, opt_groups, opt_attrs))
+        copies.append(
+            _OptCopy(
+                opt,
+                None if state_seen else opt_state,
+                None if groups_seen else opt_groups,
+                opt_attrs,
+            )
+        )
     saved_objects = {
         name: (obj, _to_cpu(obj.state_dict())) for name, obj in objects.items()
     }
     store.nbytes += sum(_nbytes(state) for _, state in saved_objects.values())
     loaders = list(loaders)
     gens = [(g, _rng_state(g)) for loader in loaders for g in _loader_rngs(loader)]
-    counters = [c for loader in loaders for c in _loader_counters(loader)]
+    counters = [
+        c for loader in loaders for c in _loader_counters(loader, data_positions)
+    ]
     return Snapshot(
         _slots=slots,
         _flags=flags,
