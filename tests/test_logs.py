@@ -672,9 +672,11 @@ def test_quoted_thousands_separators(tmp_path: Path) -> None:
     path.write_text('step,loss\n0,"10,584.4"\n1,"9,943.5"\n2,"1,234,567"\n3,87.5\n')
     assert read_log(path).loss.tolist() == [10584.4, 9943.5, 1234567.0, 87.5]
     bad = tmp_path / "bad.csv"
-    bad.write_text('step,loss\n0,"10,58"\n')  # not thousands: an error
-    with pytest.raises(LogFormatError, match="holds '10,58', not a number"):
-        read_log(bad)
+    # not thousands, or a decimal comma as pandas' decimal="," writes: errors
+    for cell in ("10,58", "2,300", "0,466"):
+        bad.write_text(f'step,loss\n0,"{cell}"\n')
+        with pytest.raises(LogFormatError, match=f"holds '{cell}', not a number"):
+            read_log(bad)
 
 
 def test_semicolon_csv_with_decimal_commas(tmp_path: Path) -> None:
@@ -850,6 +852,15 @@ def test_text_with_a_byte_order_mark(tmp_path: Path, codec: str) -> None:
     path.write_bytes("\r\n".join(lines).encode(codec))
     h = read_log(path)
     assert h.loss.tolist() == pytest.approx([1.0 / (i + 1) for i in range(12)], 1e-3)
+
+
+def test_a_log_truncated_in_place_starts_with_nul_bytes(tmp_path: Path) -> None:
+    """logrotate's copytruncate (or ': > log') while the writer keeps its
+    offset: the file starts with a run of NUL bytes, then the new lines."""
+    path = tmp_path / "train.log"
+    text = "".join(f"step {i} loss {2.0 - 0.1 * i:.2f}\n" for i in range(15))
+    path.write_bytes(b"\x00" * 4096 + text.encode().replace(b"step 7", b"st\x00ep 7"))
+    assert len(read_log(path)) == 15
 
 
 def test_latin1_bytes_in_a_console_log_and_binary_data(tmp_path: Path) -> None:

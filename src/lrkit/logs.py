@@ -426,9 +426,13 @@ def _components(names: Sequence[str]) -> bool:
 # ------------------------------------------------------------------------ records
 
 
-# thousands separated by commas, with a decimal point: "10,584.4", "1,234,567"
-# (a decimal comma, "0,52", is read in ';'-separated files only)
-_THOUSANDS = re.compile(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d*)?(?:[eE][-+]?\d+)?")
+# thousands separated by commas that cannot be a decimal comma: with a decimal
+# point ("10,584.4") or two groups ("1,234,567"), never after a leading 0
+# ("2,300" and "0,466" stay errors: pandas' decimal="," writes such cells; a
+# decimal comma is read in ';'-separated files only)
+_THOUSANDS = re.compile(
+    r"[-+]?[1-9]\d{0,2}(?:(?:,\d{3}){2,}(?:\.\d*)?|,\d{3}\.\d*)(?:[eE][-+]?\d+)?"
+)
 
 
 def _number(value: Any) -> float | None:
@@ -688,7 +692,8 @@ def _ordered_keys(records: Iterable[tuple[int, Mapping[str, Any]]]) -> list[str]
 def _read_text(path: Path) -> str:
     """The file's text: UTF-8, or UTF-16/32 with a byte-order mark (what
     Windows PowerShell's ``>`` writes); in other text, bytes that are not UTF-8
-    (a Latin-1 line) become U+FFFD. Binary data (NUL bytes) is not text."""
+    (a Latin-1 line) become U+FFFD and stray NUL bytes are dropped (leading
+    ones too: a log truncated in place). Binary data is not text."""
     try:
         data = path.read_bytes()
     except OSError as e:
@@ -699,12 +704,17 @@ def _read_text(path: Path) -> str:
                 return data[len(bom) :].decode(codec)
             except UnicodeDecodeError as e:
                 raise LogFormatError(path, f"not {codec} text ({e.reason})") from None
-    text = data.decode("utf-8", errors="replace").removeprefix("\ufeff")
+    # NUL bytes: a log truncated in place while its writer kept its offset
+    # (logrotate's copytruncate, ': > log') starts with a run of them; a few
+    # are dropped, many are binary data
+    body = data.lstrip(b"\x00")
+    nuls = body.count(0)
+    text = body.decode("utf-8", errors="replace").removeprefix("\ufeff")
     # random bytes decode to many U+FFFD; a Latin-1 line to a few
     odd = text.count("\ufffd", 0, 65536)
-    if b"\x00" in data or odd > 0.1 * min(len(text), 65536):
+    if nuls > 0.01 * len(body) or odd > 0.1 * min(len(text), 65536):
         raise LogFormatError(path, "not a text file (binary data)")
-    return text
+    return text.replace("\x00", "") if nuls else text
 
 
 # byte-order marks, longest first (UTF-32's starts like UTF-16's)
