@@ -224,7 +224,8 @@ def test_summary_writer_keras_style_runs(tmp_path: Path) -> None:
     assert h.val_loss[0] == pytest.approx(1.1)
 
 
-def test_keras_tensorboard_batch_logging(tmp_path: Path) -> None:
+@pytest.mark.parametrize("with_val", [True, False])
+def test_keras_tensorboard_batch_logging(tmp_path: Path, with_val: bool) -> None:
     """The layout of Keras' TensorBoard callback with ``update_freq="batch"``
     (keras/src/callbacks/tensorboard.py; the callback needs TensorFlow, so
     torch's SummaryWriter writes it here): ``train/batch_loss`` at iterations
@@ -238,7 +239,9 @@ def test_keras_tensorboard_batch_logging(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     x = 1.0 / np.arange(1, spe * epochs + 1) ** 0.5 + 0.05 * rng.random(spe * epochs)
     train = SummaryWriter(log_dir=str(tmp_path / "train"))
-    val = SummaryWriter(log_dir=str(tmp_path / "validation"))
+    val = SummaryWriter(
+        log_dir=str(tmp_path / ("validation" if with_val else "unused"))
+    )
     for e in range(epochs):
         batch = x[e * spe : (e + 1) * spe]
         for b in range(spe):
@@ -246,16 +249,21 @@ def test_keras_tensorboard_batch_logging(tmp_path: Path) -> None:
             train.add_scalar("batch_loss", float(batch[: b + 1].mean()), it)
         train.add_scalar("epoch_loss", float(batch.mean()), e)
         train.add_scalar("epoch_learning_rate", 0.01 * 0.5**e, e)
-        val.add_scalar("epoch_loss", 0.9 / (e + 1), e)
-        val.add_scalar("evaluation_loss_vs_iterations", 0.9 / (e + 1), (e + 1) * spe)
+        if with_val:
+            val.add_scalar("epoch_loss", 0.9 / (e + 1), e)
+            val.add_scalar(
+                "evaluation_loss_vs_iterations", 0.9 / (e + 1), (e + 1) * spe
+            )
     train.close()
     val.close()
-    h = read_log(tmp_path)
-    assert h.columns["loss"] == "train/batch_loss"
+    # without validation Keras writes train/ alone: the folder is one run
+    h = read_log(tmp_path if with_val else tmp_path / "train")
+    assert h.columns["loss"] == ("train/batch_loss" if with_val else "batch_loss")
     assert h.steps.tolist() == list(range(1, spe * epochs + 1))
     np.testing.assert_allclose(h.loss, x, rtol=1e-4)  # the batches, not means
-    assert h.val_steps.tolist() == [spe * (e + 1) for e in range(epochs)]
-    assert h.lr_steps.tolist() == h.val_steps.tolist()
+    ends = [spe * (e + 1) for e in range(epochs)]
+    assert h.val_steps.tolist() == (ends if with_val else [])
+    assert h.lr_steps.tolist() == ends
     assert h.lr.tolist() == pytest.approx([0.01 * 0.5**e for e in range(epochs)])
     assert len(h.notes) == 1 and "(13 an epoch)" in h.notes[0]
 
@@ -289,6 +297,24 @@ def test_add_scalars_training_vs_validation(tmp_path: Path) -> None:
         len(h.notes) == 1
         and "add_scalars('Training vs. Validation Loss'" in (h.notes[0])
     )
+
+
+def test_per_batch_losses_named_batch_loss_are_left_as_logged(tmp_path: Path) -> None:
+    """A loop of one's own logging each batch's loss as ``batch_loss`` (not
+    Keras' running means) beside ``epoch_loss``: nothing is turned back."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    rng = np.random.default_rng(1)
+    x = 0.5 + 0.3 * rng.random(40)
+    w = SummaryWriter(log_dir=str(tmp_path))
+    for it in range(1, 41):
+        w.add_scalar("batch_loss", float(x[it - 1]), it)
+    for e in range(4):
+        w.add_scalar("epoch_loss", float(x[e * 10 : e * 10 + 10].mean()), e)
+    w.close()
+    h = read_log(tmp_path, loss_key="batch_loss")
+    np.testing.assert_allclose(h.loss, x, rtol=1e-6)
+    assert h.notes == ()
 
 
 def write_tb_run(directory: Path, scale: float) -> None:

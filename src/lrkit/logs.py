@@ -1506,33 +1506,43 @@ def _keras_batch_axis(scalars: dict[str, dict[int, float]], notes: list[str]) ->
     the epoch (``b' = 0`` at its first). A note says so.
     """
     for key in [k for k in scalars if k.rsplit("/", 1)[-1] == "batch_loss"]:
-        root = (
-            key[: -len("train/batch_loss")]
-            if key.endswith("train/batch_loss")
+        train = key[: -len("batch_loss")]  # "train/", "run/train/" or ""
+        val = (
+            train[: -len("train/")] + "validation/"
+            if train == "train/" or train.endswith("/train/")
             else None
         )
-        if root is None:
-            continue
-        epochs = scalars.get(root + "train/epoch_loss", {})
-        vals = sorted(scalars.get(root + "validation/epoch_loss", {}))
-        evals = sorted(
-            scalars.get(root + "validation/evaluation_loss_vs_iterations", {})
+        epochs = scalars.get(train + "epoch_loss", {})
+        vals = sorted(scalars.get(val + "epoch_loss", {})) if val else []
+        evals = (
+            sorted(scalars.get(val + "evaluation_loss_vs_iterations", {}))
+            if val
+            else []
         )
         per = (
-            {it / (e + 1) for e, it in zip(vals, evals, strict=False)}
-            if (vals and len(vals) == len(evals))
+            {it / (e + 1) for e, it in zip(vals, evals, strict=True)}
+            if vals and len(vals) == len(evals)
             else set()
         )
-        last = max(scalars[key])
-        if not per and epochs and last % len(epochs) == 0:
-            per = {last / len(epochs)}
+        batch_steps = sorted(scalars[key])
+        every_batch = batch_steps == list(range(1, len(batch_steps) + 1))
+        if not per and epochs and every_batch and len(batch_steps) % len(epochs) == 0:
+            # no validation: every iteration logged, epochs of equal length
+            per = {len(batch_steps) / len(epochs)}
         if len(per) != 1 or not float(next(iter(per))).is_integer():
             continue  # epochs of different lengths: left as logged
         spe = int(next(iter(per)))
         if spe < 1:
             continue
-        for k in [k for k in scalars if k.startswith(root)]:
+        batches = _per_batch(scalars[key], spe)
+        if min(scalars[key].values()) >= 0 > min(batches.values()):
+            continue  # not running means (a loss's own values: left as logged)
+        for k in [
+            k for k in scalars if k.startswith(train) or (val and k.startswith(val))
+        ]:
             name = k.rsplit("/", 1)[-1]
+            if k[: -len(name)] not in (train, val):
+                continue  # a deeper folder's tag
             if name.startswith("epoch_"):
                 scalars[k] = {(e + 1) * spe: v for e, v in scalars[k].items()}
             elif name.startswith("batch_") and "loss" in name:
