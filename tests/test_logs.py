@@ -293,10 +293,20 @@ def test_add_scalars_training_vs_validation(tmp_path: Path) -> None:
         29,
     ]
     assert h.loss[0] == pytest.approx(1.0) and h.val_loss[0] == pytest.approx(0.24)
-    assert (
-        len(h.notes) == 1
-        and "add_scalars('Training vs. Validation Loss'" in (h.notes[0])
-    )
+    assert len(h.notes) == 1
+    assert "add_scalars('Training vs. Validation Loss'" in h.notes[0]
+    # run folders merely named after a tag ("loss_adam" holding loss and
+    # val_loss) are runs, not add_scalars curves
+    for name in ("loss_adam", "loss_sgd"):
+        w = SummaryWriter(log_dir=str(tmp_path / "runs" / name))
+        for step in range(12):
+            w.add_scalar("loss", 1.0 / (step + 1), step)
+            w.add_scalar("val_loss", 1.1 / (step + 1), step)
+        w.close()
+    with pytest.raises(LogFormatError, match="2 TensorBoard runs"):
+        read_log(tmp_path / "runs")
+    a = read_log(tmp_path / "runs", loss_key="loss_adam/loss")
+    assert a.columns["val_loss"] == "val_loss" and len(a.val_loss) == 12
 
 
 def test_per_batch_losses_named_batch_loss_are_left_as_logged(tmp_path: Path) -> None:
@@ -351,6 +361,9 @@ def test_tensorboard_run_again_into_the_same_folder(tmp_path: Path) -> None:
     assert newest.name in h.notes[0]
     write(tmp_path / "resumed", range(30), 1.0)
     write(tmp_path / "resumed", range(20, 40), 2.0)
+    w = SummaryWriter(log_dir=str(tmp_path / "resumed"))
+    w.add_scalar("hp/lr", 0.1, 0)  # logged at step 0 when the script starts
+    w.close()
     r = read_log(tmp_path / "resumed")
     assert r.steps.tolist() == list(range(40)) and r.notes == ()
     assert r.loss[25] == pytest.approx(2.0 / 26) and r.loss[5] == pytest.approx(1 / 6)
@@ -383,14 +396,25 @@ def test_several_tensorboard_runs_in_one_folder(tmp_path: Path) -> None:
     assert str(tmp_path / "exp_a") in message and str(tmp_path / "exp_b") in message
     assert "a+b" not in message
     h = read_log(tmp_path, loss_key="exp_b/train/loss")
+    # read as the run's own folder reads, with a note naming the run
     assert h.columns == {
         "step": "step",
-        "loss": "exp_b/train/loss",
-        "val_loss": "exp_b/val/loss",
-        "lr": "exp_b/train/lr",
+        "loss": "train/loss",
+        "val_loss": "val/loss",
+        "lr": "train/lr",
     }
+    assert h.notes == (
+        f"read the run {str(tmp_path / 'exp_b')!r} of the folder's runs",
+    )
     assert h.lr[0] == pytest.approx(5e-3) and h.val_loss[0] == pytest.approx(0.6)
     assert read_log(tmp_path / "exp_a").columns["loss"] == "train/loss"
+    # a run named like a split ("test") is a run: with no train/ beside it
+    write_tb_run(tmp_path / "test", 2.0)
+    with pytest.raises(LogFormatError, match="3 TensorBoard runs with a training loss"):
+        read_log(tmp_path)
+    t = read_log(tmp_path, loss_key="test/train/loss")
+    assert t.columns["loss"] == "train/loss" and t.columns["val_loss"] == "val/loss"
+    assert t.loss[0] == pytest.approx(2.0)
 
 
 # ----------------------------------------------------------------------- MLflow

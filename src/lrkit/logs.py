@@ -84,7 +84,7 @@ import math
 import re
 import sqlite3
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -1438,9 +1438,14 @@ def _read_tensorboard(path: Path, overrides: Mapping[str, str | None]) -> Histor
             prefix = "" if rel == "." else rel + "/"
         read = [(f, _scalars_of(f, event_accumulator, tensor_util)) for f in run_files]
         read = _last_session(read, notes)
+        tags = {t for _, points_of in read for t in points_of}
         for _, points_of in read:
             for tag, points in points_of.items():
-                key = _add_scalars_key(run_dir.name, tag, notes) if several else None
+                key = (
+                    _add_scalars_key(run_dir.name, tag, notes)
+                    if several and len(tags) == 1
+                    else None
+                )
                 scalars.setdefault(key or prefix + tag, {}).update(points)
     if not scalars:
         raise LogFormatError(
@@ -1449,12 +1454,24 @@ def _read_tensorboard(path: Path, overrides: Mapping[str, str | None]) -> Histor
             "without add_scalar values)",
         )
     _keras_batch_axis(scalars, notes)
-    tag_list = _one_run(list(scalars), runs, base, path, overrides)
+    tag_list, own = _one_run(list(scalars), runs, base, path, overrides)
+    if own:
+        # read as the run's own folder reads: its tags without the run's
+        # name (a run named "test" holds training losses), the overrides too
+        overrides = {
+            k: None
+            if v is None
+            else "+".join(_in_run(part.strip(), own) for part in v.split("+"))
+            for k, v in overrides.items()
+        }
+        notes.append(f"read the run {str(base / own)!r} of the folder's runs")
     records_by_step: dict[int, dict[str, Any]] = {}
     for tag in tag_list:
         points = scalars[tag]
+        name = _in_run(tag, own)
         for step, value in points.items():
-            records_by_step.setdefault(step, {"step": step})[tag] = value
+            records_by_step.setdefault(step, {"step": step})[name] = value
+    tag_list = [_in_run(t, own) for t in tag_list]
     records = [(0, records_by_step[s]) for s in sorted(records_by_step)]
     if overrides.get("step") is not None:
         _check.fail(
@@ -1470,7 +1487,7 @@ def _add_scalars_key(run_name: str, tag: str, notes: list[str]) -> str | None:
     """The name of one curve of ``add_scalars(main_tag, {name: value})``.
 
     torch's ``SummaryWriter.add_scalars`` writes each curve to a run folder
-    ``<main_tag>_<name>`` under the tag ``main_tag`` ("Training vs. Validation
+    ``<main_tag>_<name>`` holding that one tag, ``main_tag`` ("Training vs. Validation
     Loss" for both curves of PyTorch's TensorBoard tutorial). For a loss, the
     curve is read as ``<name> loss`` ("Training loss", "Validation loss"), so
     that the curve's own name tells training from validation; else None.
@@ -1575,27 +1592,30 @@ def _last_session(
 ) -> list[tuple[Path, dict[str, dict[int, float]]]]:
     """The event files of one directory that belong to its latest run.
 
-    Each ``SummaryWriter`` writes a new file (named by its start time, so the
-    names sort in time). A file that starts at or before the step where the
-    directory's first file started is a new run written to the same folder
-    (the same script run again): the files before it are left out, with a
-    note. A file that starts later continues the run (a resume from a
-    checkpoint; where steps overlap, the newer file's values win).
+    Each ``SummaryWriter`` writes a new file (named by its start time: the
+    files come in time order). A file whose main series (its tag with the most
+    values, also logged by the file that started the run) starts at or before
+    where that file's did is a new run written to the same folder (the same
+    script run again): the files before it are left out, with a note. One that
+    starts later continues the run (a resume from a checkpoint; where steps
+    overlap, the newer file's values win), whatever else it logs at step 0.
     """
-    firsts = [
-        min((min(p) for p in points_of.values() if p), default=None)
-        for _, points_of in read
-    ]
     start = 0
-    for i, first in enumerate(firsts):
-        if i and first is not None:
-            earliest = next((f for f in firsts[start:i] if f is not None), None)
-            if earliest is not None and first <= earliest:
-                start = i
+    for i in range(1, len(read)):
+        earlier, points_of = read[start][1], read[i][1]
+        shared = [t for t in points_of if points_of[t] and earlier.get(t)]
+        if not shared:
+            continue
+        main = max(shared, key=lambda t: len(points_of[t]))
+        if min(points_of[main]) <= min(earlier[main]):
+            start = i
     if start:
+        first = min(
+            read[start][1][max(read[start][1], key=lambda t: len(read[start][1][t]))]
+        )
         notes.append(
             f"{start + 1} runs were written to the folder {read[0][0].parent} (their "
-            f"event files start again at step {firsts[start]}): the newest, "
+            f"event files start again at step {first}): the newest, "
             f"{read[start][0].name}, is read; pass an older event file to read it"
         )
     return read[start:]
@@ -1636,13 +1656,22 @@ def _scalars_of(
 _SPLIT_DIRS = frozenset({"train", "training", *_VAL_WORDS})
 
 
-def _run_of(rel: str) -> str:
+def _run_of(rel: str, rels: Collection[str] = ()) -> str:
     """The run a TensorBoard run directory belongs to: itself, or its parent
-    when it only holds a split (``train``, ``validation``, ...)."""
+    when it holds one split of it (``train``, ``validation``, ...: a split
+    folder beside a ``train`` or ``training`` one, as Keras writes them; a run
+    merely named ``test`` is a run)."""
     parts = [] if rel in ("", ".") else rel.split("/")
     if parts and parts[-1].lower() in _SPLIT_DIRS:
-        parts = parts[:-1]
+        parent = "/".join(parts[:-1])
+        siblings = {r.rsplit("/", 1)[-1].lower() for r in rels if _parent(r) == parent}
+        if siblings & {"train", "training"} and len(siblings & _SPLIT_DIRS) > 1:
+            parts = parts[:-1]
     return "/".join(parts)
+
+
+def _parent(rel: str) -> str:
+    return rel.rsplit("/", 1)[0] if "/" in rel else ""
 
 
 def _one_run(
@@ -1651,17 +1680,20 @@ def _one_run(
     base: Path,
     path: Path,
     overrides: Mapping[str, str | None],
-) -> list[str]:
-    """The tags of one run when the folder holds several.
+) -> tuple[list[str], str]:
+    """The tags of one run when the folder holds several, and that run's
+    folder (relative to ``base``; "" for the folder itself).
 
     Tags are prefixed with their run directory. The training loss decides the
-    run (an override names it; else the only run with a loss); the other
-    series are read from that run alone (a validation loss or an LR of
-    another run would describe another training). Several runs with a loss
-    and no override: raise, listing them as the folders that read them alone.
+    run (an override names it; else the only run with a loss, judged by the
+    tag without its run's name: a run named ``test`` holds training losses);
+    the other series are read from that run alone (a validation loss or an
+    LR of another run would describe another training). Several runs with a
+    loss and no override: raise, listing them as the folders that read them
+    alone.
     """
     if len(runs) <= 1:
-        return tags
+        return tags, ""
     rels = sorted(
         {(d.relative_to(base).as_posix() if d != base else "") for d in runs},
         key=len,
@@ -1670,7 +1702,7 @@ def _one_run(
 
     def run_of_tag(tag: str) -> str:
         rel = next((r for r in rels if r and tag.startswith(r + "/")), "")
-        return _run_of(rel)
+        return _run_of(rel, rels)
 
     override = overrides.get("loss")
     if override is not None:
@@ -1678,7 +1710,11 @@ def _one_run(
         own = run_of_tag(first) if first in tags else None
     else:
         with_loss = sorted(
-            {run_of_tag(t) for t in tags if _pick("loss", [t], None, path) is not None}
+            {
+                run_of_tag(t)
+                for t in tags
+                if _pick("loss", [_in_run(t, run_of_tag(t))], None, path) is not None
+            }
         )
         if len(with_loss) > 1:
             shown = ", ".join(str(base / r) if r else str(base) for r in with_loss)
@@ -1689,8 +1725,13 @@ def _one_run(
             )
         own = with_loss[0] if with_loss else None
     if own is None:
-        return tags
-    return [t for t in tags if run_of_tag(t) == own]
+        return tags, ""
+    return [t for t in tags if run_of_tag(t) == own], own
+
+
+def _in_run(tag: str, run: str) -> str:
+    """A tag as its run's own folder names it (without the run's prefix)."""
+    return tag[len(run) + 1 :] if run and tag.startswith(run + "/") else tag
 
 
 # -------------------------------------------------------------------------- MLflow
