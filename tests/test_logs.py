@@ -810,6 +810,22 @@ def test_resumed_run_keeps_last_value_per_step(tmp_path: Path) -> None:
     )
 
 
+def test_three_fits_appended_and_a_validation_row_first(tmp_path: Path) -> None:
+    """Each fit logs its validation loss at step 0 and its training loss from
+    step 1: the continuation starts where the training loss starts again;
+    three fits (10, 3 and 3 epochs) follow on from each other."""
+    path = tmp_path / "log.csv"
+    rows = ["step,loss,val_loss"]
+    for n in (10, 3, 3):
+        rows.append("0,,2.5")
+        rows += [f"{i},{2.0 - 0.05 * i}," for i in range(1, n + 1)]
+    path.write_text("\n".join(rows) + "\n")
+    h = read_log(path)
+    assert h.steps.tolist() == list(range(1, 17))
+    assert len(h.notes) == 2 and "from step 11" in h.notes[0]
+    assert "from step 14" in h.notes[1]
+
+
 def test_an_epoch_column_with_fractions_is_not_the_step(tmp_path: Path) -> None:
     """Logged within epochs (``epoch`` 0.05, 0.1, ...): the n-th loss is step
     n, and a note says why; a fractional ``step`` column is still an error."""

@@ -639,22 +639,44 @@ def _steps_in_order(
         return records, None
     if not numbers or fractional:
         return records, step_key
-    first = numbers[0]
-    top = offset = None
     parts = _parts(records, loss_key)
+    # the step of the first training loss: where each fit starts logging it
+    first = next(
+        (
+            v
+            for (_, row), v in zip(records, values, strict=True)
+            if v is not None and math.isfinite(v) and _has(row, parts)
+        ),
+        None,
+    )
+    if first is None:
+        return records, step_key
+    top: float | None = None  # the highest step so far, continuations added
+    offset = 0.0
+    losses = 0  # training losses read so far
     out: list[tuple[int, Mapping[str, Any]]] = []
     for (line, row), v in zip(records, values, strict=True):
+        has_loss = _has(row, parts)
         if v is not None and math.isfinite(v):
-            if top is not None and v == first and v < top and _has(row, parts):
-                offset = (offset or 0.0) + top - first + 1
+            # back at the first step after the steps had moved on
+            if (
+                top is not None
+                and top > first + offset
+                and losses
+                and has_loss
+                and v == first
+            ):
+                offset = top - first + 1
                 notes.append(
                     f"the step column {step_key!r} starts again at {first:g} on "
                     f"line {line} (another fit appended to the log): read as the "
                     f"run's continuation, from step {int(first + offset)}"
                 )
-            top = v if top is None else max(top, v)
+            shifted = v + offset
+            top = shifted if top is None else max(top, shifted)
             if offset:
-                row = {**row, step_key: v + offset}
+                row = {**row, step_key: shifted}
+            losses += has_loss
         out.append((line, row))
     return (out if offset else records), step_key
 
