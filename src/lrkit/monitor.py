@@ -205,9 +205,10 @@ class MonitorConfig:
         plateau_frac: see ``plateau_patience``.
         overfit_frac: overfitting when the validation loss (median of its last
             3 values) is above its best by more than ``overfit_frac`` times its
-            progress (when the first evaluation was the best, or the progress
-            is within ``overfit_z`` times the validation noise: times what the
-            training ``level`` gained since), for ``overfit_patience``
+            progress (when the first evaluation was the best: times what the
+            training ``level`` gained since; when the progress is within
+            ``overfit_z`` times the validation noise, the same, the rise then
+            counted from the first evaluation), for ``overfit_patience``
             evaluations in a row, while the training ``level`` is below its
             value at the validation best.
         overfit_z: ... and by more than ``overfit_z`` times the validation
@@ -1577,13 +1578,18 @@ class Monitor:
         # progress it is measured against; when the first evaluation was the
         # best, the reference is training's gain (not a validation value that
         # noise could fake): the rise alone must beat the noise
-        # (a best within the noise of the first evaluation counts as the first:
+        # (a best within the noise of the first evaluation is judged like a
+        # first-evaluation best, the rise counted from the first evaluation:
         # with validation every few epochs the first one can already sit near
-        # the best, and a progress the noise hides could never be beaten)
+        # the best, and a progress the noise hides could never be beaten; from
+        # the lowest of many noisy values, noise alone would rise)
         noise = _val_noise(hist)
-        first_best = self._val_best_n == 1 or p_val <= c.overfit_z * noise
+        within = self._val_best_n > 1 and p_val <= c.overfit_z * noise
+        first_best = self._val_best_n == 1 or within
         if first_best:
             ref = max(train_then - self._level, 0.0)
+        if within:
+            rise = _median_small(self._val_recent) - self._val_start
         if (
             self._val_n - self._val_best_n >= 2
             and rise > c.overfit_frac * ref
