@@ -214,8 +214,10 @@ def _first_call_named(loss_fn: LossFn) -> LossFn:
             _check.fail(
                 "loss_fn",
                 "a criterion called as loss_fn(output, target)",
-                f"one that raised TypeError: {_first_line(e)}",
-                "A function of (model, batch) goes to compute_loss=.",
+                f"one that raised TypeError when given the model's output (a "
+                f"{type(out).__name__}) and the target: {_first_line(e)}",
+                "A model that returns several values needs unpack= or "
+                "compute_loss=; a function of (model, batch) goes to compute_loss=.",
                 exc=TypeError,
                 shown=True,
             )
