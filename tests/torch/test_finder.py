@@ -1118,28 +1118,42 @@ def test_a_fresh_loader_with_persistent_workers_shuffles_as_before() -> None:
     assert without == with_test
 
 
-def test_a_persistent_workers_loader_called_in_the_middle_of_an_epoch() -> None:
+def persistent_loader(n: int) -> DataLoader:
+    x, y = make_data(n)
+    return DataLoader(
+        TensorDataset(x, y),
+        batch_size=16,
+        shuffle=True,
+        num_workers=1,
+        persistent_workers=True,
+    )
+
+
+@pytest.mark.parametrize("confirm_steps", [0, 8])
+def test_a_persistent_workers_loader_called_in_the_middle_of_an_epoch(
+    confirm_steps: int,
+) -> None:
     """The worker iterator such a loader keeps is the user's, three batches
-    into its epoch: the test makes its own, and the user's epoch goes on with
-    the batches it would have had."""
+    into its epoch: the test (and each confirmation run) makes its own, and
+    the user's epoch goes on with the batches it would have had."""
 
     def rest_of_epoch(run_test: bool) -> list[float]:
         torch.manual_seed(0)
-        x, y = make_data(256)
-        dl = DataLoader(
-            TensorDataset(x, y),
-            batch_size=16,
-            shuffle=True,
-            num_workers=1,
-            persistent_workers=True,
-        )
+        dl = persistent_loader(256)
         model = nn.Linear(8, 3)
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
         it = iter(dl)
         for _ in range(3):
             next(it)
         if run_test:
-            lrkit.find_lr(model, opt, F.cross_entropy, dl, num_steps=40)
+            lrkit.find_lr(
+                model,
+                opt,
+                F.cross_entropy,
+                dl,
+                num_steps=40,
+                confirm_steps=confirm_steps,
+            )
         rest = [float(b[0].sum()) for b in it]
         return rest + [float(b[0].sum()) for b in dl]  # and the next epoch
 
@@ -1150,14 +1164,7 @@ def test_a_persistent_workers_loader_called_in_the_middle_of_an_epoch() -> None:
 def test_confirmation_runs_restart_a_persistent_workers_loader() -> None:
     # each confirmation run starts the loader afresh: the test's stopped worker
     # iterator must not stay in the loader for the next run to reuse
-    x, y = make_data(128)
-    dl = DataLoader(
-        TensorDataset(x, y),
-        batch_size=16,
-        shuffle=True,
-        num_workers=1,
-        persistent_workers=True,
-    )
+    dl = persistent_loader(128)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
