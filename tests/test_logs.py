@@ -224,8 +224,12 @@ def test_summary_writer_keras_style_runs(tmp_path: Path) -> None:
     assert h.val_loss[0] == pytest.approx(1.1)
 
 
-@pytest.mark.parametrize("with_val", [True, False])
-def test_keras_tensorboard_batch_logging(tmp_path: Path, with_val: bool) -> None:
+@pytest.mark.parametrize(
+    ("with_val", "zero"), [(True, False), (False, False), (True, True)]
+)
+def test_keras_tensorboard_batch_logging(
+    tmp_path: Path, with_val: bool, zero: bool
+) -> None:
     """The layout of Keras' TensorBoard callback with ``update_freq="batch"``
     (keras/src/callbacks/tensorboard.py; the callback needs TensorFlow, so
     torch's SummaryWriter writes it here): ``train/batch_loss`` at iterations
@@ -238,6 +242,8 @@ def test_keras_tensorboard_batch_logging(tmp_path: Path, with_val: bool) -> None
     spe, epochs = 13, 6
     rng = np.random.default_rng(0)
     x = 1.0 / np.arange(1, spe * epochs + 1) ** 0.5 + 0.05 * rng.random(spe * epochs)
+    if zero:  # a loss that reaches 0: float32 running means turn back to -1e-8
+        x[20:] = 0.0
     train = SummaryWriter(log_dir=str(tmp_path / "train"))
     val = SummaryWriter(
         log_dir=str(tmp_path / ("validation" if with_val else "unused"))
@@ -260,7 +266,7 @@ def test_keras_tensorboard_batch_logging(tmp_path: Path, with_val: bool) -> None
     h = read_log(tmp_path if with_val else tmp_path / "train")
     assert h.columns["loss"] == ("train/batch_loss" if with_val else "batch_loss")
     assert h.steps.tolist() == list(range(1, spe * epochs + 1))
-    np.testing.assert_allclose(h.loss, x, rtol=1e-4)  # the batches, not means
+    np.testing.assert_allclose(h.loss, x, rtol=1e-4, atol=1e-6)  # batches, not means
     ends = [spe * (e + 1) for e in range(epochs)]
     assert h.val_steps.tolist() == (ends if with_val else [])
     assert h.lr_steps.tolist() == ends
@@ -306,7 +312,7 @@ def test_add_scalars_training_vs_validation(tmp_path: Path) -> None:
     with pytest.raises(LogFormatError, match="2 TensorBoard runs"):
         read_log(tmp_path / "runs")
     a = read_log(tmp_path / "runs", loss_key="loss_adam/loss")
-    assert a.columns["val_loss"] == "val_loss" and len(a.val_loss) == 12
+    assert a.columns["val_loss"] == "loss_adam/val_loss" and len(a.val_loss) == 12
 
 
 def test_per_batch_losses_named_batch_loss_are_left_as_logged(tmp_path: Path) -> None:
@@ -364,6 +370,18 @@ def test_tensorboard_run_again_into_the_same_folder(tmp_path: Path) -> None:
     w = SummaryWriter(log_dir=str(tmp_path / "resumed"))
     w.add_scalar("hp/lr", 0.1, 0)  # logged at step 0 when the script starts
     w.close()
+    # a resume whose file holds one loss so far, and a rerun that renamed its
+    # loss tag (no tag in common: the newest run, with a note)
+    write(tmp_path / "short", range(30), 1.0)
+    write(tmp_path / "short", range(30, 31), 2.0)
+    assert read_log(tmp_path / "short").steps.tolist() == list(range(31))
+    write(tmp_path / "renamed", range(30), 1.0)
+    w = SummaryWriter(log_dir=str(tmp_path / "renamed"))
+    for step in range(10):
+        w.add_scalar("loss", 3.0, step)
+    w.close()
+    renamed = read_log(tmp_path / "renamed")
+    assert renamed.loss.tolist() == [3.0] * 10 and len(renamed.notes) == 1
     r = read_log(tmp_path / "resumed")
     assert r.steps.tolist() == list(range(40)) and r.notes == ()
     assert r.loss[25] == pytest.approx(2.0 / 26) and r.loss[5] == pytest.approx(1 / 6)
@@ -396,12 +414,12 @@ def test_several_tensorboard_runs_in_one_folder(tmp_path: Path) -> None:
     assert str(tmp_path / "exp_a") in message and str(tmp_path / "exp_b") in message
     assert "a+b" not in message
     h = read_log(tmp_path, loss_key="exp_b/train/loss")
-    # read as the run's own folder reads, with a note naming the run
+    # the run's own series, named as the folder given names them; a note
     assert h.columns == {
         "step": "step",
-        "loss": "train/loss",
-        "val_loss": "val/loss",
-        "lr": "train/lr",
+        "loss": "exp_b/train/loss",
+        "val_loss": "exp_b/val/loss",
+        "lr": "exp_b/train/lr",
     }
     assert h.notes == (
         f"read the run {str(tmp_path / 'exp_b')!r} of the folder's runs",
@@ -413,8 +431,12 @@ def test_several_tensorboard_runs_in_one_folder(tmp_path: Path) -> None:
     with pytest.raises(LogFormatError, match="3 TensorBoard runs with a training loss"):
         read_log(tmp_path)
     t = read_log(tmp_path, loss_key="test/train/loss")
-    assert t.columns["loss"] == "train/loss" and t.columns["val_loss"] == "val/loss"
+    assert t.columns["loss"] == "test/train/loss"
+    assert t.columns["val_loss"] == "test/val/loss"  # not its training loss
     assert t.loss[0] == pytest.approx(2.0)
+    # another run's series is never mixed in: one line naming the run's tags
+    with pytest.raises(ValueError, match="val_key must be a tag of the run 'exp_b'"):
+        read_log(tmp_path, loss_key="exp_b/train/loss", val_key="exp_a/val/loss")
 
 
 # ----------------------------------------------------------------------- MLflow
@@ -824,6 +846,21 @@ def test_three_fits_appended_and_a_validation_row_first(tmp_path: Path) -> None:
     assert h.steps.tolist() == list(range(1, 17))
     assert len(h.notes) == 2 and "from step 11" in h.notes[0]
     assert "from step 14" in h.notes[1]
+
+
+def test_a_one_epoch_fit_between_two_others(tmp_path: Path) -> None:
+    """Keras CSVLogger over fits of 5, 1 and 3 epochs: 9 epochs. (A first fit
+    of one epoch cannot be told from its epoch logged again.)"""
+    path = tmp_path / "log.csv"
+    rows = ["epoch,loss"] + [
+        f"{e},{1 - 0.05 * i}" for i, e in enumerate([*range(5), 0, *range(3)])
+    ]
+    path.write_text("\n".join(rows) + "\n")
+    h = read_log(path)
+    assert h.steps.tolist() == list(range(9)) and len(h.notes) == 2
+    hf = tmp_path / "hf.csv"  # logged every 10 steps: the continuation keeps it
+    hf.write_text("step,loss\n10,2\n20,1.9\n30,1.8\n10,1.7\n20,1.6\n")
+    assert read_log(hf).steps.tolist() == [10, 20, 30, 40, 50]
 
 
 def test_an_epoch_column_with_fractions_is_not_the_step(tmp_path: Path) -> None:

@@ -652,28 +652,37 @@ def _steps_in_order(
     if first is None:
         return records, step_key
     top: float | None = None  # the highest step so far, continuations added
+    raw_top: float | None = None  # the same, as logged
+    gap = math.inf  # the smallest step between two training losses
+    last: float | None = None
     offset = 0.0
     losses = 0  # training losses read so far
     out: list[tuple[int, Mapping[str, Any]]] = []
     for (line, row), v in zip(records, values, strict=True):
         has_loss = _has(row, parts)
         if v is not None and math.isfinite(v):
-            # back at the first step after the steps had moved on
+            # back at the first step, once the steps had moved past it
             if (
-                top is not None
-                and top > first + offset
+                raw_top is not None
+                and top is not None
+                and raw_top > first
                 and losses
                 and has_loss
                 and v == first
             ):
-                offset = top - first + 1
+                offset = top - first + (gap if math.isfinite(gap) else 1.0)
                 notes.append(
                     f"the step column {step_key!r} starts again at {first:g} on "
                     f"line {line} (another fit appended to the log): read as the "
                     f"run's continuation, from step {int(first + offset)}"
                 )
+            elif has_loss and last is not None and v > last:
+                gap = min(gap, v - last)
             shifted = v + offset
             top = shifted if top is None else max(top, shifted)
+            raw_top = v if raw_top is None else max(raw_top, v)
+            if has_loss:
+                last = v
             if offset:
                 row = {**row, step_key: shifted}
             losses += has_loss
@@ -1475,11 +1484,13 @@ def _read_tensorboard(path: Path, overrides: Mapping[str, str | None]) -> Histor
             "no scalar summaries could be read (not an event file, corrupt, or "
             "without add_scalar values)",
         )
-    _keras_batch_axis(scalars, notes)
     tag_list, own = _one_run(list(scalars), runs, base, path, overrides)
+    scalars = {t: scalars[t] for t in tag_list}
+    _keras_batch_axis(scalars, notes)
     if own:
         # read as the run's own folder reads: its tags without the run's
         # name (a run named "test" holds training losses), the overrides too
+        _check_run_keys(overrides, tag_list, own, path)
         overrides = {
             k: None
             if v is None
@@ -1502,7 +1513,17 @@ def _read_tensorboard(path: Path, overrides: Mapping[str, str | None]) -> Histor
             overrides["step"],
             "Event files store each value's step.",
         )
-    return _build(records, ["step", *tag_list], path, overrides, notes)
+    history = _build(records, ["step", *tag_list], path, overrides, notes)
+    if own:  # the names that read it from the folder given, with the run's
+        object.__setattr__(
+            history,
+            "columns",
+            {
+                k: v if k == "step" else _with_run(v, own)
+                for k, v in history.columns.items()
+            },
+        )
+    return history
 
 
 def _add_scalars_key(run_name: str, tag: str, notes: list[str]) -> str | None:
@@ -1574,7 +1595,9 @@ def _keras_batch_axis(scalars: dict[str, dict[int, float]], notes: list[str]) ->
         if spe < 1:
             continue
         batches = _per_batch(scalars[key], spe)
-        if min(scalars[key].values()) >= 0 > min(batches.values()):
+        logged = [v for v in scalars[key].values() if math.isfinite(v)]
+        back = [v for v in batches.values() if math.isfinite(v)]
+        if logged and back and min(logged) >= 0 and min(back) < -1e-3 * max(logged):
             continue  # not running means (a loss's own values: left as logged)
         for k in [
             k for k in scalars if k.startswith(train) or (val and k.startswith(val))
@@ -1615,30 +1638,37 @@ def _last_session(
     """The event files of one directory that belong to its latest run.
 
     Each ``SummaryWriter`` writes a new file (named by its start time: the
-    files come in time order). A file whose main series (its tag with the most
-    values, also logged by the file that started the run) starts at or before
-    where that file's did is a new run written to the same folder (the same
-    script run again): the files before it are left out, with a note. One that
-    starts later continues the run (a resume from a checkpoint; where steps
-    overlap, the newer file's values win), whatever else it logs at step 0.
+    files come in time order). Against the file that started the current run
+    and its main series (its tag with the most values), a later file is a new
+    run written to the same folder (the same script run again) when that
+    series starts again at or before where it started, or when the two files
+    share no tag and the later one logs a loss (a rerun that renamed its
+    tags; not a file of hyperparameters); the files before it
+    are left out, with a note. Else it continues the run (a resume from a
+    checkpoint; where steps overlap, the newer file's values win), whatever
+    else it logs at step 0.
     """
     start = 0
     for i in range(1, len(read)):
-        earlier, points_of = read[start][1], read[i][1]
-        shared = [t for t in points_of if points_of[t] and earlier.get(t)]
-        if not shared:
+        first, points_of = read[start][1], read[i][1]
+        series = [t for t in first if first[t]]
+        if not series or not any(points_of.values()):
             continue
-        main = max(shared, key=lambda t: len(points_of[t]))
-        if min(points_of[main]) <= min(earlier[main]):
+        main = max(series, key=lambda t: len(first[t]))
+        if points_of.get(main):
+            again = min(points_of[main]) <= min(first[main])
+        else:  # a file of other tags: a rerun if it logs a loss of its own
+            again = not any(points_of.get(t) for t in series) and (
+                _pick("loss", [t for t in points_of if points_of[t]], None, Path())
+                is not None
+            )
+        if again:
             start = i
     if start:
-        first = min(
-            read[start][1][max(read[start][1], key=lambda t: len(read[start][1][t]))]
-        )
         notes.append(
-            f"{start + 1} runs were written to the folder {read[0][0].parent} (their "
-            f"event files start again at step {first}): the newest, "
-            f"{read[start][0].name}, is read; pass an older event file to read it"
+            f"{start + 1} runs were written to the folder {read[0][0].parent} (an "
+            f"event file starts the run again): the newest, {read[start][0].name}, "
+            "is read; pass an older event file to read it"
         )
     return read[start:]
 
@@ -1749,6 +1779,39 @@ def _one_run(
     if own is None:
         return tags, ""
     return [t for t in tags if run_of_tag(t) == own], own
+
+
+def _check_run_keys(
+    overrides: Mapping[str, str | None], tags: Sequence[str], run: str, path: Path
+) -> None:
+    """Every column an override names must be a tag of the run read."""
+    for series, value in overrides.items():
+        if value is None or series == "step":
+            continue
+        for part in (p.strip() for p in value.split("+")):
+            if part not in tags and f"{run}/{part}" not in tags:
+                listed = ", ".join(repr(t) for t in tags)
+                name = _OVERRIDE_NAMES.get(series, series)
+                _check.fail(
+                    name,
+                    f"a tag of the run {run!r} read from {path} ({listed})",
+                    value,
+                    "Several runs are never mixed: read the other one by its "
+                    "own folder.",
+                )
+
+
+_OVERRIDE_NAMES = {
+    "loss": "loss_key",
+    "val_loss": "val_key",
+    "lr": "lr_key",
+    "grad_norm": "grad_norm_key",
+}
+
+
+def _with_run(key: str, run: str) -> str:
+    """A key (or a sum) as the parent folder names it: with the run's name."""
+    return "+".join(f"{run}/{part}" for part in key.split("+"))
 
 
 def _in_run(tag: str, run: str) -> str:

@@ -216,8 +216,9 @@ def _first_call_named(loss_fn: LossFn) -> LossFn:
                 "a criterion called as loss_fn(output, target)",
                 f"one that raised TypeError when given the model's output (a "
                 f"{type(out).__name__}) and the target: {_first_line(e)}",
-                "A model that returns several values needs unpack= or "
-                "compute_loss=; a function of (model, batch) goes to compute_loss=.",
+                "A model that returns several values needs compute_loss= (the "
+                "loss from the output you pick); so does a function of "
+                "(model, batch).",
                 exc=TypeError,
                 shown=True,
             )
