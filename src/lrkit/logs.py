@@ -343,6 +343,16 @@ def _is_val(nkey: str) -> bool:
     return any(w in parts for w in _VAL_WORDS)
 
 
+def _key_param(series: str) -> str:
+    """The ``read_log`` argument that names ``series``'s column."""
+    return "val_key" if series == "val_loss" else f"{series}_key"
+
+
+def _is_loss_tag(key: str) -> bool:
+    """``key`` alone would be read as a training loss."""
+    return _pick("loss", [key], None, Path()) is not None
+
+
 def _pick(
     series: str, keys: Sequence[str], override: str | None, path: Path
 ) -> str | None:
@@ -358,9 +368,7 @@ def _pick(
             return "+".join(p for p in parts if p is not None)
         listed = ", ".join(repr(k) for k in keys) or "none"
         _check.fail(
-            f"{series}_key" if series != "val_loss" else "val_key",
-            f"a column of {path} (found: {listed})",
-            override,
+            _key_param(series), f"a column of {path} (found: {listed})", override
         )
     normed: dict[str, str] = {}
     for k in keys:
@@ -554,7 +562,10 @@ def _build(
     path: Path,
     overrides: Mapping[str, str | None],
     notes: Sequence[str] = (),
+    run: str = "",
 ) -> History:
+    """The History of ``records``; ``run``: the run of a folder of several the
+    keys belong to (``columns`` then names them as that folder does)."""
     if not records:
         raise LogFormatError(path, "the log holds no records (is it empty?)")
     step_key = _pick("step", keys, overrides.get("step"), path)
@@ -598,6 +609,8 @@ def _build(
             data["steps"], data["loss"] = steps, values
         else:
             data[_STEPS_OF[series]], data[series] = steps, values
+    if run:
+        picked = {k: v if k == "step" else _with_run(v, run) for k, v in picked.items()}
     return History(source=str(path), columns=picked, notes=notes, **data)
 
 
@@ -651,8 +664,7 @@ def _steps_in_order(
     )
     if first is None:
         return records, step_key
-    top: float | None = None  # the highest step so far, continuations added
-    raw_top: float | None = None  # the same, as logged
+    top = raw_top = -math.inf  # the highest step so far: shifted, as logged
     gap = math.inf  # the smallest step between two training losses
     last: float | None = None
     offset = 0.0
@@ -662,14 +674,7 @@ def _steps_in_order(
         has_loss = _has(row, parts)
         if v is not None and math.isfinite(v):
             # back at the first step, once the steps had moved past it
-            if (
-                raw_top is not None
-                and top is not None
-                and raw_top > first
-                and losses
-                and has_loss
-                and v == first
-            ):
+            if raw_top > first and losses and has_loss and v == first:
                 offset = top - first + (gap if math.isfinite(gap) else 1.0)
                 notes.append(
                     f"the step column {step_key!r} starts again at {first:g} on "
@@ -679,8 +684,7 @@ def _steps_in_order(
             elif has_loss and last is not None and v > last:
                 gap = min(gap, v - last)
             shifted = v + offset
-            top = shifted if top is None else max(top, shifted)
-            raw_top = v if raw_top is None else max(raw_top, v)
+            top, raw_top = max(top, shifted), max(raw_top, v)
             if has_loss:
                 last = v
             if offset:
@@ -1513,17 +1517,7 @@ def _read_tensorboard(path: Path, overrides: Mapping[str, str | None]) -> Histor
             overrides["step"],
             "Event files store each value's step.",
         )
-    history = _build(records, ["step", *tag_list], path, overrides, notes)
-    if own:  # the names that read it from the folder given, with the run's
-        object.__setattr__(
-            history,
-            "columns",
-            {
-                k: v if k == "step" else _with_run(v, own)
-                for k, v in history.columns.items()
-            },
-        )
-    return history
+    return _build(records, ["step", *tag_list], path, overrides, notes, run=own)
 
 
 def _add_scalars_key(run_name: str, tag: str, notes: list[str]) -> str | None:
@@ -1608,7 +1602,7 @@ def _keras_batch_axis(scalars: dict[str, dict[int, float]], notes: list[str]) ->
             if name.startswith("epoch_"):
                 scalars[k] = {(e + 1) * spe: v for e, v in scalars[k].items()}
             elif name.startswith("batch_") and "loss" in name:
-                scalars[k] = _per_batch(scalars[k], spe)
+                scalars[k] = batches if k == key else _per_batch(scalars[k], spe)
         notes.append(
             f"Keras' TensorBoard logs {key!r} as each epoch's running mean and "
             f"epoch values by epoch number: read back per batch, and the epoch "
@@ -1658,9 +1652,8 @@ def _last_session(
         if points_of.get(main):
             again = min(points_of[main]) <= min(first[main])
         else:  # a file of other tags: a rerun if it logs a loss of its own
-            again = not any(points_of.get(t) for t in series) and (
-                _pick("loss", [t for t in points_of if points_of[t]], None, Path())
-                is not None
+            again = not any(points_of.get(t) for t in series) and any(
+                _is_loss_tag(t) for t in points_of if points_of[t]
             )
         if again:
             start = i
@@ -1762,11 +1755,7 @@ def _one_run(
         own = run_of_tag(first) if first in tags else None
     else:
         with_loss = sorted(
-            {
-                run_of_tag(t)
-                for t in tags
-                if _pick("loss", [_in_run(t, run_of_tag(t))], None, path) is not None
-            }
+            {run_of_tag(t) for t in tags if _is_loss_tag(_in_run(t, run_of_tag(t)))}
         )
         if len(with_loss) > 1:
             shown = ", ".join(str(base / r) if r else str(base) for r in with_loss)
@@ -1791,22 +1780,13 @@ def _check_run_keys(
         for part in (p.strip() for p in value.split("+")):
             if part not in tags and f"{run}/{part}" not in tags:
                 listed = ", ".join(repr(t) for t in tags)
-                name = _OVERRIDE_NAMES.get(series, series)
                 _check.fail(
-                    name,
+                    _key_param(series),
                     f"a tag of the run {run!r} read from {path} ({listed})",
                     value,
                     "Several runs are never mixed: read the other one by its "
                     "own folder.",
                 )
-
-
-_OVERRIDE_NAMES = {
-    "loss": "loss_key",
-    "val_loss": "val_key",
-    "lr": "lr_key",
-    "grad_norm": "grad_norm_key",
-}
 
 
 def _with_run(key: str, run: str) -> str:
