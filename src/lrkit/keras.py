@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -45,8 +45,9 @@ except ImportError as e:  # pragma: no cover - exercised only without keras
 
 from . import _check
 from ._check import LRKitError
+from ._watch import Watch, check_key
 from .compose import Join, Scale, Warmup
-from .monitor import KINDS, Finding, Monitor, MonitorConfig
+from .monitor import Finding, Monitor, MonitorConfig
 from .plateau import PlateauState, ReduceOnPlateau
 from .schedules import (
     Constant,
@@ -533,10 +534,8 @@ class PlateauCallback(keras.callbacks.Callback):  # type: ignore[misc]
             plateau = ReduceOnPlateau()
         if not isinstance(plateau, ReduceOnPlateau):
             _check.fail("plateau", "a lrkit.ReduceOnPlateau", plateau, exc=TypeError)
-        if not isinstance(monitor, str) or not monitor:
-            _check.fail("monitor", "a non-empty log key", monitor, exc=TypeError)
         self.plateau = plateau
-        self.monitor = monitor
+        self.monitor = check_key("monitor", monitor)
         self._missing_warned = False
         self._seen = False
         self._state: PlateauState = plateau.init()
@@ -731,42 +730,13 @@ class MonitorCallback(keras.callbacks.Callback):  # type: ignore[misc]
         loss_key: str = "loss",
     ) -> None:
         super().__init__()
-        if monitor is None:
-            monitor = Monitor()
-        elif isinstance(monitor, MonitorConfig):
-            monitor = Monitor(monitor)
-        elif not isinstance(monitor, Monitor):
-            _check.fail(
-                "monitor",
-                "a lrkit.Monitor, a MonitorConfig or None",
-                monitor,
-                exc=TypeError,
-            )
-        kinds = (
-            None
-            if isinstance(stop_on, (str, bytes)) or not isinstance(stop_on, Iterable)
-            else tuple(stop_on)
+        self._watch = Watch(
+            monitor, stop_on=stop_on, verbose=verbose, logger_name=__name__
         )
-        if kinds is None or not all(isinstance(k, str) and k in KINDS for k in kinds):
-            _check.fail(
-                "stop_on",
-                f"a sequence of finding kinds ({', '.join(KINDS)})",
-                stop_on,
-                exc=TypeError if kinds is None else ValueError,
-            )
-        if not isinstance(verbose, bool):
-            _check.fail("verbose", "True or False", verbose, exc=TypeError)
-        if not isinstance(loss_key, str) or not loss_key:
-            _check.fail("loss_key", "a non-empty log key", loss_key, exc=TypeError)
-        self.monitor = monitor
-        self.stop_on = frozenset(kinds)
-        self.verbose = verbose
-        self.loss_key = loss_key
+        self.loss_key = check_key("loss_key", loss_key)
         self.losses: list[float] = []
-        self.stopped_by: Finding | None = None
         self._step = 0
         self._prev = (-1, 0.0)  # (batch index, running mean) within the epoch
-        self._withdrawn_shown = 0  # withdrawals printed (fit may run again)
         self._val: float | None = None
         self._batch_lr: float | None = None  # the LR the current batch uses
         self._missing_warned = False
@@ -777,26 +747,32 @@ class MonitorCallback(keras.callbacks.Callback):  # type: ignore[misc]
         except (AttributeError, TypeError, ValueError):  # pragma: no cover
             return None
 
+    @property
+    def monitor(self) -> Monitor:
+        """The :class:`lrkit.Monitor` being fed."""
+        return self._watch.monitor
+
+    @property
+    def stop_on(self) -> frozenset[str]:
+        """The finding kinds that stop training."""
+        return self._watch.stop_on
+
+    @property
+    def verbose(self) -> bool:
+        """Whether new warnings are printed."""
+        return self._watch.verbose
+
+    @property
+    def stopped_by(self) -> Finding | None:
+        """The finding that stopped the latest ``fit``, or None."""
+        return self._watch.stopped_by
+
     def _report(self, found: list[Finding]) -> None:
-        for f in found:
-            if f.severity == "info" or not f.is_new:
-                continue
-            text = f"lrkit: {f.kind} at step {f.first_step}: {f.advice}"
-            logger.info(text)
-            if self.verbose:
-                print(f"\n{text}")
-        # stop on a stop_on finding raised or extended by this batch, new or
-        # not (a second fit on a run that already diverged), whatever its
-        # severity
-        if self.stop_on and self.model is not None:
-            hit = next((f for f in found if f.kind in self.stop_on), None)
-            if hit is not None:
-                if self.stopped_by is None:
-                    self.stopped_by = hit
-                self.model.stop_training = True
+        if self._watch.report(found) is not None and self.model is not None:
+            self.model.stop_training = True
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
-        self.stopped_by = None
+        self._watch.stopped_by = None
 
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         self._prev = (-1, 0.0)
@@ -845,14 +821,4 @@ class MonitorCallback(keras.callbacks.Callback):  # type: ignore[misc]
             self.monitor.update(self._step, None, val_loss=self._val)
             self._step += 1
             self._val = None
-        self._report(self.monitor.finish())
-        withdrawn = self.monitor.withdrawn
-        for f in withdrawn[self._withdrawn_shown :]:  # once, across fit() calls
-            text = (
-                f"lrkit: {f.kind} from step {f.first_step} withdrawn: the run "
-                "converged within its length"
-            )
-            logger.info(text)
-            if self.verbose:
-                print(f"\n{text}")
-        self._withdrawn_shown = len(withdrawn)
+        self._watch.finish()

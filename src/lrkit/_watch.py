@@ -1,0 +1,119 @@
+"""What the trainer callbacks share (Keras, Lightning, Hugging Face): framework-free.
+
+A :class:`Watch` holds the :class:`~lrkit.Monitor` a callback feeds, the finding
+kinds that stop a run, and the printing of new warnings; each adapter only reads
+its trainer's numbers and sets its trainer's stop flag.
+
+Example:
+    >>> from lrkit._watch import Watch
+    >>> w = Watch(None, stop_on=("nan",), verbose=False, logger_name="lrkit")
+    >>> hit = w.report(w.monitor.update(0, float("nan")))
+    >>> hit.kind, w.stopped_by is hit
+    ('nan', True)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from . import _check
+from .monitor import KINDS, Finding, Monitor, MonitorConfig
+
+__all__ = ["Watch", "check_key"]
+
+
+def check_key(param: str, value: Any) -> str:
+    """A log key: a non-empty string, else a TypeError naming ``param``."""
+    if not isinstance(value, str) or not value:
+        _check.fail(param, "a non-empty log key", value, exc=TypeError)
+    return value
+
+
+class Watch:
+    """A monitor, the kinds that stop training, and the reporting of findings.
+
+    Args:
+        monitor: a :class:`~lrkit.Monitor` to feed, the
+            :class:`~lrkit.MonitorConfig` of a new one, or None (the defaults,
+            or ``default_config`` when given).
+        stop_on: finding kinds that stop training (any severity).
+        verbose: print new warnings (and withdrawals) with their advice.
+        logger_name: the logger that gets them at INFO level.
+        default_config: the config of a new monitor when ``monitor`` is None.
+    """
+
+    def __init__(
+        self,
+        monitor: Monitor | MonitorConfig | None,
+        *,
+        stop_on: Sequence[str] | Iterable[str],
+        verbose: bool,
+        logger_name: str,
+        default_config: MonitorConfig | None = None,
+    ) -> None:
+        if monitor is None:
+            monitor = Monitor(default_config)
+        elif isinstance(monitor, MonitorConfig):
+            monitor = Monitor(monitor)
+        elif not isinstance(monitor, Monitor):
+            _check.fail(
+                "monitor",
+                "a lrkit.Monitor, a MonitorConfig or None",
+                monitor,
+                exc=TypeError,
+            )
+        kinds = (
+            None
+            if isinstance(stop_on, (str, bytes)) or not isinstance(stop_on, Iterable)
+            else tuple(stop_on)
+        )
+        if kinds is None or not all(isinstance(k, str) and k in KINDS for k in kinds):
+            _check.fail(
+                "stop_on",
+                f"a sequence of finding kinds ({', '.join(KINDS)})",
+                stop_on,
+                exc=TypeError if kinds is None else ValueError,
+            )
+        if not isinstance(verbose, bool):
+            _check.fail("verbose", "True or False", verbose, exc=TypeError)
+        self.monitor = monitor
+        self.stop_on = frozenset(kinds)
+        self.verbose = verbose
+        self.logger = logging.getLogger(logger_name)
+        self.stopped_by: Finding | None = None
+        self._withdrawn_shown = 0  # withdrawals printed (training may run again)
+
+    def say(self, text: str) -> None:
+        """Log ``text`` at INFO level; print it too when ``verbose``."""
+        self.logger.info(text)
+        if self.verbose:
+            print(f"\n{text}")
+
+    def report(self, found: Iterable[Finding]) -> Finding | None:
+        """Print the new warnings among ``found``; return the first finding of a
+        ``stop_on`` kind raised or extended (new or not, any severity: a second
+        run on weights that already went NaN stops too), else None. The first
+        such finding of a run becomes ``stopped_by``."""
+        hit = None
+        for f in found:
+            if f.severity != "info" and f.is_new:
+                self.say(f"lrkit: {f.kind} at step {f.first_step}: {f.advice}")
+            if hit is None and f.kind in self.stop_on:
+                hit = f
+        if hit is not None and self.stopped_by is None:
+            self.stopped_by = hit
+        return hit
+
+    def finish(self) -> None:
+        """The run is over: the monitor judges it whole (``Monitor.finish``);
+        new findings and withdrawals are reported (each withdrawal once)."""
+        self.report(self.monitor.finish())
+        withdrawn = self.monitor.withdrawn
+        for f in withdrawn[self._withdrawn_shown :]:
+            self.say(
+                f"lrkit: {f.kind} from step {f.first_step} withdrawn: the run "
+                "converged within its length"
+            )
+        self._withdrawn_shown = len(withdrawn)
