@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -106,3 +107,71 @@ class OwnRngSampler:
 
     def __len__(self) -> int:
         return self.n
+
+
+def hf_trainer(
+    out: Path,
+    max_steps: int,
+    *,
+    callbacks: list[Any] | None = None,
+    nan_after: int | None = None,
+    **args: object,
+) -> Any:
+    """A real Hugging Face Trainer on a tiny regression (CPU, no download),
+    logging every step and evaluating every 10; ``args`` go to its
+    TrainingArguments. From its ``nan_after``-th training forward on the model
+    returns a NaN loss."""
+    import pytest
+
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+
+    class Model(torch.nn.Module):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 1)
+            self.calls = 0
+
+        def forward(self, x, labels=None):  # type: ignore[no-untyped-def]
+            out = self.lin(x)
+            loss = torch.nn.functional.mse_loss(out, labels)
+            if self.training:
+                self.calls += 1
+                if nan_after is not None and self.calls > nan_after:
+                    loss = loss * float("nan")
+            return {"loss": loss, "logits": out}
+
+    class Data(torch.utils.data.Dataset):  # type: ignore[misc]
+        def __init__(self, n: int) -> None:
+            g = torch.Generator().manual_seed(n)
+            self.x = torch.randn(n, 4, generator=g)
+            self.y = self.x.sum(1, keepdim=True)
+
+        def __len__(self) -> int:
+            return len(self.x)
+
+        def __getitem__(self, i: int) -> dict[str, Any]:
+            return {"x": self.x[i], "labels": self.y[i]}
+
+    settings: dict[str, object] = {
+        "logging_steps": 1,
+        "eval_strategy": "steps",
+        "eval_steps": 10,
+        "report_to": [],
+        "use_cpu": True,
+        "learning_rate": 0.05,
+        "per_device_train_batch_size": 8,
+        "disable_tqdm": True,  # the Trainer then prints each log dict
+    }
+    settings.update(args)
+    training_args = transformers.TrainingArguments(
+        output_dir=str(out), max_steps=max_steps, **settings
+    )
+    return transformers.Trainer(
+        model=Model(),
+        args=training_args,
+        train_dataset=Data(64),
+        eval_dataset=Data(16),
+        callbacks=callbacks,
+    )

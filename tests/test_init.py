@@ -15,7 +15,8 @@ def test_import_loads_no_framework_and_no_matplotlib() -> None:
     p = run_python(
         "import sys, lrkit\n"
         "lrkit.parse_schedule('cosine(total_steps=10)'); lrkit.suggest\n"
-        "names = ('torch', 'matplotlib', 'keras', 'tensorboard')\n"
+        "names = ('torch', 'matplotlib', 'keras', 'tensorboard', 'lightning',"
+        " 'transformers')\n"
         "heavy = [m for m in names if m in sys.modules]\n"
         "print(heavy)"
     )
@@ -53,6 +54,9 @@ def test_unknown_name_raises_attribute_error() -> None:
 def test_adapters_resolve_as_attributes() -> None:
     assert lrkit.torch.Scheduler is not None
     assert lrkit.torch.find_lr is lrkit.find_lr
+    assert lrkit.lightning.MonitorCallback.__module__ == "lrkit.lightning"
+    assert lrkit.hf.MonitorCallback.__module__ == "lrkit.hf"
+    assert {"lightning", "hf", "keras"} <= set(dir(lrkit))
 
 
 def test_find_lr_writes_nothing_to_the_working_directory(tmp_path: Path) -> None:

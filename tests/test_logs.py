@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
+from tests.helpers import hf_trainer
 
 import lrkit
 from lrkit import History, LogFormatError, read_log
@@ -579,53 +580,6 @@ def test_mlflow_broken_stores(tmp_path: Path) -> None:
     with pytest.raises(LogFormatError) as info:
         read_log(tmp_path / "mlruns")
     assert str(info.value).startswith(f"{run / 'metrics' / 'loss'}:3:")
-
-
-def hf_trainer(out: Path, max_steps: int, **args: object) -> Any:
-    """A real Hugging Face Trainer on a tiny regression (CPU, no download),
-    logging every step and evaluating every 10; ``args`` go to its
-    TrainingArguments."""
-    transformers = pytest.importorskip("transformers")
-    pytest.importorskip("accelerate")
-
-    class Model(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.lin = torch.nn.Linear(4, 1)
-
-        def forward(self, x, labels=None):  # type: ignore[no-untyped-def]
-            out = self.lin(x)
-            return {"loss": torch.nn.functional.mse_loss(out, labels), "logits": out}
-
-    class Data(torch.utils.data.Dataset):  # type: ignore[type-arg]
-        def __init__(self, n: int) -> None:
-            g = torch.Generator().manual_seed(n)
-            self.x = torch.randn(n, 4, generator=g)
-            self.y = self.x.sum(1, keepdim=True)
-
-        def __len__(self) -> int:
-            return len(self.x)
-
-        def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-            return {"x": self.x[i], "labels": self.y[i]}
-
-    settings: dict[str, object] = {
-        "logging_steps": 1,
-        "eval_strategy": "steps",
-        "eval_steps": 10,
-        "report_to": [],
-        "use_cpu": True,
-        "learning_rate": 0.05,
-        "per_device_train_batch_size": 8,
-        "disable_tqdm": True,  # the Trainer then prints each log dict
-    }
-    settings.update(args)
-    training_args = transformers.TrainingArguments(
-        output_dir=str(out), max_steps=max_steps, **settings
-    )
-    return transformers.Trainer(
-        model=Model(), args=training_args, train_dataset=Data(64), eval_dataset=Data(16)
-    )
 
 
 def test_hf_trainer_state_from_a_real_trainer(tmp_path: Path) -> None:

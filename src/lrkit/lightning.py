@@ -1,0 +1,299 @@
+"""The Lightning adapter: watch ``Trainer.fit`` with :class:`lrkit.Monitor`.
+
+Needs Lightning 2 (``pip install 'lrkit[lightning]'``; the standalone
+``pytorch_lightning`` package works too).
+
+- :class:`MonitorCallback` feeds the monitor one point per optimizer step (the
+  training loss, the total gradient norm before clipping, the LR the step used)
+  and the validation loss after each validation run; it prints new warnings
+  with their advice and stops a run that went NaN or diverged.
+
+lrkit's schedules and reduce-on-plateau reach Lightning through
+:class:`lrkit.torch.Scheduler`, a ``torch.optim.lr_scheduler.LRScheduler``
+returned from ``configure_optimizers`` like any other.
+
+Example:
+    >>> from lrkit.lightning import MonitorCallback
+    >>> cb = MonitorCallback(stop_on=("nan", "diverged"), verbose=False)
+    >>> sorted(cb.stop_on), cb.losses
+    (['diverged', 'nan'], [])
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import torch
+
+try:
+    import lightning.pytorch as pl
+except ImportError:  # pragma: no cover - exercised only without lightning
+    try:
+        import pytorch_lightning as pl  # type: ignore[no-redef]
+    except ImportError as e:
+        raise ImportError(
+            "lrkit.lightning needs Lightning 2, which is not installed: "
+            "pip install 'lrkit[lightning]'."
+        ) from e
+
+from . import _check
+from ._watch import Watch, check_key
+from .monitor import Finding, Monitor, MonitorConfig
+
+__all__ = ["MonitorCallback"]
+
+logger = logging.getLogger(__name__)
+
+
+def _scalar(value: Any) -> float | None:
+    """A float from a tensor or number; None for anything else."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            return None
+        return float(value.detach().float().item())
+    if _check.is_real(value):
+        return float(value)
+    return None
+
+
+def _grad_norm(module: torch.nn.Module) -> float | None:
+    """The total 2-norm of the module's gradients (one device sync), or None."""
+    norms = [
+        torch.linalg.vector_norm(p.grad.detach(), dtype=torch.float32)
+        for p in module.parameters()
+        if p.grad is not None
+    ]
+    if not norms:
+        return None
+    devices = {n.device for n in norms}
+    if len(devices) > 1:  # model parallel: gather the per-tensor norms first
+        norms = [n.cpu() for n in norms]
+    return float(torch.linalg.vector_norm(torch.stack(norms)).item())
+
+
+class MonitorCallback(pl.Callback):
+    """Watch ``Trainer.fit`` with :class:`lrkit.Monitor`; stop a run that diverged.
+
+    One point per optimizer step: the training loss (the mean of the step's
+    micro-batches under gradient accumulation: ``training_step``'s returned
+    loss, or ``trainer.callback_metrics[loss_key]`` when ``loss_key`` is
+    given), the total gradient norm before clipping (read in
+    ``on_before_optimizer_step``, after AMP unscaling; under ``16-mixed`` a
+    non-finite norm is the scaler skipping a step and is not passed on) and
+    the LR the step used (the first param group of the stepping optimizer).
+    After each validation run (sanity check excluded),
+    ``trainer.callback_metrics[val_key]`` goes with the next point. New
+    findings of warning or critical severity are printed with their advice
+    (``verbose``; the ``lrkit.lightning`` logger gets them at INFO level);
+    while a finding of a kind in ``stop_on`` (any severity) is raised or
+    extended, ``trainer.should_stop`` is set and Lightning ends the run after
+    the batch (once ``min_steps``/``min_epochs`` are met). With several
+    processes each rank watches its own loss and the stop is agreed across
+    ranks (any rank stopping stops all; a one-boolean all-reduce per step).
+    When training ends the monitor judges the whole run
+    (:meth:`lrkit.Monitor.finish`). Steps are counted across ``fit`` calls.
+
+    Args:
+        monitor: a :class:`lrkit.Monitor` to feed, or the
+            :class:`lrkit.MonitorConfig` of a new one (default: the defaults).
+        stop_on: finding kinds that stop training (``nan``, ``diverged`` by
+            default; ``()`` never stops).
+        verbose: print new warnings.
+        loss_key: None (default) reads the loss ``training_step`` returns (a
+            tensor, or a dict's ``"loss"``); a key reads that logged metric
+            instead (log it with ``on_step=True``), for manual optimization
+            or a step that returns something else.
+        val_key: the validation loss's key among the logged metrics
+            (``"val_loss"``); warned about once when validation runs without it.
+        grad_norm: compute and watch the total gradient norm (one extra
+            device sync per step; per rank under sharded strategies).
+
+    Attributes:
+        monitor: the :class:`lrkit.Monitor`.
+        losses: the training losses fed, one per optimizer step (data).
+        stopped_by: the :class:`lrkit.Finding` that stopped the latest ``fit``,
+            or None.
+
+    Example:
+        >>> import lightning.pytorch as pl, torch
+        >>> from lrkit.lightning import MonitorCallback
+        >>> class Reg(pl.LightningModule):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.net = torch.nn.Linear(4, 1)
+        ...     def training_step(self, batch, batch_idx):
+        ...         x, y = batch
+        ...         return torch.nn.functional.mse_loss(self.net(x), y)
+        ...     def configure_optimizers(self):
+        ...         return torch.optim.SGD(self.parameters(), lr=50.0)
+        >>> _ = torch.manual_seed(0)
+        >>> x = torch.rand(256, 4); y = x.sum(1, keepdim=True)
+        >>> data = torch.utils.data.DataLoader(list(zip(x, y)), batch_size=32)
+        >>> cb = MonitorCallback(verbose=False)
+        >>> trainer = pl.Trainer(max_epochs=20, callbacks=[cb], logger=False,
+        ...     enable_checkpointing=False, enable_progress_bar=False,
+        ...     enable_model_summary=False, accelerator="cpu")
+        >>> trainer.fit(Reg(), data)
+        >>> cb.stopped_by.kind in ("nan", "diverged"), trainer.global_step < 160
+        (True, True)
+    """
+
+    def __init__(
+        self,
+        monitor: Monitor | MonitorConfig | None = None,
+        *,
+        stop_on: tuple[str, ...] | list[str] = ("nan", "diverged"),
+        verbose: bool = True,
+        loss_key: str | None = None,
+        val_key: str = "val_loss",
+        grad_norm: bool = True,
+    ) -> None:
+        super().__init__()
+        self._watch = Watch(
+            monitor, stop_on=stop_on, verbose=verbose, logger_name=__name__
+        )
+        self.loss_key = None if loss_key is None else check_key("loss_key", loss_key)
+        self.val_key = check_key("val_key", val_key)
+        if not isinstance(grad_norm, bool):
+            _check.fail("grad_norm", "True or False", grad_norm, exc=TypeError)
+        self.grad_norm = grad_norm
+        self.losses: list[float] = []
+        self._step = 0  # the next point's step
+        self._micro: list[float] = []  # losses of the current step's micro-batches
+        self._norm: float | None = None  # of the step being taken
+        self._lr: float | None = None  # that the step being taken uses
+        self._stepped = False  # an optimizer step since the last point
+        self._val: float | None = None  # waiting for the next point
+        self._warned: set[str] = set()
+
+    @property
+    def monitor(self) -> Monitor:
+        """The :class:`lrkit.Monitor` being fed."""
+        return self._watch.monitor
+
+    @property
+    def stop_on(self) -> frozenset[str]:
+        """The finding kinds that stop training."""
+        return self._watch.stop_on
+
+    @property
+    def verbose(self) -> bool:
+        """Whether new warnings are printed."""
+        return self._watch.verbose
+
+    @property
+    def stopped_by(self) -> Finding | None:
+        """The finding that stopped the latest ``fit``, or None."""
+        return self._watch.stopped_by
+
+    def _warn_once(self, what: str, text: str, keys: Any) -> None:
+        if what in self._warned:
+            return
+        self._warned.add(what)
+        shown = ", ".join(sorted(str(k) for k in keys)) or "none"
+        logger.warning("lrkit MonitorCallback: %s (logged: %s)", text, shown)
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self._watch.stopped_by = None
+        self._micro = []
+        self._stepped = False
+
+    def on_before_optimizer_step(
+        self, trainer: Any, pl_module: Any, optimizer: Any
+    ) -> None:
+        inner = getattr(optimizer, "optimizer", optimizer)  # LightningOptimizer
+        try:
+            self._lr = float(inner.param_groups[0]["lr"])
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+            self._lr = None
+        self._stepped = True
+        if not self.grad_norm:
+            return
+        norm = _grad_norm(pl_module)
+        scaled = str(getattr(trainer, "precision", "")) == "16-mixed"
+        if norm is not None and scaled and not math.isfinite(norm):
+            norm = None  # the GradScaler skips this step: by design
+        self._norm = norm
+
+    def _batch_loss(self, trainer: Any, outputs: Any) -> float | None:
+        if self.loss_key is not None:
+            metrics = trainer.callback_metrics
+            value = _scalar(metrics.get(self.loss_key))
+            if value is None:
+                self._warn_once(
+                    "loss",
+                    f"no {self.loss_key!r} among the logged metrics; nothing is "
+                    "watched. Log it with on_step=True or pass another loss_key",
+                    metrics,
+                )
+            return value
+        if isinstance(outputs, dict):
+            outputs = outputs.get("loss")
+        value = _scalar(outputs)
+        automatic = getattr(trainer.lightning_module, "automatic_optimization", True)
+        if value is None:
+            if outputs is None and automatic:  # training_step skipped the batch
+                return None
+            self._warn_once(
+                "loss",
+                "training_step returned no loss tensor; nothing is watched. "
+                "Pass loss_key= naming a metric logged with on_step=True",
+                trainer.callback_metrics,
+            )
+            return None
+        if automatic:
+            # Lightning divides the returned loss by the accumulation count
+            value *= trainer.accumulate_grad_batches
+        return value
+
+    def on_train_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        loss = self._batch_loss(trainer, outputs)
+        if loss is not None:
+            self._micro.append(loss)
+        if not self._stepped:
+            return  # accumulating: the optimizer has not stepped yet
+        self._stepped = False
+        if not self._micro:
+            return
+        loss = math.fsum(self._micro) / len(self._micro)
+        if any(not math.isfinite(m) for m in self._micro):
+            loss = next(m for m in self._micro if not math.isfinite(m))
+        self._micro = []
+        self.losses.append(loss)
+        found = self.monitor.update(
+            self._step, loss, val_loss=self._val, grad_norm=self._norm, lr=self._lr
+        )
+        self._step += 1
+        self._val = None
+        self._norm = None
+        hit = self._watch.report(found) is not None
+        strategy = getattr(trainer, "strategy", None)
+        if strategy is not None and getattr(trainer, "world_size", 1) > 1:
+            hit = bool(strategy.reduce_boolean_decision(hit, all=False))
+        if hit:
+            trainer.should_stop = True
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.sanity_checking:
+            return
+        value = _scalar(trainer.callback_metrics.get(self.val_key))
+        if value is None:
+            self._warn_once(
+                "val",
+                f"no {self.val_key!r} among the logged metrics after validation; "
+                "validation is not watched. Pass val_key=...",
+                trainer.callback_metrics,
+            )
+            return
+        self._val = value
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        if self._val is not None:
+            self.monitor.update(self._step, None, val_loss=self._val)
+            self._step += 1
+            self._val = None
+        self._watch.finish()

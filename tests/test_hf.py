@@ -1,0 +1,150 @@
+"""Tests of lrkit.hf: MonitorCallback in real Hugging Face ``Trainer.train`` runs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("accelerate")
+
+from tests.helpers import hf_trainer
+
+import lrkit
+from lrkit.hf import MonitorCallback
+
+
+class Recording(lrkit.Monitor):
+    """A real Monitor that also keeps what it was fed."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.calls: list[tuple[int, Any, dict[str, Any]]] = []
+
+    def update(self, step: int, loss: Any, **kw: Any) -> Any:
+        self.calls.append((step, loss, kw))
+        return super().update(step, loss, **kw)
+
+
+def _logged(trainer: Any, key: str) -> list[tuple[int, float]]:
+    return [(e["step"], e[key]) for e in trainer.state.log_history if key in e]
+
+
+def test_healthy_run_is_silent_and_feeds_what_the_trainer_logs(
+    tmp_path: Path,
+) -> None:
+    mon = Recording()
+    cb = MonitorCallback(mon, verbose=False)
+    trainer = hf_trainer(tmp_path, 40, callbacks=[cb], save_strategy="no")
+    trainer.train()
+    assert cb.stopped_by is None and trainer.state.global_step == 40
+    assert not [f for f in mon.findings if f.severity != "info"]
+    train = [c for c in mon.calls if c[1] is not None]
+    assert [(c[0], c[1]) for c in train] == _logged(trainer, "loss")
+    assert [c[2]["lr"] for c in train] == [
+        v for _, v in _logged(trainer, "learning_rate")
+    ]
+    norms = [v for _, v in _logged(trainer, "grad_norm")]
+    np.testing.assert_allclose([c[2]["grad_norm"] for c in train], norms)
+    assert cb.losses == [v for _, v in _logged(trainer, "loss")]
+    # each evaluation (steps 10, 20, 30, 40) goes with the next point; the
+    # last one alone at the end
+    vals = [(c[0], c[2]["val_loss"]) for c in mon.calls if c[2].get("val_loss")]
+    evals = _logged(trainer, "eval_loss")
+    assert [v for _, v in vals] == [v for _, v in evals]
+    assert [s for s, _ in vals] == [11, 21, 31, 41]
+    assert mon.stats()["val_losses"] == 4
+
+
+def test_a_diverging_run_is_stopped_early(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cb = MonitorCallback(verbose=True)
+    trainer = hf_trainer(
+        tmp_path,
+        200,
+        callbacks=[cb],
+        save_strategy="no",
+        eval_strategy="no",
+        optim="sgd",
+        learning_rate=1.5,
+        lr_scheduler_type="constant",
+        max_grad_norm=0.0,
+    )
+    trainer.train()
+    assert cb.stopped_by is not None and cb.stopped_by.kind in ("nan", "diverged")
+    assert trainer.state.global_step < 200
+    assert cb.stopped_by.first_step <= trainer.state.global_step
+    assert "LR" in cb.stopped_by.advice
+    assert capsys.readouterr().out.count(f"lrkit: {cb.stopped_by.kind} at step") == 1
+
+
+@pytest.mark.parametrize("nan_filter", [True, False])
+def test_an_injected_nan_stops_the_run(tmp_path: Path, nan_filter: bool) -> None:
+    """With the Trainer's NaN filter on (its default) the logged loss stays
+    finite, but the logged gradient norm is NaN; with it off the loss is."""
+    mon = Recording()
+    cb = MonitorCallback(mon, verbose=False)
+    trainer = hf_trainer(
+        tmp_path,
+        100,
+        callbacks=[cb],
+        nan_after=30,
+        save_strategy="no",
+        eval_strategy="no",
+        logging_nan_inf_filter=nan_filter,
+    )
+    trainer.train()
+    assert cb.stopped_by is not None and cb.stopped_by.kind == "nan"
+    assert cb.stopped_by.first_step == 31 and trainer.state.global_step == 31
+    _, loss, kw = mon.calls[-1]
+    assert math.isnan(kw["grad_norm"]) and math.isnan(loss) is not nan_filter
+
+
+def test_the_default_monitor_is_sized_to_the_logged_points(tmp_path: Path) -> None:
+    cb = MonitorCallback(verbose=False)
+    before = cb.monitor
+    trainer = hf_trainer(
+        tmp_path, 60, callbacks=[cb], save_strategy="no", logging_steps=5
+    )
+    trainer.train()
+    assert cb.monitor is not before
+    assert cb.monitor.config == lrkit.MonitorConfig.for_points(12)
+    assert [c for c, _ in _logged(trainer, "loss")] == list(range(5, 61, 5))
+    assert len(cb.losses) == 12
+    # a given monitor (or config) is used as it is
+    config = lrkit.MonitorConfig(plateau_patience=3)
+    cb = MonitorCallback(config, verbose=False)
+    hf_trainer(tmp_path, 10, callbacks=[cb], save_strategy="no").train()
+    assert cb.monitor.config == config
+
+
+def test_a_missing_eval_key_is_warned_about_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cb = MonitorCallback(val_key="eval_accuracy", verbose=False)
+    trainer = hf_trainer(tmp_path, 30, callbacks=[cb], save_strategy="no")
+    with caplog.at_level("WARNING", logger="lrkit.hf"):
+        trainer.train()
+    text = [r.message for r in caplog.records]
+    assert sum("no 'eval_accuracy' in the evaluation logs" in t for t in text) == 1
+    assert any("eval_loss" in t for t in text)
+    assert cb.monitor.stats()["val_losses"] == 0 and len(cb.losses) == 30
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="stop_on must be"):
+        MonitorCallback(stop_on=("explode",))
+    with pytest.raises(TypeError, match="monitor must be"):
+        MonitorCallback(monitor=0.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="loss_key must be a non-empty log key"):
+        MonitorCallback(loss_key=None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="val_key must be a non-empty log key"):
+        MonitorCallback(val_key="")
+    with pytest.raises(TypeError, match="verbose must be True or False"):
+        MonitorCallback(verbose="loud")  # type: ignore[arg-type]

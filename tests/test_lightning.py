@@ -1,0 +1,268 @@
+"""Tests of lrkit.lightning: MonitorCallback in real Lightning ``Trainer.fit`` runs."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pl = pytest.importorskip("lightning.pytorch")
+
+import lrkit  # noqa: E402
+from lrkit.lightning import MonitorCallback  # noqa: E402
+
+
+class Recording(lrkit.Monitor):
+    """A real Monitor that also keeps what it was fed."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.calls: list[tuple[int, Any, dict[str, Any]]] = []
+
+    def update(self, step: int, loss: Any, **kw: Any) -> Any:
+        self.calls.append((step, loss, kw))
+        return super().update(step, loss, **kw)
+
+
+class Reg(pl.LightningModule):  # type: ignore[misc]
+    """A small tanh MLP on a linear regression; records what it computes."""
+
+    def __init__(
+        self,
+        lr: float,
+        *,
+        nan_at: int | None = None,
+        scheduler: bool = False,
+        log_key: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1)
+        )
+        self.lr = lr
+        self.nan_at = nan_at
+        self.scheduler = scheduler
+        self.log_key = log_key
+        self.batch_losses: list[float] = []
+        self.val_losses: list[float] = []
+        self.norms: list[float] = []
+        self.lrs: list[float] = []
+
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.net(x), y)
+        if self.nan_at is not None and len(self.batch_losses) >= self.nan_at:
+            loss = loss * float("nan")
+        self.batch_losses.append(float(loss.detach()))
+        if self.log_key is not None:
+            self.log(self.log_key, 2 * loss, on_step=True, on_epoch=False)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        self.log("val_loss", torch.nn.functional.mse_loss(self.net(x), y))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self.val_losses.append(float(self.trainer.callback_metrics["val_loss"]))
+
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        self.norms.append(float(torch.nn.utils.get_total_norm(grads)))
+        self.lrs.append(optimizer.param_groups[0]["lr"])
+
+    def configure_optimizers(self) -> Any:
+        opt = torch.optim.SGD(self.parameters(), lr=self.lr)
+        if not self.scheduler:
+            return opt
+        sched = lrkit.torch.Scheduler(opt, "warmup(steps=10) >> constant()")
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": sched, "interval": "step"},
+        }
+
+
+def _data(n: int = 512, seed: int = 0) -> Any:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 8, generator=g)
+    y = x @ torch.randn(8, 1, generator=g) + 0.1 * torch.randn(n, 1, generator=g)
+    return torch.utils.data.TensorDataset(x, y)
+
+
+def _fit(
+    module: Reg,
+    cb: MonitorCallback,
+    *,
+    epochs: int = 4,
+    val: bool = False,
+    batch_size: int = 32,
+    **trainer_kw: Any,
+) -> Any:
+    torch.manual_seed(0)
+    train = torch.utils.data.DataLoader(_data(), batch_size=batch_size)
+    vloader = torch.utils.data.DataLoader(_data(128, seed=1), batch_size=64)
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        callbacks=[cb],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        num_sanity_val_steps=2 if val else 0,
+        **trainer_kw,
+    )
+    trainer.fit(module, train, vloader if val else None)
+    return trainer
+
+
+def test_healthy_run_is_silent_and_every_step_is_fed_with_its_lr_norm_and_val() -> None:
+    mon = Recording()
+    cb = MonitorCallback(mon, verbose=False)
+    module = Reg(0.05, scheduler=True)
+    trainer = _fit(module, cb, epochs=5, val=True)
+    assert cb.stopped_by is None and trainer.global_step == 80
+    assert not [f for f in mon.findings if f.severity != "info"]
+    train = [c for c in mon.calls if c[1] is not None]
+    assert [c[0] for c in mon.calls] == list(range(len(mon.calls)))
+    np.testing.assert_allclose(cb.losses, module.batch_losses, rtol=1e-6)
+    np.testing.assert_allclose([c[1] for c in train], module.batch_losses, rtol=1e-6)
+    # the LR each step used: warmup rises over the first 10 steps
+    np.testing.assert_allclose([c[2]["lr"] for c in train], module.lrs)
+    assert module.lrs[0] < module.lrs[9] < module.lrs[10] == pytest.approx(0.05)
+    np.testing.assert_allclose(
+        [c[2]["grad_norm"] for c in train], module.norms, rtol=1e-5
+    )
+    # validation after each epoch (not the sanity check) goes with the next
+    # point, the last one alone at the end
+    vals = [c[2]["val_loss"] for c in mon.calls if c[2].get("val_loss") is not None]
+    np.testing.assert_allclose(vals, module.val_losses, rtol=1e-6)
+    assert len(vals) == 5 and mon.calls[-1][1] is None
+    assert mon.stats()["val_losses"] == 5
+
+
+def test_a_diverging_run_is_stopped_early() -> None:
+    cb = MonitorCallback(verbose=False)
+    trainer = _fit(Reg(3.0), cb, epochs=20)
+    assert cb.stopped_by is not None and cb.stopped_by.kind in ("nan", "diverged")
+    assert trainer.global_step < 16 * 20
+    assert len(cb.losses) == trainer.global_step
+    assert "LR" in cb.stopped_by.advice
+
+
+def test_an_injected_nan_stops_the_run_after_that_step(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cb = MonitorCallback(verbose=True)
+    module = Reg(0.05, nan_at=20)
+    trainer = _fit(module, cb, epochs=10)
+    assert cb.stopped_by is not None and cb.stopped_by.kind == "nan"
+    assert cb.stopped_by.first_step == 20 and trainer.global_step == 21
+    assert math.isnan(cb.losses[-1])
+    assert capsys.readouterr().out.count("lrkit: nan at step 20") == 1
+
+
+def test_gradient_accumulation_feeds_one_point_per_optimizer_step() -> None:
+    """Lightning divides the returned loss by the accumulation count; the
+    point is the mean of the step's micro-batch losses, at the step's LR."""
+    mon = Recording()
+    cb = MonitorCallback(mon, verbose=False)
+    module = Reg(0.05)
+    trainer = _fit(module, cb, epochs=2, accumulate_grad_batches=4)
+    assert trainer.global_step == 8 and len(cb.losses) == 8
+    micro = np.asarray(module.batch_losses).reshape(8, 4).mean(axis=1)
+    np.testing.assert_allclose(cb.losses, micro, rtol=1e-6)
+    assert len(module.norms) == 8
+    np.testing.assert_allclose([c[2]["grad_norm"] for c in mon.calls], module.norms)
+
+
+def test_the_norm_is_read_before_clipping_and_can_be_turned_off() -> None:
+    mon = Recording()
+    module = Reg(0.05)
+    _fit(module, MonitorCallback(mon, verbose=False), epochs=1, gradient_clip_val=1e-3)
+    norms = [c[2]["grad_norm"] for c in mon.calls]
+    assert min(norms) > 1e-2  # far above the clip: the unclipped norm
+    mon = Recording()
+    _fit(Reg(0.05), MonitorCallback(mon, verbose=False, grad_norm=False), epochs=1)
+    assert all(c[2]["grad_norm"] is None for c in mon.calls) and len(mon.calls) == 16
+
+
+def test_loss_key_reads_a_logged_metric_instead_of_the_returned_loss() -> None:
+    module = Reg(0.05, log_key="train_loss")  # logs twice the loss it returns
+    cb = MonitorCallback(loss_key="train_loss", verbose=False)
+    _fit(module, cb, epochs=1)
+    np.testing.assert_allclose(
+        cb.losses, 2 * np.asarray(module.batch_losses), rtol=1e-6
+    )
+
+
+class Manual(Reg):
+    """Manual optimization: one step per batch, the loss logged, not returned."""
+
+    def __init__(self, lr: float) -> None:
+        super().__init__(lr)
+        self.automatic_optimization = False
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        opt = self.optimizers()
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.net(x), y)
+        self.batch_losses.append(float(loss.detach()))
+        opt.zero_grad()
+        self.manual_backward(loss)
+        opt.step()
+        self.log("train_loss", loss, on_step=True, on_epoch=False)
+
+
+def test_manual_optimization_with_a_loss_key(caplog: pytest.LogCaptureFixture) -> None:
+    module = Manual(0.05)
+    cb = MonitorCallback(loss_key="train_loss", verbose=False)
+    trainer = _fit(module, cb, epochs=2)
+    assert trainer.global_step == 32
+    np.testing.assert_allclose(cb.losses, module.batch_losses, rtol=1e-6)
+    # without the key nothing is returned to read: warned once, nothing fed
+    cb = MonitorCallback(verbose=False)
+    with caplog.at_level("WARNING", logger="lrkit.lightning"):
+        _fit(Manual(0.05), cb, epochs=2)
+    assert cb.losses == []
+    assert sum("returned no loss" in r.message for r in caplog.records) == 1
+
+
+def test_missing_keys_are_warned_about_once(caplog: pytest.LogCaptureFixture) -> None:
+    cb = MonitorCallback(loss_key="nope", val_key="val_acc", verbose=False)
+    with caplog.at_level("WARNING", logger="lrkit.lightning"):
+        _fit(Reg(0.05), cb, epochs=3, val=True)
+    text = [r.message for r in caplog.records]
+    assert sum("no 'nope' among the logged metrics" in t for t in text) == 1
+    assert sum("no 'val_acc' among the logged metrics" in t for t in text) == 1
+    assert any("val_loss" in t for t in text)  # the keys that are there
+    assert cb.losses == [] and cb.monitor.updates == 0
+
+
+def test_a_second_fit_continues_the_steps() -> None:
+    mon = Recording()
+    cb = MonitorCallback(mon, verbose=False)
+    module = Reg(0.05)
+    _fit(module, cb, epochs=1)
+    _fit(module, cb, epochs=1)  # a new Trainer, the same callback and run
+    assert [c[0] for c in mon.calls] == list(range(32))
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="stop_on must be"):
+        MonitorCallback(stop_on=("explode",))
+    with pytest.raises(TypeError, match="stop_on must be a sequence"):
+        MonitorCallback(stop_on="nan")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="monitor must be"):
+        MonitorCallback(monitor={"nan": 1})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="loss_key must be a non-empty log key"):
+        MonitorCallback(loss_key="")
+    with pytest.raises(TypeError, match="val_key must be a non-empty log key"):
+        MonitorCallback(val_key=None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="grad_norm must be True or False"):
+        MonitorCallback(grad_norm="yes")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="verbose must be True or False"):
+        MonitorCallback(verbose=1)  # type: ignore[arg-type]
