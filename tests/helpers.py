@@ -1,4 +1,5 @@
-"""Shared test helpers: run the real `lrkit` command or Python in a subprocess."""
+"""Shared test helpers: run the real `lrkit` command or Python in a subprocess, a
+real Hugging Face Trainer, a Monitor that keeps what it was fed."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import lrkit
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -175,3 +178,15 @@ def hf_trainer(
         eval_dataset=Data(16),
         callbacks=callbacks,
     )
+
+
+class Recording(lrkit.Monitor):
+    """A real Monitor that also keeps what it was fed."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.calls: list[tuple[int, Any, dict[str, Any]]] = []
+
+    def update(self, step: int, loss: Any, **kw: Any) -> Any:
+        self.calls.append((step, loss, kw))
+        return super().update(step, loss, **kw)

@@ -13,22 +13,10 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 
-from tests.helpers import hf_trainer
+from tests.helpers import Recording, hf_trainer
 
 import lrkit
 from lrkit.hf import MonitorCallback
-
-
-class Recording(lrkit.Monitor):
-    """A real Monitor that also keeps what it was fed."""
-
-    def __init__(self, *args: Any, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self.calls: list[tuple[int, Any, dict[str, Any]]] = []
-
-    def update(self, step: int, loss: Any, **kw: Any) -> Any:
-        self.calls.append((step, loss, kw))
-        return super().update(step, loss, **kw)
 
 
 def _logged(trainer: Any, key: str) -> list[tuple[int, float]]:

@@ -11,20 +11,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pl = pytest.importorskip("lightning.pytorch")
 
+from tests.helpers import Recording  # noqa: E402
+
 import lrkit  # noqa: E402
 from lrkit.lightning import MonitorCallback  # noqa: E402
-
-
-class Recording(lrkit.Monitor):
-    """A real Monitor that also keeps what it was fed."""
-
-    def __init__(self, *args: Any, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self.calls: list[tuple[int, Any, dict[str, Any]]] = []
-
-    def update(self, step: int, loss: Any, **kw: Any) -> Any:
-        self.calls.append((step, loss, kw))
-        return super().update(step, loss, **kw)
 
 
 class Reg(pl.LightningModule):  # type: ignore[misc]

@@ -21,7 +21,7 @@ from typing import Any
 from . import _check
 from .monitor import KINDS, Finding, Monitor, MonitorConfig
 
-__all__ = ["Watch", "check_key"]
+__all__ = ["Watch", "Watched", "check_key"]
 
 
 def check_key(param: str, value: Any) -> str:
@@ -117,3 +117,31 @@ class Watch:
                 "converged within its length"
             )
         self._withdrawn_shown = len(withdrawn)
+
+
+class Watched:
+    """The read-only views a trainer callback gives of its :class:`Watch`
+    (mixed in before the trainer's callback class; ``_watch`` is set in
+    ``__init__``)."""
+
+    _watch: Watch
+
+    @property
+    def monitor(self) -> Monitor:
+        """The :class:`lrkit.Monitor` being fed."""
+        return self._watch.monitor
+
+    @property
+    def stop_on(self) -> frozenset[str]:
+        """The finding kinds that stop training."""
+        return self._watch.stop_on
+
+    @property
+    def verbose(self) -> bool:
+        """Whether new warnings are printed."""
+        return self._watch.verbose
+
+    @property
+    def stopped_by(self) -> Finding | None:
+        """The finding that stopped the latest run (``fit``, ``train``), or None."""
+        return self._watch.stopped_by

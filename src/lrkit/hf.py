@@ -33,7 +33,7 @@ except ImportError as e:  # pragma: no cover - exercised only without transforme
     ) from e
 
 from . import _check
-from ._watch import Watch, check_key
+from ._watch import Watch, Watched, check_key
 from .monitor import Finding, Monitor, MonitorConfig
 
 __all__ = ["MonitorCallback"]
@@ -45,7 +45,7 @@ def _number(value: Any) -> float | None:
     return float(value) if _check.is_real(value) else None
 
 
-class MonitorCallback(TrainerCallback):
+class MonitorCallback(Watched, TrainerCallback):
     """Watch ``transformers.Trainer`` with :class:`lrkit.Monitor`; stop a diverged run.
 
     Each training log (every ``logging_steps``) is one point at the Trainer's
@@ -110,26 +110,6 @@ class MonitorCallback(TrainerCallback):
         self._val: float | None = None  # waiting for the next point
         self._last: int | None = None  # the step of the latest point
         self._missing_warned = False
-
-    @property
-    def monitor(self) -> Monitor:
-        """The :class:`lrkit.Monitor` being fed."""
-        return self._watch.monitor
-
-    @property
-    def stop_on(self) -> frozenset[str]:
-        """The finding kinds that stop training."""
-        return self._watch.stop_on
-
-    @property
-    def verbose(self) -> bool:
-        """Whether new warnings are printed."""
-        return self._watch.verbose
-
-    @property
-    def stopped_by(self) -> Finding | None:
-        """The finding that stopped the latest ``train``, or None."""
-        return self._watch.stopped_by
 
     def on_train_begin(
         self, args: Any, state: Any, control: Any, **kwargs: Any

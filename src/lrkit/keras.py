@@ -45,7 +45,7 @@ except ImportError as e:  # pragma: no cover - exercised only without keras
 
 from . import _check
 from ._check import LRKitError
-from ._watch import Watch, check_key
+from ._watch import Watch, Watched, check_key
 from .compose import Join, Scale, Warmup
 from .monitor import Finding, Monitor, MonitorConfig
 from .plateau import PlateauState, ReduceOnPlateau
@@ -674,7 +674,7 @@ def _optimizer(model: Any) -> Any:
     return opt
 
 
-class MonitorCallback(keras.callbacks.Callback):  # type: ignore[misc]
+class MonitorCallback(Watched, keras.callbacks.Callback):  # type: ignore[misc]
     """Watch ``model.fit`` with :class:`lrkit.Monitor`; stop a run that diverged.
 
     Each batch's training loss goes to the monitor with the optimizer's
@@ -746,26 +746,6 @@ class MonitorCallback(keras.callbacks.Callback):  # type: ignore[misc]
             return float(ops.convert_to_numpy(_optimizer(self.model).learning_rate))
         except (AttributeError, TypeError, ValueError):  # pragma: no cover
             return None
-
-    @property
-    def monitor(self) -> Monitor:
-        """The :class:`lrkit.Monitor` being fed."""
-        return self._watch.monitor
-
-    @property
-    def stop_on(self) -> frozenset[str]:
-        """The finding kinds that stop training."""
-        return self._watch.stop_on
-
-    @property
-    def verbose(self) -> bool:
-        """Whether new warnings are printed."""
-        return self._watch.verbose
-
-    @property
-    def stopped_by(self) -> Finding | None:
-        """The finding that stopped the latest ``fit``, or None."""
-        return self._watch.stopped_by
 
     def _report(self, found: list[Finding]) -> None:
         if self._watch.report(found) is not None and self.model is not None:

@@ -39,8 +39,8 @@ except ImportError:  # pragma: no cover - exercised only without lightning
         ) from e
 
 from . import _check
-from ._watch import Watch, check_key
-from .monitor import Finding, Monitor, MonitorConfig
+from ._watch import Watch, Watched, check_key
+from .monitor import Monitor, MonitorConfig
 
 __all__ = ["MonitorCallback"]
 
@@ -73,7 +73,7 @@ def _grad_norm(module: torch.nn.Module) -> float | None:
     return float(torch.linalg.vector_norm(torch.stack(norms)).item())
 
 
-class MonitorCallback(pl.Callback):
+class MonitorCallback(Watched, pl.Callback):
     """Watch ``Trainer.fit`` with :class:`lrkit.Monitor`; stop a run that diverged.
 
     One point per optimizer step: the training loss (the mean of the step's
@@ -167,26 +167,6 @@ class MonitorCallback(pl.Callback):
         self._stepped = False  # an optimizer step since the last point
         self._val: float | None = None  # waiting for the next point
         self._warned: set[str] = set()
-
-    @property
-    def monitor(self) -> Monitor:
-        """The :class:`lrkit.Monitor` being fed."""
-        return self._watch.monitor
-
-    @property
-    def stop_on(self) -> frozenset[str]:
-        """The finding kinds that stop training."""
-        return self._watch.stop_on
-
-    @property
-    def verbose(self) -> bool:
-        """Whether new warnings are printed."""
-        return self._watch.verbose
-
-    @property
-    def stopped_by(self) -> Finding | None:
-        """The finding that stopped the latest ``fit``, or None."""
-        return self._watch.stopped_by
 
     def _warn_once(self, what: str, text: str, keys: Any) -> None:
         if what in self._warned:
