@@ -14,7 +14,7 @@ pl = pytest.importorskip("lightning.pytorch")
 from tests.helpers import Recording  # noqa: E402
 
 import lrkit  # noqa: E402
-from lrkit.lightning import MonitorCallback  # noqa: E402
+from lrkit.lightning import GuardCallback, MonitorCallback  # noqa: E402
 
 
 class Reg(pl.LightningModule):  # type: ignore[misc]
@@ -36,6 +36,7 @@ class Reg(pl.LightningModule):  # type: ignore[misc]
         self.nan_at = nan_at
         self.scheduler = scheduler
         self.log_key = log_key
+        self.nan_once = False  # NaN from nan_at on, or at nan_at only
         self.batch_losses: list[float] = []
         self.val_losses: list[float] = []
         self.norms: list[float] = []
@@ -44,7 +45,10 @@ class Reg(pl.LightningModule):  # type: ignore[misc]
     def training_step(self, batch: Any, batch_idx: int) -> Any:
         x, y = batch
         loss = torch.nn.functional.mse_loss(self.net(x), y)
-        if self.nan_at is not None and len(self.batch_losses) >= self.nan_at:
+        n = len(self.batch_losses)
+        if self.nan_at is not None and (
+            n == self.nan_at or (n > self.nan_at and not self.nan_once)
+        ):
             loss = loss * float("nan")
         self.batch_losses.append(float(loss.detach()))
         if self.log_key is not None:
@@ -256,3 +260,59 @@ def test_bad_arguments() -> None:
         MonitorCallback(grad_norm="yes")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="verbose must be True or False"):
         MonitorCallback(verbose=1)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------ GuardCallback
+def test_guard_recovers_from_an_injected_nan_and_finishes_the_run() -> None:
+    cb = GuardCallback(every=10)
+    module = Reg(0.05, nan_at=25)
+    module.nan_once = True
+    trainer = _fit(module, cb, epochs=4)
+    assert trainer.global_step == 64  # the run went on to its end
+    events = cb.guard.events
+    assert [(e.kind, e.step, e.restored_step) for e in events] == [("nan", 25, 20)]
+    # the restored model trained on: finite weights, a loss below the start
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+    assert module.batch_losses[-1] < module.batch_losses[0] / 3
+    # the LR was cut once by the default factor
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.05 * 0.3)
+
+
+def test_guard_brings_an_lr_100x_too_high_back_to_a_working_one() -> None:
+    good = Reg(0.02)
+    _fit(good, GuardCallback(every=10), epochs=6)
+    module = Reg(2.0)  # 100x the good LR: diverges within a few steps
+    cb = GuardCallback(every=10)
+    trainer = _fit(module, cb, epochs=6)
+    assert trainer.global_step == 96
+    assert len(cb.guard.events) >= 1
+    final_lr = trainer.optimizers[0].param_groups[0]["lr"]
+    assert final_lr < 2.0 * 0.3
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+    tail = float(np.mean(module.batch_losses[-16:]))
+    assert math.isfinite(tail) and tail < 2 * float(np.mean(good.batch_losses[-16:]))
+
+
+def test_guard_with_gradient_accumulation_reads_the_step_loss() -> None:
+    mon = Recording()
+    cb = GuardCallback(every=5, monitor=mon)
+    module = Reg(0.05)
+    trainer = _fit(module, cb, epochs=2, accumulate_grad_batches=4)
+    assert trainer.global_step == 8 and cb.guard.steps == 8
+    micro = np.asarray(module.batch_losses).reshape(8, 4).mean(axis=1)
+    np.testing.assert_allclose([c[1] for c in mon.calls], micro, rtol=1e-6)
+    assert [c[2]["grad_norm"] for c in mon.calls] == pytest.approx(module.norms)
+    assert not cb.guard.events and micro[-1] < micro[0]
+
+
+def test_guard_callback_refuses_what_it_cannot_do() -> None:
+    with pytest.raises(TypeError, match="skip_batches must be left out"):
+        GuardCallback(skip_batches=2)
+    with pytest.raises(TypeError, match="optimizer must be left out"):
+        GuardCallback(optimizer=None)
+    with pytest.raises(ValueError, match="factor"):
+        GuardCallback(factor=3.0)  # the Guard's own check, at construction
+    with pytest.raises(TypeError, match="val_key must be a non-empty log key"):
+        GuardCallback(val_key="")
+    with pytest.raises(lrkit.LRKitError, match="needs automatic optimization"):
+        _fit(Manual(0.05), GuardCallback(), epochs=1)

@@ -7,6 +7,9 @@ Needs Lightning 2 (``pip install 'lrkit[lightning]'``; the standalone
   training loss, the total gradient norm before clipping, the LR the step used)
   and the validation loss after each validation run; it prints new warnings
   with their advice and stops a run that went NaN or diverged.
+- :class:`GuardCallback` runs :class:`lrkit.torch.Guard` inside ``Trainer.fit``:
+  on NaN, divergence or a loss spike it restores the last good snapshot (model,
+  optimizer, scheduler, GradScaler, RNG), cuts the LR and carries on.
 
 lrkit's schedules and reduce-on-plateau reach Lightning through
 :class:`lrkit.torch.Scheduler`, a ``torch.optim.lr_scheduler.LRScheduler``
@@ -39,10 +42,11 @@ except ImportError:  # pragma: no cover - exercised only without lightning
         ) from e
 
 from . import _check
+from ._check import LRKitError
 from ._watch import Watch, Watched, check_key
 from .monitor import Monitor, MonitorConfig
 
-__all__ = ["MonitorCallback"]
+__all__ = ["GuardCallback", "MonitorCallback"]
 
 logger = logging.getLogger(__name__)
 
@@ -277,3 +281,140 @@ class MonitorCallback(Watched, pl.Callback):
             self._step += 1
             self._val = None
         self._watch.finish()
+
+
+class GuardCallback(pl.Callback):
+    """Run :class:`lrkit.torch.Guard` inside ``Trainer.fit``: roll back and cut the LR.
+
+    The guard is built when training starts, on the LightningModule, its
+    optimizer, its LR scheduler (an :class:`lrkit.torch.Scheduler` is cut
+    exactly; a torch scheduler as :class:`~lrkit.torch.Guard` describes), the
+    GradScaler of ``precision="16-mixed"`` and the training loader. Each
+    optimizer step it gets the step's loss (the mean of its micro-batches,
+    read in ``on_before_backward``, AMP scaling and Lightning's division by
+    ``accumulate_grad_batches`` undone), the total gradient norm before
+    clipping and the validation loss after each validation run. Snapshots
+    are taken every ``every`` clean steps. When the guard restores (or skips
+    a spike's update), the step's gradients are dropped in
+    ``on_before_optimizer_step``, so Lightning's ``optimizer.step()`` changes
+    nothing (torch optimizers skip parameters without a gradient); the LR
+    scheduler still steps, as Lightning always does. After ``max_recoveries``
+    recoveries in a row :class:`lrkit.torch.GuardError` ends ``fit`` with the
+    history, the module back at its last good snapshot.
+
+    Single process, automatic optimization (each rank restoring on its own
+    would desynchronise a distributed run; with manual optimization call
+    :meth:`lrkit.torch.Guard.step` yourself between ``manual_backward`` and
+    ``opt.step()``). ``skip_batches`` is not available: Lightning owns the
+    loop; the restored RNG and loader generators are moved to fresh streams,
+    so the run does not replay the batches that blew up.
+
+    Args:
+        val_key: the validation loss's key among the logged metrics
+            (``"val_loss"``).
+        **guard_settings: :class:`lrkit.torch.Guard` keyword arguments
+            (``every``, ``keep``, ``factor``, ``spike_action``, ``on``,
+            ``monitor``, ``max_recoveries``, ``spill_dir``, ...; not the
+            objects, which come from the trainer, and not ``skip_batches``).
+
+    Attributes:
+        guard: the :class:`lrkit.torch.Guard` of the latest ``fit`` (None
+            before training starts; each ``fit`` builds one, as Lightning
+            builds new optimizers); ``guard.events`` is its history of
+            recoveries.
+
+    Example:
+        >>> from lrkit.lightning import GuardCallback
+        >>> cb = GuardCallback(every=50, factor=0.5)
+        >>> cb.guard is None
+        True
+    """
+
+    _OWN = ("model", "optimizer", "scheduler", "scaler", "loaders", "skip_batches")
+
+    def __init__(self, *, val_key: str = "val_loss", **guard_settings: Any) -> None:
+        super().__init__()
+        self.val_key = check_key("val_key", val_key)
+        for name in self._OWN:
+            if name in guard_settings:
+                _check.fail(
+                    name,
+                    "left out (the callback takes it from the trainer"
+                    + ("" if name != "skip_batches" else "; Lightning owns the loop")
+                    + ")",
+                    guard_settings[name],
+                    exc=TypeError,
+                )
+        from .torch.guard import Guard
+
+        # check the settings now, on a throwaway module, not when fit starts
+        probe = torch.nn.Linear(1, 1)
+        opt = torch.optim.SGD(probe.parameters(), lr=0.1)
+        Guard(probe, opt, **guard_settings).close()
+        self.settings = dict(guard_settings)
+        self.guard: Any = None
+        self._micro: list[float] = []
+        self._val: float | None = None
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        from .torch.guard import Guard
+
+        if not getattr(pl_module, "automatic_optimization", True):
+            raise LRKitError(
+                "GuardCallback needs automatic optimization; with manual "
+                "optimization call lrkit.torch.Guard.step(loss) between "
+                "manual_backward and opt.step()."
+            )
+        if getattr(trainer, "world_size", 1) > 1:
+            raise LRKitError(
+                "GuardCallback runs in a single process (each rank restoring on "
+                f"its own would desynchronise the run); world_size is "
+                f"{trainer.world_size}."
+            )
+        if self.guard is not None:
+            self.guard.close()
+        configs = getattr(trainer, "lr_scheduler_configs", None) or []
+        loader = getattr(trainer, "train_dataloader", None)
+        self.guard = Guard(
+            pl_module,
+            trainer.optimizers[0],
+            scheduler=configs[0].scheduler if configs else None,
+            scaler=getattr(trainer.precision_plugin, "scaler", None),
+            loaders=[loader] if isinstance(loader, torch.utils.data.DataLoader) else (),
+            **self.settings,
+        )
+        self._micro = []
+
+    def on_before_backward(self, trainer: Any, pl_module: Any, loss: Any) -> None:
+        value = _scalar(loss)
+        if value is None:
+            return
+        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        if scaler is not None:  # the loss arrives scaled by the GradScaler
+            value /= float(scaler.get_scale())
+        self._micro.append(value * trainer.accumulate_grad_batches)
+
+    def on_before_optimizer_step(
+        self, trainer: Any, pl_module: Any, optimizer: Any
+    ) -> None:
+        if self.guard is None or not self._micro:
+            return
+        loss = math.fsum(self._micro) / len(self._micro)
+        if any(not math.isfinite(m) for m in self._micro):
+            loss = next(m for m in self._micro if not math.isfinite(m))
+        self._micro = []
+        ok = self.guard.step(loss, grad_norm=_grad_norm(pl_module), val_loss=self._val)
+        self._val = None
+        if not ok:  # restored (or a spike skipped): this update must not happen
+            inner = getattr(optimizer, "optimizer", optimizer)
+            for group in inner.param_groups:
+                for p in group["params"]:
+                    p.grad = None
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        if not trainer.sanity_checking:
+            self._val = _scalar(trainer.callback_metrics.get(self.val_key))
+
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        if self.guard is not None:
+            self.guard.close()  # its snapshots (memory, spill files) go
