@@ -136,3 +136,19 @@ def test_bad_arguments() -> None:
         MonitorCallback(val_key="")
     with pytest.raises(TypeError, match="verbose must be True or False"):
         MonitorCallback(verbose="loud")  # type: ignore[arg-type]
+
+
+def test_evaluations_more_frequent_than_training_logs_are_all_fed(
+    tmp_path: Path,
+) -> None:
+    mon = Recording()
+    cb = MonitorCallback(mon, verbose=False)
+    trainer = hf_trainer(
+        tmp_path, 40, callbacks=[cb], save_strategy="no", logging_steps=20, eval_steps=5
+    )
+    trainer.train()
+    evals = [v for _, v in _logged(trainer, "eval_loss")]
+    fed = [c[2]["val_loss"] for c in mon.calls if c[2].get("val_loss") is not None]
+    assert len(evals) == 8 and fed == evals
+    steps = [c[0] for c in mon.calls]
+    assert steps == sorted(set(steps))

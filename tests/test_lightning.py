@@ -37,6 +37,7 @@ class Reg(pl.LightningModule):  # type: ignore[misc]
         self.scheduler = scheduler
         self.log_key = log_key
         self.nan_once = False  # NaN from nan_at on, or at nan_at only
+        self.adam = False
         self.batch_losses: list[float] = []
         self.val_losses: list[float] = []
         self.norms: list[float] = []
@@ -69,7 +70,10 @@ class Reg(pl.LightningModule):  # type: ignore[misc]
         self.lrs.append(optimizer.param_groups[0]["lr"])
 
     def configure_optimizers(self) -> Any:
-        opt = torch.optim.SGD(self.parameters(), lr=self.lr)
+        if self.adam:
+            opt = torch.optim.Adam(self.parameters(), lr=self.lr)
+        else:
+            opt = torch.optim.SGD(self.parameters(), lr=self.lr)
         if not self.scheduler:
             return opt
         sched = lrkit.torch.Scheduler(opt, "warmup(steps=10) >> constant()")
@@ -276,6 +280,42 @@ def test_guard_recovers_from_an_injected_nan_and_finishes_the_run() -> None:
     assert module.batch_losses[-1] < module.batch_losses[0] / 3
     # the LR was cut once by the default factor
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.05 * 0.3)
+
+
+@pytest.mark.parametrize("clip", ["value", "norm"])
+def test_a_recovered_step_leaves_no_update_behind(clip: str) -> None:
+    """Lightning clips and steps after the guard restored: the step's update
+    (Adam's moments and step count included) is undone, with either clipping."""
+    cb = GuardCallback(every=10)
+    module = Reg(0.01, nan_at=25)
+    module.nan_once = module.adam = True
+    trainer = _fit(
+        module, cb, epochs=4, gradient_clip_val=1.0, gradient_clip_algorithm=clip
+    )
+    assert trainer.global_step == 64
+    assert [(e.kind, e.restored_step) for e in cb.guard.events] == [("nan", 20)]
+    opt = trainer.optimizers[0]
+    # 20 updates before the snapshot, step 25 skipped, steps 26..63 applied
+    assert {int(opt.state[p]["step"]) for p in module.parameters()} == {20 + 38}
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+def test_guard_recovers_under_a_grad_scaler() -> None:
+    """precision "16-mixed" (Lightning's MixedPrecision plugin with a
+    GradScaler; on the CPU here, as on a GPU): the recovery goes through the
+    scaler's unscale/step/update."""
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    plugin = MixedPrecision("16-mixed", device="cpu", scaler=scaler)
+    cb = GuardCallback(every=10)
+    module = Reg(0.05, nan_at=25)
+    module.nan_once = True
+    trainer = _fit(module, cb, epochs=4, plugins=[plugin])
+    assert trainer.global_step == 64
+    assert [(e.kind, e.restored_step) for e in cb.guard.events] == [("nan", 20)]
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+    assert module.batch_losses[-1] < module.batch_losses[0] / 3
 
 
 def test_guard_brings_an_lr_100x_too_high_back_to_a_working_one() -> None:

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -53,6 +54,7 @@ class Watch:
         logger_name: str,
         default_config: MonitorConfig | None = None,
     ) -> None:
+        self._owned = not isinstance(monitor, Monitor)  # built here
         if monitor is None:
             monitor = Monitor(default_config)
         elif isinstance(monitor, MonitorConfig):
@@ -84,6 +86,19 @@ class Watch:
         self.logger = logging.getLogger(logger_name)
         self.stopped_by: Finding | None = None
         self._withdrawn_shown = 0  # withdrawals printed (training may run again)
+        self._begun = False  # a training run has started
+
+    def begin(self, *, trained_before: bool) -> None:
+        """A training run starts: ``stopped_by`` is cleared. At the first
+        start only, when the model ``trained_before`` (a checkpoint, a model
+        trained earlier), a monitor built here is rebuilt with
+        ``resumed=True`` (a resumed run on its plateau is not "too slow"); a
+        :class:`~lrkit.Monitor` passed in is left as it is."""
+        self.stopped_by = None
+        first, self._begun = not self._begun, True
+        mon = self.monitor
+        if first and trained_before and self._owned and not mon.config.resumed:
+            self.monitor = Monitor(dataclasses.replace(mon.config, resumed=True))
 
     def say(self, text: str) -> None:
         """Log ``text`` at INFO level; print it too when ``verbose``."""

@@ -52,7 +52,8 @@ class MonitorCallback(Watched, TrainerCallback):
     ``global_step``, the step numbering of its ``trainer_state.json``: the
     logged loss (the mean over the steps since the last log), ``grad_norm``
     (the last step's, before clipping) and ``learning_rate`` (the LR that step
-    used). Each evaluation's ``eval_loss`` goes with the next point. New
+    used). Each evaluation's ``eval_loss`` is a point of its own at its step,
+    or goes with the next training point when one was just logged at that step. New
     findings of warning or critical severity are printed with their advice
     (``verbose``; the ``lrkit.hf`` logger gets them at INFO level); while a
     finding of a kind in ``stop_on`` (any severity) is raised or extended,
@@ -114,12 +115,13 @@ class MonitorCallback(Watched, TrainerCallback):
     def on_train_begin(
         self, args: Any, state: Any, control: Any, **kwargs: Any
     ) -> None:
-        self._watch.stopped_by = None
         if self._scale and self.monitor.updates == 0:
             self._scale = False
             points = _points(args, state)
             if points is not None:
                 self._watch.monitor = Monitor(MonitorConfig.for_points(points))
+        # from a checkpoint: the run trained before
+        self._watch.begin(trained_before=int(state.global_step or 0) > 0)
 
     def _feed(self, step: int, loss: float | None, **kw: Any) -> list[Finding]:
         if self._last is not None and step <= self._last:
@@ -139,7 +141,7 @@ class MonitorCallback(Watched, TrainerCallback):
             return
         val = _number(logs.get(self.val_key))
         if val is not None:
-            self._val = val
+            self._evaluated(int(state.global_step), val, control)
         elif any(str(k).startswith("eval_") for k in logs) and not self._missing_warned:
             self._missing_warned = True
             logger.warning(
@@ -152,16 +154,37 @@ class MonitorCallback(Watched, TrainerCallback):
         if loss is None:
             return
         self.losses.append(loss)
+        step = int(state.global_step)
         found = self._feed(
-            int(state.global_step),
+            step,
             loss,
             val_loss=self._val,
             grad_norm=_number(logs.get("grad_norm")),
             lr=_number(logs.get("learning_rate")),
         )
         self._val = None
+        self._stop_if(found, step, control)
+
+    def _stop_if(self, found: list[Finding], step: int, control: Any) -> None:
         if self._watch.report(found) is not None:
             control.should_training_stop = True
+
+    def _evaluated(self, step: int, val: float, control: Any) -> None:
+        """An evaluation at ``step``: its own point when no training point has
+        that step yet; else (the Trainer evaluates right after logging the
+        same step) it goes with the next training point."""
+        last = self._last
+        if self._val is not None and last is not None and last + 1 < step:
+            # an earlier evaluation is still waiting (no training log since)
+            self._stop_if(
+                self._feed(last + 1, None, val_loss=self._val), last + 1, control
+            )
+            last = self._last
+        self._val = None
+        if last is None or step > last:
+            self._stop_if(self._feed(step, None, val_loss=val), step, control)
+        else:
+            self._val = val
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self._val is not None:
@@ -174,6 +197,7 @@ def _points(args: Any, state: Any) -> int | None:
     """How many training logs a run will write (None when unknown)."""
     strategy = str(getattr(args, "logging_strategy", "steps")).rsplit(".", 1)[-1]
     max_steps = int(getattr(state, "max_steps", 0) or 0)
+    max_steps -= int(getattr(state, "global_step", 0) or 0)  # a resumed run
     if strategy.lower() == "epoch":
         epochs = _number(getattr(state, "num_train_epochs", None))
         return max(1, int(epochs)) if epochs is not None and epochs > 0 else None

@@ -752,7 +752,12 @@ class MonitorCallback(Watched, keras.callbacks.Callback):  # type: ignore[misc]
             self.model.stop_training = True
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
-        self._watch.stopped_by = None
+        try:
+            trained = int(ops.convert_to_numpy(_optimizer(self.model).iterations))
+        except (AttributeError, TypeError, ValueError):  # pragma: no cover
+            trained = 0
+        # a model that trained before this callback saw it
+        self._watch.begin(trained_before=trained > 0)
 
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         self._prev = (-1, 0.0)
@@ -788,8 +793,8 @@ class MonitorCallback(Watched, keras.callbacks.Callback):  # type: ignore[misc]
         lr = self._batch_lr if self._batch_lr is not None else self._lr()
         found = self.monitor.update(self._step, loss, val_loss=self._val, lr=lr)
         self._val = None
-        self._step += n
         self._report(found)
+        self._step += n
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         value = None if logs is None else logs.get("val_loss")

@@ -45,6 +45,7 @@ from . import _check
 from ._check import LRKitError
 from ._watch import Watch, Watched, check_key
 from .monitor import Monitor, MonitorConfig
+from .torch.state import snapshot
 
 __all__ = ["GuardCallback", "MonitorCallback"]
 
@@ -180,7 +181,8 @@ class MonitorCallback(Watched, pl.Callback):
         logger.warning("lrkit MonitorCallback: %s (logged: %s)", text, shown)
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        self._watch.stopped_by = None
+        # fit(ckpt_path=...): the run trained before
+        self._watch.begin(trained_before=trainer.global_step > 0)
         self._micro = []
         self._stepped = False
 
@@ -251,10 +253,10 @@ class MonitorCallback(Watched, pl.Callback):
         found = self.monitor.update(
             self._step, loss, val_loss=self._val, grad_norm=self._norm, lr=self._lr
         )
+        hit = self._watch.report(found) is not None
         self._step += 1
         self._val = None
         self._norm = None
-        hit = self._watch.report(found) is not None
         strategy = getattr(trainer, "strategy", None)
         if strategy is not None and getattr(trainer, "world_size", 1) > 1:
             hit = bool(strategy.reduce_boolean_decision(hit, all=False))
@@ -355,10 +357,13 @@ class GuardCallback(pl.Callback):
         self.guard: Any = None
         self._micro: list[float] = []
         self._val: float | None = None
+        self._objects: dict[str, Any] = {}
+        self._redo: Any = None  # the state to put back after a skipped step
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         from .torch.guard import Guard
 
+        self._redo = None
         if not getattr(pl_module, "automatic_optimization", True):
             raise LRKitError(
                 "GuardCallback needs automatic optimization; with manual "
@@ -375,11 +380,15 @@ class GuardCallback(pl.Callback):
             self.guard.close()
         configs = getattr(trainer, "lr_scheduler_configs", None) or []
         loader = getattr(trainer, "train_dataloader", None)
+        self._objects = {
+            "scheduler": configs[0].scheduler if configs else None,
+            "scaler": getattr(trainer.precision_plugin, "scaler", None),
+        }
         self.guard = Guard(
             pl_module,
             trainer.optimizers[0],
-            scheduler=configs[0].scheduler if configs else None,
-            scaler=getattr(trainer.precision_plugin, "scaler", None),
+            scheduler=self._objects["scheduler"],
+            scaler=self._objects["scaler"],
             loaders=[loader] if isinstance(loader, torch.utils.data.DataLoader) else (),
             **self.settings,
         )
@@ -405,11 +414,29 @@ class GuardCallback(pl.Callback):
         self._micro = []
         ok = self.guard.step(loss, grad_norm=_grad_norm(pl_module), val_loss=self._val)
         self._val = None
-        if not ok:  # restored (or a spike skipped): this update must not happen
-            inner = getattr(optimizer, "optimizer", optimizer)
-            for group in inner.param_groups:
-                for p in group["params"]:
-                    p.grad = None
+        if ok:
+            return
+        # restored (or a spike skipped): this step's update must not count.
+        # Lightning clips and steps regardless (and its GradScaler wants
+        # gradients to unscale), so the state as the guard left it is copied,
+        # the step runs on zero gradients, and the copy is written back after
+        # it (on_train_batch_end): optimizer moments, step counts, scheduler
+        # and scaler included.
+        inner = getattr(optimizer, "optimizer", optimizer)
+        objects = {k: v for k, v in self._objects.items() if v is not None}
+        self._redo = snapshot(pl_module, inner, objects=objects, rng=False)
+        for group in inner.param_groups:
+            for p in group["params"]:
+                if p.requires_grad:
+                    p.grad = torch.zeros_like(p)
+
+    def on_train_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self._redo is not None:
+            self._redo.restore()
+            self._redo.discard()
+            self._redo = None
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if not trainer.sanity_checking:
