@@ -152,3 +152,19 @@ def test_evaluations_more_frequent_than_training_logs_are_all_fed(
     assert len(evals) == 8 and fed == evals
     steps = [c[0] for c in mon.calls]
     assert steps == sorted(set(steps))
+
+
+def test_a_run_that_recovered_from_an_early_blowup_is_not_stopped(
+    tmp_path: Path,
+) -> None:
+    """The first steps blow up, the run converges; the monitor finds the early
+    divergence once it knows the noise (a warning) but the run goes on."""
+    import torch
+
+    torch.manual_seed(10)
+    cb = MonitorCallback(verbose=False)
+    trainer = hf_trainer(tmp_path, 60, callbacks=[cb], save_strategy="no")
+    trainer.train()
+    dated = [f for f in cb.monitor.findings if f.kind == "diverged"]
+    assert dated and dated[0].last_step < dated[0].detected_step
+    assert cb.stopped_by is None and trainer.state.global_step == 60

@@ -1208,3 +1208,29 @@ def test_a_healthy_verdict_says_what_the_curve_cannot_tell() -> None:
     assert d.verdict == "healthy"
     assert d.advice.startswith("Keep the LR.") and "lrkit find" in d.advice
     assert "30-300x too low" in d.advice
+
+
+# A real run (the Hugging Face Trainer, a linear regression at lr 0.05, seed 10):
+# its first steps blow up (2.2 -> 6.6) and the run converges to 0.002.
+EARLY_BLOWUP = [
+    2.19, 6.5686, 3.6334, 4.4128, 1.5412, 1.9414, 1.5256, 5.6206, 1.3785, 4.429,
+    0.3511, 3.3902, 1.9545, 0.6143, 0.5041, 1.4304, 0.5228, 1.0217, 1.3791, 0.6517,
+    1.1915, 0.6718, 0.1901, 0.2508, 0.2738, 0.6515, 0.2761, 0.1341, 0.1883, 0.1335,
+    0.09, 0.161, 0.05, 0.098, 0.0642, 0.0561, 0.0466, 0.0234, 0.053, 0.0534,
+    0.0242, 0.0134, 0.0238, 0.0142, 0.0172, 0.0203, 0.0087, 0.003, 0.0056, 0.0071,
+    0.0043, 0.0013, 0.0019, 0.0036, 0.003, 0.0031, 0.0026, 0.0019, 0.002, 0.0035,
+]  # fmt: skip
+
+
+def test_an_early_blowup_judged_again_later_ends_where_it_ended() -> None:
+    """Once the noise is known, the first steps are judged again: the
+    divergence found then is dated back, first to last step, and does not
+    reach the step that found it (what stops a run or triggers the Guard)."""
+    mon = lrkit.Monitor(lrkit.MonitorConfig.for_points(60))
+    raised = []
+    for step, x in enumerate(EARLY_BLOWUP, start=1):
+        raised += [f for f in mon.update(step, x) if f.kind == "diverged"]
+    assert raised and raised[0].is_new
+    f = raised[0]
+    assert f.first_step <= 3 and f.last_step < 10 < f.detected_step
+    assert mon.findings[0] == f and f.last_step < f.detected_step

@@ -75,3 +75,15 @@ def test_bad_arguments() -> None:
     for bad_key in ("", None, 3):
         with pytest.raises(TypeError, match="val_key must be a non-empty log key"):
             check_key("val_key", bad_key)
+
+
+def test_a_divergence_dated_back_is_printed_but_stops_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from test_monitor import EARLY_BLOWUP
+
+    w = _watch(monitor=lrkit.MonitorConfig.for_points(60))
+    hits = [w.report(w.monitor.update(s, x)) for s, x in enumerate(EARLY_BLOWUP)]
+    assert any(f.kind == "diverged" for f in w.monitor.findings)
+    assert hits == [None] * len(EARLY_BLOWUP) and w.stopped_by is None
+    assert "lrkit: diverged at step" in capsys.readouterr().out

@@ -109,13 +109,16 @@ class Watch:
     def report(self, found: Iterable[Finding]) -> Finding | None:
         """Print the new warnings among ``found``; return the first finding of a
         ``stop_on`` kind raised or extended (new or not, any severity: a second
-        run on weights that already went NaN stops too), else None. The first
-        such finding of a run becomes ``stopped_by``."""
+        run on weights that already went NaN stops too), else None. A finding
+        that ended before it was raised (the first steps judged again once the
+        noise is known: a blow-up the run has recovered from) is printed but
+        stops nothing. The first such finding of a run becomes ``stopped_by``."""
         hit = None
         for f in found:
             if f.severity != "info" and f.is_new:
                 self.say(f"lrkit: {f.kind} at step {f.first_step}: {f.advice}")
-            if hit is None and f.kind in self.stop_on:
+            ongoing = f.last_step >= f.detected_step
+            if hit is None and f.kind in self.stop_on and ongoing:
                 hit = f
         if hit is not None and self.stopped_by is None:
             self.stopped_by = hit

@@ -1523,6 +1523,11 @@ class Monitor:
             out,
             last=early[hits[-1]][0],
         )
+        o = self._open["diverged"]
+        if o.detected_step == step:  # raised now: it ended back then
+            o.last_step = early[hits[-1]][0]
+            f = replace(out[-1], last_step=o.last_step)
+            out[-1] = self._findings[self._index[o.id]] = f
         self._early = []
 
     def _observe_val(self, step: int, v: float, out: list[Finding]) -> None:
