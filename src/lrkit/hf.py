@@ -163,9 +163,9 @@ class MonitorCallback(Watched, TrainerCallback):
             lr=_number(logs.get("learning_rate")),
         )
         self._val = None
-        self._stop_if(found, step, control)
+        self._stop_if(found, control)
 
-    def _stop_if(self, found: list[Finding], step: int, control: Any) -> None:
+    def _stop_if(self, found: list[Finding], control: Any) -> None:
         if self._watch.report(found) is not None:
             control.should_training_stop = True
 
@@ -176,13 +176,11 @@ class MonitorCallback(Watched, TrainerCallback):
         last = self._last
         if self._val is not None and last is not None and last + 1 < step:
             # an earlier evaluation is still waiting (no training log since)
-            self._stop_if(
-                self._feed(last + 1, None, val_loss=self._val), last + 1, control
-            )
+            self._stop_if(self._feed(last + 1, None, val_loss=self._val), control)
             last = self._last
         self._val = None
         if last is None or step > last:
-            self._stop_if(self._feed(step, None, val_loss=val), step, control)
+            self._stop_if(self._feed(step, None, val_loss=val), control)
         else:
             self._val = val
 
