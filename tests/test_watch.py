@@ -80,7 +80,7 @@ def test_bad_arguments() -> None:
 def test_a_divergence_dated_back_is_printed_but_stops_nothing(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from test_monitor import EARLY_BLOWUP
+    from tests.test_monitor import EARLY_BLOWUP
 
     w = _watch(monitor=lrkit.MonitorConfig.for_points(60))
     hits = [w.report(w.monitor.update(s, x)) for s, x in enumerate(EARLY_BLOWUP)]

@@ -931,3 +931,24 @@ def test_a_resumable_streams_position_is_not_rewound() -> None:
         ("nan", 45, 40)
     ]
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_an_early_divergence_judged_again_still_restores() -> None:
+    """The monitor dates a divergence of the first steps back once it knows
+    the noise (a trainer callback does not stop on it); the guard still
+    restores and cuts on it, which costs little and helps a run at too high
+    an LR."""
+    from tests.test_monitor import EARLY_BLOWUP
+
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    guard = lrkit.torch.Guard(
+        model, opt, every=5, monitor=lrkit.MonitorConfig.for_points(60)
+    )
+    for x in EARLY_BLOWUP:
+        guard.step(x)
+    dated = [f for f in guard.monitor.findings if f.kind == "diverged"]
+    assert dated and dated[0].last_step < dated[0].detected_step
+    assert [e.kind for e in guard.events][:1] == ["diverged"]
+    assert guard.events[0].step == dated[0].detected_step
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 0.3)

@@ -574,7 +574,16 @@ class Guard:
     def _trigger(
         self, found: Sequence[Finding], t: int
     ) -> tuple[str, int, Mapping[str, float]] | None:
-        hits = [f for f in found if f.kind in self.on and f.last_step == t]
+        # findings that reach this step, and those raised by it (a divergence
+        # of the first steps, judged again once the noise is known, is dated
+        # back: the run may look recovered, but a restore and a cut, which
+        # cost little, still help it; a trainer callback does not stop on it)
+        hits = [
+            f
+            for f in found
+            if f.kind in self.on
+            and (f.last_step == t or (f.is_new and f.detected_step == t))
+        ]
         if hits and self.monitor.stats()["losses"] <= self.monitor.config.noise_window:
             # a spike is an outlier against the noise: before a full window of
             # it was measured (the start of a run; a restore puts back the
