@@ -118,12 +118,15 @@ def hf_trainer(
     *,
     callbacks: list[Any] | None = None,
     nan_after: int | None = None,
+    nan_once: bool = False,
+    tuple_output: bool = False,
     **args: object,
 ) -> Any:
     """A real Hugging Face Trainer on a tiny regression (CPU, no download),
     logging every step and evaluating every 10; ``args`` go to its
-    TrainingArguments. From its ``nan_after``-th training forward on the model
-    returns a NaN loss."""
+    TrainingArguments. After its ``nan_after``-th training forward the model
+    returns a NaN loss (only once with ``nan_once``); ``tuple_output``: the
+    model returns ``(loss, logits)``."""
     import pytest
 
     torch = pytest.importorskip("torch")
@@ -141,8 +144,11 @@ def hf_trainer(
             loss = torch.nn.functional.mse_loss(out, labels)
             if self.training:
                 self.calls += 1
-                if nan_after is not None and self.calls > nan_after:
+                late = nan_after is not None and self.calls > nan_after
+                if late and (not nan_once or self.calls == nan_after + 1):
                     loss = loss * float("nan")
+            if tuple_output:
+                return (loss, out)
             return {"loss": loss, "logits": out}
 
     class Data(torch.utils.data.Dataset):  # type: ignore[misc]

@@ -9,14 +9,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 
-from tests.helpers import Recording, hf_trainer
+from tests.helpers import Recording, hf_trainer  # noqa: E402
 
-import lrkit
-from lrkit.hf import MonitorCallback
+import lrkit  # noqa: E402
+from lrkit.hf import GuardCallback, MonitorCallback  # noqa: E402
 
 
 def _logged(trainer: Any, key: str) -> list[tuple[int, float]]:
@@ -168,3 +168,83 @@ def test_a_run_that_recovered_from_an_early_blowup_is_not_stopped(
     dated = [f for f in cb.monitor.findings if f.kind == "diverged"]
     assert dated and dated[0].last_step < dated[0].detected_step
     assert cb.stopped_by is None and trainer.state.global_step == 60
+
+
+# ------------------------------------------------------------ GuardCallback
+def test_guard_recovers_from_an_injected_nan_and_finishes(tmp_path: Path) -> None:
+    cb = GuardCallback(every=10)
+    trainer = hf_trainer(
+        tmp_path,
+        80,
+        callbacks=[cb],
+        nan_after=35,
+        nan_once=True,
+        save_strategy="no",
+        eval_strategy="no",
+        lr_scheduler_type="constant",
+    )
+    trainer.train()
+    assert trainer.state.global_step == 80
+    assert [(e.kind, e.step, e.restored_step) for e in cb.guard.events] == [
+        ("nan", 35, 30)
+    ]
+    model = trainer.model
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.05 * 0.3)
+    losses = [v for _, v in _logged(trainer, "loss")]
+    assert math.isfinite(losses[-1]) and losses[-1] < losses[0] / 10
+
+
+@pytest.mark.parametrize("tuple_output", [False, True])
+def test_guard_brings_an_lr_too_high_back(tmp_path: Path, tuple_output: bool) -> None:
+    """SGD at 1.5 with no clipping diverges within steps (MonitorCallback stops
+    it); the guard cuts the LR until it trains, and the run ends healthy."""
+    cb = GuardCallback(every=10)
+    trainer = hf_trainer(
+        tmp_path,
+        120,
+        callbacks=[cb],
+        tuple_output=tuple_output,
+        save_strategy="no",
+        eval_strategy="no",
+        optim="sgd",
+        learning_rate=1.5,
+        lr_scheduler_type="constant",
+        max_grad_norm=0.0,
+    )
+    trainer.train()
+    assert trainer.state.global_step == 120 and cb.guard.events
+    assert trainer.optimizer.param_groups[0]["lr"] <= 1.5 * 0.3 * (1 + 1e-9)
+    losses = [v for _, v in _logged(trainer, "loss")]
+    assert math.isfinite(losses[-1]) and losses[-1] < 0.1 * losses[0]
+
+
+def test_guard_undoes_the_rejected_step_of_adamw(tmp_path: Path) -> None:
+    """The Trainer's AdamW steps after the guard restored: its step counts
+    show the rejected step left nothing behind."""
+    cb = GuardCallback(every=10)
+    trainer = hf_trainer(
+        tmp_path,
+        50,
+        callbacks=[cb],
+        nan_after=25,
+        nan_once=True,
+        save_strategy="no",
+        eval_strategy="no",
+    )
+    trainer.train()
+    assert [e.restored_step for e in cb.guard.events] == [20]
+    inner = trainer.optimizer.optimizer
+    steps = {int(inner.state[p]["step"]) for p in trainer.model.parameters()}
+    assert steps == {20 + (50 - 26)}  # 20 before the snapshot, 26..49 after
+
+
+def test_guard_callback_bad_arguments() -> None:
+    with pytest.raises(TypeError, match="skip_batches must be left out"):
+        GuardCallback(skip_batches=1)
+    with pytest.raises(TypeError, match="scheduler must be left out"):
+        GuardCallback(scheduler=None)
+    with pytest.raises(ValueError, match="every"):
+        GuardCallback(every=0)
+    with pytest.raises(TypeError, match="val_key must be a non-empty log key"):
+        GuardCallback(val_key=3)  # type: ignore[arg-type]

@@ -6,6 +6,9 @@ Needs ``transformers`` with PyTorch (``pip install 'lrkit[hf]'``).
   ``grad_norm``, ``learning_rate`` every ``logging_steps``; ``eval_loss`` after
   each evaluation), prints new warnings with their advice and stops a run that
   went NaN or diverged (``control.should_training_stop``).
+- :class:`GuardCallback` runs :class:`lrkit.torch.Guard` inside the Trainer: on
+  NaN, divergence or a loss spike it restores the last good snapshot, cuts the
+  LR and carries on.
 
 lrkit's schedules reach the Trainer through :class:`lrkit.torch.Scheduler`,
 passed as ``optimizers=(optimizer, scheduler)``.
@@ -33,10 +36,11 @@ except ImportError as e:  # pragma: no cover - exercised only without transforme
     ) from e
 
 from . import _check
+from ._check import LRKitError
 from ._watch import Watch, Watched, check_key
 from .monitor import Finding, Monitor, MonitorConfig
 
-__all__ = ["MonitorCallback"]
+__all__ = ["GuardCallback", "MonitorCallback"]
 
 logger = logging.getLogger(__name__)
 
@@ -207,3 +211,193 @@ def _points(args: Any, state: Any) -> int | None:
     if every < 1:  # a fraction of the run
         every = math.ceil(max_steps * every)
     return max(1, max_steps // max(1, int(every)))
+
+
+def _output_loss(output: Any) -> Any:
+    """The loss of a model's output as the Trainer's ``compute_loss`` takes
+    it: ``output["loss"]`` of a dict (a ModelOutput), else ``output[0]``."""
+    if isinstance(output, Mapping):
+        return output.get("loss")
+    if isinstance(output, (tuple, list)) and output:
+        return output[0]
+    return getattr(output, "loss", None)
+
+
+class GuardCallback(TrainerCallback):
+    """Run :class:`lrkit.torch.Guard` inside the HF Trainer: roll back, cut the LR.
+
+    The guard is built when training starts, on the Trainer's model, optimizer
+    (the torch optimizer inside accelerate's wrapper), LR scheduler, GradScaler
+    (fp16) and training loader. The loss of each training forward pass is read
+    from the model's output (``outputs.loss``, what the Trainer's default
+    ``compute_loss`` uses) through a forward hook; in
+    ``on_pre_optimizer_step`` the guard gets the mean over the step's
+    micro-batches, the validation ``eval_loss`` after each evaluation and, when
+    it is not finite, the gradient norm (the Trainer has clipped the gradients
+    by then, so a finite norm says little). When the guard restores (or skips
+    a spike's update), the step runs on zero gradients and the state the guard
+    restored is written back after it (``on_optimizer_step``), so the update
+    changes nothing; the Trainer's LR scheduler still steps. After
+    ``max_recoveries`` recoveries in a row :class:`lrkit.torch.GuardError`
+    ends ``train`` with the history.
+
+    One process only (each rank restoring on its own would desynchronise the
+    run). A ``compute_loss`` that does not take the model's ``loss`` (a custom
+    loss on the logits) leaves nothing to read: warned about once, nothing is
+    guarded. No ``skip_batches``: the Trainer owns the loop.
+
+    Args:
+        val_key: the evaluation metric fed as the validation loss
+            (``"eval_loss"``).
+        **guard_settings: :class:`lrkit.torch.Guard` keyword arguments
+            (``every``, ``keep``, ``factor``, ``spike_action``, ``on``,
+            ``monitor``, ``max_recoveries``, ``spill_dir``, ...; not the
+            objects, which come from the Trainer, and not ``skip_batches``).
+
+    Attributes:
+        guard: the :class:`lrkit.torch.Guard` of the latest ``train`` (None
+            before); ``guard.events`` is its history of recoveries.
+
+    Example:
+        >>> from lrkit.hf import GuardCallback
+        >>> GuardCallback(every=50).guard is None
+        True
+    """
+
+    _OWN = ("model", "optimizer", "scheduler", "scaler", "loaders", "skip_batches")
+
+    def __init__(self, *, val_key: str = "eval_loss", **guard_settings: Any) -> None:
+        import torch
+
+        from .torch.guard import Guard
+
+        super().__init__()
+        self.val_key = check_key("val_key", val_key)
+        for name in self._OWN:
+            if name in guard_settings:
+                _check.fail(
+                    name,
+                    "left out (the callback takes it from the Trainer"
+                    + ("" if name != "skip_batches" else "; the Trainer owns the loop")
+                    + ")",
+                    guard_settings[name],
+                    exc=TypeError,
+                )
+        probe = torch.nn.Linear(1, 1)  # check the settings now
+        opt = torch.optim.SGD(probe.parameters(), lr=0.1)
+        Guard(probe, opt, **guard_settings).close()
+        self.settings = dict(guard_settings)
+        self.guard: Any = None
+        self._micro: list[float] = []
+        self._val: float | None = None
+        self._hook: Any = None
+        self._objects: dict[str, Any] = {}
+        self._model: Any = None
+        self._optimizer: Any = None
+        self._warned = False
+        self._undo: Any = None
+
+    def on_train_begin(
+        self, args: Any, state: Any, control: Any, **kwargs: Any
+    ) -> None:
+        import torch
+
+        from .torch._trainer import StepUndo
+        from .torch.guard import Guard
+
+        if int(getattr(args, "world_size", 1) or 1) > 1:
+            raise LRKitError(
+                "GuardCallback runs in a single process (each rank restoring on "
+                f"its own would desynchronise the run); world_size is "
+                f"{args.world_size}."
+            )
+        model, optimizer = kwargs.get("model"), kwargs.get("optimizer")
+        inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper
+        if not isinstance(model, torch.nn.Module) or not isinstance(
+            inner, torch.optim.Optimizer
+        ):
+            raise LRKitError(
+                "GuardCallback needs the Trainer's model and torch optimizer at "
+                f"train begin; got {type(model).__name__} and "
+                f"{type(inner).__name__}."
+            )
+        self._finish()
+        loader = kwargs.get("train_dataloader")
+        self._objects = {
+            "scheduler": kwargs.get("lr_scheduler"),
+            "scaler": getattr(optimizer, "scaler", None),
+        }
+        self.guard = Guard(
+            model,
+            inner,
+            scheduler=self._objects["scheduler"],
+            scaler=self._objects["scaler"],
+            loaders=[loader] if isinstance(loader, torch.utils.data.DataLoader) else (),
+            **self.settings,
+        )
+        self._model, self._optimizer = model, inner
+        self._micro, self._val, self._undo = [], None, StepUndo()
+        self._hook = model.register_forward_hook(self._read_loss)
+
+    def _read_loss(self, module: Any, inputs: Any, output: Any) -> None:
+        if not module.training:
+            return
+        from .torch._trainer import scalar
+
+        value = scalar(_output_loss(output))
+        if value is not None:
+            self._micro.append(value)
+
+    def on_pre_optimizer_step(
+        self, args: Any, state: Any, control: Any, **kwargs: Any
+    ) -> None:
+        from .torch._trainer import grad_norm
+
+        if self.guard is None:
+            return
+        if not self._micro:
+            if not self._warned:
+                self._warned = True
+                logger.warning(
+                    "lrkit GuardCallback: the model's output has no loss (a custom "
+                    "compute_loss?); nothing is guarded."
+                )
+            return
+        micro, self._micro = self._micro, []
+        bad = [m for m in micro if not math.isfinite(m)]
+        loss = bad[0] if bad else math.fsum(micro) / len(micro)
+        norm = grad_norm(self._model)
+        if norm is not None and math.isfinite(norm):
+            norm = None  # clipped already: only a non-finite norm tells
+        ok = self.guard.step(loss, grad_norm=norm, val_loss=self._val)
+        self._val = None
+        if not ok:
+            self._undo.arm(self._model, self._optimizer, self._objects)
+
+    def on_optimizer_step(
+        self, args: Any, state: Any, control: Any, **kwargs: Any
+    ) -> None:
+        if self._undo is not None:
+            self._undo.undo()
+
+    def on_evaluate(
+        self,
+        args: Any,
+        state: Any,
+        control: Any,
+        metrics: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        value = _number((metrics or {}).get(self.val_key))
+        if value is not None:
+            self._val = value
+
+    def _finish(self) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        if self.guard is not None:
+            self.guard.close()
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._finish()

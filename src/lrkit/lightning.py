@@ -45,37 +45,11 @@ from . import _check
 from ._check import LRKitError
 from ._watch import Watch, Watched, check_key
 from .monitor import Monitor, MonitorConfig
-from .torch.state import snapshot
+from .torch._trainer import StepUndo, grad_norm as _grad_norm, scalar as _scalar
 
 __all__ = ["GuardCallback", "MonitorCallback"]
 
 logger = logging.getLogger(__name__)
-
-
-def _scalar(value: Any) -> float | None:
-    """A float from a tensor or number; None for anything else."""
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            return None
-        return float(value.detach().float().item())
-    if _check.is_real(value):
-        return float(value)
-    return None
-
-
-def _grad_norm(module: torch.nn.Module) -> float | None:
-    """The total 2-norm of the module's gradients (one device sync), or None."""
-    norms = [
-        torch.linalg.vector_norm(p.grad.detach(), dtype=torch.float32)
-        for p in module.parameters()
-        if p.grad is not None
-    ]
-    if not norms:
-        return None
-    devices = {n.device for n in norms}
-    if len(devices) > 1:  # model parallel: gather the per-tensor norms first
-        norms = [n.cpu() for n in norms]
-    return float(torch.linalg.vector_norm(torch.stack(norms)).item())
 
 
 class MonitorCallback(Watched, pl.Callback):
@@ -358,12 +332,12 @@ class GuardCallback(pl.Callback):
         self._micro: list[float] = []
         self._val: float | None = None
         self._objects: dict[str, Any] = {}
-        self._redo: Any = None  # the state to put back after a skipped step
+        self._undo = StepUndo()  # makes a rejected step change nothing
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         from .torch.guard import Guard
 
-        self._redo = None
+        self._undo = StepUndo()
         if not getattr(pl_module, "automatic_optimization", True):
             raise LRKitError(
                 "GuardCallback needs automatic optimization; with manual "
@@ -423,20 +397,12 @@ class GuardCallback(pl.Callback):
         # it (on_train_batch_end): optimizer moments, step counts, scheduler
         # and scaler included.
         inner = getattr(optimizer, "optimizer", optimizer)
-        objects = {k: v for k, v in self._objects.items() if v is not None}
-        self._redo = snapshot(pl_module, inner, objects=objects, rng=False)
-        for group in inner.param_groups:
-            for p in group["params"]:
-                if p.requires_grad:
-                    p.grad = torch.zeros_like(p)
+        self._undo.arm(pl_module, inner, self._objects)
 
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if self._redo is not None:
-            self._redo.restore()
-            self._redo.discard()
-            self._redo = None
+        self._undo.undo()
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if not trainer.sanity_checking:

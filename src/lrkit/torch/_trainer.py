@@ -1,0 +1,84 @@
+"""What the trainer adapters (Lightning, Hugging Face) share on the torch side.
+
+:func:`scalar` reads a loss, :func:`grad_norm` the total gradient norm, and
+:class:`StepUndo` makes a step the :class:`~lrkit.torch.Guard` rejected change
+nothing when the trainer runs ``optimizer.step()`` regardless.
+
+Example:
+    >>> import torch
+    >>> m = torch.nn.Linear(2, 1)
+    >>> m(torch.ones(1, 2)).sum().backward()  # grads: weight (1, 1), bias 1
+    >>> round(grad_norm(m) ** 2, 6), scalar(torch.tensor([2.5])), scalar("x")
+    (3.0, 2.5, None)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from .. import _check
+from .state import Snapshot, snapshot
+
+__all__ = ["StepUndo", "grad_norm", "scalar"]
+
+
+def scalar(value: Any) -> float | None:
+    """A float from a one-element tensor or a real number; None otherwise."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            return None
+        return float(value.detach().float().item())
+    if _check.is_real(value):
+        return float(value)
+    return None
+
+
+def grad_norm(module: torch.nn.Module) -> float | None:
+    """The total 2-norm of the module's gradients (one device sync), or None."""
+    norms = [
+        torch.linalg.vector_norm(p.grad.detach(), dtype=torch.float32)
+        for p in module.parameters()
+        if p.grad is not None
+    ]
+    if not norms:
+        return None
+    if len({n.device for n in norms}) > 1:  # model parallel: gather first
+        norms = [n.cpu() for n in norms]
+    return float(torch.linalg.vector_norm(torch.stack(norms)).item())
+
+
+class StepUndo:
+    """Make the coming ``optimizer.step()`` change nothing.
+
+    A trainer clips, unscales and steps after the guard has restored a
+    snapshot (it cannot skip its own step), and torch clipping and GradScaler
+    want gradients. :meth:`arm` copies the state as the guard left it and
+    gives every parameter a zero gradient; :meth:`undo`, after the step, writes
+    the copy back (optimizer moments and step counts, scheduler and scaler
+    included) and drops it.
+    """
+
+    def __init__(self) -> None:
+        self._copy: Snapshot | None = None
+
+    def arm(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        objects: Mapping[str, Any],
+    ) -> None:
+        kept = {k: v for k, v in objects.items() if v is not None}
+        self._copy = snapshot(model, optimizer, objects=kept, rng=False)
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if p.requires_grad:
+                    p.grad = torch.zeros_like(p)
+
+    def undo(self) -> None:
+        if self._copy is not None:
+            self._copy.restore()
+            self._copy.discard()
+            self._copy = None
