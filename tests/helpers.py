@@ -120,13 +120,16 @@ def hf_trainer(
     nan_after: int | None = None,
     nan_once: bool = False,
     tuple_output: bool = False,
+    items_kw: bool = False,
     **args: object,
 ) -> Any:
     """A real Hugging Face Trainer on a tiny regression (CPU, no download),
     logging every step and evaluating every 10; ``args`` go to its
     TrainingArguments. After its ``nan_after``-th training forward the model
     returns a NaN loss (only once with ``nan_once``); ``tuple_output``: the
-    model returns ``(loss, logits)``."""
+    model returns ``(loss, logits)``; ``items_kw``: its forward takes
+    ``num_items_in_batch`` (the Trainer then passes the step's item count and
+    the model divides its summed loss by it, as transformers' models do)."""
     import pytest
 
     torch = pytest.importorskip("torch")
@@ -140,8 +143,14 @@ def hf_trainer(
             self.calls = 0
 
         def forward(self, x, labels=None):  # type: ignore[no-untyped-def]
+            return self.run(x, labels, None)
+
+        def run(self, x, labels, items):  # type: ignore[no-untyped-def]
             out = self.lin(x)
-            loss = torch.nn.functional.mse_loss(out, labels)
+            if items is not None:
+                loss = ((out - labels) ** 2).sum() / items
+            else:
+                loss = torch.nn.functional.mse_loss(out, labels)
             if self.training:
                 self.calls += 1
                 late = nan_after is not None and self.calls > nan_after
@@ -177,8 +186,13 @@ def hf_trainer(
     training_args = transformers.TrainingArguments(
         output_dir=str(out), max_steps=max_steps, **settings
     )
+
+    class ItemsModel(Model):
+        def forward(self, x, labels=None, num_items_in_batch=None):  # type: ignore[no-untyped-def]
+            return self.run(x, labels, num_items_in_batch)
+
     return transformers.Trainer(
-        model=Model(),
+        model=ItemsModel() if items_kw else Model(),
         args=training_args,
         train_dataset=Data(64),
         eval_dataset=Data(16),

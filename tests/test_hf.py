@@ -248,3 +248,55 @@ def test_guard_callback_bad_arguments() -> None:
         GuardCallback(every=0)
     with pytest.raises(TypeError, match="val_key must be a non-empty log key"):
         GuardCallback(val_key=3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("items_kw", [False, True])
+def test_guard_reads_the_step_loss_under_gradient_accumulation(
+    tmp_path: Path, items_kw: bool
+) -> None:
+    """Four micro-batches a step: the guard's loss is the step's loss the
+    Trainer logs, whether the model averages each micro-batch (the mean of
+    four) or divides by the step's item count it is given (their sum)."""
+    mon = Recording()
+    cb = GuardCallback(monitor=mon)
+    trainer = hf_trainer(
+        tmp_path,
+        12,
+        callbacks=[cb],
+        items_kw=items_kw,
+        gradient_accumulation_steps=4,
+        per_device_train_batch_size=4,
+        save_strategy="no",
+        eval_strategy="no",
+    )
+    trainer.train()
+    logged = [v for _, v in _logged(trainer, "loss")]
+    assert len(mon.calls) == len(logged) == 12
+    np.testing.assert_allclose([c[1] for c in mon.calls], logged, rtol=1e-4)
+
+
+def test_guard_with_a_monitor_of_its_own_across_two_trainings(tmp_path: Path) -> None:
+    mon = lrkit.Monitor()
+    cb = GuardCallback(every=10, monitor=mon)
+    for out in ("a", "b"):
+        trainer = hf_trainer(
+            tmp_path / out, 20, callbacks=[cb], save_strategy="no", eval_strategy="no"
+        )
+        trainer.train()
+    assert mon.last_step == 39 and mon.updates == 40
+
+
+def test_guard_error_leaves_no_hook_on_the_model(tmp_path: Path) -> None:
+    cb = GuardCallback(every=5, max_recoveries=2)
+    trainer = hf_trainer(
+        tmp_path,
+        60,
+        callbacks=[cb],
+        nan_after=20,
+        save_strategy="no",
+        eval_strategy="no",
+    )
+    with pytest.raises(lrkit.torch.GuardError, match="recoveries in a row"):
+        trainer.train()
+    assert not trainer.model._forward_hooks
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())

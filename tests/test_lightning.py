@@ -25,7 +25,7 @@ class Reg(pl.LightningModule):  # type: ignore[misc]
         lr: float,
         *,
         nan_at: int | None = None,
-        scheduler: bool = False,
+        scheduler: bool | str = False,
         log_key: str | None = None,
     ) -> None:
         super().__init__()
@@ -76,6 +76,9 @@ class Reg(pl.LightningModule):  # type: ignore[misc]
             opt = torch.optim.SGD(self.parameters(), lr=self.lr)
         if not self.scheduler:
             return opt
+        if self.scheduler == "epoch":
+            halve = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+            return {"optimizer": opt, "lr_scheduler": halve}
         sched = lrkit.torch.Scheduler(opt, "warmup(steps=10) >> constant()")
         return {
             "optimizer": opt,
@@ -356,3 +359,28 @@ def test_guard_callback_refuses_what_it_cannot_do() -> None:
         GuardCallback(val_key="")
     with pytest.raises(lrkit.LRKitError, match="needs automatic optimization"):
         _fit(Manual(0.05), GuardCallback(), epochs=1)
+
+
+@pytest.mark.parametrize("nan_at", [30, 31])
+def test_a_rejected_last_batch_keeps_the_epoch_schedule(nan_at: int) -> None:
+    """Lightning steps an epoch scheduler before on_train_batch_end: a
+    rejected step on an epoch's last batch (31) must not undo it."""
+    cb = GuardCallback(every=10)
+    module = Reg(0.05, nan_at=nan_at, scheduler="epoch")
+    module.nan_once = True
+    trainer = _fit(module, cb, epochs=4)
+    assert [e.kind for e in cb.guard.events] == ["nan"]
+    sched = trainer.lr_scheduler_configs[0].scheduler
+    assert sched.last_epoch == 4
+    # the cut (0.3x) times 4 halvings of the epoch schedule
+    lr = trainer.optimizers[0].param_groups[0]["lr"]
+    assert lr == pytest.approx(0.05 * 0.3 * 0.5**4)
+
+
+def test_guard_with_a_monitor_of_its_own_across_two_fits() -> None:
+    mon = lrkit.Monitor()
+    cb = GuardCallback(every=10, monitor=mon)
+    module = Reg(0.05)
+    _fit(module, cb, epochs=1)
+    _fit(module, cb, epochs=1)
+    assert mon.last_step == 31 and mon.updates == 32

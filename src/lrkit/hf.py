@@ -231,13 +231,16 @@ class GuardCallback(TrainerCallback):
     (fp16) and training loader. The loss of each training forward pass is read
     from the model's output (``outputs.loss``, what the Trainer's default
     ``compute_loss`` uses) through a forward hook; in
-    ``on_pre_optimizer_step`` the guard gets the mean over the step's
-    micro-batches, the validation ``eval_loss`` after each evaluation and, when
-    it is not finite, the gradient norm (the Trainer has clipped the gradients
+    ``on_pre_optimizer_step`` the guard gets the step's loss (the mean over
+    its micro-batches; their sum when the Trainer passes ``num_items_in_batch``,
+    with which the model already divides by the step's item count), the
+    validation ``eval_loss`` after each evaluation and, when it is not
+    finite, the gradient norm (the Trainer has clipped the gradients
     by then, so a finite norm says little). When the guard restores (or skips
     a spike's update), the step runs on zero gradients and the state the guard
     restored is written back after it (``on_optimizer_step``), so the update
-    changes nothing; the Trainer's LR scheduler still steps. After
+    changes nothing; the Trainer's LR scheduler still steps (it advances on the
+    rejected step, from the state the guard restored). After
     ``max_recoveries`` recoveries in a row :class:`lrkit.torch.GuardError`
     ends ``train`` with the history.
 
@@ -289,6 +292,7 @@ class GuardCallback(TrainerCallback):
         self.settings = dict(guard_settings)
         self.guard: Any = None
         self._micro: list[float] = []
+        self._summed = False  # the micro-batch losses add up to the step's
         self._val: float | None = None
         self._hook: Any = None
         self._objects: dict[str, Any] = {}
@@ -323,29 +327,32 @@ class GuardCallback(TrainerCallback):
             )
         self._finish()
         loader = kwargs.get("train_dataloader")
-        self._objects = {
-            "scheduler": kwargs.get("lr_scheduler"),
-            "scaler": getattr(optimizer, "scaler", None),
-        }
+        # what a rejected step's undo writes back besides model and optimizer:
+        # not the scheduler, which advances on every step (the Trainer steps it)
+        self._objects = {"scaler": getattr(optimizer, "scaler", None)}
         self.guard = Guard(
             model,
             inner,
-            scheduler=self._objects["scheduler"],
+            scheduler=kwargs.get("lr_scheduler"),
             scaler=self._objects["scaler"],
             loaders=[loader] if isinstance(loader, torch.utils.data.DataLoader) else (),
             **self.settings,
         )
         self._model, self._optimizer = model, inner
         self._micro, self._val, self._undo = [], None, StepUndo()
-        self._hook = model.register_forward_hook(self._read_loss)
+        self._hook = model.register_forward_hook(self._read_loss, with_kwargs=True)
 
-    def _read_loss(self, module: Any, inputs: Any, output: Any) -> None:
+    def _read_loss(self, module: Any, args: Any, kwargs: Any, output: Any) -> None:
         if not module.training:
             return
         from .torch._trainer import scalar
 
         value = scalar(_output_loss(output))
         if value is not None:
+            # given num_items_in_batch (the step's count of items, over its
+            # micro-batches), the model divides its summed loss by it: the
+            # step's loss is the sum of the micro-batches', not their mean
+            self._summed = kwargs.get("num_items_in_batch") is not None
             self._micro.append(value)
 
     def on_pre_optimizer_step(
@@ -365,11 +372,16 @@ class GuardCallback(TrainerCallback):
             return
         micro, self._micro = self._micro, []
         bad = [m for m in micro if not math.isfinite(m)]
-        loss = bad[0] if bad else math.fsum(micro) / len(micro)
+        total = math.fsum(micro)
+        loss = bad[0] if bad else total if self._summed else total / len(micro)
         norm = grad_norm(self._model)
         if norm is not None and math.isfinite(norm):
             norm = None  # clipped already: only a non-finite norm tells
-        ok = self.guard.step(loss, grad_norm=norm, val_loss=self._val)
+        try:
+            ok = self.guard.step(loss, grad_norm=norm, val_loss=self._val)
+        except Exception:  # GuardError: train() ends without on_train_end
+            self._finish()
+            raise
         self._val = None
         if not ok:
             self._undo.arm(self._model, self._optimizer, self._objects)

@@ -354,14 +354,14 @@ class GuardCallback(pl.Callback):
             self.guard.close()
         configs = getattr(trainer, "lr_scheduler_configs", None) or []
         loader = getattr(trainer, "train_dataloader", None)
-        self._objects = {
-            "scheduler": configs[0].scheduler if configs else None,
-            "scaler": getattr(trainer.precision_plugin, "scaler", None),
-        }
+        # what a rejected step's undo writes back besides model and optimizer:
+        # not the scheduler, which advances on every step, as Lightning steps it
+        # before on_train_batch_end (per epoch too) and as the HF Trainer does
+        self._objects = {"scaler": getattr(trainer.precision_plugin, "scaler", None)}
         self.guard = Guard(
             pl_module,
             trainer.optimizers[0],
-            scheduler=self._objects["scheduler"],
+            scheduler=configs[0].scheduler if configs else None,
             scaler=self._objects["scaler"],
             loaders=[loader] if isinstance(loader, torch.utils.data.DataLoader) else (),
             **self.settings,

@@ -880,6 +880,11 @@ class Monitor:
         return tuple(self._findings[self._index[o.id]] for o in self._open.values())
 
     @property
+    def last_step(self) -> int | None:
+        """The step of the latest :meth:`update` (None before the first)."""
+        return self._last_step
+
+    @property
     def updates(self) -> int:
         """How many times :meth:`update` was called."""
         return self._updates

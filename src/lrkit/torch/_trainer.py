@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from .. import _check
+from ._groups import get_lr, set_lr
 from .state import Snapshot, snapshot
 
 __all__ = ["StepUndo", "grad_norm", "scalar"]
@@ -57,12 +58,15 @@ class StepUndo:
     snapshot (it cannot skip its own step), and torch clipping and GradScaler
     want gradients. :meth:`arm` copies the state as the guard left it and
     gives every parameter a zero gradient; :meth:`undo`, after the step, writes
-    the copy back (optimizer moments and step counts, scheduler and scaler
-    included) and drops it.
+    the copy back (optimizer moments and step counts, and ``objects`` such as
+    the GradScaler) and drops it. The param groups' LRs are kept as they are
+    at :meth:`undo`: a scheduler the trainer stepped in between (Lightning
+    steps an epoch's scheduler before ``on_train_batch_end``) keeps its move.
     """
 
     def __init__(self) -> None:
         self._copy: Snapshot | None = None
+        self._optimizer: torch.optim.Optimizer | None = None
 
     def arm(
         self,
@@ -72,13 +76,19 @@ class StepUndo:
     ) -> None:
         kept = {k: v for k, v in objects.items() if v is not None}
         self._copy = snapshot(model, optimizer, objects=kept, rng=False)
+        self._optimizer = optimizer
         for group in optimizer.param_groups:
             for p in group["params"]:
                 if p.requires_grad:
                     p.grad = torch.zeros_like(p)
 
     def undo(self) -> None:
-        if self._copy is not None:
-            self._copy.restore()
-            self._copy.discard()
-            self._copy = None
+        if self._copy is None or self._optimizer is None:
+            return
+        groups = self._optimizer.param_groups
+        lrs = [get_lr(g) for g in groups]
+        self._copy.restore()
+        for g, lr in zip(groups, lrs, strict=True):
+            set_lr(g, lr)
+        self._copy.discard()
+        self._copy = None

@@ -441,7 +441,10 @@ class Guard:
         scaled = self._scaled
         self._scale = float(scaled.recovery_scale) if scaled is not None else 1.0
         self._saved: deque[_Saved] = deque()
-        self._t = 0  # guard steps so far
+        # the guard's step count; a monitor that has seen a run already (a
+        # second trainer run with the same one) is continued, not restarted
+        last = self.monitor.last_step
+        self._t = 0 if last is None else last + 1
         self._last_snap = -(10**18)
         self._attempt = 0
         self._cuts = 0  # LR cuts in the current row of recoveries
