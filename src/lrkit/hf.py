@@ -267,29 +267,12 @@ class GuardCallback(TrainerCallback):
         True
     """
 
-    _OWN = ("model", "optimizer", "scheduler", "scaler", "loaders", "skip_batches")
-
     def __init__(self, *, val_key: str = "eval_loss", **guard_settings: Any) -> None:
-        import torch
-
-        from .torch.guard import Guard
+        from .torch._trainer import guard_settings as check_settings
 
         super().__init__()
         self.val_key = check_key("val_key", val_key)
-        for name in self._OWN:
-            if name in guard_settings:
-                _check.fail(
-                    name,
-                    "left out (the callback takes it from the Trainer"
-                    + ("" if name != "skip_batches" else "; the Trainer owns the loop")
-                    + ")",
-                    guard_settings[name],
-                    exc=TypeError,
-                )
-        probe = torch.nn.Linear(1, 1)  # check the settings now
-        opt = torch.optim.SGD(probe.parameters(), lr=0.1)
-        Guard(probe, opt, **guard_settings).close()
-        self.settings = dict(guard_settings)
+        self.settings = check_settings(guard_settings, "the Trainer")
         self.guard: Any = None
         self._micro: list[float] = []
         self._summed = False  # the micro-batch losses add up to the step's
@@ -358,7 +341,7 @@ class GuardCallback(TrainerCallback):
     def on_pre_optimizer_step(
         self, args: Any, state: Any, control: Any, **kwargs: Any
     ) -> None:
-        from .torch._trainer import grad_norm
+        from .torch._trainer import grad_norm, step_loss
 
         if self.guard is None:
             return
@@ -370,10 +353,8 @@ class GuardCallback(TrainerCallback):
                     "compute_loss?); nothing is guarded."
                 )
             return
-        micro, self._micro = self._micro, []
-        bad = [m for m in micro if not math.isfinite(m)]
-        total = math.fsum(micro)
-        loss = bad[0] if bad else total if self._summed else total / len(micro)
+        loss = step_loss(self._micro, summed=self._summed)
+        self._micro = []
         norm = grad_norm(self._model)
         if norm is not None and math.isfinite(norm):
             norm = None  # clipped already: only a non-finite norm tells

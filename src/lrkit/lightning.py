@@ -45,7 +45,13 @@ from . import _check
 from ._check import LRKitError
 from ._watch import Watch, Watched, check_key
 from .monitor import Monitor, MonitorConfig
-from .torch._trainer import StepUndo, grad_norm as _grad_norm, scalar as _scalar
+from .torch._trainer import (
+    StepUndo,
+    grad_norm as _grad_norm,
+    guard_settings as guard_settings_checked,
+    scalar as _scalar,
+    step_loss,
+)
 
 __all__ = ["GuardCallback", "MonitorCallback"]
 
@@ -219,9 +225,7 @@ class MonitorCallback(Watched, pl.Callback):
         self._stepped = False
         if not self._micro:
             return
-        loss = math.fsum(self._micro) / len(self._micro)
-        if any(not math.isfinite(m) for m in self._micro):
-            loss = next(m for m in self._micro if not math.isfinite(m))
+        loss = step_loss(self._micro)
         self._micro = []
         self.losses.append(loss)
         found = self.monitor.update(
@@ -306,28 +310,10 @@ class GuardCallback(pl.Callback):
         True
     """
 
-    _OWN = ("model", "optimizer", "scheduler", "scaler", "loaders", "skip_batches")
-
     def __init__(self, *, val_key: str = "val_loss", **guard_settings: Any) -> None:
         super().__init__()
         self.val_key = check_key("val_key", val_key)
-        for name in self._OWN:
-            if name in guard_settings:
-                _check.fail(
-                    name,
-                    "left out (the callback takes it from the trainer"
-                    + ("" if name != "skip_batches" else "; Lightning owns the loop")
-                    + ")",
-                    guard_settings[name],
-                    exc=TypeError,
-                )
-        from .torch.guard import Guard
-
-        # check the settings now, on a throwaway module, not when fit starts
-        probe = torch.nn.Linear(1, 1)
-        opt = torch.optim.SGD(probe.parameters(), lr=0.1)
-        Guard(probe, opt, **guard_settings).close()
-        self.settings = dict(guard_settings)
+        self.settings = guard_settings_checked(guard_settings, "the trainer")
         self.guard: Any = None
         self._micro: list[float] = []
         self._val: float | None = None
@@ -382,9 +368,7 @@ class GuardCallback(pl.Callback):
     ) -> None:
         if self.guard is None or not self._micro:
             return
-        loss = math.fsum(self._micro) / len(self._micro)
-        if any(not math.isfinite(m) for m in self._micro):
-            loss = next(m for m in self._micro if not math.isfinite(m))
+        loss = step_loss(self._micro)
         self._micro = []
         ok = self.guard.step(loss, grad_norm=_grad_norm(pl_module), val_loss=self._val)
         self._val = None

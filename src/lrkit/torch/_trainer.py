@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,7 +24,7 @@ from .. import _check
 from ._groups import get_lr, set_lr
 from .state import Snapshot, snapshot
 
-__all__ = ["StepUndo", "grad_norm", "scalar"]
+__all__ = ["StepUndo", "grad_norm", "guard_settings", "scalar", "step_loss"]
 
 
 def scalar(value: Any) -> float | None:
@@ -92,3 +93,38 @@ class StepUndo:
             set_lr(g, lr)
         self._copy.discard()
         self._copy = None
+
+
+def step_loss(micro: list[float], *, summed: bool = False) -> float:
+    """One optimizer step's loss from its micro-batches' (non-empty): their
+    mean, or their sum when each is already divided by the step's item count
+    (``summed``); the first non-finite one when there is one."""
+    bad = [m for m in micro if not math.isfinite(m)]
+    if bad:
+        return bad[0]
+    total = math.fsum(micro)
+    return total if summed else total / len(micro)
+
+
+_OWN = ("model", "optimizer", "scheduler", "scaler", "loaders", "skip_batches")
+
+
+def guard_settings(settings: Mapping[str, Any], trainer: str) -> dict[str, Any]:
+    """Check the :class:`~lrkit.torch.Guard` keyword arguments a trainer
+    callback takes (not the objects it takes from ``trainer``, nor
+    ``skip_batches``: the trainer owns the loop) by building a guard on a
+    throwaway module now, not when training starts; return them."""
+    from .guard import Guard
+
+    for name in _OWN:
+        if name in settings:
+            why = "; the trainer owns the loop" if name == "skip_batches" else ""
+            _check.fail(
+                name,
+                f"left out (the callback takes it from {trainer}{why})",
+                settings[name],
+                exc=TypeError,
+            )
+    probe = torch.nn.Linear(1, 1)
+    Guard(probe, torch.optim.SGD(probe.parameters(), lr=0.1), **settings).close()
+    return dict(settings)
