@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -384,3 +387,83 @@ def test_guard_with_a_monitor_of_its_own_across_two_fits() -> None:
     _fit(module, cb, epochs=1)
     _fit(module, cb, epochs=1)
     assert mon.last_step == 31 and mon.updates == 32
+
+
+DDP_SCRIPT = """
+import sys, warnings
+import torch, lightning.pytorch as pl
+warnings.simplefilter("ignore")
+sys.path[:0] = [{tests!r}, {root!r}]
+from test_lightning import Reg, _data
+from lrkit.lightning import GuardCallback
+
+
+class OneRankNaN(Reg):
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        if self.global_rank == 0 and self.global_step == 13:
+            # on one rank only, and the loss only: the gradients (averaged
+            # over ranks by DDP) stay finite, so only that rank's loss tells
+            loss = loss + torch.tensor(float("nan"))
+        return loss
+
+
+class Report(pl.Callback):
+    # each rank writes what it ends with, then waits for the other (rank 0
+    # ending first would end rank 1's process)
+
+    def __init__(self, guard):
+        self.guard = guard
+
+    def on_train_end(self, trainer, module):
+        w = torch.cat([p.detach().flatten() for p in module.parameters()])
+        events = [(e.kind, e.step, e.restored_step) for e in self.guard.guard.events]
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        with open(f"result_{{trainer.global_rank}}.txt", "w") as fh:
+            fh.write(repr((trainer.global_step, events, lr,
+                           bool(torch.isfinite(w).all()), w.tolist())))
+        trainer.strategy.barrier()
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    cb = GuardCallback(every=5)
+    module = OneRankNaN(0.05)
+    loader = torch.utils.data.DataLoader(_data(), batch_size=32)
+    trainer = pl.Trainer(
+        max_epochs=4, callbacks=[cb, Report(cb)], logger=False,
+        enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, accelerator="cpu", devices=2, strategy="ddp",
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, loader)
+"""
+
+
+def test_guard_under_ddp_restores_every_rank_together(tmp_path: Path) -> None:
+    """Two real DDP processes (gloo, CPU); the loss (not the gradients) goes
+    NaN on rank 0 only.
+    The ranks agree (the guard sees the mean loss over ranks): both restore
+    the same snapshot, cut the LR, and end with the same weights."""
+    import subprocess
+    import sys
+
+    tests = str(Path(__file__).resolve().parent)
+    script = tmp_path / "ddp_guard.py"
+    script.write_text(DDP_SCRIPT.format(tests=tests, root=str(Path(tests).parent)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "LOCAL_"))}
+    env["PYTHONPATH"] = str(Path(tests).parent / "src")
+    p = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = [(tmp_path / f"result_{r}.txt").read_text() for r in (0, 1)]
+    assert rows[0] == rows[1]  # same steps, events, LR, weights on both ranks
+    steps, events, lr, finite, _ = ast.literal_eval(rows[0])
+    assert (steps, events, finite) == (32, [("nan", 13, 10)], True)
+    assert lr == pytest.approx(0.05 * 0.3)

@@ -275,19 +275,22 @@ class GuardCallback(pl.Callback):
     ``accumulate_grad_batches`` undone), the total gradient norm before
     clipping and the validation loss after each validation run. Snapshots
     are taken every ``every`` clean steps. When the guard restores (or skips
-    a spike's update), the step's gradients are dropped in
-    ``on_before_optimizer_step``, so Lightning's ``optimizer.step()`` changes
-    nothing (torch optimizers skip parameters without a gradient); the LR
-    scheduler still steps, as Lightning always does. After ``max_recoveries``
-    recoveries in a row :class:`lrkit.torch.GuardError` ends ``fit`` with the
-    history, the module back at its last good snapshot.
+    a spike's update), Lightning still clips, unscales and steps: the step
+    runs on zero gradients and the state the guard restored is written back
+    after it, so the update leaves nothing behind; the LR scheduler advances
+    as on every step. After ``max_recoveries`` recoveries in a row
+    :class:`lrkit.torch.GuardError` ends ``fit`` with the history, the module
+    back at its last good snapshot.
 
-    Single process, automatic optimization (each rank restoring on its own
-    would desynchronise a distributed run; with manual optimization call
-    :meth:`lrkit.torch.Guard.step` yourself between ``manual_backward`` and
-    ``opt.step()``). ``skip_batches`` is not available: Lightning owns the
-    loop; the restored RNG and loader generators are moved to fresh streams,
-    so the run does not replay the batches that blew up.
+    With several processes (DDP) every rank's guard gets the mean over ranks
+    of the step's loss (one all-reduce of three numbers per step) and the
+    gradient norm DDP has averaged: the guards decide alike and all ranks
+    restore the same step together. Automatic optimization only (with manual
+    optimization call :meth:`lrkit.torch.Guard.step` yourself between
+    ``manual_backward`` and ``opt.step()``). ``skip_batches`` is not
+    available: Lightning owns the loop; the restored RNG and loader generators
+    are moved to fresh streams, so the run does not replay the batches that
+    blew up.
 
     Args:
         val_key: the validation loss's key among the logged metrics
@@ -330,12 +333,6 @@ class GuardCallback(pl.Callback):
                 "optimization call lrkit.torch.Guard.step(loss) between "
                 "manual_backward and opt.step()."
             )
-        if getattr(trainer, "world_size", 1) > 1:
-            raise LRKitError(
-                "GuardCallback runs in a single process (each rank restoring on "
-                f"its own would desynchronise the run); world_size is "
-                f"{trainer.world_size}."
-            )
         if self.guard is not None:
             self.guard.close()
         configs = getattr(trainer, "lr_scheduler_configs", None) or []
@@ -370,6 +367,8 @@ class GuardCallback(pl.Callback):
             return
         loss = step_loss(self._micro)
         self._micro = []
+        if getattr(trainer, "world_size", 1) > 1:
+            loss = self._agree(trainer, pl_module, loss)
         ok = self.guard.step(loss, grad_norm=_grad_norm(pl_module), val_loss=self._val)
         self._val = None
         if ok:
@@ -387,6 +386,22 @@ class GuardCallback(pl.Callback):
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         self._undo.undo()
+
+    def _agree(self, trainer: Any, pl_module: Any, loss: float) -> float:
+        """Every rank feeds its guard the mean over ranks of the step's loss
+        (and of the validation loss): the monitors see the same numbers and
+        decide the same, so all ranks restore the same step together (their
+        snapshots are of the same replicated state; the gradient norm is read
+        after DDP averaged the gradients). One all-reduce of three numbers."""
+        has_val = self._val is not None and math.isfinite(self._val)
+        both = torch.tensor(
+            [loss, self._val if has_val else 0.0, 1.0 if has_val else 0.0],
+            dtype=torch.float64,
+            device=pl_module.device,
+        )
+        total = trainer.strategy.reduce(both, reduce_op="sum").tolist()
+        self._val = total[1] / total[2] if total[2] > 0 else None
+        return float(total[0] / trainer.world_size)
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if not trainer.sanity_checking:
