@@ -395,7 +395,7 @@ import torch, lightning.pytorch as pl
 warnings.simplefilter("ignore")
 sys.path[:0] = [{tests!r}, {root!r}]
 from test_lightning import Reg, _data
-from lrkit.lightning import GuardCallback
+from lrkit.lightning import GuardCallback, MonitorCallback
 
 
 class OneRankNaN(Reg):
@@ -412,12 +412,15 @@ class Report(pl.Callback):
     # each rank writes what it ends with, then waits for the other (rank 0
     # ending first would end rank 1's process)
 
-    def __init__(self, guard):
-        self.guard = guard
+    def __init__(self, cb):
+        self.cb = cb
 
     def on_train_end(self, trainer, module):
         w = torch.cat([p.detach().flatten() for p in module.parameters()])
-        events = [(e.kind, e.step, e.restored_step) for e in self.guard.guard.events]
+        if isinstance(self.cb, GuardCallback):
+            events = [(e.kind, e.step, e.restored_step) for e in self.cb.guard.events]
+        else:  # the monitor: what stopped it on this rank (rank 0's NaN)
+            events = [(f.kind, f.first_step) for f in self.cb.monitor.findings]
         lr = trainer.optimizers[0].param_groups[0]["lr"]
         with open(f"result_{{trainer.global_rank}}.txt", "w") as fh:
             fh.write(repr((trainer.global_step, events, lr,
@@ -427,7 +430,7 @@ class Report(pl.Callback):
 
 if __name__ == "__main__":
     torch.manual_seed(0)
-    cb = GuardCallback(every=5)
+    cb = GuardCallback(every=5) if sys.argv[1] == "guard" else MonitorCallback()
     module = OneRankNaN(0.05)
     loader = torch.utils.data.DataLoader(_data(), batch_size=32)
     trainer = pl.Trainer(
@@ -440,11 +443,9 @@ if __name__ == "__main__":
 """
 
 
-def test_guard_under_ddp_restores_every_rank_together(tmp_path: Path) -> None:
-    """Two real DDP processes (gloo, CPU); the loss (not the gradients) goes
-    NaN on rank 0 only.
-    The ranks agree (the guard sees the mean loss over ranks): both restore
-    the same snapshot, cut the LR, and end with the same weights."""
+def _ddp(tmp_path: Path, which: str) -> list[Any]:
+    """Run DDP_SCRIPT in two real DDP processes (gloo, CPU): each rank's
+    (global_step, events or findings, lr, finite weights, weights)."""
     import subprocess
     import sys
 
@@ -454,7 +455,7 @@ def test_guard_under_ddp_restores_every_rank_together(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "LOCAL_"))}
     env["PYTHONPATH"] = str(Path(tests).parent / "src")
     p = subprocess.run(
-        [sys.executable, str(script)],
+        [sys.executable, str(script), which],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -462,8 +463,26 @@ def test_guard_under_ddp_restores_every_rank_together(tmp_path: Path) -> None:
         timeout=300,
     )
     assert p.returncode == 0, p.stderr[-3000:]
-    rows = [(tmp_path / f"result_{r}.txt").read_text() for r in (0, 1)]
-    assert rows[0] == rows[1]  # same steps, events, LR, weights on both ranks
-    steps, events, lr, finite, _ = ast.literal_eval(rows[0])
+    return [
+        ast.literal_eval((tmp_path / f"result_{r}.txt").read_text()) for r in (0, 1)
+    ]
+
+
+def test_guard_under_ddp_restores_every_rank_together(tmp_path: Path) -> None:
+    """The loss (not the gradients) goes NaN on rank 0 only. The ranks agree
+    (each guard sees the mean loss over ranks): both restore the same
+    snapshot, cut the LR, and end with the same weights."""
+    rank0, rank1 = _ddp(tmp_path, "guard")
+    assert rank0 == rank1  # same steps, events, LR, weights on both ranks
+    steps, events, lr, finite, _ = rank0
     assert (steps, events, finite) == (32, [("nan", 13, 10)], True)
     assert lr == pytest.approx(0.05 * 0.3)
+
+
+def test_monitor_under_ddp_stops_every_rank_together(tmp_path: Path) -> None:
+    """Rank 0's monitor sees the NaN, rank 1's does not: the stop is agreed,
+    both ranks end after the same step with the same weights."""
+    rank0, rank1 = _ddp(tmp_path, "monitor")
+    assert rank0[0] == rank1[0] == 14
+    assert [k for k, _ in rank0[1]] == ["nan"] and rank1[1] == []
+    assert rank0[4] == rank1[4]
