@@ -300,3 +300,74 @@ def test_guard_error_leaves_no_hook_on_the_model(tmp_path: Path) -> None:
         trainer.train()
     assert not trainer.model._forward_hooks
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+HF_DDP_SCRIPT = """
+import os, sys, warnings
+warnings.simplefilter("ignore")
+sys.path[:0] = [{root!r}]
+import torch
+from pathlib import Path
+from tests.helpers import hf_trainer
+from lrkit.hf import GuardCallback
+
+torch.manual_seed(0)
+rank = int(os.environ["RANK"])
+cb = GuardCallback(every=5)
+trainer = hf_trainer(Path("out"), 40, callbacks=[cb], save_strategy="no",
+                     eval_strategy="no", lr_scheduler_type="constant")
+calls = [0]
+
+
+def poison(module, args, output):
+    # the loss (not the gradients) NaN on rank 0 only, at its 14th step
+    if module.training:
+        calls[0] += 1
+        if rank == 0 and calls[0] == 14:
+            output["loss"] = output["loss"] + torch.tensor(float("nan"))
+    return output
+
+
+trainer.model.register_forward_hook(poison)
+trainer.train()
+w = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+events = [(e.kind, e.step, e.restored_step) for e in cb.guard.events]
+with open(f"result_{{rank}}.txt", "w") as fh:
+    fh.write(repr((trainer.state.global_step, events,
+                   trainer.optimizer.param_groups[0]["lr"], w.tolist())))
+"""
+
+
+def test_guard_under_two_processes_restores_every_rank_together(
+    tmp_path: Path,
+) -> None:
+    """Two real processes (torchrun, gloo, CPU): the loss goes NaN on rank 0
+    only; each guard sees the mean loss over ranks, so both restore the same
+    snapshot, cut the LR and end with the same weights."""
+    import ast
+    import os
+    import subprocess
+    import sys
+
+    root = str(Path(__file__).resolve().parents[1])
+    script = tmp_path / "hf_ddp.py"
+    script.write_text(HF_DDP_SCRIPT.format(root=root))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "LOCAL_"))}
+    env["PYTHONPATH"] = str(Path(root) / "src")
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    p = subprocess.run(
+        [*command, str(script)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = [
+        ast.literal_eval((tmp_path / f"result_{r}.txt").read_text()) for r in (0, 1)
+    ]
+    assert rows[0] == rows[1]
+    steps, events, lr, _ = rows[0]
+    assert (steps, events) == (40, [("nan", 13, 10)])
+    assert lr == pytest.approx(0.05 * 0.3)

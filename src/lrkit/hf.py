@@ -244,10 +244,13 @@ class GuardCallback(TrainerCallback):
     ``max_recoveries`` recoveries in a row :class:`lrkit.torch.GuardError`
     ends ``train`` with the history.
 
-    One process only (each rank restoring on its own would desynchronise the
-    run). A ``compute_loss`` that does not take the model's ``loss`` (a custom
-    loss on the logits) leaves nothing to read: warned about once, nothing is
-    guarded. No ``skip_batches``: the Trainer owns the loop.
+    With several processes every rank's guard gets the mean over ranks of the
+    step's loss (one all-reduce of three numbers a step) and the gradient norm
+    after the gradients were averaged: the guards decide alike and all ranks
+    restore the same step together. A ``compute_loss`` that does not take the
+    model's ``loss`` (a custom loss on the logits) leaves nothing to read:
+    warned about once, nothing is guarded. No ``skip_batches``: the Trainer
+    owns the loop.
 
     Args:
         val_key: the evaluation metric fed as the validation loss
@@ -292,12 +295,6 @@ class GuardCallback(TrainerCallback):
         from .torch._trainer import StepUndo
         from .torch.guard import Guard
 
-        if int(getattr(args, "world_size", 1) or 1) > 1:
-            raise LRKitError(
-                "GuardCallback runs in a single process (each rank restoring on "
-                f"its own would desynchronise the run); world_size is "
-                f"{args.world_size}."
-            )
         model, optimizer = kwargs.get("model"), kwargs.get("optimizer")
         inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper
         if not isinstance(model, torch.nn.Module) or not isinstance(
@@ -355,6 +352,8 @@ class GuardCallback(TrainerCallback):
             return
         loss = step_loss(self._micro, summed=self._summed)
         self._micro = []
+        if int(getattr(args, "world_size", 1) or 1) > 1:
+            loss = self._agree(loss)
         norm = grad_norm(self._model)
         if norm is not None and math.isfinite(norm):
             norm = None  # clipped already: only a non-finite norm tells
@@ -372,6 +371,28 @@ class GuardCallback(TrainerCallback):
     ) -> None:
         if self._undo is not None:
             self._undo.undo()
+
+    def _agree(self, loss: float) -> float:
+        """Every rank feeds its guard the mean over ranks of the step's loss
+        and of the validation loss (one all-reduce of three numbers): the
+        guards decide alike, all ranks restore the same step together (the
+        gradient norm is read after the gradients were averaged)."""
+        import torch
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return loss
+        has_val = self._val is not None and math.isfinite(self._val)
+        device = next(self._model.parameters()).device
+        both = torch.tensor(
+            [loss, self._val if has_val else 0.0, 1.0 if has_val else 0.0],
+            dtype=torch.float64,
+            device=device,
+        )
+        dist.all_reduce(both)
+        total = both.tolist()
+        self._val = total[1] / total[2] if total[2] > 0 else None
+        return float(total[0] / dist.get_world_size())
 
     def on_evaluate(
         self,
