@@ -346,6 +346,7 @@ def test_guard_under_two_processes_restores_every_rank_together(
     snapshot, cut the LR and end with the same weights."""
     import ast
     import os
+    import socket
     import subprocess
     import sys
 
@@ -354,7 +355,11 @@ def test_guard_under_two_processes_restores_every_rank_together(
     script.write_text(HF_DDP_SCRIPT.format(root=root))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "LOCAL_"))}
     env["PYTHONPATH"] = str(Path(root) / "src")
+    with socket.socket() as free:  # a port of its own, not torchrun's default
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    command += ["--master_addr", "127.0.0.1", "--master_port", str(port)]
     p = subprocess.run(
         [*command, str(script)],
         capture_output=True,
