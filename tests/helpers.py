@@ -51,6 +51,41 @@ def run_python(
     )
 
 
+def run_ranks(
+    script: Path, *args: str, torchrun: bool = False, timeout: float = 300
+) -> list[Any]:
+    """Run ``script`` (with this checkout's sources, in its folder) as the
+    first of two ranks, as Lightning's DDP launcher does (it starts the
+    second), or under ``torchrun`` with two processes on a free port; each
+    rank writes ``repr(...)`` of its result to ``result_<rank>.txt``. Returns
+    the two results, read back."""
+    import ast
+    import socket
+
+    env = {k: v for k, v in _env().items() if not k.startswith(("RANK", "LOCAL_"))}
+    command = [sys.executable]
+    if torchrun:
+        with socket.socket() as free:  # a port of its own, not the default
+            free.bind(("127.0.0.1", 0))
+            port = free.getsockname()[1]
+        command += ["-m", "torch.distributed.run", "--nproc_per_node", "2"]
+        command += ["--master_addr", "127.0.0.1", "--master_port", str(port)]
+    p = subprocess.run(
+        [*command, str(script), *args],
+        capture_output=True,
+        text=True,
+        cwd=script.parent,
+        env=env,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    return [
+        ast.literal_eval((script.parent / f"result_{r}.txt").read_text())
+        for r in (0, 1)
+    ]
+
+
 def run_lrkit_tty(*args: str, timeout: float = 300) -> tuple[int, str]:
     """``python -m lrkit ARGS`` with stdout and stderr on a pseudo-terminal (what
     a user at a terminal sees: progress bars, spinners): ``(exit code, output)``."""

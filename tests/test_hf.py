@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 
-from tests.helpers import Recording, hf_trainer  # noqa: E402
+from tests.helpers import Recording, hf_trainer, run_ranks  # noqa: E402
 
 import lrkit  # noqa: E402
 from lrkit.hf import GuardCallback, MonitorCallback  # noqa: E402
@@ -344,34 +344,10 @@ def test_guard_under_two_processes_restores_every_rank_together(
     """Two real processes (torchrun, gloo, CPU): the loss goes NaN on rank 0
     only; each guard sees the mean loss over ranks, so both restore the same
     snapshot, cut the LR and end with the same weights."""
-    import ast
-    import os
-    import socket
-    import subprocess
-    import sys
-
-    root = str(Path(__file__).resolve().parents[1])
+    root = Path(__file__).resolve().parents[1]
     script = tmp_path / "hf_ddp.py"
-    script.write_text(HF_DDP_SCRIPT.format(root=root))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "LOCAL_"))}
-    env["PYTHONPATH"] = str(Path(root) / "src")
-    with socket.socket() as free:  # a port of its own, not torchrun's default
-        free.bind(("127.0.0.1", 0))
-        port = free.getsockname()[1]
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-    command += ["--master_addr", "127.0.0.1", "--master_port", str(port)]
-    p = subprocess.run(
-        [*command, str(script)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=300,
-    )
-    assert p.returncode == 0, p.stderr[-3000:]
-    rows = [
-        ast.literal_eval((tmp_path / f"result_{r}.txt").read_text()) for r in (0, 1)
-    ]
+    script.write_text(HF_DDP_SCRIPT.format(root=str(root)))
+    rows = run_ranks(script, torchrun=True)
     assert rows[0] == rows[1]
     steps, events, lr, _ = rows[0]
     assert (steps, events) == (40, [("nan", 13, 10)])

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import ast
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pl = pytest.importorskip("lightning.pytorch")
 
-from tests.helpers import Recording  # noqa: E402
+from tests.helpers import Recording, run_ranks  # noqa: E402
 
 import lrkit  # noqa: E402
 from lrkit.lightning import GuardCallback, MonitorCallback  # noqa: E402
@@ -446,26 +444,10 @@ if __name__ == "__main__":
 def _ddp(tmp_path: Path, which: str) -> list[Any]:
     """Run DDP_SCRIPT in two real DDP processes (gloo, CPU): each rank's
     (global_step, events or findings, lr, finite weights, weights)."""
-    import subprocess
-    import sys
-
-    tests = str(Path(__file__).resolve().parent)
+    tests = Path(__file__).resolve().parent
     script = tmp_path / "ddp_guard.py"
-    script.write_text(DDP_SCRIPT.format(tests=tests, root=str(Path(tests).parent)))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "LOCAL_"))}
-    env["PYTHONPATH"] = str(Path(tests).parent / "src")
-    p = subprocess.run(
-        [sys.executable, str(script), which],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=300,
-    )
-    assert p.returncode == 0, p.stderr[-3000:]
-    return [
-        ast.literal_eval((tmp_path / f"result_{r}.txt").read_text()) for r in (0, 1)
-    ]
+    script.write_text(DDP_SCRIPT.format(tests=str(tests), root=str(tests.parent)))
+    return run_ranks(script, which)
 
 
 def test_guard_under_ddp_restores_every_rank_together(tmp_path: Path) -> None:

@@ -213,6 +213,12 @@ def _points(args: Any, state: Any) -> int | None:
     return max(1, max_steps // max(1, int(every)))
 
 
+def _distributed() -> bool:
+    import torch.distributed as dist
+
+    return bool(dist.is_available() and dist.is_initialized())
+
+
 def _output_loss(output: Any) -> Any:
     """The loss of a model's output as the Trainer's ``compute_loss`` takes
     it: ``output["loss"]`` of a dict (a ModelOutput), else ``output[0]``."""
@@ -338,7 +344,7 @@ class GuardCallback(TrainerCallback):
     def on_pre_optimizer_step(
         self, args: Any, state: Any, control: Any, **kwargs: Any
     ) -> None:
-        from .torch._trainer import grad_norm, step_loss
+        from .torch._trainer import grad_norm, mean_over_ranks, step_loss
 
         if self.guard is None:
             return
@@ -352,8 +358,17 @@ class GuardCallback(TrainerCallback):
             return
         loss = step_loss(self._micro, summed=self._summed)
         self._micro = []
-        if int(getattr(args, "world_size", 1) or 1) > 1:
-            loss = self._agree(loss)
+        if int(getattr(args, "world_size", 1) or 1) > 1 and _distributed():
+            import torch.distributed as dist
+
+            def reduce_sum(t: Any) -> Any:
+                dist.all_reduce(t)
+                return t
+
+            device = next(self._model.parameters()).device
+            loss, self._val = mean_over_ranks(
+                loss, self._val, device, reduce_sum, dist.get_world_size()
+            )
         norm = grad_norm(self._model)
         if norm is not None and math.isfinite(norm):
             norm = None  # clipped already: only a non-finite norm tells
@@ -371,28 +386,6 @@ class GuardCallback(TrainerCallback):
     ) -> None:
         if self._undo is not None:
             self._undo.undo()
-
-    def _agree(self, loss: float) -> float:
-        """Every rank feeds its guard the mean over ranks of the step's loss
-        and of the validation loss (one all-reduce of three numbers): the
-        guards decide alike, all ranks restore the same step together (the
-        gradient norm is read after the gradients were averaged)."""
-        import torch
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized()):
-            return loss
-        has_val = self._val is not None and math.isfinite(self._val)
-        device = next(self._model.parameters()).device
-        both = torch.tensor(
-            [loss, self._val if has_val else 0.0, 1.0 if has_val else 0.0],
-            dtype=torch.float64,
-            device=device,
-        )
-        dist.all_reduce(both)
-        total = both.tolist()
-        self._val = total[1] / total[2] if total[2] > 0 else None
-        return float(total[0] / dist.get_world_size())
 
     def on_evaluate(
         self,

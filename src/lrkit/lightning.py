@@ -49,6 +49,7 @@ from .torch._trainer import (
     StepUndo,
     grad_norm as _grad_norm,
     guard_settings as guard_settings_checked,
+    mean_over_ranks,
     scalar as _scalar,
     step_loss,
 )
@@ -367,8 +368,14 @@ class GuardCallback(pl.Callback):
             return
         loss = step_loss(self._micro)
         self._micro = []
-        if getattr(trainer, "world_size", 1) > 1:
-            loss = self._agree(trainer, pl_module, loss)
+        if getattr(trainer, "world_size", 1) > 1:  # the ranks decide alike
+            loss, self._val = mean_over_ranks(
+                loss,
+                self._val,
+                pl_module.device,
+                lambda t: trainer.strategy.reduce(t, reduce_op="sum"),
+                trainer.world_size,
+            )
         ok = self.guard.step(loss, grad_norm=_grad_norm(pl_module), val_loss=self._val)
         self._val = None
         if ok:
@@ -386,22 +393,6 @@ class GuardCallback(pl.Callback):
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         self._undo.undo()
-
-    def _agree(self, trainer: Any, pl_module: Any, loss: float) -> float:
-        """Every rank feeds its guard the mean over ranks of the step's loss
-        (and of the validation loss): the monitors see the same numbers and
-        decide the same, so all ranks restore the same step together (their
-        snapshots are of the same replicated state; the gradient norm is read
-        after DDP averaged the gradients). One all-reduce of three numbers."""
-        has_val = self._val is not None and math.isfinite(self._val)
-        both = torch.tensor(
-            [loss, self._val if has_val else 0.0, 1.0 if has_val else 0.0],
-            dtype=torch.float64,
-            device=pl_module.device,
-        )
-        total = trainer.strategy.reduce(both, reduce_op="sum").tolist()
-        self._val = total[1] / total[2] if total[2] > 0 else None
-        return float(total[0] / trainer.world_size)
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if not trainer.sanity_checking:

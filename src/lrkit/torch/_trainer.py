@@ -15,7 +15,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -24,7 +24,14 @@ from .. import _check
 from ._groups import get_lr, set_lr
 from .state import Snapshot, snapshot
 
-__all__ = ["StepUndo", "grad_norm", "guard_settings", "scalar", "step_loss"]
+__all__ = [
+    "StepUndo",
+    "grad_norm",
+    "guard_settings",
+    "mean_over_ranks",
+    "scalar",
+    "step_loss",
+]
 
 
 def scalar(value: Any) -> float | None:
@@ -128,3 +135,26 @@ def guard_settings(settings: Mapping[str, Any], trainer: str) -> dict[str, Any]:
     probe = torch.nn.Linear(1, 1)
     Guard(probe, torch.optim.SGD(probe.parameters(), lr=0.1), **settings).close()
     return dict(settings)
+
+
+def mean_over_ranks(
+    loss: float,
+    val: float | None,
+    device: torch.device,
+    reduce_sum: Callable[[torch.Tensor], torch.Tensor],
+    world: int,
+) -> tuple[float, float | None]:
+    """The mean over ranks of a step's loss, and of the validation loss over
+    the ranks that have one: what every rank's guard is fed, so that the
+    guards decide alike and all ranks restore the same step together (their
+    snapshots are of the same replicated state; the gradient norm is read
+    after the gradients were averaged). One all-reduce (``reduce_sum``) of
+    three numbers."""
+    has_val = val is not None and math.isfinite(val)
+    both = torch.tensor(
+        [loss, val if has_val and val is not None else 0.0, 1.0 if has_val else 0.0],
+        dtype=torch.float64,
+        device=device,
+    )
+    total = reduce_sum(both).tolist()
+    return float(total[0] / world), (total[1] / total[2] if total[2] > 0 else None)
