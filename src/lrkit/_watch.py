@@ -37,12 +37,10 @@ class Watch:
 
     Args:
         monitor: a :class:`~lrkit.Monitor` to feed, the
-            :class:`~lrkit.MonitorConfig` of a new one, or None (the defaults,
-            or ``default_config`` when given).
+            :class:`~lrkit.MonitorConfig` of a new one, or None (the defaults).
         stop_on: finding kinds that stop training (any severity).
         verbose: print new warnings (and withdrawals) with their advice.
         logger_name: the logger that gets them at INFO level.
-        default_config: the config of a new monitor when ``monitor`` is None.
     """
 
     def __init__(
@@ -52,11 +50,10 @@ class Watch:
         stop_on: Sequence[str] | Iterable[str],
         verbose: bool,
         logger_name: str,
-        default_config: MonitorConfig | None = None,
     ) -> None:
         self._owned = not isinstance(monitor, Monitor)  # built here
         if monitor is None:
-            monitor = Monitor(default_config)
+            monitor = Monitor()
         elif isinstance(monitor, MonitorConfig):
             monitor = Monitor(monitor)
         elif not isinstance(monitor, Monitor):

@@ -35,10 +35,21 @@ except ImportError as e:  # pragma: no cover - exercised only without transforme
         "pip install 'lrkit[hf]'."
     ) from e
 
+import torch
+
 from . import _check
 from ._check import LRKitError
 from ._watch import Watch, Watched, check_key
 from .monitor import Finding, Monitor, MonitorConfig
+from .torch._trainer import (
+    StepUndo,
+    grad_norm,
+    guard_settings,
+    mean_over_ranks,
+    scalar,
+    step_loss,
+)
+from .torch.guard import Guard
 
 __all__ = ["GuardCallback", "MonitorCallback"]
 
@@ -213,10 +224,9 @@ def _points(args: Any, state: Any) -> int | None:
     return max(1, max_steps // max(1, int(every)))
 
 
-def _distributed() -> bool:
-    import torch.distributed as dist
-
-    return bool(dist.is_available() and dist.is_initialized())
+def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    torch.distributed.all_reduce(t)
+    return t
 
 
 def _output_loss(output: Any) -> Any:
@@ -276,31 +286,21 @@ class GuardCallback(TrainerCallback):
         True
     """
 
-    def __init__(self, *, val_key: str = "eval_loss", **guard_settings: Any) -> None:
-        from .torch._trainer import guard_settings as check_settings
-
+    def __init__(self, *, val_key: str = "eval_loss", **settings: Any) -> None:
         super().__init__()
         self.val_key = check_key("val_key", val_key)
-        self.settings = check_settings(guard_settings, "the Trainer")
-        self.guard: Any = None
+        self.settings = guard_settings(settings, "the Trainer")
+        self.guard: Guard | None = None
         self._micro: list[float] = []
         self._summed = False  # the micro-batch losses add up to the step's
         self._val: float | None = None
         self._hook: Any = None
-        self._objects: dict[str, Any] = {}
-        self._model: Any = None
-        self._optimizer: Any = None
         self._warned = False
-        self._undo: Any = None
+        self._undo = StepUndo()  # makes a rejected step change nothing
 
     def on_train_begin(
         self, args: Any, state: Any, control: Any, **kwargs: Any
     ) -> None:
-        import torch
-
-        from .torch._trainer import StepUndo
-        from .torch.guard import Guard
-
         model, optimizer = kwargs.get("model"), kwargs.get("optimizer")
         inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper
         if not isinstance(model, torch.nn.Module) or not isinstance(
@@ -313,26 +313,20 @@ class GuardCallback(TrainerCallback):
             )
         self._finish()
         loader = kwargs.get("train_dataloader")
-        # what a rejected step's undo writes back besides model and optimizer:
-        # not the scheduler, which advances on every step (the Trainer steps it)
-        self._objects = {"scaler": getattr(optimizer, "scaler", None)}
         self.guard = Guard(
             model,
             inner,
             scheduler=kwargs.get("lr_scheduler"),
-            scaler=self._objects["scaler"],
+            scaler=getattr(optimizer, "scaler", None),
             loaders=[loader] if isinstance(loader, torch.utils.data.DataLoader) else (),
             **self.settings,
         )
-        self._model, self._optimizer = model, inner
         self._micro, self._val, self._undo = [], None, StepUndo()
         self._hook = model.register_forward_hook(self._read_loss, with_kwargs=True)
 
     def _read_loss(self, module: Any, args: Any, kwargs: Any, output: Any) -> None:
         if not module.training:
             return
-        from .torch._trainer import scalar
-
         value = scalar(_output_loss(output))
         if value is not None:
             # given num_items_in_batch (the step's count of items, over its
@@ -344,9 +338,8 @@ class GuardCallback(TrainerCallback):
     def on_pre_optimizer_step(
         self, args: Any, state: Any, control: Any, **kwargs: Any
     ) -> None:
-        from .torch._trainer import grad_norm, mean_over_ranks, step_loss
-
-        if self.guard is None:
+        g = self.guard
+        if g is None:
             return
         if not self._micro:
             if not self._warned:
@@ -358,34 +351,28 @@ class GuardCallback(TrainerCallback):
             return
         loss = step_loss(self._micro, summed=self._summed)
         self._micro = []
-        if int(getattr(args, "world_size", 1) or 1) > 1 and _distributed():
-            import torch.distributed as dist
-
-            def reduce_sum(t: Any) -> Any:
-                dist.all_reduce(t)
-                return t
-
-            device = next(self._model.parameters()).device
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            device = next(g.model.parameters()).device
             loss, self._val = mean_over_ranks(
-                loss, self._val, device, reduce_sum, dist.get_world_size()
+                loss, self._val, device, _all_reduce_sum, dist.get_world_size()
             )
-        norm = grad_norm(self._model)
+        norm = grad_norm(g.model)
         if norm is not None and math.isfinite(norm):
             norm = None  # clipped already: only a non-finite norm tells
         try:
-            ok = self.guard.step(loss, grad_norm=norm, val_loss=self._val)
+            ok = g.step(loss, grad_norm=norm, val_loss=self._val)
         except Exception:  # GuardError: train() ends without on_train_end
             self._finish()
             raise
         self._val = None
-        if not ok:
-            self._undo.arm(self._model, self._optimizer, self._objects)
+        if not ok:  # the scheduler is not undone: the Trainer steps it each step
+            self._undo.arm(g.model, g.optimizer, g.scaler)
 
     def on_optimizer_step(
         self, args: Any, state: Any, control: Any, **kwargs: Any
     ) -> None:
-        if self._undo is not None:
-            self._undo.undo()
+        self._undo.undo()
 
     def on_evaluate(
         self,

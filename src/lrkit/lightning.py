@@ -321,7 +321,6 @@ class GuardCallback(pl.Callback):
         self.guard: Any = None
         self._micro: list[float] = []
         self._val: float | None = None
-        self._objects: dict[str, Any] = {}
         self._undo = StepUndo()  # makes a rejected step change nothing
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
@@ -338,15 +337,11 @@ class GuardCallback(pl.Callback):
             self.guard.close()
         configs = getattr(trainer, "lr_scheduler_configs", None) or []
         loader = getattr(trainer, "train_dataloader", None)
-        # what a rejected step's undo writes back besides model and optimizer:
-        # not the scheduler, which advances on every step, as Lightning steps it
-        # before on_train_batch_end (per epoch too) and as the HF Trainer does
-        self._objects = {"scaler": getattr(trainer.precision_plugin, "scaler", None)}
         self.guard = Guard(
             pl_module,
             trainer.optimizers[0],
             scheduler=configs[0].scheduler if configs else None,
-            scaler=self._objects["scaler"],
+            scaler=getattr(trainer.precision_plugin, "scaler", None),
             loaders=[loader] if isinstance(loader, torch.utils.data.DataLoader) else (),
             **self.settings,
         )
@@ -384,10 +379,10 @@ class GuardCallback(pl.Callback):
         # Lightning clips and steps regardless (and its GradScaler wants
         # gradients to unscale), so the state as the guard left it is copied,
         # the step runs on zero gradients, and the copy is written back after
-        # it (on_train_batch_end): optimizer moments, step counts, scheduler
-        # and scaler included.
-        inner = getattr(optimizer, "optimizer", optimizer)
-        self._undo.arm(pl_module, inner, self._objects)
+        # it (on_train_batch_end). Not the scheduler: it advances on every
+        # step (Lightning steps it before on_train_batch_end, as HF does).
+        g = self.guard
+        self._undo.arm(g.model, g.optimizer, g.scaler)
 
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int

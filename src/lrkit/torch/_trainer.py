@@ -66,8 +66,8 @@ class StepUndo:
     snapshot (it cannot skip its own step), and torch clipping and GradScaler
     want gradients. :meth:`arm` copies the state as the guard left it and
     gives every parameter a zero gradient; :meth:`undo`, after the step, writes
-    the copy back (optimizer moments and step counts, and ``objects`` such as
-    the GradScaler) and drops it. The param groups' LRs are kept as they are
+    the copy back (optimizer moments and step counts, the GradScaler) and
+    drops it. The param groups' LRs are kept as they are
     at :meth:`undo`: a scheduler the trainer stepped in between (Lightning
     steps an epoch's scheduler before ``on_train_batch_end``) keeps its move.
     """
@@ -80,10 +80,10 @@ class StepUndo:
         self,
         model: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
-        objects: Mapping[str, Any],
+        scaler: Any = None,
     ) -> None:
-        kept = {k: v for k, v in objects.items() if v is not None}
-        self._copy = snapshot(model, optimizer, objects=kept, rng=False)
+        objects = {} if scaler is None else {"scaler": scaler}
+        self._copy = snapshot(model, optimizer, objects=objects, rng=False)
         self._optimizer = optimizer
         for group in optimizer.param_groups:
             for p in group["params"]:
