@@ -33,6 +33,12 @@ _LAZY: dict[str, str] = {
     # --- suggestion ----------------------------------------------------------
     "suggest": ".suggest",
     "Suggestion": ".suggest",
+    # --- sweep ---------------------------------------------------------------
+    "sweep": ".sweep",
+    "sweep_grid": ".sweep",
+    "SweepResult": ".sweep",
+    "SweepTrial": ".sweep",
+    "SweepProgress": ".sweep",
     # --- PyTorch adapter -----------------------------------------------------
     "find_lr": ".torch",
     # --- schedules -----------------------------------------------------------
@@ -103,6 +109,7 @@ def __dir__() -> list[str]:
 # so the function is bound here first, after which that no longer happens
 # (numpy only; no framework).
 from .suggest import suggest as suggest  # noqa: E402
+from .sweep import sweep as sweep  # noqa: E402  (the same for sweep)
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._check import (
@@ -166,6 +173,13 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .suggest import (
         Suggestion as Suggestion,
         suggest as suggest,
+    )
+    from .sweep import (
+        SweepProgress as SweepProgress,
+        SweepResult as SweepResult,
+        SweepTrial as SweepTrial,
+        sweep as sweep,
+        sweep_grid as sweep_grid,
     )
     from .torch import (
         find_lr as find_lr,

@@ -378,7 +378,8 @@ def _print_find_summary(
         table.add_row(
             "next",
             "low confidence: rerun with --confirm-steps N (about a tenth of your "
-            "run) to settle it with two short runs, or sweep low..high",
+            "run) to settle it with two short runs, or sweep around it "
+            "(lrkit.sweep: docs/find.md)",
         )
     console.print(Panel(table, title="lrkit find", expand=False))
     console.print(range_test_terminal(result), markup=False, highlight=False)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .logs import History
     from .monitor import Diagnosis
     from .rangetest import RangeTestResult
+    from .sweep import SweepResult
 
 
 def _new_axes(ax: Any) -> tuple[Figure, Any]:
@@ -100,6 +101,58 @@ def range_test_figure(
     ax.set_ylabel("loss")
     conf = f", confidence {result.confidence:.2f}" if s is not None else ""
     ax.set_title(f"LR range test{conf}")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize="small", loc="best")
+    _save(fig, path)
+    return fig
+
+
+def sweep_figure(
+    result: SweepResult, *, path: str | Path | None = None, ax: Any = None
+) -> Figure:
+    """Loss vs LR on a log axis for a sweep: every run, the diverged ones as
+    crosses at the top, the best starred, the centre of the grid dotted."""
+    fig, ax = _new_axes(ax)
+    ax.set_xscale("log")
+    lrs = np.asarray(result.lrs, dtype=float)
+    losses = np.asarray(result.losses, dtype=float)
+    ok = np.isfinite(losses)
+    ax.plot(lrs[ok], losses[ok], "o-", color="C0", ms=5, label="runs")
+    if ok.any():
+        lo, hi = float(losses[ok].min()), float(losses[ok].max())
+        pad = 0.1 * max(hi - lo, 1e-12 + 1e-3 * abs(hi))
+        top = hi + 2 * pad
+        ax.set_ylim(lo - pad, top + pad)
+    else:
+        top = 1.0
+    if (~ok).any():
+        ax.plot(
+            lrs[~ok],
+            np.full(int((~ok).sum()), top),
+            "x",
+            color="C3",
+            ms=8,
+            mew=2,
+            label="diverged",
+        )
+    if len(lrs) == 1:
+        ax.set_xlim(float(lrs[0]) / 10**0.5, float(lrs[0]) * 10**0.5)
+    if result.center is not None:
+        ax.axvline(
+            result.center,
+            color="0.5",
+            ls=":",
+            lw=1,
+            label=f"centre {result.center:.3g}",
+        )
+    best = result.best
+    if best is not None:
+        ax.plot(
+            [best.lr], [best.loss], "*", color="C1", ms=16, label=f"best {best.lr:.3g}"
+        )
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss")
+    ax.set_title(f"LR sweep ({len(lrs)} runs)")
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize="small", loc="best")
     _save(fig, path)

@@ -638,7 +638,8 @@ def _shape_confidence(
             EDGE_DECADES,
             f"the loss turns up {gap:.2g} decades above its bottom: a sharp "
             "edge whose place varies from run to run, so the margin below it "
-            "is uncertain (try a second seed, or a short sweep over low..high)",
+            "is uncertain (try a second seed, or a short sweep around the "
+            "suggestion: lrkit.sweep)",
         )
         if float(np.min(c.y)) >= 0.0 and c.start > 0.0:
             fell = c.drop / c.start

@@ -1,0 +1,594 @@
+"""LR sweeps: when a range test is not enough, train at a few LRs and compare.
+
+A range test reads one short run; when its suggestion is doubtful (low
+``confidence``) or the last few percent matter, the answer is a sweep: train at
+several learning rates, each from the same starting state, and keep the one with
+the lowest validation loss. :func:`sweep` runs it around a suggestion (or over
+LRs you give), framework-free: you write ``train_fn(lr) -> validation loss``
+(a short run or a full one), lrkit picks the LRs, runs them in order, widens the
+grid when the best LR sits on its edge, records a run that diverged as a result
+(a non-finite loss), and returns a :class:`SweepResult` (data, never printed).
+
+The grid around an LR ``c`` is log-spaced, ``step_decades`` apart (a quarter
+decade, 1.78x, by default, the spacing of a fine grid search)::
+
+    lr_k = c * 10 ** (step_decades * k),   k = -(n // 2), ..., n - 1 - n // 2
+
+so the default ``num_lrs=5`` tries ``c/3.16, c/1.78, c, 1.78c, 3.16c`` (an even
+``n`` puts the extra point below ``c``: an LR a little too low costs less than
+one a little too high). When the best LR is the lowest or the highest tried,
+up to ``extend`` more LRs are added beyond it, one grid step at a time, until
+one is worse.
+
+``reset`` (e.g. ``lrkit.torch.snapshot(model, optimizer).restore``) is called
+before every run and once after the last, so that each run starts from the same
+state and your objects are left as they were, also when ``train_fn`` raises.
+An Optuna ``study`` (any storage: SQLite, RDB, journal) records every run as a
+trial (the LR in ``params[param_name]``) and lets an interrupted sweep resume:
+LRs the study already holds are not trained again.
+
+Example:
+    >>> import math
+    >>> from lrkit import sweep
+    >>> def train_fn(lr):  # a basin in log-LR with its best at 0.01
+    ...     return 1.0 + (math.log10(lr) + 2.0) ** 2
+    >>> result = sweep(train_fn, around=0.001)  # 0.00032 .. 0.0032, best at the top
+    >>> round(result.best_lr, 4), len(result.trials)  # widened: 0.0056, 0.01, 0.018
+    (0.01, 8)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import _check
+from ._util import json_clean
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["SweepProgress", "SweepResult", "SweepTrial", "sweep", "sweep_grid"]
+
+FORMAT_VERSION = 1
+#: two LRs closer than this (relative) are the same LR (grid points, study trials)
+_SAME = 1e-9
+#: the bounds of the log-uniform distribution the trials are recorded under in an
+#: Optuna study (wider where an LR falls outside)
+_STUDY_BOUNDS = (1e-12, 1e6)
+#: neighbours of the best LR within this relative distance: a flat basin
+FLAT_FRAC = 0.01
+
+
+@dataclass(frozen=True)
+class SweepTrial:
+    """One LR of a sweep.
+
+    Attributes:
+        lr: the learning rate.
+        loss: what ``train_fn(lr)`` returned (``nan`` or ``inf`` when it
+            diverged).
+        seconds: wall time of the run (0 for a result reused from a study).
+        reused: taken from the Optuna study instead of trained again.
+    """
+
+    lr: float
+    loss: float
+    seconds: float = 0.0
+    reused: bool = False
+
+    @property
+    def diverged(self) -> bool:
+        """True when the loss is not finite."""
+        return not math.isfinite(self.loss)
+
+
+@dataclass(frozen=True)
+class SweepProgress:
+    """Report passed to the ``progress`` callback after each LR.
+
+    Attributes:
+        done: LRs finished so far (1-based).
+        total: LRs planned so far (grows when the grid is widened).
+        lr: the LR just finished.
+        loss: its loss.
+        best_lr: the best LR so far (``None`` while every run diverged).
+        reused: the result came from the study.
+    """
+
+    done: int
+    total: int
+    lr: float
+    loss: float
+    best_lr: float | None
+    reused: bool
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """What a sweep found: every LR tried, its loss, and the best.
+
+    Attributes:
+        trials: the runs in the order they were made.
+        center: the LR the grid was built around (``None`` for given LRs).
+        reasons: plain-language notes (the best on the grid's edge, runs that
+            diverged, a flat basin, results reused from a study).
+    """
+
+    trials: tuple[SweepTrial, ...]
+    center: float | None = None
+    reasons: tuple[str, ...] = field(default=())
+
+    # ------------------------------------------------------------------ views
+    @property
+    def lrs(self) -> tuple[float, ...]:
+        """The LRs tried, ascending."""
+        return tuple(t.lr for t in self._sorted())
+
+    @property
+    def losses(self) -> tuple[float, ...]:
+        """Their losses, in the order of :attr:`lrs`."""
+        return tuple(t.loss for t in self._sorted())
+
+    @property
+    def best(self) -> SweepTrial | None:
+        """The trial with the lowest finite loss (ties: the lower LR)."""
+        return _best(self.trials)
+
+    @property
+    def best_lr(self) -> float | None:
+        """The LR to train with: the best trial's (``None`` if all diverged)."""
+        b = self.best
+        return None if b is None else b.lr
+
+    @property
+    def best_loss(self) -> float | None:
+        """The best trial's loss (``None`` if all diverged)."""
+        b = self.best
+        return None if b is None else b.loss
+
+    @property
+    def diverged(self) -> tuple[float, ...]:
+        """The LRs whose run diverged, ascending."""
+        return tuple(t.lr for t in self._sorted() if t.diverged)
+
+    def _sorted(self) -> list[SweepTrial]:
+        return sorted(self.trials, key=lambda t: t.lr)
+
+    # ------------------------------------------------------------------ output
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable record (NaN and inf become ``None``)."""
+        record: dict[str, Any] = json_clean(
+            {
+                "format": "lrkit.sweep",
+                "version": FORMAT_VERSION,
+                "best_lr": self.best_lr,
+                "best_loss": self.best_loss,
+                "center": self.center,
+                "reasons": list(self.reasons),
+                "trials": [
+                    {
+                        "lr": t.lr,
+                        "loss": t.loss,
+                        "diverged": t.diverged,
+                        "seconds": t.seconds,
+                        "reused": t.reused,
+                    }
+                    for t in self.trials
+                ],
+            }
+        )
+        return record
+
+    def save(self, path: str | Path) -> Path:
+        """Write :meth:`to_dict` as JSON to ``path``; returns the path."""
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> SweepResult:
+        """Rebuild a result from :meth:`to_dict` output."""
+        if record.get("format") != "lrkit.sweep":
+            _check.fail(
+                "record",
+                "an lrkit sweep record (format 'lrkit.sweep')",
+                record.get("format"),
+            )
+        trials = tuple(
+            SweepTrial(
+                lr=float(t["lr"]),
+                loss=(math.inf if t.get("loss") is None else float(t["loss"])),
+                seconds=float(t.get("seconds", 0.0)),
+                reused=bool(t.get("reused", False)),
+            )
+            for t in record["trials"]
+        )
+        center = record.get("center")
+        return cls(
+            trials=trials,
+            center=None if center is None else float(center),
+            reasons=tuple(record.get("reasons", ())),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> SweepResult:
+        """Read a result written by :meth:`save`."""
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def plot(self, path: str | Path | None = None, *, ax: Any = None) -> Figure:
+        """Loss vs LR (log axis): every run, the diverged ones marked at the top,
+        the best starred and the centre the grid was built around dotted.
+
+        Args:
+            path: if given, the figure is saved there (PNG, SVG, PDF by suffix).
+            ax: a matplotlib Axes to draw into (a new figure otherwise).
+
+        Returns:
+            The matplotlib ``Figure``.
+        """
+        from .plot import sweep_figure
+
+        return sweep_figure(self, path=path, ax=ax)
+
+    def summary(self) -> str:
+        """A short table of the runs and the best LR, for printing."""
+        best = self.best
+        lines = ["       lr        loss"]
+        for t in self._sorted():
+            mark = "  <- best" if t is best else ("  diverged" if t.diverged else "")
+            reused = " (from study)" if t.reused else ""
+            lines.append(f"  {t.lr:9.3g}  {t.loss:10.4g}{mark}{reused}")
+        head = (
+            "every run diverged"
+            if best is None
+            else f"best lr {best.lr:.3g} (loss {best.loss:.4g})"
+        )
+        return "\n".join([head, *lines, *(f"- {r}" for r in self.reasons)])
+
+
+def _best(trials: Sequence[SweepTrial]) -> SweepTrial | None:
+    ok = [t for t in trials if not t.diverged]
+    return min(ok, key=lambda t: (t.loss, t.lr)) if ok else None
+
+
+def sweep_grid(
+    center: float, num_lrs: int = 5, step_decades: float = 0.25
+) -> list[float]:
+    """The LRs a sweep around ``center`` tries first, ascending.
+
+    ``lr_k = center * 10 ** (step_decades * k)`` for
+    ``k = -(num_lrs // 2), ..., num_lrs - 1 - num_lrs // 2``.
+
+    Example:
+        >>> [round(x, 5) for x in sweep_grid(0.01, 3, 0.5)]
+        [0.00316, 0.01, 0.03162]
+    """
+    c = _check.positive("center", center)
+    n = _check.positive_int("num_lrs", num_lrs)
+    s = _check.positive("step_decades", step_decades)
+    lo = -(n // 2)
+    return [c * 10.0 ** (s * k) for k in range(lo, lo + n)]
+
+
+def _center_of(around: Any) -> float:
+    """The LR to sweep around: a number, a range test's suggestion or a
+    :class:`~lrkit.Suggestion`'s LR."""
+    if _check.is_real(around):
+        return _check.positive("around", around)
+    for attr in ("suggestion", "lr"):
+        if hasattr(around, attr):
+            value = getattr(around, attr)
+            if value is None:
+                _check.fail(
+                    "around",
+                    "an LR > 0, or a range test result with a suggestion",
+                    around,
+                    "the range test made no suggestion (its reasons say why): "
+                    "give the LRs to try with lrs=[...].",
+                )
+            return _check.positive(f"around.{attr}", value)
+    _check.fail(
+        "around",
+        "an LR > 0, a RangeTestResult or a Suggestion",
+        around,
+        exc=TypeError,
+    )
+
+
+def _as_loss(value: Any, lr: float) -> float:
+    """``train_fn``'s result as a float (numbers, NumPy and 0-d tensor scalars)."""
+    if isinstance(value, bool) or value is None:
+        ok = False
+    elif _check.is_real(value):
+        ok = True
+    else:
+        ok = hasattr(value, "__float__") and getattr(value, "ndim", 0) == 0
+    if not ok:
+        _check.fail(
+            f"train_fn({lr:.3g})",
+            "a number (the loss to minimise, e.g. the validation loss)",
+            value,
+            exc=TypeError,
+        )
+    return float(value)
+
+
+def _same(a: float, b: float) -> bool:
+    return abs(a - b) <= _SAME * max(abs(a), abs(b))
+
+
+class _Study:
+    """The Optuna side of a sweep: reuse finished trials, record new ones."""
+
+    def __init__(self, study: Any, param_name: str) -> None:
+        try:
+            import optuna
+        except ImportError as e:  # pragma: no cover - exercised only without optuna
+            raise ImportError(
+                "sweep(study=...) needs Optuna, which is not installed: "
+                "pip install 'lrkit[optuna]' (or pip install optuna)."
+            ) from e
+        if not isinstance(study, optuna.Study):
+            _check.fail("study", "an optuna.Study", study, exc=TypeError)
+        if len(study.directions) != 1:
+            _check.fail(
+                "study",
+                "a single-objective study",
+                study,
+                f"it has {len(study.directions)} objectives.",
+            )
+        if study.direction != optuna.study.StudyDirection.MINIMIZE:
+            _check.fail(
+                "study",
+                "a study that minimises (direction='minimize')",
+                study,
+                "the sweep minimises the loss train_fn returns.",
+            )
+        self.optuna = optuna
+        self.study = study
+        self.name = param_name
+
+    def done(self, lr: float) -> float | None:
+        """The loss the study holds for ``lr`` (``inf`` for a diverged run)."""
+        states = self.optuna.trial.TrialState
+        for t in self.study.get_trials(deepcopy=False):
+            value = t.params.get(self.name)
+            if value is None or not _same(float(value), lr):
+                continue
+            if t.state == states.COMPLETE and t.value is not None:
+                return float(t.value)
+            if t.state == states.FAIL and t.user_attrs.get("lrkit_diverged"):
+                return math.inf
+        return None
+
+    def run(self, lr: float, fn: Callable[[], float]) -> float:
+        """Run ``fn`` as a trial of the study with ``params[name] = lr``."""
+        optuna = self.optuna
+        lo, hi = _STUDY_BOUNDS
+        dist = optuna.distributions.FloatDistribution(
+            min(lo, lr), max(hi, lr), log=True
+        )
+        self.study.enqueue_trial({self.name: lr}, skip_if_exists=False)
+        trial = self.study.ask({self.name: dist})
+        try:
+            loss = fn()
+        except BaseException:
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+        if math.isfinite(loss):
+            self.study.tell(trial, loss)
+        else:
+            trial.set_user_attr("lrkit_diverged", True)
+            trial.set_user_attr("lrkit_loss", str(loss))
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return loss
+
+
+def sweep(
+    train_fn: Callable[[float], Any],
+    lrs: Sequence[float] | None = None,
+    *,
+    around: Any = None,
+    num_lrs: int = 5,
+    step_decades: float = 0.25,
+    extend: int = 3,
+    reset: Callable[[], Any] | None = None,
+    study: Any = None,
+    param_name: str = "lr",
+    progress: Callable[[SweepProgress], None] | None = None,
+) -> SweepResult:
+    """Train at several LRs and return the one with the lowest loss.
+
+    Args:
+        train_fn: ``train_fn(lr) -> loss``: trains from the starting state at
+            ``lr`` (for as long as you choose) and returns what to minimise,
+            usually the validation loss. A non-finite result is a run that
+            diverged (recorded, not an error); an exception stops the sweep.
+        lrs: the LRs to try (any order; repeats are tried once). Give either
+            ``lrs`` or ``around``.
+        around: build the grid around this LR: a number, a
+            :class:`~lrkit.RangeTestResult` (its ``suggestion``) or a
+            :class:`~lrkit.Suggestion`; see :func:`sweep_grid`.
+        num_lrs: LRs in the grid around ``around``.
+        step_decades: the grid's spacing in decades (0.25: 1.78x).
+        extend: when the best LR is the lowest or the highest tried, try up to
+            this many more beyond it, one step at a time (the grid's own
+            spacing at that end), until one is worse; 0 turns it off.
+        reset: called before every run and once after the last (also when
+            ``train_fn`` raises), e.g. ``snapshot.restore`` of a
+            :func:`lrkit.torch.snapshot` taken before the sweep.
+        study: an Optuna study (direction ``"minimize"``) to record every run
+            in, as a trial with ``params[param_name] = lr``; LRs it already
+            holds (complete, or failed by divergence) are reused, not trained
+            again, so a sweep that was interrupted resumes.
+        param_name: the name of the LR parameter in ``study``.
+        progress: called with a :class:`SweepProgress` after each LR.
+
+    Returns:
+        A :class:`SweepResult`: ``best_lr``, every trial, and reasons.
+
+    Raises:
+        ValueError, TypeError: on bad arguments (before any run) or when
+            ``train_fn`` returns something other than a number.
+
+    Example:
+        >>> from lrkit import sweep
+        >>> result = sweep(lambda lr: abs(lr - 0.1), lrs=[0.01, 0.1, 1.0], extend=0)
+        >>> result.best_lr
+        0.1
+    """
+    # ---------------------------------------------------------- validate first
+    _check.callable_("train_fn", train_fn)
+    if (lrs is None) == (around is None):
+        _check.fail(
+            "lrs",
+            "given when around is not (and not when it is)",
+            lrs,
+            "pass the LRs to try, or around=<an LR or a range test result>.",
+        )
+    center: float | None = None
+    if lrs is not None:
+        if isinstance(lrs, (str, bytes)) or not isinstance(lrs, Sequence):
+            _check.fail("lrs", "a sequence of LRs > 0", lrs, exc=TypeError)
+        if len(lrs) == 0:
+            _check.fail("lrs", "a non-empty sequence of LRs > 0", lrs)
+        grid = [_check.positive(f"lrs[{i}]", v) for i, v in enumerate(lrs)]
+        _check.positive("step_decades", step_decades)
+    else:
+        center = _center_of(around)
+        grid = sweep_grid(center, num_lrs, step_decades)
+    extend = _check.non_negative_int("extend", extend)
+    if reset is not None:
+        _check.callable_("reset", reset)
+    if progress is not None:
+        _check.callable_("progress", progress)
+    if not isinstance(param_name, str) or not param_name:
+        _check.fail("param_name", "a non-empty str", param_name, exc=TypeError)
+    store = None if study is None else _Study(study, param_name)
+
+    planned: list[float] = []
+    for lr in sorted(grid):
+        if not planned or not _same(planned[-1], lr):
+            planned.append(lr)
+    trials: list[SweepTrial] = []
+    ran = False
+
+    def run(lr: float) -> None:
+        nonlocal ran
+        held = None if store is None else store.done(lr)
+        if held is not None:
+            trial = SweepTrial(lr=lr, loss=held, reused=True)
+        else:
+
+            def once() -> float:
+                nonlocal ran
+                if reset is not None:
+                    reset()
+                ran = True
+                return _as_loss(train_fn(lr), lr)
+
+            t0 = time.perf_counter()
+            loss = once() if store is None else store.run(lr, once)
+            trial = SweepTrial(lr=lr, loss=loss, seconds=time.perf_counter() - t0)
+        trials.append(trial)
+        if progress is not None:
+            b = _best(trials)
+            progress(
+                SweepProgress(
+                    done=len(trials),
+                    total=max(len(planned), len(trials)),
+                    lr=lr,
+                    loss=trial.loss,
+                    best_lr=None if b is None else b.lr,
+                    reused=trial.reused,
+                )
+            )
+
+    extra = 0
+    try:
+        for lr in planned:
+            run(lr)
+        # widen the grid while its best LR sits on an edge
+        while extra < extend:
+            tried = sorted(trials, key=lambda t: t.lr)
+            best = _best(tried)
+            if best is None or len(tried) < 2:
+                break
+            if best is tried[0]:
+                ratio = tried[0].lr / tried[1].lr
+            elif best is tried[-1]:
+                ratio = tried[-1].lr / tried[-2].lr
+            else:
+                break
+            nxt = best.lr * ratio
+            if not (nxt > 0 and math.isfinite(nxt)):
+                break
+            planned.append(nxt)
+            extra += 1
+            run(nxt)
+    finally:
+        if ran and reset is not None:
+            reset()
+    return SweepResult(
+        trials=tuple(trials),
+        center=center,
+        reasons=tuple(_reasons(trials, extra, extend)),
+    )
+
+
+def _reasons(trials: Sequence[SweepTrial], extra: int, extend: int) -> list[str]:
+    tried = sorted(trials, key=lambda t: t.lr)
+    best = _best(tried)
+    out: list[str] = []
+    diverged = [t.lr for t in tried if t.diverged]
+    if best is None:
+        out.append(
+            f"every run diverged (LRs {tried[0].lr:.3g} to {tried[-1].lr:.3g}): "
+            "sweep lower LRs"
+        )
+        return out
+    if extra:
+        out.append(f"the grid was widened by {extra} LR(s): its best sat on an edge")
+    if len(tried) >= 2 and best is tried[0]:
+        out.append(
+            f"the best LR is the lowest tried ({best.lr:.3g})"
+            + (f" after {extra} more" if extra else "")
+            + ": a lower one may be better; sweep lower"
+            + ("" if extend else " (or pass extend > 0)")
+        )
+    elif len(tried) >= 2 and best is tried[-1]:
+        out.append(
+            f"the best LR is the highest tried ({best.lr:.3g})"
+            + (f" after {extra} more" if extra else "")
+            + ": a higher one may be better; sweep higher"
+            + ("" if extend else " (or pass extend > 0)")
+        )
+    if diverged:
+        out.append(
+            f"{len(diverged)} run(s) diverged (non-finite loss), the lowest at LR "
+            f"{diverged[0]:.3g}"
+        )
+    i = tried.index(best)
+    near = [
+        t
+        for t in tried[max(0, i - 1) : i + 2]
+        if t is not best
+        and not t.diverged
+        and t.loss - best.loss <= FLAT_FRAC * abs(best.loss)
+    ]
+    if near:
+        lrs = ", ".join(f"{t.lr:.3g}" for t in near)
+        out.append(
+            f"flat basin: LR {lrs} ended within {FLAT_FRAC:.0%} of the best; "
+            "where they tie, the lower LR is the safer"
+        )
+    reused = sum(t.reused for t in trials)
+    if reused:
+        out.append(f"{reused} result(s) taken from the study, not trained again")
+    return out

@@ -1,0 +1,447 @@
+"""Tests for lrkit.sweep: the grid, the widening, divergence as a result, reset,
+Optuna storage (a real SQLite file) and a real torch sweep restored exactly."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import lrkit
+from lrkit import SweepResult, SweepTrial, sweep, sweep_grid
+
+
+def basin(best: float, width: float = 1.0) -> Any:
+    """A loss that is a parabola in log10(lr) with its minimum at ``best``."""
+
+    def fn(lr: float) -> float:
+        return 1.0 + ((math.log10(lr) - math.log10(best)) / width) ** 2
+
+    return fn
+
+
+# ----------------------------------------------------------------------- grid
+def test_grid_default_is_five_quarter_decades_around_the_centre() -> None:
+    g = sweep_grid(0.01)
+    assert len(g) == 5
+    assert g[2] == pytest.approx(0.01)
+    assert g[0] == pytest.approx(0.01 / 10**0.5)
+    assert g[-1] == pytest.approx(0.01 * 10**0.5)
+
+
+def test_even_grid_puts_the_extra_point_below() -> None:
+    g = sweep_grid(1.0, 4, 0.5)
+    assert [round(math.log10(x), 6) for x in g] == [-1.0, -0.5, 0.0, 0.5]
+
+
+@given(
+    center=st.floats(1e-8, 1e3),
+    n=st.integers(1, 12),
+    step=st.floats(0.01, 2.0),
+)
+def test_grid_properties(center: float, n: int, step: float) -> None:
+    g = sweep_grid(center, n, step)
+    assert len(g) == n
+    assert any(x == pytest.approx(center, rel=1e-9) for x in g)
+    assert all(b > a for a, b in itertools.pairwise(g))
+    logs = np.diff(np.log10(g))
+    assert np.allclose(logs, step, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "param"),
+    [
+        ({"center": 0.0}, "center"),
+        ({"center": -1.0}, "center"),
+        ({"center": 1.0, "num_lrs": 0}, "num_lrs"),
+        ({"center": 1.0, "step_decades": 0.0}, "step_decades"),
+    ],
+)
+def test_grid_rejects_bad_arguments(kwargs: dict[str, Any], param: str) -> None:
+    with pytest.raises(ValueError, match=f"{param} must be"):
+        sweep_grid(**kwargs)
+
+
+# ------------------------------------------------------------------ the sweep
+@given(
+    losses=st.lists(
+        st.one_of(
+            st.floats(-5, 5),
+            st.sampled_from([math.nan, math.inf, -math.inf]),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+@settings(max_examples=80)
+def test_best_is_the_lowest_finite_loss_ties_to_the_lower_lr(
+    losses: list[float],
+) -> None:
+    lrs = [10.0 ** (-k) for k in range(len(losses))]  # descending on purpose
+    table = dict(zip(lrs, losses, strict=True))
+    r = sweep(lambda lr: table[lr], lrs=lrs, extend=0)
+    assert r.lrs == tuple(sorted(lrs))
+    finite = [(v, lr) for lr, v in table.items() if math.isfinite(v)]
+    if not finite:
+        assert r.best_lr is None and r.best_loss is None
+        assert any("every run diverged" in s for s in r.reasons)
+    else:
+        v, lr = min(finite)
+        assert r.best_lr == lr and r.best_loss == v
+    assert r.diverged == tuple(
+        sorted(lr for lr, v in table.items() if not math.isfinite(v))
+    )
+    assert [t.lr for t in r.trials] == sorted(lrs)  # run in ascending order
+
+
+@given(
+    best_exp=st.floats(-6, 0),
+    center_exp=st.floats(-6, 0),
+)
+@settings(max_examples=60)
+def test_widening_walks_to_a_basin_within_reach(
+    best_exp: float, center_exp: float
+) -> None:
+    best, center = 10.0**best_exp, 10.0**center_exp
+    extend = 3
+    r = sweep(basin(best), around=center, extend=extend)
+    # the grid spans +-0.5 decade; the widening adds up to 3 quarter decades
+    reach = 0.5 + 0.25 * extend
+    distance = abs(math.log10(r.best_lr / best))  # type: ignore[operator]
+    d = abs(best_exp - center_exp)
+    tried = sorted(t.lr for t in r.trials)
+    on_edge = r.best_lr in (tried[0], tried[-1])
+    assert on_edge == any("may be better" in s for s in r.reasons)
+    if d <= reach - 0.25 - 1e-6:  # within reach, a step to spare
+        assert distance <= 0.125 + 1e-6  # the nearest grid point
+        assert not on_edge
+    elif d >= reach + 0.125 + 1e-6:  # out of reach: stopped on the edge
+        assert distance > 0.125
+        assert on_edge
+    assert len(r.trials) <= 5 + extend
+
+
+def test_widening_goes_down_when_the_lowest_lr_is_best() -> None:
+    r = sweep(basin(1e-4), around=1e-3, extend=3)
+    assert r.best_lr == pytest.approx(1e-3 * 10**-1.0)  # two widening steps
+    assert len(r.trials) == 5 + 3  # the third one was worse
+    assert "widened by 3" in r.reasons[0]
+
+
+def test_no_widening_when_extend_is_zero_and_the_reason_says_so() -> None:
+    r = sweep(basin(1.0), around=1e-3, extend=0)
+    assert len(r.trials) == 5
+    assert r.best_lr == pytest.approx(1e-3 * 10**0.5)
+    assert any("highest tried" in s and "extend > 0" in s for s in r.reasons)
+
+
+def test_a_repeated_lr_is_run_once() -> None:
+    calls: list[float] = []
+
+    def fn(lr: float) -> float:
+        calls.append(lr)
+        return lr
+
+    r = sweep(fn, lrs=[0.1, 0.01, 0.1, 0.1 * (1 + 1e-12)], extend=0)
+    assert calls == [0.01, 0.1]
+    assert len(r.trials) == 2
+
+
+def test_divergence_is_a_result_and_stops_no_sweep() -> None:
+    def fn(lr: float) -> float:
+        return math.nan if lr > 0.05 else basin(0.03)(lr)
+
+    r = sweep(fn, around=0.03, extend=2)
+    assert r.diverged == tuple(x for x in r.lrs if x > 0.05)
+    assert r.best_lr == pytest.approx(0.03)
+    assert any("diverged" in s for s in r.reasons)
+    assert r.best is not None and not r.best.diverged
+
+
+def test_flat_basin_is_reported() -> None:
+    r = sweep(lambda lr: 1.0 + 1e-4 * abs(math.log10(lr) + 2), around=0.01, extend=0)
+    assert any("flat basin" in s for s in r.reasons)
+    r2 = sweep(basin(0.01, width=0.1), around=0.01, extend=0)
+    assert not any("flat basin" in s for s in r2.reasons)
+
+
+def test_train_fn_may_return_numpy_and_tensor_scalars() -> None:
+    torch = pytest.importorskip("torch")
+    r = sweep(lambda lr: np.float32(lr), lrs=[0.1, 0.2], extend=0)
+    assert r.best_lr == 0.1
+    r = sweep(lambda lr: torch.tensor(lr), lrs=[0.1, 0.2], extend=0)
+    assert r.best_lr == 0.1
+
+
+@pytest.mark.parametrize("bad", ["0.1", None, True, [0.1], np.array([0.1, 0.2])])
+def test_train_fn_returning_a_non_number_is_a_clear_error(bad: Any) -> None:
+    with pytest.raises(TypeError, match=r"train_fn\(0\.1\) must be a number"):
+        sweep(lambda lr: bad, lrs=[0.1], extend=0)
+
+
+def test_progress_reports_every_lr() -> None:
+    seen: list[lrkit.SweepProgress] = []
+    r = sweep(basin(1.0), around=0.1, extend=3, progress=seen.append)
+    assert [p.done for p in seen] == list(range(1, len(r.trials) + 1))
+    assert [p.lr for p in seen] == [t.lr for t in r.trials]
+    assert all(p.total >= p.done for p in seen)
+    assert seen[-1].best_lr == r.best_lr
+
+
+# ---------------------------------------------------------------------- reset
+def test_reset_before_every_run_and_once_after() -> None:
+    log: list[str] = []
+    sweep(
+        lambda lr: log.append(f"run {lr:g}") or lr,
+        lrs=[1.0, 2.0],
+        reset=lambda: log.append("reset"),
+        extend=0,
+    )
+    assert log == ["reset", "run 1", "reset", "run 2", "reset"]
+
+
+def test_reset_runs_when_train_fn_raises_and_the_error_propagates() -> None:
+    log: list[str] = []
+
+    def fn(lr: float) -> float:
+        if lr > 1.5:
+            raise RuntimeError("boom")
+        return lr
+
+    with pytest.raises(RuntimeError, match="boom"):
+        sweep(fn, lrs=[1.0, 2.0, 3.0], reset=lambda: log.append("reset"), extend=0)
+    assert log == ["reset", "reset", "reset"]  # before 1, before 2, after
+
+
+# ------------------------------------------------------------- around objects
+def test_around_a_range_test_result_and_a_suggestion() -> None:
+    def step_fn(lr: float) -> float:  # falls from 1e-4, blows up past 1e-1
+        x = math.log10(lr)
+        return 2.0 - min(max(x + 4, 0), 2.5) + (20 * (x + 1) if x > -1 else 0)
+
+    rt = lrkit.range_test(step_fn, start_lr=1e-7, end_lr=10)
+    assert rt.suggestion is not None
+    r = sweep(basin(rt.suggestion), around=rt, extend=0)
+    assert r.center == pytest.approx(rt.suggestion)
+    assert r.best_lr == pytest.approx(rt.suggestion)
+    info = rt.suggestion_info
+    assert info is not None
+    assert sweep(basin(1.0), around=info, extend=0).center == pytest.approx(info.lr)
+
+
+def test_around_a_result_without_suggestion_is_a_clear_error() -> None:
+    flat = lrkit.suggest(np.logspace(-6, 0, 50), np.ones(50))
+    assert flat.lr is None
+    called: list[float] = []
+    with pytest.raises(ValueError, match="around must be .*no suggestion.*lrs="):
+        sweep(called.append, around=flat)  # type: ignore[arg-type]
+    assert called == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({}, ValueError, "lrs must be given when around is not"),
+        ({"lrs": [0.1], "around": 0.1}, ValueError, "lrs must be given when around"),
+        ({"lrs": []}, ValueError, "lrs must be a non-empty"),
+        ({"lrs": "0.1"}, TypeError, "lrs must be a sequence"),
+        ({"lrs": [0.1, -1.0]}, ValueError, r"lrs\[1\] must be > 0"),
+        ({"lrs": [0.1, math.nan]}, ValueError, r"lrs\[1\] must be"),
+        ({"around": 0}, ValueError, "around must be > 0"),
+        ({"around": "x"}, TypeError, "around must be an LR > 0"),
+        ({"around": 0.1, "num_lrs": 0}, ValueError, "num_lrs must be"),
+        ({"around": 0.1, "extend": -1}, ValueError, "extend must be"),
+        ({"around": 0.1, "extend": 1.5}, TypeError, "extend must be an int"),
+        ({"around": 0.1, "reset": 3}, TypeError, "reset must be callable"),
+        ({"around": 0.1, "progress": "x"}, TypeError, "progress must be callable"),
+        ({"around": 0.1, "param_name": ""}, TypeError, "param_name must be"),
+        ({"around": 0.1, "study": object()}, TypeError, "study must be an optuna"),
+    ],
+)
+def test_bad_arguments_fail_before_any_run(
+    kwargs: dict[str, Any], exc: type[Exception], match: str
+) -> None:
+    called: list[float] = []
+    with pytest.raises(exc, match=match):
+        sweep(lambda lr: called.append(lr) or 1.0, **kwargs)
+    assert called == []
+
+
+def test_train_fn_must_be_callable() -> None:
+    with pytest.raises(TypeError, match="train_fn must be callable"):
+        sweep(1.0, lrs=[0.1])  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------- output
+def test_record_round_trip_and_summary(tmp_path: Path) -> None:
+    r = sweep(
+        lambda lr: math.inf if lr > 0.05 else basin(0.02)(lr), around=0.02, extend=1
+    )
+    path = r.save(tmp_path / "sweep.json")
+    record = json.loads(path.read_text())
+    assert record["format"] == "lrkit.sweep"
+    assert record["best_lr"] == r.best_lr
+    assert any(t["diverged"] and t["loss"] is None for t in record["trials"])
+    back = SweepResult.load(path)
+    assert back.lrs == r.lrs and back.best_lr == r.best_lr
+    assert back.diverged == r.diverged and back.reasons == r.reasons
+    text = r.summary()
+    assert f"best lr {r.best_lr:.3g}" in text and "diverged" in text
+    with pytest.raises(ValueError, match="record must be an lrkit sweep record"):
+        SweepResult.from_dict({"format": "lrkit.range_test"})
+
+
+def test_plot_writes_a_png(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    r = sweep(lambda lr: math.nan if lr > 0.05 else lr, around=0.02, extend=0)
+    fig = r.plot(tmp_path / "s.png")
+    assert (tmp_path / "s.png").stat().st_size > 1000
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert "diverged" in labels and any(lab.startswith("best") for lab in labels)
+    one = SweepResult(trials=(SweepTrial(lr=0.1, loss=1.0),))
+    one.plot(tmp_path / "one.png")
+    assert (tmp_path / "one.png").exists()
+    none = SweepResult(trials=(SweepTrial(lr=0.1, loss=math.nan),))
+    none.plot(tmp_path / "none.png")
+    assert none.best_lr is None
+
+
+# ------------------------------------------------------------------- Optuna
+optuna = pytest.importorskip("optuna")
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> str:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return f"sqlite:///{tmp_path / 'study.db'}"
+
+
+def _study(storage: str, **kw: Any) -> Any:
+    return optuna.create_study(
+        storage=storage, study_name="lr", load_if_exists=True, **kw
+    )
+
+
+def test_study_records_every_run_and_a_rerun_trains_nothing(storage: str) -> None:
+    calls: list[float] = []
+
+    def fn(lr: float) -> float:
+        calls.append(lr)
+        return math.nan if lr > 0.05 else basin(0.01)(lr)
+
+    r1 = sweep(fn, around=0.02, study=_study(storage))
+    n = len(calls)
+    assert n == len(r1.trials)
+    study = _study(storage)  # a new process would load it the same way
+    states = optuna.trial.TrialState
+    done = [t for t in study.trials if t.state == states.COMPLETE]
+    failed = [t for t in study.trials if t.state == states.FAIL]
+    assert len(done) + len(failed) == n
+    assert sorted(t.params["lr"] for t in done) == pytest.approx(
+        [x for x in r1.lrs if x <= 0.05]
+    )
+    assert all(t.user_attrs["lrkit_diverged"] for t in failed)
+    assert study.best_params["lr"] == pytest.approx(r1.best_lr)
+    r2 = sweep(fn, around=0.02, study=study)
+    assert len(calls) == n  # nothing trained again
+    assert r2.best_lr == pytest.approx(r1.best_lr)
+    assert r2.diverged == pytest.approx(r1.diverged)
+    assert all(t.reused for t in r2.trials)
+    assert any("taken from the study" in s for s in r2.reasons)
+
+
+def test_an_interrupted_sweep_resumes_where_it_stopped(storage: str) -> None:
+    calls: list[float] = []
+    log: list[str] = []
+
+    def fn(lr: float) -> float:
+        calls.append(lr)
+        if len(calls) == 3 and not log[-1:] == ["second"]:
+            # a crash, a killed job (pytest owns Ctrl-C itself)
+            raise RuntimeError("interrupted")
+        return basin(0.01)(lr)
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        sweep(fn, around=0.01, study=_study(storage), reset=lambda: log.append("r"))
+    assert log == ["r", "r", "r", "r"]  # three runs, then the final reset
+    study = _study(storage)
+    states = [t.state for t in study.trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 2
+    assert states.count(optuna.trial.TrialState.FAIL) == 1  # no RUNNING left
+    calls.clear()
+    log.append("second")
+    r = sweep(fn, around=0.01, study=study)
+    assert len(calls) == 3  # the interrupted LR and the two after it
+    assert sum(t.reused for t in r.trials) == 2
+    assert r.best_lr == pytest.approx(0.01)
+
+
+def test_a_maximising_or_multi_objective_study_is_refused(storage: str) -> None:
+    with pytest.raises(ValueError, match="study must be a study that minimises"):
+        sweep(lambda lr: lr, lrs=[0.1], study=_study(storage, direction="maximize"))
+    multi = optuna.create_study(directions=["minimize", "minimize"])
+    with pytest.raises(ValueError, match="single-objective"):
+        sweep(lambda lr: lr, lrs=[0.1], study=multi)
+
+
+def test_param_name_in_the_study(storage: str) -> None:
+    study = _study(storage)
+    sweep(lambda lr: lr, lrs=[0.1, 0.2], study=study, param_name="learning_rate")
+    assert {tuple(t.params) for t in study.trials} == {("learning_rate",)}
+
+
+# --------------------------------------------------------------- real torch
+def test_real_torch_sweep_starts_each_run_alike_and_restores_everything() -> None:
+    torch = pytest.importorskip("torch")
+    from lrkit.torch import snapshot
+
+    torch.manual_seed(0)
+    x = torch.randn(128, 4)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [0.0]]) + 0.05 * torch.randn(128, 1)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1)
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x[:96], y[:96]), batch_size=16, shuffle=True
+    )
+    # one step so the optimizer has state to restore
+    torch.nn.functional.mse_loss(model(x[:8]), y[:8]).backward()
+    opt.step()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt_before = json.dumps(opt.state_dict()["param_groups"])
+    moments = [s["exp_avg"].clone() for s in opt.state.values()]
+    rng = torch.get_rng_state()
+    snap = snapshot(model, opt, loaders=[loader])
+    starts: list[torch.Tensor] = []
+
+    def train_fn(lr: float) -> float:
+        starts.append(model[0].weight.detach().clone())
+        for g in opt.param_groups:
+            g["lr"] = lr
+        for _ in range(4):
+            for xb, yb in loader:
+                opt.zero_grad()
+                torch.nn.functional.mse_loss(model(xb), yb).backward()
+                opt.step()
+        with torch.no_grad():
+            return torch.nn.functional.mse_loss(model(x[96:]), y[96:])
+
+    r = sweep(train_fn, lrs=[1e-4, 1e-3, 1e-2, 1e-1, 10.0], reset=snap.restore)
+    assert all(torch.equal(s, starts[0]) for s in starts)
+    assert r.best_lr in (1e-2, 1e-1)  # 1e-4 barely moves in 24 steps; 10 is wild
+    assert r.best_loss is not None and r.best_loss < r.losses[0]
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert json.dumps(opt.state_dict()["param_groups"]) == opt_before
+    assert all(
+        torch.equal(a, s["exp_avg"])
+        for a, s in zip(moments, opt.state.values(), strict=True)
+    )
+    assert torch.equal(torch.get_rng_state(), rng)
