@@ -15,8 +15,9 @@ def test_import_loads_no_framework_and_no_matplotlib() -> None:
     p = run_python(
         "import sys, lrkit\n"
         "lrkit.parse_schedule('cosine(total_steps=10)'); lrkit.suggest\n"
+        "lrkit.sweep(lambda lr: lr, lrs=[0.1]).summary()\n"
         "names = ('torch', 'matplotlib', 'keras', 'tensorboard', 'lightning',"
-        " 'transformers')\n"
+        " 'transformers', 'optuna')\n"
         "heavy = [m for m in names if m in sys.modules]\n"
         "print(heavy)"
     )
@@ -38,12 +39,14 @@ def test_public_functions_named_like_submodules_stay_functions() -> None:
         "r = lrkit.range_test(lambda lr: 1 / (1 + lr), start_lr=1e-3, end_lr=1.0,"
         " num_steps=20)\n"
         "import lrkit.suggest\n"
-        "from lrkit import suggest\n"
+        "import lrkit.sweep\n"
+        "from lrkit import suggest, sweep\n"
         "s = lrkit.suggest(r.lrs, r.losses)\n"
-        "print(callable(suggest), type(s).__name__)"
+        "w = lrkit.sweep(lambda lr: lr, lrs=[0.1])\n"
+        "print(callable(suggest), type(s).__name__, callable(sweep), type(w).__name__)"
     )
     assert p.returncode == 0, p.stderr
-    assert p.stdout.strip() == "True Suggestion"
+    assert p.stdout.strip() == "True Suggestion True SweepResult"
 
 
 def test_unknown_name_raises_attribute_error() -> None:

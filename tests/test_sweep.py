@@ -171,6 +171,17 @@ def test_flat_basin_is_reported() -> None:
     assert not any("flat basin" in s for s in r2.reasons)
 
 
+def test_lrs_may_be_a_numpy_array_or_a_generator() -> None:
+    r = sweep(basin(1e-3), lrs=np.logspace(-5, -1, 9), extend=0)
+    assert r.best_lr == pytest.approx(1e-3)
+    r = sweep(basin(1e-3), lrs=(10.0**-k for k in range(1, 6)), extend=0)
+    assert r.best_lr == pytest.approx(1e-3)
+    with pytest.raises(TypeError, match=r"lrs\[0\] must be a real number"):
+        sweep(basin(1e-3), lrs=np.ones((2, 2)))
+    with pytest.raises(TypeError, match="lrs must be a sequence"):
+        sweep(basin(1e-3), lrs={0.1: 1})
+
+
 def test_train_fn_may_return_numpy_and_tensor_scalars() -> None:
     torch = pytest.importorskip("torch")
     r = sweep(lambda lr: np.float32(lr), lrs=[0.1, 0.2], extend=0)

@@ -42,7 +42,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -392,7 +392,7 @@ class _Study:
 
 def sweep(
     train_fn: Callable[[float], Any],
-    lrs: Sequence[float] | None = None,
+    lrs: Iterable[float] | None = None,
     *,
     around: Any = None,
     num_lrs: int = 5,
@@ -410,7 +410,8 @@ def sweep(
             ``lr`` (for as long as you choose) and returns what to minimise,
             usually the validation loss. A non-finite result is a run that
             diverged (recorded, not an error); an exception stops the sweep.
-        lrs: the LRs to try (any order; repeats are tried once). Give either
+        lrs: the LRs to try (a list, tuple or NumPy array, in any order;
+            repeats are tried once). Give either
             ``lrs`` or ``around``.
         around: build the grid around this LR: a number, a
             :class:`~lrkit.RangeTestResult` (its ``suggestion``) or a
@@ -454,11 +455,12 @@ def sweep(
         )
     center: float | None = None
     if lrs is not None:
-        if isinstance(lrs, (str, bytes)) or not isinstance(lrs, Sequence):
+        if isinstance(lrs, (str, bytes, Mapping)) or not isinstance(lrs, Iterable):
             _check.fail("lrs", "a sequence of LRs > 0", lrs, exc=TypeError)
-        if len(lrs) == 0:
+        given = list(lrs)  # a list, a tuple, a NumPy array, a generator
+        if not given:
             _check.fail("lrs", "a non-empty sequence of LRs > 0", lrs)
-        grid = [_check.positive(f"lrs[{i}]", v) for i, v in enumerate(lrs)]
+        grid = [_check.positive(f"lrs[{i}]", v) for i, v in enumerate(given)]
         _check.positive("step_decades", step_decades)
     else:
         center = _center_of(around)
