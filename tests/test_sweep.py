@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +165,25 @@ def test_divergence_is_a_result_and_stops_no_sweep() -> None:
     assert r.best is not None and not r.best.diverged
 
 
+def test_a_tie_at_the_edge_is_a_flat_stretch_not_a_slope() -> None:
+    # nothing learned at any LR, or a coarse metric: no walk down the grid
+    r = sweep(lambda lr: 2.3026, around=1e-3)
+    assert len(r.trials) == 5
+    assert r.best_lr == pytest.approx(1e-3 / 10**0.5)  # ties go to the lower LR
+    assert not any("may be better" in s for s in r.reasons)
+    assert any("flat basin" in s for s in r.reasons)
+    coarse = sweep(
+        lambda lr: round(0.1 + 0.02 * abs(math.log10(lr) + 3), 1), around=1e-3
+    )
+    assert len(coarse.trials) == 5
+
+
+def test_one_lr_says_there_is_nothing_to_compare() -> None:
+    r = sweep(basin(0.1), lrs=[0.01])
+    assert len(r.trials) == 1 and r.best_lr == 0.01
+    assert any("one LR tried" in s for s in r.reasons)
+
+
 def test_flat_basin_is_reported() -> None:
     r = sweep(lambda lr: 1.0 + 1e-4 * abs(math.log10(lr) + 2), around=0.01, extend=0)
     assert any("flat basin" in s for s in r.reasons)
@@ -190,7 +210,27 @@ def test_train_fn_may_return_numpy_and_tensor_scalars() -> None:
     assert r.best_lr == 0.1
 
 
-@pytest.mark.parametrize("bad", ["0.1", None, True, [0.1], np.array([0.1, 0.2])])
+def test_scalars_of_numpy_and_torch_are_numbers_everywhere() -> None:
+    torch = pytest.importorskip("torch")
+    r = sweep(basin(1e-3), around=torch.tensor(1e-3), extend=0)
+    assert r.center == pytest.approx(1e-3)
+    assert sweep(basin(1e-3), around=np.array(1e-3), extend=0).center == pytest.approx(
+        1e-3
+    )
+    r = sweep(basin(1e-3), lrs=torch.logspace(-5, -1, 5, dtype=torch.float64), extend=0)
+    assert r.best_lr == pytest.approx(1e-3)
+    w = torch.ones(1, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "converting a tensor that requires grad"
+        r = sweep(lambda lr: (w * lr).sum(), lrs=[0.1, 0.2], extend=0)
+    assert r.best_lr == 0.1
+    r = sweep(lambda lr: 10**400 if lr > 0.15 else 1.0, lrs=[0.1, 0.2], extend=0)
+    assert r.diverged == (0.2,)
+
+
+@pytest.mark.parametrize(
+    "bad", ["0.1", None, True, np.bool_(True), [0.1], np.array([0.1, 0.2])]
+)
 def test_train_fn_returning_a_non_number_is_a_clear_error(bad: Any) -> None:
     with pytest.raises(TypeError, match=r"train_fn\(0\.1\) must be a number"):
         sweep(lambda lr: bad, lrs=[0.1], extend=0)
@@ -267,6 +307,8 @@ def test_around_a_result_without_suggestion_is_a_clear_error() -> None:
         ({"around": 0}, ValueError, "around must be > 0"),
         ({"around": "x"}, TypeError, "around must be an LR > 0"),
         ({"around": 0.1, "num_lrs": 0}, ValueError, "num_lrs must be"),
+        ({"lrs": [0.1], "num_lrs": 0}, ValueError, "num_lrs must be"),
+        ({"around": 1e300, "step_decades": 5.0}, ValueError, "step_decades must be"),
         ({"around": 0.1, "extend": -1}, ValueError, "extend must be"),
         ({"around": 0.1, "extend": 1.5}, TypeError, "extend must be an int"),
         ({"around": 0.1, "reset": 3}, TypeError, "reset must be callable"),
@@ -308,6 +350,28 @@ def test_record_round_trip_and_summary(tmp_path: Path) -> None:
         SweepResult.from_dict({"format": "lrkit.range_test"})
 
 
+def test_record_keeps_nan_and_infinities_apart(tmp_path: Path) -> None:
+    table = {0.1: 1.0, 0.2: math.nan, 0.3: math.inf, 0.4: -math.inf}
+    r = sweep(lambda lr: table[lr], lrs=list(table), extend=0)
+    back = SweepResult.load(r.save(tmp_path / "s.json"))
+    assert [repr(v) for v in back.losses] == ["1.0", "nan", "inf", "-inf"]
+    assert back.diverged == r.diverged == (0.2, 0.3, 0.4)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"version": 99}, r"record\['version'\] must be an int from 1 to 1"),
+        ({"trials": None}, r"record\['trials'\] must be a list"),
+        ({"trials": [{"lr": None, "loss": 1.0}]}, r"record\['trials'\]\[0\] must be"),
+    ],
+)
+def test_bad_records_are_clear_errors(change: dict[str, Any], match: str) -> None:
+    record = sweep(basin(0.1), lrs=[0.1], extend=0).to_dict()
+    with pytest.raises((ValueError, TypeError), match=match):
+        SweepResult.from_dict({**record, **change})
+
+
 def test_plot_writes_a_png(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     r = sweep(lambda lr: math.nan if lr > 0.05 else lr, around=0.02, extend=0)
@@ -319,8 +383,12 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
     one.plot(tmp_path / "one.png")
     assert (tmp_path / "one.png").exists()
     none = SweepResult(trials=(SweepTrial(lr=0.1, loss=math.nan),))
-    none.plot(tmp_path / "none.png")
-    assert none.best_lr is None
+    labels = none.plot(tmp_path / "none.png").axes[0].get_legend_handles_labels()[1]
+    assert none.best_lr is None and labels == ["diverged"]  # no empty "runs"
+    exploded = sweep(lambda lr: 3.9e7 if lr > 0.3 else lr, lrs=[0.1, 0.2, 1.0])
+    assert exploded.plot().axes[0].get_yscale() == "log"
+    negative = sweep(lambda lr: -lr, lrs=[0.1, 0.2], extend=0)
+    assert negative.plot().axes[0].get_yscale() == "linear"
 
 
 # ------------------------------------------------------------------- Optuna
@@ -382,9 +450,9 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(storage: str) -> None:
         sweep(fn, around=0.01, study=_study(storage), reset=lambda: log.append("r"))
     assert log == ["r", "r", "r", "r"]  # three runs, then the final reset
     study = _study(storage)
+    # the two finished runs; nothing for the crashed one (no RUNNING trial left)
     states = [t.state for t in study.trials]
-    assert states.count(optuna.trial.TrialState.COMPLETE) == 2
-    assert states.count(optuna.trial.TrialState.FAIL) == 1  # no RUNNING left
+    assert states == [optuna.trial.TrialState.COMPLETE] * 2
     calls.clear()
     log.append("second")
     r = sweep(fn, around=0.01, study=study)
@@ -393,8 +461,68 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(storage: str) -> None:
     assert r.best_lr == pytest.approx(0.01)
 
 
+def test_a_queued_trial_of_the_user_is_left_alone(storage: str) -> None:
+    # the user (or another worker) queued a trial: each sweep result must be
+    # stored under the LR that was trained, and the queued one stay queued
+    study = _study(storage)
+    study.enqueue_trial({"lr": 0.5, "wd": 0.1})
+    f = basin(0.01)
+    sweep(f, lrs=[0.001, 0.01], study=study, extend=0)
+    states = optuna.trial.TrialState
+    done = [t for t in study.trials if t.state == states.COMPLETE]
+    assert sorted((t.params["lr"], t.value) for t in done) == [
+        (0.001, f(0.001)),
+        (0.01, f(0.01)),
+    ]
+    waiting = [t for t in study.trials if t.state == states.WAITING]
+    assert [t.system_attrs["fixed_params"] for t in waiting] == [{"lr": 0.5, "wd": 0.1}]
+
+
+def test_trials_of_another_objective_are_not_taken_for_the_sweeps(
+    storage: str,
+) -> None:
+    study = _study(storage)
+    f = basin(0.01)
+    study.enqueue_trial({"lr": 0.01, "wd": 0.5})
+    study.optimize(
+        lambda t: (
+            f(t.suggest_float("lr", 1e-4, 1e-1, log=True))
+            + 10 * t.suggest_float("wd", 0, 1)
+        ),
+        n_trials=1,
+    )
+    study.enqueue_trial({"lr": 0.001})  # an lr alone, but not a sweep's
+    study.optimize(
+        lambda t: 99.0 + t.suggest_float("lr", 1e-4, 1e-1, log=True), n_trials=1
+    )
+    calls: list[float] = []
+    r = sweep(lambda lr: calls.append(lr) or f(lr), lrs=[0.001, 0.01, 0.1], study=study)
+    assert calls == [0.001, 0.01, 0.1]
+    assert r.best_lr == 0.01 and r.best_loss == f(0.01)
+
+
+@pytest.mark.parametrize(
+    "suggest",
+    [
+        lambda t: t.suggest_categorical("lr", ["auto", "1e-3"]),
+        lambda t: t.suggest_float("lr", 1e-4, 1e-1),  # not on a log scale
+    ],
+)
+def test_a_study_holding_the_lr_otherwise_is_a_clear_error(
+    storage: str, suggest: Any
+) -> None:
+    study = _study(storage)
+    study.optimize(lambda t: float(suggest(t) == "auto"), n_trials=1)
+    called: list[float] = []
+    with pytest.raises(ValueError, match="param_name must be .*param_name="):
+        sweep(lambda lr: called.append(lr) or lr, lrs=[0.1], study=study)
+    assert called == []
+    r = sweep(lambda lr: lr, lrs=[0.1], study=study, param_name="sweep_lr")
+    assert r.best_lr == 0.1
+
+
 def test_a_maximising_or_multi_objective_study_is_refused(storage: str) -> None:
-    with pytest.raises(ValueError, match="study must be a study that minimises"):
+    with pytest.raises(ValueError, match="study.direction must be MINIMIZE"):
         sweep(lambda lr: lr, lrs=[0.1], study=_study(storage, direction="maximize"))
     multi = optuna.create_study(directions=["minimize", "minimize"])
     with pytest.raises(ValueError, match="single-objective"):

@@ -111,32 +111,33 @@ def sweep_figure(
     result: SweepResult, *, path: str | Path | None = None, ax: Any = None
 ) -> Figure:
     """Loss vs LR on a log axis for a sweep: every run, the diverged ones as
-    crosses at the top, the best starred, the centre of the grid dotted."""
+    crosses along the top, the best starred, the centre of the grid dotted.
+    The loss axis is logarithmic when the losses are positive and span more
+    than 30x (one exploded run would flatten the rest)."""
     fig, ax = _new_axes(ax)
     ax.set_xscale("log")
     lrs = np.asarray(result.lrs, dtype=float)
     losses = np.asarray(result.losses, dtype=float)
     ok = np.isfinite(losses)
-    ax.plot(lrs[ok], losses[ok], "o-", color="C0", ms=5, label="runs")
+    if len(lrs) == 1:  # one LR: show a decade around it
+        ax.set_xlim(float(lrs[0]) / 10**0.5, float(lrs[0]) * 10**0.5)
+        ax.set_autoscalex_on(False)
     if ok.any():
+        ax.plot(lrs[ok], losses[ok], "o-", color="C0", ms=5, label="runs")
         lo, hi = float(losses[ok].min()), float(losses[ok].max())
-        pad = 0.1 * max(hi - lo, 1e-12 + 1e-3 * abs(hi))
-        top = hi + 2 * pad
-        ax.set_ylim(lo - pad, top + pad)
-    else:
-        top = 1.0
-    if (~ok).any():
+        if lo > 0 and hi > 30 * lo:
+            ax.set_yscale("log")
+    if (~ok).any():  # along the top of the axes, whatever the losses' scale
         ax.plot(
             lrs[~ok],
-            np.full(int((~ok).sum()), top),
+            np.full(int((~ok).sum()), 0.95),
             "x",
             color="C3",
             ms=8,
             mew=2,
             label="diverged",
+            transform=ax.get_xaxis_transform(),
         )
-    if len(lrs) == 1:
-        ax.set_xlim(float(lrs[0]) / 10**0.5, float(lrs[0]) * 10**0.5)
     if result.center is not None:
         ax.axvline(
             result.center,

@@ -23,9 +23,11 @@ one is worse.
 ``reset`` (e.g. ``lrkit.torch.snapshot(model, optimizer).restore``) is called
 before every run and once after the last, so that each run starts from the same
 state and your objects are left as they were, also when ``train_fn`` raises.
-An Optuna ``study`` (any storage: SQLite, RDB, journal) records every run as a
-trial (the LR in ``params[param_name]``) and lets an interrupted sweep resume:
-LRs the study already holds are not trained again.
+An Optuna ``study`` (any storage: SQLite, RDB, journal) records every finished
+run as a trial (the LR in ``params[param_name]``, the user attribute
+``lrkit_sweep``) and lets an interrupted sweep resume: LRs that an earlier sweep
+recorded there are not trained again (trials of your own objective are never
+taken for a sweep's).
 
 Example:
     >>> import math
@@ -61,6 +63,8 @@ _SAME = 1e-9
 #: the bounds of the log-uniform distribution the trials are recorded under in an
 #: Optuna study (wider where an LR falls outside)
 _STUDY_BOUNDS = (1e-12, 1e6)
+#: the user attribute that marks the trials a sweep recorded in an Optuna study
+_MARK = "lrkit_sweep"
 #: neighbours of the best LR within this relative distance: a flat basin
 FLAT_FRAC = 0.01
 
@@ -175,6 +179,8 @@ class SweepResult:
                     {
                         "lr": t.lr,
                         "loss": t.loss,
+                        # JSON has no NaN or infinity: kept as text
+                        **({"loss_text": repr(t.loss)} if t.diverged else {}),
                         "diverged": t.diverged,
                         "seconds": t.seconds,
                         "reused": t.reused,
@@ -200,15 +206,30 @@ class SweepResult:
                 "an lrkit sweep record (format 'lrkit.sweep')",
                 record.get("format"),
             )
-        trials = tuple(
-            SweepTrial(
-                lr=float(t["lr"]),
-                loss=(math.inf if t.get("loss") is None else float(t["loss"])),
+        version = record.get("version")
+        if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+            _check.fail(
+                "record['version']",
+                f"an int from 1 to {FORMAT_VERSION} (a newer lrkit wrote it?)",
+                version,
+            )
+        rows = record.get("trials")
+        if not isinstance(rows, list):
+            _check.fail("record['trials']", "a list of trials", rows, exc=TypeError)
+
+        def trial(i: int, t: Any) -> SweepTrial:
+            lr = _scalar(t.get("lr")) if isinstance(t, Mapping) else None
+            if lr is None or not lr > 0:
+                _check.fail(f"record['trials'][{i}]", "a trial with an LR > 0", t)
+            loss = t.get("loss")
+            return SweepTrial(
+                lr=lr,
+                loss=float(t.get("loss_text", "inf")) if loss is None else float(loss),
                 seconds=float(t.get("seconds", 0.0)),
                 reused=bool(t.get("reused", False)),
             )
-            for t in record["trials"]
-        )
+
+        trials = tuple(trial(i, t) for i, t in enumerate(rows))
         center = record.get("center")
         return cls(
             trials=trials,
@@ -273,14 +294,51 @@ def sweep_grid(
     n = _check.positive_int("num_lrs", num_lrs)
     s = _check.positive("step_decades", step_decades)
     lo = -(n // 2)
-    return [c * 10.0 ** (s * k) for k in range(lo, lo + n)]
+    try:
+        grid = [c * 10.0 ** (s * k) for k in range(lo, lo + n)]
+    except OverflowError:
+        grid = [math.inf]
+    if not all(0.0 < x < math.inf for x in grid):
+        _check.fail(
+            "step_decades",
+            "small enough for the grid to stay within the floats",
+            step_decades,
+            f"center={center!r} with num_lrs={num_lrs!r} reaches 0 or infinity.",
+        )
+    return grid
+
+
+def _scalar(value: Any) -> float | None:
+    """``value`` as a float if it is one number: a Python or NumPy real, or a
+    0-d array or tensor (detached) that is not boolean; else ``None``.
+    A number too large for a float is ``inf``."""
+    if value is None or isinstance(value, bool):
+        return None
+    if not _check.is_real(value):
+        if not hasattr(value, "__float__") or getattr(value, "ndim", None) != 0:
+            return None
+        if "bool" in str(getattr(value, "dtype", "")):
+            return None
+        if hasattr(value, "detach"):
+            value = value.detach()
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+def _positive_lr(param: str, value: Any) -> float:
+    v = _scalar(value)
+    if v is None:
+        _check.fail(param, "a real number", value, exc=TypeError)
+    return _check.positive(param, v)
 
 
 def _center_of(around: Any) -> float:
     """The LR to sweep around: a number, a range test's suggestion or a
     :class:`~lrkit.Suggestion`'s LR."""
-    if _check.is_real(around):
-        return _check.positive("around", around)
+    if _scalar(around) is not None:
+        return _positive_lr("around", around)
     for attr in ("suggestion", "lr"):
         if hasattr(around, attr):
             value = getattr(around, attr)
@@ -292,7 +350,7 @@ def _center_of(around: Any) -> float:
                     "the range test made no suggestion (its reasons say why): "
                     "give the LRs to try with lrs=[...].",
                 )
-            return _check.positive(f"around.{attr}", value)
+            return _positive_lr(f"around.{attr}", value)
     _check.fail(
         "around",
         "an LR > 0, a RangeTestResult or a Suggestion",
@@ -303,20 +361,15 @@ def _center_of(around: Any) -> float:
 
 def _as_loss(value: Any, lr: float) -> float:
     """``train_fn``'s result as a float (numbers, NumPy and 0-d tensor scalars)."""
-    if isinstance(value, bool) or value is None:
-        ok = False
-    elif _check.is_real(value):
-        ok = True
-    else:
-        ok = hasattr(value, "__float__") and getattr(value, "ndim", 0) == 0
-    if not ok:
+    v = _scalar(value)
+    if v is None:
         _check.fail(
             f"train_fn({lr:.3g})",
             "a number (the loss to minimise, e.g. the validation loss)",
             value,
             exc=TypeError,
         )
-    return float(value)
+    return v
 
 
 def _same(a: float, b: float) -> bool:
@@ -345,21 +398,35 @@ class _Study:
             )
         if study.direction != optuna.study.StudyDirection.MINIMIZE:
             _check.fail(
-                "study",
-                "a study that minimises (direction='minimize')",
-                study,
+                "study.direction",
+                "MINIMIZE (create it with direction='minimize')",
+                study.direction,
                 "the sweep minimises the loss train_fn returns.",
             )
+        for t in study.get_trials(deepcopy=False):
+            dist = t.distributions.get(param_name)
+            float_ = optuna.distributions.FloatDistribution
+            if dist is not None and not (isinstance(dist, float_) and dist.log):
+                _check.fail(
+                    "param_name",
+                    "a parameter the study holds as a log-scale float, or not yet",
+                    param_name,
+                    f"trial {t.number} holds it as {dist!r}, and Optuna keeps one "
+                    "kind per name: pass another param_name= or use a new study.",
+                )
         self.optuna = optuna
         self.study = study
         self.name = param_name
 
     def done(self, lr: float) -> float | None:
-        """The loss the study holds for ``lr`` (``inf`` for a diverged run)."""
+        """The loss the study holds for ``lr`` from an earlier sweep (``inf``
+        for a run that diverged); trials lrkit did not record are not used."""
         states = self.optuna.trial.TrialState
         for t in self.study.get_trials(deepcopy=False):
-            value = t.params.get(self.name)
-            if value is None or not _same(float(value), lr):
+            if not t.user_attrs.get(_MARK) or set(t.params) != {self.name}:
+                continue
+            value = _scalar(t.params[self.name])
+            if value is None or not _same(value, lr):
                 continue
             if t.state == states.COMPLETE and t.value is not None:
                 return float(t.value)
@@ -367,27 +434,30 @@ class _Study:
                 return math.inf
         return None
 
-    def run(self, lr: float, fn: Callable[[], float]) -> float:
-        """Run ``fn`` as a trial of the study with ``params[name] = lr``."""
+    def record(self, lr: float, loss: float, seconds: float) -> None:
+        """Add the finished run to the study as one trial (a run that diverged
+        as a failed one): written in one call, so that no other worker's
+        trial and no trial the user queued can take its place."""
         optuna = self.optuna
         lo, hi = _STUDY_BOUNDS
         dist = optuna.distributions.FloatDistribution(
             min(lo, lr), max(hi, lr), log=True
         )
-        self.study.enqueue_trial({self.name: lr}, skip_if_exists=False)
-        trial = self.study.ask({self.name: dist})
-        try:
-            loss = fn()
-        except BaseException:
-            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            raise
-        if math.isfinite(loss):
-            self.study.tell(trial, loss)
-        else:
-            trial.set_user_attr("lrkit_diverged", True)
-            trial.set_user_attr("lrkit_loss", str(loss))
-            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        return loss
+        attrs: dict[str, Any] = {_MARK: True, "lrkit_seconds": seconds}
+        finite = math.isfinite(loss)
+        if not finite:
+            attrs.update(lrkit_diverged=True, lrkit_loss=repr(loss))
+        self.study.add_trial(
+            optuna.trial.create_trial(
+                state=optuna.trial.TrialState.COMPLETE
+                if finite
+                else optuna.trial.TrialState.FAIL,
+                params={self.name: lr},
+                distributions={self.name: dist},
+                value=loss if finite else None,
+                user_attrs=attrs,
+            )
+        )
 
 
 def sweep(
@@ -424,10 +494,12 @@ def sweep(
         reset: called before every run and once after the last (also when
             ``train_fn`` raises), e.g. ``snapshot.restore`` of a
             :func:`lrkit.torch.snapshot` taken before the sweep.
-        study: an Optuna study (direction ``"minimize"``) to record every run
-            in, as a trial with ``params[param_name] = lr``; LRs it already
-            holds (complete, or failed by divergence) are reused, not trained
-            again, so a sweep that was interrupted resumes.
+        study: an Optuna study (direction ``"minimize"``) to record every
+            finished run in, as a trial with ``params[param_name] = lr`` and the
+            user attribute ``lrkit_sweep`` (a run that diverged: a failed trial
+            with ``lrkit_diverged``); LRs an earlier sweep recorded there are
+            reused, not trained again, so a sweep that was interrupted resumes.
+            Use a new study (or study name) when ``train_fn`` changes.
         param_name: the name of the LR parameter in ``study``.
         progress: called with a :class:`SweepProgress` after each LR.
 
@@ -460,7 +532,8 @@ def sweep(
         given = list(lrs)  # a list, a tuple, a NumPy array, a generator
         if not given:
             _check.fail("lrs", "a non-empty sequence of LRs > 0", lrs)
-        grid = [_check.positive(f"lrs[{i}]", v) for i, v in enumerate(given)]
+        grid = [_positive_lr(f"lrs[{i}]", v) for i, v in enumerate(given)]
+        _check.positive_int("num_lrs", num_lrs)
         _check.positive("step_decades", step_decades)
     else:
         center = _center_of(around)
@@ -487,17 +560,15 @@ def sweep(
         if held is not None:
             trial = SweepTrial(lr=lr, loss=held, reused=True)
         else:
-
-            def once() -> float:
-                nonlocal ran
-                if reset is not None:
-                    reset()
-                ran = True
-                return _as_loss(train_fn(lr), lr)
-
+            if reset is not None:
+                reset()
+            ran = True
             t0 = time.perf_counter()
-            loss = once() if store is None else store.run(lr, once)
-            trial = SweepTrial(lr=lr, loss=loss, seconds=time.perf_counter() - t0)
+            loss = _as_loss(train_fn(lr), lr)
+            seconds = time.perf_counter() - t0
+            if store is not None:
+                store.record(lr, loss, seconds)
+            trial = SweepTrial(lr=lr, loss=loss, seconds=seconds)
         trials.append(trial)
         if progress is not None:
             b = _best(trials)
@@ -522,9 +593,10 @@ def sweep(
             best = _best(tried)
             if best is None or len(tried) < 2:
                 break
-            if best is tried[0]:
+            side = _edge(tried, best)
+            if side == "low":
                 ratio = tried[0].lr / tried[1].lr
-            elif best is tried[-1]:
+            elif side == "high":
                 ratio = tried[-1].lr / tried[-2].lr
             else:
                 break
@@ -544,6 +616,18 @@ def sweep(
     )
 
 
+def _edge(tried: Sequence[SweepTrial], best: SweepTrial) -> str | None:
+    """``"low"`` or ``"high"`` when the best of ``tried`` (ascending LRs) is an
+    end of the grid and strictly better than its neighbour (a tie is a flat
+    stretch, not a slope that goes on beyond the edge), else ``None``."""
+    if len(tried) < 2:
+        return None
+    for side, end, nxt in (("low", tried[0], tried[1]), ("high", tried[-1], tried[-2])):
+        if best is end and (nxt.diverged or end.loss < nxt.loss):
+            return side
+    return None
+
+
 def _reasons(trials: Sequence[SweepTrial], extra: int, extend: int) -> list[str]:
     tried = sorted(trials, key=lambda t: t.lr)
     best = _best(tried)
@@ -557,20 +641,17 @@ def _reasons(trials: Sequence[SweepTrial], extra: int, extend: int) -> list[str]
         return out
     if extra:
         out.append(f"the grid was widened by {extra} LR(s): its best sat on an edge")
-    if len(tried) >= 2 and best is tried[0]:
+    side = _edge(tried, best)
+    if side is not None:
+        word, way = ("lowest", "lower") if side == "low" else ("highest", "higher")
         out.append(
-            f"the best LR is the lowest tried ({best.lr:.3g})"
+            f"the best LR is the {word} tried ({best.lr:.3g})"
             + (f" after {extra} more" if extra else "")
-            + ": a lower one may be better; sweep lower"
+            + f": a {way} one may be better; sweep {way}"
             + ("" if extend else " (or pass extend > 0)")
         )
-    elif len(tried) >= 2 and best is tried[-1]:
-        out.append(
-            f"the best LR is the highest tried ({best.lr:.3g})"
-            + (f" after {extra} more" if extra else "")
-            + ": a higher one may be better; sweep higher"
-            + ("" if extend else " (or pass extend > 0)")
-        )
+    if len(tried) == 1:
+        out.append("one LR tried: nothing to compare it with")
     if diverged:
         out.append(
             f"{len(diverged)} run(s) diverged (non-finite loss), the lowest at LR "
