@@ -9,13 +9,15 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["json_clean", "robust_noise"]
+__all__ = ["json_clean", "robust_noise", "write_json"]
 
 
 def robust_noise(values: Sequence[float] | np.ndarray[Any, Any]) -> float:
@@ -40,3 +42,10 @@ def json_clean(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [json_clean(v) for v in value]
     return value
+
+
+def write_json(record: Mapping[str, Any], path: str | Path) -> Path:
+    """Write ``record`` as indented JSON to ``path`` (a result's ``save``)."""
+    path = Path(path)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _check
-from ._util import json_clean
+from ._util import json_clean, write_json
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -193,9 +193,7 @@ class SweepResult:
 
     def save(self, path: str | Path) -> Path:
         """Write :meth:`to_dict` as JSON to ``path``; returns the path."""
-        path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
+        return write_json(self.to_dict(), path)
 
     @classmethod
     def from_dict(cls, record: Mapping[str, Any]) -> SweepResult:
