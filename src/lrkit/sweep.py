@@ -401,9 +401,13 @@ class _Study:
                 study.direction,
                 "the sweep minimises the loss train_fn returns.",
             )
+        states = optuna.trial.TrialState
+        float_ = optuna.distributions.FloatDistribution
+        # the study is read once: the LRs earlier sweeps recorded (their loss,
+        # inf for a run that diverged), not a storage query per LR
+        self.held: list[tuple[float, float]] = []
         for t in study.get_trials(deepcopy=False):
             dist = t.distributions.get(param_name)
-            float_ = optuna.distributions.FloatDistribution
             if dist is not None and not (isinstance(dist, float_) and dist.log):
                 _check.fail(
                     "param_name",
@@ -412,25 +416,23 @@ class _Study:
                     f"trial {t.number} holds it as {dist!r}, and Optuna keeps one "
                     "kind per name: pass another param_name= or use a new study.",
                 )
+            if not t.user_attrs.get(_MARK) or set(t.params) != {param_name}:
+                continue
+            value = _scalar(t.params[param_name])
+            if value is None:
+                continue
+            if t.state == states.COMPLETE and t.value is not None:
+                self.held.append((value, float(t.value)))
+            elif t.state == states.FAIL and t.user_attrs.get("lrkit_diverged"):
+                self.held.append((value, math.inf))
         self.optuna = optuna
         self.study = study
         self.name = param_name
 
     def done(self, lr: float) -> float | None:
-        """The loss the study holds for ``lr`` from an earlier sweep (``inf``
+        """The loss the study held for ``lr`` from an earlier sweep (``inf``
         for a run that diverged); trials lrkit did not record are not used."""
-        states = self.optuna.trial.TrialState
-        for t in self.study.get_trials(deepcopy=False):
-            if not t.user_attrs.get(_MARK) or set(t.params) != {self.name}:
-                continue
-            value = _scalar(t.params[self.name])
-            if value is None or not _same(value, lr):
-                continue
-            if t.state == states.COMPLETE and t.value is not None:
-                return float(t.value)
-            if t.state == states.FAIL and t.user_attrs.get("lrkit_diverged"):
-                return math.inf
-        return None
+        return next((loss for value, loss in self.held if _same(value, lr)), None)
 
     def record(self, lr: float, loss: float, seconds: float) -> None:
         """Add the finished run to the study as one trial (a run that diverged
@@ -573,7 +575,7 @@ def sweep(
             progress(
                 SweepProgress(
                     done=len(trials),
-                    total=max(len(planned), len(trials)),
+                    total=len(planned),  # the widening appends before it runs
                     lr=lr,
                     loss=trial.loss,
                     best_lr=None if b is None else b.lr,
