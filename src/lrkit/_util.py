@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["json_clean", "robust_noise", "write_json"]
+from . import _check
+
+__all__ = ["Batches", "json_clean", "known_len", "robust_noise", "write_json"]
 
 
 def robust_noise(values: Sequence[float] | np.ndarray[Any, Any]) -> float:
@@ -49,3 +51,58 @@ def write_json(record: Mapping[str, Any], path: str | Path) -> Path:
     path = Path(path)
     path.write_text(json.dumps(record, indent=2) + "\n")
     return path
+
+
+class Batches:
+    """Endless iteration over a loader: restarts it when exhausted.
+
+    A one-shot iterator (a generator) cannot restart: when it runs out, the
+    error says so (its batches are consumed; they cannot be given back).
+    """
+
+    def __init__(self, loader: Iterable[Any], name: str) -> None:
+        self.loader = loader
+        self.name = name
+        self.it: Iterator[Any] | None = None
+        self.taken = 0
+
+    def __next__(self) -> Any:
+        if self.it is None:
+            self.it = iter(self.loader)
+        try:
+            batch = next(self.it)
+        except StopIteration:
+            # an iterator (a generator) cannot restart; asking iter() of a
+            # DataLoader would start a new epoch and draw from its generator
+            if isinstance(self.loader, Iterator):
+                if self.taken == 0:
+                    _check.fail(
+                        self.name,
+                        "a loader that yields at least one batch",
+                        self.loader,
+                    )
+                _check.fail(
+                    self.name,
+                    "a loader that can be iterated again (a DataLoader, a list) "
+                    "when it holds fewer batches than the test takes",
+                    f"a {type(self.loader).__name__} that ran out after "
+                    f"{self.taken} batches",
+                    shown=True,
+                )
+            self.it = iter(self.loader)
+            try:
+                batch = next(self.it)
+            except StopIteration:
+                _check.fail(
+                    self.name, "a loader that yields at least one batch", self.loader
+                )
+        self.taken += 1
+        return batch
+
+
+def known_len(obj: Any) -> int | None:
+    """``len(obj)`` when it has one (a DataLoader over an IterableDataset may not)."""
+    try:
+        return len(obj)
+    except TypeError:
+        return None

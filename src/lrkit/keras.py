@@ -69,7 +69,14 @@ from .schedules import (
     schedule_from_config,
 )
 
-__all__ = ["MonitorCallback", "PlateauCallback", "Schedule", "symbolic", "tables"]
+__all__ = [
+    "MonitorCallback",
+    "PlateauCallback",
+    "Schedule",
+    "find_lr",
+    "symbolic",
+    "tables",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -807,3 +814,6 @@ class MonitorCallback(Watched, keras.callbacks.Callback):  # type: ignore[misc]
             self._step += 1
             self._val = None
         self._watch.finish()
+
+
+from ._keras_find import find_lr  # noqa: E402  (needs the names above loaded)

@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from .. import _check
+from .._util import Batches as _Batches, known_len as _known_len
 from ..rangetest import (
     Mode,
     Progress,
@@ -78,59 +79,9 @@ _UNSTABLE = frozenset({"nan", "diverged", "spike", "oscillating", "exploding_gra
 LossFn = Callable[..., torch.Tensor]
 
 
-class _Batches:
-    """Endless iteration over a loader: restarts it when exhausted.
-
-    A one-shot iterator (a generator) cannot restart: when it runs out, the
-    error says so (its batches are consumed; they cannot be given back).
-    """
-
-    def __init__(self, loader: Iterable[Any], name: str) -> None:
-        self.loader = loader
-        self.name = name
-        self.it: Iterator[Any] | None = None
-        self.taken = 0
-
-    def __next__(self) -> Any:
-        if self.it is None:
-            self.it = iter(self.loader)
-        try:
-            batch = next(self.it)
-        except StopIteration:
-            # an iterator (a generator) cannot restart; asking iter() of a
-            # DataLoader would start a new epoch and draw from its generator
-            if isinstance(self.loader, Iterator):
-                if self.taken == 0:
-                    _check.fail(
-                        self.name,
-                        "a loader that yields at least one batch",
-                        self.loader,
-                    )
-                _check.fail(
-                    self.name,
-                    "a loader that can be iterated again (a DataLoader, a list) "
-                    "when it holds fewer batches than the test takes",
-                    f"a {type(self.loader).__name__} that ran out after "
-                    f"{self.taken} batches",
-                    shown=True,
-                )
-            self.it = iter(self.loader)
-            try:
-                batch = next(self.it)
-            except StopIteration:
-                _check.fail(
-                    self.name, "a loader that yields at least one batch", self.loader
-                )
-        self.taken += 1
-        return batch
-
-
-def _known_len(obj: Any) -> int | None:
-    """``len(obj)`` when it has one (a DataLoader over an IterableDataset may not)."""
-    try:
-        return len(obj)
-    except TypeError:
-        return None
+def _from_keras(obj: Any) -> bool:
+    """A Keras object (on the torch backend a Keras model is a torch Module)."""
+    return any(c.__module__.split(".")[0] == "keras" for c in type(obj).__mro__)
 
 
 def _examples_per_epoch(train_loader: Any) -> int | None:
@@ -593,10 +544,21 @@ def find_lr(
             unpacked; nothing of the user's is changed.
     """
     # ---------------------------------------------------------- validate first
-    if not isinstance(model, nn.Module):
-        _check.fail("model", "a torch.nn.Module", model, exc=TypeError)
+    keras_hint = (
+        "For a Keras model use lrkit.keras.find_lr(model, x, y)."
+        if any(_from_keras(v) for v in (model, optimizer))
+        else None
+    )
+    if not isinstance(model, nn.Module) or _from_keras(model):
+        _check.fail("model", "a torch.nn.Module", model, keras_hint, exc=TypeError)
     if not isinstance(optimizer, torch.optim.Optimizer):
-        _check.fail("optimizer", "a torch.optim.Optimizer", optimizer, exc=TypeError)
+        _check.fail(
+            "optimizer",
+            "a torch.optim.Optimizer",
+            optimizer,
+            keras_hint,
+            exc=TypeError,
+        )
     if loss_fn is not None and not callable(loss_fn):
         _check.fail("loss_fn", "callable or None", loss_fn, exc=TypeError)
     if compute_loss is not None and not callable(compute_loss):

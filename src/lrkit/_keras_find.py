@@ -1,0 +1,545 @@
+"""The LR range test for Keras 3 models: ``lrkit.keras.find_lr``.
+
+The framework-free :func:`lrkit.range_test` drives a ``step_fn(lr) -> loss``;
+here that step is one ``model.train_on_batch`` at the ladder's LR, so the
+test trains exactly as ``model.fit`` does (the compiled loss, regularisation
+losses, the optimizer's clipping and loss scaling, any backend). The data is
+taken as ``fit`` takes it: arrays with ``batch_size``, or a dataset / loader
+that yields batches.
+
+Everything the test changes is put back afterwards, also on an exception or
+Ctrl-C: the model's variables (weights, BatchNorm statistics, dropout seed
+states), the optimizer's variables (iterations, moments, the LR), the compiled
+metrics' state, whether the compiled loss and metrics were built (a first
+``fit`` builds them from one batch of a fresh iterator, which draws from the
+backend's random generator: left built, the user's next ``fit`` would shuffle
+differently than without the test), and the Python, NumPy and torch random
+states. Tested bit for bit on the torch backend (a ``fit`` after the test
+ends where a ``fit`` without it does).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from . import _check
+from ._util import Batches, known_len
+from .rangetest import (
+    Mode,
+    Progress,
+    RangeTestResult,
+    check_hooks,
+    check_ladder,
+    range_test,
+)
+
+__all__ = ["find_lr"]
+
+
+def _is_array(value: Any) -> bool:
+    """An array-like ``fit`` slices into batches (NumPy, a backend tensor)."""
+    return hasattr(value, "shape") and hasattr(value, "__getitem__")
+
+
+def _arrays(value: Any) -> bool:
+    """Arrays as ``fit`` takes them: one, or a dict / list / tuple of arrays (a
+    list of ``(x, y)`` tuples is a list of batches, not inputs)."""
+    if _is_array(value):
+        return True
+    if isinstance(value, Mapping):
+        return bool(value) and all(_arrays(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return bool(value) and all(
+            _is_array(v) or (isinstance(v, Mapping) and _arrays(v)) for v in value
+        )
+    return False
+
+
+def _leaves(value: Any) -> list[Any]:
+    if isinstance(value, Mapping):
+        return [leaf for v in value.values() for leaf in _leaves(v)]
+    if isinstance(value, (list, tuple)):
+        return [leaf for v in value for leaf in _leaves(v)]
+    return [value]
+
+
+def _structure_len(value: Any) -> int | None:
+    """Rows in an array, or in the arrays of a dict / list / tuple of them."""
+    if _is_array(value):
+        shape = value.shape
+        return int(shape[0]) if len(shape) else None
+    leaves: Iterable[Any] = ()
+    if isinstance(value, Mapping):
+        leaves = value.values()
+    elif isinstance(value, (list, tuple)):
+        leaves = value
+    sizes = {_structure_len(v) for v in leaves}
+    if len(sizes) == 1:
+        return sizes.pop()
+    return None
+
+
+def _take(value: Any, index: np.ndarray[Any, Any]) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        return {k: _take(v, index) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_take(v, index) for v in value)
+    if isinstance(value, np.ndarray):
+        return value[index]
+    return ops.take(value, ops.convert_to_tensor(index), axis=0)
+
+
+class _ArrayBatches:
+    """Batches of arrays in a shuffled order of its own (no global RNG drawn)."""
+
+    def __init__(
+        self,
+        x: Any,
+        y: Any,
+        sample_weight: Any,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+    ) -> None:
+        self.parts = (x, y, sample_weight)
+        self.n = _structure_len(x) or 0
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.rng = np.random.default_rng(seed)
+        self.order = np.arange(self.n)
+        self.pos = self.n  # a new epoch at the first batch
+
+    def __next__(self) -> tuple[Any, ...]:
+        if self.pos >= self.n:
+            self.order = self.rng.permutation(self.n) if self.shuffle else self.order
+            self.pos = 0
+        index = self.order[self.pos : self.pos + self.batch_size]
+        self.pos += self.batch_size
+        x, y, w = (_take(v, index) for v in self.parts)
+        return (x, y, w)
+
+    def first(self, count: int) -> list[tuple[Any, ...]]:
+        """The first ``count`` batches in order (validation: fixed batches)."""
+        out = []
+        for start in range(0, min(self.n, count * self.batch_size), self.batch_size):
+            index = np.arange(start, min(self.n, start + self.batch_size))
+            out.append(tuple(_take(v, index) for v in self.parts))
+        return out
+
+
+class _IndexedBatches:
+    """Batches of a ``keras.utils.PyDataset`` (``ds[i]``), cycled in order.
+
+    ``on_epoch_end`` is not called: the dataset is the user's and keeps its state.
+    """
+
+    def __init__(self, dataset: Any, name: str) -> None:
+        self.dataset = dataset
+        self.name = name
+        self.count = len(dataset)
+        if self.count == 0:
+            _check.fail(name, "a dataset that yields at least one batch", dataset)
+        self.pos = 0
+
+    def __next__(self) -> Any:
+        batch = self.dataset[self.pos % self.count]
+        self.pos += 1
+        return batch
+
+
+def _unpack(batch: Any, name: str) -> tuple[Any, Any, Any]:
+    """``(x, y, sample_weight)`` of one batch, as ``fit`` reads it."""
+    if isinstance(batch, list):
+        batch = tuple(batch)
+    if not isinstance(batch, tuple):
+        return (batch, None, None)
+    if len(batch) == 1:
+        return (batch[0], None, None)
+    if len(batch) == 2:
+        return (batch[0], batch[1], None)
+    if len(batch) == 3:
+        return (batch[0], batch[1], batch[2])
+    _check.fail(
+        name,
+        "batches of x, (x, y) or (x, y, sample_weight)",
+        f"a batch of {len(batch)} items",
+        shown=True,
+    )
+
+
+def _numpy(v: Any) -> np.ndarray[Any, Any]:
+    return np.array(ops.convert_to_numpy(v), copy=True)
+
+
+class _State:
+    """What the test changes, copied to host memory, and how to put it back."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        opt = model.optimizer
+        self.variables = [(v, _numpy(v)) for v in model.variables]
+        seen: set[int] = set()
+        self.opt_variables = []
+        for holder in (opt, _inner(opt)):  # mixed precision: the inner one too
+            for v in holder.variables:
+                if id(v) not in seen:
+                    seen.add(id(v))
+                    self.opt_variables.append((v, _numpy(v)))
+        self.metric_variables = [(v, _numpy(v)) for v in model.metrics_variables]
+        # a first fit builds these from one batch of a fresh iterator (a draw
+        # from the backend's generator); built by the test, the user's next fit
+        # would skip that draw and shuffle differently
+        self.unbuilt = [
+            obj
+            for obj in (
+                getattr(model, "_compile_loss", None),
+                getattr(model, "_compile_metrics", None),
+            )
+            if obj is not None and getattr(obj, "built", None) is False
+        ]
+        self.python_rng = random.getstate()
+        self.numpy_rng = np.random.get_state()
+        torch = sys.modules.get("torch")
+        self.torch_rng = None if torch is None else torch.get_rng_state()
+        self.cuda_rng = (
+            torch.cuda.get_rng_state_all()
+            if torch is not None and torch.cuda.is_available()
+            else None
+        )
+
+    def restore(self) -> None:
+        for group in (self.variables, self.opt_variables, self.metric_variables):
+            for v, value in group:
+                v.assign(value)
+        for obj in self.unbuilt:
+            obj.built = False
+        random.setstate(self.python_rng)
+        np.random.set_state(self.numpy_rng)
+        torch = sys.modules.get("torch")
+        if torch is not None and self.torch_rng is not None:
+            torch.set_rng_state(self.torch_rng)
+            if self.cuda_rng is not None:
+                torch.cuda.set_rng_state_all(self.cuda_rng)
+
+
+def _inner(opt: Any) -> Any:
+    while getattr(opt, "inner_optimizer", None) is not None:
+        opt = opt.inner_optimizer
+    return opt
+
+
+def find_lr(
+    model: Any,
+    x: Any,
+    y: Any = None,
+    *,
+    batch_size: int | None = None,
+    sample_weight: Any = None,
+    validation_data: Any = None,
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    num_steps: int | None = None,
+    mode: Mode = "exp",
+    val_batches: int = 2,
+    val_every: int = 2,
+    shuffle: bool = True,
+    seed: int = 0,
+    progress: Callable[[Progress], None] | None = None,
+    suggest: bool | str = True,
+) -> RangeTestResult:
+    """Run an LR range test on a compiled Keras 3 model and suggest a learning rate.
+
+    The LR rises from ``start_lr`` to ``end_lr`` over ``num_steps`` optimizer
+    steps, one ``model.train_on_batch`` each (the model's compiled loss and
+    optimizer, as in ``fit``); the test stops early when the loss turns
+    NaN/inf or diverges, and the suggestion is read from the curve exactly as
+    for PyTorch (:func:`lrkit.suggest`). Everything is restored afterwards:
+    the model's and the optimizer's variables, the compiled metrics, and the
+    Python, NumPy and torch random states, so a ``fit`` after the test trains
+    as it would have without it.
+
+    The LR ladder is geometric for ``mode="exp"``:
+    ``lr_i = start_lr * (end_lr / start_lr) ** (i / (num_steps - 1))``.
+
+    Args:
+        model: a compiled ``keras.Model`` (``model.compile(optimizer=..., loss=...)``)
+            whose optimizer was built with a number as its learning rate. A
+            model that was never called (a subclassed model) is built on the
+            first training batch before anything is copied.
+        x: the training inputs, as ``fit`` takes them: an array (or a dict /
+            list of arrays) with ``y``, or a dataset that yields batches
+            (``(x, y)`` or ``(x, y, sample_weight)``): a ``tf.data.Dataset``,
+            a ``keras.utils.PyDataset``, a torch ``DataLoader``, a generator.
+            Restarted when it runs out (a generator cannot be: it must hold
+            enough batches).
+        y: the targets when ``x`` is an array.
+        batch_size: batch size for arrays (default 32, as in ``fit``); must
+            be left out for datasets, which batch themselves.
+        sample_weight: per-example weights for arrays.
+        validation_data: optional, as in ``fit``: ``(x_val, y_val)`` or
+            ``(x_val, y_val, sample_weight)`` arrays, or a dataset of batches.
+            Its first ``val_batches`` batches are evaluated (``test_on_batch``,
+            inference mode) every ``val_every`` steps as a cheap validation
+            signal; the rule uses it to cap the LR where validation stops
+            improving.
+        start_lr: first LR of the ladder.
+        end_lr: last LR of the ladder.
+        num_steps: optimizer steps (one LR each); by default 25 per decade of
+            the ladder (200 for 1e-7 .. 10).
+        mode: ``"exp"`` (default) or ``"linear"`` ladder.
+        val_batches: validation batches used (the first ones, fixed).
+        val_every: steps between validations once the training loss has
+            started to fall (four times as many before that).
+        shuffle: shuffle array data (each pass in a new order drawn from
+            ``seed``, not from the global random state).
+        seed: seed of that order.
+        progress: called with a :class:`~lrkit.rangetest.Progress` each step.
+        suggest: ``True`` (default rule), a rule name, or ``False``.
+
+    Returns:
+        A :class:`~lrkit.rangetest.RangeTestResult`; ``result.suggestion`` is
+        the LR to compile your optimizer with.
+
+    Raises:
+        ValueError, TypeError: on bad arguments; nothing of the user's is
+            changed.
+
+    Example:
+        >>> import keras, numpy as np
+        >>> import lrkit.keras
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.normal(size=(256, 8)).astype("float32")
+        >>> y = (x @ rng.normal(size=(8, 1))).astype("float32")
+        >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(1)])
+        >>> model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+        >>> result = lrkit.keras.find_lr(model, x, y, num_steps=60)
+        >>> result.suggestion is not None and 1e-7 < result.suggestion < 10
+        True
+        >>> float(model.optimizer.learning_rate)  # restored
+        0.009999999776482582
+    """
+    # ---------------------------------------------------------- validate first
+    if not isinstance(model, keras.Model):
+        _check.fail("model", "a keras.Model", model, exc=TypeError)
+    if getattr(model, "optimizer", None) is None or not getattr(
+        model, "compiled", True
+    ):
+        _check.fail(
+            "model",
+            "a compiled keras.Model",
+            f"{type(model).__name__} without an optimizer",
+            "Call model.compile(optimizer=..., loss=...) first.",
+            shown=True,
+        )
+    opt = model.optimizer
+    inner = _inner(opt)
+    schedule = getattr(inner, "_learning_rate", None)
+    if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule) or (
+        callable(schedule) and not hasattr(schedule, "assign")
+    ):
+        _check.fail(
+            "model.optimizer.learning_rate",
+            "a number (the test sets the LR at each step)",
+            f"a {type(schedule).__name__} schedule",
+            "Compile with a float LR for the test, e.g. "
+            "keras.optimizers.Adam(1e-3), then compile with your schedule, "
+            "its base LR set to the suggestion.",
+            exc=TypeError,
+            shown=True,
+        )
+    accumulation = int(getattr(inner, "gradient_accumulation_steps", None) or 1)
+    if not isinstance(shuffle, bool):
+        _check.fail("shuffle", "True or False", shuffle, exc=TypeError)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        _check.fail("seed", "an int", seed, exc=TypeError)
+    val_batches = _check.positive_int("val_batches", val_batches)
+    val_every = _check.positive_int("val_every", val_every)
+    check_hooks(suggest, progress)
+    start_lr, end_lr, num_steps, mode = check_ladder(start_lr, end_lr, num_steps, mode)
+
+    batches: Any
+    n_examples: int | None = None
+    steps_per_epoch: int | None = None
+    if _arrays(x):
+        if batch_size is None:
+            batch_size = 32
+        batch_size = _check.positive_int("batch_size", batch_size)
+        n_examples = _structure_len(x)
+        if n_examples is None:
+            _check.fail(
+                "x",
+                "arrays with the same number of rows",
+                "arrays of "
+                + ", ".join(sorted({str(_structure_len(v)) for v in _leaves(x)}))
+                + " rows",
+                shown=True,
+            )
+        if not n_examples:
+            _check.fail("x", "arrays with at least one row", "0 rows", shown=True)
+        for name, part in (("y", y), ("sample_weight", sample_weight)):
+            if part is not None and _structure_len(part) != n_examples:
+                _check.fail(
+                    name,
+                    f"as many rows as x ({n_examples})",
+                    f"{_structure_len(part)} rows",
+                    shown=True,
+                )
+        batches = _ArrayBatches(x, y, sample_weight, batch_size, shuffle, seed)
+        steps_per_epoch = math.ceil(n_examples / batch_size)
+    else:
+        if y is not None or sample_weight is not None:
+            _check.fail(
+                "y",
+                "None when x is a dataset (it yields (x, y) batches)",
+                y if y is not None else sample_weight,
+                exc=TypeError,
+            )
+        if batch_size is not None:
+            _check.fail(
+                "batch_size",
+                "None when x is a dataset (it batches itself)",
+                batch_size,
+            )
+        if isinstance(x, keras.utils.PyDataset):
+            batches = _IndexedBatches(x, "x")
+            steps_per_epoch = batches.count
+        elif hasattr(x, "__iter__") and not isinstance(x, (str, bytes)):
+            if known_len(x) == 0:
+                _check.fail("x", "a dataset that yields at least one batch", x)
+            batches = Batches(x, "x")
+            steps_per_epoch = known_len(x)
+        else:
+            _check.fail(
+                "x",
+                "arrays (with y) or a dataset of batches",
+                x,
+                exc=TypeError,
+            )
+
+    val_source: Any = None
+    if validation_data is not None:
+        if isinstance(validation_data, tuple) and all(
+            v is None or _is_array(v) or isinstance(v, (Mapping, list))
+            for v in validation_data
+        ):
+            if len(validation_data) not in (2, 3):
+                _check.fail(
+                    "validation_data",
+                    "(x_val, y_val) or (x_val, y_val, sample_weight)",
+                    f"a tuple of {len(validation_data)} items",
+                    shown=True,
+                )
+            xv, yv, wv = (*validation_data, None)[:3]
+            rows = _structure_len(xv)
+            if not rows or (yv is not None and _structure_len(yv) != rows):
+                _check.fail(
+                    "validation_data",
+                    "(x_val, y_val) arrays with the same number of rows (>= 1)",
+                    f"x_val of {rows} rows and y_val of {_structure_len(yv)}",
+                    shown=True,
+                )
+            val_source = _ArrayBatches(
+                xv, yv, wv, batch_size or 32, shuffle=False, seed=0
+            ).first(val_batches)
+        elif isinstance(validation_data, keras.utils.PyDataset) or (
+            hasattr(validation_data, "__iter__")
+            and not isinstance(validation_data, (str, bytes))
+        ):
+            val_source = validation_data
+        else:
+            _check.fail(
+                "validation_data",
+                "(x_val, y_val) arrays or a dataset of batches",
+                validation_data,
+                exc=TypeError,
+            )
+
+    # a subclassed model never called has no weights yet: build it on one batch
+    first: list[Any] = []
+    if not model.built:
+        first.append(next(batches))
+        bx, _, _ = _unpack(first[0], "x")
+        model(bx)
+
+    def next_batch() -> tuple[Any, Any, Any]:
+        batch = first.pop() if first else next(batches)
+        return _unpack(batch, "x")
+
+    def step_fn(lr: float) -> float:
+        opt.learning_rate = lr
+        total = 0.0
+        for _ in range(accumulation):
+            bx, by, bw = next_batch()
+            logs = model.train_on_batch(bx, by, sample_weight=bw, return_dict=True)
+            total += float(logs["loss"])
+        return total / accumulation
+
+    val_cache: list[tuple[Any, Any, Any]] = []
+
+    def val_fn() -> float:
+        if not val_cache:
+            if isinstance(val_source, list):
+                val_cache.extend(val_source)
+            else:
+                source = (
+                    _IndexedBatches(val_source, "validation_data")
+                    if isinstance(val_source, keras.utils.PyDataset)
+                    else Batches(val_source, "validation_data")
+                )
+                taken = min(val_batches, known_len(val_source) or val_batches)
+                val_cache.extend(
+                    _unpack(next(source), "validation_data") for _ in range(taken)
+                )
+        losses = [
+            float(
+                model.test_on_batch(vx, vy, sample_weight=vw, return_dict=True)["loss"]
+            )
+            for vx, vy, vw in val_cache
+        ]
+        return float(np.mean([float(v) for v in losses]))
+
+    if not opt.built:  # its variables (moments, iterations) exist from here on
+        opt.build(model.trainable_variables)
+    params = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    extra = {
+        "framework": "keras",
+        "backend": keras.backend.backend(),
+        "optimizer": type(opt).__name__,
+        "batch_size": batch_size,
+        "accumulation_steps": accumulation,
+        "val_batches": val_batches if val_source is not None else 0,
+        "lr_before": float(ops.convert_to_numpy(inner.learning_rate)),
+    }
+    state = _State(model)
+    try:
+        result = range_test(
+            step_fn,
+            start_lr=start_lr,
+            end_lr=end_lr,
+            num_steps=num_steps,
+            mode=mode,
+            val_fn=val_fn if val_source is not None else None,
+            val_every=val_every,
+            progress=progress,
+            suggest=suggest,
+            steps_per_epoch=(
+                None
+                if not steps_per_epoch
+                else max(1, math.ceil(steps_per_epoch / accumulation))
+            ),
+            params_per_example=params / n_examples if n_examples else None,
+            extra=extra,
+        )
+    finally:
+        state.restore()
+    return result

@@ -1,0 +1,396 @@
+"""Tests of lrkit.keras.find_lr: real Keras 3 models (torch backend), real data."""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+keras = pytest.importorskip("keras")
+torch = pytest.importorskip("torch")
+
+from sklearn.datasets import load_digits  # noqa: E402
+
+import lrkit  # noqa: E402
+import lrkit.keras as lk  # noqa: E402
+
+_X, _Y = load_digits(return_X_y=True)
+X = (_X / 16).astype("float32")
+Y = _Y.astype("int64")
+XT, YT, XV, YV = X[:1400], Y[:1400], X[1400:], Y[1400:]
+
+
+def digits_model(optimizer: Any = None, seed: int = 0) -> Any:
+    """A small MLP with BatchNorm and dropout (state in its variables and RNG)."""
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dropout(0.2),
+            keras.layers.Dense(10),
+        ]
+    )
+    model.compile(
+        optimizer=optimizer or keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def fit(model: Any, epochs: int = 2) -> tuple[list[float], np.ndarray[Any, Any]]:
+    history = model.fit(
+        XT, YT, epochs=epochs, batch_size=64, validation_data=(XV, YV), verbose=0
+    )
+    weights = np.concatenate([w.ravel() for w in model.get_weights()])
+    return history.history["val_loss"], weights
+
+
+def everything(model: Any) -> dict[str, Any]:
+    """Every piece of state the test could change, as host copies."""
+    opt = model.optimizer
+    return {
+        "variables": [np.array(keras.ops.convert_to_numpy(v)) for v in model.variables],
+        "optimizer": [np.array(keras.ops.convert_to_numpy(v)) for v in opt.variables],
+        "metrics": [
+            np.array(keras.ops.convert_to_numpy(v)) for v in model.metrics_variables
+        ],
+        "python": random.getstate(),
+        "numpy": np.random.get_state()[1].copy(),
+        "torch": torch.get_rng_state().clone(),
+        "trainable": [v.trainable for v in model.variables],
+    }
+
+
+def assert_same(a: dict[str, Any], b: dict[str, Any]) -> None:
+    for key in ("variables", "optimizer", "metrics"):
+        if key == "optimizer" and len(a[key]) == 2 < len(b[key]):
+            # an optimizer never built (iterations and LR only) is built by the
+            # test as fit would build it: its new moments are zeros
+            assert all(not np.any(v) for v in b[key][2:])
+        else:
+            assert len(a[key]) == len(b[key]), key
+        for u, v in zip(a[key], b[key][: len(a[key])], strict=True):
+            np.testing.assert_array_equal(u, v, err_msg=key)
+    assert a["python"] == b["python"]
+    np.testing.assert_array_equal(a["numpy"], b["numpy"])
+    assert torch.equal(a["torch"], b["torch"])
+    assert a["trainable"] == b["trainable"]
+
+
+def test_a_fit_after_the_test_trains_exactly_as_without_it() -> None:
+    # dropout, BatchNorm statistics, shuffled batches, metrics, validation: the
+    # user's fit after the test is bit for bit the fit without it (a first fit
+    # builds the compiled loss and metrics from a batch of a fresh iterator,
+    # which draws from torch's generator: the test must leave them unbuilt)
+    want_val, want_w = fit(digits_model())
+    model = digits_model()
+    result = lk.find_lr(model, XT, YT, batch_size=64, validation_data=(XV, YV))
+    assert result.suggestion is not None
+    got_val, got_w = fit(model)
+    assert got_val == want_val
+    np.testing.assert_array_equal(got_w, want_w)
+
+
+def test_state_after_a_fit_is_restored_exactly() -> None:
+    model = digits_model()
+    fit(model, epochs=1)  # Adam moments, iterations and metrics hold values now
+    before = everything(model)
+    lr_before = float(model.optimizer.learning_rate)
+    seen: list[float] = []
+    lk.find_lr(
+        model,
+        XT,
+        YT,
+        validation_data=(XV, YV),
+        progress=lambda p: seen.append(float(model.optimizer.learning_rate)),
+    )
+    assert len(seen) > 20 and max(seen) > 100 * lr_before  # it did change them
+    assert_same(before, everything(model))
+    assert float(model.optimizer.learning_rate) == lr_before
+
+
+class _Broken(keras.utils.PyDataset):  # type: ignore[misc]
+    """Good batches, then one the model cannot take."""
+
+    def __init__(self, good: int) -> None:
+        super().__init__()
+        self.good = good
+
+    def __len__(self) -> int:
+        return 100
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        if i >= self.good:
+            return X[:32, :10], Y[:32]  # wrong width
+        return X[32 * i : 32 * i + 32], Y[32 * i : 32 * i + 32]
+
+
+def test_state_restored_when_the_test_fails_midway() -> None:
+    model = digits_model()
+    fit(model, epochs=1)
+    before = everything(model)
+    with pytest.raises(Exception):  # noqa: B017 (Keras's own error)
+        lk.find_lr(model, _Broken(good=30))
+    assert_same(before, everything(model))
+
+
+def test_divergence_is_a_result_and_the_suggestion_sits_below_it() -> None:
+    model = digits_model(keras.optimizers.SGD(0.01, momentum=0.9))
+    result = lk.find_lr(model, XT, YT, batch_size=64, start_lr=1e-5, end_lr=100.0)
+    assert len(result.lrs) < result.settings.num_steps  # stopped early
+    assert result.stop_reason in ("diverged", "nan")
+    assert result.suggestion is not None
+    assert result.lrs[0] <= result.suggestion < result.lrs[-1] / 10
+    assert result.settings.extra["framework"] == "keras"
+    assert result.settings.extra["optimizer"] == "SGD"
+    # training at the suggestion learns: the loss falls well below its start
+    model.optimizer.learning_rate = result.suggestion
+    history = model.fit(XT, YT, epochs=3, batch_size=64, verbose=0)
+    assert history.history["loss"][-1] < 0.5 * result.losses[0]
+
+
+def test_suggestion_is_near_the_torch_finders_on_the_same_task() -> None:
+    # the same MLP and data through both adapters: the rule reads the same
+    # kind of curve, so the picks agree within a factor of 4
+    model = digits_model(keras.optimizers.Adam(1e-3))
+    got = lk.find_lr(model, XT, YT, batch_size=64).suggestion
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(64, 64),
+        torch.nn.ReLU(),
+        torch.nn.BatchNorm1d(64),
+        torch.nn.Dropout(0.2),
+        torch.nn.Linear(64, 10),
+    )
+    data = torch.utils.data.TensorDataset(torch.from_numpy(XT), torch.from_numpy(YT))
+    loader = torch.utils.data.DataLoader(data, batch_size=64, shuffle=True)
+    want = lrkit.find_lr(
+        net,
+        torch.optim.Adam(net.parameters(), 1e-3),
+        torch.nn.functional.cross_entropy,
+        loader,
+    ).suggestion
+    assert got is not None and want is not None
+    assert 0.25 < got / want < 4
+
+
+class _Digits(keras.utils.PyDataset):  # type: ignore[misc]
+    def __init__(self, batch: int = 64) -> None:
+        super().__init__()
+        self.batch = batch
+        self.epoch_ends = 0
+        self.taken = 0
+
+    def __len__(self) -> int:
+        return len(XT) // self.batch
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        self.taken += 1
+        s = slice(i * self.batch, (i + 1) * self.batch)
+        return XT[s], YT[s]
+
+    def on_epoch_end(self) -> None:
+        self.epoch_ends += 1
+
+
+def test_datasets_of_every_kind_give_a_suggestion() -> None:
+    data = torch.utils.data.TensorDataset(torch.from_numpy(XT), torch.from_numpy(YT))
+    loader = torch.utils.data.DataLoader(data, batch_size=64, shuffle=False)
+    py = _Digits()
+    sources: dict[str, Any] = {
+        "pydataset": py,
+        "dataloader": loader,
+        "list of batches": [
+            (XT[i : i + 64], YT[i : i + 64]) for i in range(0, 1344, 64)
+        ],
+        "generator": (
+            (XT[i % 1344 : i % 1344 + 64], YT[i % 1344 : i % 1344 + 64])
+            for i in range(0, 64 * 400, 64)
+        ),
+    }
+    for name, source in sources.items():
+        model = digits_model()
+        before = everything(model)
+        result = lk.find_lr(model, source, num_steps=100, validation_data=_Digits())
+        assert result.suggestion is not None, name
+        assert len(result.val_losses) > 5, name
+        assert_same(before, everything(model))
+    assert py.epoch_ends == 0  # the user's dataset is left as it was
+
+
+def test_list_of_batches_is_treated_as_batches_not_as_inputs() -> None:
+    # a list of (x, y) batches has rows of the same length; it is still batches
+    batches = [(XT[i : i + 64], YT[i : i + 64]) for i in range(0, 640, 64)]
+    result = lk.find_lr(digits_model(), batches, num_steps=50, end_lr=0.01)
+    assert result.settings.extra["batch_size"] is None
+    assert len(result.lrs) == 50
+
+
+def test_a_generator_that_runs_out_gets_a_clear_error() -> None:
+    gen = ((XT[:64], YT[:64]) for _ in range(5))
+    model = digits_model()
+    before = everything(model)
+    with pytest.raises(ValueError, match="x must be a loader that can be iterated"):
+        lk.find_lr(model, gen, num_steps=50)
+    assert_same(before, everything(model))
+
+
+def test_multi_input_dict_and_sample_weights() -> None:
+    keras.utils.set_random_seed(0)
+    a = keras.Input((32,), name="a")
+    b = keras.Input((32,), name="b")
+    h = keras.layers.Dense(32, activation="relu")(keras.layers.Concatenate()([a, b]))
+    model = keras.Model({"a": a, "b": b}, keras.layers.Dense(10)(h))
+    model.compile(
+        optimizer=keras.optimizers.RMSprop(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    inputs = {"a": XT[:, :32], "b": XT[:, 32:]}
+    weights = np.where(YT == 3, 2.0, 1.0).astype("float32")
+    result = lk.find_lr(
+        model,
+        inputs,
+        YT,
+        sample_weight=weights,
+        batch_size=50,
+        validation_data=({"a": XV[:, :32], "b": XV[:, 32:]}, YV),
+        num_steps=80,
+    )
+    assert result.suggestion is not None
+    assert result.settings.extra["batch_size"] == 50
+    assert len(result.val_losses) > 5
+
+
+class _Sub(keras.Model):  # type: ignore[misc]
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden = keras.layers.Dense(32, activation="relu")
+        self.out = keras.layers.Dense(10)
+
+    def call(self, x: Any) -> Any:
+        return self.out(self.hidden(x))
+
+
+def test_a_subclassed_model_never_called_is_built_first() -> None:
+    keras.utils.set_random_seed(0)
+    model = _Sub()
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    assert not model.built
+    result = lk.find_lr(model, XT, YT, num_steps=60)
+    assert model.built and result.suggestion is not None
+    after = everything(model)
+    # its weights are the initial ones: a second test starts from the same place
+    again = lk.find_lr(model, XT, YT, num_steps=60)
+    assert again.losses[:5] == result.losses[:5]
+    assert_same(after, everything(model))
+
+
+def test_gradient_accumulation_takes_one_lr_per_update() -> None:
+    model = digits_model(keras.optimizers.Adam(1e-3, gradient_accumulation_steps=2))
+    before = everything(model)
+    data = _Digits()
+    result = lk.find_lr(model, data, num_steps=40, end_lr=0.01)
+    assert result.settings.extra["accumulation_steps"] == 2
+    assert len(result.lrs) == 40
+    assert data.taken == 80  # two batches for each LR of the ladder
+    assert_same(before, everything(model))
+
+
+def test_loss_scale_optimizer_restores_the_inner_lr() -> None:
+    opt = keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(1e-3))
+    model = digits_model(opt)
+    fit(model, epochs=1)
+    before = everything(model)
+    inner = [
+        np.array(keras.ops.convert_to_numpy(v)) for v in opt.inner_optimizer.variables
+    ]
+    result = lk.find_lr(model, XT, YT, num_steps=60)
+    assert result.suggestion is not None
+    assert_same(before, everything(model))
+    for v, want in zip(opt.inner_optimizer.variables, inner, strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(v), want)
+
+
+def test_result_is_data_and_progress_and_suggest_hooks_work(tmp_path: Any) -> None:
+    seen: list[int] = []
+    result = lk.find_lr(
+        digits_model(),
+        XT,
+        YT,
+        num_steps=50,
+        progress=lambda p: seen.append(p.step),
+        suggest=False,
+    )
+    assert result.suggestion is None
+    assert seen == list(range(1, len(result.lrs) + 1))
+    path = result.save(tmp_path / "k.json")
+    loaded = lrkit.RangeTestResult.load(path)
+    assert loaded.lrs == result.lrs
+    assert loaded.settings.extra["backend"] == keras.backend.backend()
+
+
+class TestErrors:
+    def test_bad_arguments_name_the_parameter_and_change_nothing(self) -> None:
+        model = digits_model()
+        before = everything(model)
+        cases: list[tuple[dict[str, Any], type[Exception], str]] = [
+            ({"x": XT, "y": YT[:10]}, ValueError, "y must be as many rows as x"),
+            ({"x": XT, "y": YT, "batch_size": 0}, ValueError, "batch_size must be"),
+            ({"x": [(XT, YT)], "batch_size": 8}, ValueError, "batch_size must be None"),
+            ({"x": [(XT, YT)], "y": YT}, TypeError, "y must be None when x is"),
+            ({"x": 3}, TypeError, "x must be arrays"),
+            ({"x": XT, "y": YT, "shuffle": 1}, TypeError, "shuffle must be True"),
+            ({"x": XT, "y": YT, "seed": 1.5}, TypeError, "seed must be an int"),
+            ({"x": XT, "y": YT, "val_batches": 0}, ValueError, "val_batches must be"),
+            ({"x": XT, "y": YT, "start_lr": -1}, ValueError, "start_lr must be"),
+            (
+                {"x": XT, "y": YT, "validation_data": (XV,)},
+                ValueError,
+                "validation_data must be",
+            ),
+            (
+                {"x": XT, "y": YT, "validation_data": (XV, YV[:3])},
+                ValueError,
+                "validation_data must be",
+            ),
+            ({"x": XT, "y": YT, "validation_data": 7}, TypeError, "validation_data"),
+            ({"x": XT, "y": YT, "suggest": "nope"}, ValueError, "suggest must be"),
+            ({"x": XT[:0], "y": YT[:0]}, ValueError, "x must be arrays with at least"),
+            ({"x": []}, ValueError, "x must be"),
+        ]
+        for kwargs, exc, text in cases:
+            x = kwargs.pop("x")
+            with pytest.raises(exc, match=text):
+                lk.find_lr(model, x, **kwargs)
+        assert_same(before, everything(model))
+
+    def test_models_that_cannot_be_tested(self) -> None:
+        with pytest.raises(TypeError, match="model must be a keras.Model"):
+            lk.find_lr(object(), XT, YT)
+        keras.utils.set_random_seed(0)
+        bare = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10)])
+        with pytest.raises(ValueError, match="model must be a compiled keras.Model"):
+            lk.find_lr(bare, XT, YT)
+        sched = keras.optimizers.schedules.ExponentialDecay(1e-3, 100, 0.9)
+        model = digits_model(keras.optimizers.Adam(sched))
+        with pytest.raises(TypeError, match="learning_rate must be a number"):
+            lk.find_lr(model, XT, YT)
+        lr = lk.Schedule("cosine(100)", base_lr=1e-3)
+        model = digits_model(keras.optimizers.Adam(lr))
+        with pytest.raises(TypeError, match="Compile with a float LR"):
+            lk.find_lr(model, XT, YT)
+
+    def test_the_torch_entry_point_points_keras_users_here(self) -> None:
+        model = digits_model()
+        with pytest.raises(TypeError, match=r"lrkit\.keras\.find_lr"):
+            lrkit.find_lr(model, model.optimizer, None, [(XT, YT)])
