@@ -85,6 +85,58 @@ def test_user_factory(tmp_path: Path) -> None:
     assert (tmp_path / "res" / "lr_find.json").exists()
 
 
+KERAS_TASK = """
+import keras
+import numpy as np
+
+def make_task(seed=0):
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(512, 8)).astype("float32")
+    y = (x @ rng.normal(size=(8, 1)) + 0.1 * rng.normal(size=(512, 1))).astype(
+        "float32"
+    )
+    model = keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+         keras.layers.Dense(1)]
+    )
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    return {"model": model, "x": x[:448], "y": y[:448], "batch_size": 32,
+            "validation_data": (x[448:], y[448:])}
+"""
+
+
+def test_keras_factory(tmp_path: Path) -> None:
+    pytest.importorskip("keras")
+    (tmp_path / "ktask.py").write_text(KERAS_TASK)
+    p = lrkit("find", "ktask:make_task", "--json", "--out", "res", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    record = json.loads(p.stdout)
+    extra = record["settings"]["extra"]
+    assert extra["framework"] == "keras" and extra["optimizer"] == "Adam"
+    assert extra["val_batches"] == 2 and record["val_losses"]
+    assert 1e-7 < record["suggestion"] < 10
+    assert (tmp_path / "res" / "lr_find.png").stat().st_size > 1000
+    p = lrkit(
+        "find", "ktask:make_task", "--no-val", "--json", "--out", "r2", cwd=tmp_path
+    )
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["settings"]["extra"]["val_batches"] == 0
+    p = lrkit("find", "ktask:make_task", "--amp", "bf16", cwd=tmp_path)
+    assert p.returncode == 2
+    assert "--amp is for PyTorch tasks" in p.stderr
+    p = lrkit("find", "ktask:make_task", "--confirm-steps", "5", cwd=tmp_path)
+    assert p.returncode == 2 and "--confirm-steps is for PyTorch" in p.stderr
+    (tmp_path / "kbad.py").write_text(
+        "def extra():\n    return {'x': 1, 'model': None, 'epochs': 3}\n"
+        "def nomodel():\n    return {'x': 1}\n"
+    )
+    p = lrkit("find", "kbad:extra", cwd=tmp_path)
+    assert p.returncode == 2 and "unknown keys ['epochs'] for a Keras task" in p.stderr
+    p = lrkit("find", "kbad:nomodel", cwd=tmp_path)
+    assert p.returncode == 2 and "without a model" in p.stderr
+
+
 def test_a_factory_that_fails_inside_or_takes_no_seed(tmp_path: Path) -> None:
     """A TypeError inside the factory's body is its own failure (exit 1, its
     type named); a factory that cannot take ``seed=`` is a usage error (2)."""

@@ -143,8 +143,25 @@ def _load_factory(target: str) -> Any:
     return obj
 
 
+_KERAS_KEYS = ("model", "x", "y", "batch_size", "sample_weight", "validation_data")
+
+
 def _task_parts(task: Any, target: str) -> dict[str, Any]:
-    """Normalise what a factory returned into find_lr's arguments."""
+    """Normalise what a factory returned into find_lr's arguments (a dict with
+    ``x`` is a Keras task, for lrkit.keras.find_lr)."""
+    if isinstance(task, dict) and "x" in task:
+        if "model" not in task:
+            fail(
+                f"the factory {target!r} returned a Keras task (key x) without a "
+                f"model; its keys: {', '.join(_KERAS_KEYS)} (model and x needed)."
+            )
+        unknown = set(task) - set(_KERAS_KEYS)
+        if unknown:
+            fail(
+                f"the factory {target!r} returned unknown keys {sorted(unknown)} "
+                f"for a Keras task; known: {', '.join(_KERAS_KEYS)}."
+            )
+        return dict(task)
     if isinstance(task, dict):
         missing = [k for k in _TASK_KEYS[:4] if k not in task]
         if missing and not ("compute_loss" in task and missing == ["loss_fn"]):
@@ -176,7 +193,8 @@ def find(
         typer.Argument(
             help="Your task as module.path:factory (default: the embedded demo). "
             "The factory returns (model, optimizer, loss_fn, train_loader"
-            "[, val_loader]) or a dict with those keys.",
+            "[, val_loader]) or a dict with those keys; for Keras, a dict with "
+            "a compiled model and x (y, batch_size, validation_data optional).",
             show_default=False,
         ),
     ] = None,
@@ -258,15 +276,42 @@ def find(
             f"the factory {target_name!r} raised {type(e).__name__}: {e}", EXIT_RUNTIME
         )
     parts = _task_parts(task, target_name)
+    keras_task = "x" in parts
     if not val:
         parts.pop("val_loader", None)
+        parts.pop("validation_data", None)
     for key, value in (("amp", amp), ("device", device)):
+        if value is not None and keras_task:
+            fail(
+                f"--{key} is for PyTorch tasks; for a Keras task set it in Keras "
+                "(mixed precision policy, device placement)."
+            )
         if value is not None:
             parts[key] = value
+    if keras_task and confirm_steps:
+        fail("--confirm-steps is for PyTorch tasks (lrkit.find_lr).")
 
+    run: Any
     try:
-        from . import find_lr
-    except ImportError as e:  # pragma: no cover - torch missing
+        if keras_task:
+            from .keras import find_lr as keras_find_lr
+
+            def run(**kw: Any) -> Any:
+                kw.pop("confirm_steps")
+                return keras_find_lr(parts.pop("model"), parts.pop("x"), **kw, **parts)
+        else:
+            from . import find_lr
+
+            def run(**kw: Any) -> Any:
+                return find_lr(
+                    parts.pop("model"),
+                    parts.pop("optimizer"),
+                    parts.pop("loss_fn", None),
+                    parts.pop("train_loader"),
+                    **kw,
+                    **parts,
+                )
+    except ImportError as e:  # torch or keras missing
         fail(str(e), EXIT_RUNTIME)
 
     from rich.progress import (
@@ -296,19 +341,14 @@ def find(
             bar.update(job, completed=p.step, total=p.total, lr=p.lr, loss=p.loss)
 
         try:
-            result = find_lr(
-                parts.pop("model"),
-                parts.pop("optimizer"),
-                parts.pop("loss_fn", None),
-                parts.pop("train_loader"),
+            result = run(
                 start_lr=start_lr,
                 end_lr=end_lr,
                 num_steps=num_steps,
-                mode=mode,  # type: ignore[arg-type]
+                mode=mode,
                 suggest=rule,
                 progress=on_progress,
                 confirm_steps=confirm_steps,
-                **parts,
             )
         except (ValueError, TypeError) as e:
             # name the options as they were typed
@@ -377,8 +417,10 @@ def _print_find_summary(
     ):
         table.add_row(
             "next",
-            "low confidence: rerun with --confirm-steps N (about a tenth of your "
-            "run) to settle it with two short runs, or sweep around it "
+            "low confidence: sweep around it (lrkit.sweep: docs/find.md)"
+            if result.settings.extra.get("framework") == "keras"
+            else "low confidence: rerun with --confirm-steps N (about a tenth of "
+            "your run) to settle it with two short runs, or sweep around it "
             "(lrkit.sweep: docs/find.md)",
         )
     console.print(Panel(table, title="lrkit find", expand=False))
