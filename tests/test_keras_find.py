@@ -52,15 +52,17 @@ def fit(model: Any, epochs: int = 2) -> tuple[list[float], np.ndarray[Any, Any]]
     return history.history["val_loss"], weights
 
 
+def host(v: Any) -> np.ndarray[Any, Any]:
+    return np.array(keras.ops.convert_to_numpy(v.value))
+
+
 def everything(model: Any) -> dict[str, Any]:
     """Every piece of state the test could change, as host copies."""
     opt = model.optimizer
     return {
-        "variables": [np.array(keras.ops.convert_to_numpy(v)) for v in model.variables],
-        "optimizer": [np.array(keras.ops.convert_to_numpy(v)) for v in opt.variables],
-        "metrics": [
-            np.array(keras.ops.convert_to_numpy(v)) for v in model.metrics_variables
-        ],
+        "variables": [host(v) for v in model.variables],
+        "optimizer": [host(v) for v in opt.variables],
+        "metrics": [host(v) for v in model.metrics_variables],
         "python": random.getstate(),
         "numpy": np.random.get_state()[1].copy(),
         "torch": torch.get_rng_state().clone(),
@@ -318,7 +320,7 @@ def test_loss_scale_optimizer_restores_the_inner_lr() -> None:
     assert result.suggestion is not None
     assert_same(before, everything(model))
     for v, want in zip(opt.inner_optimizer.variables, inner, strict=True):
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(v), want)
+        np.testing.assert_array_equal(host(v), want)
 
 
 def test_result_is_data_and_progress_and_suggest_hooks_work(tmp_path: Any) -> None:
@@ -394,3 +396,30 @@ class TestErrors:
         model = digits_model()
         with pytest.raises(TypeError, match=r"lrkit\.keras\.find_lr"):
             lrkit.find_lr(model, model.optimizer, None, [(XT, YT)])
+
+
+def test_snapshot_makes_every_fit_start_alike() -> None:
+    # the model's first fit and two later ones, each after restore(): equal
+    model = digits_model()
+    snap = lk.snapshot(model)
+    runs = []
+    for _ in range(3):
+        runs.append(fit(model, epochs=1))
+        snap.restore()
+    for val, weights in runs[1:]:
+        assert val == runs[0][0]
+        np.testing.assert_array_equal(weights, runs[0][1])
+    assert runs[0][0] == fit(digits_model(), epochs=1)[0]  # as a fresh model's
+
+
+def test_snapshot_refuses_what_it_cannot_hold() -> None:
+    with pytest.raises(TypeError, match="model must be a keras.Model"):
+        lk.snapshot("model")
+    keras.utils.set_random_seed(0)
+    bare = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10)])
+    with pytest.raises(ValueError, match="model must be a compiled keras.Model"):
+        lk.snapshot(bare)
+    sub = _Sub()
+    sub.compile(optimizer="adam", loss="mse")
+    with pytest.raises(ValueError, match="model must be a built keras.Model"):
+        lk.snapshot(sub)

@@ -41,7 +41,7 @@ from .rangetest import (
     range_test,
 )
 
-__all__ = ["find_lr"]
+__all__ = ["Snapshot", "find_lr", "snapshot"]
 
 
 def _is_array(value: Any) -> bool:
@@ -178,11 +178,19 @@ def _unpack(batch: Any, name: str) -> tuple[Any, Any, Any]:
 
 
 def _numpy(v: Any) -> np.ndarray[Any, Any]:
-    return np.array(ops.convert_to_numpy(v), copy=True)
+    """A host copy of a variable (its ``value``: NumPy 2 warns on the variable)."""
+    return np.array(ops.convert_to_numpy(getattr(v, "value", v)), copy=True)
 
 
-class _State:
-    """What the test changes, copied to host memory, and how to put it back."""
+class Snapshot:
+    """A Keras model's training state in host memory; :meth:`restore` puts it back.
+
+    Holds the model's variables (weights, BatchNorm statistics, dropout seed
+    states), the optimizer's (iterations, moments, the LR; of the inner
+    optimizer too under mixed precision), the compiled metrics' variables,
+    whether the compiled loss and metrics were still unbuilt, and the Python,
+    NumPy and torch random states. Made by :func:`snapshot`.
+    """
 
     def __init__(self, model: Any) -> None:
         self.model = model
@@ -218,6 +226,8 @@ class _State:
         )
 
     def restore(self) -> None:
+        """Put everything back as it was when the snapshot was taken (any
+        number of times: each run of a sweep starts from the same state)."""
         for group in (self.variables, self.opt_variables, self.metric_variables):
             for v, value in group:
                 v.assign(value)
@@ -230,6 +240,60 @@ class _State:
             torch.set_rng_state(self.torch_rng)
             if self.cuda_rng is not None:
                 torch.cuda.set_rng_state_all(self.cuda_rng)
+
+
+def snapshot(model: Any) -> Snapshot:
+    """Copy a compiled Keras model's training state, to restore it as often as needed.
+
+    What :func:`find_lr` restores after its test, for your own runs: a
+    :func:`lrkit.sweep` over Keras fits passes ``reset=snap.restore``, and every
+    ``fit`` then starts from the same weights, optimizer state and random
+    state, so runs at the same LR give the same losses bit for bit (tested on
+    the torch backend). An optimizer never built is built first (zero moments,
+    as ``fit`` builds it). A model's first ``fit`` builds the compiled loss and
+    metrics from one batch of a fresh data iterator, which draws from the
+    backend's random generator: the snapshot keeps them as they were, so the
+    first run and every later one draw alike.
+
+    Args:
+        model: a compiled ``keras.Model`` whose weights exist (built).
+
+    Returns:
+        A :class:`Snapshot`; call ``restore()``.
+
+    Example:
+        >>> import keras, numpy as np
+        >>> import lrkit.keras
+        >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+        >>> model.compile(optimizer="sgd", loss="mse")
+        >>> snap = lrkit.keras.snapshot(model)
+        >>> x, y = np.ones((8, 3), "float32"), np.zeros((8, 1), "float32")
+        >>> first = model.fit(x, y, epochs=2, verbose=0).history["loss"]
+        >>> snap.restore()
+        >>> model.fit(x, y, epochs=2, verbose=0).history["loss"] == first
+        True
+    """
+    if not isinstance(model, keras.Model):
+        _check.fail("model", "a keras.Model", model, exc=TypeError)
+    if getattr(model, "optimizer", None) is None:
+        _check.fail(
+            "model",
+            "a compiled keras.Model",
+            f"{type(model).__name__} without an optimizer",
+            "Call model.compile(optimizer=..., loss=...) first.",
+            shown=True,
+        )
+    if not model.built:
+        _check.fail(
+            "model",
+            "a built keras.Model (its weights exist)",
+            f"an unbuilt {type(model).__name__}",
+            "Call it once on a batch (model(x[:1])) or build(input_shape) first.",
+            shown=True,
+        )
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    return Snapshot(model)
 
 
 def _inner(opt: Any) -> Any:
@@ -520,7 +584,7 @@ def find_lr(
         "val_batches": val_batches if val_source is not None else 0,
         "lr_before": float(ops.convert_to_numpy(inner.learning_rate)),
     }
-    state = _State(model)
+    state = Snapshot(model)
     try:
         result = range_test(
             step_fn,

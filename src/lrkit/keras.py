@@ -73,7 +73,9 @@ __all__ = [
     "MonitorCallback",
     "PlateauCallback",
     "Schedule",
+    "Snapshot",
     "find_lr",
+    "snapshot",
     "symbolic",
     "tables",
 ]
@@ -816,4 +818,4 @@ class MonitorCallback(Watched, keras.callbacks.Callback):  # type: ignore[misc]
         self._watch.finish()
 
 
-from ._keras_find import find_lr  # noqa: E402  (needs the names above loaded)
+from ._keras_find import Snapshot, find_lr, snapshot  # noqa: E402
