@@ -17,7 +17,7 @@ def test_import_loads_no_framework_and_no_matplotlib() -> None:
         "lrkit.parse_schedule('cosine(total_steps=10)'); lrkit.suggest\n"
         "lrkit.sweep(lambda lr: lr, lrs=[0.1]).summary()\n"
         "names = ('torch', 'matplotlib', 'keras', 'tensorboard', 'lightning',"
-        " 'transformers', 'optuna')\n"
+        " 'transformers', 'optuna', 'sklearn')\n"
         "heavy = [m for m in names if m in sys.modules]\n"
         "print(heavy)"
     )
@@ -59,7 +59,9 @@ def test_adapters_resolve_as_attributes() -> None:
     assert lrkit.torch.find_lr is lrkit.find_lr
     assert lrkit.lightning.MonitorCallback.__module__ == "lrkit.lightning"
     assert lrkit.hf.MonitorCallback.__module__ == "lrkit.hf"
-    assert {"lightning", "hf", "keras"} <= set(dir(lrkit))
+    assert lrkit.sklearn.find_lr.__module__ == "lrkit.sklearn"
+    assert lrkit.keras.find_lr.__module__ == "lrkit._keras_find"
+    assert {"lightning", "hf", "keras", "sklearn"} <= set(dir(lrkit))
 
 
 def test_find_lr_writes_nothing_to_the_working_directory(tmp_path: Path) -> None:

@@ -86,7 +86,7 @@ __all__ = sorted([*_LAZY, "__version__"])
 
 
 # adapter subpackages, imported on first attribute access (lrkit.torch.Scheduler)
-_SUBMODULES = ("torch", "keras", "lightning", "hf", "plot", "demo", "cli")
+_SUBMODULES = ("torch", "keras", "sklearn", "lightning", "hf", "plot", "demo", "cli")
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,192 @@
+"""Tests of lrkit.sklearn.find_lr: real scikit-learn MLPs on bundled data."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import warnings
+from typing import Any
+
+import numpy as np
+import pytest
+
+sklearn = pytest.importorskip("sklearn")
+
+from scipy import sparse  # noqa: E402
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits  # noqa: E402
+from sklearn.linear_model import SGDClassifier  # noqa: E402
+from sklearn.metrics import log_loss  # noqa: E402
+from sklearn.neural_network import MLPClassifier, MLPRegressor  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+
+import lrkit  # noqa: E402
+import lrkit.sklearn as lsk  # noqa: E402
+
+_X, _Y = load_digits(return_X_y=True)
+X, Y = _X / 16, _Y
+XT, YT, XV, YV = X[:1400], Y[:1400], X[1400:], Y[1400:]
+
+
+def mlp(**kw: Any) -> MLPClassifier:
+    return MLPClassifier(
+        **{"hidden_layer_sizes": (32,), "random_state": 0, "batch_size": 64, **kw}
+    )
+
+
+def fitted_val_loss(lr: float, **kw: Any) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning
+        clf = mlp(learning_rate_init=lr, max_iter=10, **kw).fit(XT, YT)
+    return float(log_loss(YV, clf.predict_proba(XV)))
+
+
+def test_the_suggestion_trains_better_than_far_off_lrs() -> None:
+    for solver in ("adam", "sgd"):
+        kw = {"solver": solver, "momentum": 0.9}
+        result = lsk.find_lr(mlp(**kw), XT, YT, validation_data=(XV, YV))
+        s = result.suggestion
+        assert s is not None, solver
+        at = fitted_val_loss(s, **kw)
+        assert at < fitted_val_loss(s / 30, **kw), solver  # 30x lower: too slow
+        assert at < fitted_val_loss(s * 30, **kw), solver  # 30x higher: unstable
+        assert len(result.val_losses) > 10
+
+
+def test_the_estimator_and_the_global_rng_are_left_alone() -> None:
+    clf = mlp(random_state=None)  # draws its initial weights from np.random
+    params = clf.get_params()
+    np.random.seed(7)
+    state = np.random.get_state()[1].copy()
+    lsk.find_lr(clf, XT, YT, num_steps=50)
+    assert not hasattr(clf, "coefs_") and clf.get_params() == params
+    np.testing.assert_array_equal(np.random.get_state()[1], state)
+
+
+def test_a_fitted_estimator_is_tested_from_its_weights_and_kept() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf = mlp(max_iter=5).fit(XT, YT)
+    before = pickle.dumps(clf)
+    fresh = lsk.find_lr(mlp(), XT, YT, num_steps=50, end_lr=1e-3)
+    warm = lsk.find_lr(clf, XT, YT, num_steps=50, end_lr=1e-3)
+    assert pickle.dumps(clf) == before  # weights, optimizer state, loss curve
+    assert (
+        warm.settings.extra["from_fitted"] and not fresh.settings.extra["from_fitted"]
+    )
+    assert np.mean(warm.losses[:10]) < 0.75 * np.mean(fresh.losses[:10])
+
+
+def test_the_ladder_sets_each_updates_lr() -> None:
+    # plain SGD (its own schedule would rescale the LR after each partial_fit):
+    # on the same batches, LRs of 1e-9..1e-8 give the losses of an untrained
+    # model, and LRs of 1e-2..1e-1 bring them down
+    kw = {"solver": "sgd", "momentum": 0.0, "learning_rate": "invscaling"}
+
+    def run(start_lr: float) -> np.ndarray[Any, Any]:
+        r = lsk.find_lr(
+            mlp(**kw),
+            XT,
+            YT,
+            start_lr=start_lr,
+            end_lr=10 * start_lr,
+            num_steps=40,
+            suggest=False,
+        )
+        return np.array(r.losses)
+
+    still, tiny, big = run(1e-14), run(1e-9), run(1e-2)
+    np.testing.assert_allclose(tiny, still, atol=1e-6)
+    assert np.mean(big[-5:]) < 0.9 * np.mean(still[-5:])
+
+
+def test_divergence_is_a_result() -> None:
+    clf = mlp(solver="sgd", momentum=0.9)
+    result = lsk.find_lr(clf, XT, YT, start_lr=1e-4, end_lr=1e3)
+    assert result.stop_reason in ("diverged", "nan")
+    assert len(result.lrs) < result.settings.num_steps
+    assert result.suggestion is not None and result.suggestion < result.lrs[-1] / 3
+
+
+def test_regressors_binary_multilabel_and_sparse_inputs() -> None:
+    xd, yd = load_diabetes(return_X_y=True)
+    xd = StandardScaler().fit_transform(xd)
+    yd = (yd - yd.mean()) / yd.std()
+    reg = MLPRegressor(hidden_layer_sizes=(16,), random_state=0)
+    r = lsk.find_lr(reg, xd[:330], yd[:330], validation_data=(xd[330:], yd[330:]))
+    assert r.suggestion is not None and r.settings.extra["estimator"] == "MLPRegressor"
+    assert r.val_losses[0] == pytest.approx(r.val_losses[0])  # finite
+    two = np.stack([yd, -yd], axis=1)
+    r = lsk.find_lr(reg, xd, two, num_steps=60)
+    assert len(r.lrs) >= 30
+    xb, yb = load_breast_cancer(return_X_y=True)
+    xb = StandardScaler().fit_transform(xb)
+    r = lsk.find_lr(
+        mlp(batch_size="auto"), xb[:400], yb[:400], validation_data=(xb[400:], yb[400:])
+    )
+    assert r.settings.extra["batch_size"] == 200 and r.suggestion is not None
+    multi = np.stack([YT % 2, (YT > 4).astype(int)], axis=1)
+    r = lsk.find_lr(
+        mlp(),
+        XT,
+        multi,
+        validation_data=(XV, np.stack([YV % 2, (YV > 4).astype(int)], axis=1)),
+        num_steps=60,
+    )
+    assert np.isfinite(r.val_losses).all()
+    r = lsk.find_lr(
+        mlp(),
+        sparse.csr_matrix(XT),
+        YT,
+        num_steps=60,
+        validation_data=(sparse.csr_matrix(XV), YV),
+    )
+    assert np.isfinite(r.losses).all()
+
+
+def test_result_is_data_hooks_and_sweep_recipe(tmp_path: Any) -> None:
+    seen: list[float] = []
+    r = lsk.find_lr(
+        mlp(), XT, YT, num_steps=40, suggest=False, progress=lambda p: seen.append(p.lr)
+    )
+    assert r.suggestion is None and seen == list(r.lrs)
+    loaded = lrkit.RangeTestResult.load(r.save(tmp_path / "r.json"))
+    assert loaded.settings.extra["framework"] == "sklearn"
+    # docs/find.md's sweep recipe: each run fits a clone, nothing to reset
+    result = lsk.find_lr(mlp(), XT, YT, validation_data=(XV, YV))
+    base = mlp(max_iter=10)
+
+    def train_fn(lr: float) -> float:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est = sklearn.base.clone(base).set_params(learning_rate_init=lr).fit(XT, YT)
+        return float(log_loss(YV, est.predict_proba(XV)))
+
+    swept = lrkit.sweep(train_fn, around=result, num_lrs=3, extend=1)
+    assert swept.best_lr is not None and len(swept.lrs) >= 3
+    assert not hasattr(base, "coefs_")
+
+
+class TestErrors:
+    def test_bad_arguments_name_the_parameter_and_change_nothing(self) -> None:
+        clf = mlp()
+        params = copy.deepcopy(clf.get_params())
+        cases: list[tuple[Any, dict[str, Any], type[Exception], str]] = [
+            (SGDClassifier(), {}, TypeError, "estimator must be an MLPClassifier"),
+            (mlp(solver="lbfgs"), {}, ValueError, "estimator.solver must be 'sgd'"),
+            (clf, {"y": YT[:10]}, ValueError, "y must be one target per row of X"),
+            (clf, {"batch_size": 0}, ValueError, "batch_size must be"),
+            (clf, {"seed": True}, TypeError, "seed must be an int"),
+            (clf, {"val_every": 0}, ValueError, "val_every must be"),
+            (clf, {"end_lr": 1e-9}, ValueError, "end_lr must be"),
+            (clf, {"validation_data": XV}, TypeError, "validation_data must be a pair"),
+            (clf, {"validation_data": (XV, YV[:3])}, ValueError, "one target per row"),
+            (clf, {"validation_data": (XV[:, :8], YV)}, ValueError, "rows shaped like"),
+            (clf, {"X": XT[:0], "y": YT[:0]}, ValueError, "X must be at least one row"),
+            (clf, {"X": 3}, TypeError, "X must be an array-like"),
+            (clf, {"suggest": "nope"}, ValueError, "suggest must be"),
+        ]
+        for est, kwargs, exc, text in cases:
+            args = {"X": XT, "y": YT, **kwargs}
+            with pytest.raises(exc, match=text):
+                lsk.find_lr(est, args.pop("X"), args.pop("y"), **args)
+        assert clf.get_params() == params and not hasattr(clf, "coefs_")
