@@ -315,9 +315,11 @@ def test_keras_oracle_cells_and_scoring() -> None:
     pytest.importorskip("keras")
     import json
 
-    from benchmarks.regret import keras_bench as kb
+    from benchmarks.regret import adapters_bench as kb
 
     for name, task in kb.TASKS.items():
+        if not Path(kb.oracle_path(name)).exists():
+            continue  # the scikit-learn tasks' oracles are checked below
         record = json.loads(Path(kb.oracle_path(name)).read_text())
         assert record["settings"]["budget_steps"] == task.budget_steps
         assert record["settings"]["batch_size"] == task.batch_size

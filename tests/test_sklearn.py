@@ -107,6 +107,47 @@ def test_divergence_is_a_result() -> None:
     assert result.suggestion is not None and result.suggestion < result.lrs[-1] / 3
 
 
+def test_weights_that_overflow_end_the_test_as_a_result() -> None:
+    # sklearn raises ValueError once an update leaves non-finite weights: the
+    # test records it as a NaN loss and stops, it does not crash
+    reg = MLPRegressor(hidden_layer_sizes=(8,), solver="sgd", random_state=0)
+    result = lsk.find_lr(
+        reg, _X * 100, _Y * 1e3, start_lr=1e6, end_lr=1e9, num_steps=30
+    )
+    assert result.stop_reason == "nan"
+    assert 1 < len(result.lrs) < 30 and not np.isfinite(result.losses[-1])
+
+
+def test_validation_loss_is_the_loss_sklearn_trains_on() -> None:
+    base = pytest.importorskip("sklearn.neural_network._base")
+    from sklearn.preprocessing import LabelBinarizer
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf = mlp(max_iter=3).fit(XT, YT)
+        two = np.stack([YT % 2, (YT > 4).astype(int)], axis=1)
+        multi = mlp(max_iter=3).fit(XT, two)
+        xd, yd = load_diabetes(return_X_y=True)
+        xd = StandardScaler().fit_transform(xd)
+        yd = yd / 100
+        sq = MLPRegressor(hidden_layer_sizes=(8,), max_iter=20, random_state=0)
+        po = MLPRegressor(
+            loss="poisson", hidden_layer_sizes=(8,), max_iter=20, random_state=0
+        )
+        sq.fit(xd, yd)
+        po.fit(xd, yd)
+    losses = base.LOSS_FUNCTIONS
+    onehot = LabelBinarizer().fit(YT).transform(YT)
+    cases = [
+        (clf, XT, YT, losses["log_loss"](onehot, clf.predict_proba(XT))),
+        (multi, XT, two, losses["binary_log_loss"](two, multi.predict_proba(XT))),
+        (sq, xd, yd, losses["squared_error"](yd, sq.predict(xd))),
+        (po, xd, yd, losses["poisson"](yd, po.predict(xd))),
+    ]
+    for est, x, y, want in cases:
+        assert lsk._val_loss(est, x, y) == pytest.approx(want, rel=1e-9)
+
+
 def test_regressors_binary_multilabel_and_sparse_inputs() -> None:
     xd, yd = load_diabetes(return_X_y=True)
     xd = StandardScaler().fit_transform(xd)

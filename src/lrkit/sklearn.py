@@ -86,26 +86,49 @@ def _set_lr(est: Any, lr: float) -> None:
         opt.learning_rate = lr  # SGD steps with it
 
 
+def _partial_fit(est: Any, X: Any, y: Any, classes: Any) -> None:
+    """One ``partial_fit`` (``classes`` given at the first call of a classifier)."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")  # overflow and convergence notes
+        if classes is not None and not hasattr(est, "classes_"):
+            est.partial_fit(X, y, classes=classes)
+        else:
+            est.partial_fit(X, y)
+
+
+def _blew_up(est: Any, error: ValueError) -> bool:
+    """sklearn raises ValueError once an update leaves non-finite weights."""
+    weights = [*getattr(est, "coefs_", []), *getattr(est, "intercepts_", [])]
+    return "non-finite" in str(error) or any(
+        not np.all(np.isfinite(w)) for w in weights
+    )
+
+
 def _val_loss(est: Any, X: Any, y: np.ndarray[Any, Any]) -> float:
-    """The estimator's loss on ``(X, y)``, without the L2 penalty: the mean log
-    loss of a classifier, half the mean squared error of a regressor (sklearn's
-    own ``squared_error``); NaN when the predictions are not finite."""
+    """The estimator's loss on ``(X, y)`` as sklearn trains on it, without the
+    L2 penalty: the log loss of a classifier (summed over the labels of a
+    multilabel one), half the mean squared error of a regressor (averaged over
+    outputs), or half the Poisson deviance (``loss="poisson"``); NaN when the
+    predictions are not finite."""
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. feature names of a fitted copy
         if is_classifier(est):
-            proba = est.predict_proba(X)
+            proba = np.asarray(est.predict_proba(X), dtype=float)
             if not np.all(np.isfinite(proba)):
                 return math.nan
-            proba = np.clip(proba, 1e-15, 1.0)
-            if y.ndim == 2:  # multilabel: the binary log loss of each label
-                loss = -(y * np.log(proba) + (1 - y) * np.log1p(-proba + 1e-15))
-                return float(loss.mean())
+            proba = np.clip(proba, 1e-15, 1 - 1e-15)
+            if y.ndim == 2:  # multilabel: a binary log loss per label, summed
+                loss = -(y * np.log(proba) + (1 - y) * np.log(1 - proba))
+                return float(loss.mean(axis=0).sum())
             index = np.searchsorted(est.classes_, y)
-            if proba.shape[1] == 1:  # pragma: no cover - sklearn gives 2 columns
-                proba = np.hstack([1 - proba, proba])
             return float(-np.log(proba[np.arange(len(y)), index]).mean())
         pred = np.asarray(est.predict(X), dtype=float).reshape(y.shape)
-        err = float(((y - pred) ** 2).mean()) / 2
+        if est.get_params().get("loss") == "poisson":
+            ratio = np.where(y > 0, y / pred, 1.0)
+            dev = np.where(y > 0, y * np.log(ratio), 0.0) - y + pred
+            err = float(dev.mean(axis=0).sum())
+        else:
+            err = float(((y - pred) ** 2).mean()) / 2
         return err if math.isfinite(err) else math.nan
 
 
@@ -143,8 +166,8 @@ def find_lr(
         X: training inputs (an array-like or a sparse matrix).
         y: training targets.
         validation_data: optional ``(X_val, y_val)``: the loss on it (its
-            first ``MAX_VAL_ROWS`` rows; log loss, or half the squared error)
-            is evaluated every ``val_every`` steps as a cheap validation
+            first ``MAX_VAL_ROWS`` rows; the loss sklearn trains on, without the
+            penalty) is evaluated every ``val_every`` steps as a cheap validation
             signal; the rule uses it to cap the LR where validation stops
             improving.
         batch_size: rows per update (default: the estimator's ``batch_size``,
@@ -251,12 +274,12 @@ def find_lr(
         index, order[0] = order[0][:batch_size], order[0][batch_size:]
         _set_lr(est, lr)
         first = not hasattr(est, "_optimizer")
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore")  # overflow and convergence notes
-            if classes is not None and not hasattr(est, "classes_"):
-                est.partial_fit(X[index], y_arr[index], classes=classes)
-            else:
-                est.partial_fit(X[index], y_arr[index])
+        try:
+            _partial_fit(est, X[index], y_arr[index], classes)
+        except ValueError as e:
+            if not _blew_up(est, e):
+                raise
+            return math.nan  # the weights overflowed: a divergence, not a crash
         if first and getattr(est, "_optimizer", None) is None:
             raise LRKitError(
                 "this scikit-learn keeps its MLP optimizer out of reach "

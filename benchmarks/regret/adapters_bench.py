@@ -1,7 +1,10 @@
-"""Regret of LR suggestions for Keras 3 models, against a grid-search oracle.
+"""Regret of LR suggestions for Keras 3 and scikit-learn models, against a
+grid-search oracle.
 
 The same yardstick as the PyTorch suite (``benchmarks/regret``), on tasks
-written in Keras (run here on the torch backend): for each task, every LR of
+written in Keras (run here on the torch backend; ``k_*``) and with
+scikit-learn's ``MLPClassifier`` / ``MLPRegressor`` (``s_*``): for each task,
+every LR of
 the grid (1e-6 .. 10, 4 per decade) is trained for the task's budget of
 optimizer steps with 2 seeds, and the final validation loss recorded (a run
 that turns non-finite, or ends above 1.5x its untrained loss, counts as
@@ -10,26 +13,30 @@ interpolated in log10(lr).
 
 Methods, side by side, each on fresh models with 3 seeds:
 
-- ``lrkit.keras.find_lr`` with and without ``validation_data``;
-- the rules Keras users apply by hand or through the community LR-finder
+- ``lrkit.keras.find_lr`` / ``lrkit.sklearn.find_lr`` with and without
+  validation data;
+- the rules users apply by hand or through the community LR-finder
   callbacks, from their published definitions on the same kind of range test:
   fastai's ``valley``, ``steep`` (steepest slope, the rule of most Keras
   LR-finder callbacks) and ``minimum`` (minimum loss / 10), and Lightning's
-  steepest-gradient rule (``rules.py``: each runs its own range test through a
-  Keras ``train_on_batch`` step);
-- Keras's defaults: 1e-3 for the Adam family, 1e-2 for SGD.
+  steepest-gradient rule (``rules.py``: each runs its own range test through
+  one ``train_on_batch`` / ``partial_fit`` per LR);
+- the defaults: Keras's 1e-3 for the Adam family and 1e-2 for SGD;
+  scikit-learn's ``learning_rate_init=0.001``.
 
-Training is ``model.train_on_batch`` on batches shuffled by the seed, as
-``fit`` would do, for exactly the budget's steps.
+Training is one ``train_on_batch`` / ``partial_fit`` per optimizer step, on
+batches shuffled by the seed, for exactly the budget's steps.
 
 Run from the repository root:
-    KERAS_BACKEND=torch PYTHONPATH=src:. python -m benchmarks.regret.keras_bench
-    ... --oracle   # regenerate the oracle (benchmarks/regret/oracle/k_*.json)
+    KERAS_BACKEND=torch PYTHONPATH=src:. python -m benchmarks.regret.adapters_bench
+    ... --framework keras|sklearn   # one of them
+    ... --oracle   # regenerate the oracles (benchmarks/regret/oracle/[ks]_*.json)
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -59,11 +66,15 @@ DIVERGED_FACTOR = 1.5
 @dataclass(frozen=True)
 class Task:
     name: str
-    family: str  # "adam" or "sgd": the Keras default LR
+    family: str  # "adam" or "sgd": the default LR
     budget_steps: int
     batch_size: int
     data: Callable[[], tuple[np.ndarray, ...]]
     build: Callable[[float], Any]  # lr -> compiled model (seeded by the caller)
+
+    @property
+    def framework(self) -> str:
+        return "keras" if self.name.startswith("k_") else "sklearn"
 
 
 def _split(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -174,6 +185,37 @@ def _wine_logreg_sgd(lr: float) -> Any:
     return _compile(model, keras.optimizers.SGD(lr), "ce")
 
 
+def _sk(kind: str, hidden: tuple[int, ...], solver: str) -> Callable[[float], Any]:
+    def build(lr: float) -> Any:
+        from sklearn.neural_network import MLPClassifier, MLPRegressor
+
+        cls = MLPClassifier if kind == "clf" else MLPRegressor
+        return cls(
+            hidden_layer_sizes=hidden,
+            solver=solver,
+            momentum=0.9,
+            learning_rate_init=lr,
+        )
+
+    return build
+
+
+def _int_targets(data: Callable[[], tuple[np.ndarray, ...]]) -> Callable[..., Any]:
+    def load() -> tuple[np.ndarray, ...]:
+        xt, yt, xv, yv = data()
+        return xt, yt.ravel().astype("int64"), xv, yv.ravel().astype("int64")
+
+    return load
+
+
+def _flat_targets(data: Callable[[], tuple[np.ndarray, ...]]) -> Callable[..., Any]:
+    def load() -> tuple[np.ndarray, ...]:
+        xt, yt, xv, yv = data()
+        return xt, yt.ravel(), xv, yv.ravel()
+
+    return load
+
+
 TASKS = {
     t.name: t
     for t in (
@@ -184,18 +226,82 @@ TASKS = {
             "k_diabetes_mlp_ln_rmsprop", "adam", 400, 32, _diabetes, _diabetes_rmsprop
         ),
         Task("k_wine_logreg_sgd", "sgd", 300, 16, _wine, _wine_logreg_sgd),
+        Task("s_digits_mlp_adam", "adam", 300, 64, _digits, _sk("clf", (64,), "adam")),
+        Task("s_digits_mlp_sgdm", "sgd", 400, 32, _digits, _sk("clf", (64,), "sgd")),
+        Task(
+            "s_breast_mlp_adam",
+            "adam",
+            300,
+            32,
+            _int_targets(_breast),
+            _sk("clf", (32,), "adam"),
+        ),
+        Task(
+            "s_diabetes_mlp_sgdm",
+            "sgd",
+            400,
+            32,
+            _flat_targets(_diabetes),
+            _sk("reg", (32,), "sgd"),
+        ),
+        Task("s_wine_mlp_adam", "adam", 300, 16, _wine, _sk("clf", (16,), "adam")),
     )
 }
 
 
+class _Batches:
+    """Full batches in an order drawn from the seed (each pass reshuffled)."""
+
+    def __init__(self, n: int, size: int, seed: int) -> None:
+        self.n, self.size = n, size
+        self.rng = np.random.default_rng(seed)
+        self.order: np.ndarray = np.array([], dtype=int)
+
+    def next(self) -> np.ndarray:
+        if len(self.order) < self.size:
+            self.order = np.concatenate([self.order, self.rng.permutation(self.n)])
+        idx, self.order = self.order[: self.size], self.order[self.size :]
+        return idx
+
+
+def _train_step(task: Task, model: Any, xb: Any, yb: Any, lr: float) -> float:
+    """One optimizer update at ``lr``; the batch loss."""
+    if task.framework == "keras":
+        model.optimizer.learning_rate = lr
+        return float(model.train_on_batch(xb, yb))
+    from lrkit.sklearn import _blew_up, _partial_fit, _set_lr
+
+    _set_lr(model, lr)
+    classes = None
+    if hasattr(model, "predict_proba"):
+        classes = np.arange(int(task.data()[1].max()) + 1)
+    try:
+        _partial_fit(model, xb, yb, classes)
+    except ValueError as e:
+        if not _blew_up(model, e):
+            raise
+        return math.nan
+    return float(model.loss_)
+
+
 def _model(task: Task, lr: float, seed: int) -> Any:
+    if task.framework == "sklearn":
+        return task.build(lr).set_params(random_state=seed, batch_size=task.batch_size)
     import keras
 
     keras.utils.set_random_seed(seed)
     return task.build(lr)
 
 
-def _val_loss(model: Any, xv: np.ndarray, yv: np.ndarray) -> float:
+def _val_loss(task: Task, model: Any, xv: np.ndarray, yv: np.ndarray) -> float:
+    if task.framework == "sklearn":
+        from lrkit.sklearn import _val_loss as sk_val_loss
+
+        if not hasattr(model, "coefs_"):  # untrained: predicting needs weights,
+            # made by a first partial_fit (on a copy, at an LR of ~0)
+            model = copy.deepcopy(model)
+            _train_step(task, model, xv[:1], yv[:1], 1e-300)
+        return sk_val_loss(model, xv, yv)
     out = model.evaluate(xv, yv, batch_size=len(xv), verbose=0, return_dict=True)
     return float(out["loss"])
 
@@ -205,19 +311,15 @@ def oracle_cell(name: str, lr_idx: int, seed: int) -> dict[str, Any]:
     task = TASKS[name]
     xt, yt, xv, yv = task.data()
     model = _model(task, GRID[lr_idx], seed)
-    init = _val_loss(model, xv, yv)
-    rng = np.random.default_rng(seed)
-    order: np.ndarray = np.array([], dtype=int)
+    init = _val_loss(task, model, xv, yv)
+    batches = _Batches(len(xt), task.batch_size, seed)
     diverged = False
     for _ in range(task.budget_steps):
-        if len(order) < task.batch_size:
-            order = np.concatenate([order, rng.permutation(len(xt))])
-        idx, order = order[: task.batch_size], order[task.batch_size :]
-        loss = model.train_on_batch(xt[idx], yt[idx])
-        if not math.isfinite(float(loss)):
+        idx = batches.next()
+        if not math.isfinite(_train_step(task, model, xt[idx], yt[idx], GRID[lr_idx])):
             diverged = True
             break
-    final = math.nan if diverged else _val_loss(model, xv, yv)
+    final = math.nan if diverged else _val_loss(task, model, xv, yv)
     diverged = diverged or not math.isfinite(final) or final > DIVERGED_FACTOR * init
     return {
         "lr_idx": lr_idx,
@@ -239,8 +341,14 @@ def build_oracle(name: str, jobs: int) -> dict[str, Any]:
         cells = list(
             pool.map(oracle_cell, [name] * len(keys), *zip(*keys, strict=True))
         )
-    import keras
+    if task.framework == "keras":
+        import keras
 
+        versions = {"keras": keras.__version__, "backend": keras.backend.backend()}
+    else:
+        import sklearn
+
+        versions = {"sklearn": sklearn.__version__}
     record = {
         "task": name,
         "settings": {
@@ -249,8 +357,7 @@ def build_oracle(name: str, jobs: int) -> dict[str, Any]:
             "family": task.family,
             "grid": GRID,
             "seeds": list(ORACLE_SEEDS),
-            "keras": keras.__version__,
-            "backend": keras.backend.backend(),
+            **versions,
             "diverged_factor": DIVERGED_FACTOR,
         },
         "cells": cells,
@@ -298,25 +405,18 @@ def curve(record: dict[str, Any]) -> Curve:
 
 
 # ------------------------------------------------------------------ methods
-def _step_fn(model: Any, xt: np.ndarray, yt: np.ndarray, bs: int, seed: int) -> Any:
-    rng = np.random.default_rng(seed)
-    state = {"order": np.array([], dtype=int)}
+def _step_fn(task: Task, model: Any, xt: Any, yt: Any, seed: int) -> Any:
+    batches = _Batches(len(xt), task.batch_size, seed)
 
     def step(lr: float) -> float:
-        model.optimizer.learning_rate = lr
-        order = state["order"]
-        if len(order) < bs:
-            order = np.concatenate([order, rng.permutation(len(xt))])
-        idx, state["order"] = order[:bs], order[bs:]
-        return float(model.train_on_batch(xt[idx], yt[idx]))
+        idx = batches.next()
+        return _train_step(task, model, xt[idx], yt[idx], lr)
 
     return step
 
 
 def picks(name: str, seed: int) -> dict[str, tuple[float | None, int]]:
     """Each method's LR (and the optimizer steps its finder took)."""
-    import lrkit.keras
-
     from . import rules
 
     task = TASKS[name]
@@ -324,12 +424,24 @@ def picks(name: str, seed: int) -> dict[str, tuple[float | None, int]]:
     out: dict[str, tuple[float | None, int]] = {}
     for key, val in (("lrkit", None), ("lrkit_val", (xv, yv))):
         model = _model(task, 1e-3, seed)
-        r = lrkit.keras.find_lr(
-            model, xt, yt, batch_size=task.batch_size, validation_data=val, seed=seed
-        )
+        if task.framework == "keras":
+            import lrkit.keras
+
+            r = lrkit.keras.find_lr(
+                model,
+                xt,
+                yt,
+                batch_size=task.batch_size,
+                validation_data=val,
+                seed=seed,
+            )
+        else:
+            import lrkit.sklearn
+
+            r = lrkit.sklearn.find_lr(model, xt, yt, validation_data=val, seed=seed)
         out[key] = (r.suggestion, r.steps_done)
     model = _model(task, rules.FASTAI_START, seed)
-    lrs, losses = rules.fastai_record(_step_fn(model, xt, yt, task.batch_size, seed))
+    lrs, losses = rules.fastai_record(_step_fn(task, model, xt, yt, seed))
     lr_w, loss_w = rules.fastai_window(lrs, losses)
     for rule_name, rule in rules.FASTAI_RULES.items():
         if rule_name == "slide":
@@ -340,9 +452,12 @@ def picks(name: str, seed: int) -> dict[str, tuple[float | None, int]]:
             len(lrs),
         )
     model = _model(task, rules.LIGHTNING_MIN, seed)
-    lrs, losses = rules.lightning_record(_step_fn(model, xt, yt, task.batch_size, seed))
+    lrs, losses = rules.lightning_record(_step_fn(task, model, xt, yt, seed))
     out["lightning"] = (rules.lightning_suggestion(lrs, losses), len(lrs))
-    out["keras_default"] = (1e-3 if task.family == "adam" else 1e-2, 0)
+    if task.framework == "keras":
+        out["default"] = (1e-3 if task.family == "adam" else 1e-2, 0)
+    else:
+        out["default"] = (1e-3, 0)
     return out
 
 
@@ -358,9 +473,12 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--oracle", action="store_true", help="regenerate the oracle")
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--tasks", default=",".join(TASKS))
+    ap.add_argument("--framework", choices=("keras", "sklearn", "all"), default="all")
+    ap.add_argument("--tasks", default="")
     args = ap.parse_args(argv)
-    names = [t for t in args.tasks.split(",") if t]
+    names = [t for t in args.tasks.split(",") if t] or [
+        n for n, t in TASKS.items() if args.framework in ("all", t.framework)
+    ]
     for name in names:
         if name not in TASKS:
             sys.exit(f"unknown task {name!r}; known: {', '.join(TASKS)}")
@@ -386,7 +504,7 @@ def main(argv: list[str] | None = None) -> None:
         for m, (lr, steps) in got.items():
             table[m][name].append((*curves[name].score(lr), steps))
 
-    print("\n### Keras tasks: oracle\n")
+    print("\n### Oracle\n")
     print("| task | budget steps | lr* | L* | untrained |")
     print("|---|---|---|---|---|")
     for n in names:
