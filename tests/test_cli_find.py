@@ -124,7 +124,7 @@ def test_keras_factory(tmp_path: Path) -> None:
     assert json.loads(p.stdout)["settings"]["extra"]["val_batches"] == 0
     p = lrkit("find", "ktask:make_task", "--amp", "bf16", cwd=tmp_path)
     assert p.returncode == 2
-    assert "--amp is for PyTorch tasks" in p.stderr
+    assert "--amp is for PyTorch tasks, not for a Keras task" in p.stderr
     p = lrkit("find", "ktask:make_task", "--confirm-steps", "5", cwd=tmp_path)
     assert p.returncode == 2 and "--confirm-steps is for PyTorch" in p.stderr
     (tmp_path / "kbad.py").write_text(
@@ -134,7 +134,44 @@ def test_keras_factory(tmp_path: Path) -> None:
     p = lrkit("find", "kbad:extra", cwd=tmp_path)
     assert p.returncode == 2 and "unknown keys ['epochs'] for a Keras task" in p.stderr
     p = lrkit("find", "kbad:nomodel", cwd=tmp_path)
-    assert p.returncode == 2 and "without a model" in p.stderr
+    assert p.returncode == 2 and "a Keras task (key x) without model" in p.stderr
+
+
+def test_sklearn_factory(tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    (tmp_path / "stask.py").write_text(
+        textwrap.dedent(
+            """
+            from sklearn.datasets import load_digits
+            from sklearn.neural_network import MLPClassifier
+
+            def make_task(seed=0):
+                X, y = load_digits(return_X_y=True)
+                clf = MLPClassifier(hidden_layer_sizes=(32,), random_state=seed)
+                return {"estimator": clf, "X": X[:1400] / 16, "y": y[:1400],
+                        "validation_data": (X[1400:] / 16, y[1400:])}
+
+            def no_y():
+                return {"estimator": None, "X": 1}
+            """
+        )
+    )
+    p = lrkit("find", "stask:make_task", "--json", "--out", "res", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    record = json.loads(p.stdout)
+    extra = record["settings"]["extra"]
+    assert extra["framework"] == "sklearn" and extra["estimator"] == "MLPClassifier"
+    assert extra["val_rows"] == 397 and record["val_losses"]
+    assert 1e-7 < record["suggestion"] < 10
+    p = lrkit("find", "stask:make_task", "--num-steps", "60", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "suggested LR" in p.stdout and "--confirm-steps" not in p.stdout
+    p = lrkit("find", "stask:make_task", "--device", "cpu", cwd=tmp_path)
+    assert p.returncode == 2 and "not for a scikit-learn task" in p.stderr
+    p = lrkit("find", "stask:no_y", cwd=tmp_path)
+    assert p.returncode == 2 and "a scikit-learn task (key estimator) without y" in (
+        p.stderr
+    )
 
 
 def test_a_factory_that_fails_inside_or_takes_no_seed(tmp_path: Path) -> None:

@@ -242,6 +242,21 @@ class Snapshot:
                 torch.cuda.set_rng_state_all(self.cuda_rng)
 
 
+def _check_compiled(model: Any) -> None:
+    if not isinstance(model, keras.Model):
+        _check.fail("model", "a keras.Model", model, exc=TypeError)
+    if getattr(model, "optimizer", None) is None or not getattr(
+        model, "compiled", True
+    ):
+        _check.fail(
+            "model",
+            "a compiled keras.Model",
+            f"{type(model).__name__} without an optimizer",
+            "Call model.compile(optimizer=..., loss=...) first.",
+            shown=True,
+        )
+
+
 def snapshot(model: Any) -> Snapshot:
     """Copy a compiled Keras model's training state, to restore it as often as needed.
 
@@ -273,16 +288,7 @@ def snapshot(model: Any) -> Snapshot:
         >>> model.fit(x, y, epochs=2, verbose=0).history["loss"] == first
         True
     """
-    if not isinstance(model, keras.Model):
-        _check.fail("model", "a keras.Model", model, exc=TypeError)
-    if getattr(model, "optimizer", None) is None:
-        _check.fail(
-            "model",
-            "a compiled keras.Model",
-            f"{type(model).__name__} without an optimizer",
-            "Call model.compile(optimizer=..., loss=...) first.",
-            shown=True,
-        )
+    _check_compiled(model)
     if not model.built:
         _check.fail(
             "model",
@@ -393,18 +399,7 @@ def find_lr(
         0.009999999776482582
     """
     # ---------------------------------------------------------- validate first
-    if not isinstance(model, keras.Model):
-        _check.fail("model", "a keras.Model", model, exc=TypeError)
-    if getattr(model, "optimizer", None) is None or not getattr(
-        model, "compiled", True
-    ):
-        _check.fail(
-            "model",
-            "a compiled keras.Model",
-            f"{type(model).__name__} without an optimizer",
-            "Call model.compile(optimizer=..., loss=...) first.",
-            shown=True,
-        )
+    _check_compiled(model)
     opt = model.optimizer
     inner = _inner(opt)
     schedule = getattr(inner, "_learning_rate", None)

@@ -143,23 +143,47 @@ def _load_factory(target: str) -> Any:
     return obj
 
 
-_KERAS_KEYS = ("model", "x", "y", "batch_size", "sample_weight", "validation_data")
+#: Tasks of the other adapters, told apart by a key only they have:
+#: (framework, that key, the keys needed, all keys).
+_OTHER_TASKS = (
+    (
+        "Keras",
+        "x",
+        ("model", "x"),
+        ("model", "x", "y", "batch_size", "sample_weight", "validation_data"),
+    ),
+    (
+        "scikit-learn",
+        "estimator",
+        ("estimator", "X", "y"),
+        ("estimator", "X", "y", "batch_size", "validation_data"),
+    ),
+)
+
+
+def _framework(parts: dict[str, Any]) -> str:
+    """``"torch"``, ``"Keras"`` or ``"scikit-learn"``: whose find_lr runs the task."""
+    return next((name for name, key, _, _ in _OTHER_TASKS if key in parts), "torch")
 
 
 def _task_parts(task: Any, target: str) -> dict[str, Any]:
     """Normalise what a factory returned into find_lr's arguments (a dict with
-    ``x`` is a Keras task, for lrkit.keras.find_lr)."""
-    if isinstance(task, dict) and "x" in task:
-        if "model" not in task:
+    ``x`` is a Keras task, one with ``estimator`` a scikit-learn task)."""
+    for name, key, needed, known in _OTHER_TASKS:
+        if not (isinstance(task, dict) and key in task):
+            continue
+        missing = [k for k in needed if k not in task]
+        if missing:
             fail(
-                f"the factory {target!r} returned a Keras task (key x) without a "
-                f"model; its keys: {', '.join(_KERAS_KEYS)} (model and x needed)."
+                f"the factory {target!r} returned a {name} task (key {key}) without "
+                f"{', '.join(missing)}; its keys: {', '.join(known)} "
+                f"({' and '.join(needed)} needed)."
             )
-        unknown = set(task) - set(_KERAS_KEYS)
+        unknown = set(task) - set(known)
         if unknown:
             fail(
                 f"the factory {target!r} returned unknown keys {sorted(unknown)} "
-                f"for a Keras task; known: {', '.join(_KERAS_KEYS)}."
+                f"for a {name} task; known: {', '.join(known)}."
             )
         return dict(task)
     if isinstance(task, dict):
@@ -194,7 +218,8 @@ def find(
             help="Your task as module.path:factory (default: the embedded demo). "
             "The factory returns (model, optimizer, loss_fn, train_loader"
             "[, val_loader]) or a dict with those keys; for Keras, a dict with "
-            "a compiled model and x (y, batch_size, validation_data optional).",
+            "a compiled model and x (y, batch_size, validation_data optional); "
+            "for scikit-learn, a dict with an MLP estimator, X and y.",
             show_default=False,
         ),
     ] = None,
@@ -276,29 +301,38 @@ def find(
             f"the factory {target_name!r} raised {type(e).__name__}: {e}", EXIT_RUNTIME
         )
     parts = _task_parts(task, target_name)
-    keras_task = "x" in parts
+    framework = _framework(parts)
     if not val:
         parts.pop("val_loader", None)
         parts.pop("validation_data", None)
     for key, value in (("amp", amp), ("device", device)):
-        if value is not None and keras_task:
-            fail(
-                f"--{key} is for PyTorch tasks; for a Keras task set it in Keras "
-                "(mixed precision policy, device placement)."
-            )
+        if value is not None and framework != "torch":
+            fail(f"--{key} is for PyTorch tasks, not for a {framework} task.")
         if value is not None:
             parts[key] = value
-    if keras_task and confirm_steps:
+    if framework != "torch" and confirm_steps:
         fail("--confirm-steps is for PyTorch tasks (lrkit.find_lr).")
 
     run: Any
     try:
-        if keras_task:
+        if framework == "Keras":
             from .keras import find_lr as keras_find_lr
 
             def run(**kw: Any) -> Any:
                 kw.pop("confirm_steps")
                 return keras_find_lr(parts.pop("model"), parts.pop("x"), **kw, **parts)
+        elif framework == "scikit-learn":
+            from .sklearn import find_lr as sklearn_find_lr
+
+            def run(**kw: Any) -> Any:
+                kw.pop("confirm_steps")
+                return sklearn_find_lr(
+                    parts.pop("estimator"),
+                    parts.pop("X"),
+                    parts.pop("y"),
+                    **kw,
+                    **parts,
+                )
         else:
             from . import find_lr
 
@@ -311,7 +345,7 @@ def find(
                     **kw,
                     **parts,
                 )
-    except ImportError as e:  # torch or keras missing
+    except ImportError as e:  # torch, keras or scikit-learn missing
         fail(str(e), EXIT_RUNTIME)
 
     from rich.progress import (
@@ -418,7 +452,7 @@ def _print_find_summary(
         table.add_row(
             "next",
             "low confidence: sweep around it (lrkit.sweep: docs/find.md)"
-            if result.settings.extra.get("framework") == "keras"
+            if result.settings.extra.get("framework") in ("keras", "sklearn")
             else "low confidence: rerun with --confirm-steps N (about a tenth of "
             "your run) to settle it with two short runs, or sweep around it "
             "(lrkit.sweep: docs/find.md)",
