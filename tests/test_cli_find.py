@@ -130,9 +130,21 @@ def test_keras_factory(tmp_path: Path) -> None:
     (tmp_path / "kbad.py").write_text(
         "def extra():\n    return {'x': 1, 'model': None, 'epochs': 3}\n"
         "def nomodel():\n    return {'x': 1}\n"
+        "from ktask import make_task\n"
+        "def wrong_width():\n"
+        "    task = make_task()\n"
+        "    task['x'] = task['x'][:, :3]\n"
+        "    task.pop('validation_data')\n"
+        "    return task\n"
     )
     p = lrkit("find", "kbad:extra", cwd=tmp_path)
     assert p.returncode == 2 and "unknown keys ['epochs'] for a Keras task" in p.stderr
+    # Keras's own error inside the test: a runtime failure (exit 1), on one
+    # line without its terminal colour codes
+    p = lrkit("find", "kbad:wrong_width", cwd=tmp_path)
+    assert p.returncode == 1, p.stderr
+    assert p.stderr.startswith("lrkit: error: the range test failed: ValueError:")
+    assert "\x1b" not in p.stderr and p.stderr.count("\n") == 1
     p = lrkit("find", "kbad:nomodel", cwd=tmp_path)
     assert p.returncode == 2 and "a Keras task (key x) without model" in p.stderr
 

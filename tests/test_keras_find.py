@@ -356,9 +356,23 @@ class TestErrors:
             ({"x": XT, "y": YT, "val_batches": 0}, ValueError, "val_batches must be"),
             ({"x": XT, "y": YT, "start_lr": -1}, ValueError, "start_lr must be"),
             (
-                {"x": XT, "y": YT, "validation_data": (XV,)},
-                ValueError,
+                {"x": XT, "y": YT, "validation_data": (XV, YV, None, None)},
+                TypeError,
                 "validation_data must be",
+            ),
+            ({"x": XT, "y": YT, "validation_data": []}, ValueError, "got 0 items"),
+            (
+                {"x": XT, "y": YT, "validation_data": (XV, YV, YV[:5])},
+                ValueError,
+                "validation_data must be arrays with the same number of rows",
+            ),
+            ({"x": XT, "y": YT, "seed": -1}, ValueError, "seed must be an int >= 0"),
+            ({"x": None, "y": YT}, TypeError, "x must be arrays"),
+            ({"x": "train.npy", "y": YT}, TypeError, "x must be arrays"),
+            (
+                {"x": [(XT, YT)], "sample_weight": YT},
+                TypeError,
+                "sample_weight must be None when x is a dataset",
             ),
             (
                 {"x": XT, "y": YT, "validation_data": (XV, YV[:3])},
@@ -423,3 +437,136 @@ def test_snapshot_refuses_what_it_cannot_hold() -> None:
     sub.compile(optimizer="adam", loss="mse")
     with pytest.raises(ValueError, match="model must be a built keras.Model"):
         lk.snapshot(sub)
+
+
+# ------------------------------------------- from a review with real Keras runs
+def two_output_model() -> Any:
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((64,))
+    h = keras.layers.Dense(32, activation="relu")(inp)
+    model = keras.Model(
+        inp,
+        {
+            "a": keras.layers.Dense(10, name="a")(h),
+            "b": keras.layers.Dense(1, name="b")(h),
+        },
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss={
+            "a": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            "b": "mse",
+        },
+    )
+    return model
+
+
+def test_per_output_losses_of_a_later_fit_are_as_without_the_test() -> None:
+    # building the compiled loss again added a second set of per-output
+    # trackers: a_loss and b_loss read 0.0 in every later fit
+    targets = {"a": YT, "b": XT[:, :1]}
+    val = (XV, {"a": YV, "b": XV[:, :1]})
+
+    def history(model: Any) -> dict[str, list[float]]:
+        h = model.fit(
+            XT, targets, epochs=2, batch_size=64, validation_data=val, verbose=0
+        )
+        return dict(h.history)
+
+    want = history(two_output_model())
+    assert want["a_loss"][0] > 0.1 and want["val_b_loss"][0] > 0
+    model = two_output_model()
+    lk.find_lr(model, XT, targets, batch_size=64, validation_data=val, num_steps=60)
+    assert history(model) == want
+    snap = lk.snapshot(model)
+    first = history(model)
+    snap.restore()
+    assert history(model) == first  # a sweep's later runs read their own losses
+
+
+class _Noise(keras.layers.Layer):  # type: ignore[misc]
+    """Noise from keras.random with seed=None: Keras's global seed generator."""
+
+    def call(self, x: Any, training: bool = False) -> Any:
+        if not training:
+            return x
+        return x + keras.random.normal(keras.ops.shape(x), stddev=0.1)
+
+
+def test_layers_drawing_from_the_global_seed_generator_train_alike() -> None:
+    def make() -> Any:
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((64,)), _Noise(), keras.layers.Dense(10)])
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.01),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        return model
+
+    want = make().fit(XT, YT, epochs=1, verbose=0).history["loss"]
+    model = make()
+    lk.find_lr(model, XT, YT, num_steps=40)
+    assert model.fit(XT, YT, epochs=1, verbose=0).history["loss"] == want
+
+
+def test_a_loaders_own_generator_is_put_back() -> None:
+    data = torch.utils.data.TensorDataset(torch.from_numpy(XT), torch.from_numpy(YT))
+
+    def loader() -> Any:
+        gen = torch.Generator().manual_seed(0)
+        return torch.utils.data.DataLoader(
+            data, batch_size=64, shuffle=True, generator=gen
+        )
+
+    want = digits_model().fit(loader(), epochs=2, verbose=0, shuffle=False)
+    want = want.history["loss"]
+    model, source = digits_model(), loader()
+    state = source.generator.get_state()
+    lk.find_lr(model, source, num_steps=60, validation_data=loader())
+    assert torch.equal(source.generator.get_state(), state)
+    got = model.fit(source, epochs=2, verbose=0, shuffle=False).history["loss"]
+    assert got == want
+
+
+class _NumBatches(keras.utils.PyDataset):  # type: ignore[misc]
+    """The Keras 3 API: num_batches, no __len__; set up in on_epoch_begin."""
+
+    def __init__(self, count: int | None) -> None:
+        super().__init__()
+        self.count = count
+
+    @property
+    def num_batches(self) -> int | None:
+        return self.count
+
+    def on_epoch_begin(self) -> None:
+        self.order = np.arange(20)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        j = self.order[i % 20]
+        return XT[64 * j : 64 * j + 64], YT[64 * j : 64 * j + 64]
+
+
+def test_validation_in_every_form_fit_takes() -> None:
+    batches = [(XV[:64], YV[:64]), (XV[64:128], YV[64:128])]
+    forms: dict[str, Any] = {
+        "tuple": (XV[:128], YV[:128]),
+        "list of arrays": [XV[:128], YV[:128]],
+        "list of batches": batches,
+        "one-batch generator": (b for b in batches[:1]),
+        "pydataset with num_batches": _NumBatches(3),
+        "infinite pydataset": _NumBatches(None),
+    }
+    for name, val in forms.items():
+        result = lk.find_lr(digits_model(), XT, YT, validation_data=val, num_steps=40)
+        assert len(result.val_losses) > 3 and np.isfinite(result.val_losses).all(), name
+    same = [
+        lk.find_lr(
+            digits_model(), XT, YT, batch_size=64, validation_data=v, num_steps=40
+        ).val_losses
+        for v in ((XV[:128], YV[:128]), batches, [XV[:128], YV[:128]])
+    ]
+    assert same[0] == same[1] == same[2]  # the same two batches, read alike
+    for count in (5, None):
+        result = lk.find_lr(digits_model(), _NumBatches(count), num_steps=40)
+        assert len(result.lrs) == 40 or result.stop_reason != "completed"

@@ -35,6 +35,7 @@ __all__ = [
     "fail",
     "finite",
     "fraction",
+    "is_ours",
     "is_real",
     "message",
     "non_negative",
@@ -103,6 +104,12 @@ def fail(
 ) -> NoReturn:
     """Raise ``exc`` (``ValueError`` by default) with the template message."""
     raise exc(message(param, constraint, value, hint, shown=shown))
+
+
+def is_ours(error: BaseException) -> bool:
+    """An error lrkit raised with its own message (``"{param} must be ..., got ..."``)
+    rather than one a framework or the user's code raised inside lrkit's work."""
+    return " must be " in str(error) and ", got " in str(error)
 
 
 def is_real(value: Any) -> bool:

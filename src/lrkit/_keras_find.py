@@ -20,10 +20,11 @@ ends where a ``fit`` without it does).
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import keras
@@ -137,24 +138,41 @@ class _ArrayBatches:
         return out
 
 
-class _IndexedBatches:
-    """Batches of a ``keras.utils.PyDataset`` (``ds[i]``), cycled in order.
+def _pydataset_len(dataset: Any) -> int | None:
+    """Batches in a PyDataset: ``num_batches`` (Keras 3; None when infinite),
+    else ``len``."""
+    count = getattr(dataset, "num_batches", None)
+    if count is None:
+        try:
+            count = len(dataset)
+        except TypeError:
+            return None
+    return int(count)
 
-    ``on_epoch_end`` is not called: the dataset is the user's and keeps its state.
+
+class _IndexedBatches:
+    """Batches of a ``keras.utils.PyDataset`` (``ds[i]``), in order, as ``fit``
+    reads them: ``on_epoch_begin`` before each pass (a dataset may set itself
+    up there), not ``on_epoch_end`` (where datasets reshuffle: the dataset is
+    the user's, and its next ``fit`` must see it as it was).
     """
 
     def __init__(self, dataset: Any, name: str) -> None:
         self.dataset = dataset
         self.name = name
-        self.count = len(dataset)
+        self.count = _pydataset_len(dataset)
         if self.count == 0:
             _check.fail(name, "a dataset that yields at least one batch", dataset)
         self.pos = 0
 
     def __next__(self) -> Any:
-        batch = self.dataset[self.pos % self.count]
+        index = self.pos if self.count is None else self.pos % self.count
+        if index == 0:
+            begin = getattr(self.dataset, "on_epoch_begin", None)
+            if callable(begin):
+                begin()
         self.pos += 1
-        return batch
+        return self.dataset[index]
 
 
 def _unpack(batch: Any, name: str) -> tuple[Any, Any, Any]:
@@ -215,6 +233,17 @@ class Snapshot:
             )
             if obj is not None and getattr(obj, "built", None) is False
         ]
+        # building the compiled loss appends a tracker per output to this list;
+        # a second build would append another set (per-output losses read 0)
+        self.trackers = [
+            (obj._metrics, len(obj._metrics))
+            for obj in self.unbuilt
+            if isinstance(getattr(obj, "_metrics", None), list)
+        ]
+        self.seed_generator = _global_seed_generator()
+        self.seed_state = (
+            None if self.seed_generator is None else _numpy(self.seed_generator.state)
+        )
         self.python_rng = random.getstate()
         self.numpy_rng = np.random.get_state()
         torch = sys.modules.get("torch")
@@ -233,6 +262,13 @@ class Snapshot:
                 v.assign(value)
         for obj in self.unbuilt:
             obj.built = False
+        for trackers, count in self.trackers:
+            del trackers[count:]
+        if self.seed_generator is None:  # made by the test: made again alike
+            _set_global_seed_generator(None)
+        else:
+            _set_global_seed_generator(self.seed_generator)
+            self.seed_generator.state.assign(self.seed_state)
         random.setstate(self.python_rng)
         np.random.set_state(self.numpy_rng)
         torch = sys.modules.get("torch")
@@ -300,6 +336,49 @@ def snapshot(model: Any) -> Snapshot:
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     return Snapshot(model)
+
+
+def _global_seed_generator() -> Any:
+    """Keras's global SeedGenerator (``keras.random.*`` with ``seed=None`` in a
+    layer draws from it), or None before its first use or where Keras keeps it
+    elsewhere."""
+    try:
+        from keras.src.backend.common import global_state
+    except ImportError:  # pragma: no cover - another Keras layout
+        return None
+    return global_state.get_global_attribute("global_seed_generator")
+
+
+def _set_global_seed_generator(generator: Any) -> None:
+    try:
+        from keras.src.backend.common import global_state
+    except ImportError:  # pragma: no cover - another Keras layout
+        return
+    global_state.set_global_attribute("global_seed_generator", generator)
+
+
+def _source_rngs(sources: Sequence[Any]) -> list[tuple[Any, Any]]:
+    """The random generators data sources hold (a torch ``DataLoader``'s
+    ``generator=``, a sampler's, a PyDataset's own NumPy generator), with their
+    states, to put back after the test; none without torch installed."""
+    try:
+        from .torch.state import _loader_rngs, _rng_state
+    except ImportError:
+        return []
+    return [
+        (gen, _rng_state(gen))
+        for source in sources
+        if source is not None and not _arrays(source)
+        for gen in _loader_rngs(source)
+    ]
+
+
+def _restore_rngs(saved: list[tuple[Any, Any]]) -> None:
+    if saved:
+        from .torch.state import _set_rng_state
+
+        for gen, state in saved:
+            _set_rng_state(gen, state)
 
 
 def _inner(opt: Any) -> Any:
@@ -409,7 +488,7 @@ def find_lr(
         _check.fail(
             "model.optimizer.learning_rate",
             "a number (the test sets the LR at each step)",
-            f"a {type(schedule).__name__} schedule",
+            f"the schedule {type(schedule).__name__}",
             "Compile with a float LR for the test, e.g. "
             "keras.optimizers.Adam(1e-3), then compile with your schedule, "
             "its base LR set to the suggestion.",
@@ -419,8 +498,7 @@ def find_lr(
     accumulation = int(getattr(inner, "gradient_accumulation_steps", None) or 1)
     if not isinstance(shuffle, bool):
         _check.fail("shuffle", "True or False", shuffle, exc=TypeError)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        _check.fail("seed", "an int", seed, exc=TypeError)
+    seed = _check.non_negative_int("seed", seed)
     val_batches = _check.positive_int("val_batches", val_batches)
     val_every = _check.positive_int("val_every", val_every)
     check_hooks(suggest, progress)
@@ -456,13 +534,26 @@ def find_lr(
         batches = _ArrayBatches(x, y, sample_weight, batch_size, shuffle, seed)
         steps_per_epoch = math.ceil(n_examples / batch_size)
     else:
-        if y is not None or sample_weight is not None:
+        dataset = isinstance(x, keras.utils.PyDataset) or (
+            hasattr(x, "__iter__") and not isinstance(x, (str, bytes, Mapping))
+        )
+        if not dataset:
             _check.fail(
-                "y",
-                "None when x is a dataset (it yields (x, y) batches)",
-                y if y is not None else sample_weight,
+                "x",
+                "arrays (with y) or a dataset of batches",
+                x,
                 exc=TypeError,
             )
+        for name, part in (("y", y), ("sample_weight", sample_weight)):
+            if part is not None:
+                _check.fail(
+                    name,
+                    "None when x is a dataset (it yields (x, y[, sample_weight]) "
+                    "batches)",
+                    f"{name} of type {type(part).__name__}",
+                    exc=TypeError,
+                    shown=True,
+                )
         if batch_size is not None:
             _check.fail(
                 "batch_size",
@@ -472,48 +563,60 @@ def find_lr(
         if isinstance(x, keras.utils.PyDataset):
             batches = _IndexedBatches(x, "x")
             steps_per_epoch = batches.count
-        elif hasattr(x, "__iter__") and not isinstance(x, (str, bytes)):
+        else:
             if known_len(x) == 0:
                 _check.fail("x", "a dataset that yields at least one batch", x)
             batches = Batches(x, "x")
             steps_per_epoch = known_len(x)
-        else:
-            _check.fail(
-                "x",
-                "arrays (with y) or a dataset of batches",
-                x,
-                exc=TypeError,
-            )
 
-    val_source: Any = None
+    val_fixed: list[tuple[Any, Any, Any]] | None = None  # arrays: fixed batches
+    val_source: Any = None  # a dataset: its first batches, read once
     if validation_data is not None:
-        if isinstance(validation_data, tuple) and all(
-            v is None or _is_array(v) or isinstance(v, (Mapping, list))
-            for v in validation_data
+        batch_list = (
+            isinstance(validation_data, list)
+            and bool(validation_data)
+            and all(isinstance(b, tuple) for b in validation_data)
+        )  # [(x, y), ...]: batches; [x_val, y_val] or (x_val, y_val): arrays
+        if (
+            isinstance(validation_data, (tuple, list))
+            and not batch_list
+            and (len(validation_data) == 0 or _arrays(validation_data[0]))
         ):
-            if len(validation_data) not in (2, 3):
+            if not 1 <= len(validation_data) <= 3 or not all(
+                v is None or _arrays(v) for v in validation_data[1:]
+            ):
                 _check.fail(
                     "validation_data",
-                    "(x_val, y_val) or (x_val, y_val, sample_weight)",
-                    f"a tuple of {len(validation_data)} items",
+                    "(x_val, y_val) or (x_val, y_val, sample_weight) arrays",
+                    f"{len(validation_data)} items",
+                    exc=TypeError if validation_data else ValueError,
                     shown=True,
                 )
-            xv, yv, wv = (*validation_data, None)[:3]
+            xv, yv, wv = (*validation_data, None, None)[:3]
             rows = _structure_len(xv)
-            if not rows or (yv is not None and _structure_len(yv) != rows):
+            lengths = [_structure_len(v) for v in (yv, wv) if v is not None]
+            if not rows or any(n != rows for n in lengths):
                 _check.fail(
                     "validation_data",
-                    "(x_val, y_val) arrays with the same number of rows (>= 1)",
-                    f"x_val of {rows} rows and y_val of {_structure_len(yv)}",
+                    "arrays with the same number of rows (>= 1)",
+                    "arrays of "
+                    + ", ".join(str(n) for n in (rows, *lengths))
+                    + " rows",
                     shown=True,
                 )
-            val_source = _ArrayBatches(
+            val_fixed = _ArrayBatches(
                 xv, yv, wv, batch_size or 32, shuffle=False, seed=0
             ).first(val_batches)
         elif isinstance(validation_data, keras.utils.PyDataset) or (
             hasattr(validation_data, "__iter__")
-            and not isinstance(validation_data, (str, bytes))
+            and not isinstance(validation_data, (str, bytes, Mapping))
         ):
+            if known_len(validation_data) == 0:
+                _check.fail(
+                    "validation_data",
+                    "a dataset that yields at least one batch",
+                    validation_data,
+                )
             val_source = validation_data
         else:
             _check.fail(
@@ -522,13 +625,10 @@ def find_lr(
                 validation_data,
                 exc=TypeError,
             )
+    validating = val_fixed is not None or val_source is not None
+    saved_rngs = _source_rngs([x, val_source])
 
-    # a subclassed model never called has no weights yet: build it on one batch
-    first: list[Any] = []
-    if not model.built:
-        first.append(next(batches))
-        bx, _, _ = _unpack(first[0], "x")
-        model(bx)
+    first: list[Any] = []  # the batch that built an unbuilt model, trained first
 
     def next_batch() -> tuple[Any, Any, Any]:
         batch = first.pop() if first else next(batches)
@@ -543,21 +643,25 @@ def find_lr(
             total += float(logs["loss"])
         return total / accumulation
 
-    val_cache: list[tuple[Any, Any, Any]] = []
+    val_cache: list[tuple[Any, Any, Any]] = list(val_fixed or [])
 
     def val_fn() -> float:
-        if not val_cache:
-            if isinstance(val_source, list):
-                val_cache.extend(val_source)
-            else:
-                source = (
-                    _IndexedBatches(val_source, "validation_data")
-                    if isinstance(val_source, keras.utils.PyDataset)
-                    else Batches(val_source, "validation_data")
-                )
-                taken = min(val_batches, known_len(val_source) or val_batches)
+        if not val_cache:  # a dataset's first batches (one pass at most)
+            if isinstance(val_source, keras.utils.PyDataset):
+                source: Any = _IndexedBatches(val_source, "validation_data")
+                count = source.count
+                taken = val_batches if count is None else min(val_batches, count)
                 val_cache.extend(
                     _unpack(next(source), "validation_data") for _ in range(taken)
+                )
+            else:
+                for batch in itertools.islice(iter(val_source), val_batches):
+                    val_cache.append(_unpack(batch, "validation_data"))
+            if not val_cache:
+                _check.fail(
+                    "validation_data",
+                    "a dataset that yields at least one batch",
+                    val_source,
                 )
         losses = [
             float(
@@ -567,27 +671,32 @@ def find_lr(
         ]
         return float(np.mean([float(v) for v in losses]))
 
-    if not opt.built:  # its variables (moments, iterations) exist from here on
-        opt.build(model.trainable_variables)
-    params = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
-    extra = {
-        "framework": "keras",
-        "backend": keras.backend.backend(),
-        "optimizer": type(opt).__name__,
-        "batch_size": batch_size,
-        "accumulation_steps": accumulation,
-        "val_batches": val_batches if val_source is not None else 0,
-        "lr_before": float(ops.convert_to_numpy(inner.learning_rate)),
-    }
-    state = Snapshot(model)
+    state: Snapshot | None = None
     try:
+        # a subclassed model never called has no weights yet: build it on a batch
+        if not model.built:
+            first.append(next(batches))
+            model(_unpack(first[0], "x")[0])
+        if not opt.built:  # its variables (moments, iterations) exist from here on
+            opt.build(model.trainable_variables)
+        params = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+        extra = {
+            "framework": "keras",
+            "backend": keras.backend.backend(),
+            "optimizer": type(opt).__name__,
+            "batch_size": batch_size,
+            "accumulation_steps": accumulation,
+            "val_batches": val_batches if validating else 0,
+            "lr_before": float(ops.convert_to_numpy(inner.learning_rate)),
+        }
+        state = Snapshot(model)
         result = range_test(
             step_fn,
             start_lr=start_lr,
             end_lr=end_lr,
             num_steps=num_steps,
             mode=mode,
-            val_fn=val_fn if val_source is not None else None,
+            val_fn=val_fn if validating else None,
             val_every=val_every,
             progress=progress,
             suggest=suggest,
@@ -600,5 +709,7 @@ def find_lr(
             extra=extra,
         )
     finally:
-        state.restore()
+        if state is not None:
+            state.restore()
+        _restore_rngs(saved_rngs)
     return result

@@ -15,6 +15,7 @@ import contextlib
 import inspect
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -56,7 +57,9 @@ def _as_typed(text: str, names: Sequence[str]) -> str:
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     """Print ``lrkit: error: <message>`` as one line on stderr and exit."""
-    one_line = " ".join(str(message).split())
+    # one line, without the terminal colour codes some libraries put in their
+    # messages (Keras wraps its own in bold)
+    one_line = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(message)).split())
     sys.stderr.write(f"lrkit: error: {one_line}\n")
     raise typer.Exit(code)
 
@@ -205,7 +208,8 @@ def _task_parts(task: Any, target: str) -> dict[str, Any]:
         return dict(zip(_TASK_KEYS, task, strict=False))
     fail(
         f"the factory {target!r} must return (model, optimizer, loss_fn, "
-        f"train_loader[, val_loader]) or a dict with those keys, got "
+        f"train_loader[, val_loader]) or a dict with those keys (PyTorch), a dict "
+        f"with model and x (Keras) or with estimator, X and y (scikit-learn), got "
         f"{type(task).__name__}."
     )
 
@@ -385,16 +389,14 @@ def find(
                 confirm_steps=confirm_steps,
             )
         except (ValueError, TypeError) as e:
-            # name the options as they were typed
-            text = _as_typed(
-                str(e), ("start_lr", "end_lr", "num_steps", "confirm_steps")
-            )
-            for name, typed in (("amp", amp), ("device", device)):
-                if typed is not None:  # given on the command line
-                    text = text.replace(f"{name} must", f"--{name} must")
-                    text = text.replace(f"got {name}=", f"got --{name}=")
-                    text = text.replace("None, 'bf16' or 'fp16'", "'bf16' or 'fp16'")
-            error = (text, EXIT_USAGE)
+            if not _check.is_ours(e):  # the framework failed inside the test
+                error = (
+                    f"the range test failed: {type(e).__name__}: {e}",
+                    EXIT_RUNTIME,
+                )
+                bar.stop()
+            else:
+                error = (_typed_error(str(e), amp, device), EXIT_USAGE)
         except Exception as e:
             error = (f"the range test failed: {type(e).__name__}: {e}", EXIT_RUNTIME)
     if error is not None:
@@ -412,6 +414,17 @@ def find(
         print_json(record)
         return
     _print_find_summary(result, target_name, elapsed, json_path, png_path)
+
+
+def _typed_error(text: str, amp: str | None, device: str | None) -> str:
+    """An argument error of find_lr with the options named as they were typed."""
+    text = _as_typed(text, ("start_lr", "end_lr", "num_steps", "confirm_steps"))
+    for name, typed in (("amp", amp), ("device", device)):
+        if typed is not None:  # given on the command line
+            text = text.replace(f"{name} must", f"--{name} must")
+            text = text.replace(f"got {name}=", f"got --{name}=")
+            text = text.replace("None, 'bf16' or 'fp16'", "'bf16' or 'fp16'")
+    return text
 
 
 def _print_find_summary(

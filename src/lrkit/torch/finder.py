@@ -142,11 +142,6 @@ def _first_line(e: BaseException, limit: int = 160) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def _ours(e: BaseException) -> bool:
-    """An error lrkit raised with its own message (``name must be ...``)."""
-    return " must be " in str(e) and ", got " in str(e)
-
-
 def _first_call_named(loss_fn: LossFn) -> LossFn:
     """``loss_fn``, whose first call names it when it raises TypeError: a
     function of ``(model, batch)`` passed where the criterion goes is called
@@ -160,7 +155,7 @@ def _first_call_named(loss_fn: LossFn) -> LossFn:
         try:
             loss = loss_fn(out, target)
         except TypeError as e:
-            if _ours(e):
+            if _check.is_ours(e):
                 raise
             _check.fail(
                 "loss_fn",
@@ -691,7 +686,7 @@ def find_lr(
             try:  # the first batch: a TypeError is a batch the setup cannot take
                 loss = _scalar(_default_loss(model, batch, criterion, unpack))
             except TypeError as e:
-                if _ours(e):
+                if _check.is_ours(e):
                     raise
                 _check.fail(
                     "train_loader",
