@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import pickle
 import warnings
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -17,6 +17,7 @@ from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits  # n
 from sklearn.linear_model import SGDClassifier  # noqa: E402
 from sklearn.metrics import log_loss  # noqa: E402
 from sklearn.neural_network import MLPClassifier, MLPRegressor  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 import lrkit  # noqa: E402
@@ -207,6 +208,83 @@ def test_result_is_data_hooks_and_sweep_recipe(tmp_path: Any) -> None:
     assert not hasattr(base, "coefs_")
 
 
+class _Counting(MLPClassifier):  # type: ignore[misc]
+    """Counts the updates (one backward pass each) and the rows they saw."""
+
+    updates: ClassVar[list[int]] = []
+
+    def _backprop(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        _Counting.updates.append(x.shape[0])
+        return super()._backprop(x, *args, **kwargs)
+
+
+def test_one_update_per_rung_whatever_the_batch_sizes() -> None:
+    # the copy takes find_lr's batch size: partial_fit would split a larger
+    # batch into the estimator's own (several updates at one LR)
+    for own, given in (("auto", 512), (64, 256), (64, 32)):
+        _Counting.updates = []
+        est = _Counting(hidden_layer_sizes=(16,), random_state=0, batch_size=own)
+        r = lsk.find_lr(est, XT, YT, batch_size=given, num_steps=20, end_lr=1e-3)
+        assert r.settings.extra["batch_size"] == given
+        assert _Counting.updates == [given] * 20, (own, given)
+
+
+def test_estimators_sklearn_fits_that_a_copy_must_train() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        early = mlp(early_stopping=True, max_iter=5).fit(XT, YT)
+    cases = {
+        "warm start, small batches missing classes": (mlp(warm_start=True), 16),
+        "fitted with early stopping": (early, None),
+        "an int hidden_layer_sizes": (mlp(hidden_layer_sizes=16), None),
+    }
+    for name, (est, batch) in cases.items():
+        before = pickle.dumps(est)
+        r = lsk.find_lr(est, XT, YT, batch_size=batch, validation_data=(XV, YV))
+        assert r.suggestion is not None, name
+        assert pickle.dumps(est) == before, name
+    column = lsk.find_lr(mlp(), XT, YT[:, None], validation_data=(XV, YV[:, None]))
+    flat = lsk.find_lr(mlp(), XT, YT, validation_data=(XV, YV))
+    assert column.losses == flat.losses and column.val_losses == flat.val_losses
+    weighted = lsk.find_lr(
+        mlp(),
+        XT,
+        YT,
+        sample_weight=np.where(YT == 3, 5.0, 1.0),
+        num_steps=50,
+        suggest=False,
+    )
+    plain = lsk.find_lr(mlp(), XT, YT, num_steps=50, suggest=False)
+    assert weighted.losses != plain.losses and np.isfinite(weighted.losses).all()
+    with pytest.raises(TypeError, match=r"pass its last step \(pipe\[-1\]\)"):
+        lsk.find_lr(make_pipeline(StandardScaler(), mlp()), XT, YT)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lbfgs = mlp(solver="lbfgs", max_iter=5).fit(XT, YT)
+    lbfgs.set_params(solver="adam")
+    with pytest.raises(ValueError, match="fitted with solver 'lbfgs'"):
+        lsk.find_lr(lbfgs, XT, YT)
+
+
+def test_ctrl_c_inside_partial_fit_stops_the_test() -> None:
+    # sklearn turns a KeyboardInterrupt inside partial_fit into a warning
+    calls = []
+
+    class Interrupted(MLPClassifier):  # type: ignore[misc]
+        def _backprop(self, *args: Any, **kwargs: Any) -> Any:
+            calls.append(1)
+            if len(calls) == 5:
+                raise KeyboardInterrupt
+            return super()._backprop(*args, **kwargs)
+
+    est = Interrupted(hidden_layer_sizes=(16,), random_state=0, batch_size=64)
+    state = np.random.get_state()[1].copy()
+    with pytest.raises(KeyboardInterrupt):
+        lsk.find_lr(est, XT, YT, num_steps=50)
+    assert len(calls) == 5
+    np.testing.assert_array_equal(np.random.get_state()[1], state)
+
+
 class TestErrors:
     def test_bad_arguments_name_the_parameter_and_change_nothing(self) -> None:
         clf = mlp()
@@ -220,14 +298,53 @@ class TestErrors:
             (clf, {"val_every": 0}, ValueError, "val_every must be"),
             (clf, {"end_lr": 1e-9}, ValueError, "end_lr must be"),
             (clf, {"validation_data": XV}, TypeError, "validation_data must be a pair"),
+            (
+                clf,
+                {"validation_data": [XV]},
+                TypeError,
+                "validation_data must be a pair",
+            ),
             (clf, {"validation_data": (XV, YV[:3])}, ValueError, "one target per row"),
             (clf, {"validation_data": (XV[:, :8], YV)}, ValueError, "rows shaped like"),
             (clf, {"X": XT[:0], "y": YT[:0]}, ValueError, "X must be at least one row"),
-            (clf, {"X": 3}, TypeError, "X must be an array-like"),
+            (clf, {"X": 3}, TypeError, "X must be a 2-D array of rows"),
+            (clf, {"X": np.arange(3.0), "y": YT[:3]}, ValueError, "x.reshape"),
+            (clf, {"seed": -1}, ValueError, "seed must be an int >= 0"),
+            (
+                clf,
+                {"X": np.where(XT > 0.9, np.nan, XT)},
+                ValueError,
+                "X must be finite",
+            ),
+            (clf, {"sample_weight": np.ones(3)}, ValueError, "sample_weight must be"),
+            (
+                clf,
+                {"validation_data": (np.where(XV > 0.9, np.inf, XV), YV)},
+                ValueError,
+                r"validation_data\[0\] must be finite",
+            ),
+            (
+                clf,
+                {"X": XT[YT < 5], "y": YT[YT < 5]},
+                ValueError,
+                "validation_data must be labels the classifier is trained on",
+            ),
+            (
+                mlp(batch_size="big"),
+                {},
+                ValueError,
+                "estimator.batch_size must be 'auto' or an int",
+            ),
+            (
+                MLPRegressor(),
+                {"y": np.stack([YT, YT], axis=1)},
+                ValueError,
+                "validation_data must be targets shaped like y's",
+            ),
             (clf, {"suggest": "nope"}, ValueError, "suggest must be"),
         ]
         for est, kwargs, exc, text in cases:
-            args = {"X": XT, "y": YT, **kwargs}
+            args = {"X": XT, "y": YT, "validation_data": (XV, YV), **kwargs}
             with pytest.raises(exc, match=text):
                 lsk.find_lr(est, args.pop("X"), args.pop("y"), **args)
         assert clf.get_params() == params and not hasattr(clf, "coefs_")

@@ -159,7 +159,7 @@ _OTHER_TASKS = (
         "scikit-learn",
         "estimator",
         ("estimator", "X", "y"),
-        ("estimator", "X", "y", "batch_size", "validation_data"),
+        ("estimator", "X", "y", "batch_size", "sample_weight", "validation_data"),
     ),
 )
 

@@ -30,8 +30,10 @@ Example:
 from __future__ import annotations
 
 import copy
+import inspect
 import itertools
 import math
+import numbers
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -71,9 +73,37 @@ def _rows(name: str, value: Any) -> np.ndarray[Any, Any]:
         arr = np.asarray(value)
     except (TypeError, ValueError):
         _check.fail(name, "an array-like of rows", value, exc=TypeError)
-    if arr.ndim == 0:
-        _check.fail(name, "an array-like of rows", value, exc=TypeError)
+    if arr.ndim != 2:
+        _check.fail(
+            name,
+            "a 2-D array of rows (n_samples, n_features)",
+            f"an array of shape {arr.shape}",
+            "Reshape one feature with x.reshape(-1, 1)." if arr.ndim == 1 else None,
+            exc=TypeError if arr.ndim == 0 else ValueError,
+            shown=True,
+        )
     return arr
+
+
+def _targets(y: Any) -> np.ndarray[Any, Any]:
+    """``y`` as an array; a column ``(n, 1)`` flattened, as sklearn's fit does."""
+    arr = np.asarray(y)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr.ravel()
+    return arr
+
+
+def _finite(name: str, X: Any) -> None:
+    """Refuse NaN or infinite inputs up front (sklearn would at its first use)."""
+    values = X.data if hasattr(X, "tocsr") else X
+    try:
+        ok = bool(np.all(np.isfinite(values)))
+    except TypeError:  # not numbers: sklearn says what it cannot convert
+        return
+    if not ok:
+        _check.fail(
+            name, "finite numbers (no NaN or infinity)", "non-finite values", shown=True
+        )
 
 
 def _set_lr(est: Any, lr: float) -> None:
@@ -86,14 +116,22 @@ def _set_lr(est: Any, lr: float) -> None:
         opt.learning_rate = lr  # SGD steps with it
 
 
-def _partial_fit(est: Any, X: Any, y: Any, classes: Any) -> None:
-    """One ``partial_fit`` (``classes`` given at the first call of a classifier)."""
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")  # overflow and convergence notes
-        if classes is not None and not hasattr(est, "classes_"):
-            est.partial_fit(X, y, classes=classes)
-        else:
-            est.partial_fit(X, y)
+def _partial_fit(
+    est: Any, X: Any, y: Any, classes: Any, sample_weight: Any = None
+) -> None:
+    """One ``partial_fit`` (``classes`` given at the first call of a classifier).
+
+    sklearn turns a Ctrl-C inside it into a warning ("Training interrupted by
+    user") and returns: it is raised again here, so it stops the test.
+    """
+    kw = {} if sample_weight is None else {"sample_weight": sample_weight}
+    if classes is not None:
+        kw["classes"] = classes
+    with warnings.catch_warnings(record=True) as caught, np.errstate(all="ignore"):
+        warnings.simplefilter("always")  # overflow and convergence notes: kept out
+        est.partial_fit(X, y, **kw)
+    if any("interrupted by user" in str(w.message) for w in caught):
+        raise KeyboardInterrupt
 
 
 def _blew_up(est: Any, error: ValueError) -> bool:
@@ -137,6 +175,7 @@ def find_lr(
     X: Any,
     y: Any,
     *,
+    sample_weight: Any = None,
     validation_data: tuple[Any, Any] | None = None,
     batch_size: int | None = None,
     start_lr: float = 1e-7,
@@ -164,7 +203,9 @@ def find_lr(
             copy (fitted: the test starts from its weights).
             ``early_stopping`` is off in the copy (``partial_fit`` refuses it).
         X: training inputs (an array-like or a sparse matrix).
-        y: training targets.
+        y: training targets (a column ``(n, 1)`` is flattened, as in ``fit``).
+        sample_weight: optional per-row weights of the training loss, passed to
+            ``partial_fit`` (scikit-learn >= 1.7).
         validation_data: optional ``(X_val, y_val)``: the loss on it (its
             first ``MAX_VAL_ROWS`` rows; the loss sklearn trains on, without the
             penalty) is evaluated every ``val_every`` steps as a cheap validation
@@ -194,24 +235,45 @@ def find_lr(
             cannot set the LR of each update.
     """
     if not isinstance(estimator, (MLPClassifier, MLPRegressor)):
+        hint = (
+            "Other scikit-learn models take no learning rate a range test can "
+            "find (SGDClassifier's eta0 applies per example: sweep it with "
+            "lrkit.sweep)."
+        )
+        if hasattr(estimator, "steps"):  # a Pipeline
+            hint = (
+                "For a Pipeline, pass its last step (pipe[-1]) and X transformed by "
+                "the others (pipe[:-1].fit_transform(X))."
+            )
+        elif hasattr(estimator, "estimator") and hasattr(estimator, "param_grid"):
+            hint = "For a search, pass the estimator it tunes (search.estimator)."
         _check.fail(
             "estimator",
             "an MLPClassifier or MLPRegressor",
             estimator,
-            "Other scikit-learn models take no learning rate a range test can "
-            "find (SGDClassifier's eta0 applies per example: sweep it with "
-            "lrkit.sweep).",
+            hint,
             exc=TypeError,
         )
-    solver = estimator.get_params()["solver"]
+    params = estimator.get_params()
+    solver = params["solver"]
     if solver not in ("sgd", "adam"):
         _check.fail(
             "estimator.solver",
             "'sgd' or 'adam' (solvers that take a learning rate)",
             solver,
         )
+    fitted = hasattr(estimator, "coefs_")
+    if fitted and not hasattr(estimator, "loss_curve_"):
+        _check.fail(
+            "estimator",
+            "unfitted, or fitted with solver 'sgd' or 'adam'",
+            f"{type(estimator).__name__} fitted with solver 'lbfgs'",
+            "Test an unfitted clone: sklearn.base.clone(estimator).",
+            shown=True,
+        )
+    classifier = is_classifier(estimator)
     X = _rows("X", X)
-    y_arr = np.asarray(y)
+    y_arr = _targets(y)
     n = X.shape[0]
     if n == 0:
         _check.fail("X", "at least one row", "0 rows", shown=True)
@@ -222,15 +284,44 @@ def find_lr(
             f"{y_arr.shape[0] if y_arr.ndim else 0} targets",
             shown=True,
         )
+    _finite("X", X)
+    weights = None
+    if sample_weight is not None:
+        weights = np.asarray(sample_weight, dtype=float)
+        if weights.shape != (n,) or not np.all(np.isfinite(weights)):
+            _check.fail(
+                "sample_weight",
+                f"{n} finite weights, one per row of X",
+                f"an array of shape {weights.shape}",
+                shown=True,
+            )
+        if "sample_weight" not in inspect.signature(estimator.partial_fit).parameters:
+            _check.fail(
+                "sample_weight",
+                "None with this scikit-learn (its MLP partial_fit takes no weights)",
+                "weights",
+                shown=True,
+            )
     if batch_size is None:
-        param = estimator.get_params()["batch_size"]
-        batch_size = min(200, n) if param == "auto" else int(param)
+        given = params["batch_size"]
+        if given != "auto" and not (
+            isinstance(given, numbers.Integral)
+            and not isinstance(given, bool)
+            and given >= 1
+        ):
+            _check.fail("estimator.batch_size", "'auto' or an int >= 1", given)
+        batch_size = min(200, n) if given == "auto" else int(given)
     batch_size = min(_check.positive_int("batch_size", batch_size), n)
     val_every = _check.positive_int("val_every", val_every)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        _check.fail("seed", "an int", seed, exc=TypeError)
+    seed = _check.non_negative_int("seed", seed)
     check_hooks(suggest, progress)
     start_lr, end_lr, num_steps, mode = check_ladder(start_lr, end_lr, num_steps, mode)
+    if fitted and classifier:
+        classes = np.asarray(estimator.classes_)
+    elif classifier:
+        classes = np.unique(y_arr) if y_arr.ndim == 1 else np.arange(y_arr.shape[1])
+    else:
+        classes = None
     val: tuple[Any, np.ndarray[Any, Any]] | None = None
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
@@ -241,7 +332,7 @@ def find_lr(
                 exc=TypeError,
             )
         Xv = _rows("validation_data[0]", validation_data[0])
-        yv = np.asarray(validation_data[1])
+        yv = _targets(validation_data[1])
         if Xv.shape[0] == 0 or yv.ndim == 0 or yv.shape[0] != Xv.shape[0]:
             _check.fail(
                 "validation_data",
@@ -256,14 +347,32 @@ def find_lr(
                 f"rows of {tuple(Xv.shape[1:])}",
                 shown=True,
             )
+        if yv.shape[1:] != y_arr.shape[1:]:
+            _check.fail(
+                "validation_data",
+                f"targets shaped like y's {tuple(y_arr.shape[1:])} per row",
+                f"targets of {tuple(yv.shape[1:])} per row",
+                shown=True,
+            )
+        if classes is not None and yv.ndim == 1:
+            unseen = np.setdiff1d(np.unique(yv), classes)
+            if len(unseen):
+                _check.fail(
+                    "validation_data",
+                    "labels the classifier is trained on "
+                    f"({', '.join(map(str, classes[:10]))})",
+                    f"labels {', '.join(map(str, unseen[:10]))} as well",
+                    shown=True,
+                )
+        _finite("validation_data[0]", Xv)
         val = (Xv[:MAX_VAL_ROWS], yv[:MAX_VAL_ROWS])
 
-    fitted = hasattr(estimator, "coefs_")
     est = copy.deepcopy(estimator) if fitted else clone(estimator)
-    est.set_params(early_stopping=False)
-    classes = np.unique(y_arr) if is_classifier(est) and y_arr.ndim == 1 else None
-    if is_classifier(est) and classes is None:  # multilabel indicator targets
-        classes = np.arange(y_arr.shape[1])
+    # one update per partial_fit, whatever the batch; partial_fit refuses
+    # early stopping, and warm_start makes it refuse batches missing a class
+    est.set_params(batch_size=batch_size, early_stopping=False, warm_start=False)
+    if fitted and getattr(est, "best_loss_", 0.0) is None:
+        est.best_loss_ = np.inf  # fitted with early stopping: no training best
     rng = np.random.default_rng(seed)
     order: list[np.ndarray[Any, Any]] = [np.array([], dtype=np.int64)]
 
@@ -275,7 +384,13 @@ def find_lr(
         _set_lr(est, lr)
         first = not hasattr(est, "_optimizer")
         try:
-            _partial_fit(est, X[index], y_arr[index], classes)
+            _partial_fit(
+                est,
+                X[index],
+                y_arr[index],
+                None if hasattr(est, "classes_") else classes,
+                None if weights is None else weights[index],
+            )
         except ValueError as e:
             if not _blew_up(est, e):
                 raise
@@ -300,7 +415,9 @@ def find_lr(
         if classes is not None and y_arr.ndim == 1
         else (y_arr.shape[1] if y_arr.ndim == 2 else 1)
     )
-    sizes = [X.shape[1], *estimator.get_params()["hidden_layer_sizes"], n_out]
+    hidden = params["hidden_layer_sizes"]
+    hidden = list(hidden) if hasattr(hidden, "__iter__") else [hidden]
+    sizes = [X.shape[1], *hidden, n_out]
     params = sum(a * b + b for a, b in itertools.pairwise(sizes))
     extra = {
         "framework": "sklearn",
