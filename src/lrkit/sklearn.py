@@ -307,7 +307,7 @@ def find_lr(
         if given != "auto" and not (
             isinstance(given, numbers.Integral)
             and not isinstance(given, bool)
-            and given >= 1
+            and int(given) >= 1
         ):
             _check.fail("estimator.batch_size", "'auto' or an int >= 1", given)
         batch_size = min(200, n) if given == "auto" else int(given)
