@@ -56,6 +56,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
+from lrkit._util import IndexBatches  # noqa: E402
+
 from .common import GRID, ORACLE_DIR  # noqa: E402
 from .regret import interp_log  # noqa: E402
 
@@ -252,21 +254,6 @@ TASKS = {
 }
 
 
-class _Batches:
-    """Full batches in an order drawn from the seed (each pass reshuffled)."""
-
-    def __init__(self, n: int, size: int, seed: int) -> None:
-        self.n, self.size = n, size
-        self.rng = np.random.default_rng(seed)
-        self.order: np.ndarray = np.array([], dtype=int)
-
-    def next(self) -> np.ndarray:
-        if len(self.order) < self.size:
-            self.order = np.concatenate([self.order, self.rng.permutation(self.n)])
-        idx, self.order = self.order[: self.size], self.order[self.size :]
-        return idx
-
-
 def _train_step(task: Task, model: Any, xb: Any, yb: Any, lr: float) -> float:
     """One optimizer update at ``lr``; the batch loss."""
     if task.framework == "keras":
@@ -315,7 +302,7 @@ def oracle_cell(name: str, lr_idx: int, seed: int) -> dict[str, Any]:
     xt, yt, xv, yv = task.data()
     model = _model(task, GRID[lr_idx], seed)
     init = _val_loss(task, model, xv, yv)
-    batches = _Batches(len(xt), task.batch_size, seed)
+    batches = IndexBatches(len(xt), task.batch_size, seed)
     diverged = False
     for _ in range(task.budget_steps):
         idx = batches.next()
@@ -409,7 +396,7 @@ def curve(record: dict[str, Any]) -> Curve:
 
 # ------------------------------------------------------------------ methods
 def _step_fn(task: Task, model: Any, xt: Any, yt: Any, seed: int) -> Any:
-    batches = _Batches(len(xt), task.batch_size, seed)
+    batches = IndexBatches(len(xt), task.batch_size, seed)
 
     def step(lr: float) -> float:
         idx = batches.next()

@@ -159,7 +159,6 @@ class _IndexedBatches:
 
     def __init__(self, dataset: Any, name: str) -> None:
         self.dataset = dataset
-        self.name = name
         self.count = _pydataset_len(dataset)
         if self.count == 0:
             _check.fail(name, "a dataset that yields at least one batch", dataset)
@@ -211,7 +210,6 @@ class Snapshot:
     """
 
     def __init__(self, model: Any) -> None:
-        self.model = model
         opt = model.optimizer
         self.variables = [(v, _numpy(v)) for v in model.variables]
         seen: set[int] = set()
@@ -669,7 +667,7 @@ def find_lr(
             )
             for vx, vy, vw in val_cache
         ]
-        return float(np.mean([float(v) for v in losses]))
+        return float(np.mean(losses))
 
     state: Snapshot | None = None
     try:

@@ -19,7 +19,14 @@ import numpy as np
 
 from . import _check
 
-__all__ = ["Batches", "json_clean", "known_len", "robust_noise", "write_json"]
+__all__ = [
+    "Batches",
+    "IndexBatches",
+    "json_clean",
+    "known_len",
+    "robust_noise",
+    "write_json",
+]
 
 
 def robust_noise(values: Sequence[float] | np.ndarray[Any, Any]) -> float:
@@ -106,3 +113,26 @@ def known_len(obj: Any) -> int | None:
         return len(obj)
     except TypeError:
         return None
+
+
+class IndexBatches:
+    """Row indices of full batches of ``size`` out of ``n`` rows, in an order
+    drawn from ``seed`` (each pass over the rows reshuffled; a batch may span
+    two passes, so every batch is full).
+
+    Example:
+        >>> batches = IndexBatches(5, 2, seed=0)
+        >>> sorted(int(i) for _ in range(5) for i in batches.next())  # two passes
+        [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    """
+
+    def __init__(self, n: int, size: int, seed: int) -> None:
+        self.n, self.size = n, size
+        self.rng = np.random.default_rng(seed)
+        self.order: np.ndarray[Any, Any] = np.array([], dtype=np.int64)
+
+    def next(self) -> np.ndarray[Any, Any]:
+        if len(self.order) < self.size:
+            self.order = np.concatenate([self.order, self.rng.permutation(self.n)])
+        index, self.order = self.order[: self.size], self.order[self.size :]
+        return index

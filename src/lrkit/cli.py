@@ -316,6 +316,8 @@ def find(
             parts[key] = value
     if framework != "torch" and confirm_steps:
         fail("--confirm-steps is for PyTorch tasks (lrkit.find_lr).")
+    if framework == "torch":
+        parts["confirm_steps"] = confirm_steps
 
     run: Any
     try:
@@ -323,13 +325,11 @@ def find(
             from .keras import find_lr as keras_find_lr
 
             def run(**kw: Any) -> Any:
-                kw.pop("confirm_steps")
                 return keras_find_lr(parts.pop("model"), parts.pop("x"), **kw, **parts)
         elif framework == "scikit-learn":
             from .sklearn import find_lr as sklearn_find_lr
 
             def run(**kw: Any) -> Any:
-                kw.pop("confirm_steps")
                 return sklearn_find_lr(
                     parts.pop("estimator"),
                     parts.pop("X"),
@@ -386,7 +386,6 @@ def find(
                 mode=mode,
                 suggest=rule,
                 progress=on_progress,
-                confirm_steps=confirm_steps,
             )
         except (ValueError, TypeError) as e:
             if not _check.is_ours(e):  # the framework failed inside the test

@@ -50,6 +50,7 @@ except ImportError as e:  # pragma: no cover - exercised only without sklearn
 
 from . import _check
 from ._check import LRKitError
+from ._util import IndexBatches
 from .rangetest import (
     Mode,
     Progress,
@@ -373,14 +374,11 @@ def find_lr(
     est.set_params(batch_size=batch_size, early_stopping=False, warm_start=False)
     if fitted and getattr(est, "best_loss_", 0.0) is None:
         est.best_loss_ = np.inf  # fitted with early stopping: no training best
-    rng = np.random.default_rng(seed)
-    order: list[np.ndarray[Any, Any]] = [np.array([], dtype=np.int64)]
+    batches = IndexBatches(n, batch_size, seed)
 
     def step_fn(lr: float) -> float:
         # full batches only (sklearn clips a batch_size above the rows given)
-        if len(order[0]) < batch_size:
-            order[0] = np.concatenate([order[0], rng.permutation(n)])
-        index, order[0] = order[0][:batch_size], order[0][batch_size:]
+        index = batches.next()
         _set_lr(est, lr)
         first = not hasattr(est, "_optimizer")
         try:
