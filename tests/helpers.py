@@ -89,6 +89,12 @@ def run_ranks(
 def run_lrkit_tty(*args: str, timeout: float = 300) -> tuple[int, str]:
     """``python -m lrkit ARGS`` with stdout and stderr on a pseudo-terminal (what
     a user at a terminal sees: progress bars, spinners): ``(exit code, output)``."""
+    return run_python_tty("-m", "lrkit", *args, timeout=timeout)
+
+
+def run_python_tty(*args: str, timeout: float = 300) -> tuple[int, str]:
+    """``python ARGS`` with stdout and stderr on a pseudo-terminal:
+    ``(exit code, output)``."""
     import pty
 
     import pytest
@@ -100,7 +106,7 @@ def run_lrkit_tty(*args: str, timeout: float = 300) -> tuple[int, str]:
     env = _env()
     env["COLUMNS"] = "100"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lrkit", *args],
+        [sys.executable, *args],
         stdin=subprocess.DEVNULL,
         stdout=slave,
         stderr=slave,

@@ -401,7 +401,7 @@ def find_lr(
     val_every: int = 2,
     shuffle: bool = True,
     seed: int = 0,
-    progress: Callable[[Progress], None] | None = None,
+    progress: bool | Callable[[Progress], None] | None = True,
     suggest: bool | str = True,
 ) -> RangeTestResult:
     """Run an LR range test on a compiled Keras 3 model and suggest a learning rate.
@@ -450,7 +450,10 @@ def find_lr(
         shuffle: shuffle array data (each pass in a new order drawn from
             ``seed``, not from the global random state).
         seed: seed of that order.
-        progress: called with a :class:`~lrkit.rangetest.Progress` each step.
+        progress: ``True`` (default): a progress bar on stderr while the test
+            runs, when stderr is a terminal or a notebook (none in a log file
+            or under CI); ``False`` or ``None``: none; or a function called with
+            a :class:`~lrkit.rangetest.Progress` after each step (no bar).
         suggest: ``True`` (default rule), a rule name, or ``False``.
 
     Returns:

@@ -9,9 +9,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,10 @@ from . import _check
 __all__ = [
     "Batches",
     "IndexBatches",
+    "check_progress",
     "json_clean",
     "known_len",
+    "progress_hook",
     "robust_noise",
     "write_json",
 ]
@@ -51,6 +54,82 @@ def json_clean(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [json_clean(v) for v in value]
     return value
+
+
+def check_progress(progress: Any) -> None:
+    """Validate a ``progress`` argument: True, False, None or a callable."""
+    if progress is not None and not isinstance(progress, bool):
+        _check.callable_(
+            "progress",
+            progress,
+            "pass True for a progress bar, False for none, or a function "
+            "called with each report",
+        )
+
+
+_bar_active = False  # one bar at a time: a range test inside a sweep adds none
+
+
+@contextlib.contextmanager
+def progress_hook(
+    progress: Any, label: str, show: Callable[[Any], tuple[int, int, str]]
+) -> Iterator[Callable[[Any], None] | None]:
+    """The per-report hook for a ``progress`` argument.
+
+    A callable is returned as it is; ``False`` or ``None`` give no hook; ``True``
+    gives a transient progress bar on stderr when it is a terminal or a
+    notebook (nothing in a log file or under CI), labelled ``label``, which
+    ``show(report) -> (done, total, text)`` updates. Inside another of lrkit's
+    bars (a range test in a sweep's training function), or while another
+    live display of ``rich`` is on screen, ``True`` shows nothing.
+    """
+    global _bar_active
+    if callable(progress) and not isinstance(progress, bool):
+        yield progress
+        return
+    if progress is not True or _bar_active:
+        yield None
+        return
+    from rich.console import Console
+    from rich.errors import LiveError
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    console = Console(stderr=True)
+    if not (console.is_terminal or console.is_jupyter):
+        yield None
+        return
+    bar = Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[text]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+    try:
+        bar.start()
+    except LiveError:  # the caller's own rich display is on screen
+        yield None
+        return
+    job = bar.add_task(label, total=None, text="")
+
+    def hook(report: Any) -> None:
+        done, total, text = show(report)
+        bar.update(job, completed=done, total=total, text=text)
+
+    _bar_active = True
+    try:
+        yield hook
+    finally:
+        _bar_active = False
+        bar.stop()
 
 
 def write_json(record: Mapping[str, Any], path: str | Path) -> Path:

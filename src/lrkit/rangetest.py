@@ -70,7 +70,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from . import _check
-from ._util import json_clean, write_json
+from ._util import check_progress, json_clean, progress_hook, write_json
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -497,14 +497,18 @@ def _fmt(x: float | None) -> str:
 
 def check_hooks(suggest: Any, progress: Any) -> None:
     """Validate ``suggest`` (True, False or a rule name) and ``progress``."""
-    if progress is not None:
-        _check.callable_("progress", progress)
+    check_progress(progress)
     if not isinstance(suggest, (bool, str)):
         _check.fail("suggest", "True, False or a rule name", suggest, exc=TypeError)
     if isinstance(suggest, str):
         from .suggest import RULES
 
         _check.choice("suggest", suggest, RULES)
+
+
+def _show_step(p: Progress) -> tuple[int, int, str]:
+    """The progress bar's numbers for a range-test step."""
+    return p.step, p.total, f"lr {p.lr:.2e}  loss {p.loss:.4g}"
 
 
 class _StopRule:
@@ -597,7 +601,7 @@ def range_test(
     noise_factor: float = 3.0,
     sync_every: int = 1,
     resolve: Callable[[Sequence[Any]], Sequence[Any]] | None = None,
-    progress: Callable[[Progress], None] | None = None,
+    progress: bool | Callable[[Progress], None] | None = True,
     suggest: bool | str = True,
     steps_per_epoch: int | None = None,
     params_per_example: float | None = None,
@@ -631,7 +635,10 @@ def range_test(
             on every step; stop rules then act up to ``sync_every - 1`` steps late.
         resolve: turns a batch of ``step_fn`` return values into floats or
             :class:`StepOutcome` (default: identity).
-        progress: called with a :class:`Progress` after each recorded step.
+        progress: ``True`` (default): a progress bar on stderr while the test
+            runs, when stderr is a terminal or a notebook (none in a log file
+            or under CI); ``False`` or ``None``: none; or a function called with
+            a :class:`Progress` after each step (no bar).
         suggest: ``True`` for the default suggestion rule, a rule name (see
             :func:`lrkit.suggest`), or ``False`` for none.
         steps_per_epoch: steps in one pass over the training data, if known:
@@ -707,8 +714,8 @@ def range_test(
             else:
                 smooth, reason = rule.update(loss)
                 smoothed.append(smooth)
-            if progress is not None:
-                progress(Progress(len(lrs), num_steps, ladder[i], loss, rule.best))
+            if hook is not None:
+                hook(Progress(len(lrs), num_steps, ladder[i], loss, rule.best))
             if reason is not None:
                 return reason
         return None
@@ -724,22 +731,23 @@ def range_test(
         pending_val.clear()
 
     batch_start = 0
-    for i, lr in enumerate(ladder):
-        pending.append(step_fn(lr))
-        steps_done += 1
-        every = settings.val_every * (1 if rule.descending else 4)
-        if val_fn is not None and ((i + 1) % every == 0 or i == num_steps - 1):
-            t0 = time.perf_counter()
-            pending_val.append((i, val_fn()))
-            t_val += time.perf_counter() - t0
-        if len(pending) >= sync_every or i == num_steps - 1:
-            reason = record(batch_start, resolve(pending))
-            batch_start += len(pending)
-            pending = []
-            flush_val()
-            if reason is not None:
-                stop = reason
-                break
+    with progress_hook(progress, "range test", _show_step) as hook:
+        for i, lr in enumerate(ladder):
+            pending.append(step_fn(lr))
+            steps_done += 1
+            every = settings.val_every * (1 if rule.descending else 4)
+            if val_fn is not None and ((i + 1) % every == 0 or i == num_steps - 1):
+                t0 = time.perf_counter()
+                pending_val.append((i, val_fn()))
+                t_val += time.perf_counter() - t0
+            if len(pending) >= sync_every or i == num_steps - 1:
+                reason = record(batch_start, resolve(pending))
+                batch_start += len(pending)
+                pending = []
+                flush_val()
+                if reason is not None:
+                    stop = reason
+                    break
     total = time.perf_counter() - t_start
 
     info = None

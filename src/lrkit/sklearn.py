@@ -185,7 +185,7 @@ def find_lr(
     mode: Mode = "exp",
     val_every: int = 2,
     seed: int = 0,
-    progress: Callable[[Progress], None] | None = None,
+    progress: bool | Callable[[Progress], None] | None = True,
     suggest: bool | str = True,
 ) -> RangeTestResult:
     """Run an LR range test on an ``MLPClassifier`` / ``MLPRegressor``.
@@ -223,7 +223,10 @@ def find_lr(
             started to fall (four times as many before that).
         seed: seed of the order in which batches are drawn (each pass over
             the data in a new order; not the global random state).
-        progress: called with a :class:`~lrkit.rangetest.Progress` each step.
+        progress: ``True`` (default): a progress bar on stderr while the test
+            runs, when stderr is a terminal or a notebook (none in a log file
+            or under CI); ``False`` or ``None``: none; or a function called with
+            a :class:`~lrkit.rangetest.Progress` after each step (no bar).
         suggest: ``True`` (default rule), a rule name, or ``False``.
 
     Returns:

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _check
-from ._util import json_clean, write_json
+from ._util import check_progress, json_clean, progress_hook, write_json
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -471,7 +471,7 @@ def sweep(
     reset: Callable[[], Any] | None = None,
     study: Any = None,
     param_name: str = "lr",
-    progress: Callable[[SweepProgress], None] | None = None,
+    progress: bool | Callable[[SweepProgress], None] | None = True,
 ) -> SweepResult:
     """Train at several LRs and return the one with the lowest loss.
 
@@ -501,7 +501,11 @@ def sweep(
             reused, not trained again, so a sweep that was interrupted resumes.
             Use a new study (or study name) when ``train_fn`` changes.
         param_name: the name of the LR parameter in ``study``.
-        progress: called with a :class:`SweepProgress` after each LR.
+        progress: ``True`` (default): a progress bar on stderr while the sweep
+            runs, when stderr is a terminal or a notebook (none in a log file
+            or under CI; what ``train_fn`` prints shows above it); ``False`` or
+            ``None``: none; or a function called with a :class:`SweepProgress`
+            after each LR (no bar).
 
     Returns:
         A :class:`SweepResult`: ``best_lr``, every trial, and reasons.
@@ -541,8 +545,7 @@ def sweep(
     extend = _check.non_negative_int("extend", extend)
     if reset is not None:
         _check.callable_("reset", reset)
-    if progress is not None:
-        _check.callable_("progress", progress)
+    check_progress(progress)
     if not isinstance(param_name, str) or not param_name:
         _check.fail("param_name", "a non-empty str", param_name, exc=TypeError)
     store = None if study is None else _Study(study, param_name)
@@ -570,9 +573,9 @@ def sweep(
                 store.record(lr, loss, seconds)
             trial = SweepTrial(lr=lr, loss=loss, seconds=seconds)
         trials.append(trial)
-        if progress is not None:
+        if hook is not None:
             b = _best(trials)
-            progress(
+            hook(
                 SweepProgress(
                     done=len(trials),
                     total=len(planned),  # the widening appends before it runs
@@ -583,37 +586,44 @@ def sweep(
                 )
             )
 
-    extra = 0
-    try:
-        for lr in planned:
-            run(lr)
-        # widen the grid while its best LR sits on an edge
-        while extra < extend:
-            tried = sorted(trials, key=lambda t: t.lr)
-            best = _best(tried)
-            if best is None or len(tried) < 2:
-                break
-            side = _edge(tried, best)
-            if side == "low":
-                ratio = tried[0].lr / tried[1].lr
-            elif side == "high":
-                ratio = tried[-1].lr / tried[-2].lr
-            else:
-                break
-            nxt = best.lr * ratio
-            if not (nxt > 0 and math.isfinite(nxt)):
-                break
-            planned.append(nxt)
-            extra += 1
-            run(nxt)
-    finally:
-        if ran and reset is not None:
-            reset()
+    with progress_hook(progress, "sweep", _show_trial) as hook:
+        extra = 0
+        try:
+            for lr in planned:
+                run(lr)
+            # widen the grid while its best LR sits on an edge
+            while extra < extend:
+                tried = sorted(trials, key=lambda t: t.lr)
+                best = _best(tried)
+                if best is None or len(tried) < 2:
+                    break
+                side = _edge(tried, best)
+                if side == "low":
+                    ratio = tried[0].lr / tried[1].lr
+                elif side == "high":
+                    ratio = tried[-1].lr / tried[-2].lr
+                else:
+                    break
+                nxt = best.lr * ratio
+                if not (nxt > 0 and math.isfinite(nxt)):
+                    break
+                planned.append(nxt)
+                extra += 1
+                run(nxt)
+        finally:
+            if ran and reset is not None:
+                reset()
     return SweepResult(
         trials=tuple(trials),
         center=center,
         reasons=tuple(_reasons(trials, extra, extend)),
     )
+
+
+def _show_trial(p: SweepProgress) -> tuple[int, int, str]:
+    """The progress bar's numbers for a finished sweep run."""
+    best = "none yet" if p.best_lr is None else f"{p.best_lr:.3g}"
+    return p.done, p.total, f"lr {p.lr:.3g}  loss {p.loss:.4g}  best lr {best}"
 
 
 def _edge(tried: Sequence[SweepTrial], best: SweepTrial) -> str | None:

@@ -456,7 +456,7 @@ def find_lr(
     reference_group: int = 0,
     sync_every: int | None = None,
     spill_dir: str | Path | None = None,
-    progress: Callable[[Progress], None] | None = None,
+    progress: bool | Callable[[Progress], None] | None = True,
     suggest: bool | str = True,
     confirm_steps: int = 0,
 ) -> RangeTestResult:
@@ -510,7 +510,10 @@ def find_lr(
             1 on CPU, 8 on accelerators, to avoid a host sync per step).
         spill_dir: hold the state snapshot in a temporary directory there
             instead of CPU memory (for very large models).
-        progress: called with a :class:`~lrkit.rangetest.Progress` each step.
+        progress: ``True`` (default): a progress bar on stderr while the test
+            runs, when stderr is a terminal or a notebook (none in a log file
+            or under CI); ``False`` or ``None``: none; or a function called with
+            a :class:`~lrkit.rangetest.Progress` after each step (no bar).
         suggest: ``True`` (default rule), a rule name, or ``False``.
         confirm_steps: optional confirmation (0: off). When the suggestion's
             confidence is below ``CONFIRM_BELOW`` (0.5), train this many steps

@@ -1,0 +1,119 @@
+"""Tests of the shared helpers in ``lrkit._util``: the progress bars of the range
+test and the sweep, seen on a real pseudo-terminal and through a pipe."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from lrkit._util import check_progress, progress_hook
+from lrkit.rangetest import range_test
+from lrkit.sweep import sweep
+
+from tests.helpers import _env, run_python_tty
+
+# a range test of 60 steps and a sweep of 3 runs, each step slow enough for the
+# bar to be drawn (rich redraws 10 times a second)
+SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    from lrkit.rangetest import range_test
+    from lrkit.sweep import sweep
+
+    def step(lr):
+        time.sleep(0.01)
+        return 1.0 / (1.0 + lr)
+
+    what, progress = sys.argv[1], {"on": True, "off": False, "none": None}[sys.argv[2]]
+    if what == "find":
+        r = range_test(step, start_lr=1e-4, end_lr=1.0, num_steps=60,
+                       progress=progress, suggest=False)
+        print("steps", len(r.lrs))
+    elif what == "sweep-of-finds":  # a range test inside a sweep's training function
+        def train(lr):
+            r = range_test(step, start_lr=1e-4, end_lr=1.0, num_steps=30,
+                           suggest=False)
+            return abs(lr - 0.1) + len(r.lrs) * 0.0
+        print("best", sweep(train, lrs=[0.01, 0.1, 1.0], extend=0,
+                            progress=progress).best_lr)
+    elif what == "inside-rich":  # the user's own rich display is on screen
+        from rich.progress import Progress
+        with Progress() as mine:
+            mine.add_task("mine", total=1)
+            time.sleep(0.2)
+            r = range_test(step, start_lr=1e-4, end_lr=1.0, num_steps=30,
+                           progress=progress, suggest=False)
+        print("steps", len(r.lrs))
+    """
+)
+
+
+@pytest.fixture
+def script(tmp_path):  # type: ignore[no-untyped-def]
+    path = tmp_path / "bars.py"
+    path.write_text(SCRIPT)
+    return str(path)
+
+
+def test_range_test_shows_a_bar_on_a_terminal(script: str) -> None:
+    code, out = run_python_tty(script, "find", "on")
+    assert code == 0, out
+    assert "range test" in out and "/60" in out and "lr " in out
+    assert "steps 60" in out
+
+
+@pytest.mark.parametrize("off", ["off", "none"])
+def test_no_bar_when_turned_off(script: str, off: str) -> None:
+    code, out = run_python_tty(script, "find", off)
+    assert code == 0, out
+    assert "range test" not in out and "steps 60" in out
+
+
+def test_no_bar_when_stderr_is_a_pipe_or_file(script: str) -> None:
+    p = subprocess.run(
+        [sys.executable, script, "find", "on"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+    assert p.returncode == 0, p.stderr
+    assert p.stderr == "" and p.stdout.strip() == "steps 60"
+
+
+def test_a_range_test_inside_a_sweep_adds_no_second_bar(script: str) -> None:
+    code, out = run_python_tty(script, "sweep-of-finds", "on")
+    assert code == 0, out  # rich refuses two live displays at once: no LiveError
+    assert "sweep" in out and "/3" in out and "best lr" in out
+    assert "range test" not in out
+    assert "best 0.1" in out
+
+
+def test_no_error_inside_the_users_own_rich_display(script: str) -> None:
+    # rich versions that refuse a second live display raise LiveError: the test
+    # then runs without its bar; newer ones show both
+    code, out = run_python_tty(script, "inside-rich", "on")
+    assert code == 0, out
+    assert "mine" in out and "steps 30" in out and "Error" not in out
+
+
+def test_a_function_gets_every_report_and_no_bar() -> None:
+    seen: list[int] = []
+    with progress_hook(seen.append, "x", lambda r: (r, 10, "")) as hook:
+        assert hook is not None
+        hook(3)
+    assert seen == [3]
+
+
+@pytest.mark.parametrize("bad", [1, "yes", 0.5, [print]])
+def test_bad_progress_is_refused_by_name(bad: object) -> None:
+    with pytest.raises(TypeError, match=r"progress must be callable.*True for a"):
+        check_progress(bad)
+    with pytest.raises(TypeError, match="progress"):
+        range_test(lambda lr: 1.0, num_steps=20, progress=bad)
+    with pytest.raises(TypeError, match="progress"):
+        sweep(lambda lr: 1.0, lrs=[0.1], progress=bad)
