@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,42 @@ def test_human_output(tmp_path: Path) -> None:
     assert "too_slow" in p.stdout and "warning" in p.stdout
     assert "Try" in p.stdout and "0.003 ->" in p.stdout
     assert str(tmp_path / "diagnose.png") in p.stdout
+
+
+def test_the_verdicts_advice_is_printed_with_the_findings(tmp_path: Path) -> None:
+    """The verdict's advice (the run as a whole) comes first, then each kind's;
+    the same text as --json's "advice"."""
+    y = curve(400, seed=3)
+    y[300:] = np.linspace(y[299], 40.0, 100)  # it blows up late in the run
+    path = write_csv(tmp_path / "late.csv", y)
+    p = lrkit("diagnose", str(path))
+    q = lrkit("diagnose", str(path), "--json")
+    assert p.returncode == 0 and q.returncode == 0, p.stderr + q.stderr
+    rec = json.loads(q.stdout)
+    assert rec["findings"]
+    flat = " ".join(p.stdout.split())
+    assert "advice: " + " ".join(rec["advice"].split()) in flat
+    assert all(f["kind"] + ": " in flat for f in rec["findings"])
+
+
+def test_a_finding_advises_from_the_lr_it_was_raised_at(tmp_path: Path) -> None:
+    """A schedule decays the LR after the blow-up: the advice scales the LR of
+    the moment the loss blew up, not the last one logged."""
+    t = np.arange(400)
+    y = curve(400, seed=4)
+    y[170:] = y[169] + np.linspace(0.0, 50.0, 230)
+    lr = 0.1 * 0.5 * (1 + np.cos(np.pi * t / 400))  # cosine to ~0
+    lines = ["step,loss,lr"] + [
+        f"{i},{v:.6g},{r:.6g}" for i, v, r in zip(t, y, lr, strict=True)
+    ]
+    path = tmp_path / "decay.csv"
+    path.write_text("\n".join(lines) + "\n")
+    rec = json.loads(lrkit("diagnose", str(path), "--json").stdout)
+    div = [f for f in rec["findings"] if f["kind"] == "diverged"]
+    assert div, rec
+    at = 0.1 * 0.5 * (1 + math.cos(math.pi * div[0]["first_step"] / 400))
+    lr_in_advice = float(re.search(r"\(([0-9.e+-]+) ->", div[0]["advice"])[1])
+    assert lr_in_advice == pytest.approx(at, rel=0.15)  # not the final ~1e-6
 
 
 def test_a_warning_withdrawn_at_the_end_is_shown(tmp_path: Path) -> None:

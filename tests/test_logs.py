@@ -901,6 +901,20 @@ def test_a_last_line_cut_short_is_skipped_with_a_note(
     assert read_log(complete).notes == ()
 
 
+def test_a_header_repeated_by_an_appending_run_is_skipped(tmp_path: Path) -> None:
+    """pandas' ``to_csv(mode="a")`` and most resumed loggers write the header
+    again: the repeat is skipped with a note, and the later values win."""
+    path = tmp_path / "metrics.csv"  # what to_csv writes, then mode="a" again
+    path.write_text("step,loss\n0,2.0\n1,1.8\n2,1.6\n3,1.5\n")
+    with path.open("a") as f:
+        f.write("step,loss\n3,1.45\n4,1.4\n5,1.3\n")
+    h = read_log(path)
+    assert h.steps.tolist() == [0, 1, 2, 3, 4, 5]
+    assert h.loss.tolist() == [2.0, 1.8, 1.6, 1.45, 1.4, 1.3]
+    assert "header row repeats (line 6)" in h.notes[0]
+    assert "already logged" in h.notes[1]  # the resumed steps' own note
+
+
 @pytest.mark.parametrize("codec", ["utf-16", "utf-8-sig", "utf-32"])
 def test_text_with_a_byte_order_mark(tmp_path: Path, codec: str) -> None:
     """Windows PowerShell's ``>`` writes UTF-16 with a BOM."""

@@ -609,14 +609,41 @@ def test_diagnose_attaches_sparse_series() -> None:
         loss=y,
         steps=np.arange(0, 2000, 2),
         grad_norm=[1.0, 1.0, math.nan],
-        grad_norm_steps=[10, 500, 1001],  # 1001: between logged losses, kept there
+        grad_norm_steps=[10, 500, 1999],  # 1999: after the last loss, kept there
         lr=[0.1, 0.01],
         lr_steps=[0, 1000],
     )
     d = diagnose(h)
     nan = [f for f in d.findings if f.kind == "nan"]
-    assert [f.first_step for f in nan] == [1001]
+    assert [f.first_step for f in nan] == [1999]
     assert "0.01 ->" in nan[0].advice  # the LR carried forward from step 1000
+
+
+def test_diagnose_withdraws_a_non_finite_value_the_run_trained_on_past() -> None:
+    """Left in the weights, a NaN makes every later loss NaN: finite losses
+    after one mean the update was skipped (a loss scaler's overflow) or only
+    the logged value was bad. The whole-run diagnosis reads it as not logged
+    and reports it as withdrawn; a live monitor raises it."""
+    y = list(exp_decay(seed=31))
+    bad_loss = [*y[:300], math.nan, *y[301:]]
+    d = diagnose(bad_loss)
+    assert d.verdict == "healthy" and not any(f.kind == "nan" for f in d.findings)
+    assert [(f.kind, f.first_step) for f in d.withdrawn] == [("nan", 300)]
+    assert "trained on" in d.withdrawn[0].advice
+    assert feed(bad_loss).findings[0].kind == "nan"  # live: raised at once
+    # a non-finite gradient norm at a finite loss (fp16 overflow, often at the start)
+    h = lrkit.History(
+        loss=y, grad_norm=[math.inf, 1.0, math.nan], grad_norm_steps=[0, 5, 6]
+    )
+    d = diagnose(h)
+    assert d.verdict == "healthy"
+    assert [f.first_step for f in d.withdrawn] == [0, 6]
+    assert "grad norm" in d.withdrawn[0].advice
+    # not withdrawn: NaN to the end, or finite for fewer than 3 losses after it
+    assert diagnose(y[:300] + [math.nan] * 5).verdict == "diverged"
+    short = [*y[:300], math.nan, y[300], y[301], math.nan, math.nan]
+    d = diagnose(short)
+    assert d.verdict == "diverged" and not d.withdrawn
 
 
 def test_diagnosis_figure(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -8,12 +8,11 @@ import sys
 import textwrap
 
 import pytest
+from tests.helpers import _env, run_python_tty
 
 from lrkit._util import check_progress, progress_hook
 from lrkit.rangetest import range_test
 from lrkit.sweep import sweep
-
-from tests.helpers import _env, run_python_tty
 
 # a range test of 60 steps and a sweep of 3 runs, each step slow enough for the
 # bar to be drawn (rich redraws 10 times a second)

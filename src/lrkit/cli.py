@@ -878,18 +878,24 @@ def diagnose(
                 _evidence_text(dict(f.evidence)),
             )
         console.print(table)
-        seen: set[str] = set()
-        for f in result.findings:
-            if f.kind not in seen:
-                seen.add(f.kind)
-                console.print(f"[bold]{f.kind}[/]: {f.advice}", highlight=False)
-    else:
-        console.print(f"advice: {result.advice}", highlight=False)
+    # the verdict's advice (what to do about the run as a whole), then each
+    # kind's own (what its first finding means, at the LR it was raised at)
+    console.print(f"[bold]advice[/]: {result.advice}", highlight=False)
+    seen: set[str] = set()
+    for f in result.findings:
+        if f.kind not in seen:
+            seen.add(f.kind)
+            console.print(f"{f.kind}: {f.advice}", highlight=False)
     for f in result.withdrawn:
+        why = (
+            f.advice[:1].lower() + f.advice[1:]
+            if f.kind == "nan"
+            else "the run converged within its length (its loss flattened "
+            "before it ended)."
+        )
         console.print(
             f"withdrawn once the run was over: {f.kind} (steps {f.first_step}-"
-            f"{f.last_step}), which a monitor watching it live showed: the run "
-            "converged within its length (its loss flattened before it ended).",
+            f"{f.last_step}), which a monitor watching it live showed: {why}",
             style="dim",
             highlight=False,
         )

@@ -804,7 +804,11 @@ def _read_csv(path: Path, overrides: Mapping[str, str | None]) -> History:
         ]
     except csv.Error as e:
         raise LogFormatError(path, f"malformed CSV ({e})", reader.line_num) from None
+    repeats: list[int] = []
     for i, (line, row) in enumerate(rows):
+        if [c.strip() for c in row] == header:  # a second run appended its header
+            repeats.append(line)
+            continue
         if len(row) != len(header):
             if i == len(rows) - 1 and i > 0 and len(row) < len(header):
                 # a run still writing, or killed mid-line
@@ -821,6 +825,13 @@ def _read_csv(path: Path, overrides: Mapping[str, str | None]) -> History:
         if alias:
             cells[alias] = row[2]
         records.append((line, cells))
+    if repeats:
+        at = ", ".join(str(n) for n in repeats[:3])
+        at += ", ..." if len(repeats) > 3 else ""
+        notes.append(
+            f"the header row repeats (line {at}): a run appended to this log, "
+            "e.g. a resumed one or pandas' to_csv(mode='a'): skipped"
+        )
     if not records:
         raise LogFormatError(path, "the file has a header but no rows", first + 1)
     keys = [*header, alias] if alias else header

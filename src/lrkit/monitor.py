@@ -446,6 +446,7 @@ class _Open:
         "kind",
         "last_step",
         "last_tick",
+        "lr",
         "score",
     )
 
@@ -459,6 +460,7 @@ class _Open:
         self.hits = 0
         self.score = -math.inf
         self.evidence: dict[str, float] = {}
+        self.lr: float | None = None  # the LR when it was raised (for its advice)
 
 
 def _median_small(values: Iterable[float]) -> float:
@@ -927,6 +929,7 @@ class Monitor:
         if o is None:
             o = _Open(kind, self._next_id, first, step)
             o.hits = self._updates  # the update that raised it
+            o.lr = self._lr
             self._next_id += 1
             self._open[kind] = o
             self._index[o.id] = len(self._findings)
@@ -942,7 +945,10 @@ class Monitor:
             last_step=o.last_step,
             detected_step=o.detected_step,
             severity=SEVERITY_OF[kind],
-            advice=_advice(kind, self._lr, o.evidence, self._lr_peak),
+            # the LR when it was raised: a schedule may have moved it since
+            advice=_advice(
+                kind, self._lr if o.lr is None else o.lr, o.evidence, self._lr_peak
+            ),
             evidence=o.evidence,
             id=o.id,
             is_new=o.hits == self._updates,
@@ -1757,7 +1763,12 @@ def _as_history(history: Any) -> History:
             "Read a log file with lrkit.read_log(path).",
             exc=TypeError,
         )
-    return History(loss=list(history))
+    values = list(history)
+    kept = [i for i, v in enumerate(values) if v is not None]
+    if len(kept) == len(values):
+        return History(loss=values)
+    # None: nothing logged at that step (as in Monitor.update), not a NaN
+    return History(loss=[values[i] for i in kept], steps=kept)
 
 
 def diagnose(
@@ -1776,7 +1787,8 @@ def diagnose(
 
     Args:
         history: a :class:`~lrkit.History` (see :func:`lrkit.read_log`) or a
-            plain sequence of training losses (steps 0, 1, ...).
+            plain sequence of training losses (steps 0, 1, ...; ``None``: no
+            loss logged at that step, as in :meth:`Monitor.update`).
         config: the monitor's thresholds; when None, the defaults with their
             windows scaled to the log's length
             (:meth:`MonitorConfig.for_points`: a log of fewer than 300 points,
@@ -1809,6 +1821,12 @@ def diagnose(
     lr_steps = h.lr_steps.tolist()
     lr_values = h.lr.tolist()
     loss = h.loss.tolist()
+    survived = _survived(h.steps.tolist(), loss, train, grad)
+    for s in survived:  # read as not logged; reported as withdrawn below
+        if not math.isfinite(train.get(s, 0.0)):
+            del train[s]
+        if not math.isfinite(grad.get(s, 0.0)):
+            del grad[s]
     j_lr = -1
     for s in sorted({*train, *val, *grad}):
         while j_lr + 1 < len(lr_steps) and lr_steps[j_lr + 1] <= s:
@@ -1857,8 +1875,60 @@ def diagnose(
         steps=len(h.steps),
         source=h.source,
         config=mon.config,
-        withdrawn=mon.withdrawn,
+        withdrawn=(*survived.values(), *mon.withdrawn),
     )
+
+
+_SURVIVED_AFTER = 3  # finite training losses that show a non-finite value did no harm
+
+
+def _survived(
+    steps: Sequence[int],
+    loss: Sequence[float],
+    train: Mapping[int, float],
+    grad: Mapping[int, float],
+) -> dict[int, Finding]:
+    """Non-finite training losses or gradient norms that the run trained on
+    past: the next ``_SURVIVED_AFTER`` logged training losses are finite.
+
+    Left in the weights, a non-finite value makes every later loss non-finite;
+    finite ones after it mean the update was skipped (a mixed-precision loss
+    scaler does this on overflow, often in the first steps) or only the logged
+    value was bad. A whole-run diagnosis reads such a point as not logged and
+    reports it as a withdrawn ``nan`` finding (a live monitor cannot see the
+    future, and raises it)."""
+    out: dict[int, Finding] = {}
+    bad = sorted(
+        {s for s, v in train.items() if not math.isfinite(v)}
+        | {s for s, v in grad.items() if not math.isfinite(v)}
+    )
+    for s in bad:
+        i = bisect.bisect_right(steps, s)
+        after = loss[i : i + _SURVIVED_AFTER]
+        if len(after) < _SURVIVED_AFTER or not all(math.isfinite(v) for v in after):
+            continue
+        pairs = (("loss", train.get(s)), ("grad_norm", grad.get(s)))
+        ev = {k: float(v) for k, v in pairs if v is not None}
+        what = " and ".join(
+            k.replace("_", " ") for k, v in ev.items() if not math.isfinite(v)
+        )
+        out[s] = Finding(
+            kind="nan",
+            first_step=s,
+            last_step=s,
+            detected_step=s,
+            severity=SEVERITY_OF["nan"],
+            advice=(
+                f"A non-finite {what} at step {s}, and the run trained on with "
+                "finite losses: the update was skipped (a mixed-precision loss "
+                "scaler does this on overflow) or only the logged value was bad. "
+                "No action; if it repeats, lower the LR or clip gradients."
+            ),
+            evidence=ev,
+            id=-1,
+            is_new=False,
+        )
+    return out
 
 
 def _recovered(
