@@ -567,6 +567,14 @@ class TestBadInput:
             lrkit.find_lr(
                 model, torch.optim.LBFGS(model.parameters()), F.cross_entropy, loader()
             )
+        with pytest.raises(
+            TypeError,
+            match=r"optimizer must be an optimizer whose steps follow its LR, "
+            r"got Rprop, whose lr only sets the first step sizes",
+        ):
+            lrkit.find_lr(
+                model, torch.optim.Rprop(model.parameters()), F.cross_entropy, loader()
+            )
         frozen = nn.Linear(8, 3).requires_grad_(False)
         with pytest.raises(
             ValueError,
@@ -719,6 +727,56 @@ def test_loss_nan_from_the_first_step_is_not_blamed_on_the_lr() -> None:
     assert any(
         "from the first step" in r and "not an LR effect" in r for r in result.reasons
     )
+
+
+@pytest.mark.parametrize(("seed", "sync_every"), [(0, 8), (4, 1)])
+def test_user_code_refusing_nan_weights_ends_the_test_as_a_result(
+    seed: int, sync_every: int
+) -> None:
+    """A Gaussian-likelihood model: torch.distributions checks its arguments and
+    raises on the NaN weights of a diverged test (losses are read every
+    ``sync_every`` steps, so more steps follow the blow-up; or one step takes a
+    finite loss straight to NaN weights). Divergence is a result: the curve so
+    far, everything restored."""
+    torch.manual_seed(0)
+    x = torch.randn(256, 4)
+    y = x @ torch.tensor([1.0, -2.0, 0.5, 3.0]) + 0.1 * torch.randn(256)
+
+    class Hetero(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(4, 32), nn.Tanh(), nn.Linear(32, 2))
+
+        def forward(self, x: torch.Tensor) -> torch.distributions.Normal:
+            mu, raw = self.net(x).unbind(-1)
+            return torch.distributions.Normal(mu, F.softplus(raw) + 1e-3)
+
+    def nll(dist: torch.distributions.Normal, y: torch.Tensor) -> torch.Tensor:
+        return -dist.log_prob(y).mean()
+
+    data = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True)
+    torch.manual_seed(seed)
+    model = Hetero()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    before = copy.deepcopy(model.state_dict())
+    r = lrkit.find_lr(
+        model,
+        opt,
+        nll,
+        data,
+        start_lr=1e-4,
+        end_lr=1e6,
+        num_steps=20,
+        sync_every=sync_every,
+        val_loader=data,
+    )
+    assert r.stop_reason in ("nan", "diverged")
+    assert len(r.lrs) < 20 and math.isfinite(r.losses[0])
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+    # a real error in user code still raises
+    with pytest.raises(ZeroDivisionError):
+        lrkit.find_lr(model, opt, lambda o, y: 1 / 0, data, num_steps=20)
 
 
 def test_optimizer_step_hooks_do_not_see_the_test() -> None:

@@ -625,6 +625,17 @@ def find_lr(
             exc=TypeError,
             shown=True,
         )
+    if isinstance(optimizer, torch.optim.Rprop):
+        _check.fail(
+            "optimizer",
+            "an optimizer whose steps follow its LR",
+            "Rprop, whose lr only sets the first step sizes",
+            "Rprop then grows or shrinks each step size from the gradients' "
+            "signs and never reads lr again, so a ladder of LRs changes nothing. "
+            "Tune its etas / step_sizes instead.",
+            exc=TypeError,
+            shown=True,
+        )
     if any(g.get("lr") is None for g in groups):
         _check.fail(
             "optimizer",
@@ -727,7 +738,25 @@ def find_lr(
         sum(p.numel() for p in params) / n_examples if n_examples else None
     )
 
+    def broken() -> bool:
+        """Non-finite weights (or BatchNorm statistics): the test diverged."""
+        tensors = [*params, *model.buffers()]
+        return any(
+            t.is_floating_point() and not bool(torch.isfinite(t).all()) for t in tensors
+        )
+
     def step_fn(lr: float) -> Any:
+        # user code may refuse the NaN weights of a diverged test (a
+        # distribution's argument check, an assert): a NaN loss, not a crash
+        try:
+            return train_step(lr)
+        except Exception:
+            if not broken():
+                raise
+            nan = torch.tensor(math.nan, device=dev)
+            return nan if scaler is None else (nan, None)
+
+    def train_step(lr: float) -> Any:
         for group, f in zip(groups, factors, strict=True):
             set_lr(group, lr * f)
         optimizer.zero_grad(set_to_none=True)
@@ -805,10 +834,16 @@ def find_lr(
                 with torch.no_grad(), autocast():
                     vals = [batch_loss(b).float() for b in val_cache]
             except ValueError as e:
+                if broken():  # as in step_fn
+                    return torch.tensor(math.nan, device=dev)
                 if not batch_stats[0] or "Expected more than 1 value" not in str(e):
                     raise
                 batch_stats[0] = False  # batches of one: use running statistics
                 return val_fn()
+            except Exception:
+                if not broken():
+                    raise
+                return torch.tensor(math.nan, device=dev)
             finally:
                 for module, flag in flags:
                     module.training = flag
