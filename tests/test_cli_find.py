@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -45,6 +46,12 @@ def test_demo_confirm_steps(tmp_path: Path) -> None:
         pytest.approx(3 * ev["lr_unconfirmed"]),
     )
     assert any("confirmed by two short runs of 20 steps" in r for r in info["reasons"])
+    # the summary counts the short runs apart from the test's steps and time
+    p = lrkit("find", "--confirm-steps", "20", "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert re.search(
+        r"\d+ optimizer steps in [\d.]+ s, then 2 short runs of 20", p.stdout
+    )
 
 
 def test_demo_human_output(tmp_path: Path) -> None:
@@ -83,6 +90,63 @@ def test_user_factory(tmp_path: Path) -> None:
     assert record["task"] == "mytask:make_task"
     assert record["settings"]["extra"]["optimizer"] == "Adam"
     assert (tmp_path / "res" / "lr_find.json").exists()
+
+
+OWN_LOSS_TASKS = """
+import os, signal
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+class Model(torch.nn.Module):  # Hugging Face style: the loss comes out of forward
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 2)
+
+    def forward(self, x, labels=None):
+        z = self.lin(x)
+        return {"loss": torch.nn.functional.cross_entropy(z, labels), "logits": z}
+
+class Rows(Dataset):
+    def __init__(self):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(128, 8, generator=g)
+        self.y = (self.x[:, 0] > 0).long()
+
+    def __len__(self):
+        return 128
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "labels": self.y[i]}
+
+def own_loss():
+    torch.manual_seed(0)
+    m = Model()
+    return {"model": m, "optimizer": torch.optim.AdamW(m.parameters(), 1e-3),
+            "train_loader": DataLoader(Rows(), batch_size=16, shuffle=True)}
+
+def interrupted():  # Ctrl-C at the 30th batch
+    task = own_loss()
+    n = [0]
+    def compute_loss(model, batch):
+        n[0] += 1
+        if n[0] == 30:
+            os.kill(os.getpid(), signal.SIGINT)
+        return model(**batch)["loss"]
+    task["compute_loss"] = compute_loss
+    return task
+"""
+
+
+def test_a_task_without_loss_fn_and_ctrl_c(tmp_path: Path) -> None:
+    """A model that returns its own loss needs no loss_fn key; Ctrl-C says so
+    and exits 130 (typer's own handling printed nothing)."""
+    (tmp_path / "owntask.py").write_text(OWN_LOSS_TASKS)
+    p = lrkit("find", "owntask:own_loss", "--json", "--out", "res", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["suggestion"] > 0
+    p = lrkit("find", "owntask:interrupted", "--out", "res2", cwd=tmp_path)
+    assert p.returncode == 130 and p.stderr.strip() == "lrkit: interrupted"
+    assert not (tmp_path / "res2" / "lr_find.json").exists()
 
 
 KERAS_TASK = """

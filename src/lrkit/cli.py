@@ -190,11 +190,13 @@ def _task_parts(task: Any, target: str) -> dict[str, Any]:
             )
         return dict(task)
     if isinstance(task, dict):
-        missing = [k for k in _TASK_KEYS[:4] if k not in task]
-        if missing and not ("compute_loss" in task and missing == ["loss_fn"]):
+        # no loss_fn: the model computes its own (Hugging Face style: .loss)
+        missing = [k for k in ("model", "optimizer", "train_loader") if k not in task]
+        if missing:
             fail(
-                f"the factory {target!r} must return a dict with keys "
-                f"{', '.join(_TASK_KEYS[:4])} (val_loader optional), got keys "
+                f"the factory {target!r} must return a dict with keys model, "
+                "optimizer, train_loader (loss_fn optional for a model that "
+                "returns its loss; val_loader optional), got keys "
                 f"{sorted(task)}; missing {missing}."
             )
         unknown = set(task) - set(_TASK_KEYS) - set(_PASS_THROUGH)
@@ -451,7 +453,15 @@ def _print_find_summary(
         "stopped",
         f"{result.stop_reason} at LR {fmt(result.lrs[-1] if result.lrs else None)}",
     )
-    table.add_row("steps", f"{result.steps_done} optimizer steps in {elapsed:.1f} s")
+    steps = f"{result.steps_done} optimizer steps"
+    confirm_s = result.timings.get("confirm")
+    if confirm_s is not None:  # the short runs ran: their steps and time apart
+        k = int(result.settings.extra.get("confirm_steps") or 0)
+        test_s = max(elapsed - confirm_s, 0.0)
+        steps += f" in {test_s:.1f} s, then 2 short runs of {k} in {confirm_s:.1f} s"
+    else:
+        steps += f" in {elapsed:.1f} s"
+    table.add_row("steps", steps)
     for i, reason in enumerate(result.reasons):
         table.add_row("why" if i == 0 else "", reason)
     info = result.suggestion_info
@@ -983,6 +993,8 @@ def main() -> None:
     except typer.Abort:
         sys.stderr.write("lrkit: aborted\n")
         raise SystemExit(130) from None
+    if code == 130:  # typer turns Ctrl-C into Exit(130), silently
+        sys.stderr.write("lrkit: interrupted\n")
     raise SystemExit(code if isinstance(code, int) else 0)
 
 
