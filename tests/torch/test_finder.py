@@ -540,6 +540,58 @@ class TestBadInput:
             lrkit.find_lr(model, opt, F.cross_entropy, triples)
         assert_state_equal(before, state_of(model, opt))
 
+    def test_bad_validation_batches_name_val_loader(self, setup) -> None:
+        model, opt, _ = setup
+        before = state_of(model, opt)
+        x, _ = make_data(64)
+        inputs_only = DataLoader(TensorDataset(x), batch_size=32)
+        with pytest.raises(TypeError, match=r"^val_loader must be batches of"):
+            lrkit.find_lr(
+                model,
+                opt,
+                F.cross_entropy,
+                loader(),
+                val_loader=inputs_only,
+                num_steps=30,
+            )
+        assert_state_equal(before, state_of(model, opt))
+
+        class Kw(nn.Module):  # takes x and labels, computes its own loss
+            def __init__(self) -> None:
+                super().__init__()
+                self.lin = nn.Linear(8, 3)
+
+            def forward(self, x: torch.Tensor, labels: torch.Tensor) -> dict:
+                z = self.lin(x)
+                return {"loss": F.cross_entropy(z, labels), "logits": z}
+
+        x, y = make_data(64)
+        good = [{"x": x[i : i + 16], "labels": y[i : i + 16]} for i in (0, 16, 32)]
+        extra = [{**b, "mask": torch.ones(16)} for b in good]
+        kw = Kw()
+        with pytest.raises(
+            TypeError, match=r"^val_loader must be batches the model takes.*'mask'"
+        ):
+            lrkit.find_lr(
+                kw,
+                torch.optim.SGD(kw.parameters(), lr=0.1),
+                None,
+                good,
+                val_loader=extra,
+                num_steps=30,
+            )
+
+    def test_unpack_must_return_a_pair(self, setup) -> None:
+        model, opt, _ = setup
+        with pytest.raises(
+            TypeError,
+            match=r"unpack must be a function returning a pair \(inputs, target\), "
+            r"got a function returning a tuple of length 3",
+        ):
+            lrkit.find_lr(
+                model, opt, F.cross_entropy, loader(), unpack=lambda b: (*b, b[1])
+            )
+
     def test_non_scalar_loss(self) -> None:
         model = nn.Linear(8, 3)
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -673,6 +725,28 @@ class Plain(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.lin(x)
+
+
+def test_a_dict_output_gives_its_logits_to_your_criterion() -> None:
+    class DictOut(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor) -> dict:
+            return {"logits": self.lin(x)}
+
+    x, y = make_data(64)
+    batches = [{"x": x[i : i + 16], "labels": y[i : i + 16]} for i in (0, 16, 32)]
+    model = DictOut()
+    r = lrkit.find_lr(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        F.cross_entropy,
+        batches,
+        num_steps=20,
+    )
+    assert all(math.isfinite(v) for v in r.losses[:5])
 
 
 def test_dict_batches_with_your_own_criterion_and_a_plain_forward() -> None:

@@ -342,15 +342,40 @@ def _accepts(fn: Callable[..., Any], name: str) -> bool:
     )
 
 
+def _described(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return f"a {type(value).__name__} of length {len(value)}"
+    return f"a {type(value).__name__}"
+
+
+def _logits(out: Any) -> Any:
+    """What a criterion gets from a model output: its logits when it holds
+    them (a Hugging Face output object or a dict), else the output itself."""
+    if isinstance(out, Mapping) and "logits" in out:
+        return out["logits"]
+    return getattr(out, "logits", out)
+
+
 def _default_loss(
     model: nn.Module,
     batch: Any,
     loss_fn: LossFn | None,
     unpack: Callable[[Any], tuple[Any, Any]] | None,
+    source: str = "train_loader",
 ) -> torch.Tensor:
-    """Loss of one batch for the common batch formats (see :func:`find_lr`)."""
+    """Loss of one batch for the common batch formats (see :func:`find_lr`);
+    ``source``: the loader it came from, named in errors."""
     if unpack is not None:
-        inputs, target = unpack(batch)
+        pair = unpack(batch)
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            _check.fail(
+                "unpack",
+                "a function returning a pair (inputs, target)",
+                f"a function returning {_described(pair)}",
+                exc=TypeError,
+                shown=True,
+            )
+        inputs, target = pair
         out = _call(model, inputs)
         return _required_output_loss(out) if loss_fn is None else loss_fn(out, target)
     if isinstance(batch, Mapping):
@@ -367,7 +392,7 @@ def _default_loss(
             if loss is not None:
                 return loss
             _check.fail(
-                "train_loader",
+                source,
                 f"dict batches with a label key ({', '.join(_LABEL_KEYS)}) "
                 "when loss_fn is given",
                 f"a dict with keys {sorted(batch)}",
@@ -375,7 +400,7 @@ def _default_loss(
                 exc=TypeError,
                 shown=True,
             )
-        return loss_fn(getattr(out, "logits", out), batch[key])
+        return loss_fn(_logits(out), batch[key])
     if isinstance(batch, (list, tuple)) and len(batch) == 2:
         x, y = batch
         out = model(x)
@@ -384,15 +409,10 @@ def _default_loss(
         loss = _output_loss(model(batch))
         if loss is not None:
             return loss
-    described = (
-        f"a {type(batch).__name__} of length {len(batch)}"
-        if isinstance(batch, (list, tuple))
-        else f"a {type(batch).__name__}"
-    )
     _check.fail(
-        "train_loader",
+        source,
         "batches of (inputs, target) or dicts of model keyword arguments",
-        described,
+        _described(batch),
         _HOOK_HINT,
         exc=TypeError,
         shown=True,
@@ -688,22 +708,22 @@ def find_lr(
     if compute_loss is not None:
         hook = compute_loss
 
-        def batch_loss(batch: Any) -> torch.Tensor:
+        def batch_loss(batch: Any, source: str = "train_loader") -> torch.Tensor:
             return _scalar(hook(model, batch), "compute_loss")
     else:
         criterion = None if loss_fn is None else _first_call_named(loss_fn)
-        first_batch = [True]
+        checked: set[str] = set()  # the loaders whose first batch went through
 
-        def batch_loss(batch: Any) -> torch.Tensor:
-            if not first_batch[0]:
-                return _scalar(_default_loss(model, batch, criterion, unpack))
+        def batch_loss(batch: Any, source: str = "train_loader") -> torch.Tensor:
+            if source in checked:
+                return _scalar(_default_loss(model, batch, criterion, unpack, source))
             try:  # the first batch: a TypeError is a batch the setup cannot take
-                loss = _scalar(_default_loss(model, batch, criterion, unpack))
+                loss = _scalar(_default_loss(model, batch, criterion, unpack, source))
             except TypeError as e:
                 if _check.is_ours(e):
                     raise
                 _check.fail(
-                    "train_loader",
+                    source,
                     "batches the model takes as the call shows "
                     "(model(inputs), or model(**batch) for a dict)",
                     f"a batch whose model call raised TypeError: {_first_line(e)}",
@@ -711,7 +731,7 @@ def find_lr(
                     exc=TypeError,
                     shown=True,
                 )
-            first_batch[0] = False
+            checked.add(source)
             return loss
 
     autocast: Callable[[], contextlib.AbstractContextManager[Any]]
@@ -832,7 +852,7 @@ def find_lr(
                 m.train()
             try:
                 with torch.no_grad(), autocast():
-                    vals = [batch_loss(b).float() for b in val_cache]
+                    vals = [batch_loss(b, "val_loader").float() for b in val_cache]
             except ValueError as e:
                 if broken():  # as in step_fn
                     return torch.tensor(math.nan, device=dev)
@@ -886,7 +906,9 @@ def find_lr(
         model.eval()
         try:
             with torch.no_grad(), autocast():
-                vals = [float(batch_loss(b).float()) for b in confirm_cache]
+                vals = [
+                    float(batch_loss(b, "val_loader").float()) for b in confirm_cache
+                ]
         finally:
             for module, flag in flags:
                 module.training = flag
