@@ -492,3 +492,14 @@ def test_a_flat_trough_that_never_turned_up_asks_for_a_wider_range(rise: float) 
     assert "no divergence reached: raise end_lr" in s.reasons
     assert s.confidence <= 0.5
     assert s.evidence["margin"] == 1.0
+
+
+def test_a_test_whose_steps_the_loss_scaler_skipped_says_so() -> None:
+    """fp16 gradients that overflow on every step: no suggestion, and the reason
+    names the scaler (not "lower start_lr or raise num_steps")."""
+    lrs = np.logspace(-5, 0, 30)
+    s = suggest(lrs, np.full(30, 0.69), skipped=[True] * 30)
+    assert s.lr is None
+    assert any("loss scaler skipped 30 of 30 steps" in r for r in s.reasons)
+    few = suggest(lrs[:5], np.full(5, 0.69), skipped=[False] * 5)
+    assert few.lr is None and any("usable points" in r for r in few.reasons)

@@ -753,6 +753,15 @@ def suggest(
                 "an LR effect; check the data, the loss function and the model's "
                 "output (log(0), a division by zero, fp16 overflow)"
             )
+        elif (n_skip := sum(map(bool, flags := list(skipped or ())))) and len(
+            flags
+        ) >= MIN_POINTS:  # steps enough, too few of them made: the scaler's doing
+            reasons.append(
+                f"the fp16 loss scaler skipped {n_skip} of {len(flags)} steps "
+                "(their gradients overflowed), so the test made too few updates "
+                "to read: not an LR effect; train in bf16 or fp32, or check the "
+                "model for values that overflow fp16"
+            )
         else:
             reasons.append(
                 f"only {len(c.y)} usable points (need {MIN_POINTS}): "
