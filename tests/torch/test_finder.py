@@ -697,6 +697,43 @@ def test_tensors_the_optimizer_trains_outside_the_model_are_restored() -> None:
     assert_state_equal(before, state_of(model, opt))
 
 
+def test_a_criterion_module_with_state_is_restored() -> None:
+    """A loss module that updates a buffer on every call (a running center, as
+    in DINO) and trains a temperature: training after find_lr is the same as
+    without it."""
+
+    class CenteredCE(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("center", torch.zeros(3))
+            self.log_t = nn.Parameter(torch.zeros(()))
+
+        def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            out = F.cross_entropy((logits - self.center) / self.log_t.exp(), y)
+            with torch.no_grad():
+                self.center.mul_(0.9).add_(0.1 * logits.mean(0))
+            return out
+
+    def run(find: bool) -> tuple[list[float], torch.Tensor]:
+        torch.manual_seed(0)
+        model, crit = nn.Linear(8, 3), CenteredCE()
+        opt = torch.optim.SGD([*model.parameters(), *crit.parameters()], lr=0.05)
+        data = loader()
+        if find:
+            lrkit.find_lr(model, opt, crit, data, num_steps=40)
+        losses = []
+        for xb, yb in data:
+            opt.zero_grad()
+            loss = crit(model(xb), yb)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        return losses, crit.center.clone()
+
+    plain, after = run(False), run(True)
+    assert plain[0] == after[0] and torch.equal(plain[1], after[1])
+
+
 def test_warmup_scheduler_at_step_zero_keeps_its_group_ratios() -> None:
     # a warmup scheduler (Hugging Face's get_linear_schedule_with_warmup, or a
     # LambdaLR from 0) sets every LR to 0 at step 0; the ratios are in initial_lr

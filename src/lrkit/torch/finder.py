@@ -342,6 +342,13 @@ def _accepts(fn: Callable[..., Any], name: str) -> bool:
     )
 
 
+def _stateful_module(obj: Any, model: nn.Module) -> bool:
+    """``obj`` is a module outside ``model`` with parameters or buffers."""
+    if not isinstance(obj, nn.Module) or any(obj is m for m in model.modules()):
+        return False
+    return any(True for _ in obj.parameters()) or any(True for _ in obj.buffers())
+
+
 def _described(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return f"a {type(value).__name__} of length {len(value)}"
@@ -1028,7 +1035,12 @@ def find_lr(
         timings = {**result.timings, "confirm": time.perf_counter() - t0}
         return _replace(result, suggestion_info=new, timings=timings)
 
-    snap = snapshot(model, optimizer, loaders=loaders, rng=True, spill_dir=spill_dir)
+    # a criterion that is a module keeps state of its own (a running center,
+    # a learned temperature): restored with the rest
+    own = {"loss_fn": loss_fn} if _stateful_module(loss_fn, model) else None
+    snap = snapshot(
+        model, optimizer, objects=own, loaders=loaders, rng=True, spill_dir=spill_dir
+    )
     kept_iterators = _kept_iterators(loaders)
     # the optimizer's own step hooks (a scheduler's step counter, an EMA update)
     # must not see the test's steps: they are set aside and put back after
