@@ -816,12 +816,23 @@ RESUME_SCHEDULES = [
     ),
     plateau=st.booleans(),
     eval_every=st.integers(1, 7),
+    between=st.booleans(),
 )
 def test_resume_continues_the_exact_sequence(
-    which: int, total: int, cut: float, order: str, plateau: bool, eval_every: int
+    which: int,
+    total: int,
+    cut: float,
+    order: str,
+    plateau: bool,
+    eval_every: int,
+    between: bool,
 ) -> None:
+    """``between``: the checkpoint is taken between ``optimizer.step()`` and
+    ``scheduler.step()`` (the optimizer's saved LR is the step before's), and
+    the resumed loop makes that ``scheduler.step()`` first."""
     schedule = RESUME_SCHEDULES[which]
     k = min(total - 1, int(cut * total))
+    between = between and k > 0 and not plateau
 
     def make_plateau() -> ReduceOnPlateau | None:
         return ReduceOnPlateau(patience=1, factor=0.5) if plateau else None
@@ -844,7 +855,12 @@ def test_resume_continues_the_exact_sequence(
 
     opt_a = make_opt()
     sched_a = Scheduler(opt_a, schedule, plateau=make_plateau())
-    first = run(opt_a, sched_a, 0, k)
+    if between:
+        first = run(opt_a, sched_a, 0, k - 1)
+        first.append(float(opt_a.param_groups[0]["lr"]))
+        train_step(opt_a)
+    else:
+        first = run(opt_a, sched_a, 0, k)
     saved_opt = copy.deepcopy(opt_a.state_dict())
     saved_sched = copy.deepcopy(sched_a.state_dict())
 
@@ -867,6 +883,8 @@ def test_resume_continues_the_exact_sequence(
         sched_b.step()
         sched_b.load_state_dict(saved_sched)
         opt_b.load_state_dict(saved_opt)
+    if between:
+        sched_b.step()  # the interrupted iteration's
     rest = run(opt_b, sched_b, k, total)
     assert first + rest == full
 

@@ -134,6 +134,15 @@ def _bases_arg(name: str, value: Any, n_groups: int, *, one: bool) -> list[float
     return [_base(f"{name}[{i}]", b) for i, b in enumerate(value)]
 
 
+def _reapply(ref: weakref.ReferenceType[Scheduler]) -> Callable[..., None]:
+    def hook(optimizer: Any) -> None:
+        sched = ref()
+        if sched is not None and sched._last_lr:
+            sched._write(sched._lrs(sched._t, sched._state))
+
+    return hook
+
+
 def _counter(ref: weakref.ReferenceType[Scheduler]) -> Callable[..., None]:
     def hook(optimizer: Any, args: Any, kwargs: Any) -> None:
         sched = ref()
@@ -247,6 +256,12 @@ class Scheduler(LRScheduler):
             weakref.finalize(self, handle.remove)
         else:  # pragma: no cover - every torch.optim.Optimizer has hooks
             logger.info("optimizer has no step hooks; counting Scheduler.step() calls")
+        # loading the optimizer's state brings back the LRs it was saved with:
+        # put this scheduler's back (the scheduler's state may be loaded first)
+        on_load = getattr(self.optimizer, "register_load_state_dict_post_hook", None)
+        if callable(on_load):
+            handle = on_load(_reapply(weakref.ref(self)))
+            weakref.finalize(self, handle.remove)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Unpickling or ``copy.deepcopy``: count the (copied) optimizer's steps.
