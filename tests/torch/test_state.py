@@ -339,6 +339,58 @@ def test_generators_the_dataset_holds_are_restored() -> None:
         assert [b.sum().item() for b in loader] == first
 
 
+def test_generators_held_one_or_two_levels_down_are_restored() -> None:
+    """An augmentation object with its own RNG (``dataset.transform.rng``), a
+    list of them (a ``Compose``), and a layer that draws noise from its own
+    ``torch.Generator``; a long list in the dataset is not searched (cost)."""
+
+    class Jitter:
+        def __init__(self, seed: int) -> None:
+            self.rng = np.random.default_rng(seed)
+
+        def __call__(self, x: torch.Tensor) -> torch.Tensor:
+            return x + float(self.rng.normal())
+
+    class Compose:
+        def __init__(self, transforms: list[Jitter]) -> None:
+            self.transforms = transforms
+
+        def __call__(self, x: torch.Tensor) -> torch.Tensor:
+            for t in self.transforms:
+                x = t(x)
+            return x
+
+    class Data(torch.utils.data.Dataset):  # type: ignore[type-arg]
+        def __init__(self, transform: object) -> None:
+            self.transform = transform
+            self.rows = [random.Random(i) for i in range(100)]  # not searched
+
+        def __len__(self) -> int:
+            return 16
+
+        def __getitem__(self, i: int) -> torch.Tensor:
+            return self.transform(torch.tensor([float(i)]))  # type: ignore[operator]
+
+    class Noisy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(1, 1)
+            self.gen = torch.Generator().manual_seed(3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.lin(x + torch.randn(x.shape, generator=self.gen))
+
+    for transform in (Jitter(0), Compose([Jitter(1), Jitter(2)])):
+        loader = DataLoader(Data(transform), batch_size=8)
+        model = Noisy()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        snap = snapshot(model, opt, loaders=[loader])
+        first = [model(b).sum().item() for b in loader]
+        assert [model(b).sum().item() for b in loader] != first
+        snap.restore()
+        assert [model(b).sum().item() for b in loader] == first
+
+
 def test_a_wrapper_sharing_its_inner_optimizers_state_is_copied_once() -> None:
     """accelerate's ``AcceleratedOptimizer`` exposes the inner optimizer's
     ``state`` and ``param_groups`` as its own: one copy, and both restored."""

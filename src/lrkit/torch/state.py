@@ -163,17 +163,49 @@ def _loader_rngs(loader: Any) -> list[Any]:
     ``RandomState`` and ``random.Random`` (a bucketing sampler's own RNG)."""
     found: list[Any] = []
     for obj in _loader_objects(loader):
-        values = [getattr(obj, "generator", None)]
-        if hasattr(obj, "__dict__"):
-            values += [v for k, v in vars(obj).items() if k != "_iterator"]
-        for v in values:
-            # (random.SystemRandom reads the OS's entropy: it has no state)
-            if (
-                isinstance(v, _RNG_TYPES)
-                and not isinstance(v, random.SystemRandom)
-                and all(v is not f for f in found)
-            ):
-                found.append(v)
+        _find_rngs(getattr(obj, "generator", None), found, 0)
+        _find_rngs(obj, found, _RNG_DEPTH, skip=("_iterator",))
+    return found
+
+
+_RNG_DEPTH = 3  # attribute levels searched below a loader, sampler or dataset
+_SMALL = 16  # lists, tuples and dicts searched only up to this many items
+
+
+def _find_rngs(
+    obj: Any, found: list[Any], depth: int, skip: tuple[str, ...] = ()
+) -> None:
+    """Add to ``found`` the random generators ``obj`` is or holds, down to
+    ``depth`` levels of attributes (an augmentation's own RNG:
+    ``dataset.transform.rng``; a ``Compose``'s list of transforms), short
+    containers included; tensors, arrays and long containers are not searched.
+    """
+    if isinstance(obj, _RNG_TYPES):
+        # (random.SystemRandom reads the OS's entropy: it has no state)
+        if not isinstance(obj, random.SystemRandom) and all(
+            obj is not f for f in found
+        ):
+            found.append(obj)
+        return
+    if obj is None or isinstance(obj, (str, bytes, torch.Tensor, np.ndarray)):
+        return
+    if isinstance(obj, (list, tuple, dict)):  # a container is no level of its own
+        if len(obj) <= _SMALL:
+            for child in obj.values() if isinstance(obj, dict) else obj:
+                _find_rngs(child, found, depth)
+    elif depth > 0 and hasattr(obj, "__dict__") and not isinstance(obj, type):
+        for k, v in vars(obj).items():
+            if k not in skip:
+                _find_rngs(v, found, depth - 1)
+
+
+def _module_rngs(model: nn.Module | None) -> list[Any]:
+    """Random generators the model's modules hold as attributes (a noise
+    layer's own ``torch.Generator``)."""
+    found: list[Any] = []
+    if model is not None:
+        for m in model.modules():
+            _find_rngs(m, found, 1)
     return found
 
 
@@ -583,7 +615,11 @@ def _take(
     }
     store.nbytes += sum(_nbytes(state) for _, state in saved_objects.values())
     loaders = list(loaders)
-    gens = [(g, _rng_state(g)) for loader in loaders for g in _loader_rngs(loader)]
+    held: list[Any] = []
+    for g in [*_module_rngs(model), *(g for ld in loaders for g in _loader_rngs(ld))]:
+        if all(g is not h for h in held):
+            held.append(g)
+    gens = [(g, _rng_state(g)) for g in held]
     counters = [
         c for loader in loaders for c in _loader_counters(loader, data_positions)
     ]
