@@ -789,17 +789,51 @@ def test_resumed_run_keeps_last_value_per_step(tmp_path: Path) -> None:
 def test_three_fits_appended_and_a_validation_row_first(tmp_path: Path) -> None:
     """Each fit logs its validation loss at step 0 and its training loss from
     step 1: the continuation starts where the training loss starts again;
-    three fits (10, 3 and 3 epochs) follow on from each other."""
+    three fits (10, 3 and 3 epochs) follow on from each other (each goes on
+    from the loss the one before reached)."""
     path = tmp_path / "log.csv"
     rows = ["step,loss,val_loss"]
+    k = 0
     for n in (10, 3, 3):
         rows.append("0,,2.5")
-        rows += [f"{i},{2.0 - 0.05 * i}," for i in range(1, n + 1)]
+        for i in range(1, n + 1):
+            k += 1
+            rows.append(f"{i},{2.0 - 0.05 * k},")
     path.write_text("\n".join(rows) + "\n")
     h = read_log(path)
     assert h.steps.tolist() == list(range(1, 17))
     assert len(h.notes) == 2 and "from step 11" in h.notes[0]
     assert "from step 14" in h.notes[1]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_run_appended_from_scratch_is_read_alone(tmp_path: Path, fmt: str) -> None:
+    """A script run twice into one log: the step goes back to 0 and the loss to
+    where the log began. Only the last run is read (a note says so); read as
+    one run, its restart looked like a blow-up. A run whose loss goes on from
+    where the earlier one ended is a continuation (another fit)."""
+    first = [2.3 - 0.02 * i for i in range(50)]
+    again = [2.3 - 0.019 * i for i in range(40)]  # a new run, from scratch
+    on = [first[-1] - 0.001 * i for i in range(40)]  # goes on from the end
+
+    def write(name: str, runs: list[list[float]]) -> Path:
+        path = tmp_path / f"{name}.{fmt}"
+        rows = [(i, v) for run in runs for i, v in enumerate(run)]
+        if fmt == "csv":
+            text = "step,loss\n" + "".join(f"{i},{v}\n" for i, v in rows)
+        else:
+            text = "".join(json.dumps({"step": i, "loss": v}) + "\n" for i, v in rows)
+        path.write_text(text)
+        return path
+
+    h = read_log(write("twice", [first, again]))
+    assert h.loss.tolist() == again and h.steps.tolist() == list(range(40))
+    assert len(h.notes) == 1 and "a new run appended" in h.notes[0]
+    assert "line 52" in h.notes[0] if fmt == "csv" else "line 51" in h.notes[0]
+    h = read_log(write("blew_up", [[2.3, 5.0, 1e9, math.inf], again]))
+    assert h.loss.tolist() == again  # the earlier run ended non-finite
+    h = read_log(write("fit_again", [first, on]))
+    assert len(h) == 90 and "continuation" in h.notes[0]
 
 
 def test_a_one_epoch_fit_between_two_others(tmp_path: Path) -> None:

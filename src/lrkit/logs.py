@@ -631,7 +631,10 @@ def _steps_in_order(
       training loss, after it had moved on (Keras' ``epoch`` when a second
       ``fit()`` appends to the same ``CSVLogger`` file) starts a
       continuation of the run: its steps follow
-      on from the last one (a note says where). A step column that goes back
+      on from the last one (a note says where); unless the loss there is
+      nearer where the earlier run began than where it ended (or that one
+      ended non-finite): a new run from scratch appended to the log (a
+      script run twice), and only the last run is read. A step column that goes back
       to a later step (a run resumed from a checkpoint) is left alone: the
       values logged later win.
     """
@@ -670,17 +673,36 @@ def _steps_in_order(
     offset = 0.0
     losses = 0  # training losses read so far
     out: list[tuple[int, Mapping[str, Any]]] = []
+    seg_start: float | None = None  # the first training loss of this segment
+    seg_last: float | None = None  # the latest one
+    new_run = False
     for (line, row), v in zip(records, values, strict=True):
         has_loss = _has(row, parts)
+        x = _loss_or_none(row, parts) if has_loss else None
         if v is not None and math.isfinite(v):
             # back at the first step, once the steps had moved past it
             if raw_top > first and losses and has_loss and v == first:
-                offset = top - first + (gap if math.isfinite(gap) else 1.0)
-                notes.append(
-                    f"the step column {step_key!r} starts again at {first:g} on "
-                    f"line {line} (another fit appended to the log): read as the "
-                    f"run's continuation, from step {int(first + offset)}"
-                )
+                if _starts_over(x, seg_start, seg_last):
+                    # the loss is back where the log began: a new run from
+                    # scratch appended (a script run twice), not a second fit
+                    notes.append(
+                        f"the step column {step_key!r} starts again at {first:g} "
+                        f"on line {line} and the loss with it ({x:.4g}, against "
+                        f"{seg_start:.4g} where the earlier run began and "
+                        f"{seg_last:.4g} where it ended): a new run appended to "
+                        f"the log; only the last run, from line {line}, is read"
+                    )
+                    out, offset, new_run = [], 0.0, True
+                    top = raw_top = -math.inf
+                    gap, last, losses, seg_start = math.inf, None, 0, None
+                else:
+                    offset = top - first + (gap if math.isfinite(gap) else 1.0)
+                    notes.append(
+                        f"the step column {step_key!r} starts again at {first:g} "
+                        f"on line {line} (another fit appended to the log): read "
+                        "as the run's continuation, from step "
+                        f"{int(first + offset)}"
+                    )
             elif has_loss and last is not None and v > last:
                 gap = min(gap, v - last)
             shifted = v + offset
@@ -690,8 +712,30 @@ def _steps_in_order(
             if offset:
                 row = {**row, step_key: shifted}
             losses += has_loss
+        if x is not None:
+            seg_start = x if seg_start is None else seg_start
+            seg_last = x
         out.append((line, row))
-    return (out if offset else records), step_key
+    return (out if offset or new_run else records), step_key
+
+
+def _loss_or_none(row: Mapping[str, Any], parts: Sequence[str]) -> float | None:
+    """The row's training loss, or None (a bad cell is reported later)."""
+    try:
+        return _cell(row, parts)
+    except ValueError:
+        return None
+
+
+def _starts_over(x: float | None, start: float | None, end: float | None) -> bool:
+    """A loss ``x`` logged where the step restarts is nearer the earlier run's
+    first loss (``start``) than its last (``end``; a non-finite end: it blew
+    up): a new run from scratch, not a continuation."""
+    if x is None or start is None or end is None or not math.isfinite(x):
+        return False
+    if not math.isfinite(end):
+        return True
+    return abs(x - start) < abs(x - end)
 
 
 def _has(row: Mapping[str, Any], parts: Sequence[str]) -> bool:
