@@ -836,6 +836,32 @@ def test_a_run_appended_from_scratch_is_read_alone(tmp_path: Path, fmt: str) -> 
     assert len(h) == 90 and "continuation" in h.notes[0]
 
 
+def test_rows_that_name_their_split_in_a_column(tmp_path: Path) -> None:
+    """One record per phase, the phase in a column: validation rows' losses are
+    validation losses (they overwrote training losses at the same step)."""
+    lines = []
+    for t in range(60):
+        lines.append({"split": "train", "step": t, "loss": 2.0 - 0.01 * t})
+        if t % 10 == 9:
+            lines.append({"split": "validation", "step": t, "loss": 2.1 - 0.01 * t})
+    path = tmp_path / "log.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    h = read_log(path)
+    assert h.loss.tolist() == [2.0 - 0.01 * t for t in range(60)]
+    assert h.val_steps.tolist() == list(range(9, 60, 10))
+    assert "'loss' is read as 'val_loss'" in h.notes[0]
+    csv_path = tmp_path / "log.csv"
+    csv_path.write_text(
+        "phase,step,loss\n"
+        + "".join(f"{r['split']},{r['step']},{r['loss']}\n" for r in lines)
+    )
+    assert read_log(csv_path).val_steps.tolist() == list(range(9, 60, 10))
+    # a column of other words (a model name) is no split
+    other = tmp_path / "other.csv"
+    other.write_text("mode,step,loss\nfast,0,2\nfast,1,1.9\nfast,2,1.8\n")
+    assert read_log(other).notes == ()
+
+
 def test_a_one_epoch_fit_between_two_others(tmp_path: Path) -> None:
     """Keras CSVLogger over fits of 5, 1 and 3 epochs: 9 epochs. (A first fit
     of one epoch cannot be told from its epoch logged again.)"""

@@ -568,6 +568,8 @@ def _build(
     keys belong to (``columns`` then names them as that folder does)."""
     if not records:
         raise LogFormatError(path, "the log holds no records (is it empty?)")
+    notes = list(notes)
+    records, keys = _split_rows(records, keys, notes)
     step_key = _pick("step", keys, overrides.get("step"), path)
     loss_key = _pick("loss", keys, overrides.get("loss"), path)
     if loss_key is None:
@@ -577,7 +579,6 @@ def _build(
             f"no training-loss column found (columns: {listed}); "
             "name it with loss_key= (--loss-key).",
         )
-    notes = list(notes)
     if step_key is not None:
         records, step_key = _steps_in_order(
             records, step_key, overrides.get("step") is not None, loss_key, notes
@@ -612,6 +613,55 @@ def _build(
     if run:
         picked = {k: v if k == "step" else _with_run(v, run) for k, v in picked.items()}
     return History(source=str(path), columns=picked, notes=notes, **data)
+
+
+_SPLIT_KEYS = ("split", "phase", "mode", "stage", "subset", "partition")
+
+
+def _split_rows(
+    records: Sequence[tuple[int, Mapping[str, Any]]],
+    keys: Sequence[str],
+    notes: list[str],
+) -> tuple[Sequence[tuple[int, Mapping[str, Any]]], Sequence[str]]:
+    """Rows that name their data split in a column (``{"split": "val",
+    "loss": 0.4}``, as loggers that write one record per phase do): where it
+    names both training and validation rows, the loss columns of the
+    validation rows are read as validation losses (``loss`` -> ``val_loss``)."""
+    for key in keys:
+        if _norm(key) not in _SPLIT_KEYS:
+            continue
+        labels = {
+            row[key].strip().lower()
+            for _, row in records
+            if isinstance(row.get(key), str)
+        }
+        val = {lb for lb in labels if _is_val(_norm(lb))}
+        if not val or not labels - val:  # both kinds, or it is something else
+            continue
+        renamed: dict[str, str] = {}
+        out: list[tuple[int, Mapping[str, Any]]] = []
+        for line, row in records:
+            label = row.get(key)
+            if isinstance(label, str) and label.strip().lower() in val:
+                new: dict[str, Any] = {}
+                for k, v in row.items():
+                    if k != key and "loss" in _norm(k) and not _is_val(_norm(k)):
+                        renamed[k] = new_key = f"val_{k}"
+                        new[new_key] = v
+                    else:
+                        new[k] = v
+                row = new
+            out.append((line, row))
+        if not renamed:
+            continue
+        notes.append(
+            f"rows whose {key!r} is {' or '.join(sorted(val))} are validation "
+            "rows: their "
+            + ", ".join(f"{k!r} is read as {v!r}" for k, v in renamed.items())
+        )
+        added = [v for v in renamed.values() if v not in keys]
+        return out, [*keys, *added]
+    return records, keys
 
 
 def _steps_in_order(
