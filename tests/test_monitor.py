@@ -433,6 +433,30 @@ def test_plateau_of_validation() -> None:
     assert kinds(mon, WARN) == set()
 
 
+def test_a_plateau_the_lr_was_already_cut_on_says_stop() -> None:
+    """ReduceLROnPlateau cut the LR 3 times since the last gain: a fourth cut
+    will not help; the advice says so (and not "reduce the LR now")."""
+    y = exp_decay(seed=13)
+    mon = Monitor(plateau_patience=10)
+    lr = 0.1
+    for t, x in enumerate(y):
+        i = t // 20
+        if t % 20 == 0 and i > 15 and i % 4 == 0:
+            lr *= 0.3  # cut after every 4 evaluations without gain
+        val = max(0.5, 2.0 - 0.1 * i) if t % 20 == 0 else None
+        mon.update(t, x, val_loss=val, lr=lr)
+    plateau = [f for f in mon.findings if f.kind == "plateau"]
+    assert plateau and "already cut" in plateau[0].advice
+    assert "0.1 ->" in plateau[0].advice and "step 300" in plateau[0].advice
+    # the same with the LR never cut: reduce it
+    mon = Monitor(plateau_patience=10)
+    for t, x in enumerate(y):
+        val = max(0.5, 2.0 - 0.1 * (t // 20)) if t % 20 == 0 else None
+        mon.update(t, x, val_loss=val, lr=0.1)
+    plateau = [f for f in mon.findings if f.kind == "plateau"]
+    assert plateau and "reduce the LR now" in plateau[0].advice
+
+
 def test_one_slow_stretch_is_one_too_slow_finding() -> None:
     # the flat rule fires first, the steady one takes over: still one finding
     rng = np.random.default_rng(0)

@@ -610,6 +610,15 @@ def _advice(
             "test (lrkit find) tells the right value."
         )
     if kind == "plateau":
+        before, now = evidence.get("lr_at_improvement"), evidence.get("lr")
+        if before is not None and now is not None and 0.0 <= now < 0.5 * before:
+            return (
+                "No improvement for a while, although the LR was already cut since "
+                f"the last one ({_fmt_lr(before)} -> {_fmt_lr(now)}): lower LRs "
+                "do not help any more. Stop here (the best validation loss was at "
+                f"step {int(evidence.get('best_val_step', -1))}), or change the "
+                "model, the data or the regularisation."
+            )
         return (
             "No improvement for a while: reduce the LR now (0.1-0.3x, i.e. reduce "
             "on plateau), or stop if the schedule is done."
@@ -666,6 +675,7 @@ _STATE_FIELDS = (
     "_val_start",
     "_val_best",
     "_val_ref",
+    "_val_ref_lr",
     "_val_best_step",
     "_val_best_n",
     "_val_best_train",
@@ -803,6 +813,7 @@ class Monitor:
         self._val_start = math.nan
         self._val_best = math.inf
         self._val_ref = math.inf  # the plateau rule's reference (see _observe_val)
+        self._val_ref_lr: float | None = None  # the LR at that improvement
         self._val_best_step = -1
         self._val_best_n = 0  # the evaluation count at the best
         self._val_best_train = math.nan
@@ -1558,6 +1569,7 @@ class Monitor:
         if first or v < self._val_ref - max(c.plateau_frac * p_val, tiny):
             self._val_since_best = 0
             self._val_ref = v
+            self._val_ref_lr = self._lr
         else:
             self._val_since_best += 1
         if v < self._val_best:
@@ -1576,6 +1588,12 @@ class Monitor:
                     "evaluations_without_improvement": float(self._val_since_best),
                     "best_val_loss": self._val_best,
                     "best_val_step": float(self._val_best_step),
+                    # with the LR logged: was it cut since the last improvement?
+                    **(
+                        {"lr_at_improvement": self._val_ref_lr, "lr": self._lr}
+                        if self._val_ref_lr is not None and self._lr is not None
+                        else {}
+                    ),
                 },
                 out,
             )
