@@ -836,6 +836,30 @@ def test_a_run_appended_from_scratch_is_read_alone(tmp_path: Path, fmt: str) -> 
     assert len(h) == 90 and "continuation" in h.notes[0]
 
 
+def test_a_tqdm_bar_that_shows_nan_after_a_blow_up_keeps_every_step(
+    tmp_path: Path,
+) -> None:
+    """A per-batch loss on a tqdm bar (set_postfix every batch) that turns NaN
+    and stays so: NaN on every redraw is not a per-epoch value shown again;
+    every batch is read (only 40 of 384 were)."""
+    losses = [2.3 - 0.01 * i for i in range(30)] + [50.0, 1e4] + [math.nan] * 160
+    text = ""
+    for e in range(3):
+        for b in range(64):
+            v = losses[e * 64 + b]
+            text += (
+                f"Epoch {e}: {100 * (b + 1) // 64}%|##| {b + 1}/64 "
+                f"[00:00<00:00, 300.00it/s, loss={v:.3f}]\r"
+            )
+        text += "\n"
+    path = tmp_path / "bar.log"
+    path.write_text(text)
+    h = read_log(path)
+    assert len(h) == 192
+    assert h.loss[:30].tolist() == pytest.approx(losses[:30], abs=1e-3)
+    assert np.isnan(h.loss[-1])
+
+
 def test_rows_that_name_their_split_in_a_column(tmp_path: Path) -> None:
     """One record per phase, the phase in a column: validation rows' losses are
     validation losses (they overwrote training losses at the same step)."""

@@ -1488,17 +1488,27 @@ def _epoch_values_once(
             and not (any(fresh[i + 1 : j + 1]) if val else j in last_of_epoch)
         ]
         if not val:
-            epochs = len({descs[i] for i in seq})
+            # judged on its finite values: a run that blew up shows NaN on
+            # every redraw after, as a dead model shows one value
+            seq_f = [i for i in seq if _finite_cell(rows[i][key])]
+            epochs = len({descs[i] for i in seq_f})
             changes = sum(
                 not _same(rows[i][key], rows[j][key])
-                for i, j in itertools.pairwise(seq)
+                for i, j in itertools.pairwise(seq_f)
             )
-            per_epoch = 2 * changes >= epochs - 1 and 5 * changes <= len(seq) - 1
+            per_epoch = 2 * changes >= epochs - 1 and 5 * changes <= len(seq_f) - 1
             if epochs < 3 or not per_epoch:
                 continue
         for j in repeats:
             del rows[j][key]
     return [(n, r) for (n, _), r in zip(records, rows, strict=True) if r]
+
+
+def _finite_cell(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def _same(a: Any, b: Any) -> bool:
