@@ -164,7 +164,13 @@ def _loader_rngs(loader: Any) -> list[Any]:
     found: list[Any] = []
     for obj in _loader_objects(loader):
         _find_rngs(getattr(obj, "generator", None), found, 0)
-        _find_rngs(obj, found, _RNG_DEPTH, skip=("_iterator",))
+        # a dataset's own objects may hold one (an augmentation's RNG); the
+        # loader's and samplers' are searched one level only: what they hold
+        # deeper (accelerate's wrapped samplers, synchronised across processes)
+        # is theirs to keep in step
+        sampling = obj is loader or isinstance(obj, torch.utils.data.Sampler)
+        depth = 1 if sampling else _RNG_DEPTH
+        _find_rngs(obj, found, depth, skip=("_iterator",))
     return found
 
 
