@@ -1366,6 +1366,20 @@ CONSOLE_CASES = {
         [1000, 2000],
         [],
     ),
+    # a loss named before other words, its value after a colon at the end (the
+    # PyTorch tutorials' style); "new best: 0.4" is a pair of its own, not a loss
+    "loss_then_words": (
+        "Epoch [1/2], Step [1/2], Loss: 0.3333\n"
+        "Epoch [1/2], Step [2/2], Loss: 0.2500\n"
+        "Validation loss after epoch 1: 0.5\n"
+        "Epoch [2/2], Step [1/2], Loss: 0.2000\n"
+        "Epoch [2/2], Step [2/2], Loss: 0.1667\n"
+        "Validation loss after epoch 2: 0.25\n"
+        "loss went down, new best: 0.4\n",
+        {"loss": "Loss", "val_loss": "Validation loss"},
+        [0, 1, 2, 3],
+        [0.5, 0.25],
+    ),
     # "at step 100" names the step (two-word names only before a loss name)
     "at_step": (
         "at step 100 loss 2.0\nat step 200 loss 1.8\n",

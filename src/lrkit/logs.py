@@ -1132,6 +1132,13 @@ _PAIR = re.compile(
     rf"(?P<value>{_NUM})(?P<pct>\s*%)?(?:\s*\(\s*(?P<avg>{_NUM})\s*\))?",
     re.IGNORECASE,
 )
+# a loss phrase ("Validation loss", "loss") with more words after it, then a
+# colon and the line's last number (see _text_pairs)
+_LOSS_TAIL = re.compile(
+    r"(?<![\w./-])(?P<key>(?:[A-Za-z]{2,} )?loss)(?![\w./-])[^:\n]*?"
+    rf":\s*(?P<value>{_NUM})\s*$",
+    re.IGNORECASE,
+)
 # words that say what a part of a line reports ("| valid |", "Test set:",
 # "train:"); not inside a path or a name ("ckpt_dir=/runs/test")
 _CONTEXT = re.compile(
@@ -1184,6 +1191,13 @@ def _text_pairs(line: str) -> list[_Pair]:
         if key not in seen:
             seen.add(key)
             out.append(_Pair(key, value, avg))
+    # a loss named before other words, its value after a colon at the end
+    # ("Validation loss after epoch 3: 0.41"): the loss phrase names it
+    tail = _LOSS_TAIL.search(text)
+    if tail is not None and tail.start("value") >= last:
+        key = tail.group("key")
+        if key not in seen and not any(p.key == key for p in out):
+            out.append(_Pair(key, _number_text(tail.group("value")), None))
     return out
 
 
