@@ -1380,6 +1380,13 @@ CONSOLE_CASES = {
         [0, 1, 2, 3],
         [0.5, 0.25],
     ),
+    # a NaN before a loss name is a value, not a word of its name
+    "nan_before_a_name": (
+        "step 1 loss 2.5 val_loss 2.6\nstep 2 loss nan val_loss 2.0\n",
+        {"loss": "loss", "step": "step", "val_loss": "val_loss"},
+        [1, 2],
+        [2.6, 2.0],
+    ),
     # "at step 100" names the step (two-word names only before a loss name)
     "at_step": (
         "at step 100 loss 2.0\nat step 200 loss 1.8\n",

@@ -1127,7 +1127,7 @@ _PHRASES = "|".join(
 # letter or digit ("10ms/step" is no pair)
 _PAIR = re.compile(
     rf"(?<![\w./-])(?P<key>(?:{_PHRASES})(?![\w./-])"
-    r"|(?:[A-Za-z]{2,} (?=[\w./-]*loss))?[A-Za-z_][\w./-]*)"
+    r"|(?:(?!(?:nan|inf) )[A-Za-z]{2,} (?=[\w./-]*loss))?[A-Za-z_][\w./-]*)"
     r"(?:\s+value(?![\w./-]))?(?:\s*[:=]\s*|\s+)"
     rf"(?P<value>{_NUM})(?P<pct>\s*%)?(?:\s*\(\s*(?P<avg>{_NUM})\s*\))?",
     re.IGNORECASE,
