@@ -292,7 +292,6 @@ def find(
         factory = _load_factory(target)
         target_name = target
     out = out_dir(out)
-    console = err_console()
     args = {} if seed is None else {"seed": seed}
     try:  # a call its signature refuses is a usage error; one inside it, not
         inspect.signature(factory).bind(**args)
@@ -354,52 +353,24 @@ def find(
     except ImportError as e:  # torch, keras or scikit-learn missing
         fail(str(e), EXIT_RUNTIME)
 
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
-    bar = Progress(
-        TextColumn("range test"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("lr {task.fields[lr]:.2e}  loss {task.fields[loss]:.4g}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,  # a log file gets no bar (nor its newline)
-    )
     t0 = time.perf_counter()
     error: tuple[str, int] | None = None  # reported once the bar is gone
-    with bar:
-        job = bar.add_task("find", total=num_steps, lr=start_lr, loss=float("nan"))
-
-        def on_progress(p: Any) -> None:
-            bar.update(job, completed=p.step, total=p.total, lr=p.lr, loss=p.loss)
-
-        try:
-            result = run(
-                start_lr=start_lr,
-                end_lr=end_lr,
-                num_steps=num_steps,
-                mode=mode,
-                suggest=rule,
-                progress=on_progress,
-            )
-        except (ValueError, TypeError) as e:
-            if not _check.is_ours(e):  # the framework failed inside the test
-                error = (
-                    f"the range test failed: {type(e).__name__}: {e}",
-                    EXIT_RUNTIME,
-                )
-                bar.stop()
-            else:
-                error = (_typed_error(str(e), amp, device), EXIT_USAGE)
-        except Exception as e:
+    try:  # progress=True: the range test's own bar, on a terminal only
+        result = run(
+            start_lr=start_lr,
+            end_lr=end_lr,
+            num_steps=num_steps,
+            mode=mode,
+            suggest=rule,
+            progress=True,
+        )
+    except (ValueError, TypeError) as e:
+        if not _check.is_ours(e):  # the framework failed inside the test
             error = (f"the range test failed: {type(e).__name__}: {e}", EXIT_RUNTIME)
+        else:
+            error = (_typed_error(str(e), amp, device), EXIT_USAGE)
+    except Exception as e:
+        error = (f"the range test failed: {type(e).__name__}: {e}", EXIT_RUNTIME)
     if error is not None:
         fail(*error)
     elapsed = time.perf_counter() - t0
