@@ -116,3 +116,25 @@ def test_bad_progress_is_refused_by_name(bad: object) -> None:
         range_test(lambda lr: 1.0, num_steps=20, progress=bad)
     with pytest.raises(TypeError, match="progress"):
         sweep(lambda lr: 1.0, lrs=[0.1], progress=bad)
+
+
+def test_results_save_and_plot_into_new_directories(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A result saved or plotted to a path in directories that do not exist
+    yet makes them; a parent that is a file is a clear error naming it."""
+    import json
+
+    r = range_test(lambda lr: 1.0 / (1.0 + lr), num_steps=30, progress=False)
+    s = sweep(lambda lr: abs(lr - 0.1), lrs=[0.01, 0.1, 1.0], extend=0, progress=False)
+    deep = tmp_path / "runs" / "today"
+    paths = [
+        r.save(deep / "a" / "lr.json"),
+        s.save(deep / "b" / "sweep.json"),
+    ]
+    r.plot(deep / "c" / "lr.png")
+    s.plot(deep / "d" / "sweep.png")
+    assert all(json.loads(p.read_text()) for p in paths)
+    assert (deep / "c" / "lr.png").stat().st_size > 0
+    assert (deep / "d" / "sweep.png").stat().st_size > 0
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OSError, match="path must be a file path whose directory"):
+        r.save(tmp_path / "file" / "lr.json")

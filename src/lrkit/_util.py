@@ -26,6 +26,7 @@ __all__ = [
     "check_progress",
     "json_clean",
     "known_len",
+    "out_path",
     "progress_hook",
     "robust_noise",
     "write_json",
@@ -132,9 +133,27 @@ def progress_hook(
         bar.stop()
 
 
-def write_json(record: Mapping[str, Any], path: str | Path) -> Path:
-    """Write ``record`` as indented JSON to ``path`` (a result's ``save``)."""
+def out_path(path: str | Path) -> Path:
+    """``path`` as a Path, its missing parent directories made (a result's
+    ``save`` or ``plot`` to ``runs/today/lr.png``)."""
     path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        _check.fail(
+            "path",
+            "a file path whose directory exists or can be made",
+            str(path),
+            f"Making {str(path.parent)!r} failed: {e.strerror or e}.",
+            exc=OSError,
+        )
+    return path
+
+
+def write_json(record: Mapping[str, Any], path: str | Path) -> Path:
+    """Write ``record`` as indented JSON to ``path`` (a result's ``save``;
+    missing parent directories are made)."""
+    path = out_path(path)
     path.write_text(json.dumps(record, indent=2) + "\n")
     return path
 

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._util import out_path
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -47,7 +49,7 @@ def _new_axes(ax: Any) -> tuple[Figure, Any]:
 
 def _save(fig: Figure, path: str | Path | None) -> None:
     if path is not None:
-        fig.savefig(Path(path), dpi=120)
+        fig.savefig(out_path(path), dpi=120)
 
 
 # --- range test ---------------------------------------------------------------
@@ -315,7 +317,7 @@ def plot_schedules(
     if title:
         ax.set_title(title)
     if path is not None:
-        fig.savefig(path, dpi=120)
+        fig.savefig(out_path(path), dpi=120)
     return fig
 
 
