@@ -512,6 +512,11 @@ def test_unit_errors(build: Any, match: str) -> None:
             "warmup_frac must be > 1/total_steps",
         ),
         (
+            lambda: OneCycle(total_steps=1),
+            ValueError,
+            "total_steps must be >= 2 for a one-cycle schedule",
+        ),
+        (
             lambda: OneCycle(total_steps=10, warmup_frac=0.6, three_phase=True),
             ValueError,
             "three_phase=True",

@@ -1256,11 +1256,18 @@ class OneCycle(Schedule):
             end = _check.non_negative("end_lr", self.end_lr)
             _set(self, "end_lr", end)
             _le("end_lr", end, "peak_lr", self.peak_lr)
+        if n < 2:
+            _check.fail(
+                "total_steps",
+                ">= 2 for a one-cycle schedule (a rise, then a fall)",
+                n,
+                "For a run of one step use Constant.",
+            )
         up_end = float(frac * n) - 1
         if up_end <= 0:
             _check.fail(
                 "warmup_frac",
-                f"> 1/total_steps={1 / n!r}",
+                f"> 1/total_steps={1 / n:.4g} (and < 1)",
                 frac,
                 "The peak sits at step warmup_frac × total_steps - 1, which must be "
                 "after step 0.",
