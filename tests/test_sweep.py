@@ -191,6 +191,46 @@ def test_flat_basin_is_reported() -> None:
     assert not any("flat basin" in s for s in r2.reasons)
 
 
+def test_runs_that_all_end_at_the_same_loss_are_flagged() -> None:
+    """The LR never reached the training (a scheduler built before the sweep
+    reset it): every run gives the same loss, which no real basin does."""
+    r = sweep(lambda lr: 0.7995, around=0.01, extend=0)
+    assert any("exactly the same loss" in s and "base_lr=lr" in s for s in r.reasons)
+    # a real torch setup: a Scheduler built before the snapshot; built again
+    # inside train_fn with base_lr=lr, each run trains at its own LR
+    torch = pytest.importorskip("torch")
+    from lrkit.torch import Scheduler, snapshot
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    Scheduler(opt, "cosine(100)")
+    x, y = torch.randn(64, 4), torch.randn(64, 1)
+    snap = snapshot(model, opt)
+
+    def train(lr: float, fixed: bool) -> float:
+        for g in opt.param_groups:
+            g["lr"] = lr
+        s = (
+            Scheduler(opt, "cosine(20)", base_lr=lr)
+            if fixed
+            else Scheduler(opt, "cosine(20)")
+        )
+        for _ in range(20):
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            opt.step()
+            s.step()
+        return float(torch.nn.functional.mse_loss(model(x), y))
+
+    lrs = [1e-3, 1e-2, 1e-1]
+    stale = sweep(lambda lr: train(lr, False), lrs=lrs, reset=snap.restore, extend=0)
+    assert any("exactly the same loss" in s for s in stale.reasons)
+    fixed = sweep(lambda lr: train(lr, True), lrs=lrs, reset=snap.restore, extend=0)
+    assert len({t.loss for t in fixed.trials}) == 3
+    assert not any("exactly the same loss" in s for s in fixed.reasons)
+
+
 def test_lrs_may_be_a_numpy_array_or_a_generator() -> None:
     r = sweep(basin(1e-3), lrs=np.logspace(-5, -1, 9), extend=0)
     assert r.best_lr == pytest.approx(1e-3)

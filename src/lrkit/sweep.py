@@ -675,6 +675,18 @@ def _reasons(trials: Sequence[SweepTrial], extra: int, extend: int) -> list[str]
         and not t.diverged
         and t.loss - best.loss <= FLAT_FRAC * abs(best.loss)
     ]
+    ran = [t for t in tried if not t.diverged]
+    if len(ran) >= 3 and len({t.loss for t in ran}) == 1:
+        # no basin is this flat: the LR never reached the training, or the
+        # metric cannot tell the runs apart
+        out.append(
+            f"every run ended at exactly the same loss ({best.loss:.6g}): the LR "
+            "given to train_fn may not reach the training (an LR scheduler built "
+            "before the sweep resets it from its own base: build it inside "
+            "train_fn, lrkit.torch.Scheduler(..., base_lr=lr), or set a torch "
+            "scheduler's base_lrs), or the metric is too coarse to tell the runs "
+            "apart"
+        )
     if near:
         lrs = ", ".join(f"{t.lr:.3g}" for t in near)
         out.append(
