@@ -381,7 +381,9 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):  # type: ignore
     **JAX.** The jit-compiled JAX train step reads only the optimizer's own
     variables, so it would keep the plateau scale it was traced with:
     :class:`PlateauCallback` raises there instead (see its docs). The
-    schedule itself is exact on every backend.
+    schedule itself works on every backend, in float32: step counts are
+    exact up to 2**24 (16.7M) iterations, micro-batches under accumulation;
+    beyond, a boundary may switch one step early.
 
     Args:
         schedule: an lrkit schedule (or its text form), or any callable.
