@@ -427,6 +427,13 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
     assert none.best_lr is None and labels == ["diverged"]  # no empty "runs"
     exploded = sweep(lambda lr: 3.9e7 if lr > 0.3 else lr, lrs=[0.1, 0.2, 1.0])
     assert exploded.plot().axes[0].get_yscale() == "log"
+    # a finite loss no axis can hold is marked along the top, not lost
+    huge = sweep(lambda lr: 1e308 if lr > 0.3 else 1 + lr, lrs=[0.1, 0.2, 1.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow in matplotlib
+        ax = huge.plot().axes[0]
+    assert any("off scale" in lab for lab in ax.get_legend_handles_labels()[1])
+    assert ax.get_ylim()[1] < 10
     negative = sweep(lambda lr: -lr, lrs=[0.1, 0.2], extend=0)
     assert negative.plot().axes[0].get_yscale() == "linear"
 

@@ -120,7 +120,8 @@ def sweep_figure(
     ax.set_xscale("log")
     lrs = np.asarray(result.lrs, dtype=float)
     losses = np.asarray(result.losses, dtype=float)
-    ok = np.isfinite(losses)
+    ok = np.isfinite(losses) & (np.abs(losses) < _PLOTTABLE)
+    huge = np.isfinite(losses) & ~ok  # finite, but no axis can hold it
     if len(lrs) == 1:  # one LR: show a decade around it
         ax.set_xlim(float(lrs[0]) / 10**0.5, float(lrs[0]) * 10**0.5)
         ax.set_autoscalex_on(False)
@@ -129,10 +130,21 @@ def sweep_figure(
         lo, hi = float(losses[ok].min()), float(losses[ok].max())
         if lo > 0 and hi > 30 * lo:
             ax.set_yscale("log")
-    if (~ok).any():  # along the top of the axes, whatever the losses' scale
+    if huge.any():  # along the top too, marked apart from the diverged
         ax.plot(
-            lrs[~ok],
-            np.full(int((~ok).sum()), 0.95),
+            lrs[huge],
+            np.full(int(huge.sum()), 0.95),
+            "^",
+            color="C3",
+            ms=8,
+            label=f"loss off scale (>= {_PLOTTABLE:.0e})",
+            transform=ax.get_xaxis_transform(),
+        )
+    gone = ~np.isfinite(losses)
+    if gone.any():  # along the top of the axes, whatever the losses' scale
+        ax.plot(
+            lrs[gone],
+            np.full(int(gone.sum()), 0.95),
             "x",
             color="C3",
             ms=8,
@@ -149,7 +161,7 @@ def sweep_figure(
             label=f"centre {result.center:.3g}",
         )
     best = result.best
-    if best is not None:
+    if best is not None and abs(best.loss) < _PLOTTABLE:
         ax.plot(
             [best.lr], [best.loss], "*", color="C1", ms=16, label=f"best {best.lr:.3g}"
         )
