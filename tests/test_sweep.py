@@ -248,6 +248,11 @@ def test_train_fn_may_return_numpy_and_tensor_scalars() -> None:
     assert r.best_lr == 0.1
     r = sweep(lambda lr: torch.tensor(lr), lrs=[0.1, 0.2], extend=0)
     assert r.best_lr == 0.1
+    r = sweep(lambda lr: torch.tensor([lr]), lrs=[0.1, 0.2], extend=0)  # one element
+    assert r.best_lr == 0.1 and r.losses == pytest.approx((0.1, 0.2))
+    assert sweep(lambda lr: np.array([lr]), lrs=[0.1, 0.2], extend=0).best_lr == 0.1
+    with pytest.raises(TypeError, match="a number"):
+        sweep(lambda lr: torch.tensor([lr, lr]), lrs=[0.1], extend=0)
 
 
 def test_scalars_of_numpy_and_torch_are_numbers_everywhere() -> None:

@@ -358,7 +358,10 @@ def _center_of(around: Any) -> float:
 
 
 def _as_loss(value: Any, lr: float) -> float:
-    """``train_fn``'s result as a float (numbers, NumPy and 0-d tensor scalars)."""
+    """``train_fn``'s result as a float (numbers, NumPy and 0-d tensor scalars,
+    and one-element arrays or tensors, as a metric often comes)."""
+    if getattr(value, "ndim", None) == 1 and tuple(getattr(value, "shape", ())) == (1,):
+        value = value[0]
     v = _scalar(value)
     if v is None:
         _check.fail(
