@@ -1285,3 +1285,23 @@ def test_an_early_blowup_judged_again_later_ends_where_it_ended() -> None:
     f = raised[0]
     assert f.first_step <= 3 and f.last_step < 10 < f.detected_step
     assert mon.findings[0] == f and f.last_step < f.detected_step
+
+
+def test_findings_and_monitors_pickle_and_copy() -> None:
+    """torch.save of a callback's monitor or of the finding that stopped a run:
+    a finding's evidence (a read-only view) goes as a plain dict."""
+    import copy
+    import pickle
+
+    mon = Monitor()
+    for t in range(100):
+        mon.update(t, 1.0 / (t + 1) if t != 80 else 50.0)
+    assert mon.findings
+    f = mon.findings[0]
+    for back in (pickle.loads(pickle.dumps(f)), copy.deepcopy(f)):
+        assert back == f and dict(back.evidence) == dict(f.evidence)
+        with pytest.raises(TypeError):
+            back.evidence["x"] = 1.0  # type: ignore[index]
+    clone = pickle.loads(pickle.dumps(mon))
+    assert clone.findings == mon.findings
+    assert clone.update(100, 0.01) == copy.deepcopy(mon).update(100, 0.01)

@@ -44,6 +44,7 @@ Example:
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
 import statistics
 from collections import deque
@@ -419,6 +420,13 @@ class Finding:
         _check.choice("severity", self.severity, SEVERITIES)
         object.__setattr__(self, "evidence", MappingProxyType(dict(self.evidence)))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle and copy with the evidence as a plain dict (a read-only view
+        of one cannot be pickled): ``torch.save`` of a finding or a monitor."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        fields["evidence"] = dict(self.evidence)
+        return (_finding_from_fields, (fields,))
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable record."""
         return {
@@ -432,6 +440,10 @@ class Finding:
             "id": self.id,
             "is_new": self.is_new,
         }
+
+
+def _finding_from_fields(fields: dict[str, Any]) -> Finding:
+    return Finding(**fields)
 
 
 class _Open:
