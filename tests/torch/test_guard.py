@@ -887,7 +887,8 @@ def test_an_lrkit_scheduler_wrapped_by_accelerate_is_cut_exactly() -> None:
     acc = accelerate.Accelerator(cpu=True)
     model, opt, loader, sched = acc.prepare(model, opt, loader, sched)
     guard = Guard(model, opt, scheduler=sched, every=20, factor=0.5)
-    train(model, opt, loader, guard, epochs=2, poison={45, 46}, sched=sched)
+    # 47: a cut that did not hold (an update at the new LR came between)
+    train(model, opt, loader, guard, epochs=2, poison={45, 47}, sched=sched)
     inner = sched.scheduler
     assert [e.recovery_scale for e in guard.events] == [0.5, 0.125]
     assert inner.recovery_scale == guard.recovery_scale == 0.125
@@ -952,3 +953,51 @@ def test_an_early_divergence_judged_again_still_restores() -> None:
     assert [e.kind for e in guard.events][:1] == ["diverged"]
     assert guard.events[0].step == dated[0].detected_step
     assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 0.3)
+
+
+def test_a_problem_older_than_every_snapshot_is_cut_in_place() -> None:
+    """A healthy run (the calls a GuardCallback made in a real HF Trainer run,
+    bf16, warmup): at step 33 the monitor judges the noisy first batches again
+    as a divergence from step 1. Every kept snapshot (steps 20, 30) came after
+    it and the run is far better now than then: a rollback cannot undo it and
+    would lose the progress (it restored step 20, loss ~1.26 against 0.19). The
+    LR is cut in place, the batch's update skipped, the weights kept."""
+    losses = [2.5968, 4.159, 3.4015, 2.3521, 3.8767, 4.1655, 2.3395, 2.5239, 2.5931,
+              3.0395, 2.8612, 2.3854, 2.458, 3.0715, 2.3812, 2.2667, 1.2185, 1.6146,
+              1.2986, 1.257, 1.2627, 0.8855, 0.971, 0.5936, 0.6983, 0.4638, 0.3288,
+              0.4623, 0.2654, 0.2762, 0.2588, 0.1834, 0.2663, 0.1933]  # fmt: skip
+    model = nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    guard = Guard(model, opt, every=10)
+    for t, v in enumerate(losses):
+        model(torch.ones(1, 2)).sum().backward()
+        before = [p.detach().clone() for p in model.parameters()]
+        if guard.step(v, val_loss=1.2527 if t == 20 else None):
+            opt.step()
+        elif guard.events and guard.events[-1].step == t:
+            after = list(model.parameters())
+            assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+        opt.zero_grad()
+    assert len(guard.events) == 1
+    e = guard.events[0]
+    assert (e.kind, e.first_step, e.restored_step) == ("diverged", 1, None)
+    assert e.recovery_scale == pytest.approx(0.3)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.003)
+    assert "LR cut in place" in str(e)
+
+
+def test_bad_batches_in_a_row_restore_without_deeper_cuts() -> None:
+    """Three NaN batches in a row: the 2nd and 3rd losses come from the
+    restored weights before any update at the new LR, so they say nothing
+    about it: each restores, one cut in all (it was 0.3 x 0.09 x 0.027)."""
+    model, opt, loader = make(GOOD_LR)
+    guard = Guard(model, opt, every=10)
+    train(model, opt, loader, guard, poison={40, 41, 42})
+    assert [e.step for e in guard.events] == [40, 41, 42]
+    assert [e.recovery_scale for e in guard.events] == pytest.approx([0.3] * 3)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.3 * GOOD_LR)
+    # with a clean update between them, the second is a cut that did not hold
+    model, opt, loader = make(GOOD_LR)
+    guard = Guard(model, opt, every=10)
+    train(model, opt, loader, guard, poison={40, 42})
+    assert [e.recovery_scale for e in guard.events] == pytest.approx([0.3, 0.027])

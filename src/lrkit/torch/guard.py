@@ -129,7 +129,9 @@ class GuardEvent:
         kind: the finding that triggered it (``nan``, ``diverged``, ``spike``...).
         first_step: where the finding says the problem began.
         restored_step: the guard step of the snapshot put back; None when
-            nothing was (a ``spike`` whose batch's update was skipped).
+            nothing was (a ``spike`` whose batch's update was skipped, or a
+            problem that began before every kept snapshot in a run that has
+            trained on past it: the LR is cut in place).
         recovery_scale: the cumulative LR factor in force after the cut.
         lrs: each param group's learning rate after the cut.
         attempt: recoveries in a row so far (1 for the first after a clean run).
@@ -166,11 +168,12 @@ class GuardEvent:
 
     def __str__(self) -> str:
         lrs = ", ".join(f"{lr:.3g}" for lr in self.lrs)
-        done = (
-            "update skipped"
-            if self.restored_step is None
-            else f"restored step {self.restored_step}"
-        )
+        if self.restored_step is not None:
+            done = f"restored step {self.restored_step}"
+        elif self.kind == "spike":
+            done = "update skipped"
+        else:  # every kept snapshot came after the problem began
+            done = "update skipped, no snapshot before it: LR cut in place"
         return (
             f"step {self.step}: {self.kind} (from step {self.first_step}) -> "
             f"{done}, recovery_scale {self.recovery_scale:.3g}, lr [{lrs}]"
@@ -681,6 +684,7 @@ class Guard:
     ) -> None:
         self._sync_scale()
         self._attempt += 1
+        last_recovery = self._last_recovery
         if self._attempt > self.max_recoveries or not self._saved:
             why = (
                 f"the run kept failing: {self._attempt - 1} recoveries in a row did "
@@ -704,6 +708,13 @@ class Guard:
         # the newest snapshot taken before the problem began
         good = [s for s in self._saved if s.step < first_step]
         saved = good[-1] if good else self._saved[0]
+        if not good and self._better_now_than(saved):
+            # every kept snapshot came after the problem began (a divergence
+            # in the first steps, judged again once the noise was known), and
+            # the run has trained on past it: a rollback cannot undo it and
+            # would only lose the progress since. Cut the LR in place.
+            self._cut_in_place(kind, first_step, evidence, t)
+            return
         while self._saved and self._saved[-1] is not saved:
             self._saved.pop().snap.discard()  # newer ones may hold the problem
         saved.snap.restore()
@@ -725,8 +736,12 @@ class Guard:
         # salt: this recovery's number (its event is recorded below)
         _new_streams(self._loaders, self._rng, len(self.events) + 1)
         # back off: the k-th cut in a row cuts by factor**k; a lone spike (the
-        # first recovery of a row) by spike_factor
-        if kind == "spike" and self._attempt == 1:
+        # first recovery of a row) by spike_factor; none when no update was
+        # made since the last recovery (a run of bad batches: the loss came
+        # from the restored weights, which no step at the new LR had moved)
+        if t == last_recovery + 1:
+            pass
+        elif kind == "spike" and self._attempt == 1:
             self._scale *= self.spike_factor
             if self.spike_factor < 1.0:
                 self._cuts += 1  # it was a cut: the next one goes deeper
@@ -774,6 +789,42 @@ class Guard:
             lrs=tuple(get_lr(g) for g in self.optimizer.param_groups),
             attempt=self._attempt,
             skipped_batches=self.skip_batches,
+            evidence=dict(evidence),
+        )
+        self.events.append(event)
+        logger.warning("lrkit Guard: %s", event)
+
+    def _better_now_than(self, saved: _Saved) -> bool:
+        """The monitor's level now is at or below the one it had when
+        ``saved`` was taken."""
+        now = self.monitor.stats()["level"]
+        then = saved.monitor._values.get("_level", math.nan)
+        return math.isfinite(now) and math.isfinite(then) and now <= then
+
+    def _cut_in_place(
+        self, kind: str, first_step: int, evidence: Mapping[str, float], t: int
+    ) -> None:
+        """A recovery without a rollback: the LR cut, the batch's update
+        skipped, the divergence judged from the level now."""
+        prev = self._scale
+        self._cuts += 1
+        self._scale = max(
+            self._scale * self.factor**self._cuts, min(self.min_scale, prev)
+        )
+        self._apply_scale(prev)
+        self.monitor._rebase()
+        self._last_recovery = t
+        self._watch = None
+        self._watch_recent.clear()
+        event = GuardEvent(
+            step=t,
+            kind=kind,
+            first_step=first_step,
+            restored_step=None,
+            recovery_scale=self._scale,
+            lrs=tuple(get_lr(g) for g in self.optimizer.param_groups),
+            attempt=self._attempt,
+            skipped_batches=0,
             evidence=dict(evidence),
         )
         self.events.append(event)
