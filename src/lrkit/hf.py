@@ -319,7 +319,8 @@ class GuardCallback(TrainerCallback):
             scheduler=kwargs.get("lr_scheduler"),
             scaler=getattr(optimizer, "scaler", None),
             loaders=[loader] if isinstance(loader, torch.utils.data.DataLoader) else (),
-            **self.settings,
+            # a resumed run numbers its steps on from its checkpoint's
+            **{"first_step": int(state.global_step or 0), **self.settings},
         )
         self._micro, self._val, self._undo = [], None, StepUndo()
         self._hook = model.register_forward_hook(self._read_loss, with_kwargs=True)

@@ -343,7 +343,8 @@ class GuardCallback(pl.Callback):
             scheduler=configs[0].scheduler if configs else None,
             scaler=getattr(trainer.precision_plugin, "scaler", None),
             loaders=[loader] if isinstance(loader, torch.utils.data.DataLoader) else (),
-            **self.settings,
+            # a resumed run numbers its steps on from its checkpoint's
+            **{"first_step": int(trainer.global_step), **self.settings},
         )
         self._micro = []
 

@@ -1001,3 +1001,16 @@ def test_bad_batches_in_a_row_restore_without_deeper_cuts() -> None:
     guard = Guard(model, opt, every=10)
     train(model, opt, loader, guard, poison={40, 42})
     assert [e.recovery_scale for e in guard.events] == pytest.approx([0.3, 0.027])
+
+
+def test_first_step_numbers_a_resumed_run_as_its_own() -> None:
+    """A run resumed at optimizer step 500: events, findings and snapshots
+    carry the run's step numbers; ``steps`` still counts this guard's calls."""
+    model, opt, loader = make(GOOD_LR)
+    guard = Guard(model, opt, every=10, first_step=500)
+    train(model, opt, loader, guard, poison={40})
+    assert [(e.step, e.restored_step) for e in guard.events] == [(540, 530)]
+    assert guard.monitor.findings[0].first_step == 540
+    assert guard.steps == guard.monitor.last_step - 500 + 1
+    with pytest.raises(ValueError, match="first_step must be"):
+        Guard(model, opt, first_step=-1)

@@ -278,6 +278,9 @@ class Guard:
         spill_dir: write snapshots to a temporary directory there instead of
             CPU memory.
         rng: snapshot the global Python, NumPy and torch RNG states too.
+        first_step: the number of the first :meth:`step` (default 0): a run
+            resumed from a checkpoint at optimizer step N passes N, so events
+            and findings carry the run's own step numbers.
 
     When the optimizer's parameters change (``add_param_group`` to unfreeze a
     backbone), the snapshots taken before no longer fit it: the guard drops
@@ -325,6 +328,7 @@ class Guard:
         monitor: MonitorConfig | Monitor | None = None,
         spill_dir: str | Path | None = None,
         rng: bool = True,
+        first_step: int | None = None,
     ) -> None:
         if not isinstance(model, torch.nn.Module):
             _check.fail("model", "a torch.nn.Module", model, exc=TypeError)
@@ -447,7 +451,10 @@ class Guard:
         # the guard's step count; a monitor that has seen a run already (a
         # second trainer run with the same one) is continued, not restarted
         last = self.monitor.last_step
-        self._t = 0 if last is None else last + 1
+        if first_step is not None:
+            first_step = _check.non_negative_int("first_step", first_step)
+        self._t = (first_step or 0) if last is None else last + 1
+        self._t_first = self._t
         self._last_snap = -(10**18)
         self._attempt = 0
         self._cuts = 0  # LR cuts in the current row of recoveries
@@ -467,7 +474,7 @@ class Guard:
     @property
     def steps(self) -> int:
         """How many times :meth:`step` was called."""
-        return self._t
+        return self._t - self._t_first
 
     @property
     def recovery_scale(self) -> float:
@@ -482,7 +489,7 @@ class Guard:
         """Calls of :meth:`step` whose update is not in the model now (undone
         by a restore, or skipped): a loop that counts batches ends that many
         optimizer (and scheduler) steps short of its schedule's end."""
-        return self._t - self._applied
+        return self._t - self._t_first - self._applied
 
     def _sync_scale(self) -> None:
         """An lrkit Scheduler holds the recovery scale itself (a checkpoint
