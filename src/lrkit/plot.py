@@ -130,28 +130,24 @@ def sweep_figure(
         lo, hi = float(losses[ok].min()), float(losses[ok].max())
         if lo > 0 and hi > 30 * lo:
             ax.set_yscale("log")
-    if huge.any():  # along the top too, marked apart from the diverged
-        ax.plot(
-            lrs[huge],
-            np.full(int(huge.sum()), 0.95),
-            "^",
-            color="C3",
-            ms=8,
-            label=f"loss off scale (>= {_PLOTTABLE:.0e})",
-            transform=ax.get_xaxis_transform(),
-        )
-    gone = ~np.isfinite(losses)
-    if gone.any():  # along the top of the axes, whatever the losses' scale
-        ax.plot(
-            lrs[gone],
-            np.full(int(gone.sum()), 0.95),
-            "x",
-            color="C3",
-            ms=8,
-            mew=2,
-            label="diverged",
-            transform=ax.get_xaxis_transform(),
-        )
+    # along the top of the axes, whatever the losses' scale: the diverged runs,
+    # and apart from them a finite loss no axis can hold
+    tops = (
+        (huge, "^", 1.0, f"loss off scale (>= {_PLOTTABLE:.0e})"),
+        (~np.isfinite(losses), "x", 2.0, "diverged"),
+    )
+    for mask, marker, mew, label in tops:
+        if mask.any():
+            ax.plot(
+                lrs[mask],
+                np.full(int(mask.sum()), 0.95),
+                marker,
+                color="C3",
+                ms=8,
+                mew=mew,
+                label=label,
+                transform=ax.get_xaxis_transform(),
+            )
     if result.center is not None:
         ax.axvline(
             result.center,

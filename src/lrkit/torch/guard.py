@@ -672,19 +672,7 @@ class Guard:
         if self._scale != before:
             self._apply_scale(before)
         self._after_restore()  # the batch's gradients, a scaler's unscale_()
-        event = GuardEvent(
-            step=t,
-            kind=kind,
-            first_step=first_step,
-            restored_step=None,
-            recovery_scale=self._scale,
-            lrs=tuple(get_lr(g) for g in self.optimizer.param_groups),
-            attempt=0,
-            skipped_batches=0,
-            evidence=dict(evidence),
-        )
-        self.events.append(event)
-        logger.warning("lrkit Guard: %s", event)
+        self._record(kind, t, first_step, evidence, None, 0, 0)
 
     def _recover(
         self, kind: str, first_step: int, evidence: Mapping[str, float], t: int
@@ -787,15 +775,30 @@ class Guard:
         if ref is not None and thr is not None:
             self._watch_ref = (float(ref), float(thr))
         self._watch_recent.clear()
+        self._record(
+            kind, t, first_step, evidence, saved.step, self._attempt, self.skip_batches
+        )
+
+    def _record(
+        self,
+        kind: str,
+        t: int,
+        first_step: int,
+        evidence: Mapping[str, float],
+        restored_step: int | None,
+        attempt: int,
+        skipped_batches: int,
+    ) -> None:
+        """Record and log an event, with the LRs now in force."""
         event = GuardEvent(
             step=t,
             kind=kind,
             first_step=first_step,
-            restored_step=saved.step,
+            restored_step=restored_step,
             recovery_scale=self._scale,
             lrs=tuple(get_lr(g) for g in self.optimizer.param_groups),
-            attempt=self._attempt,
-            skipped_batches=self.skip_batches,
+            attempt=attempt,
+            skipped_batches=skipped_batches,
             evidence=dict(evidence),
         )
         self.events.append(event)
@@ -823,19 +826,7 @@ class Guard:
         self._last_recovery = t
         self._watch = None
         self._watch_recent.clear()
-        event = GuardEvent(
-            step=t,
-            kind=kind,
-            first_step=first_step,
-            restored_step=None,
-            recovery_scale=self._scale,
-            lrs=tuple(get_lr(g) for g in self.optimizer.param_groups),
-            attempt=self._attempt,
-            skipped_batches=0,
-            evidence=dict(evidence),
-        )
-        self.events.append(event)
-        logger.warning("lrkit Guard: %s", event)
+        self._record(kind, t, first_step, evidence, None, self._attempt, 0)
 
     def _after_restore(self) -> None:
         """Clear what a restore must not carry over: the gradients of a step
