@@ -1014,3 +1014,43 @@ def test_first_step_numbers_a_resumed_run_as_its_own() -> None:
     assert guard.steps == guard.monitor.last_step - 500 + 1
     with pytest.raises(ValueError, match="first_step must be"):
         Guard(model, opt, first_step=-1)
+
+
+def test_a_gradient_nan_on_every_step_under_a_scaler_is_found() -> None:
+    """fp16 with a GradScaler: a non-finite gradient norm is the scaler's
+    overflow while its scale is at least 1; a NaN gradient on every step (a
+    numerical bug) halves the scale below 1, where no scale helps: a ``nan``
+    finding then, and GuardError once recoveries do not help (it stalled
+    silently: every update skipped, the scale at 4e-44)."""
+    torch.manual_seed(0)
+    model, opt, loader = make(GOOD_LR)
+    scaler = torch.amp.GradScaler("cpu")
+    guard = Guard(model, opt, scaler=scaler, every=20)
+
+    def run() -> None:
+        t = 0
+        for _ in range(20):
+            for xb, yb in loader:
+                with torch.autocast("cpu", dtype=torch.float16):
+                    loss = nn.functional.mse_loss(model(xb).float(), yb)
+                opt.zero_grad()
+                scaler.scale(loss).backward()
+                if t >= 50:
+                    next(model.parameters()).grad[0, 0] = math.nan
+                scaler.unscale_(opt)
+                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+                if guard.step(loss, grad_norm=norm):
+                    scaler.step(opt)
+                    scaler.update()
+                t += 1
+
+    with pytest.raises(GuardError, match="recoveries in a row"):
+        run()
+    first = guard.events[0]
+    assert first.kind == "nan" and 60 <= first.step <= 75  # after ~16 halvings
+    # an ordinary overflow (a lone inf) is still the scaler's business
+    torch.manual_seed(0)
+    model, opt, loader = make(GOOD_LR)
+    scaler = torch.amp.GradScaler("cpu")
+    guard = Guard(model, opt, scaler=scaler, every=20)
+    assert guard.step(1.0, grad_norm=math.inf) and not guard.events

@@ -199,6 +199,14 @@ class _Saved:
     applied: int  # updates in force then (the snapshot precedes its step's)
 
 
+def _scale_of(scaler: Any) -> float:
+    """A GradScaler's current scale (1.0 when it cannot tell)."""
+    try:
+        return float(scaler.get_scale())
+    except Exception:  # not a torch GradScaler, or one that is disabled
+        return 1.0
+
+
 def _new_streams(loaders: Sequence[Any], rng: bool, salt: int) -> None:
     """Move the restored random streams to new ones, derived from the restored
     state and ``salt`` (the recovery count): reproducible, and the run goes on
@@ -519,7 +527,9 @@ class Guard:
             grad_norm: the total gradient norm, if you compute it (e.g. the
                 return value of ``clip_grad_norm_``). With a ``scaler`` a
                 non-finite norm is the scaler's overflow (it skips the step and
-                lowers its scale) and is not fed to the monitor.
+                lowers its scale) and is not fed to the monitor, while the
+                scale is at least 1: below, the gradients overflow unscaled
+                and every step is skipped (a ``nan`` finding).
             val_loss: a validation loss, on the steps you compute one.
             lr: the LR (default: param group 0's).
 
@@ -536,9 +546,16 @@ class Guard:
         g = None if grad_norm is None else _to_float("grad_norm", grad_norm)
         if g is not None and g < 0:
             _check.fail("grad_norm", ">= 0 (a norm)", g)
-        if g is not None and self.scaler is not None and not math.isfinite(g):
+        if (
+            g is not None
+            and self.scaler is not None
+            and not math.isfinite(g)
+            and _scale_of(self.scaler) >= 1.0
+        ):
             # the scaler's own overflow: it skips this step and lowers its
-            # scale; no problem of the LR's
+            # scale; no problem of the LR's. Once its scale is below 1 the
+            # gradients overflow unscaled: no scale can help, the steps are
+            # skipped for good (a NaN gradient), and that is a finding
             g = None
         v = None if val_loss is None else _to_float("val_loss", val_loss)
         lr = (
