@@ -758,10 +758,7 @@ class Guard:
             if self.spike_factor < 1.0:
                 self._cuts += 1  # it was a cut: the next one goes deeper
         else:
-            self._cuts += 1
-            self._scale *= self.factor**self._cuts
-        # a problem that an LR min_scale times the one set still shows is not
-        # the LR's: no deeper cut (the restores go on)
+            self._cut()
         self._scale = max(self._scale, min(self.min_scale, saved.scale))
         self._apply_scale(saved.scale)
         self._last_recovery = t
@@ -821,6 +818,13 @@ class Guard:
         self.events.append(event)
         logger.warning("lrkit Guard: %s", event)
 
+    def _cut(self) -> None:
+        """The k-th cut in a row: the scale times ``factor**k``. The caller
+        floors it at ``min_scale`` times the scale before (a problem that an
+        LR that much lower still shows is not the LR's: no deeper cut)."""
+        self._cuts += 1
+        self._scale *= self.factor**self._cuts
+
     def _better_now_than(self, saved: _Saved) -> bool:
         """The monitor's level now is at or below the one it had when
         ``saved`` was taken."""
@@ -834,10 +838,8 @@ class Guard:
         """A recovery without a rollback: the LR cut, the batch's update
         skipped, the divergence judged from the level now."""
         prev = self._scale
-        self._cuts += 1
-        self._scale = max(
-            self._scale * self.factor**self._cuts, min(self.min_scale, prev)
-        )
+        self._cut()
+        self._scale = max(self._scale, min(self.min_scale, prev))
         self._apply_scale(prev)
         self.monitor._rebase()
         self._last_recovery = t
