@@ -360,3 +360,63 @@ def test_guard_under_two_processes_restores_every_rank_together(
     steps, events, lr, _ = rows[0]
     assert (steps, events) == (40, [("nan", 13, 10)])
     assert lr == pytest.approx(0.05 * 0.3)
+
+
+def _callbacks(trainer: Any) -> tuple[Any, Any]:
+    """The trainer's GuardCallback and MonitorCallback (with
+    ``restore_callback_states_from_checkpoint`` the Trainer replaces them)."""
+    cbs = trainer.callback_handler.callbacks
+    return (
+        next(c for c in cbs if isinstance(c, GuardCallback)),
+        next(c for c in cbs if isinstance(c, MonitorCallback)),
+    )
+
+
+@pytest.mark.parametrize("rebuild", [False, True])
+def test_train_from_a_checkpoint_goes_on_with_the_guard_and_monitor_state(
+    tmp_path: Path, rebuild: bool
+) -> None:
+    """The callbacks' state goes into each checkpoint's trainer_state.json: a
+    run resumed from step 20 (its NaN at step 15 recovered before) goes on
+    with the guard's history and the monitors' knowledge of the run from its
+    start, whether the Trainer rebuilds the callbacks from their saved
+    arguments or not. (Not bit for bit: the Trainer does not save the loader's
+    generator, which the guard's recovery moved to a fresh stream, so the
+    resumed run's batches differ.)"""
+    import json
+
+    def run(resume: Path | None) -> Any:
+        trainer = hf_trainer(
+            tmp_path,
+            40,
+            callbacks=[
+                GuardCallback(every=5, monitor={"spike_z": 8.0}),
+                MonitorCallback(stop_on=(), verbose=False),
+            ],
+            nan_after=None if resume else 15,
+            nan_once=True,
+            save_steps=20,
+            lr_scheduler_type="constant",
+            restore_callback_states_from_checkpoint=rebuild,
+        )
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        return _callbacks(trainer)
+
+    guard_cb, mon_cb = run(None)
+    saved = json.loads((tmp_path / "checkpoint-20" / "trainer_state.json").read_text())
+    assert saved["stateful_callbacks"]["GuardCallback"]["args"] == {
+        "val_key": "eval_loss",
+        "every": 5,
+        "monitor": lrkit.MonitorConfig(spike_z=8.0).to_dict(),
+    }
+    resumed_guard, resumed_mon = run(tmp_path / "checkpoint-20")
+    assert [(e.kind, e.step) for e in resumed_guard.guard.events] == [("nan", 15)]
+    assert resumed_guard.guard.monitor.config.spike_z == 8.0
+    assert resumed_guard.guard.steps == guard_cb.guard.steps == 40
+    for a, b in (
+        (resumed_guard.guard.monitor, guard_cb.guard.monitor),
+        (resumed_mon.monitor, mon_cb.monitor),
+    ):
+        # both know the run from step 0 (its first loss, every update since)
+        assert a.last_step == b.last_step and a.updates == b.updates
+        assert a.state_dict()["state"]["_start"] == b.state_dict()["state"]["_start"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -385,6 +386,56 @@ def test_guard_with_a_monitor_of_its_own_across_two_fits() -> None:
     _fit(module, cb, epochs=1)
     _fit(module, cb, epochs=1)
     assert mon.last_step == 31 and mon.updates == 32
+
+
+class NaNAtStep(Reg):
+    """A NaN loss at global step 20 (numbered on across a resume)."""
+
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        loss = super().training_step(batch, batch_idx)
+        return loss * float("nan") if self.trainer.global_step == 20 else loss
+
+
+def _resumable(tmp_path: Path, epochs: int, ckpt: Path | None) -> list[Any]:
+    """Fit Reg (a NaN at step 20) with a guard and a monitor, checkpointing
+    every epoch; from ``ckpt`` when given."""
+    torch.manual_seed(0)
+    module = NaNAtStep(0.05)
+    cbs = [GuardCallback(every=10), MonitorCallback(stop_on=(), verbose=False)]
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        callbacks=[*cbs, pl.callbacks.ModelCheckpoint(tmp_path, save_top_k=-1)],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        num_sanity_val_steps=0,
+    )
+    train = torch.utils.data.DataLoader(_data(), batch_size=32)
+    vloader = torch.utils.data.DataLoader(_data(128, seed=1), batch_size=64)
+    trainer.fit(module, train, vloader, ckpt_path=ckpt)
+    return cbs
+
+
+def test_fit_from_a_checkpoint_goes_on_with_the_guard_and_monitor_state(
+    tmp_path: Path,
+) -> None:
+    whole = _resumable(tmp_path / "a", 4, None)
+    _resumable(tmp_path / "b", 2, None)
+    (ckpt,) = (tmp_path / "b").glob("epoch=1-*.ckpt")
+    # the callbacks' state is plain data: a weights-only load reads it
+    saved = torch.load(ckpt, weights_only=True)["callbacks"]
+    assert any("GuardCallback" in k for k in saved)
+    resumed = _resumable(tmp_path / "b", 4, ckpt)
+    guard, mon = resumed[0].guard, resumed[1].monitor
+    # the guard's recovery (step 20, before the checkpoint) is in the resumed
+    # history, and the resumed run is judged exactly as the uninterrupted one
+    assert [e.kind for e in guard.events] == ["nan"]
+    assert json.dumps(guard.state_dict()) == json.dumps(whole[0].guard.state_dict())
+    assert guard.steps == whole[0].guard.steps == 64
+    assert mon.last_step == whole[1].monitor.last_step == 64  # the last val
+    assert [f.kind for f in mon.findings] == ["nan"]
+    assert json.dumps(mon.state_dict()) == json.dumps(whole[1].monitor.state_dict())
 
 
 DDP_SCRIPT = """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import tracemalloc
 from collections.abc import Sequence
 
@@ -1305,3 +1306,98 @@ def test_findings_and_monitors_pickle_and_copy() -> None:
     clone = pickle.loads(pickle.dumps(mon))
     assert clone.findings == mon.findings
     assert clone.update(100, 0.01) == copy.deepcopy(mon).update(100, 0.01)
+
+
+def _stream(y: np.ndarray, t0: int, t1: int) -> list[tuple[int, float, dict]]:
+    """Points t0..t1-1 of a curve with a validation loss every 10 steps, a
+    gradient norm and a decaying LR: every input a monitor keeps state of."""
+    out = []
+    for t in range(t0, t1):
+        kw = {
+            "val_loss": float(y[t] + 0.1) if t % 10 == 9 else None,
+            "grad_norm": float(abs(y[t]) + 1.0),
+            "lr": 0.1 / (1 + t // 100),
+        }
+        out.append((t, float(y[t]), kw))
+    return out
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(curve_params, st.floats(0.05, 0.95), st.booleans())
+def test_a_monitor_loaded_from_a_state_dict_goes_on_exactly(
+    p: dict[str, object], at: float, through_json: bool
+) -> None:
+    """Resume: the findings of a run split at any point, the second part fed
+    to a new monitor given the first's state_dict (through JSON or torch's
+    weights-only loader), are those of the whole run."""
+    import io
+    import json
+
+    y = make_curve(p)
+    cut = int(at * len(y))
+    whole, first = Monitor(), Monitor()
+    for t, x, kw in _stream(y, 0, len(y)):
+        whole.update(t, x, **kw)
+    for t, x, kw in _stream(y, 0, cut):
+        first.update(t, x, **kw)
+    state = first.state_dict()
+    if through_json:
+        state = json.loads(json.dumps(state))
+    else:
+        torch = pytest.importorskip("torch")
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        buf.seek(0)
+        state = torch.load(buf, weights_only=True)
+    second = Monitor()
+    second.load_state_dict(state)
+    for t, x, kw in _stream(y, cut, len(y)):
+        second.update(t, x, **kw)
+    # (JSON: a NaN in the evidence compares equal as text)
+    assert json.dumps(second.state_dict()) == json.dumps(whole.state_dict())
+    ends = [[f.to_dict() for f in m.finish()] for m in (second, whole)]
+    assert json.dumps(ends[0]) == json.dumps(ends[1])
+    assert [(f.kind, f.first_step, f.last_step) for f in second.findings] == [
+        (f.kind, f.first_step, f.last_step) for f in whole.findings
+    ]
+
+
+def test_a_state_dict_keeps_the_loading_monitors_thresholds() -> None:
+    a = Monitor(spike_z=6.0, min_updates=5)
+    for t in range(50):
+        a.update(t, 1.0 / (t + 1))
+    b = Monitor(spike_z=1e6, min_updates=5)
+    b.load_state_dict(a.state_dict())
+    assert b.config.spike_z == 1e6 and b.last_step == 49
+    assert [f.kind for f in a.update(50, 40.0)] == ["spike"]
+    assert b.update(50, 40.0) == []  # its own spike threshold
+
+
+@pytest.mark.parametrize(
+    ("bad", "says"),
+    [
+        ([1, 2], "state_dict must be a dict returned by Monitor.state_dict()"),
+        ({"format": "other"}, "got a dict with keys ['format']"),
+        ("damaged", "a damaged one"),
+        ("missing", "other fields (_level)"),
+    ],
+)
+def test_a_bad_state_dict_is_refused_and_changes_nothing(
+    bad: object, says: str
+) -> None:
+    a = Monitor(min_updates=5)
+    for t in range(30):
+        a.update(t, 1.0 / (t + 1))
+    state = a.state_dict()
+    if bad == "damaged":
+        state["state"]["_recent"] = {"t": "deque", "v": 3}
+    elif bad == "missing":
+        del state["state"]["_level"]
+    else:
+        state = bad  # type: ignore[assignment]
+    b = Monitor(min_updates=5)
+    b.update(0, 7.0)
+    before = b.state_dict()
+    with pytest.raises(ValueError, match=re.escape(says)):
+        b.load_state_dict(state)  # type: ignore[arg-type]
+    assert b.state_dict() == before

@@ -87,3 +87,26 @@ def test_a_divergence_dated_back_is_printed_but_stops_nothing(
     assert any(f.kind == "diverged" for f in w.monitor.findings)
     assert hits == [None] * len(EARLY_BLOWUP) and w.stopped_by is None
     assert "lrkit: diverged at step" in capsys.readouterr().out
+
+
+def test_a_monitor_given_as_a_dict_of_settings() -> None:
+    """The JSON form a Hugging Face checkpoint saves a callback's monitor in."""
+    w = Watch({"spike_z": 8.0}, stop_on=(), verbose=False, logger_name="t")
+    assert w.monitor.config == lrkit.MonitorConfig(spike_z=8.0)
+    with pytest.raises(TypeError, match=r"got a dict with unknown settings \['spik'\]"):
+        Watch({"spik": 8.0}, stop_on=(), verbose=False, logger_name="t")
+    with pytest.raises(ValueError, match="spike_z must be"):
+        Watch({"spike_z": -1}, stop_on=(), verbose=False, logger_name="t")
+
+
+def test_a_loaded_state_is_not_rebuilt_as_a_resumed_monitor() -> None:
+    first = Watch(None, stop_on=(), verbose=False, logger_name="t")
+    for t in range(20):
+        first.monitor.update(t, 1.0 / (t + 1))
+    w = Watch(None, stop_on=(), verbose=False, logger_name="t")
+    w.load(first.monitor.state_dict())
+    w.begin(trained_before=True)
+    assert not w.monitor.config.resumed and w.monitor.last_step == 19
+    fresh = Watch(None, stop_on=(), verbose=False, logger_name="t")
+    fresh.begin(trained_before=True)
+    assert fresh.monitor.config.resumed

@@ -22,7 +22,7 @@ from typing import Any
 from . import _check
 from .monitor import KINDS, Finding, Monitor, MonitorConfig
 
-__all__ = ["Watch", "Watched", "check_key"]
+__all__ = ["Watch", "Watched", "check_key", "config_from_dict", "monitor_json"]
 
 
 def check_key(param: str, value: Any) -> str:
@@ -32,12 +32,36 @@ def check_key(param: str, value: Any) -> str:
     return value
 
 
+def config_from_dict(param: str, settings: dict[str, Any]) -> MonitorConfig:
+    """A :class:`~lrkit.MonitorConfig` from a dict of its settings (a
+    callback's ``monitor`` as saved in JSON), else an error naming ``param``."""
+    names = {f.name for f in dataclasses.fields(MonitorConfig)}
+    unknown = sorted(str(k) for k in settings if k not in names)
+    if unknown:
+        _check.fail(
+            param,
+            "a lrkit.Monitor, a MonitorConfig, a dict of its settings or None",
+            f"a dict with unknown settings {unknown}",
+            exc=TypeError,
+            shown=True,
+        )
+    return MonitorConfig(**settings)
+
+
+def monitor_json(monitor: Any) -> Any:
+    """A callback's ``monitor`` argument as JSON: None, or its config's dict."""
+    if isinstance(monitor, Monitor):
+        monitor = monitor.config
+    return monitor.to_dict() if isinstance(monitor, MonitorConfig) else monitor
+
+
 class Watch:
     """A monitor, the kinds that stop training, and the reporting of findings.
 
     Args:
         monitor: a :class:`~lrkit.Monitor` to feed, the
-            :class:`~lrkit.MonitorConfig` of a new one, or None (the defaults).
+            :class:`~lrkit.MonitorConfig` of a new one (or a dict of its
+            settings), or None (the defaults).
         stop_on: finding kinds that stop training (any severity).
         verbose: print new warnings (and withdrawals) with their advice.
         logger_name: the logger that gets them at INFO level.
@@ -45,13 +69,15 @@ class Watch:
 
     def __init__(
         self,
-        monitor: Monitor | MonitorConfig | None,
+        monitor: Monitor | MonitorConfig | dict[str, Any] | None,
         *,
         stop_on: Sequence[str] | Iterable[str],
         verbose: bool,
         logger_name: str,
     ) -> None:
         self._owned = not isinstance(monitor, Monitor)  # built here
+        if isinstance(monitor, dict):  # MonitorConfig settings (JSON)
+            monitor = config_from_dict("monitor", monitor)
         if monitor is None:
             monitor = Monitor()
         elif isinstance(monitor, MonitorConfig):
@@ -59,7 +85,7 @@ class Watch:
         elif not isinstance(monitor, Monitor):
             _check.fail(
                 "monitor",
-                "a lrkit.Monitor, a MonitorConfig or None",
+                "a lrkit.Monitor, a MonitorConfig, a dict of its settings or None",
                 monitor,
                 exc=TypeError,
             )
@@ -84,18 +110,33 @@ class Watch:
         self.stopped_by: Finding | None = None
         self._withdrawn_shown = 0  # withdrawals printed (training may run again)
         self._begun = False  # a training run has started
+        self._loaded = False  # the monitor goes on from a checkpoint's state
 
     def begin(self, *, trained_before: bool) -> None:
         """A training run starts: ``stopped_by`` is cleared. At the first
         start only, when the model ``trained_before`` (a checkpoint, a model
         trained earlier), a monitor built here is rebuilt with
-        ``resumed=True`` (a resumed run on its plateau is not "too slow"); a
+        ``resumed=True`` (a resumed run on its plateau is not "too slow"),
+        unless :meth:`load` gave it the checkpoint's state; a
         :class:`~lrkit.Monitor` passed in is left as it is."""
         self.stopped_by = None
         first, self._begun = not self._begun, True
         mon = self.monitor
-        if first and trained_before and self._owned and not mon.config.resumed:
+        if (
+            first
+            and trained_before
+            and self._owned
+            and not self._loaded
+            and not mon.config.resumed
+        ):
             self.monitor = Monitor(dataclasses.replace(mon.config, resumed=True))
+
+    def load(self, state: Any) -> None:
+        """Go on from a checkpoint: ``state`` is a
+        :meth:`~lrkit.Monitor.state_dict` (the monitor is not rebuilt as a
+        resumed one: it knows the run from its start)."""
+        self.monitor.load_state_dict(state)
+        self._loaded = True
 
     def say(self, text: str) -> None:
         """Log ``text`` at INFO level; print it too when ``verbose``."""

@@ -29,6 +29,7 @@ from typing import Any
 
 try:
     from transformers import TrainerCallback
+    from transformers.trainer_callback import ExportableState
 except ImportError as e:  # pragma: no cover - exercised only without transformers
     raise ImportError(
         "lrkit.hf needs Hugging Face transformers, which is not installed: "
@@ -39,7 +40,7 @@ import torch
 
 from . import _check
 from ._check import LRKitError
-from ._watch import Watch, Watched, check_key
+from ._watch import Watch, Watched, check_key, monitor_json
 from .monitor import Finding, Monitor, MonitorConfig
 from .torch._trainer import (
     StepUndo,
@@ -47,6 +48,7 @@ from .torch._trainer import (
     guard_settings,
     mean_over_ranks,
     scalar,
+    settings_json,
     step_loss,
 )
 from .torch.guard import Guard
@@ -60,7 +62,7 @@ def _number(value: Any) -> float | None:
     return float(value) if _check.is_real(value) else None
 
 
-class MonitorCallback(Watched, TrainerCallback):
+class MonitorCallback(Watched, TrainerCallback, ExportableState):
     """Watch ``transformers.Trainer`` with :class:`lrkit.Monitor`; stop a diverged run.
 
     Each training log (every ``logging_steps``) is one point at the Trainer's
@@ -89,8 +91,10 @@ class MonitorCallback(Watched, TrainerCallback):
 
     Args:
         monitor: a :class:`lrkit.Monitor` to feed, or the
-            :class:`lrkit.MonitorConfig` of a new one (default: the defaults
-            scaled to the run's logged points, see above).
+            :class:`lrkit.MonitorConfig` of a new one, or a dict of its
+            settings (default: the defaults scaled to the run's logged
+            points, see above). Its state is saved with each checkpoint
+            (:meth:`state`) and a run resumed from one goes on with it.
         stop_on: finding kinds that stop training (``nan``, ``diverged`` by
             default; ``()`` never stops).
         verbose: print new warnings.
@@ -108,7 +112,7 @@ class MonitorCallback(Watched, TrainerCallback):
 
     def __init__(
         self,
-        monitor: Monitor | MonitorConfig | None = None,
+        monitor: Monitor | MonitorConfig | dict[str, Any] | None = None,
         *,
         stop_on: tuple[str, ...] | list[str] = ("nan", "diverged"),
         verbose: bool = True,
@@ -122,6 +126,14 @@ class MonitorCallback(Watched, TrainerCallback):
         self._scale = monitor is None  # size the default monitor to the run
         self.loss_key = check_key("loss_key", loss_key)
         self.val_key = check_key("val_key", val_key)
+        # the arguments, as JSON: saved with each checkpoint (see state())
+        self._args = {
+            "monitor": monitor_json(monitor),
+            "stop_on": sorted(self.stop_on),
+            "verbose": self.verbose,
+            "loss_key": self.loss_key,
+            "val_key": self.val_key,
+        }
         self.losses: list[float] = []
         self._val: float | None = None  # waiting for the next point
         self._last: int | None = None  # the step of the latest point
@@ -135,6 +147,10 @@ class MonitorCallback(Watched, TrainerCallback):
             points = _points(args, state)
             if points is not None:
                 self._watch.monitor = Monitor(MonitorConfig.for_points(points))
+        saved = _saved_state(self, state)
+        if saved is not None:  # resumed: the monitor knows the run so far
+            self._watch.load(saved["monitor"])
+            self._last, self._val = saved["last"], saved["val"]
         # from a checkpoint: the run trained before
         self._watch.begin(trained_before=int(state.global_step or 0) > 0)
 
@@ -205,6 +221,18 @@ class MonitorCallback(Watched, TrainerCallback):
             self._val = None
         self._watch.finish()
 
+    def state(self) -> dict[str, Any]:
+        """What the Trainer saves in each checkpoint's ``trainer_state.json``
+        (``ExportableState``): the arguments and the monitor's
+        :meth:`~lrkit.Monitor.state_dict`, with which ``train(
+        resume_from_checkpoint=...)`` goes on judging the run from its start."""
+        saved = {
+            "monitor": self.monitor.state_dict(),
+            "last": self._last,
+            "val": self._val,
+        }
+        return {"args": dict(self._args), "attributes": {"lrkit_state": saved}}
+
 
 def _points(args: Any, state: Any) -> int | None:
     """How many training logs a run will write (None when unknown)."""
@@ -239,7 +267,7 @@ def _output_loss(output: Any) -> Any:
     return getattr(output, "loss", None)
 
 
-class GuardCallback(TrainerCallback):
+class GuardCallback(TrainerCallback, ExportableState):
     """Run :class:`lrkit.torch.Guard` inside the HF Trainer: roll back, cut the LR.
 
     The guard is built when training starts, on the Trainer's model, optimizer
@@ -275,6 +303,9 @@ class GuardCallback(TrainerCallback):
             (``every``, ``keep``, ``factor``, ``spike_action``, ``on``,
             ``monitor``, ``max_recoveries``, ``spill_dir``, ...; not the
             objects, which come from the Trainer, and not ``skip_batches``).
+            ``monitor`` may also be a dict of ``MonitorConfig`` settings.
+            The guard's ``state_dict`` is saved with each checkpoint and a
+            run resumed from one goes on with it.
 
     Attributes:
         guard: the :class:`lrkit.torch.Guard` of the latest ``train`` (None
@@ -290,6 +321,7 @@ class GuardCallback(TrainerCallback):
         super().__init__()
         self.val_key = check_key("val_key", val_key)
         self.settings = guard_settings(settings, "the Trainer")
+        self._args = {"val_key": self.val_key, **settings_json(self.settings)}
         self.guard: Guard | None = None
         self._micro: list[float] = []
         self._summed = False  # the micro-batch losses add up to the step's
@@ -323,6 +355,10 @@ class GuardCallback(TrainerCallback):
             **{"first_step": int(state.global_step or 0), **self.settings},
         )
         self._micro, self._val, self._undo = [], None, StepUndo()
+        saved = _saved_state(self, state)
+        if saved is not None:  # resumed: go on as the uninterrupted run
+            self.guard.load_state_dict(saved["guard"])
+            self._val = saved["val"]
         self._hook = model.register_forward_hook(self._read_loss, with_kwargs=True)
 
     def _read_loss(self, module: Any, args: Any, kwargs: Any, output: Any) -> None:
@@ -396,3 +432,32 @@ class GuardCallback(TrainerCallback):
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._finish()
+
+    def state(self) -> dict[str, Any]:
+        """What the Trainer saves in each checkpoint's ``trainer_state.json``
+        (``ExportableState``): the arguments and the guard's
+        :meth:`~lrkit.torch.Guard.state_dict`, with which ``train(
+        resume_from_checkpoint=...)`` goes on as the uninterrupted run would."""
+        saved = (
+            None
+            if self.guard is None
+            else {"guard": self.guard.state_dict(), "val": self._val}
+        )
+        return {"args": dict(self._args), "attributes": {"lrkit_state": saved}}
+
+
+def _saved_state(callback: Any, state: Any) -> dict[str, Any] | None:
+    """The callback's state saved with the checkpoint a run resumes from (the
+    Trainer loads ``trainer_state.json``, its ``stateful_callbacks`` included,
+    before ``on_train_begin``); None for a run from scratch."""
+    if not int(state.global_step or 0):
+        return None
+    saved = (getattr(state, "stateful_callbacks", None) or {}).get(
+        type(callback).__name__
+    )
+    if isinstance(saved, list):  # several callbacks of the class: the first
+        saved = saved[0] if saved else None
+    if not isinstance(saved, Mapping):
+        return None
+    found = (saved.get("attributes") or {}).get("lrkit_state")
+    return found if isinstance(found, dict) else None

@@ -83,7 +83,10 @@ class MonitorCallback(Watched, pl.Callback):
 
     Args:
         monitor: a :class:`lrkit.Monitor` to feed, or the
-            :class:`lrkit.MonitorConfig` of a new one (default: the defaults).
+            :class:`lrkit.MonitorConfig` of a new one, or a dict of its
+            settings (default: the defaults). Its state is saved with each
+            checkpoint (:meth:`state_dict`) and ``fit(ckpt_path=...)`` goes
+            on with it.
         stop_on: finding kinds that stop training (``nan``, ``diverged`` by
             default; ``()`` never stops).
         verbose: print new warnings.
@@ -128,7 +131,7 @@ class MonitorCallback(Watched, pl.Callback):
 
     def __init__(
         self,
-        monitor: Monitor | MonitorConfig | None = None,
+        monitor: Monitor | MonitorConfig | dict[str, Any] | None = None,
         *,
         stop_on: tuple[str, ...] | list[str] = ("nan", "diverged"),
         verbose: bool = True,
@@ -263,6 +266,23 @@ class MonitorCallback(Watched, pl.Callback):
             self._val = None
         self._watch.finish()
 
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in Lightning's checkpoints: the monitor's
+        :meth:`~lrkit.Monitor.state_dict` and the step count, so that
+        ``fit(ckpt_path=...)`` goes on judging the run from its start."""
+        return {
+            "monitor": self.monitor.state_dict(),
+            "step": self._step,
+            "val": self._val,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (Lightning calls it when resuming)."""
+        self._watch.load(state_dict["monitor"])
+        self._step = int(state_dict["step"])
+        # a validation run just before the checkpoint, not fed yet
+        self._val = state_dict.get("val")
+
 
 class GuardCallback(pl.Callback):
     """Run :class:`lrkit.torch.Guard` inside ``Trainer.fit``: roll back and cut the LR.
@@ -300,6 +320,9 @@ class GuardCallback(pl.Callback):
             (``every``, ``keep``, ``factor``, ``spike_action``, ``on``,
             ``monitor``, ``max_recoveries``, ``spill_dir``, ...; not the
             objects, which come from the trainer, and not ``skip_batches``).
+            ``monitor`` may also be a dict of ``MonitorConfig`` settings.
+            The guard's ``state_dict`` is saved with each checkpoint and a
+            run resumed from one goes on with it.
 
     Attributes:
         guard: the :class:`lrkit.torch.Guard` of the latest ``fit`` (None
@@ -322,6 +345,7 @@ class GuardCallback(pl.Callback):
         self._micro: list[float] = []
         self._val: float | None = None
         self._undo = StepUndo()  # makes a rejected step change nothing
+        self._resume: dict[str, Any] | None = None  # a checkpoint's guard state
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         from .torch.guard import Guard
@@ -346,6 +370,9 @@ class GuardCallback(pl.Callback):
             # a resumed run numbers its steps on from its checkpoint's
             **{"first_step": int(trainer.global_step), **self.settings},
         )
+        if self._resume is not None:
+            self.guard.load_state_dict(self._resume)
+            self._resume = None
         self._micro = []
 
     def on_before_backward(self, trainer: Any, pl_module: Any, loss: Any) -> None:
@@ -397,3 +424,18 @@ class GuardCallback(pl.Callback):
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         if self.guard is not None:
             self.guard.close()  # its snapshots (memory, spill files) go
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in Lightning's checkpoints: the guard's
+        :meth:`~lrkit.torch.Guard.state_dict` (empty before training), so
+        that ``fit(ckpt_path=...)`` goes on as the uninterrupted run would."""
+        if self.guard is None:
+            return {}
+        return {"guard": self.guard.state_dict(), "val": self._val}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Keep :meth:`state_dict` for the guard ``fit`` builds (Lightning
+        calls it when resuming, before training starts)."""
+        self._resume = state_dict.get("guard")
+        # a validation run just before the checkpoint, not fed yet
+        self._val = state_dict.get("val")

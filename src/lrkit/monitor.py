@@ -540,6 +540,64 @@ class _Curve:
         return c
 
 
+def _to_plain(x: Any) -> Any:
+    """A monitor's attribute as plain data (dicts with string keys, lists,
+    numbers, strings, None): JSON-serialisable (non-finite floats aside, which
+    Python's ``json`` writes) and loadable by ``torch.load(weights_only=True)``.
+    Values JSON has no type for are tagged ``{"t": tag, "v": value}``."""
+    if x is None or isinstance(x, (bool, int, float, str)):
+        return x
+    if isinstance(x, list):
+        return [_to_plain(v) for v in x]
+    if isinstance(x, tuple):
+        return {"t": "tuple", "v": [_to_plain(v) for v in x]}
+    if isinstance(x, deque):
+        return {"t": "deque", "v": [_to_plain(v) for v in x], "maxlen": x.maxlen}
+    if isinstance(x, dict):
+        return {"t": "dict", "v": [[_to_plain(k), _to_plain(v)] for k, v in x.items()]}
+    if isinstance(x, Finding):
+        return {"t": "Finding", "v": x.to_dict()}
+    if isinstance(x, (_Open, _Curve)):
+        slots = {k: _to_plain(getattr(x, k)) for k in type(x).__slots__}
+        return {"t": type(x).__name__, "v": slots}
+    raise TypeError(f"no plain form for {type(x).__name__}")  # pragma: no cover
+
+
+def _from_plain(x: Any) -> Any:
+    """The inverse of :func:`_to_plain`; ValueError on anything it did not write."""
+    if x is None or isinstance(x, (bool, int, float, str)):
+        return x
+    if isinstance(x, list):
+        return [_from_plain(v) for v in x]
+    if not isinstance(x, dict) or not isinstance(x.get("v"), (list, dict)):
+        raise ValueError(f"unexpected {type(x).__name__}")
+    tag, v = x.get("t"), x["v"]
+    if tag in ("tuple", "deque", "dict") and not isinstance(v, list):
+        raise ValueError(f"{tag}: expected a list")
+    if tag == "tuple":
+        return tuple(_from_plain(e) for e in v)
+    if tag == "deque":
+        maxlen = x.get("maxlen")
+        if maxlen is not None and not (isinstance(maxlen, int) and maxlen >= 0):
+            raise ValueError(f"deque maxlen: {maxlen!r}")
+        return deque((_from_plain(e) for e in v), maxlen=maxlen)
+    if tag == "dict":
+        if not all(isinstance(kv, list) and len(kv) == 2 for kv in v):
+            raise ValueError("dict: expected [key, value] pairs")
+        return {_from_plain(k): _from_plain(e) for k, e in v}
+    if tag == "Finding" and isinstance(v, dict):
+        return Finding(**v)
+    if tag in ("_Open", "_Curve") and isinstance(v, dict):
+        cls = _Open if tag == "_Open" else _Curve
+        if set(v) != set(cls.__slots__):
+            raise ValueError(f"{tag}: fields {sorted(v)}")
+        obj = cls.__new__(cls)
+        for k, e in v.items():
+            setattr(obj, k, _from_plain(e))
+        return obj
+    raise ValueError(f"unknown tag {tag!r}")
+
+
 def _fmt_lr(lr: float) -> str:
     return f"{lr:.3g}"
 
@@ -648,6 +706,11 @@ _HIGH_KINDS = ("oscillating", "spike", "exploding_grad")
 _UNSTABLE_KINDS = frozenset({"nan", "diverged", "spike", "exploding_grad"})
 
 # Statistics copied by Monitor.state() (everything but the findings).
+_STATE_FORMAT = "lrkit.Monitor"
+# not part of state_dict: the thresholds (the loading monitor's own hold) and
+# what follows from them
+_NOT_SAVED = frozenset({"config", "_alpha"})
+
 _STATE_FIELDS = (
     "_updates",
     "_ticks",
@@ -861,6 +924,92 @@ class Monitor:
         self._open.clear()
         # a rollback comes with a cut LR: the LR before it is no peak to aim at
         self._lr_peak = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the monitor knows, as plain data, to resume a run exactly.
+
+        Save it with a checkpoint and give it to :meth:`load_state_dict` of a
+        monitor built for the resumed run: the resumed run is then judged
+        exactly as the uninterrupted one would have been (a fresh monitor
+        knows neither where the curve started nor its findings, and judges the
+        first steps after a resume against those steps alone). The dict holds
+        only dicts, lists, strings, numbers and None: it goes into
+        ``torch.save`` (loadable with ``weights_only=True``) and ``json``
+        (which writes NaN as ``NaN``).
+
+        Example:
+            >>> import json
+            >>> a, b = Monitor(min_updates=5), Monitor(min_updates=5)
+            >>> for t in range(8):
+            ...     _ = a.update(t, 1.0 / (t + 1))
+            >>> b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+            >>> a.update(8, 50.0) == b.update(8, 50.0)  # the same spike
+            True
+        """
+        own = {k: _to_plain(v) for k, v in vars(self).items() if k not in _NOT_SAVED}
+        return {
+            "format": _STATE_FORMAT,
+            "version": 1,
+            "config": self.config.to_dict(),
+            "state": own,
+        }
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Take the statistics and findings of :meth:`state_dict` (this
+        monitor's own are replaced; its thresholds, the ``config``, stay).
+
+        Raises:
+            ValueError: ``state_dict`` is not one :meth:`state_dict` returned
+                (nothing is changed).
+        """
+        expected = "a dict returned by Monitor.state_dict()"
+        if (
+            not isinstance(state_dict, Mapping)
+            or state_dict.get("format") != _STATE_FORMAT
+            or state_dict.get("version") != 1
+            or not isinstance(state_dict.get("state"), Mapping)
+        ):
+            shown = (
+                f"a dict with keys {sorted(map(str, state_dict))}"
+                if isinstance(state_dict, Mapping)
+                else state_dict
+            )
+            _check.fail(
+                "state_dict", expected, shown, shown=isinstance(state_dict, Mapping)
+            )
+        saved = state_dict["state"]
+        mine = {k: v for k, v in vars(self).items() if k not in _NOT_SAVED}
+        if set(saved) != set(mine):
+            _check.fail(
+                "state_dict",
+                expected + " of this lrkit version",
+                f"one with other fields ({', '.join(sorted(set(saved) ^ set(mine)))})",
+                shown=True,
+            )
+        try:
+            values = {k: _from_plain(v) for k, v in saved.items()}
+        except (TypeError, ValueError) as e:
+            _check.fail("state_dict", expected, f"a damaged one ({e})", shown=True)
+        for k, v in values.items():
+            old = mine[k]
+            numbers = (int, float)
+            if (
+                type(v) is not type(old)
+                and None not in (v, old)  # optional fields
+                and not (isinstance(old, numbers) and isinstance(v, numbers))
+            ):
+                _check.fail(
+                    "state_dict",
+                    expected,
+                    f"a damaged one ({k} is a {type(v).__name__})",
+                    shown=True,
+                )
+        for k, v in values.items():
+            old = mine[k]
+            # the window lengths of this monitor's config hold
+            setattr(
+                self, k, deque(v, maxlen=old.maxlen) if isinstance(old, deque) else v
+            )
 
     def _rebase(self) -> None:
         """Take the current level as the best so far (for a guard's rollback:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -1054,3 +1055,84 @@ def test_a_gradient_nan_on_every_step_under_a_scaler_is_found() -> None:
     scaler = torch.amp.GradScaler("cpu")
     guard = Guard(model, opt, scaler=scaler, every=20)
     assert guard.step(1.0, grad_norm=math.inf) and not guard.events
+
+
+def _digits_run(resume: str | None) -> Guard:
+    """The demo's digits MLP at lr 0.1 (SGD momentum): 10 epochs, a checkpoint
+    (through torch.save, loaded weights-only), 6 more epochs. ``resume``: None
+    goes on with the same guard; "state" builds a new guard from the
+    checkpoint's Guard.state_dict."""
+    import io
+
+    from lrkit.demo import make_task
+
+    task = make_task(seed=1)
+    model, opt, loader = task["model"], task["optimizer"], task["train_loader"]
+    for group in opt.param_groups:
+        group["lr"] = 0.1
+    guard = Guard(model, opt, loaders=loader)
+    for epoch in range(16):
+        if epoch == 10 and resume is not None:
+            ck = {
+                "model": model.state_dict(),
+                "opt": opt.state_dict(),
+                "data": loader.generator.get_state(),
+                "guard": guard.state_dict(),
+            }
+            buf = io.BytesIO()
+            torch.save(ck, buf)
+            buf.seek(0)
+            ck = torch.load(buf, weights_only=True)
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["opt"])
+            loader.generator.set_state(ck["data"])
+            guard = Guard(model, opt, loaders=loader)
+            guard.load_state_dict(ck["guard"])
+        for x, y in guard.batches(loader):
+            loss = task["loss_fn"](model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            if guard.step(loss):
+                opt.step()
+    return guard
+
+
+def test_a_guard_resumed_from_its_state_dict_goes_on_as_the_uninterrupted_one() -> None:
+    """A healthy run near a loss of 0: a fresh guard after the resume knows
+    neither the curve's start nor its noise, and its tail of hard batches read
+    as a divergence (rolled back until GuardError); from the checkpoint's
+    state the resumed guard decides exactly as the uninterrupted one."""
+    import json
+
+    whole = _digits_run(None)
+    resumed = _digits_run("state")
+    assert whole.events == [] and resumed.events == []
+    assert resumed.steps == whole.steps == 16 * 44
+    assert json.dumps(resumed.state_dict()) == json.dumps(whole.state_dict())
+
+
+def test_guard_state_dict_keeps_the_history_and_refuses_bad_input() -> None:
+    import json
+
+    model, opt, loader = make(GOOD_LR)
+    guard = Guard(model, opt, loaders=loader, every=10)
+    train(model, opt, loader, guard, epochs=1, poison={20})
+    assert [e.kind for e in guard.events] == ["nan"]
+    state = json.loads(json.dumps(guard.state_dict()))  # NaN evidence survives
+    other = Guard(model, opt, every=10)
+    other.load_state_dict(state)
+    assert [str(e) for e in other.events] == [str(e) for e in guard.events]
+    assert math.isnan(other.events[0].evidence["loss"])
+    assert other.steps == guard.steps and other.undone_steps == guard.undone_steps
+    assert other.step(0.5) and other.monitor.last_step == guard.monitor.last_step + 1
+    fresh = Guard(model, opt)
+    before = json.dumps(fresh.state_dict())
+    for bad, says in [
+        ({"format": "lrkit.Guard"}, "got a dict with keys ['format']"),
+        ({**state, "events": [{"step": 1}]}, "state_dict must be a dict returned"),
+        ({**state, "monitor": {}}, "a dict returned by Monitor.state_dict()"),
+        ("guard.pt", "state_dict must be a dict returned by Guard.state_dict()"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(says)):
+            fresh.load_state_dict(bad)  # type: ignore[arg-type]
+        assert json.dumps(fresh.state_dict()) == before

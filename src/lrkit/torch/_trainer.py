@@ -15,12 +15,14 @@ Example:
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
 from .. import _check
+from .._watch import config_from_dict, monitor_json
 from ._groups import get_lr, set_lr
 from .state import Snapshot, snapshot
 
@@ -132,9 +134,28 @@ def guard_settings(settings: Mapping[str, Any], trainer: str) -> dict[str, Any]:
                 settings[name],
                 exc=TypeError,
             )
+    settings = dict(settings)
+    if isinstance(settings.get("monitor"), dict):  # MonitorConfig settings (JSON)
+        settings["monitor"] = config_from_dict("monitor", settings["monitor"])
     probe = torch.nn.Linear(1, 1)
     Guard(probe, torch.optim.SGD(probe.parameters(), lr=0.1), **settings).close()
-    return dict(settings)
+    return settings
+
+
+def settings_json(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Checked guard settings as JSON (a callback's arguments saved with a
+    Hugging Face checkpoint): the monitor as its config's dict, sequences as
+    lists, paths as strings."""
+    out: dict[str, Any] = {}
+    for k, v in settings.items():
+        if k == "monitor":
+            v = monitor_json(v)
+        elif isinstance(v, (tuple, list, frozenset, set)):
+            v = list(v)
+        elif isinstance(v, os.PathLike):
+            v = os.fspath(v)
+        out[k] = v
+    return out
 
 
 def mean_over_ranks(

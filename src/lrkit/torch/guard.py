@@ -893,6 +893,97 @@ class Guard:
                 continue
             yield item
 
+    # ----------------------------------------------------------- checkpoint
+    def state_dict(self) -> dict[str, Any]:
+        """The guard's state, as plain data, to save with a checkpoint.
+
+        Holds the step count, the recovery history (:attr:`events`), the rows
+        of recoveries and the monitor's :meth:`~lrkit.Monitor.state_dict`: a
+        guard built for the resumed run and given it by :meth:`load_state_dict`
+        goes on as the uninterrupted one would have (a fresh guard knows
+        neither where the curve started nor how noisy it was, and judges the
+        first steps after a resume against those steps alone: near a loss of 0
+        a healthy run's noise can then read as a divergence). Not the
+        snapshots: the checkpoint itself holds the model; the resumed guard
+        takes its first snapshot at its first clean step. Only dicts, lists,
+        strings, numbers and None: ``torch.save`` (``weights_only=True``
+        loads it) or ``json``.
+
+        Example:
+            >>> import torch, lrkit
+            >>> model = torch.nn.Linear(2, 1)
+            >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+            >>> guard = lrkit.torch.Guard(model, opt)
+            >>> for t in range(30):
+            ...     _ = guard.step(1.0 / (t + 1))
+            >>> resumed = lrkit.torch.Guard(model, opt)
+            >>> resumed.load_state_dict(guard.state_dict())
+            >>> resumed.steps, resumed.monitor.last_step
+            (30, 29)
+        """
+        return {
+            "format": _STATE_FORMAT,
+            "version": 1,
+            "counters": {k: int(getattr(self, k)) for k in _COUNTERS},
+            "scale": self.recovery_scale,
+            "watch": None if self._watch is None else list(self._watch),
+            "watch_recent": [list(p) for p in self._watch_recent],
+            "watch_ref": list(self._watch_ref),
+            "events": [_event_state(e) for e in self.events],
+            "monitor": self.monitor.state_dict(),
+        }
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Go on from :meth:`state_dict` (after loading the checkpoint it was
+        saved with). The snapshots taken so far are dropped (they are of the
+        run before the checkpoint was loaded); a new one is taken at the next
+        clean step. The LR is not touched: the optimizer's (and scheduler's)
+        own state holds the cuts.
+
+        Raises:
+            ValueError: ``state_dict`` is not one :meth:`state_dict` returned
+                (nothing is changed).
+        """
+        expected = "a dict returned by Guard.state_dict()"
+        try:
+            if not isinstance(state_dict, Mapping) or (
+                state_dict.get("format"),
+                state_dict.get("version"),
+            ) != (_STATE_FORMAT, 1):
+                raise ValueError("not one")
+            counters = {k: int(state_dict["counters"][k]) for k in _COUNTERS}
+            scale = float(state_dict["scale"])
+            watch_raw = state_dict["watch"]
+            watch = (
+                None if watch_raw is None else (float(watch_raw[0]), int(watch_raw[1]))
+            )
+            recent = [(int(t), float(x)) for t, x in state_dict["watch_recent"]]
+            ref = state_dict["watch_ref"]
+            watch_ref = (float(ref[0]), float(ref[1]))
+            events = [_event_from_state(e) for e in state_dict["events"]]
+            monitor = state_dict["monitor"]
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            shown = (
+                f"a dict with keys {sorted(map(str, state_dict))} ({e})"
+                if isinstance(state_dict, Mapping)
+                else state_dict
+            )
+            _check.fail(
+                "state_dict", expected, shown, shown=isinstance(state_dict, Mapping)
+            )
+        self.monitor.load_state_dict(monitor)  # checks it; changes nothing on error
+        for k, v in counters.items():
+            setattr(self, k, v)
+        self._scale = scale
+        self._sync_scale()  # an lrkit Scheduler's own (its checkpoint) holds
+        self._watch = watch
+        self._watch_recent.clear()
+        self._watch_recent.extend(recent)
+        self._watch_ref = watch_ref
+        self.events = events
+        _discard_all(self._saved)
+        self._last_snap = -(10**18)
+
     # ------------------------------------------------------------ lifetime
     def close(self) -> None:
         """Free the snapshots (and their spill files; they also go when the
@@ -910,6 +1001,40 @@ class Guard:
             f"Guard(steps={self._t}, recoveries={len(self.events)}, "
             f"recovery_scale={self._scale:.3g}, snapshots={len(self._saved)})"
         )
+
+
+_STATE_FORMAT = "lrkit.Guard"
+#: the integer counters of Guard.state_dict
+_COUNTERS = (
+    "_t",
+    "_t_first",
+    "_attempt",
+    "_cuts",
+    "_last_recovery",
+    "_applied",
+    "_to_skip",
+)
+
+
+def _event_state(e: GuardEvent) -> dict[str, Any]:
+    """A GuardEvent as plain data (to_dict, its non-finite numbers kept)."""
+    d = e.to_dict()
+    d["evidence"] = dict(e.evidence)
+    return d
+
+
+def _event_from_state(d: Mapping[str, Any]) -> GuardEvent:
+    return GuardEvent(
+        step=int(d["step"]),
+        kind=str(d["kind"]),
+        first_step=int(d["first_step"]),
+        restored_step=None if d["restored_step"] is None else int(d["restored_step"]),
+        recovery_scale=float(d["recovery_scale"]),
+        lrs=tuple(float(x) for x in d["lrs"]),
+        attempt=int(d["attempt"]),
+        skipped_batches=int(d["skipped_batches"]),
+        evidence={str(k): float(v) for k, v in d["evidence"].items()},
+    )
 
 
 #: Finding kinds a recovery (roll back, cut the LR) can answer.
