@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -310,9 +311,34 @@ def test_reset_runs_when_train_fn_raises_and_the_error_propagates() -> None:
             raise RuntimeError("boom")
         return lr
 
-    with pytest.raises(RuntimeError, match="boom"):
+    with pytest.raises(RuntimeError, match="boom") as info:
         sweep(fn, lrs=[1.0, 2.0, 3.0], reset=lambda: log.append("reset"), extend=0)
     assert log == ["reset", "reset", "reset"]  # before 1, before 2, after
+    # the run that finished is not lost with the one that failed
+    done = info.value.lrkit_sweep  # type: ignore[attr-defined]
+    assert isinstance(done, lrkit.SweepResult) and done.lrs == (1.0,)
+    assert done.best_lr == 1.0
+
+
+@pytest.mark.parametrize("bad", [None, "0.3", [0.1, 0.2]])
+def test_a_bad_return_value_keeps_the_finished_runs(bad: object) -> None:
+    """An hour of sweep should not go with its last run's bad return value."""
+
+    def fn(lr: float) -> Any:
+        return bad if lr > 0.05 else basin(0.01)(lr)
+
+    with pytest.raises(TypeError, match=r"train_fn\(0\.1\) must be a number") as info:
+        sweep(fn, lrs=[0.003, 0.01, 0.03, 0.1], extend=0)
+    done = info.value.lrkit_sweep  # type: ignore[attr-defined]
+    assert done.lrs == pytest.approx([0.003, 0.01, 0.03])
+    assert done.best_lr == pytest.approx(0.01)
+    notes = getattr(info.value, "__notes__", None)
+    if sys.version_info >= (3, 11):
+        assert notes and "3 run(s) finished before this error" in notes[0]
+    # nothing finished: nothing attached
+    with pytest.raises(TypeError) as first:
+        sweep(lambda lr: None, lrs=[0.1], extend=0)
+    assert not hasattr(first.value, "lrkit_sweep")
 
 
 # ------------------------------------------------------------- around objects
@@ -483,6 +509,11 @@ def test_study_records_every_run_and_a_rerun_trains_nothing(storage: str) -> Non
     assert len(calls) == n  # nothing trained again
     assert r2.best_lr == pytest.approx(r1.best_lr)
     assert r2.diverged == pytest.approx(r1.diverged)
+    # the runs that diverged come back with the loss they ended with (nan)
+    assert [t.loss for t in r2.trials if t.diverged] == pytest.approx(
+        [t.loss for t in r1.trials if t.diverged], nan_ok=True
+    )
+    assert all(math.isnan(t.loss) for t in r2.trials if t.diverged)
     assert all(t.reused for t in r2.trials)
     assert any("taken from the study" in s for s in r2.reasons)
 

@@ -427,14 +427,20 @@ class _Study:
             if t.state == states.COMPLETE and t.value is not None:
                 self.held.append((value, float(t.value)))
             elif t.state == states.FAIL and t.user_attrs.get("lrkit_diverged"):
-                self.held.append((value, math.inf))
+                # the non-finite loss it ended with (nan or inf), as recorded
+                try:
+                    lost = float(t.user_attrs.get("lrkit_loss", "inf"))
+                except (TypeError, ValueError):
+                    lost = math.inf
+                self.held.append((value, lost if not math.isfinite(lost) else math.inf))
         self.optuna = optuna
         self.study = study
         self.name = param_name
 
     def done(self, lr: float) -> float | None:
-        """The loss the study held for ``lr`` from an earlier sweep (``inf``
-        for a run that diverged); trials lrkit did not record are not used."""
+        """The loss the study held for ``lr`` from an earlier sweep (the
+        non-finite loss of a run that diverged: nan or inf); trials lrkit did
+        not record are not used."""
         return next((loss for value, loss in self.held if _same(value, lr)), None)
 
     def record(self, lr: float, loss: float, seconds: float) -> None:
@@ -515,7 +521,11 @@ def sweep(
 
     Raises:
         ValueError, TypeError: on bad arguments (before any run) or when
-            ``train_fn`` returns something other than a number.
+            ``train_fn`` returns something other than a number. Any error
+            after runs have finished (``train_fn`` raising or returning a bad
+            value, Ctrl-C) carries them: its ``lrkit_sweep`` attribute is a
+            :class:`SweepResult` of the finished runs (and, on Python 3.11+,
+            a note lists them).
 
     Example:
         >>> from lrkit import sweep
@@ -613,6 +623,11 @@ def sweep(
                 planned.append(nxt)
                 extra += 1
                 run(nxt)
+        except BaseException as e:
+            # the runs that finished are not lost with the one that failed
+            if trials:
+                _attach(e, trials, center, extra, extend)
+            raise
         finally:
             if ran and reset is not None:
                 reset()
@@ -621,6 +636,34 @@ def sweep(
         center=center,
         reasons=tuple(_reasons(trials, extra, extend)),
     )
+
+
+def _attach(
+    error: BaseException,
+    trials: list[SweepTrial],
+    center: float | None,
+    extra: int,
+    extend: int,
+) -> None:
+    """Give ``error`` the sweep's finished runs: a :class:`SweepResult` as its
+    ``lrkit_sweep`` attribute, and a note naming them (Python 3.11+)."""
+    done = SweepResult(
+        trials=tuple(trials),
+        center=center,
+        reasons=tuple(_reasons(trials, extra, extend)),
+    )
+    try:
+        error.lrkit_sweep = done  # type: ignore[attr-defined]
+    except AttributeError:  # pragma: no cover - an exception with __slots__
+        return
+    runs = ", ".join(f"{t.lr:.3g} -> {t.loss:.4g}" for t in done._sorted())
+    note = getattr(error, "add_note", None)
+    if note is not None:
+        note(
+            f"lrkit.sweep: {len(trials)} run(s) finished before this error "
+            f"(lr -> loss: {runs}); they are in this exception's lrkit_sweep "
+            "attribute (a SweepResult)."
+        )
 
 
 def _show_trial(p: SweepProgress) -> tuple[int, int, str]:
