@@ -1136,3 +1136,18 @@ def test_guard_state_dict_keeps_the_history_and_refuses_bad_input() -> None:
         with pytest.raises(ValueError, match=re.escape(says)):
             fresh.load_state_dict(bad)  # type: ignore[arg-type]
         assert json.dumps(fresh.state_dict()) == before
+
+
+def test_a_guard_error_on_a_resumed_run_without_its_state_says_so() -> None:
+    model, opt, loader = make(GOOD_LR)
+    guard = Guard(model, opt, every=5, max_recoveries=1, first_step=500)
+    with pytest.raises(GuardError, match="started at step 500 without the state"):
+        train(model, opt, loader, guard, epochs=1, poison=set(range(20, 40)))
+    # given the state of the run before, the hint is not given
+    model, opt, loader = make(GOOD_LR)
+    before = Guard(model, opt, every=5, first_step=500)
+    resumed = Guard(model, opt, every=5, max_recoveries=1)
+    resumed.load_state_dict(before.state_dict())
+    with pytest.raises(GuardError) as info:
+        train(model, opt, loader, resumed, epochs=1, poison=set(range(20, 40)))
+    assert "without the state" not in str(info.value)

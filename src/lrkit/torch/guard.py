@@ -469,6 +469,7 @@ class Guard:
         self._last_recovery = -(10**18)
         self._applied = 0  # updates in force (True returns not undone since)
         self._to_skip = 0
+        self._loaded = False  # load_state_dict gave it the run before
         self._watch: tuple[float, int] | None = None  # (line, until step)
         self._watch_recent: deque[tuple[int, float]] = deque(
             maxlen=self.monitor.config.level_window
@@ -715,6 +716,14 @@ class Guard:
                 why += (
                     f" The model, optimizer and the rest are back at the snapshot "
                     f"of step {last.step}."
+                )
+            if self._t_first > 0 and not self._loaded:
+                why += (
+                    f" This guard started at step {self._t_first} without the "
+                    "state of the run before it: give it the checkpoint's "
+                    "Guard.state_dict() with load_state_dict(), or the curve is "
+                    "judged from the resume alone (near a loss of 0 a healthy "
+                    "run's noise can then read as a divergence)."
                 )
             raise GuardError(f"Guard: {kind} at step {t} and {why}", self.events)
         # the newest snapshot taken before the problem began
@@ -983,6 +992,7 @@ class Guard:
         self.events = events
         _discard_all(self._saved)
         self._last_snap = -(10**18)
+        self._loaded = True
 
     # ------------------------------------------------------------ lifetime
     def close(self) -> None:
