@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn, TypeVar
 
 T = TypeVar("T")
@@ -104,6 +104,15 @@ def fail(
 ) -> NoReturn:
     """Raise ``exc`` (``ValueError`` by default) with the template message."""
     raise exc(message(param, constraint, value, hint, shown=shown))
+
+
+def bad_state_dict(expected: str, value: Any, why: str = "") -> NoReturn:
+    """Refuse a ``state_dict`` argument: a dict is shown by its keys (and
+    ``why``), anything else as it is."""
+    if isinstance(value, Mapping):
+        keys = sorted(map(str, value))
+        fail("state_dict", expected, f"a dict with keys {keys}{why}", shown=True)
+    fail("state_dict", expected, value)
 
 
 def is_ours(error: BaseException) -> bool:

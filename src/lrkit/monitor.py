@@ -969,14 +969,7 @@ class Monitor:
             or state_dict.get("version") != 1
             or not isinstance(state_dict.get("state"), Mapping)
         ):
-            shown = (
-                f"a dict with keys {sorted(map(str, state_dict))}"
-                if isinstance(state_dict, Mapping)
-                else state_dict
-            )
-            _check.fail(
-                "state_dict", expected, shown, shown=isinstance(state_dict, Mapping)
-            )
+            _check.bad_state_dict(expected, state_dict)
         saved = state_dict["state"]
         mine = {k: v for k, v in vars(self).items() if k not in _NOT_SAVED}
         if set(saved) != set(mine):

@@ -972,14 +972,7 @@ class Guard:
             events = [_event_from_state(e) for e in state_dict["events"]]
             monitor = state_dict["monitor"]
         except (KeyError, TypeError, ValueError, IndexError) as e:
-            shown = (
-                f"a dict with keys {sorted(map(str, state_dict))} ({e})"
-                if isinstance(state_dict, Mapping)
-                else state_dict
-            )
-            _check.fail(
-                "state_dict", expected, shown, shown=isinstance(state_dict, Mapping)
-            )
+            _check.bad_state_dict(expected, state_dict, f" ({e})")
         self.monitor.load_state_dict(monitor)  # checks it; changes nothing on error
         for k, v in counters.items():
             setattr(self, k, v)
