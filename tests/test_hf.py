@@ -420,3 +420,60 @@ def test_train_from_a_checkpoint_goes_on_with_the_guard_and_monitor_state(
         # both know the run from step 0 (its first loss, every update since)
         assert a.last_step == b.last_step and a.updates == b.updates
         assert a.state_dict()["state"]["_start"] == b.state_dict()["state"]["_start"]
+
+
+def test_checkpoints_with_other_objects_and_without_lrkit_state_resume(
+    tmp_path: Path,
+) -> None:
+    """objects= (an EMA: not JSON) leaves the checkpoint writable; the
+    callbacks' state in trainer_state.json is strict JSON; a checkpoint saved
+    without lrkit's callbacks (before this version, or lrkit added on
+    resume) resumes, and the next checkpoint is written."""
+    import json
+
+    def run(callbacks: list[Any], resume: Path | None, steps: int) -> Any:
+        trainer = hf_trainer(
+            tmp_path, steps, callbacks=callbacks, save_steps=20, eval_strategy="no"
+        )
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        return trainer
+
+    run([], None, 20)  # no lrkit callback: its checkpoint holds no lrkit state
+    ema = torch.optim.swa_utils.AveragedModel(torch.nn.Linear(4, 1))
+    cbs = [
+        GuardCallback(every=5, objects={"ema": ema}),
+        MonitorCallback(stop_on=(), verbose=False),
+    ]
+    run(cbs, tmp_path / "checkpoint-20", 40)
+    text = (tmp_path / "checkpoint-40" / "trainer_state.json").read_text()
+    saved = json.loads(text)["stateful_callbacks"]
+    json.dumps(saved, allow_nan=False)  # strict JSON
+    assert "objects" not in saved["GuardCallback"]["args"]
+    assert cbs[0].guard.steps == 20 and cbs[1].monitor.config.resumed
+    # and on from that one, with lrkit's state this time
+    again = [GuardCallback(every=5), MonitorCallback(stop_on=(), verbose=False)]
+    run(again, tmp_path / "checkpoint-40", 60)
+    assert again[0].guard.steps == 40 and again[1].monitor.updates == 40
+
+
+def test_two_monitor_callbacks_resume_each_with_its_own_state(tmp_path: Path) -> None:
+    def make() -> list[Any]:
+        return [
+            MonitorCallback(monitor={"spike_z": 4.0}, stop_on=(), verbose=False),
+            MonitorCallback(monitor={"spike_z": 12.0}, stop_on=(), verbose=False),
+        ]
+
+    first = make()
+    trainer = hf_trainer(
+        tmp_path, 40, callbacks=first, save_steps=20, eval_strategy="no"
+    )
+    trainer.train()
+    resumed = make()
+    trainer = hf_trainer(
+        tmp_path, 40, callbacks=resumed, save_steps=20, eval_strategy="no"
+    )
+    trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-20"))
+    for a, b in zip(resumed, first, strict=True):
+        assert a.monitor.config == b.monitor.config
+        assert a.monitor.updates == b.monitor.updates == 40
+        assert not a.monitor.config.resumed

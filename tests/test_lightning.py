@@ -519,3 +519,32 @@ def test_monitor_under_ddp_stops_every_rank_together(tmp_path: Path) -> None:
     assert rank0[0] == rank1[0] == 14
     assert [k for k, _ in rank0[1]] == ["nan"] and rank1[1] == []
     assert rank0[4] == rank1[4]
+
+
+def test_callbacks_of_one_class_with_other_settings_keep_their_own_state(
+    tmp_path: Path,
+) -> None:
+    """Two monitors (or guards) with other settings in one Trainer: each
+    has its own state in the checkpoint, and a bad state is refused."""
+    cbs = [
+        MonitorCallback(stop_on=(), verbose=False),
+        MonitorCallback(monitor={"spike_z": 10.0}, stop_on=(), verbose=False),
+        GuardCallback(every=10),
+        GuardCallback(every=20, on=("nan",)),
+    ]
+    assert len({cb.state_key for cb in cbs}) == 4
+    # the same settings in another process: the same key
+    again = MonitorCallback(monitor=lrkit.MonitorConfig(spike_z=10.0), stop_on=())
+    assert cbs[1].state_key == again.state_key
+    _fit(Reg(0.05), cbs[0], epochs=1)
+    state = cbs[0].state_dict()
+    cbs[1].load_state_dict(state)
+    assert cbs[1].monitor.last_step == 15 and cbs[1].monitor.config.spike_z == 10.0
+    for bad in (None, {}, {"monitor": 5}, {**state, "step": -1}, {**state, "val": "x"}):
+        with pytest.raises(ValueError, match="a dict returned by MonitorCallback"):
+            cbs[0].load_state_dict(bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="a dict returned by Guard.state_dict"):
+        cbs[2].load_state_dict({"guard": {"format": "lrkit.Guard"}})
+    with pytest.raises(ValueError, match="a dict returned by GuardCallback"):
+        cbs[2].load_state_dict({"guard": 5})
+    assert cbs[0].monitor.last_step == 15 and cbs[2]._resume is None

@@ -1342,7 +1342,7 @@ def test_a_monitor_loaded_from_a_state_dict_goes_on_exactly(
         first.update(t, x, **kw)
     state = first.state_dict()
     if through_json:
-        state = json.loads(json.dumps(state))
+        state = json.loads(json.dumps(state, allow_nan=False))  # strict JSON
     else:
         torch = pytest.importorskip("torch")
         buf = io.BytesIO()
@@ -1401,3 +1401,22 @@ def test_a_bad_state_dict_is_refused_and_changes_nothing(
     with pytest.raises(ValueError, match=re.escape(says)):
         b.load_state_dict(state)  # type: ignore[arg-type]
     assert b.state_dict() == before
+
+
+def test_a_state_loaded_into_smaller_windows_is_trimmed_to_them() -> None:
+    """The loading monitor's noise windows hold: the newest values of the
+    saved ones, so it goes on as if it had run with its own windows."""
+    y = make_curve({"shape": "exp", "seed": 3, "n": 300, "noise": 0.05})
+    small = {"noise_window": 16, "grad_window": 8}
+    whole, first = Monitor(**small), Monitor()
+    for t, x, kw in _stream(y, 0, 300):
+        whole.update(t, x, **kw)
+    for t, x, kw in _stream(y, 0, 150):
+        first.update(t, x, **kw)
+    second = Monitor(**small)
+    second.load_state_dict(first.state_dict())
+    for t, x, kw in _stream(y, 150, 300):
+        second.update(t, x, **kw)
+    for name in ("_diffs", "_sorted", "_gdiffs", "_gsorted"):
+        assert list(getattr(second, name)) == list(getattr(whole, name))
+    assert len(second._diffs) == 16 and len(second._gdiffs) == 8

@@ -15,14 +15,23 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from . import _check
 from .monitor import KINDS, Finding, Monitor, MonitorConfig
 
-__all__ = ["Watch", "Watched", "check_key", "config_from_dict", "monitor_json"]
+__all__ = [
+    "Watch",
+    "Watched",
+    "check_key",
+    "config_from_dict",
+    "monitor_json",
+    "settings_key",
+]
 
 
 def check_key(param: str, value: Any) -> str:
@@ -48,10 +57,19 @@ def config_from_dict(param: str, settings: dict[str, Any]) -> MonitorConfig:
     return MonitorConfig(**settings)
 
 
+def settings_key(settings: Mapping[str, Any]) -> str:
+    """A short stable name for a callback's settings (the same in every
+    process): what tells two callbacks of one class apart in a checkpoint."""
+    text = json.dumps(settings, sort_keys=True, default=repr)
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
 def monitor_json(monitor: Any) -> Any:
     """A callback's ``monitor`` argument as JSON: None, or its config's dict."""
     if isinstance(monitor, Monitor):
         monitor = monitor.config
+    elif isinstance(monitor, dict):
+        monitor = config_from_dict("monitor", monitor)
     return monitor.to_dict() if isinstance(monitor, MonitorConfig) else monitor
 
 

@@ -40,7 +40,14 @@ import torch
 
 from . import _check
 from ._check import LRKitError
-from ._watch import Watch, Watched, check_key, monitor_json
+from ._watch import (
+    Watch,
+    Watched,
+    check_key,
+    config_from_dict,
+    monitor_json,
+    settings_key,
+)
 from .monitor import Finding, Monitor, MonitorConfig
 from .torch._trainer import (
     StepUndo,
@@ -134,6 +141,7 @@ class MonitorCallback(Watched, TrainerCallback, ExportableState):
             "loss_key": self.loss_key,
             "val_key": self.val_key,
         }
+        self._key = settings_key(self._args)
         self.losses: list[float] = []
         self._val: float | None = None  # waiting for the next point
         self._last: int | None = None  # the step of the latest point
@@ -142,12 +150,15 @@ class MonitorCallback(Watched, TrainerCallback, ExportableState):
     def on_train_begin(
         self, args: Any, state: Any, control: Any, **kwargs: Any
     ) -> None:
+        saved = _saved_state(self, state)
         if self._scale and self.monitor.updates == 0:
             self._scale = False
             points = _points(args, state)
-            if points is not None:
+            if saved is not None:  # sized to the whole run, as it was
+                config = config_from_dict("monitor", saved["monitor"]["config"])
+                self._watch.monitor = Monitor(config)
+            elif points is not None:
                 self._watch.monitor = Monitor(MonitorConfig.for_points(points))
-        saved = _saved_state(self, state)
         if saved is not None:  # resumed: the monitor knows the run so far
             self._watch.load(saved["monitor"])
             self._last, self._val = saved["last"], saved["val"]
@@ -230,6 +241,7 @@ class MonitorCallback(Watched, TrainerCallback, ExportableState):
             "monitor": self.monitor.state_dict(),
             "last": self._last,
             "val": self._val,
+            "key": self._key,
         }
         return {"args": dict(self._args), "attributes": {"lrkit_state": saved}}
 
@@ -321,7 +333,9 @@ class GuardCallback(TrainerCallback, ExportableState):
         super().__init__()
         self.val_key = check_key("val_key", val_key)
         self.settings = guard_settings(settings, "the Trainer")
-        self._args = {"val_key": self.val_key, **settings_json(self.settings)}
+        args, self._not_json = settings_json(self.settings)
+        self._args = {"val_key": self.val_key, **args}
+        self._key = settings_key({**self._args, "objects": sorted(self._not_json)})
         self.guard: Guard | None = None
         self._micro: list[float] = []
         self._summed = False  # the micro-batch losses add up to the step's
@@ -359,6 +373,16 @@ class GuardCallback(TrainerCallback, ExportableState):
         if saved is not None:  # resumed: go on as the uninterrupted run
             self.guard.load_state_dict(saved["guard"])
             self._val = saved["val"]
+            lost = sorted(set(saved.get("not_json") or ()) - set(self.settings))
+            if lost:
+                logger.warning(
+                    "lrkit GuardCallback: rebuilt by the Trainer from the "
+                    "arguments saved in the checkpoint "
+                    "(restore_callback_states_from_checkpoint=True), without %s, "
+                    "which JSON cannot hold: those objects are not snapshotted. "
+                    "Leave that option off (lrkit's state is resumed either way).",
+                    ", ".join(lost),
+                )
         self._hook = model.register_forward_hook(self._read_loss, with_kwargs=True)
 
     def _read_loss(self, module: Any, args: Any, kwargs: Any, output: Any) -> None:
@@ -441,23 +465,50 @@ class GuardCallback(TrainerCallback, ExportableState):
         saved = (
             None
             if self.guard is None
-            else {"guard": self.guard.state_dict(), "val": self._val}
+            else {
+                "guard": self.guard.state_dict(),
+                "val": self._val,
+                "key": self._key,
+                "not_json": self._not_json,
+            }
         )
         return {"args": dict(self._args), "attributes": {"lrkit_state": saved}}
 
 
 def _saved_state(callback: Any, state: Any) -> dict[str, Any] | None:
-    """The callback's state saved with the checkpoint a run resumes from (the
-    Trainer loads ``trainer_state.json``, its ``stateful_callbacks`` included,
-    before ``on_train_begin``); None for a run from scratch."""
+    """The callback's state saved with the checkpoint a run resumes from; None
+    for a run from scratch. The Trainer loads ``trainer_state.json``, its
+    ``stateful_callbacks`` included, before ``on_train_begin``; with
+    ``restore_callback_states_from_checkpoint`` it has also rebuilt the
+    callback and set its ``lrkit_state``. Of several entries of the class
+    (several callbacks; the Trainer appends one per callback at each save)
+    the newest with the callback's settings is taken, or the newest when
+    they all have the same settings (changed since)."""
+    name = type(callback).__name__
+    held = getattr(state, "stateful_callbacks", None)
+    rebuilt = callback.__dict__.pop("lrkit_state", None)
+    if isinstance(held, dict) and name not in held:
+        # a checkpoint saved without lrkit's state (or a first start): the
+        # Trainer's next save expects an entry for every ExportableState
+        held[name] = callback.state()
+        return None
     if not int(state.global_step or 0):
         return None
-    saved = (getattr(state, "stateful_callbacks", None) or {}).get(
-        type(callback).__name__
-    )
-    if isinstance(saved, list):  # several callbacks of the class: the first
-        saved = saved[0] if saved else None
-    if not isinstance(saved, Mapping):
-        return None
-    found = (saved.get("attributes") or {}).get("lrkit_state")
-    return found if isinstance(found, dict) else None
+    if isinstance(rebuilt, dict) and rebuilt.get("key") == callback._key:
+        return rebuilt
+    entries = (held or {}).get(name) if isinstance(held, dict) else None
+    if not isinstance(entries, list):
+        entries = [entries]
+    found: list[dict[str, Any]] = [
+        e["attributes"]["lrkit_state"]
+        for e in entries
+        if isinstance(e, Mapping)
+        and isinstance(e.get("attributes"), Mapping)
+        and isinstance(e["attributes"].get("lrkit_state"), dict)
+    ]
+    mine = [f for f in found if f.get("key") == callback._key]
+    if mine:
+        return mine[-1]
+    if found and len({str(f.get("key")) for f in found}) == 1:
+        return found[-1]
+    return None

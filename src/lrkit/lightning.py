@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -43,7 +44,7 @@ except ImportError:  # pragma: no cover - exercised only without lightning
 
 from . import _check
 from ._check import LRKitError
-from ._watch import Watch, Watched, check_key
+from ._watch import Watch, Watched, check_key, monitor_json, settings_key
 from .monitor import Monitor, MonitorConfig
 from .torch._trainer import (
     StepUndo,
@@ -51,6 +52,7 @@ from .torch._trainer import (
     guard_settings as guard_settings_checked,
     mean_over_ranks,
     scalar as _scalar,
+    settings_json,
     step_loss,
 )
 
@@ -148,6 +150,15 @@ class MonitorCallback(Watched, pl.Callback):
         if not isinstance(grad_norm, bool):
             _check.fail("grad_norm", "True or False", grad_norm, exc=TypeError)
         self.grad_norm = grad_norm
+        self._key = settings_key(
+            {
+                "monitor": monitor_json(monitor),
+                "stop_on": sorted(self.stop_on),
+                "loss_key": self.loss_key,
+                "val_key": self.val_key,
+                "grad_norm": grad_norm,
+            }
+        )
         self.losses: list[float] = []
         self._step = 0  # the next point's step
         self._micro: list[float] = []  # losses of the current step's micro-batches
@@ -277,11 +288,25 @@ class MonitorCallback(Watched, pl.Callback):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` (Lightning calls it when resuming)."""
-        self._watch.load(state_dict["monitor"])
-        self._step = int(state_dict["step"])
+        """Restore :meth:`state_dict` (Lightning calls it when resuming).
+
+        Raises:
+            ValueError: not a dict :meth:`state_dict` returned (nothing is
+                changed).
+        """
+        step, val = _step_and_val(
+            state_dict, "monitor", "a dict returned by MonitorCallback.state_dict()"
+        )
+        self._watch.load(state_dict["monitor"])  # checks it first
+        self._step = step
         # a validation run just before the checkpoint, not fed yet
-        self._val = state_dict.get("val")
+        self._val = val
+
+    @property
+    def state_key(self) -> str:
+        """The name of its state in a checkpoint: the class and its settings
+        (two callbacks of the class with other settings each get their own)."""
+        return str(self._generate_state_key(settings=self._key))
 
 
 class GuardCallback(pl.Callback):
@@ -341,6 +366,10 @@ class GuardCallback(pl.Callback):
         super().__init__()
         self.val_key = check_key("val_key", val_key)
         self.settings = guard_settings_checked(guard_settings, "the trainer")
+        args, not_json = settings_json(self.settings)
+        self._key = settings_key(
+            {"val_key": self.val_key, **args, "objects": sorted(not_json)}
+        )
         self.guard: Any = None
         self._micro: list[float] = []
         self._val: float | None = None
@@ -435,7 +464,43 @@ class GuardCallback(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Keep :meth:`state_dict` for the guard ``fit`` builds (Lightning
-        calls it when resuming, before training starts)."""
-        self._resume = state_dict.get("guard")
+        calls it when resuming, before training starts).
+
+        Raises:
+            ValueError: not a dict :meth:`state_dict` returned (nothing is
+                changed).
+        """
+        from .torch.guard import Guard
+
+        expected = "a dict returned by GuardCallback.state_dict()"
+        if isinstance(state_dict, Mapping) and not state_dict:
+            return  # saved before training started
+        _step_and_val(state_dict, "guard", expected)
+        probe = torch.nn.Linear(1, 1)  # checks the guard's state now
+        Guard(probe, torch.optim.SGD(probe.parameters(), lr=0.1)).load_state_dict(
+            state_dict["guard"]
+        )
+        self._resume = state_dict["guard"]
         # a validation run just before the checkpoint, not fed yet
         self._val = state_dict.get("val")
+
+    @property
+    def state_key(self) -> str:
+        """The name of its state in a checkpoint: the class and its settings
+        (two callbacks of the class with other settings each get their own)."""
+        return str(self._generate_state_key(settings=self._key))
+
+
+def _step_and_val(state_dict: Any, key: str, expected: str) -> tuple[int, float | None]:
+    """Check a callback's saved state (a dict holding ``key``, an int
+    ``step`` when given, a number or None as ``val``); its step and val."""
+    if not isinstance(state_dict, Mapping) or not isinstance(
+        state_dict.get(key), Mapping
+    ):
+        _check.bad_state_dict(expected, state_dict)
+    step, val = state_dict.get("step", 0), state_dict.get("val")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        _check.bad_state_dict(expected, state_dict, f" (step {step!r})")
+    if val is not None and not _check.is_real(val):
+        _check.bad_state_dict(expected, state_dict, f" (val {val!r})")
+    return step, None if val is None else float(val)

@@ -542,10 +542,12 @@ class _Curve:
 
 def _to_plain(x: Any) -> Any:
     """A monitor's attribute as plain data (dicts with string keys, lists,
-    numbers, strings, None): JSON-serialisable (non-finite floats aside, which
-    Python's ``json`` writes) and loadable by ``torch.load(weights_only=True)``.
-    Values JSON has no type for are tagged ``{"t": tag, "v": value}``."""
-    if x is None or isinstance(x, (bool, int, float, str)):
+    finite numbers, strings, None): strict JSON, and loadable by
+    ``torch.load(weights_only=True)``. Values JSON has no type for (a tuple, a
+    NaN) are tagged ``{"t": tag, "v": value}``."""
+    if isinstance(x, float):
+        return json_float(x)
+    if x is None or isinstance(x, (bool, int, str)):
         return x
     if isinstance(x, list):
         return [_to_plain(v) for v in x]
@@ -556,11 +558,32 @@ def _to_plain(x: Any) -> Any:
     if isinstance(x, dict):
         return {"t": "dict", "v": [[_to_plain(k), _to_plain(v)] for k, v in x.items()]}
     if isinstance(x, Finding):
-        return {"t": "Finding", "v": x.to_dict()}
+        d = x.to_dict()
+        d["evidence"] = {k: json_float(v) for k, v in x.evidence.items()}
+        return {"t": "Finding", "v": d}
     if isinstance(x, (_Open, _Curve)):
         slots = {k: _to_plain(getattr(x, k)) for k in type(x).__slots__}
         return {"t": type(x).__name__, "v": slots}
     raise TypeError(f"no plain form for {type(x).__name__}")  # pragma: no cover
+
+
+def json_float(x: float) -> float | dict[str, str]:
+    """A float as strict JSON: a non-finite one as ``{"t": "float", "v":
+    "nan"}`` (``"inf"``, ``"-inf"``); see :func:`from_json_float`."""
+    return x if math.isfinite(x) else {"t": "float", "v": repr(float(x))}
+
+
+def from_json_float(x: Any) -> float:
+    """The float :func:`json_float` wrote (a number is taken as it is);
+    ValueError on anything else."""
+    if isinstance(x, dict) and x.get("t") == "float" and x.get("v") in _NON_FINITE:
+        return float(x["v"])
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        return float(x)
+    raise ValueError(f"not a number: {x!r}")
+
+
+_NON_FINITE = ("nan", "inf", "-inf")
 
 
 def _from_plain(x: Any) -> Any:
@@ -569,6 +592,8 @@ def _from_plain(x: Any) -> Any:
         return x
     if isinstance(x, list):
         return [_from_plain(v) for v in x]
+    if isinstance(x, dict) and x.get("t") == "float":
+        return from_json_float(x)
     if not isinstance(x, dict) or not isinstance(x.get("v"), (list, dict)):
         raise ValueError(f"unexpected {type(x).__name__}")
     tag, v = x.get("t"), x["v"]
@@ -586,7 +611,11 @@ def _from_plain(x: Any) -> Any:
             raise ValueError("dict: expected [key, value] pairs")
         return {_from_plain(k): _from_plain(e) for k, e in v}
     if tag == "Finding" and isinstance(v, dict):
-        return Finding(**v)
+        evidence = v.get("evidence")
+        if not isinstance(evidence, dict):
+            raise ValueError("Finding: no evidence")
+        numbers = {k: from_json_float(e) for k, e in evidence.items()}
+        return Finding(**{**v, "evidence": numbers})
     if tag in ("_Open", "_Curve") and isinstance(v, dict):
         cls = _Open if tag == "_Open" else _Curve
         if set(v) != set(cls.__slots__):
@@ -997,6 +1026,17 @@ class Monitor:
                     f"a damaged one ({k} is a {type(v).__name__})",
                     shown=True,
                 )
+        c = self.config
+        for name in ("_recent", "_recent_steps", "_levels", "_diffs", "_gdiffs"):
+            if not all(_check.is_real(x) for x in values[name]):
+                _check.fail(
+                    "state_dict", expected, f"a damaged one ({name})", shown=True
+                )
+        # this monitor's noise windows: the newest values, sorted afresh
+        values["_diffs"] = deque(list(values["_diffs"])[-c.noise_window :])
+        values["_gdiffs"] = deque(list(values["_gdiffs"])[-c.grad_window :])
+        values["_sorted"] = sorted(values["_diffs"])
+        values["_gsorted"] = sorted(values["_gdiffs"])
         for k, v in values.items():
             old = mine[k]
             # the window lengths of this monitor's config hold

@@ -1131,6 +1131,11 @@ def test_guard_state_dict_keeps_the_history_and_refuses_bad_input() -> None:
         ({"format": "lrkit.Guard"}, "got a dict with keys ['format']"),
         ({**state, "events": [{"step": 1}]}, "state_dict must be a dict returned"),
         ({**state, "monitor": {}}, "a dict returned by Monitor.state_dict()"),
+        ({**state, "scale": -1.0}, "recovery scale -1.0, not > 0"),
+        (
+            {**state, "counters": {**state["counters"], "_t": "12"}},
+            "_t is '12', not an int",
+        ),
         ("guard.pt", "state_dict must be a dict returned by Guard.state_dict()"),
     ]:
         with pytest.raises(ValueError, match=re.escape(says)):
@@ -1151,3 +1156,24 @@ def test_a_guard_error_on_a_resumed_run_without_its_state_says_so() -> None:
     with pytest.raises(GuardError) as info:
         train(model, opt, loader, resumed, epochs=1, poison=set(range(20, 40)))
     assert "without the state" not in str(info.value)
+
+
+def test_a_problem_right_after_a_resume_restores_the_loaded_state() -> None:
+    """A bad batch at the first step after the resume (with a fixed data order
+    it comes back at every resume) has the checkpoint's state to go back to."""
+    import json
+
+    model, opt, loader = make(GOOD_LR)
+    guard = Guard(model, opt, every=10)
+    train(model, opt, loader, guard, epochs=1)  # 32 clean steps
+    state = json.loads(json.dumps(guard.state_dict(), allow_nan=False))
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    resumed = Guard(model, opt, every=10)
+    resumed.load_state_dict(state)
+    train(model, opt, loader, resumed, epochs=1, poison={0})
+    (event,) = resumed.events
+    assert (event.kind, event.step, event.restored_step) == ("nan", 32, 31)
+    # the run went on from the loaded weights (the first update skipped)
+    assert resumed.undone_steps == guard.undone_steps + 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert any(not torch.equal(weights[k], v) for k, v in model.state_dict().items())

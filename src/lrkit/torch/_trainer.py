@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -142,11 +143,13 @@ def guard_settings(settings: Mapping[str, Any], trainer: str) -> dict[str, Any]:
     return settings
 
 
-def settings_json(settings: Mapping[str, Any]) -> dict[str, Any]:
+def settings_json(settings: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """Checked guard settings as JSON (a callback's arguments saved with a
     Hugging Face checkpoint): the monitor as its config's dict, sequences as
-    lists, paths as strings."""
+    lists, paths as strings; and the names of those JSON cannot hold (the
+    ``objects``, whose state the guard snapshots), left out."""
     out: dict[str, Any] = {}
+    dropped: list[str] = []
     for k, v in settings.items():
         if k == "monitor":
             v = monitor_json(v)
@@ -154,8 +157,13 @@ def settings_json(settings: Mapping[str, Any]) -> dict[str, Any]:
             v = list(v)
         elif isinstance(v, os.PathLike):
             v = os.fspath(v)
+        try:
+            json.dumps(v, allow_nan=False)
+        except (TypeError, ValueError):
+            dropped.append(k)
+            continue
         out[k] = v
-    return out
+    return out, dropped
 
 
 def mean_over_ranks(

@@ -102,7 +102,15 @@ import torch
 
 from .. import _check
 from .._check import LRKitError
-from ..monitor import KINDS, Finding, Monitor, MonitorConfig, MonitorState
+from ..monitor import (
+    KINDS,
+    Finding,
+    Monitor,
+    MonitorConfig,
+    MonitorState,
+    from_json_float,
+    json_float,
+)
 from ._groups import get_lr, set_lr
 from .state import (
     Snapshot,
@@ -470,6 +478,7 @@ class Guard:
         self._applied = 0  # updates in force (True returns not undone since)
         self._to_skip = 0
         self._loaded = False  # load_state_dict gave it the run before
+        self._snap_pending = False  # snapshot the loaded state at the next step
         self._watch: tuple[float, int] | None = None  # (line, until step)
         self._watch_recent: deque[tuple[int, float]] = deque(
             maxlen=self.monitor.config.level_window
@@ -571,6 +580,12 @@ class Guard:
             _discard_all(self._saved)
             self._last_snap = -(10**18)
         t = self._t
+        if self._snap_pending:
+            # the state a checkpoint loaded: as it was after the step before
+            self._snap_pending = False
+            regular = self._last_snap
+            self._take(t - 1, shape)
+            self._last_snap = regular  # the snapshots every `every` go on
         found = self.monitor.update(t, x, val_loss=v, grad_norm=g, lr=lr)
         self._t = t + 1
         trigger = self._trigger(found, t)
@@ -935,9 +950,11 @@ class Guard:
             "version": 1,
             "counters": {k: int(getattr(self, k)) for k in _COUNTERS},
             "scale": self.recovery_scale,
-            "watch": None if self._watch is None else list(self._watch),
-            "watch_recent": [list(p) for p in self._watch_recent],
-            "watch_ref": list(self._watch_ref),
+            "watch": None
+            if self._watch is None
+            else [json_float(self._watch[0]), self._watch[1]],
+            "watch_recent": [[t, json_float(x)] for t, x in self._watch_recent],
+            "watch_ref": [json_float(x) for x in self._watch_ref],
             "events": [_event_state(e) for e in self.events],
             "monitor": self.monitor.state_dict(),
         }
@@ -960,15 +977,20 @@ class Guard:
                 state_dict.get("version"),
             ) != (_STATE_FORMAT, 1):
                 raise ValueError("not one")
-            counters = {k: int(state_dict["counters"][k]) for k in _COUNTERS}
+            counters = {k: state_dict["counters"][k] for k in _COUNTERS}
+            for k, v in counters.items():
+                if not isinstance(v, int) or isinstance(v, bool):
+                    raise ValueError(f"{k} is {v!r}, not an int")
             scale = float(state_dict["scale"])
-            watch_raw = state_dict["watch"]
-            watch = (
-                None if watch_raw is None else (float(watch_raw[0]), int(watch_raw[1]))
-            )
-            recent = [(int(t), float(x)) for t, x in state_dict["watch_recent"]]
+            if not (scale > 0.0 and math.isfinite(scale)):
+                raise ValueError(f"recovery scale {scale!r}, not > 0")
+            w = state_dict["watch"]
+            watch = None if w is None else (from_json_float(w[0]), int(w[1]))
+            recent = [
+                (int(t), from_json_float(x)) for t, x in state_dict["watch_recent"]
+            ]
             ref = state_dict["watch_ref"]
-            watch_ref = (float(ref[0]), float(ref[1]))
+            watch_ref = (from_json_float(ref[0]), from_json_float(ref[1]))
             events = [_event_from_state(e) for e in state_dict["events"]]
             monitor = state_dict["monitor"]
         except (KeyError, TypeError, ValueError, IndexError) as e:
@@ -984,8 +1006,10 @@ class Guard:
         self._watch_ref = watch_ref
         self.events = events
         _discard_all(self._saved)
-        self._last_snap = -(10**18)
-        self._loaded = True
+        # the loaded state (the checkpoint's) is snapshotted at the next
+        # step, before its update: a problem right after the resume has a
+        # state to go back to
+        self._loaded = self._snap_pending = True
 
     # ------------------------------------------------------------ lifetime
     def close(self) -> None:
@@ -1011,6 +1035,7 @@ _STATE_FORMAT = "lrkit.Guard"
 _COUNTERS = (
     "_t",
     "_t_first",
+    "_last_snap",
     "_attempt",
     "_cuts",
     "_last_recovery",
@@ -1020,9 +1045,9 @@ _COUNTERS = (
 
 
 def _event_state(e: GuardEvent) -> dict[str, Any]:
-    """A GuardEvent as plain data (to_dict, its non-finite numbers kept)."""
+    """A GuardEvent as strict JSON (to_dict, its non-finite numbers kept)."""
     d = e.to_dict()
-    d["evidence"] = dict(e.evidence)
+    d["evidence"] = {k: json_float(v) for k, v in e.evidence.items()}
     return d
 
 
@@ -1036,7 +1061,7 @@ def _event_from_state(d: Mapping[str, Any]) -> GuardEvent:
         lrs=tuple(float(x) for x in d["lrs"]),
         attempt=int(d["attempt"]),
         skipped_batches=int(d["skipped_batches"]),
-        evidence={str(k): float(v) for k, v in d["evidence"].items()},
+        evidence={str(k): from_json_float(v) for k, v in d["evidence"].items()},
     )
 
 
