@@ -477,3 +477,22 @@ def test_two_monitor_callbacks_resume_each_with_its_own_state(tmp_path: Path) ->
         assert a.monitor.config == b.monitor.config
         assert a.monitor.updates == b.monitor.updates == 40
         assert not a.monitor.config.resumed
+
+
+def test_a_monitor_beside_a_guard_does_not_stop_for_what_the_guard_recovers(
+    tmp_path: Path,
+) -> None:
+    mon = MonitorCallback(verbose=False)  # stops on nan, diverged by default
+    trainer = hf_trainer(
+        tmp_path,
+        80,
+        callbacks=[mon, GuardCallback(every=10)],
+        nan_after=35,
+        nan_once=True,
+        save_strategy="no",
+        eval_strategy="no",
+        lr_scheduler_type="constant",
+    )
+    trainer.train()
+    assert trainer.state.global_step == 80 and mon.stopped_by is None
+    assert "nan" in [f.kind for f in mon.monitor.findings]

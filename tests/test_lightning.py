@@ -548,3 +548,26 @@ def test_callbacks_of_one_class_with_other_settings_keep_their_own_state(
     with pytest.raises(ValueError, match="a dict returned by GuardCallback"):
         cbs[2].load_state_dict({"guard": 5})
     assert cbs[0].monitor.last_step == 15 and cbs[2]._resume is None
+
+
+def test_a_monitor_beside_a_guard_does_not_stop_for_what_the_guard_recovers() -> None:
+    """The guard recovers from the NaN at step 20: the default MonitorCallback
+    (stop_on nan, diverged) reports it, saying so, and lets the run finish."""
+    module = NaNAtStep(0.05)
+    mon = MonitorCallback(verbose=False)
+    trainer = pl.Trainer(
+        max_epochs=2,
+        callbacks=[GuardCallback(every=10), mon],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    trainer.fit(module, torch.utils.data.DataLoader(_data(), batch_size=32))
+    assert trainer.global_step == 32 and mon.stopped_by is None
+    assert [f.kind for f in mon.monitor.findings] == ["nan"]
+    # without the guard the same run stops at the NaN
+    alone = MonitorCallback(verbose=False)
+    _fit(NaNAtStep(0.05), alone, epochs=2)
+    assert alone.stopped_by is not None and alone.stopped_by.kind == "nan"

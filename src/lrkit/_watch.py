@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -29,7 +30,9 @@ __all__ = [
     "Watched",
     "check_key",
     "config_from_dict",
+    "guarded",
     "monitor_json",
+    "set_guarded",
     "settings_key",
 ]
 
@@ -55,6 +58,31 @@ def config_from_dict(param: str, settings: dict[str, Any]) -> MonitorConfig:
             shown=True,
         )
     return MonitorConfig(**settings)
+
+
+#: model -> the finding kinds a guard callback training it recovers from
+_GUARDED: weakref.WeakKeyDictionary[Any, frozenset[str]] = weakref.WeakKeyDictionary()
+
+
+def set_guarded(model: Any, kinds: Iterable[str] | None) -> None:
+    """A guard callback trains ``model`` and recovers from ``kinds`` (None:
+    it is done): a monitor callback on the same model does not stop the run
+    for them."""
+    try:
+        if kinds is None:
+            _GUARDED.pop(model, None)
+        else:
+            _GUARDED[model] = frozenset(kinds)
+    except TypeError:  # not weakly referable (None)
+        pass
+
+
+def guarded(model: Any) -> frozenset[str]:
+    """The kinds a guard callback training ``model`` recovers from."""
+    try:
+        return _GUARDED.get(model, frozenset())
+    except TypeError:  # not weakly referable
+        return frozenset()
 
 
 def settings_key(settings: Mapping[str, Any]) -> str:
@@ -129,6 +157,8 @@ class Watch:
         self._withdrawn_shown = 0  # withdrawals printed (training may run again)
         self._begun = False  # a training run has started
         self._loaded = False  # the monitor goes on from a checkpoint's state
+        #: kinds a guard training the same model recovers from: not stopped for
+        self.guarded: frozenset[str] = frozenset()
 
     def begin(self, *, trained_before: bool) -> None:
         """A training run starts: ``stopped_by`` is cleared. At the first
@@ -172,9 +202,11 @@ class Watch:
         hit = None
         for f in found:
             if f.severity != "info" and f.is_new:
-                self.say(f"lrkit: {f.kind} at step {f.first_step}: {f.advice}")
+                note = " (the guard recovers from it)" if f.kind in self.guarded else ""
+                self.say(f"lrkit: {f.kind} at step {f.first_step}{note}: {f.advice}")
             ongoing = f.last_step >= f.detected_step
-            if hit is None and f.kind in self.stop_on and ongoing:
+            stops = f.kind in self.stop_on and f.kind not in self.guarded
+            if hit is None and stops and ongoing:
                 hit = f
         if hit is not None and self.stopped_by is None:
             self.stopped_by = hit

@@ -45,7 +45,9 @@ from ._watch import (
     Watched,
     check_key,
     config_from_dict,
+    guarded,
     monitor_json,
+    set_guarded,
     settings_key,
 )
 from .monitor import Finding, Monitor, MonitorConfig
@@ -181,6 +183,8 @@ class MonitorCallback(Watched, TrainerCallback, ExportableState):
     ) -> None:
         if not logs:
             return
+        # a GuardCallback training the model recovers from its kinds
+        self._watch.guarded = guarded(kwargs.get("model"))
         val = _number(logs.get(self.val_key))
         if val is not None:
             self._evaluated(int(state.global_step), val, control)
@@ -384,6 +388,8 @@ class GuardCallback(TrainerCallback, ExportableState):
                     ", ".join(lost),
                 )
         self._hook = model.register_forward_hook(self._read_loss, with_kwargs=True)
+        # a MonitorCallback on the model does not stop for what it recovers
+        set_guarded(model, self.guard.on)
 
     def _read_loss(self, module: Any, args: Any, kwargs: Any, output: Any) -> None:
         if not module.training:
@@ -455,6 +461,7 @@ class GuardCallback(TrainerCallback, ExportableState):
             self.guard.close()
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        set_guarded(kwargs.get("model"), None)
         self._finish()
 
     def state(self) -> dict[str, Any]:

@@ -44,7 +44,15 @@ except ImportError:  # pragma: no cover - exercised only without lightning
 
 from . import _check
 from ._check import LRKitError
-from ._watch import Watch, Watched, check_key, monitor_json, settings_key
+from ._watch import (
+    Watch,
+    Watched,
+    check_key,
+    guarded,
+    monitor_json,
+    set_guarded,
+    settings_key,
+)
 from .monitor import Monitor, MonitorConfig
 from .torch._trainer import (
     StepUndo,
@@ -246,6 +254,7 @@ class MonitorCallback(Watched, pl.Callback):
         found = self.monitor.update(
             self._step, loss, val_loss=self._val, grad_norm=self._norm, lr=self._lr
         )
+        self._watch.guarded = guarded(pl_module)  # a GuardCallback's kinds
         hit = self._watch.report(found) is not None
         self._step += 1
         self._val = None
@@ -402,6 +411,8 @@ class GuardCallback(pl.Callback):
         if self._resume is not None:
             self.guard.load_state_dict(self._resume)
             self._resume = None
+        # a MonitorCallback on the module does not stop for what it recovers
+        set_guarded(pl_module, self.guard.on)
         self._micro = []
 
     def on_before_backward(self, trainer: Any, pl_module: Any, loss: Any) -> None:
@@ -451,6 +462,7 @@ class GuardCallback(pl.Callback):
             self._val = _scalar(trainer.callback_metrics.get(self.val_key))
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        set_guarded(pl_module, None)
         if self.guard is not None:
             self.guard.close()  # its snapshots (memory, spill files) go
 
