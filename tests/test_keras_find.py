@@ -426,6 +426,52 @@ def test_snapshot_makes_every_fit_start_alike() -> None:
     assert runs[0][0] == fit(digits_model(), epochs=1)[0]  # as a fresh model's
 
 
+class _Reshuffled(keras.utils.PyDataset):  # type: ignore[misc]
+    """Batches of the digits in an order it draws itself at each epoch's end."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rng = np.random.default_rng(0)
+        self.order = self.rng.permutation(len(XT))
+
+    def __len__(self) -> int:
+        return len(XT) // 64
+
+    def __getitem__(self, i: int) -> Any:
+        idx = self.order[i * 64 : (i + 1) * 64]
+        return XT[idx], YT[idx]
+
+    def on_epoch_end(self) -> None:
+        self.order = self.rng.permutation(len(XT))
+
+
+@pytest.mark.parametrize("source", ["loader", "pydataset"])
+def test_snapshot_restores_the_data_own_shuffling(source: str) -> None:
+    """A DataLoader with a generator, a PyDataset shuffling itself: given as
+    data=, every run after restore() draws the same batches (without, the
+    second run at the same LR differs)."""
+    if source == "loader":
+        data: Any = torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(torch.tensor(XT), torch.tensor(YT)),
+            batch_size=64,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(0),
+        )
+    else:
+        data = _Reshuffled()
+    losses = {}
+    for given in (True, False):
+        model = digits_model()
+        snap = lk.snapshot(model, data=data if given else None)
+        runs = []
+        for _ in range(2):
+            runs.append(model.fit(data, epochs=2, verbose=0).history["loss"][-1])
+            snap.restore()
+        losses[given] = runs
+    assert losses[True][0] == losses[True][1]
+    assert losses[False][0] != losses[False][1]
+
+
 def test_snapshot_refuses_what_it_cannot_hold() -> None:
     with pytest.raises(TypeError, match="model must be a keras.Model"):
         lk.snapshot("model")

@@ -205,11 +205,13 @@ class Snapshot:
     Holds the model's variables (weights, BatchNorm statistics, dropout seed
     states), the optimizer's (iterations, moments, the LR; of the inner
     optimizer too under mixed precision), the compiled metrics' variables,
-    whether the compiled loss and metrics were still unbuilt, and the Python,
-    NumPy and torch random states. Made by :func:`snapshot`.
+    whether the compiled loss and metrics were still unbuilt, the Python,
+    NumPy and torch random states, and the random generators of the ``data``
+    given to :func:`snapshot`. Made by :func:`snapshot`.
     """
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, data: Sequence[Any] = ()) -> None:
+        self.data_rngs = _source_rngs(data)
         opt = model.optimizer
         self.variables = [(v, _numpy(v)) for v in model.variables]
         seen: set[int] = set()
@@ -274,6 +276,7 @@ class Snapshot:
             torch.set_rng_state(self.torch_rng)
             if self.cuda_rng is not None:
                 torch.cuda.set_rng_state_all(self.cuda_rng)
+        _restore_rngs(self.data_rngs)
 
 
 def _check_compiled(model: Any) -> None:
@@ -291,7 +294,7 @@ def _check_compiled(model: Any) -> None:
         )
 
 
-def snapshot(model: Any) -> Snapshot:
+def snapshot(model: Any, data: Any = None) -> Snapshot:
     """Copy a compiled Keras model's training state, to restore it as often as needed.
 
     What :func:`find_lr` restores after its test, for your own runs: a
@@ -306,6 +309,14 @@ def snapshot(model: Any) -> Snapshot:
 
     Args:
         model: a compiled ``keras.Model`` whose weights exist (built).
+        data: the data the runs train on, or a list of sources (training and
+            validation), when they shuffle with random generators of their own:
+            a torch ``DataLoader`` with ``generator=`` (or its sampler's), a
+            ``keras.utils.PyDataset`` holding a NumPy or torch generator. Their
+            states are restored too, so every run draws the same batch order.
+            (NumPy arrays need nothing: ``fit`` shuffles them from the
+            backend's generator, which is always restored.) Without it such
+            sources go on drawing new orders: runs at the same LR differ.
 
     Returns:
         A :class:`Snapshot`; call ``restore()``.
@@ -333,7 +344,8 @@ def snapshot(model: Any) -> Snapshot:
         )
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
-    return Snapshot(model)
+    sources = list(data) if isinstance(data, (list, tuple)) else [data]
+    return Snapshot(model, sources)
 
 
 def _global_seed_generator() -> Any:
