@@ -575,6 +575,10 @@ def test_monitor_callback_is_silent_on_a_healthy_fit_and_sees_validation() -> No
     per_epoch = np.asarray(cb.losses).reshape(6, -1).mean(axis=1)
     np.testing.assert_allclose(per_epoch, history.history["loss"], rtol=1e-3)
     assert cb.monitor.stats()["val_losses"] == 6
+    # the History fit returns (or its dict) is diagnosed as it is
+    for given in (history, history.history):
+        d = lrkit.diagnose(given)
+        assert d.verdict in ("healthy", "too short") and d.steps == 6
 
 
 def test_monitor_callback_stops_a_diverging_fit() -> None:

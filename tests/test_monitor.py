@@ -1420,3 +1420,19 @@ def test_a_state_loaded_into_smaller_windows_is_trimmed_to_them() -> None:
     for name in ("_diffs", "_sorted", "_gdiffs", "_gsorted"):
         assert list(getattr(second, name)) == list(getattr(whole, name))
     assert len(second._diffs) == 16 and len(second._gdiffs) == 8
+
+
+def test_diagnose_reads_a_dict_of_columns_as_keras_history_holds() -> None:
+    t = np.arange(60)
+    columns = {
+        "loss": list(2.3 * np.exp(-t / 10) + 0.1),
+        "accuracy": [0.5] * 60,
+        "val_loss": list(2.4 * np.exp(-t / 10) + 0.2),
+    }
+    d = diagnose(columns)
+    assert d.verdict == "healthy" and d.steps == 60
+    blown = {**columns, "loss": columns["loss"][:40] + [1e3] * 19 + [math.nan]}
+    assert diagnose(blown).verdict == "diverged"
+    for bad in ({"acc": [1.0, 2.0]}, {"loss": 3}):
+        with pytest.raises(ValueError, match=r"history must be a dict of columns"):
+            diagnose(bad)

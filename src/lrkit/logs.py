@@ -1559,6 +1559,19 @@ def _column_entries(columns: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
     return [e for e in entries if e]
 
 
+def history_of_columns(columns: Mapping[str, Any]) -> History:
+    """The History of in-memory columns (Keras' ``history.history``, a dict
+    of lists named as a log's columns are), read as a JSON file of them is."""
+    found = _json_columns(columns)
+    where = Path("history")
+    if not found:
+        raise LogFormatError(
+            where, "expected columns: a dict of lists (like Keras' history.history)"
+        )
+    records = [(0, _flatten(e)) for e in _column_entries(found)]
+    return _build(records, _ordered_keys(records), where, {})
+
+
 def _event_files(path: Path) -> list[Path]:
     """Event files, in the order they were written within each folder."""
     if path.is_file():

@@ -1965,12 +1965,27 @@ def _as_history(history: Any) -> History:
 
     if isinstance(history, History):
         return history
+    if isinstance(getattr(history, "history", None), Mapping):
+        history = history.history  # a keras.callbacks.History
+    if isinstance(history, Mapping):  # columns: Keras' history.history
+        from .logs import LogFormatError, history_of_columns
+
+        try:
+            return history_of_columns(history)
+        except LogFormatError:
+            _check.fail(
+                "history",
+                "a dict of columns (lists) with a training loss named like "
+                "'loss', as Keras' history.history",
+                f"a dict with keys {sorted(map(str, history))}",
+                shown=True,
+            )
     if isinstance(history, (str, bytes)) or not isinstance(
         history, (Sequence, Iterable)
     ):
         _check.fail(
             "history",
-            "a History or a sequence of losses",
+            "a History, a sequence of losses or a dict of columns",
             history,
             "Read a log file with lrkit.read_log(path).",
             exc=TypeError,
@@ -1998,9 +2013,12 @@ def diagnose(
     and turns the findings into a verdict.
 
     Args:
-        history: a :class:`~lrkit.History` (see :func:`lrkit.read_log`) or a
+        history: a :class:`~lrkit.History` (see :func:`lrkit.read_log`), a
             plain sequence of training losses (steps 0, 1, ...; ``None``: no
-            loss logged at that step, as in :meth:`Monitor.update`).
+            loss logged at that step, as in :meth:`Monitor.update`), or a dict
+            of columns named as a log's (Keras' ``history.history``: ``loss``,
+            ``val_loss``, ``learning_rate``; the ``History`` that ``fit``
+            returns is taken too).
         config: the monitor's thresholds; when None, the defaults with their
             windows scaled to the log's length
             (:meth:`MonitorConfig.for_points`: a log of fewer than 300 points,
