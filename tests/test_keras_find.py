@@ -270,6 +270,36 @@ def test_multi_input_dict_and_sample_weights() -> None:
     assert len(result.val_losses) > 5
 
 
+def test_class_weight_weighs_each_example_as_fit_does() -> None:
+    """class_weight is the sample_weight of each example's class (one-hot
+    labels too): the curve equals the one with those sample weights."""
+    weights = {c: (3.0 if c == 3 else 1.0) for c in range(10)}
+    per_example = np.where(YT == 3, 3.0, 1.0).astype("float32")
+
+    def curve(**kw: Any) -> list[float]:
+        kw.setdefault("y", YT)
+        kw.setdefault("x", XT)
+        r = lk.find_lr(digits_model(), num_steps=40, progress=False, **kw)
+        return list(r.losses)
+
+    base = curve(sample_weight=per_example)
+    assert curve(class_weight=weights) == base
+    assert curve(class_weight=dict.fromkeys(range(10), 1.0)) != base
+    one_hot = np.eye(10, dtype="float32")[YT]
+    model = digits_model()
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy"
+    )
+    r = lk.find_lr(
+        model, XT, one_hot, class_weight=weights, num_steps=20, progress=False
+    )
+    assert len(r.losses) >= 10  # ran on the weighted one-hot labels
+    with pytest.raises(ValueError, match=r"class_weight must be a weight for every"):
+        curve(class_weight={0: 1.0})
+    with pytest.raises(TypeError, match="class_weight must be None when x is a"):
+        curve(x=[(XT, YT)], y=None, class_weight=weights)
+
+
 class _Sub(keras.Model):  # type: ignore[misc]
     def __init__(self) -> None:
         super().__init__()
@@ -367,6 +397,13 @@ class TestErrors:
                 "validation_data must be arrays with the same number of rows",
             ),
             ({"x": XT, "y": YT, "seed": -1}, ValueError, "seed must be an int >= 0"),
+            ({"x": XT}, TypeError, "y must be the targets when x is arrays"),
+            ({"x": [XT, YT]}, TypeError, "y must be the targets when x is arrays"),
+            (
+                {"x": XT, "y": YT, "validation_data": XV},
+                TypeError,
+                "or a dataset of batches, got one array of shape",
+            ),
             ({"x": None, "y": YT}, TypeError, "x must be arrays"),
             ({"x": "train.npy", "y": YT}, TypeError, "x must be arrays"),
             (

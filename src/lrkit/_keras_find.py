@@ -194,6 +194,45 @@ def _unpack(batch: Any, name: str) -> tuple[Any, Any, Any]:
     )
 
 
+def _class_weights(
+    class_weight: Any, y: Any, sample_weight: Any
+) -> np.ndarray[Any, Any]:
+    """Per-example weights from ``class_weight`` (as ``fit`` makes them)."""
+    if not isinstance(class_weight, Mapping) or not all(
+        _check.is_real(w) and w >= 0 for w in class_weight.values()
+    ):
+        _check.fail(
+            "class_weight",
+            "a dict of class -> weight >= 0",
+            class_weight,
+            exc=TypeError,
+        )
+    labels = _numpy(y) if _is_array(y) else None
+    if labels is None:
+        _check.fail(
+            "class_weight",
+            "given with y as one array of labels",
+            f"y of type {type(y).__name__}",
+            exc=TypeError,
+            shown=True,
+        )
+    if labels.ndim == 2 and labels.shape[1] > 1:
+        labels = labels.argmax(axis=1)  # one-hot rows
+    labels = labels.reshape(len(labels), -1)[:, 0]
+    missing = sorted({int(c) for c in np.unique(labels)} - set(class_weight))
+    if missing:
+        _check.fail(
+            "class_weight",
+            "a weight for every class in y",
+            f"none for classes {missing[:10]}",
+            shown=True,
+        )
+    weights = np.array([float(class_weight[int(c)]) for c in labels], "float32")
+    if sample_weight is not None:
+        weights = weights * _numpy(sample_weight).reshape(len(weights))
+    return weights
+
+
 def _numpy(v: Any) -> np.ndarray[Any, Any]:
     """A host copy of a variable (its ``value``: NumPy 2 warns on the variable)."""
     return np.array(ops.convert_to_numpy(getattr(v, "value", v)), copy=True)
@@ -404,6 +443,7 @@ def find_lr(
     *,
     batch_size: int | None = None,
     sample_weight: Any = None,
+    class_weight: Mapping[Any, float] | None = None,
     validation_data: Any = None,
     start_lr: float = 1e-7,
     end_lr: float = 10.0,
@@ -445,6 +485,9 @@ def find_lr(
         batch_size: batch size for arrays (default 32, as in ``fit``); must
             be left out for datasets, which batch themselves.
         sample_weight: per-example weights for arrays.
+        class_weight: weights per class for arrays, as in ``fit``: each
+            example's weight is its class's (labels as integers, or one-hot
+            rows), times its ``sample_weight`` when both are given.
         validation_data: optional, as in ``fit``: ``(x_val, y_val)`` or
             ``(x_val, y_val, sample_weight)`` arrays, or a dataset of batches.
             Its first ``val_batches`` batches are evaluated (``test_on_batch``,
@@ -544,6 +587,17 @@ def find_lr(
                     f"{_structure_len(part)} rows",
                     shown=True,
                 )
+        if y is None and getattr(model, "loss", None) is not None:
+            _check.fail(
+                "y",
+                "the targets when x is arrays (the compiled loss compares the "
+                "model's output with them)",
+                None,
+                "Pass y=..., or x as a dataset yielding (x, y) batches.",
+                exc=TypeError,
+            )
+        if class_weight is not None:
+            sample_weight = _class_weights(class_weight, y, sample_weight)
         batches = _ArrayBatches(x, y, sample_weight, batch_size, shuffle, seed)
         steps_per_epoch = math.ceil(n_examples / batch_size)
     else:
@@ -557,7 +611,11 @@ def find_lr(
                 x,
                 exc=TypeError,
             )
-        for name, part in (("y", y), ("sample_weight", sample_weight)):
+        for name, part in (
+            ("y", y),
+            ("sample_weight", sample_weight),
+            ("class_weight", class_weight),
+        ):
             if part is not None:
                 _check.fail(
                     name,
@@ -584,6 +642,15 @@ def find_lr(
 
     val_fixed: list[tuple[Any, Any, Any]] | None = None  # arrays: fixed batches
     val_source: Any = None  # a dataset: its first batches, read once
+    if validation_data is not None and _is_array(validation_data):
+        _check.fail(
+            "validation_data",
+            "(x_val, y_val), (x_val, y_val, sample_weight_val) or a dataset of batches",
+            f"one array of shape {tuple(getattr(validation_data, 'shape', ()))}",
+            "Pass (x_val, y_val).",
+            exc=TypeError,
+            shown=True,
+        )
     if validation_data is not None:
         batch_list = (
             isinstance(validation_data, list)
