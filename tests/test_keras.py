@@ -590,6 +590,32 @@ def test_monitor_callback_stops_a_diverging_fit() -> None:
     assert "LR" in cb.stopped_by.advice
 
 
+def test_monitor_callback_stops_a_run_an_lr_far_too_high_has_killed() -> None:
+    """SGD at 3 on the digits: the loss blows up in the first steps and the
+    ReLU net is dead at chance (2.30) for good. It used to run all 10 epochs
+    (the early blow-up was dated back and read as recovered)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x, y = (d.data / 16).astype("float32"), d.target
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(3.0), loss="sparse_categorical_crossentropy"
+    )
+    cb = MonitorCallback(verbose=False)
+    history = model.fit(x, y, batch_size=32, epochs=10, verbose=0, callbacks=[cb])
+    assert len(history.epoch) < 10
+    assert cb.stopped_by is not None and cb.stopped_by.evidence.get("stuck")
+    assert abs(cb.losses[-1] - np.log(10)) < 0.2  # at chance
+
+
 def test_monitor_callback_reports_a_withdrawal_once_across_fits(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -1436,3 +1436,28 @@ def test_diagnose_reads_a_dict_of_columns_as_keras_history_holds() -> None:
     for bad in ({"acc": [1.0, 2.0]}, {"loss": 3}):
         with pytest.raises(ValueError, match=r"history must be a dict of columns"):
             diagnose(bad)
+
+
+def test_a_run_dead_after_an_early_blowup_is_diverged_for_good() -> None:
+    """A blow-up in the first steps, then the loss back at its untrained level
+    for good (dead units, chance level): not a recovery. Once the run has had
+    slow_min_updates updates without falling a tenth below its first loss,
+    one diverged finding ('stuck') opens and stays open."""
+    r = rng(5)
+    dead = np.r_[[2.4, 9.0, 14.0, 8.0, 5.0, 3.0], 2.3 + 0.03 * r.standard_normal(300)]
+    mon = feed(dead)
+    stuck = [f for f in mon.findings if f.evidence.get("stuck")]
+    assert len(stuck) == 1 and stuck[0].kind == "diverged"
+    assert stuck[0].detected_step == 99 and stuck[0].last_step == 305
+    assert "has not learned since" in stuck[0].advice
+    assert diagnose(list(dead)).verdict == "diverged"
+    # the same blow-up, then learning: recovered, nothing stuck
+    learns = dead.copy()
+    learns[6:] = (
+        2.3 * np.exp(-np.arange(300) / 60) + 0.1 + 0.01 * r.standard_normal(300)
+    )
+    assert not [f for f in feed(learns).findings if f.evidence.get("stuck")]
+    # a resumed run, or the rule's zero turned off (blowup_factor=0): not read
+    assert not [f for f in feed(dead, resumed=True).findings if f.evidence.get("stuck")]
+    off = feed(dead, blowup_factor=0).findings
+    assert not [f for f in off if f.evidence.get("stuck")]

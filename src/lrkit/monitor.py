@@ -627,6 +627,11 @@ def _from_plain(x: Any) -> Any:
     raise ValueError(f"unknown tag {tag!r}")
 
 
+def _stuck_or_none(o: _Open | None) -> bool:
+    """No finding open, or the open one is a dead run's (``stuck``)."""
+    return o is None or bool(o.evidence.get("stuck"))
+
+
 def _fmt_lr(lr: float) -> str:
     return f"{lr:.3g}"
 
@@ -654,6 +659,13 @@ def _advice(
             "The loss or gradient is not finite: LR likely far too high (or a "
             f"numerical bug: log(0), fp16 overflow). Roll back to the last good "
             f"state and retry at {times(0.1)}; add warmup and gradient clipping."
+        )
+    if kind == "diverged" and evidence.get("stuck"):
+        return (
+            "The loss blew up early and the run has not learned since (it never "
+            "fell a tenth below its first loss): the model is broken (dead units, "
+            "a collapsed output), not recovering. Stop, and restart from the "
+            f"initial weights at {times(0.1)}, or add warmup / gradient clipping."
         )
     if kind == "diverged":
         return (
@@ -735,6 +747,8 @@ _HIGH_KINDS = ("oscillating", "spike", "exploding_grad")
 _UNSTABLE_KINDS = frozenset({"nan", "diverged", "spike", "exploding_grad"})
 
 # Statistics copied by Monitor.state() (everything but the findings).
+#: a run that blew up and never fell this fraction below its first loss is dead
+_DEAD_GAIN = 0.1
 _STATE_FORMAT = "lrkit.Monitor"
 # not part of state_dict: the thresholds (the loading monitor's own hold) and
 # what follows from them
@@ -1470,6 +1484,36 @@ class Monitor:
                 out,
             )
 
+        # dead: a run that blew up (a nan / diverged finding) and, after
+        # slow_min_updates updates, never fell a tenth below its first loss
+        # (a non-negative loss: its zero is read, as by the blow-up rule) has
+        # not recovered but is broken for good: the finding is open again
+        if (
+            self._broken
+            and c.blowup_factor
+            and not c.resumed
+            and self._nonneg
+            and n >= c.slow_min_updates
+            and start > 0.0
+            and best > (1.0 - _DEAD_GAIN) * start
+            and "nan" not in self._open
+            and _stuck_or_none(self._open.get("diverged"))
+        ):
+            self._hit(
+                "diverged",
+                step,
+                step,
+                best / start,
+                {
+                    "stuck": 1.0,
+                    "loss": x,
+                    "level": level,
+                    "best": best,
+                    "first_loss": start,
+                },
+                out,
+            )
+
     def finish(self) -> list[Finding]:
         """Judge the run as a whole once it is over; return the findings raised.
 
@@ -1615,7 +1659,10 @@ class Monitor:
         if tiny > thr:
             thr = tiny
         excess = level - best
-        if "diverged" in self._open:
+        open_ = self._open.get("diverged")
+        if open_ is not None and open_.evidence.get("stuck"):
+            return False  # a dead run's: its own rule extends it (see update)
+        if open_ is not None:
             if excess > 0.5 * self._diverge_thr:
                 ev = _ev_level(x, level, best, p, sigma, self._diverge_thr)
                 self._hit("diverged", step, at, excess / thr, ev, out, last=at)
