@@ -318,6 +318,18 @@ class TestErrors:
             ),
             (clf, {"sample_weight": np.ones(3)}, ValueError, "sample_weight must be"),
             (
+                MLPRegressor(),
+                {"y": np.where(YT > 8, np.nan, YT.astype(float))},
+                ValueError,
+                "y must be finite",
+            ),
+            (
+                MLPRegressor(),
+                {"y": YT.astype(float), "validation_data": (XV, YV * np.nan)},
+                ValueError,
+                r"validation_data\[1\] must be finite",
+            ),
+            (
                 clf,
                 {"validation_data": (np.where(XV > 0.9, np.inf, XV), YV)},
                 ValueError,
@@ -348,3 +360,14 @@ class TestErrors:
             with pytest.raises(exc, match=text):
                 lsk.find_lr(est, args.pop("X"), args.pop("y"), **args)
         assert clf.get_params() == params and not hasattr(clf, "coefs_")
+
+
+@pytest.mark.parametrize("schedule", ["invscaling", "adaptive"])
+def test_an_sgd_lr_schedule_the_test_does_not_replay_is_named(schedule: str) -> None:
+    """The test holds each LR for one update: with invscaling the LR to set
+    as learning_rate_init is above the constant one it suggests."""
+    r = lsk.find_lr(mlp(solver="sgd", learning_rate=schedule), XT, YT, num_steps=60)
+    assert r.suggestion_info is not None
+    assert any(f"learning_rate='{schedule}'" in x for x in r.suggestion_info.reasons)
+    plain = lsk.find_lr(mlp(solver="sgd"), XT, YT, num_steps=60).suggestion_info
+    assert plain is not None and not any("learning_rate=" in x for x in plain.reasons)

@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 import itertools
 import math
@@ -260,6 +261,7 @@ def find_lr(
         )
     params = estimator.get_params()
     solver = params["solver"]
+    schedule = params.get("learning_rate", "constant")  # sgd's LR schedule
     if solver not in ("sgd", "adam"):
         _check.fail(
             "estimator.solver",
@@ -289,6 +291,7 @@ def find_lr(
             shown=True,
         )
     _finite("X", X)
+    _finite("y", y_arr)
     weights = None
     if sample_weight is not None:
         weights = np.asarray(sample_weight, dtype=float)
@@ -369,6 +372,7 @@ def find_lr(
                     shown=True,
                 )
         _finite("validation_data[0]", Xv)
+        _finite("validation_data[1]", yv)
         val = (Xv[:MAX_VAL_ROWS], yv[:MAX_VAL_ROWS])
 
     est = copy.deepcopy(estimator) if fitted else clone(estimator)
@@ -431,7 +435,7 @@ def find_lr(
     }
     numpy_rng = np.random.get_state()
     try:
-        return range_test(
+        result = range_test(
             step_fn,
             start_lr=start_lr,
             end_lr=end_lr,
@@ -447,3 +451,19 @@ def find_lr(
         )
     finally:
         np.random.set_state(numpy_rng)
+    info = result.suggestion_info
+    if solver == "sgd" and schedule != "constant" and info is not None:
+        # the test holds each LR for one update; fit does not
+        note = (
+            "learning_rate='invscaling' divides the LR by (t+1)**power_t as fit "
+            "goes on: the suggestion is a constant LR, so a learning_rate_init "
+            "above it may be best; or use learning_rate='constant'"
+            if schedule == "invscaling"
+            else "learning_rate='adaptive' divides the LR by 5 when the "
+            "training loss stops improving: the suggestion is the LR to start at"
+        )
+        result = dataclasses.replace(
+            result,
+            suggestion_info=dataclasses.replace(info, reasons=(*info.reasons, note)),
+        )
+    return result
