@@ -1461,3 +1461,8 @@ def test_a_run_dead_after_an_early_blowup_is_diverged_for_good() -> None:
     assert not [f for f in feed(dead, resumed=True).findings if f.evidence.get("stuck")]
     off = feed(dead, blowup_factor=0).findings
     assert not [f for f in off if f.evidence.get("stuck")]
+    # after an oscillation (spikes that repeat) instead of a blow-up: the same
+    shaken = 2.3 + 0.03 * rng(1).standard_normal(300)
+    shaken[0], shaken[[15, 25, 35]] = 2.45, 6.0
+    kinds = [(f.kind, bool(f.evidence.get("stuck"))) for f in feed(shaken).findings]
+    assert kinds == [("spike", False), ("oscillating", False), ("diverged", True)]

@@ -778,6 +778,7 @@ _STATE_FIELDS = (
     "_early",
     "_diverge_thr",
     "_broken",
+    "_shaken",
     "_unstable",
     "_slow_since",
     "_first_step",
@@ -914,6 +915,7 @@ class Monitor:
         self._early: list[tuple[int, float, float, float, float]] = []
         self._diverge_thr = math.nan
         self._broken = False  # a nan / diverged finding happened
+        self._shaken = False  # an oscillating finding happened
         self._unstable = False  # a nan / diverged / spike / exploding_grad one
         self._slow_since: tuple[int, int] | None = None  # (update, step)
         self._first_step = 0  # step of the first finite loss
@@ -1176,6 +1178,8 @@ class Monitor:
         out.append(f)
         if kind == "nan" or kind == "diverged":
             self._broken = True
+        if kind == "oscillating":
+            self._shaken = True
         if kind in _UNSTABLE_KINDS:
             self._unstable = True
 
@@ -1489,7 +1493,7 @@ class Monitor:
         # (a non-negative loss: its zero is read, as by the blow-up rule) has
         # not recovered but is broken for good: the finding is open again
         if (
-            self._broken
+            (self._broken or self._shaken)
             and c.blowup_factor
             and not c.resumed
             and self._nonneg
