@@ -172,11 +172,14 @@ def test_a_run_that_recovered_from_an_early_blowup_is_not_stopped(
 
 # ------------------------------------------------------------ GuardCallback
 def test_guard_recovers_from_an_injected_nan_and_finishes(tmp_path: Path) -> None:
+    """... and a MonitorCallback beside it (stops on nan, diverged by default)
+    reports the NaN but does not stop for what the guard recovers from."""
     cb = GuardCallback(every=10)
+    mon = MonitorCallback(verbose=False)
     trainer = hf_trainer(
         tmp_path,
         80,
-        callbacks=[cb],
+        callbacks=[mon, cb],
         nan_after=35,
         nan_once=True,
         save_strategy="no",
@@ -184,7 +187,8 @@ def test_guard_recovers_from_an_injected_nan_and_finishes(tmp_path: Path) -> Non
         lr_scheduler_type="constant",
     )
     trainer.train()
-    assert trainer.state.global_step == 80
+    assert trainer.state.global_step == 80 and mon.stopped_by is None
+    assert "nan" in [f.kind for f in mon.monitor.findings]
     assert [(e.kind, e.step, e.restored_step) for e in cb.guard.events] == [
         ("nan", 35, 30)
     ]
@@ -477,22 +481,3 @@ def test_two_monitor_callbacks_resume_each_with_its_own_state(tmp_path: Path) ->
         assert a.monitor.config == b.monitor.config
         assert a.monitor.updates == b.monitor.updates == 40
         assert not a.monitor.config.resumed
-
-
-def test_a_monitor_beside_a_guard_does_not_stop_for_what_the_guard_recovers(
-    tmp_path: Path,
-) -> None:
-    mon = MonitorCallback(verbose=False)  # stops on nan, diverged by default
-    trainer = hf_trainer(
-        tmp_path,
-        80,
-        callbacks=[mon, GuardCallback(every=10)],
-        nan_after=35,
-        nan_once=True,
-        save_strategy="no",
-        eval_strategy="no",
-        lr_scheduler_type="constant",
-    )
-    trainer.train()
-    assert trainer.state.global_step == 80 and mon.stopped_by is None
-    assert "nan" in [f.kind for f in mon.monitor.findings]
