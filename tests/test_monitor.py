@@ -1448,8 +1448,10 @@ def test_a_run_dead_after_an_early_blowup_is_diverged_for_good() -> None:
     mon = feed(dead)
     stuck = [f for f in mon.findings if f.evidence.get("stuck")]
     assert len(stuck) == 1 and stuck[0].kind == "diverged"
-    assert stuck[0].detected_step == 99 and stuck[0].last_step == 305
-    assert "has not learned since" in stuck[0].advice
+    # back at the untrained level from step 10 (the first judged), for 100
+    assert (stuck[0].first_step, stuck[0].detected_step) == (10, 109)
+    assert stuck[0].last_step == 305
+    assert "back at its untrained level" in stuck[0].advice
     assert diagnose(list(dead)).verdict == "diverged"
     # the same blow-up, then learning: recovered, nothing stuck
     learns = dead.copy()

@@ -662,8 +662,8 @@ def _advice(
         )
     if kind == "diverged" and evidence.get("stuck"):
         return (
-            "The loss blew up early and the run has not learned since (it never "
-            "fell a tenth below its first loss): the model is broken (dead units, "
+            "The loss blew up and has been back at its untrained level since "
+            "(within a tenth of its first loss): the model is broken (dead units, "
             "a collapsed output), not recovering. Stop, and restart from the "
             f"initial weights at {times(0.1)}, or add warmup / gradient clipping."
         )
@@ -779,6 +779,8 @@ _STATE_FIELDS = (
     "_diverge_thr",
     "_broken",
     "_shaken",
+    "_back_run",
+    "_back_step",
     "_unstable",
     "_slow_since",
     "_first_step",
@@ -916,6 +918,8 @@ class Monitor:
         self._diverge_thr = math.nan
         self._broken = False  # a nan / diverged finding happened
         self._shaken = False  # an oscillating finding happened
+        self._back_run = 0  # updates in a row within a tenth of the first loss
+        self._back_step = 0  # the step that run began at
         self._unstable = False  # a nan / diverged / spike / exploding_grad one
         self._slow_since: tuple[int, int] | None = None  # (update, step)
         self._first_step = 0  # step of the first finite loss
@@ -1488,32 +1492,36 @@ class Monitor:
                 out,
             )
 
-        # dead: a run that blew up (a nan / diverged finding) and, after
-        # slow_min_updates updates, never fell a tenth below its first loss
-        # (a non-negative loss: its zero is read, as by the blow-up rule) has
-        # not recovered but is broken for good: the finding is open again
+        # dead: a run that blew up or oscillated (a nan / diverged /
+        # oscillating finding) and has been back within a tenth of its first
+        # loss for slow_min_updates updates in a row (a non-negative loss: its
+        # zero is read, as by the blow-up rule) has not recovered but is
+        # broken for good: a diverged finding, open while that holds
+        back = start > 0.0 and level > (1.0 - _DEAD_GAIN) * start
+        self._back_run = self._back_run + 1 if back else 0
+        if self._back_run == 1:
+            self._back_step = step
         if (
             (self._broken or self._shaken)
             and c.blowup_factor
             and not c.resumed
             and self._nonneg
-            and n >= c.slow_min_updates
-            and start > 0.0
-            and best > (1.0 - _DEAD_GAIN) * start
+            and self._back_run >= c.slow_min_updates
             and "nan" not in self._open
             and _stuck_or_none(self._open.get("diverged"))
         ):
             self._hit(
                 "diverged",
                 step,
-                step,
-                best / start,
+                self._back_step,
+                level / start,
                 {
                     "stuck": 1.0,
                     "loss": x,
                     "level": level,
                     "best": best,
                     "first_loss": start,
+                    "updates_back": float(self._back_run),
                 },
                 out,
             )
