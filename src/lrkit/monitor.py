@@ -749,6 +749,7 @@ _UNSTABLE_KINDS = frozenset({"nan", "diverged", "spike", "exploding_grad"})
 # Statistics copied by Monitor.state() (everything but the findings).
 #: a run that blew up and never fell this fraction below its first loss is dead
 _DEAD_GAIN = 0.1
+_DEAD_UPDATES = 100
 _STATE_FORMAT = "lrkit.Monitor"
 # not part of state_dict: the thresholds (the loading monitor's own hold) and
 # what follows from them
@@ -1506,7 +1507,9 @@ class Monitor:
             and c.blowup_factor
             and not c.resumed
             and self._nonneg
-            and self._back_run >= c.slow_min_updates
+            # (100 at least: a short log's first point, an epoch's mean, is
+            # no untrained loss)
+            and self._back_run >= max(c.slow_min_updates, _DEAD_UPDATES)
             and "nan" not in self._open
             and _stuck_or_none(self._open.get("diverged"))
         ):
