@@ -282,6 +282,17 @@ def _check_lrs(name: str, arr: Array, given: Any) -> None:
         _check.fail(name, "strictly increasing", given)
 
 
+def _falls_at_start(c: _Curve) -> bool:
+    """The raw loss fell from the first tenth of the ladder to the second by
+    more than twice the noise of that difference of means: a real fall, not
+    the smoothing's edge on a flat, noisy start."""
+    t = max(2, len(c.y) // 10)
+    if len(c.y) < 2 * t:
+        return False
+    fall = float(np.mean(c.y[:t]) - np.mean(c.y[t : 2 * t]))
+    return fall > 2.0 * c.sigma * math.sqrt(2.0 / t)
+
+
 def _prepare(
     lrs: Any, losses: Any, skipped: Sequence[bool] | None, bandwidth: float
 ) -> _Curve:
@@ -331,6 +342,18 @@ def _low(c: _Curve) -> int:
     its total drop."""
     fallen = c.smooth[: c.i_min + 1] <= c.start - 0.1 * c.drop
     return int(np.argmax(fallen)) if np.any(fallen) else 0
+
+
+def _low_bound(c: _Curve) -> int:
+    """Index of the range's low end: where the smoothed loss falls below its
+    start by a tenth of its drop (and by twice its noise) for good before the
+    minimum. A flat, noisy start dips below such a line by chance (the
+    smoothing's edge makes the start look high): the last crossing counts, not
+    the first (a review saw low = 1e-7 on curves flat up to 1e-4)."""
+    noise = c.sigma / math.sqrt(_kernel_points(c.bandwidth, _density(c.x)))
+    line = c.start - max(0.1 * c.drop, 2.0 * noise)
+    above = np.nonzero(c.smooth[: c.i_min + 1] > line)[0]
+    return min(int(above[-1]) + 1, c.i_min) if len(above) else 0
 
 
 def _edge_seen(c: _Curve) -> bool:
@@ -812,7 +835,7 @@ def suggest(
     lr, evidence = RULES[method](_Inputs(c, val, epochs, params_per_example))
     i_min, slope = _descent(c)
     lr_min = float(10 ** c.x[i_min])
-    low = min(float(10 ** c.x[_low(c)]), lr)
+    low = min(float(10 ** c.x[_low_bound(c)]), lr)
     high = max(evidence.get("anchor", lr_min), lr)
 
     conf = 1.0
@@ -826,7 +849,9 @@ def suggest(
         reasons.append("no divergence reached: raise end_lr")
         conf *= 0.5
     first = slope[: max(2, len(slope) // 10)]
-    if float(np.min(first)) <= 0.5 * float(np.min(slope[: max(i_min, 1)])):
+    if float(np.min(first)) <= 0.5 * float(np.min(slope[: max(i_min, 1)])) and (
+        _falls_at_start(c)
+    ):
         reasons.append("loss already falling at start_lr: lower start_lr")
         conf *= 0.6
     if _edge_seen(c) and _bottom(c) < max(2, len(c.x) // 10):
