@@ -29,12 +29,19 @@ from typing import Any
 
 try:
     from transformers import TrainerCallback
-    from transformers.trainer_callback import ExportableState
 except ImportError as e:  # pragma: no cover - exercised only without transformers
     raise ImportError(
         "lrkit.hf needs Hugging Face transformers, which is not installed: "
         "pip install 'lrkit[hf]'."
     ) from e
+
+try:  # transformers >= 4.41: callback state saved with checkpoints
+    from transformers.trainer_callback import ExportableState
+except ImportError:  # pragma: no cover - older transformers: no resume of it
+
+    class ExportableState:  # type: ignore[no-redef]
+        """Stand-in: this transformers saves no callback state."""
+
 
 import torch
 
