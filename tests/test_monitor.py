@@ -1380,6 +1380,7 @@ def test_a_state_dict_keeps_the_loading_monitors_thresholds() -> None:
         ({"format": "other"}, "got a dict with keys ['format']"),
         ("damaged", "a damaged one"),
         ("missing", "other fields (_level)"),
+        ("window", "a damaged one (IndexError"),
     ],
 )
 def test_a_bad_state_dict_is_refused_and_changes_nothing(
@@ -1393,6 +1394,8 @@ def test_a_bad_state_dict_is_refused_and_changes_nothing(
         state["state"]["_recent"] = {"t": "deque", "v": 3}
     elif bad == "missing":
         del state["state"]["_level"]
+    elif bad == "window":  # an entry the next update would trip on
+        state["state"]["_smooth_mins"] = {"t": "deque", "v": ["x"], "maxlen": None}
     else:
         state = bad  # type: ignore[assignment]
     b = Monitor(min_updates=5)

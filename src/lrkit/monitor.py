@@ -44,6 +44,7 @@ Example:
 from __future__ import annotations
 
 import bisect
+import copy
 import dataclasses
 import math
 import statistics
@@ -1058,6 +1059,24 @@ class Monitor:
         values["_gdiffs"] = deque(list(values["_gdiffs"])[-c.grad_window :])
         values["_sorted"] = sorted(values["_diffs"])
         values["_gsorted"] = sorted(values["_gdiffs"])
+        # a trial on a copy: a state that cannot go on (a damaged entry in
+        # one of its windows) is refused now, not at the next update
+        probe = Monitor(c)
+        probe._set_state(copy.deepcopy(values), mine)
+        last = probe._last_step
+        level = probe._level
+        try:
+            probe.update(
+                0 if last is None else last + 1,
+                level if math.isfinite(level) else 1.0,
+                val_loss=1.0,
+                grad_norm=1.0,
+            )
+        except Exception as e:  # any failure: a damaged state
+            _check.fail("state_dict", expected, f"a damaged one ({e!r})", shown=True)
+        self._set_state(values, mine)
+
+    def _set_state(self, values: dict[str, Any], mine: dict[str, Any]) -> None:
         for k, v in values.items():
             old = mine[k]
             # the window lengths of this monitor's config hold
