@@ -61,10 +61,10 @@ from .monitor import Finding, Monitor, MonitorConfig
 from .torch._trainer import (
     StepUndo,
     grad_norm,
+    guard_identity,
     guard_settings,
     mean_over_ranks,
     scalar,
-    settings_json,
     step_loss,
 )
 from .torch.guard import Guard
@@ -344,9 +344,9 @@ class GuardCallback(TrainerCallback, ExportableState):
         super().__init__()
         self.val_key = check_key("val_key", val_key)
         self.settings = guard_settings(settings, "the Trainer")
-        args, self._not_json = settings_json(self.settings)
-        self._args = {"val_key": self.val_key, **args}
-        self._key = settings_key({**self._args, "objects": sorted(self._not_json)})
+        self._args, self._not_json, self._key = guard_identity(
+            self.val_key, self.settings
+        )
         self.guard: Guard | None = None
         self._micro: list[float] = []
         self._summed = False  # the micro-batch losses add up to the step's

@@ -57,10 +57,10 @@ from .monitor import Monitor, MonitorConfig
 from .torch._trainer import (
     StepUndo,
     grad_norm as _grad_norm,
+    guard_identity,
     guard_settings as guard_settings_checked,
     mean_over_ranks,
     scalar as _scalar,
-    settings_json,
     step_loss,
 )
 
@@ -375,10 +375,7 @@ class GuardCallback(pl.Callback):
         super().__init__()
         self.val_key = check_key("val_key", val_key)
         self.settings = guard_settings_checked(guard_settings, "the trainer")
-        args, not_json = settings_json(self.settings)
-        self._key = settings_key(
-            {"val_key": self.val_key, **args, "objects": sorted(not_json)}
-        )
+        self._key = guard_identity(self.val_key, self.settings)[2]
         self.guard: Any = None
         self._micro: list[float] = []
         self._val: float | None = None
@@ -487,14 +484,13 @@ class GuardCallback(pl.Callback):
         expected = "a dict returned by GuardCallback.state_dict()"
         if isinstance(state_dict, Mapping) and not state_dict:
             return  # saved before training started
-        _step_and_val(state_dict, "guard", expected)
+        _, val = _step_and_val(state_dict, "guard", expected)
         probe = torch.nn.Linear(1, 1)  # checks the guard's state now
         Guard(probe, torch.optim.SGD(probe.parameters(), lr=0.1)).load_state_dict(
             state_dict["guard"]
         )
         self._resume = state_dict["guard"]
-        # a validation run just before the checkpoint, not fed yet
-        self._val = state_dict.get("val")
+        self._val = val  # a validation run just before the checkpoint, not fed yet
 
     @property
     def state_key(self) -> str:

@@ -339,7 +339,8 @@ def _bottom(c: _Curve) -> int:
 
 def _low(c: _Curve) -> int:
     """Index where training starts to respond: the loss has fallen by a tenth of
-    its total drop."""
+    its total drop (first crossing: what the validation rule counts from; the
+    range's reported low end is the stricter :func:`_low_bound`)."""
     fallen = c.smooth[: c.i_min + 1] <= c.start - 0.1 * c.drop
     return int(np.argmax(fallen)) if np.any(fallen) else 0
 

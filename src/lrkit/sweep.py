@@ -626,11 +626,17 @@ def sweep(
         except BaseException as e:
             # the runs that finished are not lost with the one that failed
             if trials:
-                _attach(e, trials, center, extra, extend)
+                _attach(e, _result(trials, center, extra, extend))
             raise
         finally:
             if ran and reset is not None:
                 reset()
+    return _result(trials, center, extra, extend)
+
+
+def _result(
+    trials: list[SweepTrial], center: float | None, extra: int, extend: int
+) -> SweepResult:
     return SweepResult(
         trials=tuple(trials),
         center=center,
@@ -638,20 +644,9 @@ def sweep(
     )
 
 
-def _attach(
-    error: BaseException,
-    trials: list[SweepTrial],
-    center: float | None,
-    extra: int,
-    extend: int,
-) -> None:
-    """Give ``error`` the sweep's finished runs: a :class:`SweepResult` as its
+def _attach(error: BaseException, done: SweepResult) -> None:
+    """Give ``error`` the sweep's finished runs: ``done`` as its
     ``lrkit_sweep`` attribute, and a note naming them (Python 3.11+)."""
-    done = SweepResult(
-        trials=tuple(trials),
-        center=center,
-        reasons=tuple(_reasons(trials, extra, extend)),
-    )
     try:
         error.lrkit_sweep = done  # type: ignore[attr-defined]
     except AttributeError:  # pragma: no cover - an exception with __slots__
@@ -660,7 +655,7 @@ def _attach(
     note = getattr(error, "add_note", None)
     if note is not None:
         note(
-            f"lrkit.sweep: {len(trials)} run(s) finished before this error "
+            f"lrkit.sweep: {len(done.trials)} run(s) finished before this error "
             f"(lr -> loss: {runs}); they are in this exception's lrkit_sweep "
             "attribute (a SweepResult)."
         )

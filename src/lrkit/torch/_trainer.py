@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from .. import _check
-from .._watch import config_from_dict, monitor_json
+from .._watch import config_from_dict, monitor_json, settings_key
 from ._groups import get_lr, set_lr
 from .state import Snapshot, snapshot
 
@@ -164,6 +164,17 @@ def settings_json(settings: Mapping[str, Any]) -> tuple[dict[str, Any], list[str
             continue
         out[k] = v
     return out, dropped
+
+
+def guard_identity(
+    val_key: str, settings: Mapping[str, Any]
+) -> tuple[dict[str, Any], list[str], str]:
+    """A guard callback's arguments as JSON (``val_key`` and its
+    :func:`settings_json`), the names left out, and the key that tells two
+    such callbacks apart in a checkpoint (:func:`lrkit._watch.settings_key`)."""
+    args, not_json = settings_json(settings)
+    args = {"val_key": val_key, **args}
+    return args, not_json, settings_key({**args, "objects": sorted(not_json)})
 
 
 def mean_over_ranks(

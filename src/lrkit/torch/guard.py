@@ -929,9 +929,9 @@ class Guard:
         first steps after a resume against those steps alone: near a loss of 0
         a healthy run's noise can then read as a divergence). Not the
         snapshots: the checkpoint itself holds the model; the resumed guard
-        takes its first snapshot at its first clean step. Only dicts, lists,
-        strings, numbers and None: ``torch.save`` (``weights_only=True``
-        loads it) or ``json``.
+        snapshots the loaded state at its first step. Only dicts, lists,
+        strings, finite numbers and None: ``torch.save`` (``weights_only=True``
+        loads it) or strict JSON.
 
         Example:
             >>> import torch, lrkit
@@ -962,9 +962,9 @@ class Guard:
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Go on from :meth:`state_dict` (after loading the checkpoint it was
         saved with). The snapshots taken so far are dropped (they are of the
-        run before the checkpoint was loaded); a new one is taken at the next
-        clean step. The LR is not touched: the optimizer's (and scheduler's)
-        own state holds the cuts.
+        run before the checkpoint was loaded); the loaded state is snapshotted
+        at the next step, before its update. The LR is not touched: the
+        optimizer's (and scheduler's) own state holds the cuts.
 
         Raises:
             ValueError: ``state_dict`` is not one :meth:`state_dict` returned
