@@ -783,3 +783,127 @@ def test_plateau_callback_is_quiet_on_epochs_without_validation(
     with caplog.at_level("WARNING", logger="lrkit.keras"):
         model.fit(x, y, epochs=3, batch_size=64, verbose=0, callbacks=[cb])
     assert sum("was in no epoch's logs" in r.message for r in caplog.records) == 1
+
+
+# ------------------------------------------------- MonitorCallback: resume
+class _Interrupt(keras.callbacks.Callback):  # type: ignore[misc]
+    """A crash at the start of epoch ``at`` (as in Keras's BackupAndRestore docs)."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at = at
+
+    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+        if epoch == self.at:
+            raise RuntimeError("interrupted")
+
+
+def _momentum_regression() -> tuple[Any, np.ndarray, np.ndarray]:
+    """A regression whose LR is high enough for findings (a spike at least)."""
+    model, x, y = _regression(0.05)
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss="mse")
+    return model, x, y
+
+
+def _fit(model: Any, x: np.ndarray, y: np.ndarray, callbacks: list[Any]) -> Any:
+    return model.fit(
+        x,
+        y,
+        epochs=6,
+        batch_size=32,
+        shuffle=False,
+        validation_split=0.25,
+        verbose=0,
+        callbacks=callbacks,
+    )
+
+
+def test_monitor_callback_resumes_with_backup_and_restore(tmp_path: Any) -> None:
+    """A fit interrupted after epoch 3 and resumed in a new model and callback
+    (BackupAndRestore and MonitorCallback sharing backup_dir) ends with the
+    monitor state of the uninterrupted run, step numbers included."""
+    model, x, y = _momentum_regression()
+    whole = MonitorCallback(verbose=False)
+    _fit(model, x, y, [whole])
+    backup = tmp_path / "backup"
+    model, x, y = _momentum_regression()
+    first = MonitorCallback(verbose=False, backup_dir=backup)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        _fit(
+            model,
+            x,
+            y,
+            [keras.callbacks.BackupAndRestore(str(backup)), first, _Interrupt(3)],
+        )
+    saved = json.loads((backup / "lrkit_monitor.json").read_text())
+    assert saved["step"] == 3 * 12 and first.monitor.updates == 3 * 12
+    model, x, y = _momentum_regression()  # a new process: fresh objects
+    resumed = MonitorCallback(verbose=False, backup_dir=backup)
+    history = _fit(
+        model, x, y, [keras.callbacks.BackupAndRestore(str(backup)), resumed]
+    )
+    assert history.epoch == [3, 4, 5]  # BackupAndRestore did resume
+    assert resumed.state_dict() == whole.state_dict()
+    assert resumed.monitor.findings == whole.monitor.findings
+    assert resumed.monitor.stats()["val_losses"] == 6
+    assert not (backup / "lrkit_monitor.json").exists()  # the run ended
+
+
+def test_monitor_callback_state_dict_round_trip_and_bad_state(tmp_path: Any) -> None:
+    model, x, y = _momentum_regression()
+    cb = MonitorCallback(verbose=False)
+    _fit(model, x, y, [cb])
+    state = cb.state_dict()
+    json.dumps(state, allow_nan=False)  # plain data
+    other = MonitorCallback(verbose=False)
+    other.load_state_dict(state)
+    assert other.state_dict() == state
+    fresh = MonitorCallback(verbose=False)
+    before = fresh.state_dict()
+    for bad in ({"step": 3}, {"monitor": state["monitor"], "step": -1}, "x"):
+        with pytest.raises(ValueError, match="state_dict must be a dict returned"):
+            fresh.load_state_dict(bad)  # type: ignore[arg-type]
+    assert fresh.state_dict() == before  # nothing changed
+    with pytest.raises(TypeError, match="backup_dir must be a directory path"):
+        MonitorCallback(backup_dir=3)  # type: ignore[arg-type]
+    # a damaged file: a clear error naming it, and the callback is unchanged
+    (tmp_path / "lrkit_monitor.json").write_text("{not json")
+    cb = MonitorCallback(verbose=False, backup_dir=tmp_path)
+    model, x, y = _momentum_regression()
+    with pytest.raises(ValueError, match=r"backup_dir must be .*lrkit_monitor\.json"):
+        _fit(model, x, y, [cb])
+    assert cb.monitor.updates == 0
+    (tmp_path / "lrkit_monitor.json").write_text(json.dumps({"monitor": {}}))
+    with pytest.raises(ValueError, match="lrkit_monitor.json: state_dict must be"):
+        _fit(model, x, y, [MonitorCallback(verbose=False, backup_dir=tmp_path)])
+
+
+def test_monitor_callback_warns_when_the_model_was_not_restored(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A state file without BackupAndRestore: the model starts over while the
+    monitor goes on from step 36; said once, and training goes on."""
+    model, x, y = _momentum_regression()
+    with pytest.raises(RuntimeError):
+        _fit(
+            model,
+            x,
+            y,
+            [MonitorCallback(verbose=False, backup_dir=tmp_path), _Interrupt(3)],
+        )
+    model, x, y = _momentum_regression()
+    cb = MonitorCallback(verbose=False, backup_dir=tmp_path)
+    with caplog.at_level("WARNING", logger="lrkit.keras"):
+        history = _fit(model, x, y, [cb])
+    said = [r.message for r in caplog.records if "its state is at step 36" in r.message]
+    assert len(said) == 1 and "optimizer at step 0" in said[0]
+    assert len(history.epoch) == 6 and cb.monitor.stats()["losses"] == 36 + 6 * 12
+
+
+def test_monitor_callback_counts_from_the_optimizer_of_a_trained_model() -> None:
+    model, x, y = _momentum_regression()
+    _fit(model, x, y, [])
+    cb = MonitorCallback(verbose=False)
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[cb])
+    assert cb.monitor.last_step == 6 * 12 + 16 - 1  # 72 steps before, 16 now
+    assert cb.monitor.config.resumed  # judged as a resumed run

@@ -405,6 +405,7 @@ def _regret(root: Path) -> tuple[object, object]:
 
 
 GUARD_FACTOR = 0.3  # the Guard's default
+GUARD_ON = ("nan", "diverged", "spike")  # the Guard's default
 
 
 def guarded_run(
@@ -438,6 +439,7 @@ def guarded_run(
             loaders=[inst.train_loader],
             every=every,
             factor=GUARD_FACTOR,
+            on=GUARD_ON,
         )
         if guard
         else None
@@ -628,6 +630,11 @@ def main() -> None:
     ap.add_argument("--only-guard", action="store_true", help="skip the monitor tables")
     ap.add_argument("--seeds", default="0,1", help="seeds for the Guard test")
     ap.add_argument(
+        "--guard-on",
+        default=None,
+        help="the Guard's `on` kinds, comma-separated (default: its own)",
+    )
+    ap.add_argument(
         "--guard-factor", type=float, default=None, help="the Guard's LR factor"
     )
     ap.add_argument(
@@ -668,7 +675,13 @@ def main() -> None:
         global GUARD_FACTOR
         if args.guard_factor is not None:
             GUARD_FACTOR = args.guard_factor
-        print(f"\nGuard: factor={GUARD_FACTOR}, snapshots every budget/20 steps")
+        global GUARD_ON
+        if args.guard_on is not None:
+            GUARD_ON = tuple(args.guard_on.split(","))
+        print(
+            f"\nGuard: factor={GUARD_FACTOR}, on={','.join(GUARD_ON)}, "
+            "snapshots every budget/20 steps"
+        )
         bench_guard(directory, args.regret_root, seeds)
     _ = lrkit
 

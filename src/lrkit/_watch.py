@@ -225,6 +225,21 @@ class Watch:
         self._withdrawn_shown = len(withdrawn)
 
 
+def step_and_val(state_dict: Any, key: str, expected: str) -> tuple[int, float | None]:
+    """Check a callback's saved state (a dict holding ``key``, an int
+    ``step`` when given, a number or None as ``val``); its step and val."""
+    if not isinstance(state_dict, Mapping) or not isinstance(
+        state_dict.get(key), Mapping
+    ):
+        _check.bad_state_dict(expected, state_dict)
+    step, val = state_dict.get("step", 0), state_dict.get("val")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        _check.bad_state_dict(expected, state_dict, f" (step {step!r})")
+    if val is not None and not _check.is_real(val):
+        _check.bad_state_dict(expected, state_dict, f" (val {val!r})")
+    return step, None if val is None else float(val)
+
+
 class Watched:
     """The read-only views a trainer callback gives of its :class:`Watch`
     (mixed in before the trainer's callback class; ``_watch`` is set in

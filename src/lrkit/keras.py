@@ -27,9 +27,12 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,9 +48,9 @@ except ImportError as e:  # pragma: no cover - exercised only without keras
 
 from . import _check
 from ._check import LRKitError
-from ._watch import Watch, Watched, check_key
+from ._watch import Watch, Watched, check_key, step_and_val
 from .compose import Join, Scale, Warmup
-from .monitor import Finding, Monitor, MonitorConfig
+from .monitor import Finding, Monitor, MonitorConfig, from_json_float, json_float
 from .plateau import PlateauState, ReduceOnPlateau
 from .schedules import (
     Constant,
@@ -702,7 +705,16 @@ class MonitorCallback(Watched, keras.callbacks.Callback):  # type: ignore[misc]
     ``model.stop_training`` is set (the run ends after the batch), in every
     ``fit``. When training ends the monitor judges the whole run
     (:meth:`lrkit.Monitor.finish`). Steps are counted across ``fit`` calls, so
-    a second ``fit`` continues the same run.
+    a second ``fit`` continues the same run; a new callback on a model that
+    trained before counts from the optimizer's ``iterations``.
+
+    Resuming: Keras saves no callback state, so with ``backup_dir`` the
+    callback writes its :meth:`state_dict` as JSON to
+    ``backup_dir/lrkit_monitor.json`` at the end of each epoch, reads it back
+    when a ``fit`` starts it fresh (a new process after a crash), and deletes
+    it when training ends, as ``keras.callbacks.BackupAndRestore`` does with
+    its own backup: give both the same directory and a resumed ``fit`` judges
+    the run from its start, with its own step numbers.
 
     Args:
         monitor: a :class:`lrkit.Monitor` to feed, or the
@@ -712,6 +724,9 @@ class MonitorCallback(Watched, keras.callbacks.Callback):  # type: ignore[misc]
         verbose: print new warnings.
         loss_key: the training loss's key in the logs (``"loss"``; a custom
             ``train_step`` may report another); warned about once when absent.
+        backup_dir: a directory (created when missing) for the state of a
+            run that may be interrupted; the one given to
+            ``BackupAndRestore``. None: nothing is written.
 
     Attributes:
         monitor: the :class:`lrkit.Monitor`.
@@ -739,12 +754,17 @@ class MonitorCallback(Watched, keras.callbacks.Callback):  # type: ignore[misc]
         stop_on: tuple[str, ...] | list[str] = ("nan", "diverged"),
         verbose: bool = True,
         loss_key: str = "loss",
+        backup_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
+        if backup_dir is not None and not isinstance(backup_dir, (str, os.PathLike)):
+            _check.fail("backup_dir", "a directory path", backup_dir, exc=TypeError)
         self._watch = Watch(
             monitor, stop_on=stop_on, verbose=verbose, logger_name=__name__
         )
         self.loss_key = check_key("loss_key", loss_key)
+        self.backup_dir = None if backup_dir is None else Path(backup_dir)
+        self._check_step: int | None = None  # the step a loaded state expects
         self.losses: list[float] = []
         self._step = 0
         self._prev = (-1, 0.0)  # (batch index, running mean) within the epoch
@@ -762,11 +782,77 @@ class MonitorCallback(Watched, keras.callbacks.Callback):  # type: ignore[misc]
         if self._watch.report(found) is not None and self.model is not None:
             self.model.stop_training = True
 
+    def state_dict(self) -> dict[str, Any]:
+        """The monitor's :meth:`~lrkit.Monitor.state_dict`, the step count and
+        a validation loss not fed yet: what a resumed run needs to go on
+        judging the run from its start (plain data; ``backup_dir`` writes it)."""
+        return {
+            "monitor": self.monitor.state_dict(),
+            "step": self._step,
+            "val": self._val,
+        }
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Go on from :meth:`state_dict` (before ``fit``).
+
+        Raises:
+            ValueError: not a dict :meth:`state_dict` returned (nothing is
+                changed).
+        """
+        step, val = step_and_val(
+            state_dict, "monitor", "a dict returned by MonitorCallback.state_dict()"
+        )
+        self._watch.load(state_dict["monitor"])  # checks it first
+        self._step = step
+        self._val = val
+        self._check_step = step
+
+    def _state_path(self) -> Path | None:
+        return None if self.backup_dir is None else self.backup_dir / _STATE_FILE
+
+    def _load_backup(self) -> bool:
+        """Load the state ``backup_dir`` holds, if any; True when loaded."""
+        path = self._state_path()
+        if path is None or not path.is_file():
+            return False
+        try:
+            state = json.loads(path.read_text())
+            state["val"] = (
+                None if state.get("val") is None else from_json_float(state["val"])
+            )
+        except (OSError, ValueError, TypeError, AttributeError) as e:
+            _check.fail(
+                "backup_dir",
+                "a directory whose lrkit_monitor.json this callback wrote",
+                f"{path} ({e})",
+                "Delete the file to start the run's monitoring afresh.",
+                shown=True,
+            )
+        try:
+            self.load_state_dict(state)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+        return True
+
+    def _save_backup(self) -> None:
+        path = self._state_path()
+        if path is None:
+            return
+        state = self.state_dict()
+        state["val"] = None if self._val is None else json_float(self._val)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(state, allow_nan=False))
+        os.replace(tmp, path)  # a crash while writing leaves the last one whole
+
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
         try:
             trained = int(ops.convert_to_numpy(_optimizer(self.model).iterations))
         except (AttributeError, TypeError, ValueError):  # pragma: no cover
             trained = 0
+        fresh = self._step == 0 and self.monitor.updates == 0
+        if fresh and not self._load_backup() and trained > 0:
+            self._step = trained  # the run's own step numbers
         # a model that trained before this callback saw it
         self._watch.begin(trained_before=trained > 0)
 
@@ -777,6 +863,22 @@ class MonitorCallback(Watched, keras.callbacks.Callback):  # type: ignore[misc]
         self, batch: int, logs: Mapping[str, Any] | None = None
     ) -> None:
         self._batch_lr = self._lr()
+        expected, self._check_step = self._check_step, None
+        if expected is not None:
+            try:
+                done = int(ops.convert_to_numpy(_optimizer(self.model).iterations))
+            except (AttributeError, TypeError, ValueError):  # pragma: no cover
+                return
+            if done != expected:
+                logger.warning(
+                    "lrkit MonitorCallback: its state is at step %d but the "
+                    "model's optimizer at step %d: restore the model from the "
+                    "same point (keras.callbacks.BackupAndRestore with the same "
+                    "backup_dir, listed before this callback), or the curve is "
+                    "judged across the jump",
+                    expected,
+                    done,
+                )
 
     def on_train_batch_end(
         self, batch: int, logs: Mapping[str, Any] | None = None
@@ -811,6 +913,7 @@ class MonitorCallback(Watched, keras.callbacks.Callback):  # type: ignore[misc]
         value = None if logs is None else logs.get("val_loss")
         if value is not None:
             self._val = float(value)
+        self._save_backup()
 
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
         if self._val is not None:
@@ -818,6 +921,13 @@ class MonitorCallback(Watched, keras.callbacks.Callback):  # type: ignore[misc]
             self._step += 1
             self._val = None
         self._watch.finish()
+        path = self._state_path()
+        if path is not None:
+            path.unlink(missing_ok=True)  # the run ended: as BackupAndRestore
+
+
+#: The file ``MonitorCallback(backup_dir=...)`` keeps its state in.
+_STATE_FILE = "lrkit_monitor.json"
 
 
 from ._keras_find import Snapshot, find_lr, snapshot  # noqa: E402

@@ -52,6 +52,7 @@ from ._watch import (
     monitor_json,
     set_guarded,
     settings_key,
+    step_and_val,
 )
 from .monitor import Monitor, MonitorConfig
 from .torch._trainer import (
@@ -303,7 +304,7 @@ class MonitorCallback(Watched, pl.Callback):
             ValueError: not a dict :meth:`state_dict` returned (nothing is
                 changed).
         """
-        step, val = _step_and_val(
+        step, val = step_and_val(
             state_dict, "monitor", "a dict returned by MonitorCallback.state_dict()"
         )
         self._watch.load(state_dict["monitor"])  # checks it first
@@ -484,7 +485,7 @@ class GuardCallback(pl.Callback):
         expected = "a dict returned by GuardCallback.state_dict()"
         if isinstance(state_dict, Mapping) and not state_dict:
             return  # saved before training started
-        _, val = _step_and_val(state_dict, "guard", expected)
+        _, val = step_and_val(state_dict, "guard", expected)
         probe = torch.nn.Linear(1, 1)  # checks the guard's state now
         Guard(probe, torch.optim.SGD(probe.parameters(), lr=0.1)).load_state_dict(
             state_dict["guard"]
@@ -497,18 +498,3 @@ class GuardCallback(pl.Callback):
         """The name of its state in a checkpoint: the class and its settings
         (two callbacks of the class with other settings each get their own)."""
         return str(self._generate_state_key(settings=self._key))
-
-
-def _step_and_val(state_dict: Any, key: str, expected: str) -> tuple[int, float | None]:
-    """Check a callback's saved state (a dict holding ``key``, an int
-    ``step`` when given, a number or None as ``val``); its step and val."""
-    if not isinstance(state_dict, Mapping) or not isinstance(
-        state_dict.get(key), Mapping
-    ):
-        _check.bad_state_dict(expected, state_dict)
-    step, val = state_dict.get("step", 0), state_dict.get("val")
-    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
-        _check.bad_state_dict(expected, state_dict, f" (step {step!r})")
-    if val is not None and not _check.is_real(val):
-        _check.bad_state_dict(expected, state_dict, f" (val {val!r})")
-    return step, None if val is None else float(val)
