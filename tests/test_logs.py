@@ -1626,6 +1626,37 @@ def test_two_keras_fits_in_one_console_log(
     np.testing.assert_allclose(h.loss, losses, atol=6e-5)
 
 
+@pytest.mark.parametrize("verbose", [1, 2])
+def test_a_keras_script_run_twice_into_one_console_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], verbose: int
+) -> None:
+    """The same script run twice, its console output appended to one log: the
+    second "Epoch 1/8" comes with a loss back where the first run began, so
+    only the second run is read (read as one run, the restart looked like a
+    spike and the log held 16 epochs). The progress line that Keras draws
+    again within an epoch (verbose=1) is one record, not a step logged twice."""
+    args = {"epochs": 8, "batch_size": 16, "validation_split": 0.25}
+    keras, model, x, y = keras_model()
+    first = model.fit(x, y, verbose=verbose, **args)
+    keras, model, x, y = keras_model()  # the script again, from scratch
+    model.compile(optimizer=keras.optimizers.SGD(0.03), loss="mse")
+    second = model.fit(x, y, verbose=verbose, **args)
+    log = tmp_path / "train.log"
+    log.write_text(capsys.readouterr().out)
+    h = read_log(log)
+    assert h.steps.tolist() == list(range(1, 9)) == h.val_steps.tolist()
+    np.testing.assert_allclose(h.loss, second.history["loss"], atol=6e-5)
+    np.testing.assert_allclose(h.val_loss, second.history["val_loss"], atol=6e-5)
+    assert len(h.notes) == 1 and "a new run appended to the log" in h.notes[0]
+    assert f"{first.history['loss'][0]:.4g}" in h.notes[0]  # where it began
+    # one run alone: no note (verbose=1 drew each epoch's line twice)
+    one = tmp_path / "one.log"
+    keras, model, x, y = keras_model()
+    model.fit(x, y, verbose=verbose, **args)
+    one.write_text(capsys.readouterr().out)
+    assert read_log(one).notes == ()
+
+
 def test_keras_logs_beside_the_console(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -1259,6 +1259,7 @@ class _Line:
     counted: bool = False  # its step is a count out of a total ("Epoch 3/8")
     bar: str = ""  # a tqdm bar's description and count ("Epoch 2: 7/8"), or ""
     count: str = ""  # a full progress counter at its start ("43/43"), or ""
+    partial: bool = False  # a progress counter not full yet ("1/6 ... loss: ...")
 
 
 _COUNTER = re.compile(r"^\s*(\d+)/(\d+)\b")
@@ -1352,6 +1353,7 @@ def _console_lines(text: str, step_names: Sequence[str]) -> list[_Line]:
                 full.group(0).strip()
                 if done and (full := _COUNTER.match(part))
                 else "",
+                not done and _COUNTER.match(part) is not None,
             )
         )
     return lines
@@ -1396,6 +1398,13 @@ def _read_console(path: Path, overrides: Mapping[str, str | None]) -> History:
     descs: list[str] = []  # per record, its tqdm bar's description ("Epoch 3")
     fresh: list[bool] = []  # per record, an evaluation's bar was drawn before it
     evaluated = False
+    notes: list[str] = []
+    # the epoch whose progress line ("1/6 ...") made the last record
+    drawing: tuple[str, float] | None = None
+    # a count restarting after a finished epoch ("Epoch 1/5"), judged by the
+    # next training loss (see _starts_over): (its line, records before it,
+    # its own step, the first and the latest training loss before it)
+    restart: tuple[int, int, float, tuple[float | None, float | None]] | None = None
     for line in lines:
         step = line.step
         if step is not None and not own:
@@ -1409,6 +1418,12 @@ def _read_console(path: Path, overrides: Mapping[str, str | None]) -> History:
             restarts = not own and closed and line.counted
             if restarts and carried is not None and step[1] <= carried[1]:
                 # "Epoch 1/5" after a finished epoch: a new fit, following on
+                # (unless its first loss says the run started over, below)
+                assert line.step is not None
+                seen = [_console_train_loss(r) for _, r in records]
+                seen_f = [v for v in seen if v is not None]
+                ends = (seen_f[0], seen_f[-1]) if seen_f else (None, None)
+                restart = (line.number, len(records), line.step[1], ends)
                 offset += carried[1] + 1 - step[1]
                 step = (step[0], carried[1] + 1)
             if carried is None or step[1] > carried[1]:
@@ -1432,7 +1447,14 @@ def _read_console(path: Path, overrides: Mapping[str, str | None]) -> History:
                     records.pop()  # the full counter drawn again, now with more
                     descs.pop()
                     fresh.pop()
+                elif drawing == here and records:
+                    # the epoch's progress line drawn again ("1/6 ... loss:",
+                    # then "6/6 ... loss:"): its running values so far
+                    records.pop()
+                    descs.pop()
+                    evaluated = fresh.pop() or evaluated
                 closed = line.done
+                drawing = here if line.partial else None
         if here is not None:
             if here[0]:
                 named.setdefault(here[0], None)
@@ -1444,6 +1466,31 @@ def _read_console(path: Path, overrides: Mapping[str, str | None]) -> History:
             descs.pop()
             evaluated = fresh.pop() or evaluated
         last_bar, last_count = line.bar, line.count
+        x = _console_train_loss(row)
+        if restart is not None and x is not None:
+            at, kept, own_step, (first, latest) = restart
+            restart = None
+            if _starts_over(x, first, latest) and carried is not None:
+                # the loss is back where the log began: a script run again,
+                # appending to the log, not another fit; only it is read
+                shift = carried[1] - own_step
+                offset -= shift
+                carried = (carried[0], own_step)
+                if drawing is not None:
+                    drawing = carried
+                records = [
+                    (n, {**r, "step": r["step"] - shift} if "step" in r else r)
+                    for n, r in records[kept:]
+                ]
+                descs, fresh = descs[kept:], fresh[kept:]
+                if "step" in row:
+                    row["step"] -= shift
+                notes.append(
+                    f"the epoch count starts again on line {at} and the loss with "
+                    f"it ({x:.4g}, against {first:.4g} where the earlier run began "
+                    f"and {latest:.4g} where it ended): a new run appended to the "
+                    f"log; only the last run, from line {at}, is read"
+                )
         records.append((line.number, row))
         descs.append(line.bar.rpartition(" ")[0] if line.bar else "")
         fresh.append(evaluated)
@@ -1460,11 +1507,24 @@ def _read_console(path: Path, overrides: Mapping[str, str | None]) -> History:
         records = [(n, {k: v for k, v in r.items() if k != "step"}) for n, r in records]
     keys = _ordered_keys(records)
     forced = {**overrides, "step": "step" if "step" in keys else None}
-    history = _build(records, keys, path, forced)
+    history = _build(records, keys, path, forced, notes)
     if "step" in history.columns:  # name the steps as the log did
         columns = {**history.columns, "step": forced_step or "/".join(named) or "step"}
         history = dataclasses.replace(history, columns=columns)
     return history
+
+
+def _console_train_loss(row: Mapping[str, Any]) -> float | None:
+    """A console record's training loss (its first loss that is not a
+    validation one), or None."""
+    for k, v in row.items():
+        nk = _norm(k)
+        if "loss" in nk and not _is_val(nk):
+            try:
+                return _number(v)
+            except ValueError:
+                return None
+    return None
 
 
 def _epoch_values_once(
