@@ -289,6 +289,21 @@ def test_progress_reports_every_lr() -> None:
     assert [p.lr for p in seen] == [t.lr for t in r.trials]
     assert all(p.total >= p.done for p in seen)
     assert seen[-1].best_lr == r.best_lr
+    # widened (its best was on an edge): the bar was full only at the end
+    assert len(r.trials) > 3
+    assert [p.done == p.total for p in seen] == [False] * (len(seen) - 1) + [True]
+
+
+def test_progress_is_full_at_the_end_when_the_widening_stops() -> None:
+    """The best moves inside the grid after one widening, or the widening
+    budget runs out: the last report is full either way."""
+    for extend in (1, 8):
+        seen: list[lrkit.SweepProgress] = []
+        r = sweep(
+            basin(0.3), lrs=[0.01, 0.03, 0.1], extend=extend, progress=seen.append
+        )
+        assert seen[-1].done == seen[-1].total == len(r.trials)
+        assert all(p.done < p.total for p in seen[:-1])
 
 
 # ---------------------------------------------------------------------- reset

@@ -98,7 +98,8 @@ class SweepProgress:
 
     Attributes:
         done: LRs finished so far (1-based).
-        total: LRs planned so far (grows when the grid is widened).
+        total: LRs planned so far, the next widening of the grid included
+            (its best LR on an edge); equal to ``done`` at the last report.
         lr: the LR just finished.
         loss: its loss.
         best_lr: the best LR so far (``None`` while every run diverged).
@@ -588,10 +589,13 @@ def sweep(
         trials.append(trial)
         if hook is not None:
             b = _best(trials)
+            total = len(planned)
+            if len(trials) >= total and extra < extend and _widen(trials) is not None:
+                total += 1  # the grid widens next: the bar is not full yet
             hook(
                 SweepProgress(
                     done=len(trials),
-                    total=len(planned),  # the widening appends before it runs
+                    total=total,
                     lr=lr,
                     loss=trial.loss,
                     best_lr=None if b is None else b.lr,
@@ -599,26 +603,15 @@ def sweep(
                 )
             )
 
+    extra = 0
     with progress_hook(progress, "sweep", _show_trial) as hook:
-        extra = 0
         try:
             for lr in planned:
                 run(lr)
             # widen the grid while its best LR sits on an edge
             while extra < extend:
-                tried = sorted(trials, key=lambda t: t.lr)
-                best = _best(tried)
-                if best is None or len(tried) < 2:
-                    break
-                side = _edge(tried, best)
-                if side == "low":
-                    ratio = tried[0].lr / tried[1].lr
-                elif side == "high":
-                    ratio = tried[-1].lr / tried[-2].lr
-                else:
-                    break
-                nxt = best.lr * ratio
-                if not (nxt > 0 and math.isfinite(nxt)):
+                nxt = _widen(trials)
+                if nxt is None:
                     break
                 planned.append(nxt)
                 extra += 1
@@ -632,6 +625,24 @@ def sweep(
             if ran and reset is not None:
                 reset()
     return _result(trials, center, extra, extend)
+
+
+def _widen(trials: Sequence[SweepTrial]) -> float | None:
+    """The next LR of a grid whose best LR sits on an edge: one step beyond
+    it, at the grid's spacing there; None when the best is inside."""
+    tried = sorted(trials, key=lambda t: t.lr)
+    best = _best(tried)
+    if best is None or len(tried) < 2:
+        return None
+    side = _edge(tried, best)
+    if side == "low":
+        ratio = tried[0].lr / tried[1].lr
+    elif side == "high":
+        ratio = tried[-1].lr / tried[-2].lr
+    else:
+        return None
+    nxt = best.lr * ratio
+    return nxt if nxt > 0 and math.isfinite(nxt) else None
 
 
 def _result(
