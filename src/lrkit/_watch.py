@@ -266,3 +266,39 @@ class Watched:
     def stopped_by(self) -> Finding | None:
         """The finding that stopped the latest run (``fit``, ``train``), or None."""
         return self._watch.stopped_by
+
+
+class StepState:
+    """``state_dict`` / ``load_state_dict`` of a trainer's MonitorCallback that
+    counts its own steps (``_step``) and holds a validation loss until the next
+    training point (``_val``): Lightning's (saved in its checkpoints) and
+    Keras's (written to ``backup_dir``)."""
+
+    _watch: Watch
+    _step: int
+    _val: float | None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The monitor's :meth:`~lrkit.Monitor.state_dict`, the step count and
+        a validation loss not fed yet (plain data): what a resumed run needs
+        to go on judging the run from its start."""
+        return {
+            "monitor": self._watch.monitor.state_dict(),
+            "step": self._step,
+            "val": self._val,
+        }
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Go on from :meth:`state_dict`.
+
+        Raises:
+            ValueError: not a dict :meth:`state_dict` returned (nothing is
+                changed).
+        """
+        step, val = step_and_val(
+            state_dict, "monitor", "a dict returned by MonitorCallback.state_dict()"
+        )
+        self._watch.load(state_dict["monitor"])  # checks it first
+        self._step = step
+        # a validation run just before the checkpoint, not fed yet
+        self._val = val

@@ -48,7 +48,7 @@ except ImportError as e:  # pragma: no cover - exercised only without keras
 
 from . import _check
 from ._check import LRKitError
-from ._watch import Watch, Watched, check_key, step_and_val
+from ._watch import StepState, Watch, Watched, check_key
 from .compose import Join, Scale, Warmup
 from .monitor import Finding, Monitor, MonitorConfig, from_json_float, json_float
 from .plateau import PlateauState, ReduceOnPlateau
@@ -688,7 +688,7 @@ def _optimizer(model: Any) -> Any:
     return opt
 
 
-class MonitorCallback(Watched, keras.callbacks.Callback):  # type: ignore[misc]
+class MonitorCallback(StepState, Watched, keras.callbacks.Callback):  # type: ignore[misc]
     """Watch ``model.fit`` with :class:`lrkit.Monitor`; stop a run that diverged.
 
     Each batch's training loss goes to the monitor with the optimizer's
@@ -782,16 +782,6 @@ class MonitorCallback(Watched, keras.callbacks.Callback):  # type: ignore[misc]
         if self._watch.report(found) is not None and self.model is not None:
             self.model.stop_training = True
 
-    def state_dict(self) -> dict[str, Any]:
-        """The monitor's :meth:`~lrkit.Monitor.state_dict`, the step count and
-        a validation loss not fed yet: what a resumed run needs to go on
-        judging the run from its start (plain data; ``backup_dir`` writes it)."""
-        return {
-            "monitor": self.monitor.state_dict(),
-            "step": self._step,
-            "val": self._val,
-        }
-
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Go on from :meth:`state_dict` (before ``fit``).
 
@@ -799,13 +789,8 @@ class MonitorCallback(Watched, keras.callbacks.Callback):  # type: ignore[misc]
             ValueError: not a dict :meth:`state_dict` returned (nothing is
                 changed).
         """
-        step, val = step_and_val(
-            state_dict, "monitor", "a dict returned by MonitorCallback.state_dict()"
-        )
-        self._watch.load(state_dict["monitor"])  # checks it first
-        self._step = step
-        self._val = val
-        self._check_step = step
+        super().load_state_dict(state_dict)
+        self._check_step = self._step  # compared with the model's at fit
 
     def _state_path(self) -> Path | None:
         return None if self.backup_dir is None else self.backup_dir / _STATE_FILE

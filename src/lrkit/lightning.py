@@ -45,6 +45,7 @@ except ImportError:  # pragma: no cover - exercised only without lightning
 from . import _check
 from ._check import LRKitError
 from ._watch import (
+    StepState,
     Watch,
     Watched,
     check_key,
@@ -70,7 +71,7 @@ __all__ = ["GuardCallback", "MonitorCallback"]
 logger = logging.getLogger(__name__)
 
 
-class MonitorCallback(Watched, pl.Callback):
+class MonitorCallback(StepState, Watched, pl.Callback):
     """Watch ``Trainer.fit`` with :class:`lrkit.Monitor`; stop a run that diverged.
 
     One point per optimizer step: the training loss (the mean of the step's
@@ -286,31 +287,6 @@ class MonitorCallback(Watched, pl.Callback):
             self._step += 1
             self._val = None
         self._watch.finish()
-
-    def state_dict(self) -> dict[str, Any]:
-        """Saved in Lightning's checkpoints: the monitor's
-        :meth:`~lrkit.Monitor.state_dict` and the step count, so that
-        ``fit(ckpt_path=...)`` goes on judging the run from its start."""
-        return {
-            "monitor": self.monitor.state_dict(),
-            "step": self._step,
-            "val": self._val,
-        }
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` (Lightning calls it when resuming).
-
-        Raises:
-            ValueError: not a dict :meth:`state_dict` returned (nothing is
-                changed).
-        """
-        step, val = step_and_val(
-            state_dict, "monitor", "a dict returned by MonitorCallback.state_dict()"
-        )
-        self._watch.load(state_dict["monitor"])  # checks it first
-        self._step = step
-        # a validation run just before the checkpoint, not fed yet
-        self._val = val
 
     @property
     def state_key(self) -> str:
