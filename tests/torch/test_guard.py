@@ -417,10 +417,19 @@ def test_skip_batches_and_spill(tmp_path: Path) -> None:
 
 
 def test_snapshots_are_bounded() -> None:
+    """``keep`` snapshots, plus the first one while the monitor is in its
+    first 4·min_updates losses (a blow-up of the first steps is found late)."""
     model, opt, loader = make(GOOD_LR)
     guard = Guard(model, opt, every=5, keep=2)
-    train(model, opt, loader, guard, epochs=1)
-    assert len(guard._saved) == 2 and guard.steps == len(loader)
+    sizes = []
+    for _ in range(3):
+        for xb, yb in loader:
+            guarded_step(guard, model, opt, xb, yb)
+            sizes.append((guard.steps, len(guard._saved), guard._saved[0].step))
+    early = [(n, first) for t, n, first in sizes if t <= 40]
+    later = [n for t, n, _ in sizes if t > 45]
+    assert max(n for n, _ in early) == 3 and all(first == 0 for _, first in early)
+    assert later and set(later) == {2}  # a healthy run: back to keep
 
 
 def test_bad_arguments() -> None:
@@ -1177,3 +1186,40 @@ def test_a_problem_right_after_a_resume_restores_the_loaded_state() -> None:
     assert resumed.undone_steps == guard.undone_steps + 1
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert any(not torch.equal(weights[k], v) for k, v in model.state_dict().items())
+
+
+def _digits_mlp(lr: float) -> tuple[nn.Module, torch.optim.Optimizer, DataLoader]:
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    ds = TensorDataset(
+        torch.tensor(x / 16.0, dtype=torch.float32), torch.tensor(y, dtype=torch.long)
+    )
+    g = torch.Generator().manual_seed(0)
+    loader = DataLoader(ds, batch_size=64, shuffle=True, generator=g)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    return model, torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9), loader
+
+
+def test_a_run_killed_in_its_first_steps_goes_back_to_its_start() -> None:
+    """SGD at 60x its good LR on the digits: the ReLU net blows up in its first
+    steps, found (dated back) only at step 17. Snapshots every step, keep=2:
+    those taken meanwhile hold the blow-up. The first snapshot is kept until
+    the run trains past its first loss, so the guard goes back to it and cuts;
+    before, it cut in place and the run ended dead at chance (2.316), no error."""
+    model, opt, loader = _digits_mlp(3.0)
+    guard = Guard(model, opt, loaders=loader, every=1, keep=2)
+    for _ in range(10):
+        for xb, yb in guard.batches(loader):
+            loss = nn.functional.cross_entropy(model(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            if guard.step(loss):
+                opt.step()
+    x, y = loader.dataset.tensors  # type: ignore[attr-defined]
+    with torch.no_grad():
+        final = float(nn.functional.cross_entropy(model(x), y))
+    assert final < 0.5  # trained (chance: 2.30)
+    assert 0 in [e.restored_step for e in guard.events]
+    assert len(guard._saved) <= 2  # the first one let go once past the start

@@ -95,7 +95,7 @@ from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 import torch
@@ -103,6 +103,8 @@ import torch
 from .. import _check
 from .._check import LRKitError
 from ..monitor import (
+    _DEAD_GAIN,
+    _DEAD_UPDATES,
     KINDS,
     Finding,
     Monitor,
@@ -205,6 +207,7 @@ class _Saved:
     scale: float  # the guard's recovery scale when it was taken
     shape: tuple[int, ...]  # params per optimizer param group then
     applied: int  # updates in force then (the snapshot precedes its step's)
+    first: bool = False  # the oldest state the guard has (see Guard._pinned)
 
 
 def _scale_of(scaler: Any) -> float:
@@ -266,7 +269,9 @@ class Guard:
             snapshot (an EMA of the weights, ...).
         every: take a snapshot every ``every`` clean steps.
         keep: how many snapshots to keep (each is one copy of the model and the
-            optimizer state).
+            optimizer state); the first one is kept beyond them early in the
+            run and while the run has not trained past its first loss (see
+            the docs: a run an LR far too high killed goes back to it).
         factor: the LR multiplier per cut, in (0, 1); the k-th cut in a row
             of recoveries (recoveries less than ``every`` steps apart)
             multiplies by ``factor**k``.
@@ -688,12 +693,79 @@ class Guard:
             spill_dir=self._spill_dir,
             data_positions=False,
         )
+        first = not self._saved
         self._saved.append(
-            _Saved(t, snap, self.monitor.state(), self._scale, shape, self._applied)
+            _Saved(
+                t, snap, self.monitor.state(), self._scale, shape, self._applied, first
+            )
         )
         self._last_snap = t
-        while len(self._saved) > self.keep:
-            self._saved.popleft().snap.discard()
+        pinned = self._pinned()
+        while len(self._saved) > self.keep + pinned:
+            victim = self._saved[pinned]  # the oldest, or the one after the first
+            del self._saved[pinned]
+            victim.snap.discard()
+
+    def _give_up(self, kind: str, t: int, why: str) -> NoReturn:
+        """Raise :class:`GuardError`, the run left at its last snapshot."""
+        if self._saved and self._attempt > 2 and self._cuts <= 1:
+            why += (
+                " The problem came back at once after each restore, before any "
+                "update at the lower LR: the LR is not its cause (look for NaN "
+                "or inf in the data, the loss or the model's code)."
+            )
+        if self._saved:  # leave the run in its last good state, not broken
+            last = self._saved[-1]
+            last.snap.restore()
+            self._after_restore()
+            self._scale = last.scale  # the LR is back at the snapshot's
+            self._applied = last.applied
+            why += (
+                f" The model, optimizer and the rest are back at the snapshot "
+                f"of step {last.step}."
+            )
+        if self._t_first > 0 and not self._loaded:
+            why += (
+                f" This guard started at step {self._t_first} without the "
+                "state of the run before it: give it the checkpoint's "
+                "Guard.state_dict() with load_state_dict(), or the curve is "
+                "judged from the resume alone (near a loss of 0 a healthy "
+                "run's noise can then read as a divergence)."
+            )
+        raise GuardError(f"Guard: {kind} at step {t}: {why}", self.events)
+
+    def _pinned(self) -> int:
+        """1 while the oldest snapshot, the first state the guard has, is kept
+        beyond ``keep``, else 0. It is kept during the monitor's first
+        ``4·min_updates`` losses (a blow-up of the first steps may be found,
+        and dated back, only then: the snapshots taken meanwhile may hold
+        it); then, until the run trains past its first loss, for 200 losses
+        (the monitor's dead-run rule needs 100 back at the first loss), and
+        for good after a ``nan``, ``diverged`` or ``oscillating`` finding (a
+        run an LR far too high killed: its first state is the only good
+        one). A healthy run trains past its first loss within its first
+        steps, so the extra copy is short-lived."""
+        if not self._saved or not self._saved[0].first:
+            return 0
+        mon = self.monitor
+        losses = mon.stats()["losses"]
+        if losses <= 4 * mon.config.min_updates:
+            return 1
+        if self._past_start():
+            return 0
+        return int(losses <= 2 * _DEAD_UPDATES or mon._broken or mon._shaken)
+
+    def _past_start(self) -> bool:
+        """The loss level has trained past the run's first loss: below it by
+        more than 3 noise and a tenth of it (the monitor's dead-run margin)."""
+        st = self.monitor.stats()
+        start, level, noise = st["start"], st["level"], st["noise"]
+        if not (math.isfinite(start) and math.isfinite(level)):
+            return False
+        margin = max(
+            3.0 * noise if math.isfinite(noise) else 0.0, _DEAD_GAIN * abs(start)
+        )
+        return level < start - margin
 
     def _skip(
         self, kind: str, first_step: int, evidence: Mapping[str, float], t: int
@@ -714,36 +786,42 @@ class Guard:
         self._attempt += 1
         last_recovery = self._last_recovery
         if self._attempt > self.max_recoveries or not self._saved:
-            why = (
+            self._give_up(
+                kind,
+                t,
                 f"the run kept failing: {self._attempt - 1} recoveries in a row did "
                 "not help (lower the LR, add warmup or clipping, or check the data)."
                 if self._saved
                 else "no snapshot to restore: the problem came before the first "
                 "clean step (or the first since the optimizer's parameters "
-                "changed)."
+                "changed).",
             )
-            if self._saved:  # leave the run in its last good state, not broken
-                last = self._saved[-1]
-                last.snap.restore()
-                self._after_restore()
-                self._scale = last.scale  # the LR is back at the snapshot's
-                self._applied = last.applied
-                why += (
-                    f" The model, optimizer and the rest are back at the snapshot "
-                    f"of step {last.step}."
-                )
-            if self._t_first > 0 and not self._loaded:
-                why += (
-                    f" This guard started at step {self._t_first} without the "
-                    "state of the run before it: give it the checkpoint's "
-                    "Guard.state_dict() with load_state_dict(), or the curve is "
-                    "judged from the resume alone (near a loss of 0 a healthy "
-                    "run's noise can then read as a divergence)."
-                )
-            raise GuardError(f"Guard: {kind} at step {t} and {why}", self.events)
         # the newest snapshot taken before the problem began
         good = [s for s in self._saved if s.step < first_step]
+        if not good and evidence.get("stuck"):
+            self._give_up(
+                kind,
+                t,
+                f"the run has been back at its untrained loss since step "
+                f"{first_step}: an LR far too high broke the model (dead units, a "
+                "collapsed output) before every kept snapshot, and no cut or "
+                "rollback to those revives it. Start again from the initial "
+                "weights at a lower LR (a range test, lrkit.find_lr, tells which)"
+                ", or keep more snapshots (keep=, every=).",
+            )
         saved = good[-1] if good else self._saved[0]
+        if (
+            good
+            and saved.first
+            and saved is not self._saved[-1]
+            and self._saved[-1].step >= first_step
+            and self._past_start()
+        ):
+            # a blow-up of the first steps found late (judged again once the
+            # noise was known), which the run has trained past: going back to
+            # its start would lose that progress. Cut the LR in place.
+            self._cut_in_place(kind, first_step, evidence, t)
+            return
         if not good and self._better_now_than(saved):
             # every kept snapshot came after the problem began (a divergence
             # in the first steps, judged again once the noise was known), and
@@ -769,6 +847,10 @@ class Guard:
         tainted = saved.step >= first_step
         if tainted:
             self.monitor.reset()
+        # the statistics are the snapshot's, but the run did blow up: a run
+        # back at its untrained loss for long after this is dead, not slow
+        # (the monitor's dead-run rule), and the first snapshot is kept for it
+        self.monitor._shaken = True
         # salt: this recovery's number (its event is recorded below)
         _new_streams(self._loaders, self._rng, len(self.events) + 1)
         # back off: the k-th cut in a row cuts by factor**k; a lone spike (the
@@ -862,7 +944,8 @@ class Guard:
         """A recovery without a rollback: the LR cut, the batch's update
         skipped, the divergence judged from the level now."""
         prev = self._scale
-        self._cut()
+        if t != self._last_recovery + 1:  # an update at the LR since the last
+            self._cut()
         self._scale = max(self._scale, min(self.min_scale, prev))
         self._apply_scale(prev)
         self.monitor._rebase()
