@@ -907,3 +907,32 @@ def test_monitor_callback_counts_from_the_optimizer_of_a_trained_model() -> None
     model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[cb])
     assert cb.monitor.last_step == 6 * 12 + 16 - 1  # 72 steps before, 16 now
     assert cb.monitor.config.resumed  # judged as a resumed run
+
+
+def test_plateau_reductions_in_warmup_keep_their_factor_with_min_lr() -> None:
+    """Reductions at the end of epochs still in the warmup keep their full
+    factor once it is over (min_lr floors the LR at every step, not the
+    scale: floored at min_lr / the warmup's LR then, they stayed too weak);
+    one that would change nothing even at base_lr is not made."""
+
+    class Worse(keras.callbacks.Callback):  # type: ignore[misc]
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            logs["val_loss"] = float(epoch)  # gets worse every epoch
+
+    keras.utils.set_random_seed(0)
+    x = np.random.rand(64, 4).astype("float32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    lr = Schedule("warmup(100) >> constant()", base_lr=0.1)
+    model.compile(optimizer=keras.optimizers.SGD(lr), loss="mse")
+    plateau = ReduceOnPlateau(factor=0.1, patience=0, min_lr=1e-3)
+    cb = PlateauCallback(plateau=plateau)
+    y = x.sum(1, keepdims=True)
+    model.fit(x, y, batch_size=64, epochs=3, verbose=0, callbacks=[Worse(), cb])
+    assert cb.state.reductions == 2  # at steps 2 and 3 of the warmup
+    assert lr.plateau_scale == pytest.approx(0.01, rel=1e-6)
+    assert float(keras.ops.convert_to_numpy(lr(200))) == pytest.approx(1e-3, rel=1e-6)
+    # min(u, max(u × 0.01, 1e-3)): held at min_lr, unless the warmup is lower
+    assert float(keras.ops.convert_to_numpy(lr(2))) == pytest.approx(1e-3, rel=1e-6)
+    assert float(keras.ops.convert_to_numpy(lr(0))) == pytest.approx(0.1 / 101)
+    model.fit(x, y, batch_size=64, epochs=2, verbose=0, callbacks=[Worse(), cb])
+    assert cb.state.reductions == 2  # the LR is at min_lr even at base_lr

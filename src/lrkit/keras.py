@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -426,6 +427,10 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):  # type: ignore
         self._scale = keras.Variable(
             1.0, dtype="float32", trainable=False, name="lrkit_plateau_scale"
         )
+        # the plateau's min_lr: it never takes the LR below it (0: none)
+        self._floor = keras.Variable(
+            0.0, dtype="float32", trainable=False, name="lrkit_plateau_floor"
+        )
 
     def unscaled(self, step: Any) -> Any:
         """``base_lr × schedule(step)`` without the plateau scale.
@@ -450,7 +455,11 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):  # type: ignore
         return self.base_lr * symbolic(self.schedule, t, tables=self._tables)
 
     def __call__(self, step: Any) -> Any:
-        return ops.multiply(self.unscaled(step), ops.cast(self._scale, "float32"))
+        # min(u, max(u × plateau_scale, min_lr)): the plateau never takes the
+        # LR below min_lr, the schedule itself may (as lrkit.torch.Scheduler)
+        u = self.unscaled(step)
+        scaled = ops.multiply(u, ops.cast(self._scale, "float32"))
+        return ops.minimum(u, ops.maximum(scaled, ops.cast(self._floor, "float32")))
 
     @property
     def plateau_scale(self) -> float:
@@ -460,6 +469,15 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):  # type: ignore
     def set_plateau_scale(self, value: float) -> None:
         """Set the plateau factor (used by :class:`PlateauCallback`)."""
         self._scale.assign(_check.positive("plateau_scale", value))
+
+    @property
+    def plateau_floor(self) -> float:
+        """The LR the plateau scale never takes the LR below (its ``min_lr``)."""
+        return float(ops.convert_to_numpy(self._floor))
+
+    def set_plateau_floor(self, value: float) -> None:
+        """Set the plateau's ``min_lr`` (used by :class:`PlateauCallback`)."""
+        self._floor.assign(_check.non_negative("min_lr", value))
 
     def get_config(self) -> dict[str, Any]:
         if not isinstance(self.schedule, _Schedule):
@@ -634,6 +652,7 @@ class PlateauCallback(keras.callbacks.Callback):  # type: ignore[misc]
         if schedule is not None:
             self._check_fit(opt, schedule)
             schedule.set_plateau_scale(scale)
+            schedule.set_plateau_floor(self.plateau.min_lr)
         else:  # the float LR already includes the scale (see Resume)
             self._base = float(ops.convert_to_numpy(opt.learning_rate)) / scale
         self._seen = False  # the monitored key in this fit's logs
@@ -670,14 +689,42 @@ class PlateauCallback(keras.callbacks.Callback):  # type: ignore[misc]
         if schedule is not None:  # at the optimizer-update count, as the schedule
             t = ops.cast(opt.iterations, "float32")
             unscaled = float(ops.convert_to_numpy(schedule._at(t)))
+            ref = max(unscaled, schedule.base_lr)
+            self.state = _reduce_scheduled(self.plateau, self.state, value, ref)
         else:
             unscaled = self._base if self._base is not None else 1.0
-        self.state = self.plateau.update(self.state, value, lr=unscaled)
+            self.state = self.plateau.update(self.state, value, lr=unscaled)
         if schedule is not None:
             schedule.set_plateau_scale(self.state.scale)
+            schedule.set_plateau_floor(self.plateau.min_lr)
         elif self._base is not None:
             opt.learning_rate = self._base * self.state.scale
         logs["plateau_scale"] = self.state.scale
+
+
+def _reduce_scheduled(
+    plateau: ReduceOnPlateau, state: PlateauState, value: float, unscaled: float
+) -> PlateauState:
+    """The plateau state after an evaluation, for a schedule's scale.
+
+    ``min_lr`` bounds the LR at every step (:class:`Schedule`), not the
+    scale: a reduction made while the schedule is low (a warmup) keeps its
+    full factor once it is back up. A reduction that would change the LR by
+    ``eps`` or less even at ``base_lr`` (or the schedule's value now, if
+    higher) is not made: the plateau has already taken it to ``min_lr`` (with
+    a constant schedule, torch's rule). ``unscaled``: that reference LR.
+    """
+    new = dataclasses.replace(plateau, min_lr=0.0, eps=0.0).update(state, value)
+    if new.reductions > state.reductions and unscaled > 0.0:
+
+        def lr(scale: float) -> float:
+            return min(unscaled, max(unscaled * scale, plateau.min_lr))
+
+        if lr(state.scale) - lr(new.scale) <= plateau.eps:
+            new = dataclasses.replace(
+                new, scale=state.scale, reductions=state.reductions
+            )
+    return new
 
 
 def _optimizer(model: Any) -> Any:

@@ -312,6 +312,31 @@ def test_plateau_min_lr_per_group_with_a_schedule() -> None:
     assert sched.get_last_lr() == [0.0, 0.0]  # the schedule itself may reach 0
 
 
+def test_a_reduction_in_warmup_keeps_its_factor_with_min_lr() -> None:
+    """A reduction made while the warmup's LR is small keeps its full factor
+    once the warmup is over (review: flooring the scale at min_lr / the LR of
+    that moment left it at 0.168 instead of 0.1, the LR 0.0168 for good); a
+    reduction that changes no LR (held at min_lr) is not made, as in torch."""
+    opt = make_opt()
+    plateau = ReduceOnPlateau(factor=0.1, patience=0, min_lr=1e-3)
+    sched = Scheduler(opt, "warmup(100) >> constant()", plateau=plateau)
+    for _ in range(5):
+        train_step(opt)
+        sched.step()
+    sched.step(1.0)
+    sched.step(2.0)  # no improvement: a reduction at step 5 of the warmup
+    assert sched.plateau_scale == pytest.approx(0.1, rel=1e-12)
+    for _ in range(200):
+        train_step(opt)
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.01, rel=1e-12)
+    for _ in range(3):  # 0.001, then held at min_lr: that one is not made
+        sched.step(3.0)
+    assert sched.plateau_scale == pytest.approx(0.01, rel=1e-12)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-3, rel=1e-12)
+    assert sched.plateau_state.reductions == 2
+
+
 def test_bad_step_input_changes_nothing() -> None:
     s = Linear(total_steps=10)
     opt = make_opt()

@@ -52,6 +52,7 @@ run continues at the saved step on the new curve.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import weakref
@@ -288,9 +289,7 @@ class Scheduler(LRScheduler):
         t = self._t + n
         state = self._state
         if metric is not None:
-            plateau, state = self._plateau()
-            value = _metric(metric)
-            state = plateau.update(state, value, lr=max(self._unscaled(t)))
+            state = self._evaluate(t, _metric(metric))
         lrs = self._lrs(t, state) if n or metric is not None else None
         # validated and computed: now change the state
         self._step_count += 1
@@ -313,6 +312,36 @@ class Scheduler(LRScheduler):
             )
         if lrs is not None:
             self._write(lrs)
+
+    def _evaluate(self, t: int, value: float) -> PlateauState:
+        """The plateau state after the evaluation ``value`` at step ``t``.
+
+        ``min_lr`` bounds each group's LR at every step (see :meth:`_lrs`),
+        not the scale: a reduction made while the schedule is low (in a
+        warmup) keeps its full factor once the schedule is back up (floored
+        at ``min_lr / lr`` of that moment, it stayed too weak for the rest of
+        the run). A reduction is not made when it would change no group's LR
+        by more than ``eps`` even at the group's base LR (or the schedule's
+        value now, if higher): the plateau has already taken it to
+        ``min_lr``. With a constant schedule that is torch's rule.
+        """
+        plateau, state = self._plateau()
+        new = dataclasses.replace(plateau, min_lr=0.0, eps=0.0).update(state, value)
+        if new.reductions > state.reductions:
+            floor = plateau.min_lr
+
+            def lr(u: float, scale: float) -> float:
+                return min(u, max(u * scale, floor))
+
+            refs = [
+                b * max(1.0, float(f(t))) * self._recovery
+                for b, f in zip(self._bases, self._fns, strict=True)
+            ]
+            if all(lr(u, state.scale) - lr(u, new.scale) <= plateau.eps for u in refs):
+                new = dataclasses.replace(
+                    new, scale=state.scale, reductions=state.reductions
+                )
+        return new
 
     def _plateau(self) -> tuple[ReduceOnPlateau, PlateauState]:
         """The plateau and its state, or raise (before any change) without one."""
