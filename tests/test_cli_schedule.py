@@ -144,3 +144,28 @@ def test_help() -> None:
     r = lrkit_cli("schedule", "--help")
     assert r.returncode == 0
     assert "--lint" in r.stdout
+
+
+def test_a_long_schedule_is_previewed_from_a_sample(tmp_path: Path) -> None:
+    """Above 1 000 000 steps the preview samples the schedule (evenly, and
+    around each milestone) instead of computing every step: a billion-step
+    cosine took 24 GB and was killed; a 1e8 one under a memory cap printed a
+    MemoryError traceback."""
+    spec = "warmup(1000) >> cosine(1000000000)"
+    r = lrkit_cli("schedule", spec, "--json", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    record = json.loads(r.stdout)
+    assert "lrs" not in record and record["steps"] == 1_000_001_000
+    steps, lrs = record["sample"]["steps"], record["sample"]["lrs"]
+    s = lrkit.parse_schedule(spec)
+    assert len(steps) < 30_000 and steps == sorted(set(steps))
+    assert steps[0] == 0 and steps[-1] == 1_000_000_999
+    assert {999, 1000, 1001} <= set(steps)  # around the warmup's end
+    assert lrs == [s(t) for t in steps]
+    assert record["summary"]["peak_step"] == 1000 and record["summary"]["peak"] == 1.0
+    assert (tmp_path / "schedule.png").stat().st_size > 0
+    text = lrkit_cli("schedule", spec)
+    assert text.returncode == 0 and "(sampled: " in text.stdout
+    # one million steps and fewer: every step
+    r = lrkit_cli("schedule", "cosine(1000000)", "--json")
+    assert len(json.loads(r.stdout)["lrs"]) == 1_000_000

@@ -99,3 +99,12 @@ def test_lint_validates_and_accepts_plain_callables() -> None:
     assert codes(lint(lambda t: 0.0 if t < 3 else 1.0, 10)) == ["zero-lr"]
     w = LintWarning("zero-lr", "msg", 3)
     assert str(w) == "zero-lr: msg"
+
+
+def test_zero_lr_runs_are_counted_in_one_pass() -> None:
+    """Lint reads every step once, in constant memory; runs of zero LR beyond
+    the third are counted, not listed."""
+    ws = lint(lambda t: 0.0 if t % 10 in (0, 1) else 1.0, 100)
+    (zero,) = ws
+    assert zero.step == 0 and "at 20 steps" in zero.message
+    assert "(steps 0-1, 10-11, 20-21 and 7 more ranges)" in zero.message

@@ -89,16 +89,6 @@ def _label(schedule: ScheduleFn) -> str:
     return f"{name}(...)" if isinstance(name, str) and name else repr(schedule)
 
 
-def _ranges(steps: list[int]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for s in steps:
-        if out and out[-1][1] == s - 1:
-            out[-1] = (out[-1][0], s)
-        else:
-            out.append((s, s))
-    return out
-
-
 def lint(
     schedule: ScheduleFn,
     total_steps: int,
@@ -154,15 +144,35 @@ def lint(
     if eval_every_steps is not None:
         eval_every_steps = _check.positive_int("eval_every_steps", eval_every_steps)
 
-    values = [float(schedule(t)) for t in range(n)]
     out: list[LintWarning] = []
     end: Any = getattr(schedule, "end_step", None)
     end = end if isinstance(end, int) else None
     final = _final(schedule)
+    # one pass over the steps, in constant memory (a preview of 1e8 steps)
+    peak_to_end = -math.inf  # the highest LR up to the end step
+    last = math.nan
+    zeros = runs = 0  # steps at LR 0, and their runs
+    spans: list[tuple[int, int]] = []  # the first 3 runs
+    prev_zero = -2
+    for t in range(n):
+        v = float(schedule(t))
+        if end is not None and t <= end and v > peak_to_end:
+            peak_to_end = v
+        last = v
+        if v == 0.0:
+            zeros += 1
+            if t != prev_zero + 1:
+                runs += 1
+                if runs <= 3:
+                    spans.append((t, t))
+            elif runs <= 3:
+                spans[-1] = (spans[-1][0], t)
+            prev_zero = t
+    more_spans = runs - len(spans)
 
     if end is not None and end < n and isinstance(final, _DECAYS):
         settled = float(schedule(end))
-        if settled < max(values[: end + 1]):
+        if settled < peak_to_end:
             held = n - end
             note = ""
             if isinstance(final, OneCycle):
@@ -179,7 +189,7 @@ def lint(
                 )
             )
     if end is not None and end > n:
-        last, target = values[-1], float(schedule(end))
+        target = float(schedule(end))
         if not math.isclose(last, target, rel_tol=1e-9, abs_tol=0.0):
             out.append(
                 LintWarning(
@@ -224,18 +234,16 @@ def lint(
                         )
                     )
 
-    zeros = [t for t, v in enumerate(values) if v == 0.0]
     if zeros:
-        spans = _ranges(zeros)
-        shown = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in spans[:3])
-        more = f" and {len(spans) - 3} more ranges" if len(spans) > 3 else ""
+        shown = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in spans)
+        more = f" and {more_spans} more ranges" if more_spans else ""
         out.append(
             LintWarning(
                 "zero-lr",
-                f"the LR is 0 at {len(zeros)} step{'s' if len(zeros) != 1 else ''} "
+                f"the LR is 0 at {zeros} step{'s' if zeros != 1 else ''} "
                 f"where training happens (steps {shown}{more}); those steps are "
                 "wasted",
-                zeros[0],
+                spans[0][0],
             )
         )
 

@@ -17,7 +17,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -463,15 +463,31 @@ def _print_find_summary(
 EXIT_LINT = 1  # `lrkit schedule --lint` found something
 
 
+#: Previews up to this many steps list every step's LR; longer ones a sample.
+EVERY_STEP_MAX = 1_000_000
+#: Evenly spaced steps of a sampled preview (milestones and their neighbours
+#: are added).
+SAMPLES = 20_001
+
+
 def _schedule_record(
     spec: str, schedule: Any, steps: int, base_lr: float, lint_on: bool, lint_kw: Any
 ) -> dict[str, Any]:
     from ._lint import lint, milestones
 
-    lrs = [base_lr * float(schedule(t)) for t in range(steps)]
-    peak = max(range(steps), key=lrs.__getitem__)
-    low = min(range(steps), key=lrs.__getitem__)
-    marks = dict(milestones(schedule, steps))
+    found = milestones(schedule, steps)
+    if steps <= EVERY_STEP_MAX:
+        grid: Sequence[int] = range(steps)
+    else:  # sampled: evenly, and around each milestone
+        points = {round(i * (steps - 1) / (SAMPLES - 1)) for i in range(SAMPLES)}
+        for t, _ in found:
+            points.update(x for x in (t - 1, t, t + 1) if 0 <= x < steps)
+        grid = sorted(points)
+    lrs = [base_lr * float(schedule(t)) for t in grid]
+    peak_i = max(range(len(lrs)), key=lrs.__getitem__)
+    low_i = min(range(len(lrs)), key=lrs.__getitem__)
+    peak, low = grid[peak_i], grid[low_i]
+    marks = dict(found)
     marks.setdefault(peak, "peak")
     for q in (1, 2, 3):
         marks.setdefault(q * steps // 4, f"{25 * q}%")
@@ -481,19 +497,23 @@ def _schedule_record(
         config = None
     record: dict[str, Any] = {
         "spec": spec,
-        "lrs": lrs,
+        **(
+            {"lrs": lrs}
+            if steps <= EVERY_STEP_MAX
+            else {"sample": {"steps": list(grid), "lrs": lrs}}
+        ),
         "end_step": schedule.end_step,
         "config": config,
         "summary": {
             "first": lrs[0],
             "last": lrs[-1],
-            "peak": lrs[peak],
+            "peak": lrs[peak_i],
             "peak_step": peak,
-            "min": lrs[low],
+            "min": lrs[low_i],
             "min_step": low,
         },
         "milestones": [
-            {"step": t, "label": label, "lr": lrs[t]}
+            {"step": t, "label": label, "lr": base_lr * float(schedule(t))}
             for t, label in sorted(marks.items())
         ],
     }
@@ -556,9 +576,10 @@ def schedule_command(
 
     --json prints {"steps", "base_lr", "lrs", "spec", "config", "summary",
     "milestones", ...} for one spec, and {"steps", "base_lr", "schedules": (a
-    list of one such record per spec)} for several. --lint adds "warnings" and
-    exits with code 1 when there are any (0 when clean); bad input exits with
-    code 2.
+    list of one such record per spec)} for several; above 1 000 000 steps
+    "sample": {"steps", "lrs"} replaces "lrs" (a sample of the schedule).
+    --lint adds "warnings" and exits with code 1 when there are any (0 when
+    clean); bad input exits with code 2.
     """
     from ._parse import ScheduleSyntaxError, parse_plateau, parse_schedule
 
@@ -612,7 +633,12 @@ def schedule_command(
         from .plot import plot_schedules
 
         with writing(out_dir(out) / "schedule.png") as figure:
-            plot_schedules({r["spec"]: r["lrs"] for r in records}, figure, log=log)
+            plot_schedules(
+                {r["spec"]: _curve(r)[1] for r in records},
+                figure,
+                log=log,
+                steps={r["spec"]: _curve(r)[0] for r in records},
+            )
     n_warnings = sum(len(r.get("warnings", [])) for r in records)
 
     if json_:
@@ -630,6 +656,13 @@ def schedule_command(
         raise typer.Exit(EXIT_LINT)
 
 
+def _curve(record: Mapping[str, Any]) -> tuple[Sequence[int], Sequence[float]]:
+    """A preview record's steps and LRs (every step, or the sample)."""
+    if "lrs" in record:
+        return range(len(record["lrs"])), record["lrs"]
+    return record["sample"]["steps"], record["sample"]["lrs"]
+
+
 def _print_schedules(
     records: list[dict[str, Any]], steps: int, base_lr: float, figure: Path | None
 ) -> None:
@@ -641,11 +674,14 @@ def _print_schedules(
     for r in records:
         s = r["summary"]
         console.print(f"[bold]{r['spec']}[/bold]", highlight=False)
+        sampled = (
+            f" (sampled: {len(r['sample']['steps'])} steps)" if "sample" in r else ""
+        )
         console.print(
-            f"  {steps} steps, base_lr {base_lr:g}, end_step {r['end_step']}",
+            f"  {steps} steps, base_lr {base_lr:g}, end_step {r['end_step']}{sampled}",
             highlight=False,
         )
-        console.print("  " + schedule_sparkline(r["lrs"], width=min(64, steps)))
+        console.print("  " + schedule_sparkline(_curve(r)[1], width=min(64, steps)))
         table = Table(show_edge=False, pad_edge=False, box=None)
         table.add_column("  step", justify="right")
         table.add_column("lr", justify="right")
@@ -964,6 +1000,11 @@ def main() -> None:
     except typer.Abort:
         sys.stderr.write("lrkit: aborted\n")
         raise SystemExit(130) from None
+    except MemoryError:
+        sys.stderr.write(
+            "lrkit: error: out of memory (a smaller --steps, or a shorter log)\n"
+        )
+        raise SystemExit(EXIT_USAGE) from None
     if code == 130:  # typer turns Ctrl-C into Exit(130), silently
         sys.stderr.write("lrkit: interrupted\n")
     raise SystemExit(code if isinstance(code, int) else 0)

@@ -297,6 +297,7 @@ def plot_schedules(
     *,
     log: bool = False,
     title: str | None = None,
+    steps: Mapping[str, Sequence[int]] | None = None,
 ) -> Figure:
     """Plot one or several LR curves (one value per step) on one axis.
 
@@ -305,6 +306,8 @@ def plot_schedules(
         path: save the figure there (PNG, SVG, ... by suffix) when given.
         log: logarithmic LR axis.
         title: figure title.
+        steps: ``{label: steps}``, the step of each LR of a curve sampled
+            from a long schedule (default: 0, 1, 2, ...).
 
     Returns:
         The matplotlib ``Figure`` (no pyplot state is touched).
@@ -314,7 +317,8 @@ def plot_schedules(
     fig = Figure(figsize=(8, 4.5), layout="constrained")
     ax = fig.subplots()
     for label, lrs in curves.items():
-        ax.plot(range(len(lrs)), lrs, label=label, linewidth=1.5)
+        xs = steps[label] if steps is not None and label in steps else range(len(lrs))
+        ax.plot(xs, lrs, label=label, linewidth=1.5)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("learning rate")
     if log:
