@@ -174,7 +174,7 @@ def test_a_run_that_recovered_from_an_early_blowup_is_not_stopped(
 def test_guard_recovers_from_an_injected_nan_and_finishes(tmp_path: Path) -> None:
     """... and a MonitorCallback beside it (stops on nan, diverged by default)
     reports the NaN but does not stop for what the guard recovers from."""
-    cb = GuardCallback(every=10)
+    cb = GuardCallback(every=10, nan_action="restore")
     mon = MonitorCallback(verbose=False)
     trainer = hf_trainer(
         tmp_path,
@@ -226,7 +226,7 @@ def test_guard_brings_an_lr_too_high_back(tmp_path: Path, tuple_output: bool) ->
 def test_guard_undoes_the_rejected_step_of_adamw(tmp_path: Path) -> None:
     """The Trainer's AdamW steps after the guard restored: its step counts
     show the rejected step left nothing behind."""
-    cb = GuardCallback(every=10)
+    cb = GuardCallback(every=10, nan_action="restore")
     trainer = hf_trainer(
         tmp_path,
         50,
@@ -317,7 +317,7 @@ from lrkit.hf import GuardCallback
 
 torch.manual_seed(0)
 rank = int(os.environ["RANK"])
-cb = GuardCallback(every=5)
+cb = GuardCallback(every=5, nan_action="restore")
 trainer = hf_trainer(Path("out"), 40, callbacks=[cb], save_strategy="no",
                      eval_strategy="no", lr_scheduler_type="constant")
 calls = [0]

@@ -273,7 +273,7 @@ def test_bad_arguments() -> None:
 
 # ------------------------------------------------------------ GuardCallback
 def test_guard_recovers_from_an_injected_nan_and_finishes_the_run() -> None:
-    cb = GuardCallback(every=10)
+    cb = GuardCallback(every=10, nan_action="restore")
     module = Reg(0.05, nan_at=25)
     module.nan_once = True
     trainer = _fit(module, cb, epochs=4)
@@ -291,7 +291,7 @@ def test_guard_recovers_from_an_injected_nan_and_finishes_the_run() -> None:
 def test_a_recovered_step_leaves_no_update_behind(clip: str) -> None:
     """Lightning clips and steps after the guard restored: the step's update
     (Adam's moments and step count included) is undone, with either clipping."""
-    cb = GuardCallback(every=10)
+    cb = GuardCallback(every=10, nan_action="restore")
     module = Reg(0.01, nan_at=25)
     module.nan_once = module.adam = True
     trainer = _fit(
@@ -313,7 +313,7 @@ def test_guard_recovers_under_a_grad_scaler() -> None:
 
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
     plugin = MixedPrecision("16-mixed", device="cpu", scaler=scaler)
-    cb = GuardCallback(every=10)
+    cb = GuardCallback(every=10, nan_action="restore")
     module = Reg(0.05, nan_at=25)
     module.nan_once = True
     trainer = _fit(module, cb, epochs=4, plugins=[plugin])
@@ -367,7 +367,7 @@ def test_guard_callback_refuses_what_it_cannot_do() -> None:
 def test_a_rejected_last_batch_keeps_the_epoch_schedule(nan_at: int) -> None:
     """Lightning steps an epoch scheduler before on_train_batch_end: a
     rejected step on an epoch's last batch (31) must not undo it."""
-    cb = GuardCallback(every=10)
+    cb = GuardCallback(every=10, nan_action="restore")
     module = Reg(0.05, nan_at=nan_at, scheduler="epoch")
     module.nan_once = True
     trainer = _fit(module, cb, epochs=4)
@@ -479,7 +479,11 @@ class Report(pl.Callback):
 
 if __name__ == "__main__":
     torch.manual_seed(0)
-    cb = GuardCallback(every=5) if sys.argv[1] == "guard" else MonitorCallback()
+    cb = (
+        GuardCallback(every=5, nan_action="restore")
+        if sys.argv[1] == "guard"
+        else MonitorCallback()
+    )
     module = OneRankNaN(0.05)
     loader = torch.utils.data.DataLoader(_data(), batch_size=32)
     trainer = pl.Trainer(
