@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import re
@@ -1340,3 +1341,30 @@ def test_a_skipped_batch_leaves_no_trace_in_batchnorm_statistics() -> None:
             assert torch.equal(bn.running_var, before[1])
             assert int(bn.num_batches_tracked) == count
     assert float(bn.running_var.max()) < 1.0
+
+
+def test_small_things_a_review_found(caplog: pytest.LogCaptureFixture) -> None:
+    model, opt, loader = make(GOOD_LR)
+    g = Guard(model, opt, first_step=1000)
+    assert repr(g).startswith("Guard(step=1000, steps=0,") and g.steps == 0
+    # a dict of MonitorConfig settings, as the trainer callbacks take
+    assert Guard(model, opt, monitor={"spike_z": 8.0}).monitor.config.spike_z == 8.0
+    with pytest.raises(ValueError, match="'diverge' is not one"):
+        Guard(model, opt, on=["nan", "diverge"])
+    # a torch scheduler driving the optimizer, not given: its next step would
+    # undo the cut
+    torch.optim.lr_scheduler.StepLR(opt, 10)
+    with caplog.at_level("WARNING", logger="lrkit.torch.guard"):
+        Guard(model, opt)
+    assert sum("pass it as Guard(scheduler=...)" in r.message for r in caplog.records)
+    # events loaded from a checkpoint equal the ones saved, NaN evidence included
+    model, opt, loader = make(GOOD_LR)
+    guard = Guard(model, opt, every=10)
+    train(model, opt, loader, guard, epochs=1, poison={12})
+    assert math.isnan(guard.events[0].evidence["loss"])
+    other = Guard(*make(GOOD_LR)[:2])
+    other.load_state_dict(json.loads(json.dumps(guard.state_dict())))
+    assert other.events == guard.events
+    # snapshots hold no gradients (a restore clears them): params + momentum
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    assert guard._saved[-1].snap.nbytes == 2 * params

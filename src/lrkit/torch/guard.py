@@ -106,6 +106,7 @@ import torch
 
 from .. import _check
 from .._check import LRKitError
+from .._watch import config_from_dict
 from ..monitor import (
     _DEAD_GAIN,
     _DEAD_UPDATES,
@@ -162,6 +163,40 @@ class GuardEvent:
     attempt: int
     skipped_batches: int
     evidence: Mapping[str, float] = field(default_factory=dict, hash=False)
+
+    def __eq__(self, other: object) -> bool:
+        """Field by field, NaN evidence equal to NaN (an event loaded from a
+        checkpoint equals the one saved)."""
+        if not isinstance(other, GuardEvent):
+            return NotImplemented
+        mine, theirs = dict(self.evidence), dict(other.evidence)
+        return (
+            (
+                self.step,
+                self.kind,
+                self.first_step,
+                self.restored_step,
+                self.recovery_scale,
+                self.lrs,
+                self.attempt,
+                self.skipped_batches,
+            )
+            == (
+                other.step,
+                other.kind,
+                other.first_step,
+                other.restored_step,
+                other.recovery_scale,
+                other.lrs,
+                other.attempt,
+                other.skipped_batches,
+            )
+            and mine.keys() == theirs.keys()
+            and all(
+                mine[k] == theirs[k] or (mine[k] != mine[k] and theirs[k] != theirs[k])
+                for k in mine
+            )
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable record (non-finite evidence numbers are ``None``)."""
@@ -434,12 +469,14 @@ class Guard:
             else None
         )
         if not kinds or not all(k in _RECOVERABLE for k in kinds):
+            bad = [k for k in kinds or () if k not in _RECOVERABLE]
             _check.fail(
                 "on",
                 "a non-empty sequence of finding kinds of an LR too high "
                 f"({', '.join(_RECOVERABLE)})",
                 on,
-                "A cut cannot help an LR too low, a plateau or overfitting.",
+                (f"{bad[0]!r} is not one. " if bad else "")
+                + "A cut cannot help an LR too low, a plateau or overfitting.",
             )
         self.on = frozenset(kinds)
         if objects is not None and not isinstance(objects, Mapping):
@@ -500,9 +537,21 @@ class Guard:
             self.monitor = monitor
         elif isinstance(monitor, MonitorConfig):
             self.monitor = Monitor(monitor)
+        elif isinstance(monitor, Mapping):  # MonitorConfig's settings by name
+            self.monitor = Monitor(config_from_dict("monitor", dict(monitor)))
         else:
             _check.fail(
-                "monitor", "a MonitorConfig, a Monitor or None", monitor, exc=TypeError
+                "monitor",
+                "a MonitorConfig, a Monitor, a dict of MonitorConfig settings or None",
+                monitor,
+                exc=TypeError,
+            )
+        if scheduler is None and getattr(optimizer.step, "_wrapped_by_lr_sched", False):
+            logger.warning(
+                "lrkit Guard: a torch LR scheduler drives this optimizer (it "
+                "wrapped optimizer.step) but none was given: pass it as "
+                "Guard(scheduler=...), or its next step() sets the LR back and "
+                "undoes the guard's cut"
             )
         self.model = model
         self.optimizer = optimizer
@@ -767,6 +816,7 @@ class Guard:
             rng=self._rng,
             spill_dir=self._spill_dir,
             data_positions=False,
+            grads=False,  # cleared after every restore: no copy needed
         )
         first = not self._saved
         self._saved.append(
@@ -1202,7 +1252,7 @@ class Guard:
 
     def __repr__(self) -> str:
         return (
-            f"Guard(steps={self._t}, recoveries={len(self.events)}, "
+            f"Guard(step={self._t}, steps={self.steps}, recoveries={len(self.events)}, "
             f"recovery_scale={self._scale:.3g}, snapshots={len(self._saved)})"
         )
 
