@@ -396,12 +396,17 @@ class NaNAtStep(Reg):
         return loss * float("nan") if self.trainer.global_step == 20 else loss
 
 
-def _resumable(tmp_path: Path, epochs: int, ckpt: Path | None) -> list[Any]:
+def _resumable(
+    tmp_path: Path, epochs: int, ckpt: Path | None, factor: float = 0.3
+) -> list[Any]:
     """Fit Reg (a NaN at step 20) with a guard and a monitor, checkpointing
     every epoch; from ``ckpt`` when given."""
     torch.manual_seed(0)
     module = NaNAtStep(0.05)
-    cbs = [GuardCallback(every=10), MonitorCallback(stop_on=(), verbose=False)]
+    cbs = [
+        GuardCallback(every=10, factor=factor),
+        MonitorCallback(stop_on=(), verbose=False),
+    ]
     trainer = pl.Trainer(
         max_epochs=epochs,
         callbacks=[*cbs, pl.callbacks.ModelCheckpoint(tmp_path, save_top_k=-1)],
@@ -575,3 +580,50 @@ def test_a_monitor_beside_a_guard_does_not_stop_for_what_the_guard_recovers() ->
     alone = MonitorCallback(verbose=False)
     _fit(NaNAtStep(0.05), alone, epochs=2)
     assert alone.stopped_by is not None and alone.stopped_by.kind == "nan"
+
+
+def test_guard_events_reach_the_trainers_logger(tmp_path: Path) -> None:
+    """Recoveries are logged as metrics (lrkit/guard_events, lrkit/recovery_scale)
+    at the steps where they happen: a CSVLogger's metrics.csv holds them."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    cb = GuardCallback(every=10, nan_action="restore")
+    module = Reg(0.05, nan_at=25)
+    module.nan_once = True
+    torch.manual_seed(0)
+    trainer = pl.Trainer(
+        max_epochs=4,
+        callbacks=[cb],
+        logger=CSVLogger(tmp_path, name="run"),
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    trainer.fit(module, torch.utils.data.DataLoader(_data(), batch_size=32))
+    (csv,) = tmp_path.glob("run/*/metrics.csv")
+    import csv as csv_module
+
+    rows = [r for r in csv_module.DictReader(csv.open()) if r.get("lrkit/guard_events")]
+    # from the event's step (Lightning repeats a value logged on a step until
+    # the epoch ends)
+    assert int(rows[0]["step"]) == cb.guard.events[0].step == 25
+    assert {float(r["lrkit/guard_events"]) for r in rows} == {1.0}
+    assert float(rows[0]["lrkit/recovery_scale"]) == pytest.approx(0.3)
+    assert len(cb.guard.events) == 1
+
+
+def test_resuming_with_other_guard_settings_says_the_state_is_not_loaded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Lightning loads a callback's state by its key (class and settings): a
+    guard resumed with another factor starts without the run's history. It
+    used to do so silently."""
+    _resumable(tmp_path, 2, None)
+    (ckpt,) = tmp_path.glob("epoch=1-*.ckpt")
+    with caplog.at_level("WARNING", logger="lrkit.lightning"):
+        cbs = _resumable(tmp_path, 3, ckpt, factor=0.5)
+    said = [r.message for r in caplog.records if "with other settings" in r.message]
+    assert len(said) == 1 and "GuardCallback" in said[0]
+    assert cbs[0].guard.events == []  # the recovery at step 20 is not there

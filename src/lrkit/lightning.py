@@ -71,7 +71,41 @@ __all__ = ["GuardCallback", "MonitorCallback"]
 logger = logging.getLogger(__name__)
 
 
-class MonitorCallback(StepState, Watched, pl.Callback):
+class _Keyed:
+    """A callback whose checkpoint state is named by its settings (``_key``)."""
+
+    _key: str
+
+    @property
+    def state_key(self) -> str:
+        """The name of its state in a checkpoint: the class and its settings
+        (two callbacks of the class with other settings each get their own)."""
+        return str(self._generate_state_key(settings=self._key))  # type: ignore[attr-defined]
+
+    def on_load_checkpoint(
+        self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]
+    ) -> None:
+        """Say so when the checkpoint holds this class's state under other
+        settings only: the run's history is not loaded (Lightning loads a
+        state by its key alone, silently)."""
+        saved = checkpoint.get("callbacks") or {}
+        mine = self.state_key
+        name = type(self).__qualname__ + "{"
+        others = [k for k in saved if str(k).startswith(name) and k != mine]
+        if others and mine not in saved:
+            logger.warning(
+                "lrkit %s: the checkpoint holds the state of a %s with other "
+                "settings (%s), not of this one (%s): this callback starts "
+                "without the run's history. Give it the settings it was saved "
+                "with to go on from that state.",
+                type(self).__name__,
+                type(self).__name__,
+                ", ".join(map(str, others)),
+                mine,
+            )
+
+
+class MonitorCallback(StepState, Watched, _Keyed, pl.Callback):
     """Watch ``Trainer.fit`` with :class:`lrkit.Monitor`; stop a run that diverged.
 
     One point per optimizer step: the training loss (the mean of the step's
@@ -288,14 +322,8 @@ class MonitorCallback(StepState, Watched, pl.Callback):
             self._val = None
         self._watch.finish()
 
-    @property
-    def state_key(self) -> str:
-        """The name of its state in a checkpoint: the class and its settings
-        (two callbacks of the class with other settings each get their own)."""
-        return str(self._generate_state_key(settings=self._key))
 
-
-class GuardCallback(pl.Callback):
+class GuardCallback(_Keyed, pl.Callback):
     """Run :class:`lrkit.torch.Guard` inside ``Trainer.fit``: roll back and cut the LR.
 
     The guard is built when training starts, on the LightningModule, its
@@ -358,6 +386,7 @@ class GuardCallback(pl.Callback):
         self._val: float | None = None
         self._undo = StepUndo()  # makes a rejected step change nothing
         self._resume: dict[str, Any] | None = None  # a checkpoint's guard state
+        self._logged = 0  # guard events logged to the trainer's loggers
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         from .torch.guard import Guard
@@ -388,6 +417,7 @@ class GuardCallback(pl.Callback):
         # a MonitorCallback on the module does not stop for what it recovers
         set_guarded(pl_module, self.guard.on)
         self._micro = []
+        self._logged = len(self.guard.events)  # events already in the loggers
 
     def on_before_backward(self, trainer: Any, pl_module: Any, loss: Any) -> None:
         value = _scalar(loss)
@@ -430,6 +460,19 @@ class GuardCallback(pl.Callback):
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         self._undo.undo()
+        g = self.guard
+        if g is not None and len(g.events) > self._logged:
+            # to the trainer's loggers (TensorBoard, CSV, W&B), at the steps
+            # where the guard acted: its events so far and the LR factor
+            self._logged = len(g.events)
+            pl_module.log_dict(
+                {
+                    "lrkit/guard_events": float(self._logged),
+                    "lrkit/recovery_scale": float(g.recovery_scale),
+                },
+                on_step=True,
+                on_epoch=False,
+            )
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if not trainer.sanity_checking:
@@ -468,9 +511,3 @@ class GuardCallback(pl.Callback):
         )
         self._resume = state_dict["guard"]
         self._val = val  # a validation run just before the checkpoint, not fed yet
-
-    @property
-    def state_key(self) -> str:
-        """The name of its state in a checkpoint: the class and its settings
-        (two callbacks of the class with other settings each get their own)."""
-        return str(self._generate_state_key(settings=self._key))
