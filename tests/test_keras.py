@@ -579,6 +579,12 @@ def test_monitor_callback_is_silent_on_a_healthy_fit_and_sees_validation() -> No
     for given in (history, history.history):
         d = lrkit.diagnose(given)
         assert d.verdict in ("healthy", "too short") and d.steps == 6
+    # the History object brings its optimizer's constant LR (its advice has
+    # numbers); the dict of columns alone has none
+    from lrkit.monitor import _as_history
+
+    assert _as_history(history).lr.tolist() == pytest.approx([0.05] * 6)
+    assert _as_history(history.history).lr.size == 0
 
 
 def test_monitor_callback_stops_a_diverging_fit() -> None:

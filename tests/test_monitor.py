@@ -6,6 +6,7 @@ import math
 import re
 import tracemalloc
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -1471,3 +1472,18 @@ def test_a_run_dead_after_an_early_blowup_is_diverged_for_good() -> None:
     shaken[0], shaken[[15, 25, 35]] = 2.45, 6.0
     kinds = [(f.kind, bool(f.evidence.get("stuck"))) for f in feed(shaken).findings]
     assert kinds == [("spike", False), ("oscillating", False), ("diverged", True)]
+
+
+def test_diagnose_takes_a_log_path_and_says_what_is_wrong_with_a_dict(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "run.csv"
+    rows = [f"{t},{2.3 * math.exp(-t / 40) + 0.1}" for t in range(200)]
+    path.write_text("step,loss\n" + "\n".join(rows) + "\n")
+    by_path = lrkit.diagnose(str(path))
+    assert by_path == lrkit.diagnose(path) == lrkit.diagnose(lrkit.read_log(path))
+    with pytest.raises(lrkit.LogFormatError, match="missing.csv"):
+        lrkit.diagnose(tmp_path / "missing.csv")
+    with pytest.raises(ValueError, match=r"columns \['loss', 'val_loss'\] are empty"):
+        lrkit.diagnose({"loss": [], "val_loss": []})
+    assert lrkit.diagnose([1.0]).summary.startswith("Only 1 finite loss:")

@@ -47,10 +47,12 @@ import bisect
 import copy
 import dataclasses
 import math
+import os
 import statistics
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -2046,11 +2048,30 @@ def _as_history(history: Any) -> History:
 
     if isinstance(history, History):
         return history
+    if isinstance(history, (str, os.PathLike)):  # a log file, as the CLI reads
+        from .logs import read_log
+
+        return read_log(Path(history))
+    lr = None
     if isinstance(getattr(history, "history", None), Mapping):
+        lr = _keras_lr(history)
         history = history.history  # a keras.callbacks.History
     if isinstance(history, Mapping):  # columns: Keras' history.history
         from .logs import LogFormatError, history_of_columns
 
+        empty = [k for k, v in history.items() if "loss" in str(k) and not v]
+        if history and len(empty) == len(history):
+            _check.fail(
+                "history",
+                "a dict of columns with values",
+                f"a dict whose columns {sorted(map(str, empty))} are empty",
+                "Nothing was logged yet.",
+                shown=True,
+            )
+        named = any("lr" in str(k) or "learning" in str(k) for k in history)
+        if lr is not None and not named:  # the optimizer's constant LR
+            n = max([len(v) for v in history.values() if isinstance(v, list)] or [0])
+            history = {**history, "lr": [lr] * n}
         try:
             return history_of_columns(history)
         except LogFormatError:
@@ -2079,8 +2100,24 @@ def _as_history(history: Any) -> History:
     return History(loss=[values[i] for i in kept], steps=kept)
 
 
+def _keras_lr(history: Any) -> float | None:
+    """The constant LR of a Keras History's model (a float LR; None for a
+    schedule, which changes within the run, or when it cannot be read)."""
+    opt: Any = getattr(getattr(history, "model", None), "optimizer", None)
+    while getattr(opt, "inner_optimizer", None) is not None:
+        opt = opt.inner_optimizer
+    value = getattr(opt, "learning_rate", None)
+    if value is None or (callable(value) and not hasattr(value, "numpy")):
+        return None
+    try:
+        lr = float(value.numpy() if hasattr(value, "numpy") else value)
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return lr if math.isfinite(lr) and lr > 0 else None
+
+
 def diagnose(
-    history: History | Sequence[float],
+    history: History | Sequence[float] | Mapping[str, Any] | str | os.PathLike[str],
     *,
     config: MonitorConfig | None = None,
     **settings: Any,
@@ -2099,7 +2136,9 @@ def diagnose(
             loss logged at that step, as in :meth:`Monitor.update`), or a dict
             of columns named as a log's (Keras' ``history.history``: ``loss``,
             ``val_loss``, ``learning_rate``; the ``History`` that ``fit``
-            returns is taken too).
+            returns is taken too, with its optimizer's LR when that is a
+            constant and not logged), or the path of a log file (read with
+            :func:`lrkit.read_log`, as ``lrkit diagnose FILE`` does).
         config: the monitor's thresholds; when None, the defaults with their
             windows scaled to the log's length
             (:meth:`MonitorConfig.for_points`: a log of fewer than 300 points,
@@ -2386,7 +2425,8 @@ def _verdict(
     if finite < config.min_updates:
         return (
             "too short",
-            f"Only {finite} finite losses: at least {config.min_updates} are "
+            f"Only {finite} finite loss{'' if finite == 1 else 'es'}: at least "
+            f"{config.min_updates} are "
             "needed for a diagnosis.",
             "Log more steps.",
         )
