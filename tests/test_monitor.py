@@ -577,7 +577,9 @@ def test_bad_arguments() -> None:
     with pytest.raises(TypeError, match="config must be a MonitorConfig"):
         Monitor(config={"spike_z": 3})  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="history must be a History"):
-        diagnose("loss.csv")  # type: ignore[arg-type]
+        diagnose(b"loss.csv")  # type: ignore[arg-type]
+    with pytest.raises(lrkit.LogFormatError, match="loss.csv: no such file"):
+        diagnose("loss.csv")  # a path: read as a log file
 
 
 def test_config_shortcuts_and_state_restore() -> None:
