@@ -1810,3 +1810,21 @@ def test_ray_tune_results_step_on_training_iteration(tmp_path: Path) -> None:
         "lr": "config/lr",
     }
     assert h.steps.tolist() == list(range(1, 13))
+
+
+def test_several_hf_evaluation_sets_are_not_summed(tmp_path: Path) -> None:
+    """A Trainer evaluating a dict of datasets logs eval_<name>_loss per set:
+    other data, not parts of one loss. The first is read, with a note (they
+    were summed into one validation loss, silently)."""
+    out = tmp_path / "output"
+    trainer = hf_trainer(out, 20)
+    data = trainer.eval_dataset
+    trainer.eval_dataset = {"a": data, "b": data}
+    trainer.train()
+    trainer.save_state()
+    h = read_log(out)
+    assert h.columns["val_loss"] == "eval_a_loss"
+    assert h.val_steps.tolist() == [10, 20]
+    (note,) = [n for n in h.notes if "several validation sets" in n]
+    assert "'eval_b_loss'" in note and "val_key=" in note
+    assert read_log(out, val_key="eval_b_loss").columns["val_loss"] == "eval_b_loss"

@@ -403,6 +403,8 @@ def _pick(
         totals = [k for k in found if "total" in _norm(k).split("_")]
         if len(found) > 1 and len(totals) == 1:
             return totals[0]
+        if len(found) > 1 and _eval_sets(found):
+            return found[0]  # several validation sets: the first (a note says)
         if len(found) > 1 and _components(found):
             return "+".join(found)
         return found[0] if len(found) == 1 else None
@@ -418,6 +420,13 @@ def _pick(
         found = [k for k in keys if "grad" in _norm(k) and "norm" in _norm(k)]
         return found[0] if len(found) == 1 else None
     return None
+
+
+def _eval_sets(names: Sequence[str]) -> bool:
+    """Validation losses of several evaluation sets, as the Hugging Face
+    Trainer names them with a dict of ``eval_dataset`` (``eval_<name>_loss``):
+    other data, not parts of one loss."""
+    return len(names) > 1 and all(re.fullmatch(r"eval_[^_/]+_loss", n) for n in names)
 
 
 def _components(names: Sequence[str]) -> bool:
@@ -590,6 +599,12 @@ def _build(
         key = _pick(series, keys, overrides.get(series), path)
         if key is not None and key != loss_key and key != step_key:
             picked[series] = key
+        sets = [k for k in keys if _is_val(_norm(k)) and "loss" in _norm(k)]
+        if series == "val_loss" and overrides.get(series) is None and _eval_sets(sets):
+            notes.append(
+                f"several validation sets ({', '.join(map(repr, sets))}): "
+                f"{key!r} is read; choose another with val_key= (--val-key)"
+            )
     data: dict[str, Any] = {}
     implicit = _implicit_steps(records, loss_key) if step_key is None else []
     for series, key in picked.items():
