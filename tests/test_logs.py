@@ -56,6 +56,7 @@ def _lightning_fit(
     epochs: int = 3,
     per_step: bool = True,
     val_every: int = 1,
+    lr: float = 0.1,
 ) -> Path:
     """A real 3-epoch Lightning fit (8 batches an epoch) logged with its
     CSVLogger; with ``progress_bar``, its tqdm bar's output goes to
@@ -82,7 +83,7 @@ def _lightning_fit(
             self.log("val_loss", loss, prog_bar=True)
 
         def configure_optimizers(self):  # type: ignore[no-untyped-def]
-            return torch.optim.SGD(self.parameters(), lr=0.1)
+            return torch.optim.SGD(self.parameters(), lr=lr)
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(64, 4, generator=g)
@@ -1828,3 +1829,16 @@ def test_several_hf_evaluation_sets_are_not_summed(tmp_path: Path) -> None:
     (note,) = [n for n in h.notes if "several validation sets" in n]
     assert "'eval_b_loss'" in note and "val_key=" in note
     assert read_log(out, val_key="eval_b_loss").columns["val_loss"] == "eval_b_loss"
+
+
+def test_a_lightning_bar_showing_the_same_validation_loss_again(tmp_path: Path) -> None:
+    """LR 0: every evaluation shows the same validation loss on the tqdm bar.
+    Each is read after its evaluation's own bar ("Validation DataLoader 0",
+    whose "DataLoader 0" read as a pair, so the bar went unseen and only the
+    first value was kept: a flat validation curve, the plateau signal, hid)."""
+    version_dir = _lightning_fit(tmp_path, progress_bar=True, epochs=4, lr=0.0)
+    console = read_log(tmp_path / "train.log")
+    csv = read_log(version_dir / "metrics.csv")
+    assert len(csv.val_steps) == 4
+    assert len(console.val_loss) == 4
+    np.testing.assert_allclose(console.val_loss, csv.val_loss, atol=6e-3)

@@ -1317,8 +1317,15 @@ def _console_lines(text: str, step_names: Sequence[str]) -> list[_Line]:
             pairs = _text_pairs(part)  # (a table's header stays for rows after notes)
             if any(_norm(p.key) == "train_runtime" for p in pairs):
                 continue  # the HF Trainer's closing summary: a run's mean loss
-            if not pairs and (bar := _TQDM.match(part)) and _is_val_bar(bar["desc"]):
+            bar = _TQDM.match(part)
+            if (
+                bar is not None
+                and _is_val_bar(bar["desc"])
+                # (its description may read as a pair: "DataLoader 0")
+                and not any("loss" in _norm(p.key) for p in pairs)
+            ):
                 parsed.append((number, [], False, part))  # an evaluation ran
+                continue
             if pairs:
                 counter = _COUNTER.match(part)
                 done = counter is not None and counter.group(1) == counter.group(2)
