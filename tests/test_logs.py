@@ -1842,3 +1842,19 @@ def test_a_lightning_bar_showing_the_same_validation_loss_again(tmp_path: Path) 
     assert len(csv.val_steps) == 4
     assert len(console.val_loss) == 4
     np.testing.assert_allclose(console.val_loss, csv.val_loss, atol=6e-3)
+
+
+def test_the_epoch_as_the_step_beside_an_lr_monitor(tmp_path: Path) -> None:
+    """Lightning's LearningRateMonitor logs the LR on rows of its own, without
+    an epoch: with step_key='epoch' those values are left out with a note (the
+    file was refused: "'lr-SGD' is logged without a 'epoch' value")."""
+    version_dir = _lightning_fit(tmp_path, per_step=False)
+    h = read_log(version_dir / "metrics.csv", step_key="epoch")
+    assert h.columns["step"] == "epoch" and h.steps.tolist() == [0, 1, 2]
+    assert h.columns["loss"] == "train_loss"  # logged once an epoch
+    (note,) = [n for n in h.notes if "have no 'epoch' value" in n]
+    assert "value(s) of 'lr-SGD'" in note and h.lr.size == 0
+    bad = tmp_path / "bad.csv"
+    bad.write_text("step,loss\n0,1.0\n,2.0\n")
+    with pytest.raises(LogFormatError, match="logged without a 'step' value"):
+        read_log(bad)  # the training loss must have its steps

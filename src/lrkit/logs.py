@@ -513,9 +513,12 @@ def _series(
     step_key: str | None,
     path: Path,
     implicit: Sequence[int],
+    stepless: list[int] | None = None,
 ) -> tuple[list[int], list[float]]:
     """(steps, values) of ``key`` over ``rows`` = (line, record) pairs; without a
-    step column, record ``i`` is at step ``implicit[i]``."""
+    step column, record ``i`` is at step ``implicit[i]``. A value on a row
+    without a step is an error, or, with ``stepless`` (a list), left out and
+    its line appended there."""
     steps: list[int] = []
     values: list[float] = []
     parts = _parts(rows, key)
@@ -541,6 +544,9 @@ def _series(
                     line,
                 ) from None
             if s is None:
+                if stepless is not None:
+                    stepless.append(line)
+                    continue
                 raise LogFormatError(
                     path, f"{key!r} is logged without a {step_key!r} value", line
                 )
@@ -610,7 +616,16 @@ def _build(
     for series, key in picked.items():
         if series == "step":
             continue
-        logged = _series(records, key, step_key, path, implicit)
+        # the training loss must have its steps; another series logged on
+        # rows of its own without them (Lightning's LR monitor, when the
+        # step column is 'epoch') is read where it has one
+        stepless: list[int] | None = None if series == "loss" else []
+        logged = _series(records, key, step_key, path, implicit, stepless)
+        if stepless:
+            notes.append(
+                f"{len(stepless)} value(s) of {key!r} have no {step_key!r} "
+                f"value (first on line {stepless[0]}): left out"
+            )
         steps, values = _dedupe(*logged)
         if series == "loss":
             if not values:
