@@ -1489,3 +1489,22 @@ def test_diagnose_takes_a_log_path_and_says_what_is_wrong_with_a_dict(
     with pytest.raises(ValueError, match=r"columns \['loss', 'val_loss'\] are empty"):
         lrkit.diagnose({"loss": [], "val_loss": []})
     assert lrkit.diagnose([1.0]).summary.startswith("Only 1 finite loss:")
+
+
+def test_a_too_slow_finding_reads_the_curve_as_it_is_now() -> None:
+    """A slow exponential (time constant 20 000 steps, 30 000 logged): flat
+    against the noise at first (the flat rule opens the finding), falling
+    steadily after. The finding's evidence and the summary are the latest
+    (rule 2, the gain so far), not the first ("no progress beyond the noise"
+    over a curve that fell from 2.4 to 0.6, review)."""
+    rng = np.random.default_rng(0)
+    tau = 20_000
+    loss = [
+        2.3 * math.exp(-t / tau) + 0.1 + 0.06 * rng.standard_normal()
+        for t in range(30_000)
+    ]
+    d = lrkit.diagnose(lrkit.History(loss=loss, lr=[1e-3] * len(loss)))
+    (f,) = d.findings
+    assert f.kind == "too_slow" and f.first_step < 200
+    assert f.evidence["rule"] == 2.0 and f.evidence["gain"] > 1.5
+    assert "No progress beyond the noise" not in d.summary

@@ -401,7 +401,8 @@ class Finding:
         detected_step: the step at which the monitor raised it.
         severity: ``"info"``, ``"warning"`` or ``"critical"`` (:data:`SEVERITIES`).
         advice: what to do, in learning-rate terms.
-        evidence: the numbers behind it at its worst point (read-only mapping).
+        evidence: the numbers behind it at its worst point (read-only mapping;
+            for ``too_slow`` the latest: the curve as it is now).
         id: a number unique within one monitor, shared by the updates of one
             finding.
         is_new: True in the value returned by the update that raised the
@@ -1183,8 +1184,10 @@ class Monitor:
             self._findings.append(None)  # type: ignore[arg-type] # set below
         o.last_step = step if last is None else max(o.last_step, last)
         o.last_tick = self._val_n if kind in _VAL_KINDS else self._ticks
-        if score >= o.score:
-            o.score = score
+        if score >= o.score or kind == "too_slow":
+            # too_slow: the curve as it is now (a stretch that was flat at
+            # first and fell since is not "no progress" any more)
+            o.score = max(score, o.score)
             o.evidence = dict(evidence)
         f = Finding(
             kind=kind,
