@@ -149,7 +149,7 @@ def test_chain_folds_like_the_python_operator() -> None:
             "multistep(milestones=[3, 1])",
             11,
             17,
-            "milestones must be strictly increasing",
+            "milestones must be non-decreasing",
         ),
     ],
 )

@@ -478,7 +478,7 @@ def test_unit_errors(build: Any, match: str) -> None:
         (
             lambda: MultiStep(milestones=[30, 10]),
             ValueError,
-            "milestones must be strictly increasing",
+            "milestones must be non-decreasing",
         ),
         (lambda: MultiStep(milestones=[]), ValueError, "milestones must be non-empty"),
         (
@@ -752,3 +752,102 @@ def test_one_cycle_rises_to_peak_then_falls(
         for a, b in zip(values[peak + 1 :], values[peak + 2 :], strict=False)
     )
     assert max(values) <= 1.0
+
+
+W_HF, T_HF = 10, 100
+
+
+def _hf_cases() -> list[tuple[str, Any, Any]]:
+    from lrkit import (
+        Constant,
+        Cosine,
+        CosineRestarts,
+        InverseSqrt,
+        Linear,
+        Polynomial,
+        Warmup,
+        WarmupStableDecay,
+    )
+
+    W, T = W_HF, T_HF
+
+    def warm(then: Any, start: float = 0.0) -> Any:
+        return Warmup(steps=W, start_factor=start, then=then)
+
+    cases = [
+        (
+            "get_linear_schedule_with_warmup",
+            (W, T),
+            {},
+            warm(Linear(total_steps=T - W)),
+        ),
+        (
+            "get_cosine_schedule_with_warmup",
+            (W, T),
+            {},
+            warm(Cosine(total_steps=T - W)),
+        ),
+        (
+            "get_cosine_with_min_lr_schedule_with_warmup",
+            (W, T),
+            {"min_lr_rate": 0.1},
+            warm(Cosine(total_steps=T - W, end_lr=0.1)),
+        ),
+        ("get_constant_schedule_with_warmup", (W,), {}, warm(Constant())),
+        (
+            "get_polynomial_decay_schedule_with_warmup",
+            (W, T),
+            {"lr_end": 0.01, "power": 2.0},
+            warm(Polynomial(total_steps=T - W, power=2.0, end_lr=0.01)),
+        ),
+        (
+            "get_inverse_sqrt_schedule",
+            (),
+            {"num_warmup_steps": W},
+            warm(InverseSqrt(timescale_steps=W)),
+        ),
+        (
+            "get_cosine_with_hard_restarts_schedule_with_warmup",
+            (W, T),
+            {"num_cycles": 3},
+            warm(CosineRestarts(cycle_steps=(T - W) // 3, num_cycles=3)),
+        ),
+    ]
+    for hf, ours in (("linear", "linear"), ("cosine", "cosine"), ("1-sqrt", "sqrt")):
+        cases.append(
+            (
+                "get_wsd_schedule",
+                (),
+                {
+                    "num_warmup_steps": W,
+                    "num_decay_steps": 20,
+                    "num_stable_steps": T - W - 20,
+                    "min_lr_ratio": 0.1,
+                    "decay_type": hf,
+                },
+                warm(
+                    WarmupStableDecay(
+                        total_steps=T - W, decay_steps=20, end_lr=0.1, decay=ours
+                    ),
+                    start=0.1,
+                ),
+            )
+        )
+    return [(f"{n}{kw}", (n, args, kw), ours) for n, args, kw, ours in cases]
+
+
+@pytest.mark.parametrize(
+    ("name", "hf", "ours"), _hf_cases(), ids=[c[0] for c in _hf_cases()]
+)
+def test_the_hugging_face_migration_table_holds(name: str, hf: Any, ours: Any) -> None:
+    """docs/schedules.md's transformers table, step by step (base LR 1)."""
+    torch = pytest.importorskip("torch")
+    optimization = pytest.importorskip("transformers.optimization")
+    fn, args, kw = hf
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=1.0)
+    sched = getattr(optimization, fn)(opt, *args, **kw)
+    for t in range(T_HF + 1):  # past the end, transformers cosines rise again
+        assert opt.param_groups[0]["lr"] == pytest.approx(ours(t), abs=1e-12), t
+        opt.step()
+        sched.step()

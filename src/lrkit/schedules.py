@@ -230,9 +230,15 @@ def _total_for_frac(total_steps: Any, used: bool, frac_names: str) -> int | None
 
 
 def _int_seq(
-    name: str, values: Any, *, minimum: int = 1, shown: Any = None
+    name: str,
+    values: Any,
+    *,
+    minimum: int = 1,
+    shown: Any = None,
+    strict: bool = True,
 ) -> tuple[int, ...]:
-    """A strictly increasing tuple of ints >= minimum (``shown`` in errors)."""
+    """A strictly increasing (non-decreasing with ``strict=False``) tuple of
+    ints >= minimum (``shown`` in errors)."""
     shown = values if shown is None else shown
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
         _check.fail(name, "a sequence of ints", values, exc=TypeError)
@@ -242,9 +248,12 @@ def _int_seq(
     ):
         _check.fail(name, "a sequence of ints", values, exc=TypeError)
     ints = tuple(int(v) for v in out)
-    increasing = all(b > a for a, b in itertools.pairwise(ints))
+    increasing = all(
+        b > a or (b == a and not strict) for a, b in itertools.pairwise(ints)
+    )
     if not increasing or any(v < minimum for v in ints):
-        _check.fail(name, f"strictly increasing ints >= {minimum}", shown)
+        order = "strictly increasing" if strict else "non-decreasing"
+        _check.fail(name, f"{order} ints >= {minimum}", shown)
     return ints
 
 
@@ -258,8 +267,10 @@ def _seq_arg(
     fracs: Any = None,
     fracs_name: str | None = None,
     total_steps: int | None = None,
+    strict: bool = True,
 ) -> tuple[int, ...]:
-    """Resolve a list of step positions given in steps, epochs or fractions."""
+    """Resolve a list of step positions given in steps, epochs or fractions
+    (``strict=False``: a position may repeat)."""
     given = [
         n
         for n, v in ((name, steps), (epochs_name, epochs), (fracs_name, fracs))
@@ -275,7 +286,7 @@ def _seq_arg(
         forms = " or ".join(n for n in (name, epochs_name, fracs_name) if n)
         _check.fail(name, "given", None, f"Give {forms}.", exc=TypeError)
     if steps is not None:
-        return _int_seq(name, steps)
+        return _int_seq(name, steps, strict=strict)
     if epochs is not None:
         if steps_per_epoch is None:
             _check.fail(
@@ -289,7 +300,7 @@ def _seq_arg(
             for i, e in enumerate(_floats(epochs_name, epochs))
         ]
         steps_list = [_round_steps(e * steps_per_epoch) for e in values]
-        return _int_seq(epochs_name, steps_list, shown=epochs)
+        return _int_seq(epochs_name, steps_list, shown=epochs, strict=strict)
     assert fracs_name is not None
     if total_steps is None:
         _check.fail(
@@ -303,7 +314,7 @@ def _seq_arg(
         for i, f in enumerate(_floats(fracs_name, fracs))
     ]
     steps_list = [_round_steps(f * total_steps) for f in values]
-    return _int_seq(fracs_name, steps_list, shown=fracs)
+    return _int_seq(fracs_name, steps_list, shown=fracs, strict=strict)
 
 
 def _floats(name: str, values: Any) -> tuple[float, ...]:
@@ -616,7 +627,8 @@ class MultiStep(Schedule):
     """Decay by ``factor`` at each milestone (torch's ``MultiStepLR``).
 
     Formula: ``lr(t) = peak_lr × factor ** k(t)`` with ``k(t)`` the number of
-    milestones ``<= t``. Milestones are optimizer steps, strictly increasing;
+    milestones ``<= t``. Milestones are optimizer steps, non-decreasing (one
+    repeated decays as many times, as in torch);
     or give ``milestone_epochs`` (with ``steps_per_epoch``) or
     ``milestone_fracs`` (fractions of ``total_steps``). The value holds after
     the last milestone (``end_step``). torch: ``gamma`` -> ``factor``.
@@ -662,6 +674,7 @@ class MultiStep(Schedule):
             fracs=milestone_fracs,
             fracs_name="milestone_fracs",
             total_steps=total,
+            strict=False,  # torch's MultiStepLR: a repeated milestone decays twice
         )
         if not ms:
             _check.fail("milestones", "non-empty", ms, "Use Constant for no decay.")

@@ -80,6 +80,13 @@ REFERENCES: list[tuple[str, Callable[[Any], Any], Any, float | None, int]] = [
         60,
     ),
     (
+        "MultiStepLR, a repeated milestone",  # decays twice there, as in torch
+        lambda o: lrs_sched.MultiStepLR(o, [10, 25, 25], gamma=0.3),
+        MultiStep(milestones=[10, 25, 25], factor=0.3),
+        None,
+        60,
+    ),
+    (
         "ExponentialLR",
         lambda o: lrs_sched.ExponentialLR(o, gamma=0.95),
         Exponential(factor=0.95),
