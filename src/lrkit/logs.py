@@ -456,6 +456,11 @@ def _number(value: Any) -> float | None:
     """A cell's value: None when missing, else a float (NaN/inf allowed)."""
     if value is None:
         return None
+    if type(value) is str:  # the common case first: a plain number's text
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if isinstance(value, bool):
         return float(value)
     if isinstance(value, (int, float)):
@@ -487,6 +492,8 @@ def _parts(rows: Sequence[tuple[int, Mapping[str, Any]]], key: str) -> list[str]
 
 def _cell(row: Mapping[str, Any], parts: Sequence[str]) -> float | None:
     """A row's value for ``parts`` (summed); None when any part is missing."""
+    if len(parts) == 1:
+        return _number(row.get(parts[0]))
     cells = [_number(row.get(part)) for part in parts]
     if any(c is None for c in cells):
         return None
