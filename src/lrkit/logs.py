@@ -1065,7 +1065,7 @@ def _read_jsonl(path: Path, overrides: Mapping[str, str | None]) -> History:
             if i == last and records:  # a run still writing, or killed
                 notes.append(_partial_note(i))
                 continue
-            raise LogFormatError(path, f"invalid JSON ({e.msg})", i) from None
+            raise LogFormatError(path, f"invalid JSON ({_json_why(e)})", i) from None
         if not isinstance(obj, dict):
             raise LogFormatError(
                 path, f"each line must be a JSON object, got {type(obj).__name__}", i
@@ -1086,7 +1086,7 @@ def _read_json(path: Path, overrides: Mapping[str, str | None]) -> History:
     except json.JSONDecodeError as e:
         if "\n" in text.strip() and text.lstrip().startswith("{"):
             return _read_jsonl(path, overrides)  # JSON lines named *.json
-        raise LogFormatError(path, f"invalid JSON ({e.msg})", e.lineno) from None
+        raise LogFormatError(path, f"invalid JSON ({_json_why(e)})", e.lineno) from None
     if isinstance(doc, dict) and "log_history" in doc:
         entries = doc["log_history"]
         if not isinstance(entries, list):
@@ -2301,6 +2301,23 @@ def _mlflow_history(
     return history
 
 
+def _json_why(e: json.JSONDecodeError) -> str:
+    """A JSON error and its column ("Unterminated string starting at column 56")."""
+    msg = e.msg if e.msg.endswith(" at") else f"{e.msg} at"
+    return f"{msg} column {e.colno}"
+
+
+def _first_char(path: Path) -> str:
+    """The first character of a file that is not white space ("" if none, or
+    unreadable: the reader then says why)."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    except OSError:
+        return ""
+    return chr(head[0]) if head else ""
+
+
 def _detect(path: Path) -> tuple[str, Path]:
     if path.is_dir():
         state = path / "trainer_state.json"
@@ -2355,9 +2372,12 @@ def _detect(path: Path) -> tuple[str, Path]:
         return "tensorboard", path
     if name.endswith((".jsonl", ".ndjson")):
         return "jsonl", path
-    if name.endswith(".json"):
+    # a name that says JSON or CSV is trusted when the first character agrees
+    # (a CSV saved as .json, or JSON as .csv, is read for what it holds)
+    json_like = _first_char(path) in ("{", "[")
+    if name.endswith(".json") and json_like:
         return "hf", path  # trainer_state.json or any JSON list / JSON lines
-    if name.endswith((".csv", ".tsv")):
+    if name.endswith((".csv", ".tsv")) and not json_like:
         return "csv", path
     # .log, .txt, .out, any other name: sniff the content (Keras' CSVLogger
     # writes training.log; consoles print pairs; JSON may lack its extension)
