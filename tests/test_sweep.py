@@ -741,3 +741,25 @@ def test_the_documented_keras_reset_starts_every_run_alike() -> None:
     for v, value in zip(model.optimizer.variables, opt_state, strict=True):
         np.testing.assert_array_equal(np.array(v), value)
     assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
+
+
+def test_a_failing_last_reset_keeps_the_finished_runs() -> None:
+    """The reset after the last run raises: the error carries the runs
+    (lrkit_sweep and a note), as any error after finished runs does."""
+    calls = []
+
+    def reset() -> None:
+        calls.append(1)
+        if len(calls) == 6:  # once before each of 5 runs, then the last
+            raise RuntimeError("restore failed")
+
+    with pytest.raises(RuntimeError, match="restore failed") as info:
+        sweep(basin(0.01), around=0.01, reset=reset, extend=0, progress=False)
+    done = info.value.lrkit_sweep  # type: ignore[attr-defined]
+    assert len(done.trials) == 5 and done.best_lr == pytest.approx(0.01)
+    assert "5 run(s) finished" in info.value.__notes__[0]
+
+
+def test_widened_lrs_carry_no_float_noise() -> None:
+    r = sweep(basin(1.0), lrs=[0.01, 0.1], extend=2, progress=False)
+    assert [t.lr for t in r.trials] == [0.01, 0.1, 1.0, 10.0]

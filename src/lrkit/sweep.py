@@ -623,7 +623,12 @@ def sweep(
             raise
         finally:
             if ran and reset is not None:
-                reset()
+                try:
+                    reset()
+                except BaseException as e:  # the last reset failed: the runs
+                    if trials:  # are not lost with it
+                        _attach(e, _result(trials, center, extra, extend))
+                    raise
     return _result(trials, center, extra, extend)
 
 
@@ -641,7 +646,9 @@ def _widen(trials: Sequence[SweepTrial]) -> float | None:
         ratio = tried[-1].lr / tried[-2].lr
     else:
         return None
-    nxt = best.lr * ratio
+    # (12 significant digits: each widening multiplies the last LR, and
+    # 0.010000000000000004 is 0.01)
+    nxt = float(f"{best.lr * ratio:.12g}")
     return nxt if nxt > 0 and math.isfinite(nxt) else None
 
 
