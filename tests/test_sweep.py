@@ -761,5 +761,5 @@ def test_a_failing_last_reset_keeps_the_finished_runs() -> None:
 
 
 def test_widened_lrs_carry_no_float_noise() -> None:
-    r = sweep(basin(1.0), lrs=[0.01, 0.1], extend=2, progress=False)
-    assert [t.lr for t in r.trials] == [0.01, 0.1, 1.0, 10.0]
+    r = sweep(basin(10.0), lrs=[0.1, 0.3], extend=3, progress=False)
+    assert [t.lr for t in r.trials] == [0.1, 0.3, 0.9, 2.7, 8.1]  # not 0.8999...
