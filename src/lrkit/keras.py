@@ -566,6 +566,13 @@ class PlateauCallback(keras.callbacks.Callback):  # type: ignore[misc]
             plateau = ReduceOnPlateau()
         if not isinstance(plateau, ReduceOnPlateau):
             _check.fail("plateau", "a lrkit.ReduceOnPlateau", plateau, exc=TypeError)
+        floors = plateau.min_lr
+        if isinstance(floors, tuple) and len(floors) != 1:
+            _check.fail(
+                "plateau.min_lr",
+                "one number (a Keras optimizer has one LR)",
+                list(floors),
+            )
         self.plateau = plateau
         self.monitor = check_key("monitor", monitor)
         self._missing_warned = False
@@ -652,7 +659,7 @@ class PlateauCallback(keras.callbacks.Callback):  # type: ignore[misc]
         if schedule is not None:
             self._check_fit(opt, schedule)
             schedule.set_plateau_scale(scale)
-            schedule.set_plateau_floor(self.plateau.min_lr)
+            schedule.set_plateau_floor(self.plateau.min_lr_of(0))
         else:  # the float LR already includes the scale (see Resume)
             self._base = float(ops.convert_to_numpy(opt.learning_rate)) / scale
         self._seen = False  # the monitored key in this fit's logs
@@ -696,7 +703,7 @@ class PlateauCallback(keras.callbacks.Callback):  # type: ignore[misc]
             self.state = self.plateau.update(self.state, value, lr=unscaled)
         if schedule is not None:
             schedule.set_plateau_scale(self.state.scale)
-            schedule.set_plateau_floor(self.plateau.min_lr)
+            schedule.set_plateau_floor(self.plateau.min_lr_of(0))
         elif self._base is not None:
             opt.learning_rate = self._base * self.state.scale
         logs["plateau_scale"] = self.state.scale
@@ -718,7 +725,7 @@ def _reduce_scheduled(
     if new.reductions > state.reductions and unscaled > 0.0:
 
         def lr(scale: float) -> float:
-            return min(unscaled, max(unscaled * scale, plateau.min_lr))
+            return min(unscaled, max(unscaled * scale, plateau.min_lr_of(0)))
 
         if lr(state.scale) - lr(new.scale) <= plateau.eps:
             new = dataclasses.replace(

@@ -40,7 +40,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -123,6 +123,16 @@ class PlateauState:
         )
 
 
+def _min_lrs(value: Any) -> float | tuple[float, ...]:
+    """``min_lr``: a number >= 0, or a non-empty sequence of them."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        return _check.non_negative("min_lr", value)
+    values = tuple(value)
+    if not values:
+        _check.fail("min_lr", "a number >= 0 or a non-empty sequence of them", value)
+    return tuple(_check.non_negative(f"min_lr[{i}]", v) for i, v in enumerate(values))
+
+
 @dataclass(frozen=True, kw_only=True)
 class ReduceOnPlateau:
     """Reduce-on-plateau settings; pure ``init()`` / ``update(state, metric)``.
@@ -140,7 +150,9 @@ class ReduceOnPlateau:
             are not counted.
         min_scale: lower bound of the plateau scale.
         min_lr: lower bound, in LR units, of the LR a reduction produces (torch's
-            ``min_lr``); needs the LR passed to :meth:`update`. The schedule may
+            ``min_lr``), or a sequence of them, one per param group (torch's list;
+            :class:`lrkit.torch.Scheduler` checks its length, :meth:`update`
+            uses the smallest); needs the LR passed to :meth:`update`. The schedule may
             still take the LR lower later; for a bound that always holds use
             ``min_scale``. :class:`lrkit.torch.Scheduler` applies it to each
             param group at every step, as torch does (see its docs).
@@ -163,7 +175,7 @@ class ReduceOnPlateau:
     threshold_mode: str = "rel"
     cooldown: int = 0
     min_scale: float = 0.0
-    min_lr: float = 0.0
+    min_lr: float | tuple[float, ...] = 0.0
     eps: float = 1e-8
 
     def __post_init__(self) -> None:
@@ -192,8 +204,15 @@ class ReduceOnPlateau:
         object.__setattr__(
             self, "min_scale", _check.fraction("min_scale", self.min_scale)
         )
-        object.__setattr__(self, "min_lr", _check.non_negative("min_lr", self.min_lr))
+        object.__setattr__(self, "min_lr", _min_lrs(self.min_lr))
         object.__setattr__(self, "eps", _check.non_negative("eps", self.eps))
+
+    def min_lr_of(self, group: int | None) -> float:
+        """``min_lr`` of param group ``group`` (None: the smallest)."""
+        m = self.min_lr
+        if isinstance(m, tuple):
+            return min(m) if group is None else m[group]
+        return m
 
     def init(self) -> PlateauState:
         """The state before any evaluation (scale 1.0)."""
@@ -239,8 +258,9 @@ class ReduceOnPlateau:
         scale, reductions = state.scale, state.reductions
         if bad > self.patience:
             new = max(scale * self.factor, self.min_scale)
-            if self.min_lr > 0.0 and lr > 0.0:
-                new = max(new, self.min_lr / lr)
+            floor = self.min_lr_of(None)
+            if floor > 0.0 and lr > 0.0:
+                new = max(new, floor / lr)
             if (scale - new) * lr > self.eps:
                 scale, reductions = new, reductions + 1
             cooldown = self.cooldown

@@ -1032,3 +1032,40 @@ def test_hugging_face_trainer() -> None:
     trainer.train()
     assert sched.step_count == 8
     assert sched.get_last_lr()[0] == pytest.approx(0.05 * schedule(8))
+
+
+def test_plateau_min_lr_per_group_matches_torch() -> None:
+    """torch's ReduceLROnPlateau takes a list of min_lr, one per param group;
+    so does ReduceOnPlateau (review: it was refused)."""
+    from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+    def two_groups() -> torch.optim.Optimizer:
+        a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+        return torch.optim.SGD(
+            [{"params": [a], "lr": 0.1}, {"params": [b], "lr": 0.01}]
+        )
+
+    theirs_opt, ours_opt = two_groups(), two_groups()
+    theirs = ReduceLROnPlateau(theirs_opt, factor=0.5, patience=0, min_lr=[0.02, 0.004])
+    plateau = ReduceOnPlateau(factor=0.5, patience=0, min_lr=[0.02, 0.004])
+    ours = Scheduler(ours_opt, Constant(), plateau=plateau)
+    for i in range(8):
+        theirs_opt.step()
+        ours_opt.step()
+        metric = 1.0 if i == 0 else 2.0
+        theirs.step(metric)
+        ours.step(metric)
+        assert [g["lr"] for g in ours_opt.param_groups] == pytest.approx(
+            [g["lr"] for g in theirs_opt.param_groups], rel=1e-12
+        )
+    assert [g["lr"] for g in ours_opt.param_groups] == pytest.approx([0.02, 0.004])
+    assert plateau.to_config()["min_lr"] == (0.02, 0.004)
+    assert ReduceOnPlateau.from_config(plateau.to_config()) == plateau
+    with pytest.raises(ValueError, match=r"plateau\.min_lr must be one value per"):
+        Scheduler(two_groups(), Constant(), plateau=ReduceOnPlateau(min_lr=[0.1]))
+    with pytest.raises(ValueError, match=r"min_lr\[1\] must be >= 0"):
+        ReduceOnPlateau(min_lr=[0.1, -1.0])
+    text = "plateau(factor=0.5, patience=0, min_lr=[0.02, 0.004])"
+    from lrkit._parse import parse_plateau
+
+    assert parse_plateau(text) == plateau

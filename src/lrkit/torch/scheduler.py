@@ -224,6 +224,14 @@ class Scheduler(LRScheduler):
             v = float(f(0))
             if not (v >= 0.0 and v < float("inf")):
                 _check.fail(f"schedule(0) for param group {i}", "finite and >= 0", v)
+        floors = getattr(plateau, "min_lr", None)
+        if isinstance(floors, tuple) and len(floors) != len(groups):
+            _check.fail(
+                "plateau.min_lr",
+                f"one value per param group ({len(groups)})",
+                list(floors),
+                "Or give one number for every group.",
+            )
 
         self.optimizer = optimizer
         self.schedule = schedule
@@ -328,16 +336,18 @@ class Scheduler(LRScheduler):
         plateau, state = self._plateau()
         new = dataclasses.replace(plateau, min_lr=0.0, eps=0.0).update(state, value)
         if new.reductions > state.reductions:
-            floor = plateau.min_lr
 
-            def lr(u: float, scale: float) -> float:
-                return min(u, max(u * scale, floor))
+            def lr(u: float, scale: float, g: int) -> float:
+                return min(u, max(u * scale, plateau.min_lr_of(g)))
 
             refs = [
                 b * max(1.0, float(f(t))) * self._recovery
                 for b, f in zip(self._bases, self._fns, strict=True)
             ]
-            if all(lr(u, state.scale) - lr(u, new.scale) <= plateau.eps for u in refs):
+            if all(
+                lr(u, state.scale, g) - lr(u, new.scale, g) <= plateau.eps
+                for g, u in enumerate(refs)
+            ):
                 new = dataclasses.replace(
                     new, scale=state.scale, reductions=state.reductions
                 )
@@ -405,13 +415,14 @@ class Scheduler(LRScheduler):
         bases = self._bases if bases is None else bases
         scale = 1.0 if state is None else state.scale
         k = scale * recovery
-        floor = 0.0 if self.plateau is None or scale == 1.0 else self.plateau.min_lr
+        plateau = None if self.plateau is None or scale == 1.0 else self.plateau
         lrs: list[float] = []
         shared = float(fns[0](t)) if self._shared else 0.0
         # lengths were checked; plain loops keep the per-step cost small
         for i, (base, fn) in enumerate(zip(bases, fns)):  # noqa: B905
             v = shared if self._shared else float(fn(t))
             lr = base * (v * k)
+            floor = 0.0 if plateau is None else plateau.min_lr_of(i)
             if floor and lr < floor:
                 # the plateau never takes a group below min_lr (torch clamps each
                 # group); the schedule and the recovery scale still may
