@@ -327,3 +327,21 @@ def test_any_loss_stream_gives_a_result(values: list[float]) -> None:
     assert len(r.lrs) == len(r.losses) == len(r.smoothed) <= len(values)
     assert r.suggestion is None or r.suggestion > 0
     assert 0.0 <= r.confidence <= 1.0
+
+
+def test_a_blow_up_in_the_first_steps_stops_the_test() -> None:
+    """A ladder that starts far too high: the loss explodes at step 2, inside
+    the warm-up whose median sets the divergence scale (inflating it). The
+    test stops there and says to lower start_lr (it ran on and read the
+    curve as flat: "raise end_lr", review)."""
+
+    def step(lr: float) -> float:
+        return 1.0 if lr < 1.1e3 else 1e6 * (1 + 0.5 * math.sin(lr))
+
+    r = range_test(step, start_lr=1e3, end_lr=1e6, num_steps=30, progress=False)
+    assert r.stop_reason == "diverged" and len(r.lrs) == 3
+    assert any("lower start_lr" in reason for reason in r.reasons)
+    # a noisy start is no blow-up: batch losses up to 6x apart
+    values = iter([1.0, 4.0, 0.6, 3.5, 1.0, 2.0, 0.8, 3.0, 1.1, 2.5] + [1.0] * 50)
+    r = range_test(lambda lr: next(values), num_steps=40, progress=False)
+    assert r.stop_reason == "completed" and len(r.lrs) == 40

@@ -42,7 +42,12 @@ Stop rules, checked on every recorded step:
   ``loss > k * best`` does not. Raw losses above ``b_t + jump_factor * scale``
   on ``jump_steps`` (2) consecutive steps also stop the test (an explosion
   within a step); a lone spike does not, since training often recovers from one
-  right where it starts to learn, and a run at that LR trains fine.
+  right where it starts to learn, and a run at that LR trains fine. The scale is
+  known once the first losses are in (a warm-up of ``max(10, num_steps // 10,
+  the smoothing window)`` steps); during them a non-negative loss above
+  ``BLOWUP_FACTOR`` (10) times the median of the first 3 on ``jump_steps``
+  consecutive steps stops the test (a ladder starting far too high, which
+  would inflate the scale it is judged by).
 
 Example:
     >>> from lrkit.rangetest import range_test
@@ -511,6 +516,12 @@ def _show_step(p: Progress) -> tuple[int, int, str]:
     return p.step, p.total, f"lr {p.lr:.2e}  loss {p.loss:.4g}"
 
 
+#: In the first steps of a range test (before the curve's scale is known), a
+#: non-negative loss this many times the first losses, on ``jump_steps`` steps
+#: in a row, is a divergence (start_lr far too high).
+BLOWUP_FACTOR = 10.0
+
+
 class _StopRule:
     """Causal smoothing and the divergence rule (see the module docstring).
 
@@ -536,12 +547,17 @@ class _StopRule:
         self.descending = False  # the loss has clearly started to fall
         self.warm_sigma = 0.0  # spread of the warm-up losses around their trend
         self.jumps = 0  # consecutive raw losses above the jump line
+        self.early_jumps = 0  # consecutive warm-up losses above the blow-up line
 
     def update(self, loss: float) -> tuple[float, StopReason | None]:
         """Feed one finite, non-skipped loss; returns (smoothed, stop reason)."""
         self.count += 1
         if self.count <= self.warm:
             self.first.append(loss)
+            if self._blew_up(loss):
+                self.prev = loss
+                return loss, "diverged"
+
         if self.prev is not None:
             bisect.insort(self.diffs, abs(loss - self.prev))
         self.prev = loss
@@ -574,6 +590,24 @@ class _StopRule:
         else:
             self.jumps = 0
         return smooth, None
+
+    def _blew_up(self, loss: float) -> bool:
+        """During the warm-up, before the scale of the curve is known: a
+        non-negative loss above ``BLOWUP_FACTOR`` times the median of the
+        first 3 on ``jump_steps`` steps in a row. The divergence rule measures
+        from the median of the warm-up losses, which a blow-up inside them
+        inflates: a ladder that starts far too high then ran on and read as
+        flat ("already trained", or "raise end_lr")."""
+        first = self.first
+        if len(first) < 2 or min(first) < 0.0:  # a loss's zero is read: >= 0 only
+            self.early_jumps = 0
+            return False
+        ref = float(np.median(first[:3])) if len(first) > 3 else first[0]
+        if ref > 0.0 and loss > BLOWUP_FACTOR * ref:
+            self.early_jumps += 1
+        else:
+            self.early_jumps = 0
+        return self.early_jumps >= self.s.jump_steps
 
     def _sigma(self) -> float:
         """``robust_noise`` of all losses so far (from the sorted differences),
