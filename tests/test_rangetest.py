@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -345,3 +346,27 @@ def test_a_blow_up_in_the_first_steps_stops_the_test() -> None:
     values = iter([1.0, 4.0, 0.6, 3.5, 1.0, 2.0, 0.8, 3.0, 1.1, 2.5] + [1.0] * 50)
     r = range_test(lambda lr: next(values), num_steps=40, progress=False)
     assert r.stop_reason == "completed" and len(r.lrs) == 40
+
+
+def test_an_error_during_the_test_carries_the_curve_so_far(tmp_path: Path) -> None:
+    """Ctrl-C (or any error) mid-test: the exception carries the points
+    recorded so far as a RangeTestResult (lrkit_range_test, stop_reason
+    'interrupted') and a note; plot and save work on it."""
+    w = [3.0]
+
+    def step(lr: float) -> float:
+        if lr > 1e-2:
+            raise KeyboardInterrupt
+        loss = (w[0] - 1.0) ** 2
+        w[0] -= lr * 2.0 * (w[0] - 1.0)
+        return loss
+
+    with pytest.raises(KeyboardInterrupt) as info:
+        range_test(step, start_lr=1e-6, end_lr=10.0, num_steps=70, progress=False)
+    partial = info.value.lrkit_range_test  # type: ignore[attr-defined]
+    assert partial.stop_reason == "interrupted" and 0 < len(partial.lrs) < 70
+    assert max(partial.lrs) <= 1e-2
+    assert "lrkit_range_test" in info.value.__notes__[0]
+    partial.save(tmp_path / "partial.json")
+    assert RangeTestResult.load(tmp_path / "partial.json") == partial
+    partial.plot(tmp_path / "partial.png")

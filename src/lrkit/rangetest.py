@@ -93,7 +93,7 @@ __all__ = [
 ]
 
 Mode = Literal["exp", "linear"]
-StopReason = Literal["completed", "diverged", "nan"]
+StopReason = Literal["completed", "diverged", "nan", "interrupted"]
 FORMAT_VERSION = 1
 #: Rungs per decade of LR of the default exponential ladder.
 STEPS_PER_DECADE = 25
@@ -286,7 +286,9 @@ class RangeTestResult:
         skipped: per step, True when the optimizer skipped the update.
         val_steps: indices into ``lrs`` at which validation ran.
         val_losses: the validation loss at those steps.
-        stop_reason: ``"completed"``, ``"diverged"`` or ``"nan"``.
+        stop_reason: ``"completed"``, ``"diverged"`` or ``"nan"``; ``"interrupted"``
+            for the partial result an error or Ctrl-C during the test carries
+            (its ``lrkit_range_test`` attribute).
         suggestion_info: the :class:`~lrkit.suggest.Suggestion` (LR, range,
             confidence, reasons), or ``None`` if none was computed.
         settings: the :class:`RangeTestSettings`.
@@ -619,6 +621,23 @@ class _StopRule:
         return max(med / (0.6745 * math.sqrt(2.0)), self.warm_sigma)
 
 
+def _attach_partial(error: BaseException, partial: RangeTestResult) -> None:
+    """Give ``error`` the range test's curve so far: ``partial`` as its
+    ``lrkit_range_test`` attribute, and a note (Python 3.11+)."""
+    try:
+        error.lrkit_range_test = partial  # type: ignore[attr-defined]
+    except AttributeError:  # pragma: no cover - an exception with __slots__
+        return
+    note = getattr(error, "add_note", None)
+    if note is not None:
+        note(
+            f"lrkit: the range test had recorded {len(partial.lrs)} steps (LR "
+            f"{partial.lrs[0]:.3g} to {partial.lrs[-1]:.3g}) before this error; "
+            "they are in this exception's lrkit_range_test attribute (a "
+            "RangeTestResult, stop_reason 'interrupted': plot() and save() work)."
+        )
+
+
 def range_test(
     step_fn: Callable[[float], Any],
     *,
@@ -764,51 +783,66 @@ def range_test(
                 val_losses.append(v if math.isfinite(v) else math.nan)
         pending_val.clear()
 
+    def build(stop: StopReason, total: float) -> RangeTestResult:
+        """The result of the points recorded so far."""
+        info = None
+        if suggest is not False:
+            from .suggest import suggest as suggest_fn
+
+            info = suggest_fn(
+                lrs,
+                losses,
+                method="lrkit" if suggest is True else str(suggest),
+                val_lrs=[lrs[i] for i in val_steps],
+                val_losses=val_losses,
+                stop_reason=stop,
+                skipped=skipped,
+                epochs=None
+                if steps_per_epoch is None
+                else steps_done / steps_per_epoch,
+                params_per_example=params_per_example,
+            )
+        return RangeTestResult(
+            lrs=tuple(lrs),
+            losses=tuple(losses),
+            smoothed=tuple(smoothed),
+            skipped=tuple(skipped),
+            val_steps=tuple(val_steps),
+            val_losses=tuple(val_losses),
+            stop_reason=stop,
+            settings=settings,
+            suggestion_info=info,
+            timings={"total": total, "steps": total - t_val, "validation": t_val},
+            steps_done=steps_done,
+        )
+
     batch_start = 0
     with progress_hook(progress, "range test", _show_step) as hook:
-        for i, lr in enumerate(ladder):
-            pending.append(step_fn(lr))
-            steps_done += 1
-            every = settings.val_every * (1 if rule.descending else 4)
-            if val_fn is not None and ((i + 1) % every == 0 or i == num_steps - 1):
-                t0 = time.perf_counter()
-                pending_val.append((i, val_fn()))
-                t_val += time.perf_counter() - t0
-            if len(pending) >= sync_every or i == num_steps - 1:
-                reason = record(batch_start, resolve(pending))
-                batch_start += len(pending)
-                pending = []
-                flush_val()
-                if reason is not None:
-                    stop = reason
-                    break
-    total = time.perf_counter() - t_start
-
-    info = None
-    if suggest is not False:
-        from .suggest import suggest as suggest_fn
-
-        info = suggest_fn(
-            lrs,
-            losses,
-            method="lrkit" if suggest is True else str(suggest),
-            val_lrs=[lrs[i] for i in val_steps],
-            val_losses=val_losses,
-            stop_reason=stop,
-            skipped=skipped,
-            epochs=None if steps_per_epoch is None else steps_done / steps_per_epoch,
-            params_per_example=params_per_example,
-        )
-    return RangeTestResult(
-        lrs=tuple(lrs),
-        losses=tuple(losses),
-        smoothed=tuple(smoothed),
-        skipped=tuple(skipped),
-        val_steps=tuple(val_steps),
-        val_losses=tuple(val_losses),
-        stop_reason=stop,
-        settings=settings,
-        suggestion_info=info,
-        timings={"total": total, "steps": total - t_val, "validation": t_val},
-        steps_done=steps_done,
-    )
+        try:
+            for i, lr in enumerate(ladder):
+                pending.append(step_fn(lr))
+                steps_done += 1
+                every = settings.val_every * (1 if rule.descending else 4)
+                if val_fn is not None and ((i + 1) % every == 0 or i == num_steps - 1):
+                    t0 = time.perf_counter()
+                    pending_val.append((i, val_fn()))
+                    t_val += time.perf_counter() - t0
+                if len(pending) >= sync_every or i == num_steps - 1:
+                    reason = record(batch_start, resolve(pending))
+                    batch_start += len(pending)
+                    pending = []
+                    flush_val()
+                    if reason is not None:
+                        stop = reason
+                        break
+        except BaseException as e:
+            # the curve so far is not lost with the error (Ctrl-C included)
+            if lrs:
+                try:
+                    partial = build("interrupted", time.perf_counter() - t_start)
+                except Exception:  # pragma: no cover - the error itself goes on
+                    partial = None
+                if partial is not None:
+                    _attach_partial(e, partial)
+            raise
+    return build(stop, time.perf_counter() - t_start)

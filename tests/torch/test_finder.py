@@ -1686,3 +1686,30 @@ def test_dict_keys_the_model_does_not_take_are_one_line() -> None:
     assert "\n" not in message and message.startswith("train_loader must be")
     assert "unexpected keyword argument 'image'" in message
     assert "compute_loss=lambda model, batch" in message
+
+
+def test_a_model_on_the_meta_device_gets_a_clear_error() -> None:
+    """Wholly or partly on the meta device: a one-line error naming the model
+    (it was torch's NotImplementedError from inside the snapshot)."""
+
+    class Mixed(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = torch.nn.Linear(8, 8)
+            self.b = torch.nn.Linear(8, 3, device="meta")
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.b(self.a(x))
+
+    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    for model in (torch.nn.Linear(8, 3, device="meta"), Mixed()):
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        with pytest.raises(ValueError, match="on the meta device"):
+            lrkit.find_lr(
+                model,
+                opt,
+                torch.nn.functional.cross_entropy,
+                [(x, y)],
+                num_steps=20,
+                progress=False,
+            )

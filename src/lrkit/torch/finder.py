@@ -702,6 +702,17 @@ def find_lr(
         except (RuntimeError, TypeError):
             _check.fail("device", "a torch device such as 'cpu' or 'cuda:0'", device)
         _check_device(dev, device)
+    on_meta = [
+        n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta
+    ]
+    if on_meta:
+        _check.fail(
+            "model",
+            "a model whose tensors hold data",
+            f"one with {len(on_meta)} tensor(s) on the meta device ({on_meta[0]!r}...)",
+            "Materialise it first (model.to_empty(device=...) and load its weights).",
+            shown=True,
+        )
     if sync_every is None:
         sync_every = 1 if dev.type == "cpu" else 8
     sync_every = _check.positive_int("sync_every", sync_every)
