@@ -90,6 +90,9 @@ def test_user_factory(tmp_path: Path) -> None:
     assert record["task"] == "mytask:make_task"
     assert record["settings"]["extra"]["optimizer"] == "Adam"
     assert (tmp_path / "res" / "lr_find.json").exists()
+    # the file's name where the module's is meant: read as the module
+    p = lrkit("find", "mytask.py:make_task", "--num-steps", "30", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
 
 
 OWN_LOSS_TASKS = """

@@ -130,6 +130,8 @@ def _load_factory(target: str) -> Any:
         )
     if "" not in sys.path and "." not in sys.path:
         sys.path.insert(0, "")  # like `python -m`: the current directory imports
+    if module_name.endswith(".py"):  # a file name where a module is meant
+        module_name = module_name[:-3].replace("/", ".").replace("\\", ".")
     try:
         module = importlib.import_module(module_name)
     except Exception as e:
