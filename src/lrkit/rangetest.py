@@ -292,8 +292,10 @@ class RangeTestResult:
         suggestion_info: the :class:`~lrkit.suggest.Suggestion` (LR, range,
             confidence, reasons), or ``None`` if none was computed.
         settings: the :class:`RangeTestSettings`.
-        timings: seconds spent: ``total``, ``steps``, ``validation``,
-            ``restore``.
+        timings: seconds spent: ``total`` (the ladder: ``steps`` plus
+            ``validation``), ``restore`` (putting the state back), and
+            ``confirm`` (the short runs of ``confirm_steps``, apart from
+            ``total``); the CLI's summary adds the snapshot and setup.
         steps_done: optimizer steps taken (including any run past the stop
             point while losses were read in batches).
         reference_group: index of the param group the LRs refer to.
