@@ -110,10 +110,12 @@ def test_divergence_is_a_result() -> None:
 
 def test_weights_that_overflow_end_the_test_as_a_result() -> None:
     # sklearn raises ValueError once an update leaves non-finite weights: the
-    # test records it as a NaN loss and stops, it does not crash
+    # test records it as a NaN loss and stops, it does not crash (an LR so high
+    # that the weights overflow at the second update, before the range test's
+    # blow-up rule, two losses in a row above 10x the first, stops it)
     reg = MLPRegressor(hidden_layer_sizes=(8,), solver="sgd", random_state=0)
     result = lsk.find_lr(
-        reg, _X * 100, _Y * 1e3, start_lr=1e6, end_lr=1e9, num_steps=30
+        reg, _X * 100, _Y * 1e3, start_lr=1e17, end_lr=1e20, num_steps=30
     )
     assert result.stop_reason == "nan"
     assert 1 < len(result.lrs) < 30 and not np.isfinite(result.losses[-1])
