@@ -1858,3 +1858,19 @@ def test_the_epoch_as_the_step_beside_an_lr_monitor(tmp_path: Path) -> None:
     bad.write_text("step,loss\n0,1.0\n,2.0\n")
     with pytest.raises(LogFormatError, match="logged without a 'step' value"):
         read_log(bad)  # the training loss must have its steps
+
+
+def test_a_batch_index_that_restarts_each_epoch(tmp_path: Path) -> None:
+    """epoch,iter,loss as a plain loop writes it: 'iter' starts again at each
+    epoch. The steps follow on, with one note (there were nine, each saying
+    "another fit appended to the log")."""
+    path = tmp_path / "log.csv"
+    rows = [
+        f"{e},{i},{2.4 * math.exp(-(20 * e + i) / 80)}"
+        for e in range(10)
+        for i in range(20)
+    ]
+    path.write_text("epoch,iter,loss\n" + "\n".join(rows) + "\n")
+    h = read_log(path)
+    assert h.steps.tolist() == list(range(200))
+    assert len(h.notes) == 1 and "with each new 'epoch' (9 times)" in h.notes[0]

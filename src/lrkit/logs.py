@@ -763,8 +763,22 @@ def _steps_in_order(
     seg_start: float | None = None  # the first training loss of this segment
     seg_last: float | None = None  # the latest one
     new_run = False
+    # an epoch column beside the step: a step that starts again when it moves
+    # on is a count within the epoch (a loop's batch index), not another fit
+    epoch_key = next(
+        (k for _, r in records for k in r if _norm(k) == "epoch" and k != step_key),
+        None,
+    )
+    prev_epoch: float | None = None
+    per_epoch = 0  # restarts at a new epoch
     for (line, row), v in zip(records, values, strict=True):
         has_loss = _has(row, parts)
+        epoch = None
+        if epoch_key is not None:
+            try:
+                epoch = _number(row.get(epoch_key))
+            except ValueError:
+                epoch = None
         x = _loss_or_none(row, parts) if has_loss else None
         if v is not None and math.isfinite(v):
             # back at the first step, once the steps had moved past it
@@ -784,12 +798,19 @@ def _steps_in_order(
                     gap, last, losses, seg_start = math.inf, None, 0, None
                 else:
                     offset = top - first + (gap if math.isfinite(gap) else 1.0)
-                    notes.append(
-                        f"the step column {step_key!r} starts again at {first:g} "
-                        f"on line {line} (another fit appended to the log): read "
-                        "as the run's continuation, from step "
-                        f"{int(first + offset)}"
-                    )
+                    if (
+                        epoch is not None
+                        and prev_epoch is not None
+                        and epoch > prev_epoch
+                    ):
+                        per_epoch += 1  # said once, below
+                    else:
+                        notes.append(
+                            f"the step column {step_key!r} starts again at "
+                            f"{first:g} on line {line} (another fit appended to "
+                            "the log): read as the run's continuation, from step "
+                            f"{int(first + offset)}"
+                        )
             elif has_loss and last is not None and v > last:
                 gap = min(gap, v - last)
             shifted = v + offset
@@ -802,7 +823,15 @@ def _steps_in_order(
         if x is not None:
             seg_start = x if seg_start is None else seg_start
             seg_last = x
+        if has_loss and epoch is not None:
+            prev_epoch = epoch
         out.append((line, row))
+    if per_epoch:
+        notes.append(
+            f"the step column {step_key!r} starts again at {first:g} with each "
+            f"new {epoch_key!r} ({per_epoch} times): a count within the epoch; "
+            "the steps follow on from one epoch to the next"
+        )
     return (out if offset or new_run else records), step_key
 
 
