@@ -1508,3 +1508,28 @@ def test_a_too_slow_finding_reads_the_curve_as_it_is_now() -> None:
     assert f.kind == "too_slow" and f.first_step < 200
     assert f.evidence["rule"] == 2.0 and f.evidence["gain"] > 1.5
     assert "No progress beyond the noise" not in d.summary
+
+
+def test_a_stall_at_the_peak_lr_that_ends_when_the_lr_decays() -> None:
+    """HF's default linear decay from an LR too high (review): the loss sits at
+    chance while the LR is near its peak and falls once the schedule lowers
+    it. The curve alone reads "too slow"; diagnose says the fall came after
+    the decay and advises trying 0.3x beside 3x (it said 10x). A slow run at
+    a too-low LR under the same decay, or at a constant LR, is not told so."""
+    rng = np.random.default_rng(0)
+    n = 200
+    lr = [1e-2 * (1 - t / n) for t in range(n)]
+    stall = [
+        2.3
+        - (0.0 if t < 70 else 0.6 * (1 - math.exp(-(t - 70) / 400)))
+        + 0.02 * rng.standard_normal()
+        for t in range(n)
+    ]
+    d = lrkit.diagnose(lrkit.History(loss=stall, lr=lr))
+    assert d.verdict == "lr too low"  # the curve alone
+    assert "fell only once the LR had decayed" in d.summary
+    assert "0.3x the peak LR" in d.advice
+    slow = [2.3 - 0.003 * t + 0.02 * rng.standard_normal() for t in range(n)]
+    for curve, lrs in ((slow, lr), (stall, [1e-2] * n)):
+        d = lrkit.diagnose(lrkit.History(loss=curve, lr=lrs))
+        assert "decayed" not in d.summary and "0.3x the peak" not in d.advice

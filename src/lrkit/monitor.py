@@ -2220,6 +2220,22 @@ def diagnose(
     verdict, summary, advice = _verdict(
         findings, finite, mon.config, recovered, early, lr_at
     )
+    if verdict == "lr too low":
+        after = _learned_after_decay(steps, loss, lr_steps, lr_values, mon.stats())
+        if after is not None:
+            peak = max(v for v in lr_values if math.isfinite(v))
+            summary += (
+                f" But the loss fell only once the LR had decayed (below 80% of its "
+                f"peak {_fmt_lr(peak)} from step {after}): an LR too high at its "
+                "peak stalls a run the same way."
+            )
+            advice = (
+                f"Try a run at 0.3x the peak LR ({_fmt_lr(peak)} -> "
+                f"{_fmt_lr(0.3 * peak)}) beside one at 3x: the loss stalled while the "
+                "LR was high and fell once the schedule lowered it, which an LR too "
+                "high explains as well as one too low (a range test, lrkit find, "
+                "tells which)."
+            )
     return Diagnosis(
         verdict=verdict,
         summary=summary,
@@ -2233,6 +2249,50 @@ def diagnose(
 
 
 _SURVIVED_AFTER = 3  # finite training losses that show a non-finite value did no harm
+
+
+def _learned_after_decay(
+    steps: Sequence[int],
+    loss: Sequence[float],
+    lr_steps: Sequence[int],
+    lr_values: Sequence[float],
+    stats: Mapping[str, float],
+) -> int | None:
+    """The step from which the logged LR stayed below 80% of its peak, when
+    the loss stalled before it and fell after: it gained less than a tenth of
+    its whole fall while the LR was within 80% of its peak, for at least a
+    fifth of the run, and the whole fall is real (above 6 noise; levels are
+    medians of 5 points, a fortieth of the log on long ones). An LR too high
+    at its peak stalls a run as one too low does. None otherwise."""
+    lrs = [(s, v) for s, v in zip(lr_steps, lr_values, strict=True) if math.isfinite(v)]
+    pts = [(s, x) for s, x in zip(steps, loss, strict=True) if math.isfinite(x)]
+    noise = stats.get("noise", math.nan)
+    if len(lrs) < 2 or len(pts) < 20 or not noise > 0:
+        return None
+    peak = max(v for _, v in lrs)
+    if not peak > 0:
+        return None
+    high = [s for s, v in lrs if v >= 0.8 * peak]
+    first_high, last_high = high[0], high[-1]
+    drop = next((s for s, v in lrs if s > last_high), None)
+    if drop is None or lrs[-1][1] >= 0.8 * peak:
+        return None  # the LR never left its peak for good
+
+    half = max(2, len(pts) // 40)  # a median of 5 points, more on long logs
+
+    def level(around: int) -> float:
+        i = bisect.bisect_left([s for s, _ in pts], around)
+        window = [x for _, x in pts[max(0, i - half) : i + half + 1]]
+        return _median_small(window)
+
+    span = [s for s, _ in pts if first_high <= s <= last_high]
+    if len(span) < 0.2 * len(pts):
+        return None
+    start, stalled, end = level(first_high), level(last_high), level(pts[-1][0])
+    before, total = start - stalled, start - end
+    if total > 6 * noise and before < 0.1 * total:
+        return int(drop)
+    return None
 
 
 def _survived(
