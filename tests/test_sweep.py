@@ -763,3 +763,11 @@ def test_a_failing_last_reset_keeps_the_finished_runs() -> None:
 def test_widened_lrs_carry_no_float_noise() -> None:
     r = sweep(basin(10.0), lrs=[0.1, 0.3], extend=3, progress=False)
     assert [t.lr for t in r.trials] == [0.1, 0.3, 0.9, 2.7, 8.1]  # not 0.8999...
+
+
+def test_a_damaged_record_names_the_trial() -> None:
+    record = sweep(basin(0.01), around=0.01, extend=0, progress=False).to_dict()
+    for bad in ({"lr": 0.01}, {"lr": 0.01, "loss": "low"}):
+        damaged = {**record, "trials": [record["trials"][0], bad]}
+        with pytest.raises(ValueError, match=r"record\['trials'\]\[1\] must be"):
+            lrkit.SweepResult.from_dict(damaged)

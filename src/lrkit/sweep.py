@@ -220,12 +220,22 @@ class SweepResult:
             lr = _scalar(t.get("lr")) if isinstance(t, Mapping) else None
             if lr is None or not lr > 0:
                 _check.fail(f"record['trials'][{i}]", "a trial with an LR > 0", t)
-            loss = t.get("loss")
+            if "loss" not in t:
+                _check.fail(f"record['trials'][{i}]", "a trial with a 'loss'", t)
+            loss = t["loss"]  # None: a diverged run (its value in loss_text)
+            try:
+                value = (
+                    float(t.get("loss_text", "inf")) if loss is None else float(loss)
+                )
+                seconds = float(t.get("seconds", 0.0))
+            except (TypeError, ValueError):
+                _check.fail(
+                    f"record['trials'][{i}]",
+                    "a trial whose loss and seconds are numbers",
+                    t,
+                )
             return SweepTrial(
-                lr=lr,
-                loss=float(t.get("loss_text", "inf")) if loss is None else float(loss),
-                seconds=float(t.get("seconds", 0.0)),
-                reused=bool(t.get("reused", False)),
+                lr=lr, loss=value, seconds=seconds, reused=bool(t.get("reused", False))
             )
 
         trials = tuple(trial(i, t) for i, t in enumerate(rows))
