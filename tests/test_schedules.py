@@ -851,3 +851,12 @@ def test_the_hugging_face_migration_table_holds(name: str, hf: Any, ours: Any) -
         assert opt.param_groups[0]["lr"] == pytest.approx(ours(t), abs=1e-12), t
         opt.step()
         sched.step()
+
+
+@pytest.mark.parametrize("schedule", ALL, ids=lambda s: repr(s)[:60])
+def test_the_text_form_round_trips(schedule: Schedule) -> None:
+    """str(schedule) is the text form lrkit schedule reads (review: it was
+    the dataclass repr, so a config could not be logged in that form)."""
+    text = schedule.to_text()
+    assert str(schedule) == text
+    assert lrkit.parse_schedule(text) == schedule

@@ -429,6 +429,24 @@ class Schedule:
                 )
         return target(**params)
 
+    def to_text(self) -> str:
+        """The text form ``lrkit schedule`` and :func:`lrkit.parse_schedule`
+        read (``str(schedule)`` gives it too): ``parse_schedule(s.to_text()) ==
+        s``. Only the parameters that differ from their defaults are written.
+
+        Example:
+            >>> from lrkit import Cosine, Warmup
+            >>> Warmup(steps=100, then=Cosine(total_steps=900)).to_text()
+            'warmup(steps=100, then=cosine(total_steps=900))'
+        """
+        return _text(self.to_config())
+
+    def __str__(self) -> str:
+        try:
+            return self.to_text()
+        except TypeError:  # a part that cannot be serialised (a function)
+            return repr(self)
+
     def __rshift__(self, other: ScheduleFn) -> Schedule:
         from .compose import chain
 
@@ -448,6 +466,47 @@ def _required_names(cls: type) -> list[str]:
 
     params = inspect.signature(cls).parameters.values()
     return [p.name for p in params if p.default is inspect.Parameter.empty]
+
+
+def _text(config: Mapping[str, Any]) -> str:
+    """The text form of a schedule's config (see :meth:`Schedule.to_text`)."""
+    import inspect
+
+    cls = registry()[config["name"]]
+    sig = inspect.signature(cls)
+    star = getattr(cls, "positional", ("",))[:1] == ("*" + next(iter(sig.parameters)),)
+    args: list[str] = []
+    for name, p in sig.parameters.items():
+        if name not in config:
+            continue
+        value = config[name]
+        default = p.default
+        if default is not inspect.Parameter.empty and _same_value(value, default):
+            continue
+        if star and name == next(iter(sig.parameters)):
+            args.extend(_text_value(v) for v in value)
+        else:
+            args.append(f"{name}={_text_value(value)}")
+    return f"{config['name']}({', '.join(args)})"
+
+
+def _same_value(value: Any, default: Any) -> bool:
+    """A parameter's config value equals its default (True is not 1)."""
+    if isinstance(default, tuple):
+        default = list(default)
+    if isinstance(value, bool) or isinstance(default, bool):
+        return value is default
+    return bool(value == default)
+
+
+def _text_value(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return _text(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_text_value(v) for v in value) + "]"
+    if value is None or isinstance(value, bool):
+        return str(value).lower()  # the grammar's none, true, false
+    return repr(value)  # numbers, and strings quoted
 
 
 def _encode(param: str, value: Any) -> Any:
