@@ -7,6 +7,7 @@ import pytest
 from lrkit import (
     Constant,
     Cosine,
+    CosineRestarts,
     Join,
     LintWarning,
     MultiStep,
@@ -108,3 +109,17 @@ def test_zero_lr_runs_are_counted_in_one_pass() -> None:
     (zero,) = ws
     assert zero.step == 0 and "at 20 steps" in zero.message
     assert "(steps 0-1, 10-11, 20-21 and 7 more ranges)" in zero.message
+
+
+def test_cosine_restarts_that_stop_inside_a_cycle() -> None:
+    """Review: lint said nothing of cosine_restarts(30) over 100 steps (the
+    last 10 steps at a high LR, 30% into a fresh cycle)."""
+    (w,) = lint(CosineRestarts(cycle_steps=30), 100)
+    assert w.code == "ends-mid-cycle" and w.step == 99
+    assert "30% into a cycle" in w.message and "a run of 90 or 120 steps" in w.message
+    assert lint(CosineRestarts(cycle_steps=25), 100) == []  # ends with a cycle
+    assert lint(CosineRestarts(cycle_steps=10, cycle_factor=2), 70) == []
+    (w,) = lint(CosineRestarts(cycle_steps=10, cycle_factor=2), 60)
+    assert "a run of 30 or 70 steps" in w.message
+    # after a warmup, the cycles count from its end
+    assert lint(Warmup(steps=10, then=CosineRestarts(cycle_steps=30)), 100) == []

@@ -89,6 +89,38 @@ def _label(schedule: ScheduleFn) -> str:
     return f"{name}(...)" if isinstance(name, str) and name else repr(schedule)
 
 
+def _mid_cycle(node: CosineRestarts, offset: int, n: int) -> LintWarning | None:
+    """``ends-mid-cycle``: a run of cosine restarts that stops inside a cycle,
+    at an LR far above the cycle's end (not in its last tenth); None when it
+    stops near a cycle's end, or the schedule's own end comes first."""
+    end = node.end_step
+    if end is not None and offset + end <= n:
+        return None  # it settles before the run ends (ends-early's business)
+    length = float(node.cycle_steps or 0)
+    start, cycle = float(offset), 0
+    ends: list[int] = []
+    while length >= 1 and start + length <= n - 1 and cycle < 10_000:
+        start += length
+        ends.append(round(start))
+        length *= node.cycle_factor
+        cycle += 1
+    if length < 1:
+        return None
+    into = (n - 1 - start) / length  # how far the last step is into its cycle
+    if into >= 0.9:
+        return None
+    nxt = round(start + length)
+    near = f"{ends[-1]} or {nxt}" if ends else f"{nxt}"
+    return LintWarning(
+        "ends-mid-cycle",
+        f"the run ends {into:.0%} into a cycle of cosine restarts (step {n - 1} "
+        f"of the cycle from step {round(start)} to {nxt}): its last steps train "
+        f"at a high LR, not annealed; end the run at a cycle's end (a run of "
+        f"{near} steps)",
+        n - 1,
+    )
+
+
 def lint(
     schedule: ScheduleFn,
     total_steps: int,
@@ -108,6 +140,8 @@ def lint(
       the last step, so the peak is never reached;
     - ``part-cut``: a part of a join is cut off before its own end;
     - ``zero-lr``: the LR is 0 at steps where training happens;
+    - ``ends-mid-cycle``: cosine restarts stop inside a cycle (not in its last
+      tenth), so the run ends at a high LR instead of annealed;
     - ``plateau-never-triggers``: with an evaluation every
       ``eval_every_steps`` steps, there are too few evaluations for the
       plateau's patience to ever reduce the LR.
@@ -202,6 +236,10 @@ def lint(
             )
 
     for offset, node in walk(schedule):
+        if isinstance(node, CosineRestarts):
+            w = _mid_cycle(node, offset, n)
+            if w is not None:
+                out.append(w)
         ramp_end = None
         if isinstance(node, Warmup) and node.steps:
             ramp_end, what = offset + node.steps, "the warmup"
