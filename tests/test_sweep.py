@@ -771,3 +771,22 @@ def test_a_damaged_record_names_the_trial() -> None:
         damaged = {**record, "trials": [record["trials"][0], bad]}
         with pytest.raises(ValueError, match=r"record\['trials'\]\[1\] must be"):
             lrkit.SweepResult.from_dict(damaged)
+
+
+def test_a_rerun_with_a_centre_a_little_off_reuses_the_runs(storage: str) -> None:
+    """A range test that is not bit-reproducible (a GPU) gives the re-run a
+    centre off in its 7th digit: the finished runs are reused (all five were
+    trained again, on a second grid beside the first, review)."""
+    calls: list[float] = []
+
+    def fn(lr: float) -> float:
+        calls.append(lr)
+        return basin(0.01)(lr)
+
+    sweep(fn, around=0.01, study=_study(storage), extend=0, progress=False)
+    n = len(calls)
+    r = sweep(
+        fn, around=0.01 * (1 + 3e-7), study=_study(storage), extend=0, progress=False
+    )
+    assert len(calls) == n and all(t.reused for t in r.trials)
+    assert len(_study(storage).trials) == n
