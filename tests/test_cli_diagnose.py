@@ -277,3 +277,18 @@ def test_on_a_terminal_a_spinner_then_the_verdict(tmp_path: Path) -> None:
     assert "diagnosing" not in lrkit("diagnose", str(path)).stderr  # none in a log
     code, out = run_lrkit_tty("diagnose", str(tmp_path / "missing.csv"))
     assert code == 2 and "lrkit: error: " in out and "no such file" in out
+
+
+def test_baseline_loss(tmp_path: Path) -> None:
+    """--baseline-loss: a log that sits flat above chance is a broken run."""
+    rng = np.random.default_rng(1)
+    path = tmp_path / "run.csv"
+    rows = [f"{5 * t},{2.55 + 0.01 * rng.standard_normal()}" for t in range(60)]
+    path.write_text("step,loss\n" + "\n".join(rows) + "\n")
+    plain = json.loads(lrkit("diagnose", str(path), "--json").stdout)
+    assert plain["verdict"] == "lr too low"
+    p = lrkit("diagnose", str(path), "--json", "--baseline-loss", "2.303")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["verdict"] == "lr too high"
+    p = lrkit("diagnose", str(path), "--baseline-loss", "inf")
+    assert p.returncode == 2 and "baseline_loss must be finite" in p.stderr

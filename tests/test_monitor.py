@@ -1533,3 +1533,28 @@ def test_a_stall_at_the_peak_lr_that_ends_when_the_lr_decays() -> None:
     for curve, lrs in ((slow, lr), (stall, [1e-2] * n)):
         d = lrkit.diagnose(lrkit.History(loss=curve, lr=lrs))
         assert "decayed" not in d.summary and "0.3x the peak" not in d.advice
+
+
+def test_a_baseline_loss_tells_a_broken_run_from_a_slow_one() -> None:
+    """Logged every few steps, a run an LR far too high broke before the first
+    log sits flat above chance (Keras at lr=3 on the digits: 2.5 against
+    ln 10 = 2.30); read alone it looks healthy or too slow. With
+    baseline_loss the run is worse than chance: lr too high. A blow-up the
+    run came back from counts as recovered only below it."""
+    rng = np.random.default_rng(1)
+    flat = [2.55 + 0.01 * rng.standard_normal() for _ in range(60)]
+    assert lrkit.diagnose(flat).verdict == "lr too low"  # the curve alone
+    d = lrkit.diagnose(flat, baseline_loss=math.log(10))
+    assert d.verdict == "lr too high" and "worse than chance" in d.summary
+    assert "0.1x" in d.advice
+    # blew up, came back, never below chance: not recovered (was "lr too high
+    # ... the run trained on", review: an HF run at Adam 0.5)
+    blew = [7.0, 6.8, 17.0, 16.5, 17.2, 9.0] + [
+        2.6 - 0.1 * (1 - math.exp(-t / 10)) + 0.02 * rng.standard_normal()
+        for t in range(54)
+    ]
+    assert lrkit.diagnose(blew).verdict == "lr too high"
+    d = lrkit.diagnose(blew, baseline_loss=math.log(10))
+    assert d.verdict == "diverged" and "not below the untrained loss" in d.summary
+    with pytest.raises(ValueError, match="baseline_loss must be finite"):
+        lrkit.diagnose(flat, baseline_loss=math.nan)

@@ -783,6 +783,16 @@ def diagnose(
             "since the start' judgement.",
         ),
     ] = False,
+    baseline_loss: Annotated[
+        float | None,
+        typer.Option(
+            "--baseline-loss",
+            help="The loss of a model that learned nothing (ln(classes) for "
+            "cross-entropy, e.g. 2.303 for 10): a run counts as recovered from a "
+            "blow-up only below it.",
+            show_default=False,
+        ),
+    ] = None,
     exit_code: Annotated[
         bool,
         typer.Option(
@@ -842,7 +852,9 @@ def diagnose(
     settings = _monitor_settings(set_ or [])
     with busy(f"diagnosing {len(history.loss):,} logged losses"):
         try:
-            result = run_diagnose(history, resumed=resumed, **settings)
+            result = run_diagnose(
+                history, resumed=resumed, baseline_loss=baseline_loss, **settings
+            )
         except (ValueError, TypeError) as e:  # a threshold out of its range
             error = (f"--set: {e}", EXIT_USAGE)
     if error is not None:

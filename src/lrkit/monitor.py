@@ -2123,6 +2123,7 @@ def diagnose(
     history: History | Sequence[float] | Mapping[str, Any] | str | os.PathLike[str],
     *,
     config: MonitorConfig | None = None,
+    baseline_loss: float | None = None,
     **settings: Any,
 ) -> Diagnosis:
     """Diagnose a whole run from its logged curves.
@@ -2142,6 +2143,14 @@ def diagnose(
             returns is taken too, with its optimizer's LR when that is a
             constant and not logged), or the path of a log file (read with
             :func:`lrkit.read_log`, as ``lrkit diagnose FILE`` does).
+        baseline_loss: the loss of a model that learned nothing (chance:
+            ``ln(number of classes)`` for cross-entropy, the variance of the
+            targets for a mean squared error), when you know it. The first
+            logged loss stands for it otherwise, which a blow-up before the
+            first log (a log every few steps, or an epoch's mean) hides. With
+            it, a run counts as recovered from a ``diverged`` finding only if
+            its loss ended below it, and a run that ended at or above it is
+            said to have learned nothing.
         config: the monitor's thresholds; when None, the defaults with their
             windows scaled to the log's length
             (:meth:`MonitorConfig.for_points`: a log of fewer than 300 points,
@@ -2161,6 +2170,8 @@ def diagnose(
         'diverged'
     """
     h = _as_history(history)
+    if baseline_loss is not None:
+        baseline_loss = _check.finite("baseline_loss", baseline_loss)
     if config is None:  # the defaults, scaled to a short log
         config = MonitorConfig.for_points(max(1, len(h.loss)), **settings)
         settings = {}
@@ -2201,7 +2212,7 @@ def diagnose(
         f.id
         for f in findings
         if f.kind == "diverged"
-        and _recovered(f, steps, loss, val_loss, mon.config.level_window)
+        and _recovered(f, steps, loss, val_loss, mon.config.level_window, baseline_loss)
     }
     # "early": in the first tenth of the run's logged losses (not its steps:
     # a log written every 50 steps, or once an epoch, has few of them)
@@ -2220,6 +2231,34 @@ def diagnose(
     verdict, summary, advice = _verdict(
         findings, finite, mon.config, recovered, early, lr_at
     )
+    end, noise = mon.stats()["level"], mon.stats()["noise"]
+    if baseline_loss is not None and verdict != "too short" and end >= baseline_loss:
+        worse = end > baseline_loss + 2.0 * (noise if math.isfinite(noise) else 0.0)
+        if worse and verdict in ("healthy", "lr too low", "overfitting"):
+            # worse than chance: no LR too low does that; one far too high
+            # breaks a model in its first steps (before the first log)
+            verdict = "lr too high"
+            summary = (
+                f"The loss ended at {end:.4g}, above the untrained loss "
+                f"{baseline_loss:.4g} (baseline_loss): the model is worse than "
+                "chance, so nothing was learned and something broke it."
+            )
+            advice = (
+                "LR likely far too high: it broke the model in the first steps "
+                "(before the first log). Retry at 0.1x"
+                + (
+                    f" ({_fmt_lr(lr_at(steps[0]) or 0)} -> "
+                    f"{_fmt_lr(0.1 * (lr_at(steps[0]) or 0))})"
+                    if lr_at(steps[0])
+                    else ""
+                )
+                + ", with warmup, or run a range test (lrkit find)."
+            )
+        else:
+            summary += (
+                f" The loss ended at {end:.4g}, not below the untrained loss "
+                f"{baseline_loss:.4g} (baseline_loss): nothing was learned."
+            )
     if verdict == "lr too low":
         after = _learned_after_decay(steps, loss, lr_steps, lr_values, mon.stats())
         if after is not None:
@@ -2350,6 +2389,7 @@ def _recovered(
     loss: Sequence[float],
     val_loss: Sequence[float],
     window: int,
+    baseline: float | None = None,
 ) -> bool:
     """True when the run came back from a ``diverged`` finding and trained on.
 
@@ -2358,8 +2398,9 @@ def _recovered(
     ``level`` returned to the best level the run had before the blow-up
     (within ``2·noise``); the run made real progress (its best ``level`` below
     where it began by more than ``3·noise`` and a tenth of that start); at the
-    end it still held three quarters of that progress; and its validation
-    loss, when logged, ended below where it began.
+    end it still held three quarters of that progress; its validation
+    loss, when logged, ended below where it began; and, with ``baseline``
+    (the untrained loss), its ``level`` ended below it.
     """
     before = f.evidence.get("best", f.evidence.get("first_loss"))
     if before is None or len(loss) < 2 * window:
@@ -2380,6 +2421,8 @@ def _recovered(
         return False  # lost more than a quarter of it by the end
     if len(val_loss) >= 2 and val_loss[-1] >= val_loss[0]:
         return False  # worse on validation than at the start
+    if baseline is not None and last >= baseline:
+        return False  # never got below the untrained loss
     after = [lv for i, lv in enumerate(levels) if steps[i + window - 1] > f.last_step]
     return bool(after) and min(after) <= before + 2.0 * noise
 
