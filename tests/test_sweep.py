@@ -790,3 +790,12 @@ def test_a_rerun_with_a_centre_a_little_off_reuses_the_runs(storage: str) -> Non
     )
     assert len(calls) == n and all(t.reused for t in r.trials)
     assert len(_study(storage).trials) == n
+
+
+def test_an_lr_at_the_edge_of_the_floats_names_the_centre() -> None:
+    """around=5e-324 blamed step_decades (review)."""
+    for around in (5e-324, 1e308):
+        with pytest.raises(ValueError, match="center must be an LR within"):
+            sweep(lambda lr: 1.0, around=around, progress=False)
+    with pytest.raises(ValueError, match="step_decades must be small enough"):
+        sweep(lambda lr: 1.0, around=0.01, step_decades=200.0, progress=False)
