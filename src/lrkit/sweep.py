@@ -310,7 +310,7 @@ def sweep_grid(
         grid = [c * 10.0 ** (s * k) for k in range(lo, lo + n)]
     except OverflowError:
         grid = [math.inf]
-    if not all(0.0 < x < math.inf for x in grid) and not 1e-300 < c < 1e300:
+    if not all(0.0 < x < math.inf for x in grid) and not 1e-300 <= c <= 1e300:
         _check.fail(
             "center",
             "an LR within 1e-300 .. 1e300 (the around= of a sweep)",
