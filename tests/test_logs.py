@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import math
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -409,11 +410,17 @@ def test_several_tensorboard_runs_in_one_folder(tmp_path: Path) -> None:
     loss, its validation loss and LR come from that run, not the other."""
     write_tb_run(tmp_path / "exp_a", 1.0)
     write_tb_run(tmp_path / "exp_b", 5.0)
+    for f in (tmp_path / "exp_a").glob("*tfevents*"):  # written an hour before
+        os.utime(f, (f.stat().st_atime - 3600, f.stat().st_mtime - 3600))
     with pytest.raises(LogFormatError) as info:
         read_log(tmp_path)
     message = str(info.value)
     assert "2 TensorBoard runs with a training loss" in message
     assert str(tmp_path / "exp_a") in message and str(tmp_path / "exp_b") in message
+    # the most recent first, as for CSV and MLflow runs (exp_b written last)
+    assert message.index(str(tmp_path / "exp_b")) < message.index(
+        str(tmp_path / "exp_a")
+    )
     assert "a+b" not in message
     h = read_log(tmp_path, loss_key="exp_b/train/loss")
     # the run's own series, named as the folder given names them; a note

@@ -2033,11 +2033,17 @@ def _one_run(
             {run_of_tag(t) for t in tags if _is_loss_tag(_in_run(t, run_of_tag(t)))}
         )
         if len(with_loss) > 1:
-            shown = ", ".join(str(base / r) if r else str(base) for r in with_loss)
+
+            def written(r: str) -> float:  # its newest event file
+                files = (base / r).glob("*tfevents*")
+                return max((f.stat().st_mtime for f in files), default=0.0)
+
+            newest = sorted(with_loss, key=written, reverse=True)
+            shown = ", ".join(str(base / r) if r else str(base) for r in newest)
             raise LogFormatError(
                 path,
                 f"{len(with_loss)} TensorBoard runs with a training loss; read one "
-                f"by passing its folder: {shown}",
+                f"by passing its folder (the most recent first): {shown}",
             )
         own = with_loss[0] if with_loss else None
     if own is None:
