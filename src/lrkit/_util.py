@@ -205,6 +205,19 @@ class Batches:
         return batch
 
 
+def attach_partial(error: BaseException, name: str, result: Any, note: str) -> None:
+    """Give ``error`` the work done before it: ``result`` as its attribute
+    ``name`` and ``note`` as a note (Python 3.11+), so an exception or Ctrl-C
+    does not lose it."""
+    try:
+        setattr(error, name, result)
+    except AttributeError:  # pragma: no cover - an exception with __slots__
+        return
+    add_note = getattr(error, "add_note", None)
+    if add_note is not None:
+        add_note(note)
+
+
 def known_len(obj: Any) -> int | None:
     """``len(obj)`` when it has one (a DataLoader over an IterableDataset may not)."""
     try:

@@ -27,7 +27,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -696,8 +695,10 @@ class PlateauCallback(keras.callbacks.Callback):  # type: ignore[misc]
         if schedule is not None:  # at the optimizer-update count, as the schedule
             t = ops.cast(opt.iterations, "float32")
             unscaled = float(ops.convert_to_numpy(schedule._at(t)))
+            # eps judged at base_lr, or the schedule's value now if higher
             ref = max(unscaled, schedule.base_lr)
-            self.state = _reduce_scheduled(self.plateau, self.state, value, ref)
+            refs = [ref] if ref > 0.0 else []
+            self.state = self.plateau.update_clamped(self.state, value, refs)
         else:
             unscaled = self._base if self._base is not None else 1.0
             self.state = self.plateau.update(self.state, value, lr=unscaled)
@@ -707,31 +708,6 @@ class PlateauCallback(keras.callbacks.Callback):  # type: ignore[misc]
         elif self._base is not None:
             opt.learning_rate = self._base * self.state.scale
         logs["plateau_scale"] = self.state.scale
-
-
-def _reduce_scheduled(
-    plateau: ReduceOnPlateau, state: PlateauState, value: float, unscaled: float
-) -> PlateauState:
-    """The plateau state after an evaluation, for a schedule's scale.
-
-    ``min_lr`` bounds the LR at every step (:class:`Schedule`), not the
-    scale: a reduction made while the schedule is low (a warmup) keeps its
-    full factor once it is back up. A reduction that would change the LR by
-    ``eps`` or less even at ``base_lr`` (or the schedule's value now, if
-    higher) is not made: the plateau has already taken it to ``min_lr`` (with
-    a constant schedule, torch's rule). ``unscaled``: that reference LR.
-    """
-    new = dataclasses.replace(plateau, min_lr=0.0, eps=0.0).update(state, value)
-    if new.reductions > state.reductions and unscaled > 0.0:
-
-        def lr(scale: float) -> float:
-            return min(unscaled, max(unscaled * scale, plateau.min_lr_of(0)))
-
-        if lr(state.scale) - lr(new.scale) <= plateau.eps:
-            new = dataclasses.replace(
-                new, scale=state.scale, reductions=state.reductions
-            )
-    return new
 
 
 def _optimizer(model: Any) -> Any:

@@ -1493,9 +1493,12 @@ def _read_console(path: Path, overrides: Mapping[str, str | None]) -> History:
                 # "Epoch 1/5" after a finished epoch: a new fit, following on
                 # (unless its first loss says the run started over, below)
                 assert line.step is not None
-                seen = [_console_train_loss(r) for _, r in records]
-                seen_f = [v for v in seen if v is not None]
-                ends = (seen_f[0], seen_f[-1]) if seen_f else (None, None)
+                seen = (_console_train_loss(r) for _, r in records)
+                back = (_console_train_loss(r) for _, r in reversed(records))
+                ends = (
+                    next((v for v in seen if v is not None), None),
+                    next((v for v in back if v is not None), None),
+                )
                 restart = (line.number, len(records), line.step[1], ends)
                 offset += carried[1] + 1 - step[1]
                 step = (step[0], carried[1] + 1)

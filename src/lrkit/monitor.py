@@ -2231,7 +2231,8 @@ def diagnose(
     verdict, summary, advice = _verdict(
         findings, finite, mon.config, recovered, early, lr_at
     )
-    end, noise = mon.stats()["level"], mon.stats()["noise"]
+    stats = mon.stats()
+    end, noise = stats["level"], stats["noise"]
     if baseline_loss is not None and verdict != "too short" and end >= baseline_loss:
         worse = end > baseline_loss + 2.0 * (noise if math.isfinite(noise) else 0.0)
         if worse and verdict in ("healthy", "lr too low", "overfitting"):
@@ -2243,15 +2244,11 @@ def diagnose(
                 f"{baseline_loss:.4g} (baseline_loss): the model is worse than "
                 "chance, so nothing was learned and something broke it."
             )
+            lr0 = lr_at(steps[0])
             advice = (
                 "LR likely far too high: it broke the model in the first steps "
                 "(before the first log). Retry at 0.1x"
-                + (
-                    f" ({_fmt_lr(lr_at(steps[0]) or 0)} -> "
-                    f"{_fmt_lr(0.1 * (lr_at(steps[0]) or 0))})"
-                    if lr_at(steps[0])
-                    else ""
-                )
+                + (f" ({_fmt_lr(lr0)} -> {_fmt_lr(0.1 * lr0)})" if lr0 else "")
                 + ", with warmup, or run a range test (lrkit find)."
             )
         else:
@@ -2260,7 +2257,7 @@ def diagnose(
                 f"{baseline_loss:.4g} (baseline_loss): nothing was learned."
             )
     if verdict == "lr too low":
-        after = _learned_after_decay(steps, loss, lr_steps, lr_values, mon.stats())
+        after = _learned_after_decay(steps, loss, lr_steps, lr_values, stats)
         if after is not None:
             peak = max(v for v in lr_values if math.isfinite(v))
             summary += (
@@ -2318,13 +2315,14 @@ def _learned_after_decay(
         return None  # the LR never left its peak for good
 
     half = max(2, len(pts) // 40)  # a median of 5 points, more on long logs
+    pt_steps = [s for s, _ in pts]
 
     def level(around: int) -> float:
-        i = bisect.bisect_left([s for s, _ in pts], around)
+        i = bisect.bisect_left(pt_steps, around)
         window = [x for _, x in pts[max(0, i - half) : i + half + 1]]
         return _median_small(window)
 
-    span = [s for s, _ in pts if first_high <= s <= last_high]
+    span = [s for s in pt_steps if first_high <= s <= last_high]
     if len(span) < 0.2 * len(pts):
         return None
     start, stalled, end = level(first_high), level(last_high), level(pts[-1][0])

@@ -40,7 +40,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -274,6 +274,35 @@ class ReduceOnPlateau:
             evals=state.evals + 1,
             reductions=reductions,
         )
+
+    def update_clamped(
+        self, state: PlateauState, metric: float, refs: Sequence[float]
+    ) -> PlateauState:
+        """:meth:`update` for a scale applied as ``min(u, max(u × scale,
+        min_lr))`` at every step, ``u`` each param group's LR before the
+        plateau (what :class:`lrkit.torch.Scheduler` and the Keras
+        ``Schedule`` do).
+
+        ``min_lr`` then bounds the LR, not the scale: a reduction made while
+        the schedule is low (in a warmup) keeps its full factor once it is
+        back up. A reduction is not made when it would change no group's LR
+        by more than ``eps`` at its reference LR in ``refs`` (its base LR, or
+        the schedule's value now if higher): the plateau has taken it to
+        ``min_lr`` already. With a constant schedule that is torch's rule. An
+        empty ``refs`` skips that check.
+        """
+        new = replace(self, min_lr=0.0, eps=0.0).update(state, metric)
+        if new.reductions > state.reductions and refs:
+
+            def lr(u: float, scale: float, g: int) -> float:
+                return min(u, max(u * scale, self.min_lr_of(g)))
+
+            if all(
+                lr(u, state.scale, g) - lr(u, new.scale, g) <= self.eps
+                for g, u in enumerate(refs)
+            ):
+                new = replace(new, scale=state.scale, reductions=state.reductions)
+        return new
 
     def to_config(self) -> dict[str, Any]:
         """The settings as a JSON-serialisable dict."""

@@ -75,7 +75,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from . import _check
-from ._util import check_progress, json_clean, progress_hook, write_json
+from ._util import (
+    attach_partial,
+    check_progress,
+    json_clean,
+    progress_hook,
+    write_json,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -624,20 +630,16 @@ class _StopRule:
 
 
 def _attach_partial(error: BaseException, partial: RangeTestResult) -> None:
-    """Give ``error`` the range test's curve so far: ``partial`` as its
-    ``lrkit_range_test`` attribute, and a note (Python 3.11+)."""
-    try:
-        error.lrkit_range_test = partial  # type: ignore[attr-defined]
-    except AttributeError:  # pragma: no cover - an exception with __slots__
-        return
-    note = getattr(error, "add_note", None)
-    if note is not None:
-        note(
-            f"lrkit: the range test had recorded {len(partial.lrs)} steps (LR "
-            f"{partial.lrs[0]:.3g} to {partial.lrs[-1]:.3g}) before this error; "
-            "they are in this exception's lrkit_range_test attribute (a "
-            "RangeTestResult, stop_reason 'interrupted': plot() and save() work)."
-        )
+    """Give ``error`` the range test's curve so far (``lrkit_range_test``, a note)."""
+    attach_partial(
+        error,
+        "lrkit_range_test",
+        partial,
+        f"lrkit: the range test had recorded {len(partial.lrs)} steps (LR "
+        f"{partial.lrs[0]:.3g} to {partial.lrs[-1]:.3g}) before this error; "
+        "they are in this exception's lrkit_range_test attribute (a "
+        "RangeTestResult, stop_reason 'interrupted': plot() and save() work).",
+    )
 
 
 def range_test(

@@ -473,17 +473,19 @@ def _text(config: Mapping[str, Any]) -> str:
     import inspect
 
     cls = registry()[config["name"]]
-    sig = inspect.signature(cls)
-    star = getattr(cls, "positional", ("",))[:1] == ("*" + next(iter(sig.parameters)),)
+    params = inspect.signature(cls).parameters
+    first = next(iter(params))
+    # Join's parts: written as positional arguments (``positional = ("*parts",)``)
+    star = getattr(cls, "positional", ())[:1] == (f"*{first}",)
     args: list[str] = []
-    for name, p in sig.parameters.items():
+    for name, p in params.items():
         if name not in config:
             continue
         value = config[name]
         default = p.default
         if default is not inspect.Parameter.empty and _same_value(value, default):
             continue
-        if star and name == next(iter(sig.parameters)):
+        if star and name == first:
             args.extend(_text_value(v) for v in value)
         else:
             args.append(f"{name}={_text_value(value)}")

@@ -50,7 +50,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _check
-from ._util import check_progress, json_clean, progress_hook, write_json
+from ._util import (
+    attach_partial,
+    check_progress,
+    json_clean,
+    progress_hook,
+    write_json,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -683,20 +689,16 @@ def _result(
 
 
 def _attach(error: BaseException, done: SweepResult) -> None:
-    """Give ``error`` the sweep's finished runs: ``done`` as its
-    ``lrkit_sweep`` attribute, and a note naming them (Python 3.11+)."""
-    try:
-        error.lrkit_sweep = done  # type: ignore[attr-defined]
-    except AttributeError:  # pragma: no cover - an exception with __slots__
-        return
+    """Give ``error`` the sweep's finished runs (``lrkit_sweep``, a note)."""
     runs = ", ".join(f"{t.lr:.3g} -> {t.loss:.4g}" for t in done._sorted())
-    note = getattr(error, "add_note", None)
-    if note is not None:
-        note(
-            f"lrkit.sweep: {len(done.trials)} run(s) finished before this error "
-            f"(lr -> loss: {runs}); they are in this exception's lrkit_sweep "
-            "attribute (a SweepResult)."
-        )
+    attach_partial(
+        error,
+        "lrkit_sweep",
+        done,
+        f"lrkit.sweep: {len(done.trials)} run(s) finished before this error "
+        f"(lr -> loss: {runs}); they are in this exception's lrkit_sweep "
+        "attribute (a SweepResult).",
+    )
 
 
 def _show_trial(p: SweepProgress) -> tuple[int, int, str]:

@@ -91,6 +91,7 @@ logging), a monitor update (5-20 µs), and a CPU copy of model and optimizer eve
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
@@ -169,28 +170,10 @@ class GuardEvent:
         checkpoint equals the one saved)."""
         if not isinstance(other, GuardEvent):
             return NotImplemented
+        names = [f.name for f in dataclasses.fields(self) if f.name != "evidence"]
         mine, theirs = dict(self.evidence), dict(other.evidence)
         return (
-            (
-                self.step,
-                self.kind,
-                self.first_step,
-                self.restored_step,
-                self.recovery_scale,
-                self.lrs,
-                self.attempt,
-                self.skipped_batches,
-            )
-            == (
-                other.step,
-                other.kind,
-                other.first_step,
-                other.restored_step,
-                other.recovery_scale,
-                other.lrs,
-                other.attempt,
-                other.skipped_batches,
-            )
+            all(getattr(self, n) == getattr(other, n) for n in names)
             and mine.keys() == theirs.keys()
             and all(
                 mine[k] == theirs[k] or (mine[k] != mine[k] and theirs[k] != theirs[k])
@@ -289,10 +272,6 @@ class _NormStats:
             for b, kept in self._pairs:
                 if kept.shape == b.shape and kept.device == b.device:
                     b.copy_(kept)
-
-    def forget(self) -> None:
-        """A restore put other statistics in place: keep those next."""
-        self._pairs = None
 
 
 def _scale_of(scaler: Any) -> float:

@@ -52,7 +52,6 @@ run continues at the saved step on the new curve.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import weakref
@@ -322,36 +321,16 @@ class Scheduler(LRScheduler):
             self._write(lrs)
 
     def _evaluate(self, t: int, value: float) -> PlateauState:
-        """The plateau state after the evaluation ``value`` at step ``t``.
-
-        ``min_lr`` bounds each group's LR at every step (see :meth:`_lrs`),
-        not the scale: a reduction made while the schedule is low (in a
-        warmup) keeps its full factor once the schedule is back up (floored
-        at ``min_lr / lr`` of that moment, it stayed too weak for the rest of
-        the run). A reduction is not made when it would change no group's LR
-        by more than ``eps`` even at the group's base LR (or the schedule's
-        value now, if higher): the plateau has already taken it to
-        ``min_lr``. With a constant schedule that is torch's rule.
-        """
+        """The plateau state after the evaluation ``value`` at step ``t``
+        (:meth:`ReduceOnPlateau.update_clamped`: ``min_lr`` bounds each
+        group's LR at every step, see :meth:`_lrs`, and ``eps`` is judged at
+        each group's base LR, or the schedule's value now if higher)."""
         plateau, state = self._plateau()
-        new = dataclasses.replace(plateau, min_lr=0.0, eps=0.0).update(state, value)
-        if new.reductions > state.reductions:
-
-            def lr(u: float, scale: float, g: int) -> float:
-                return min(u, max(u * scale, plateau.min_lr_of(g)))
-
-            refs = [
-                b * max(1.0, float(f(t))) * self._recovery
-                for b, f in zip(self._bases, self._fns, strict=True)
-            ]
-            if all(
-                lr(u, state.scale, g) - lr(u, new.scale, g) <= plateau.eps
-                for g, u in enumerate(refs)
-            ):
-                new = dataclasses.replace(
-                    new, scale=state.scale, reductions=state.reductions
-                )
-        return new
+        refs = [
+            b * max(1.0, float(f(t))) * self._recovery
+            for b, f in zip(self._bases, self._fns, strict=True)
+        ]
+        return plateau.update_clamped(state, value, refs)
 
     def _plateau(self) -> tuple[ReduceOnPlateau, PlateauState]:
         """The plateau and its state, or raise (before any change) without one."""
