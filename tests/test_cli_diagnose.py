@@ -292,3 +292,24 @@ def test_baseline_loss(tmp_path: Path) -> None:
     assert json.loads(p.stdout)["verdict"] == "lr too high"
     p = lrkit("diagnose", str(path), "--baseline-loss", "inf")
     assert p.returncode == 2 and "baseline_loss must be finite" in p.stderr
+
+
+def test_classes_is_the_baseline_of_cross_entropy(tmp_path: Path) -> None:
+    """--classes 10 is --baseline-loss ln 10; with both, or fewer than 2
+    classes, a one-line error naming the options."""
+    rng = np.random.default_rng(1)
+    path = tmp_path / "run.csv"
+    rows = [f"{5 * t},{2.55 + 0.01 * rng.standard_normal()}" for t in range(60)]
+    path.write_text("step,loss\n" + "\n".join(rows) + "\n")
+    p = lrkit("diagnose", str(path), "--json", "--classes", "10")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["verdict"] == "lr too high"
+    # 20 classes: chance is ln 20 = 3.0, the run sits below it and learned
+    p = lrkit("diagnose", str(path), "--json", "--classes", "20")
+    assert json.loads(p.stdout)["verdict"] == "lr too low"
+    p = lrkit("diagnose", str(path), "--classes", "10", "--baseline-loss", "2.3")
+    assert p.returncode == 2 and p.stderr.count("\n") == 1
+    assert "--classes and --baseline-loss: expected one of them" in p.stderr
+    p = lrkit("diagnose", str(path), "--classes", "1")
+    assert p.returncode == 2
+    assert "--classes: expected an integer >= 2, got 1" in p.stderr

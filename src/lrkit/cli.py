@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import math
 import os
 import re
 import sys
@@ -793,6 +794,15 @@ def diagnose(
             show_default=False,
         ),
     ] = None,
+    classes: Annotated[
+        int | None,
+        typer.Option(
+            "--classes",
+            help="A classifier over this many classes trained with cross-entropy: "
+            "the same as --baseline-loss ln(classes).",
+            show_default=False,
+        ),
+    ] = None,
     exit_code: Annotated[
         bool,
         typer.Option(
@@ -824,6 +834,20 @@ def diagnose(
     from .monitor import diagnose as run_diagnose
 
     console = err_console()
+    if classes is not None:
+        if baseline_loss is not None:
+            fail(
+                "--classes and --baseline-loss: expected one of them, got both "
+                f"(--classes {classes} means --baseline-loss "
+                f"{math.log(max(classes, 1)):.4g})",
+                EXIT_USAGE,
+            )
+        if classes < 2:
+            fail(
+                f"--classes: expected an integer >= 2, got {classes}",
+                EXIT_USAGE,
+            )
+        baseline_loss = math.log(classes)
 
     def busy(text: str) -> contextlib.AbstractContextManager[Any]:
         """A spinner on a terminal (a million-line log takes seconds)."""
