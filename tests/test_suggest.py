@@ -520,3 +520,41 @@ def test_a_fall_at_start_lr_is_said_only_when_the_raw_loss_falls() -> None:
     for seed in range(5):
         noise = 0.15 * np.random.default_rng(seed).standard_normal(200)
         assert said not in suggest(10**x, flat + noise).reasons
+
+
+# scikit-learn's MLPClassifier(hidden_layer_sizes=(16,), random_state=0), Adam,
+# on all of iris (full batch), lrkit.sklearn.find_lr(num_steps=60): 1e-7 .. 10
+# fmt: off
+IRIS_LADDER = [
+    *[1.3975] * 8, 1.3974, 1.3974, 1.3973, 1.3973, 1.3972, 1.3971, 1.3969, 1.3967,
+    1.3963, 1.3959, 1.3953, 1.3945, 1.3934, 1.3919, 1.3898, 1.387, 1.3832, 1.3781,
+    1.3711, 1.3618, 1.3495, 1.3331, 1.3117, 1.2841, 1.2493, 1.2068, 1.1572, 1.1046,
+    1.0597, 1.0434, 1.0877, 1.2074, 1.3229, 1.2755, 1.0424, 0.8283, 0.6208, 0.6177,
+    0.6572, 0.5663, 0.6671, 1.6688, 0.3781, 0.8357, 2.0738, 0.7832, 0.6581, 0.4864,
+    1.7744, 1.7553, 1.2639, 0.4858,
+]
+# fmt: on
+
+
+def test_one_low_loss_after_the_edge_is_not_the_bottom() -> None:
+    """A real ladder that turned up above its start and whose last loss
+    happened to be low (1.77, 1.76, 1.26, then 0.49 at end_lr): the suggestion
+    was end_lr itself ('no divergence reached'; a full fit at 10 ends at
+    chance, the best is ~0.03), the lone point being the running median at the
+    end. A high last loss (the rise the test stops on) still counts in full."""
+    lrs = np.logspace(-7, 1, 60)
+    s = suggest(lrs, IRIS_LADDER, stop_reason="completed")
+    assert s.lr is not None and s.evidence["edge_seen"] == 1.0
+    assert 0.005 < s.lr < 0.3, s.lr
+    assert "no divergence reached: raise end_lr" not in s.reasons
+    # without the lucky last point, the same pick
+    cut = suggest(lrs[:-1], IRIS_LADDER[:-1], stop_reason="completed")
+    assert cut.lr == pytest.approx(s.lr, rel=0.2)
+    # a rise at the very end is read as before: the last point is the edge
+    x = np.linspace(-4, 1, 60)
+    rng = np.random.default_rng(0)
+    rise = 1.4 - 0.8 / (1 + np.exp(-(x + 1.5) / 0.2)) + 0.01 * rng.standard_normal(60)
+    rise[-1] = 4.0
+    high = suggest(10**x, rise, stop_reason="diverged")
+    assert high.evidence["edge_seen"] == 1.0 and high.lr is not None
+    assert high.lr < 10 ** (x[-1] - 1)

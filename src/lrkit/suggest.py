@@ -147,15 +147,25 @@ def _to_array(name: str, values: Any) -> Array:
     return arr
 
 
-def _smooth(x: Array, y: Array, bandwidth: float) -> Array:
+def _smooth(x: Array, y: Array, bandwidth: float, *, ladder: bool = True) -> Array:
     """Robust, lag-free smoothing: a running median of 5, then at each point a
     local-linear fit with Gaussian weights ``exp(-((x_j - x_i) / bandwidth)^2 / 2)``
-    (``x`` in decades of LR). Vectorised in blocks of rows."""
+    (``x`` in decades of LR). Vectorised in blocks of rows. ``ladder``: the
+    curve is a range test's training loss, which stops on a rise (see the
+    padding of its end)."""
     n = len(y)
     if n < 3:
         return np.array(y, dtype=np.float64)
     k = 2
-    padded = np.concatenate([np.full(k, y[0]), y, np.full(k, y[-1])])
+    # padded with the end points, except that a last loss below the median of
+    # the last three is padded with that median: the ladder stops on a rise
+    # (a high last loss is the signal the test looks for), never on a fall, so
+    # a low one after high ones is one lucky batch past the edge, which
+    # padded as is would be the median there, and the minimum
+    tail = float(y[-1])
+    if ladder:
+        tail = max(tail, float(np.median(y[-3:])))
+    padded = np.concatenate([np.full(k, y[0]), y, np.full(k, tail)])
     med = np.median(np.lib.stride_tricks.sliding_window_view(padded, 2 * k + 1), axis=1)
     out = np.empty(n)
     block = max(1, 2_000_000 // n)  # rows per block: a few MB of weights
@@ -238,7 +248,10 @@ def smooth_curve(
 ) -> tuple[Array, Array]:
     """The lag-free robust smoothing the rules use (also for display).
 
-    A running median of 5 points, then at each LR a weighted straight-line fit
+    A running median of 5 points (at the top of the ladder a last loss below
+    the median of the last three is padded with that median: a lone lucky
+    batch past the edge is not the curve's end), then at each LR a weighted
+    straight-line fit
     in ``x = log10(lr)`` with Gaussian weights
     ``w_j = exp(-((x_j - x_i) / width)^2 / 2)``, evaluated at ``x_i``. Unlike
     an exponential moving average it does not lag the curve. ``width`` is
@@ -576,7 +589,7 @@ def _val_curve(
     # the kernel follows the dense part
     spacing = float(np.percentile(np.diff(x), 25)) if len(x) > 1 else bandwidth
     width = max(bandwidth, 1.5 * spacing)
-    smooth = _smooth(x, y, width)
+    smooth = _smooth(x, y, width, ladder=False)
     return _Curve(x, y, smooth, robust_noise(y), len(vl), None, width)
 
 
