@@ -394,7 +394,7 @@ class TestConfidenceSigns:
         assert many.confidence == pytest.approx(0.4 * once.confidence)
         assert many.evidence["epochs"] == 25.0
         (reason,) = [r for r in many.reasons if "times through" in r]
-        assert "25 times" in reason and "pass a val_loader" in reason
+        assert "25 times" in reason and "pass validation data: val_loader=" in reason
         assert any("2.5x of that margin for the passes" in r for r in many.reasons)
         x = np.log10(lrs)
         with_val = suggest(
@@ -404,7 +404,7 @@ class TestConfidenceSigns:
             val_lrs=lrs[::2],
             val_losses=loss[::2] + 0.1 * x[::2],
         )
-        assert not any("pass a val_loader" in r for r in with_val.reasons)
+        assert not any("pass validation data" in r for r in with_val.reasons)
 
     @given(
         a=st.floats(0.0, 100.0, allow_nan=False),

@@ -702,7 +702,12 @@ def _shape_confidence(
                     else "its loss measures memorisation, and on small data the best "
                     "LR of a full run is set by overfitting and by the run's length"
                 )
-                + ("" if has_val else " (pass a val_loader)")
+                + (
+                    ""
+                    if has_val
+                    else " (pass validation data: val_loader=, or validation_data= "
+                    "in Keras and scikit-learn)"
+                )
             )
     return _Shape(factor, reasons, evidence)
 
