@@ -167,7 +167,10 @@ class MonitorConfig:
             when ``lr`` is given); or
         osc_spikes: when ``osc_spikes`` instability events (a loss ``spike``
             or an ``exploding_grad``; one per update) occurred within
-            ``trend_window`` updates. A lone event is an ``info`` finding.
+            ``trend_window`` updates. A lone event is an ``info`` finding. A
+            gradient-norm outlier counts once the ``level_window`` losses
+            after it show it (near a perfect fit the norm is heavy-tailed and
+            an outlier changes nothing).
         slow_min_updates: updates before ``too_slow`` may fire.
         slow_ratio: the curve "has not started to flatten" when the second half
             of the run so far gained at least ``slow_ratio`` times what the first
@@ -757,6 +760,12 @@ _DEAD_UPDATES = 100
 _STATE_FORMAT = "lrkit.Monitor"
 # not part of state_dict: the thresholds (the loading monitor's own hold) and
 # what follows from them
+#: A gradient-norm outlier counts toward ``oscillating`` when the level after
+#: it is above the level before it (less the trend) by this many noise units.
+_CONFIRM_Z = 1.0
+#: Fields added since the state's version 1, with their plain value when a
+#: saved state lacks them.
+_ADDED_FIELDS: dict[str, Any] = {"_pending": {"t": "deque", "v": []}}
 _NOT_SAVED = frozenset({"config", "_alpha"})
 
 _STATE_FIELDS = (
@@ -779,6 +788,7 @@ _STATE_FIELDS = (
     "_smooth",
     "_smooth_mins",
     "_spikes",
+    "_pending",
     "_curve",
     "_early",
     "_diverge_thr",
@@ -918,6 +928,9 @@ class Monitor:
         # _RISE_HORIZON·trend_window updates is the first one
         self._smooth_mins: deque[tuple[int, float]] = deque()
         self._spikes: deque[int] = deque()  # update numbers of recent spikes
+        # instability events waiting for their consequence: (update, the
+        # level before the event); see _confirm
+        self._pending: deque[tuple[int, float]] = deque()
         self._curve = _Curve()
         self._early: list[tuple[int, float, float, float, float]] = []
         self._diverge_thr = math.nan
@@ -1024,7 +1037,10 @@ class Monitor:
             or not isinstance(state_dict.get("state"), Mapping)
         ):
             _check.bad_state_dict(expected, state_dict)
-        saved = state_dict["state"]
+        saved = dict(state_dict["state"])
+        # states saved before these fields existed: they start empty
+        for k, v in _ADDED_FIELDS.items():
+            saved.setdefault(k, v)
         mine = {k: v for k, v in vars(self).items() if k not in _NOT_SAVED}
         if set(saved) != set(mine):
             _check.fail(
@@ -1096,6 +1112,7 @@ class Monitor:
         # low its rise is measured from, belong to the LR before the
         # rollback: no evidence about the LR after it
         self._spikes.clear()
+        self._pending.clear()
         if self._smooth == self._smooth and self._smooth_mins:
             self._smooth_mins.clear()
             self._smooth_mins.append((self._ticks, self._smooth))
@@ -1411,8 +1428,8 @@ class Monitor:
         spikes = self._spikes
         if jump > thr and not diverged:
             self._spike(step, step, x, prev_level, thr, sigma, p, out)
-            if not spikes or spikes[-1] != u:  # one event per update
-                spikes.append(u)
+            self._count(u)
+        self._confirm(u, level, sigma)
         while spikes and u - spikes[0] >= c.trend_window:
             spikes.popleft()
         if diverged:
@@ -1745,6 +1762,43 @@ class Monitor:
         }
         self._hit("diverged", step, self._blow_step, level / start, ev, out, last=step)
 
+    def _count(self, u: int) -> None:
+        """Count an instability event at update ``u`` toward ``oscillating``."""
+        spikes = self._spikes
+        if u in spikes:  # one event per update
+            return
+        if spikes and spikes[-1] > u:  # an early one, judged late
+            bisect.insort(spikes, u)
+        else:
+            spikes.append(u)
+
+    def _confirm(self, u: int, level: float, sigma: float) -> None:
+        """Count the gradient-norm outliers whose consequence is known by now.
+
+        A gradient-norm outlier counts toward ``oscillating`` only when the
+        losses after it stay up: the level (the median of the
+        ``level_window`` losses that followed it) is above the level before
+        it, less the descent the curve makes meanwhile at its recent rate
+        (over ``trend_window`` updates), by more than ``_CONFIRM_Z`` noise
+        units. A step the LR made too large moves the weights and the next
+        losses show it (an overshoot takes a few steps to undo); near a
+        perfect fit the norm is heavy-tailed (a batch with one misfit example
+        gives many times the median) and changes nothing after it. A loss
+        spike is the loss itself and counts at once.
+        """
+        pending = self._pending
+        wait = self.config.level_window
+        if not pending or u - pending[0][0] < wait:
+            return
+        levels = self._levels
+        rate = (levels[0] - levels[-1]) / (len(levels) - 1) if len(levels) > 1 else 0.0
+        if rate < 0.0:
+            rate = 0.0
+        while pending and u - pending[0][0] >= wait:
+            t, before = pending.popleft()
+            if level - (before - rate * (wait + 1)) > _CONFIRM_Z * sigma:
+                self._count(t)
+
     def _spike(
         self,
         step: int,
@@ -1787,7 +1841,8 @@ class Monitor:
             thr = max(c.spike_z * sigma, c.spike_frac * p, tiny)
             if x - prev_level > thr:
                 self._spike(step, at, x, prev_level, thr, sigma, p, out)
-                self._spikes.append(self._ticks)
+                # its update number: the early losses are judged together
+                self._count(self._ticks - (len(early) - 1 - i))
         if self._broken:
             self._early = []
 
@@ -1947,7 +2002,8 @@ class Monitor:
                     {"grad_norm": g, "median_grad_norm": med, "ratio": ratio},
                     out,
                 )
-                self._spikes.append(self._ticks)  # an instability event
+                # an instability event once the loss shows it (see _confirm)
+                bisect.insort(self._pending, (self._ticks, self._level))
         order = self._gdiffs
         if len(order) == c.grad_window:
             del srt[bisect.bisect_left(srt, order.popleft())]
