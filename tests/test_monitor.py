@@ -243,6 +243,10 @@ def test_a_divergence_the_run_recovers_from_is_an_lr_too_high_verdict() -> None:
     assert d.verdict == "lr too high"
     assert f"recovered after step {div[0].last_step}" in d.summary
     assert "start of training" in d.summary and "warmup" in d.advice
+    # a negative or shifted loss recovers the same (a tenth of the first
+    # loss as the least progress read the zero: -1000 read 'diverged')
+    for a, b in ((1.0, -1000.0), (1e-3, -5.0)):
+        assert diagnose(list(a * y + b)).verdict == "lr too high", (a, b)
     # the same blow-up late in the run, after which the loss stays up: diverged
     late = exp_decay(seed=7)
     late[600:] = late[600:] * 4.0 + 3.0

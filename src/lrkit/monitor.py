@@ -2451,7 +2451,8 @@ def _recovered(
     step-to-step noise (:func:`~lrkit._util.robust_noise`): after the finding,
     ``level`` returned to the best level the run had before the blow-up
     (within ``2·noise``); the run made real progress (its best ``level`` below
-    where it began by more than ``3·noise`` and a tenth of that start); at the
+    where it began by more than ``3·noise``, and for a non-negative loss by a
+    tenth of that start); at the
     end it still held three quarters of that progress; its validation
     loss, when logged, ended below where it began; and, with ``baseline``
     (the untrained loss), its ``level`` ended below it.
@@ -2469,7 +2470,10 @@ def _recovered(
     # (a blow-up in the first steps inflates that median)
     first, best, last = min(loss[0], levels[0]), min(levels), levels[-1]
     progress = first - best
-    if progress <= max(3.0 * noise, 0.1 * abs(first)):
+    # a tenth of the first loss only where the loss's zero means something
+    # (non-negative); a shifted or negative loss is judged against its noise
+    share = 0.1 * first if min(loss) >= 0.0 else 0.0
+    if progress <= max(3.0 * noise, share):
         return False  # no real progress
     if last > best + 0.25 * progress:
         return False  # lost more than a quarter of it by the end
