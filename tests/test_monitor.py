@@ -502,6 +502,22 @@ def test_steady_small_validation_gains_are_no_plateau() -> None:
     assert [f for f in mon.findings if f.kind == "plateau"] == []
 
 
+def test_a_blown_first_evaluation_does_not_hide_later_gains() -> None:
+    """A first validation loss of 1e6 (an untrained model's exploding
+    output), then one that falls every epoch: no plateau (the gains were
+    measured against 1% of a progress of 1e6; review). The progress is
+    counted from the median of the first three evaluations."""
+    val = [1e6, *(2.1 * 0.93**k for k in range(13))]
+    mon = Monitor()
+    for k, v in enumerate(val):
+        mon.update(k, 2.0 * 0.93**k, val_loss=v)
+    assert [f for f in mon.findings if f.kind == "plateau"] == []
+    flat = Monitor()  # ... while one that stops improving still is one
+    for k in range(30):
+        flat.update(k, 2.0 * 0.93**k, val_loss=1e6 if k == 0 else 1.0)
+    assert "plateau" in kinds(flat)
+
+
 def test_validation_between_training_steps_does_not_change_the_training_verdict() -> (
     None
 ):

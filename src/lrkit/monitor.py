@@ -1894,6 +1894,11 @@ class Monitor:
         if first:
             self._val_start = v
         self._val_recent.append(v)
+        if self._val_n == 3:
+            # where validation began, for the scale of its progress: the
+            # median of the first three (a first evaluation blown up, 1e6
+            # then 2.1, 1.6, ..., made every later gain too small to count)
+            self._val_start = _median_small(self._val_recent)
         self._val_curve.push(v)
         p_val = self._val_start - self._val_best if not first else 0.0
         if p_val < 0.0:
