@@ -857,6 +857,21 @@ def test_finish_flags_a_curve_still_steep_at_the_end() -> None:
     assert not feed(exp_decay()).finish()  # a healthy run is not steep at its end
 
 
+def test_still_steep_training_with_validation_past_its_best_is_not_too_slow() -> None:
+    """A fine-tune: the training loss falls on like 1/t (memorising) while
+    the validation loss was best early and rose since: finish() raised 'still
+    steep' and the verdict said 'lr too low' with 3-10x (review); a higher LR
+    would not have lowered the validation loss. With validation that
+    improves to the end, the same curve is still too slow."""
+    t = np.arange(200)
+    y = 4.6 - 1.2 * (t / 200) ** 2 + 0.01 * rng(25).standard_normal(200)
+    early = {k: 1.0 + 0.02 * abs(k - 40) / 20 for k in range(0, 200, 20)}
+    mon = feed(y, val=early)
+    assert mon.finish() == []
+    late = {k: 2.0 - k / 400 for k in range(0, 200, 20)}
+    assert [f.kind for f in feed(y, val=late).finish()] == ["too_slow"]
+
+
 @pytest.mark.parametrize(("n", "tau"), [(5000, 1000), (20000, 4000)])
 def test_a_long_run_that_converged_is_not_too_slow_in_the_end(n: int, tau: int) -> None:
     """A curve still straight after a few hundred steps is slow for a short run:

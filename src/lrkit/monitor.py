@@ -1580,8 +1580,10 @@ class Monitor:
         curve was still steep when training stopped: more steps or a higher LR
         would have gained more. This raises ``too_slow`` (``evidence["rule"]``
         3) over the second half, unless the run diverged, a ``too_slow`` was
-        already raised, or an LR-too-high finding is open. :func:`diagnose`
-        calls it.
+        already raised, an LR-too-high finding is open, or the validation
+        loss (three evaluations or more) was best in the first half of the run
+        (training that falls on while validation does not is memorisation).
+        :func:`diagnose` calls it.
         """
         c = self.config
         out: list[Finding] = []
@@ -1595,6 +1597,14 @@ class Monitor:
             or any(k in self._open for k in _HIGH_KINDS)
             or self._last_step is None
         ):
+            return out
+        if (
+            self._val_n >= 3
+            and self._val_best_step < (self._first_step + self._last_step) // 2
+        ):
+            # the validation loss stopped improving in the first half: more
+            # steps (or a higher LR) would not have lowered it; a training
+            # loss that keeps falling is memorisation (a fine-tune, review)
             return out
         h = self._curve.halves()
         sigma = self._sigma()
