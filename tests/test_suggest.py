@@ -558,3 +558,21 @@ def test_one_low_loss_after_the_edge_is_not_the_bottom() -> None:
     high = suggest(10**x, rise, stop_reason="diverged")
     assert high.evidence["edge_seen"] == 1.0 and high.lr is not None
     assert high.lr < 10 ** (x[-1] - 1)
+
+
+def test_a_ladder_too_coarse_to_read_says_so() -> None:
+    """30 steps over 8 decades (the CLI's --num-steps 30): each LR gets a step
+    or so; the reason says the ladder is too coarse (it said 'the model is
+    likely already trained') and the confidence falls. The default density
+    (about 12 per decade) is not affected."""
+    x = np.linspace(-7, 1, 30)
+    losses = 1.0 - 0.6 / (1 + np.exp(-(x + 2.0) / 0.3)) + np.where(x > 0, 5 * x, 0)
+    s = suggest(10**x, losses)
+    assert any("steps per decade of LR (fewer than 5)" in r for r in s.reasons)
+    assert s.confidence <= 0.3
+    flat = suggest(10**x, np.full(30, 1.0) + 0.01 * np.sin(np.arange(30)))
+    assert flat.lr is None
+    assert any("3.6 steps per decade" in r for r in flat.reasons), flat.reasons
+    x = np.linspace(-7, 1, 100)
+    losses = 1.0 - 0.6 / (1 + np.exp(-(x + 2.0) / 0.3)) + np.where(x > 0, 5 * x, 0)
+    assert not any("per decade" in r for r in suggest(10**x, losses).reasons)

@@ -395,6 +395,9 @@ def _descent(c: _Curve) -> tuple[int, Array]:
 
 # ---------------------------------------------------------------- the rules
 MIN_POINTS = 10
+#: Fewer steps per decade of LR than this and the ladder is too coarse to read:
+#: a reason, and the confidence falls (the default ladder has ~12).
+MIN_PER_DECADE = 5
 MIN_VAL_POINTS = 5
 #: Validation points needed across the descent before validation can lower the
 #: suggestion.
@@ -822,6 +825,14 @@ def suggest(
     drop = float(start - nominal.min())
     sigma_s = c.sigma / math.sqrt(_kernel_points(bandwidth, _density(c.x)))
     diverged = stop_reason in ("diverged", "nan") or c.nan_lr is not None
+    per_decade = _density(c.x)
+    coarse = (
+        f"the ladder has {per_decade:.1f} steps per decade of LR (fewer than "
+        f"{MIN_PER_DECADE}): each LR got too few steps to move the loss, and the "
+        "bottom's place is a guess; raise num_steps (or narrow start_lr..end_lr)"
+        if per_decade < MIN_PER_DECADE
+        else None
+    )
     if drop <= 3.0 * sigma_s or drop <= 1e-9 * max(1.0, abs(start)):
         last = float(10 ** c.x[-1])
         if not diverged:
@@ -843,7 +854,7 @@ def suggest(
                 "(nothing left to learn), or not learning (check the loss and the "
                 "data)"
             )
-        reasons.append(why)
+        reasons.append(why if coarse is None else coarse)
         return Suggestion(
             None,
             reasons=tuple(reasons),
@@ -862,6 +873,9 @@ def suggest(
     conf *= min(1.0, snr / 10.0)
     if snr < 8.0:
         reasons.append("curve too noisy: more steps or a larger batch")
+    if coarse is not None:
+        reasons.append(coarse)
+        conf *= 0.3
     if not diverged and not _edge_seen(c):
         # the loss never turned up (its minimum at the end, or a flat trough):
         # the edge above the bottom, which sets the margin, was not seen
