@@ -72,10 +72,14 @@ def test_a_diverging_run_is_stopped_early(
     assert capsys.readouterr().out.count(f"lrkit: {cb.stopped_by.kind} at step") == 1
 
 
+@pytest.mark.parametrize("clip", [1.0, 0.0])
 @pytest.mark.parametrize("nan_filter", [True, False])
-def test_an_injected_nan_stops_the_run(tmp_path: Path, nan_filter: bool) -> None:
+def test_an_injected_nan_stops_the_run(
+    tmp_path: Path, nan_filter: bool, clip: float
+) -> None:
     """With the Trainer's NaN filter on (its default) the logged loss stays
-    finite, but the logged gradient norm is NaN; with it off the loss is."""
+    finite, but the logged gradient norm is NaN (the Trainer logs it whether
+    it clips or not); with it off the loss is."""
     mon = Recording()
     cb = MonitorCallback(mon, verbose=False)
     trainer = hf_trainer(
@@ -86,6 +90,7 @@ def test_an_injected_nan_stops_the_run(tmp_path: Path, nan_filter: bool) -> None
         save_strategy="no",
         eval_strategy="no",
         logging_nan_inf_filter=nan_filter,
+        max_grad_norm=clip,
     )
     trainer.train()
     assert cb.stopped_by is not None and cb.stopped_by.kind == "nan"
@@ -102,9 +107,10 @@ def test_the_default_monitor_is_sized_to_the_logged_points(tmp_path: Path) -> No
     )
     trainer.train()
     assert cb.monitor is not before
-    assert cb.monitor.config == lrkit.MonitorConfig.for_points(12)
-    assert [c for c, _ in _logged(trainer, "loss")] == list(range(5, 61, 5))
-    assert len(cb.losses) == 12
+    # the callback has the Trainer log step 1 too: 12 logs every 5 steps + 1
+    assert cb.monitor.config == lrkit.MonitorConfig.for_points(13)
+    assert [c for c, _ in _logged(trainer, "loss")] == [1, *range(5, 61, 5)]
+    assert len(cb.losses) == 13
     # a given monitor (or config) is used as it is
     config = lrkit.MonitorConfig(plateau_patience=3)
     cb = MonitorCallback(config, verbose=False)
@@ -241,6 +247,9 @@ def test_guard_undoes_the_rejected_step_of_adamw(tmp_path: Path) -> None:
     inner = trainer.optimizer.optimizer
     steps = {int(inner.state[p]["step"]) for p in trainer.model.parameters()}
     assert steps == {20 + (50 - 26)}  # 20 before the snapshot, 26..49 after
+    # the restore rewound the LR scheduler too; the Trainer stops at max_steps:
+    # the schedule ends the 5 restored steps short (docs/monitor.md)
+    assert trainer.lr_scheduler.last_epoch == 50 - 5
 
 
 def test_guard_callback_bad_arguments() -> None:
@@ -252,6 +261,25 @@ def test_guard_callback_bad_arguments() -> None:
         GuardCallback(every=0)
     with pytest.raises(TypeError, match="val_key must be a non-empty log key"):
         GuardCallback(val_key=3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError) as e:  # was Guard.__init__'s own TypeError
+        GuardCallback(evry=10)
+    text = str(e.value)
+    assert text.startswith("evry must be a GuardCallback setting (val_key, or a")
+    assert "every, keep, factor" in text and "skip_batches" not in text
+    assert text.endswith("got evry=10. Did you mean every?")
+
+
+def test_guard_warns_once_when_evaluations_lack_its_val_key(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cb = GuardCallback(every=5, val_key="eval_accuracy")
+    trainer = hf_trainer(tmp_path, 30, callbacks=[cb], save_strategy="no")
+    with caplog.at_level("WARNING", logger="lrkit.hf"):
+        trainer.train()
+        trainer.evaluate()  # after training: not the guard's business
+    text = [r.message for r in caplog.records if r.name == "lrkit.hf"]
+    assert len(text) == 1 and "no 'eval_accuracy' in the evaluation" in text[0]
+    assert "eval_loss" in text[0] and "val_key=" in text[0]
 
 
 @pytest.mark.parametrize("items_kw", [False, True])
@@ -279,15 +307,86 @@ def test_guard_reads_the_step_loss_under_gradient_accumulation(
     np.testing.assert_allclose([c[1] for c in mon.calls], logged, rtol=1e-4)
 
 
-def test_guard_with_a_monitor_of_its_own_across_two_trainings(tmp_path: Path) -> None:
-    mon = lrkit.Monitor()
+def _search(trainer: Any, trials: int) -> list[tuple[int, Any]]:
+    """``trainer.hyperparameter_search`` (optuna) over ``trials`` trials, each
+    from fresh weights (``model_init``, after the Trainer's ``set_seed``: the
+    same run each time, at one LR); each trial's (global step, the
+    MonitorCallback's ``stopped_by``) at its end."""
+    optuna = pytest.importorskip("optuna")
+    from transformers import TrainerCallback
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    make = type(trainer.model)
+    trainer.model_init = lambda trial=None: make()
+    cbs = trainer.callback_handler.callbacks
+    mons = [c for c in cbs if isinstance(c, MonitorCallback)]
+    ends: list[tuple[int, Any]] = []
+
+    class End(TrainerCallback):  # type: ignore[misc]
+        def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            ends.append((state.global_step, mons[0].stopped_by if mons else None))
+
+    trainer.add_callback(End())
+    trainer.hyperparameter_search(
+        direction="minimize",
+        backend="optuna",
+        n_trials=trials,
+        hp_space=lambda trial: {
+            "learning_rate": trial.suggest_categorical("learning_rate", [0.03])
+        },
+    )
+    return ends
+
+
+def test_each_trial_of_a_hyperparameter_search_is_a_run_of_its_own(
+    tmp_path: Path,
+) -> None:
+    """Each trial trains new weights from step 0: a monitor of its own judges
+    it (one monitor over all trials read each restart as a spike, or as a
+    divergence that stopped the trial); the earlier trials' monitors stay in
+    ``runs``."""
+    torch.manual_seed(0)
+    cb = MonitorCallback(verbose=False)
+    trainer = hf_trainer(tmp_path, 40, callbacks=[cb], save_strategy="no")
+    assert _search(trainer, 3) == [(40, None)] * 3
+    assert len(cb.runs) == 2 and cb.monitor not in cb.runs
+    mons = [*cb.runs, cb.monitor]
+    for mon in mons:  # the same run three times: the same findings
+        assert mon.last_step == 41 and mon.stats()["val_losses"] == 4
+        kinds = [(f.kind, f.first_step, f.last_step) for f in mon.findings]
+        assert kinds == [(f.kind, f.first_step, f.last_step) for f in mons[0].findings]
+    assert len(cb.losses) == 40
+
+
+def test_train_again_on_the_same_model_is_a_resumed_run_of_its_own(
+    tmp_path: Path,
+) -> None:
+    cb = MonitorCallback(verbose=False)
+    trainer = hf_trainer(tmp_path, 20, callbacks=[cb], save_strategy="no")
+    trainer.train()
+    first = cb.monitor
+    trainer.train()  # from step 0 again, on the weights trained already
+    assert cb.runs == [first] and cb.monitor is not first
+    assert cb.monitor.config.resumed and not first.config.resumed
+    assert cb.monitor.last_step == first.last_step == 21
+
+
+def test_guard_with_a_monitor_of_its_own_in_a_hyperparameter_search(
+    tmp_path: Path,
+) -> None:
+    """The monitor passed in judges the first trial; each later one (new
+    weights from step 0) gets a new monitor with its config, not the first
+    trial's curve (which read each restart as a divergence to recover from)."""
+    torch.manual_seed(0)
+    mon = lrkit.Monitor(lrkit.MonitorConfig(spike_z=9.0))
     cb = GuardCallback(every=10, monitor=mon)
-    for out in ("a", "b"):
-        trainer = hf_trainer(
-            tmp_path / out, 20, callbacks=[cb], save_strategy="no", eval_strategy="no"
-        )
-        trainer.train()
-    assert mon.last_step == 39 and mon.updates == 40
+    trainer = hf_trainer(tmp_path, 40, callbacks=[cb], save_strategy="no")
+    assert [s for s, _ in _search(trainer, 3)] == [40, 40, 40]
+    guards = [*cb.runs, cb.guard]
+    assert len(guards) == 3 and guards[0].monitor is mon
+    for g in guards:  # the same run three times
+        assert g.events == guards[0].events and g.monitor.updates == 40
+        assert g.monitor.config.spike_z == 9.0
 
 
 def test_guard_error_leaves_no_hook_on_the_model(tmp_path: Path) -> None:
@@ -481,3 +580,251 @@ def test_two_monitor_callbacks_resume_each_with_its_own_state(tmp_path: Path) ->
         assert a.monitor.config == b.monitor.config
         assert a.monitor.updates == b.monitor.updates == 40
         assert not a.monitor.config.resumed
+
+
+def test_the_first_step_is_logged_so_an_lr_far_too_high_is_seen(
+    tmp_path: Path,
+) -> None:
+    """SGD at 10 (200x the LR this regression trains at) blows the loss up
+    within the first steps: every mean logged every 10 steps is already high.
+    The callback has the Trainer log step 1 too (its loss is the level the
+    run starts from), and the monitor stops the run; without it the run
+    read as healthy to its end."""
+    torch.manual_seed(0)
+    cb = MonitorCallback(verbose=False)
+    trainer = hf_trainer(
+        tmp_path,
+        150,
+        callbacks=[cb],
+        save_strategy="no",
+        eval_strategy="no",
+        logging_steps=10,
+        optim="sgd",
+        learning_rate=10.0,
+        lr_scheduler_type="constant",
+    )
+    trainer.train()
+    steps = [s for s, _ in _logged(trainer, "loss")]
+    assert steps[:3] == [1, 10, 20]
+    assert cb.stopped_by is not None and cb.stopped_by.kind == "diverged"
+    assert trainer.state.global_step < 150
+
+
+@pytest.mark.parametrize("every", [500, 1])
+def test_too_few_logged_points_are_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, every: int
+) -> None:
+    cb = MonitorCallback(verbose=False)
+    trainer = hf_trainer(
+        tmp_path, 30, callbacks=[cb], save_strategy="no", logging_steps=every
+    )
+    with caplog.at_level("WARNING", logger="lrkit.hf"):
+        trainer.train()
+    text = [r.message for r in caplog.records if "too few" in r.message]
+    if every == 1:
+        assert not text and len(cb.losses) == 30
+    else:  # the Trainer's default logging_steps on a short run: step 1 only
+        assert len(text) == 1 and "logs 1 training loss " in text[0]
+        assert "logging_steps=500" in text[0] and "logging_steps=1." in text[0]
+        assert len(cb.losses) == 1
+
+
+def test_guard_leaves_the_logs_finite_after_a_nan_with_the_filter_off(
+    tmp_path: Path,
+) -> None:
+    """With ``logging_nan_inf_filter=False`` the Trainer adds each loss to a
+    running loss it resets by subtracting it from itself: one NaN left every
+    later log NaN although the guard had recovered. The callback hands the
+    Trainer the mean of the losses since its last log for that step (here
+    the step before's); its NaN gradient norm is still logged, and a
+    MonitorCallback beside it reports the NaN."""
+    cb = GuardCallback(every=10)
+    mon = MonitorCallback(verbose=False)
+    trainer = hf_trainer(
+        tmp_path,
+        60,
+        callbacks=[mon, cb],
+        nan_after=35,
+        nan_once=True,
+        save_strategy="no",
+        eval_strategy="no",
+        logging_nan_inf_filter=False,
+    )
+    trainer.train()
+    assert [(e.kind, e.step) for e in cb.guard.events] == [("nan", 35)]
+    losses = dict(_logged(trainer, "loss"))
+    assert len(losses) == 60 and all(math.isfinite(v) for v in losses.values())
+    assert losses[36] == pytest.approx(losses[35])  # the guard's step 35
+    norms = dict(_logged(trainer, "grad_norm"))
+    assert math.isnan(norms[36]) and math.isfinite(norms[37])
+    nans = [(f.kind, f.first_step) for f in mon.monitor.findings if f.kind == "nan"]
+    assert nans == [("nan", 36)]
+    assert mon.stopped_by is None and trainer.state.global_step == 60
+
+
+def test_a_guard_error_leaves_the_model_unguarded(tmp_path: Path) -> None:
+    """After a GuardError ends train(), a MonitorCallback alone on the same
+    model stops on the NaN (the model was still marked as guarded, and the
+    monitor trained on through the NaN)."""
+    trainer = hf_trainer(
+        tmp_path,
+        30,
+        callbacks=[GuardCallback(every=5, max_recoveries=2)],
+        nan_after=0,
+        save_strategy="no",
+        eval_strategy="no",
+        logging_nan_inf_filter=False,
+    )
+    with pytest.raises(lrkit.torch.GuardError):
+        trainer.train()
+    trainer.remove_callback(GuardCallback)
+    mon = MonitorCallback(verbose=False)
+    trainer.add_callback(mon)
+    trainer.train()
+    assert mon.stopped_by is not None and mon.stopped_by.kind == "nan"
+    assert trainer.state.global_step == 1
+
+
+def _classifier(
+    tmp_path: Path,
+    steps: int,
+    callbacks: list[Any],
+    nan_calls: tuple[int, ...] = (),
+    trainer_kw: dict[str, Any] | None = None,
+    **args: Any,
+) -> Any:
+    """A Trainer on a tiny BERT classifier built from its config (no
+    download), 3 classes of token sequences; its logits are NaN at the
+    ``nan_calls``-th training forward passes (1-based)."""
+    import transformers
+
+    transformers.set_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=20,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+        num_labels=3,
+    )
+    model = transformers.BertForSequenceClassification(config)
+    calls = [0]
+
+    def poison(module: Any, inputs: Any, output: Any) -> Any:
+        if module.training:
+            calls[0] += 1
+            if calls[0] in nan_calls:
+                output["logits"] = output["logits"] * float("nan")
+        return output
+
+    model.register_forward_hook(poison)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, 20, (64, 8), generator=g)
+    labels = ids.sum(1) % 3
+    data = [
+        {"input_ids": i, "attention_mask": torch.ones_like(i), "labels": y}
+        for i, y in zip(ids, labels, strict=True)
+    ]
+    settings: dict[str, Any] = {
+        "report_to": [],
+        "use_cpu": True,
+        "disable_tqdm": True,
+        "logging_steps": 5,
+        "per_device_train_batch_size": 8,
+        "learning_rate": 1e-3,
+        "save_strategy": "no",
+        **args,
+    }
+    return transformers.Trainer(
+        model=model,
+        args=transformers.TrainingArguments(
+            output_dir=str(tmp_path), max_steps=steps, **settings
+        ),
+        train_dataset=data,
+        callbacks=callbacks,
+        **(trainer_kw or {}),
+    )
+
+
+@pytest.mark.parametrize("option", ["label_smoothing_factor", "compute_loss_func"])
+def test_guard_without_a_readable_loss_still_catches_nan_gradients(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, option: str
+) -> None:
+    """With label smoothing or a compute_loss_func the Trainer computes the
+    loss outside the model, called without labels: no loss to read. The
+    callback says so (up front for label_smoothing_factor, at the first step
+    otherwise) and guards the gradient norm: NaN logits at steps 15-17 are
+    recovered from (the weights ended NaN, with no event)."""
+
+    def ce(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
+        return torch.nn.functional.cross_entropy(outputs["logits"], labels)
+
+    kw: dict[str, Any] = (
+        {"label_smoothing_factor": 0.1}
+        if option == "label_smoothing_factor"
+        else {"trainer_kw": {"compute_loss_func": ce}}
+    )
+    cb = GuardCallback(every=5)
+    trainer = _classifier(tmp_path, 30, [cb], nan_calls=(16, 17, 18), **kw)
+    with caplog.at_level("WARNING", logger="lrkit.hf"):
+        trainer.train()
+    warned = [r.message for r in caplog.records if r.name == "lrkit.hf"]
+    assert len(warned) == 1 and option in warned[0]
+    assert "only the gradient norm" in warned[0]
+    assert [(e.kind, e.step) for e in cb.guard.events] == [
+        ("nan", 15),
+        ("nan", 16),
+        ("nan", 17),
+    ]
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert trainer.state.global_step == 30
+
+
+def test_guard_gets_the_gradient_norm_when_the_trainer_does_not_clip(
+    tmp_path: Path,
+) -> None:
+    """With ``max_grad_norm=0`` the gradients the callback reads are the
+    step's own: the guard gets their norm, and ``exploding_grad`` in ``on``
+    restores before the update of a step whose gradients are 1e4 times too
+    large (before, only a non-finite norm reached it: the update blew the
+    weights up and the next loss was caught, a step late)."""
+    from transformers import TrainerCallback
+
+    class Blow(TrainerCallback):  # type: ignore[misc]
+        step = -1
+
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.step = state.global_step
+
+    blow = Blow()
+    torch.manual_seed(0)
+    cb = GuardCallback(every=5, on=("nan", "diverged", "spike", "exploding_grad"))
+    trainer = hf_trainer(
+        tmp_path,
+        40,
+        callbacks=[blow, cb],
+        save_strategy="no",
+        eval_strategy="no",
+        max_grad_norm=0.0,
+        optim="sgd",
+        learning_rate=0.01,
+        lr_scheduler_type="constant",
+    )
+    for p in trainer.model.parameters():
+        p.register_hook(lambda g: g * 1e4 if blow.step == 20 else g)
+    trainer.train()
+    assert [(e.kind, e.step, e.restored_step) for e in cb.guard.events] == [
+        ("exploding_grad", 20, 15)
+    ]
+    losses = [v for _, v in _logged(trainer, "loss")]
+    assert max(losses[20:]) < 10 * max(losses[:20])  # never blown up
+
+
+def test_guard_refuses_exploding_grad_when_the_trainer_clips(tmp_path: Path) -> None:
+    cb = GuardCallback(on=("nan", "exploding_grad"))
+    trainer = hf_trainer(tmp_path, 10, callbacks=[cb], save_strategy="no")
+    with pytest.raises(ValueError, match=r"on must be free of 'exploding_grad'") as e:
+        trainer.train()
+    assert "max_grad_norm=1.0" in str(e.value) and "max_grad_norm=0" in str(e.value)
+    assert trainer.state.global_step == 0 and not trainer.model._forward_hooks

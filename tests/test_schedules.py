@@ -812,6 +812,15 @@ def _hf_cases() -> list[tuple[str, Any, Any]]:
             {"num_cycles": 3},
             warm(CosineRestarts(cycle_steps=(T - W) // 3, num_cycles=3)),
         ),
+        (
+            # 4 cycles do not divide T - W = 90 steps: cycles of (T - W) // 4
+            # = 22 steps drift, up to 0.999 off; the exact form runs a cycle
+            # of T - W steps c times as fast
+            "get_cosine_with_hard_restarts_schedule_with_warmup",
+            (W, T),
+            {"num_cycles": 4},
+            warm(lambda t: CosineRestarts(cycle_steps=T - W, num_cycles=4)(4 * t)),
+        ),
     ]
     for hf, ours in (("linear", "linear"), ("cosine", "cosine"), ("1-sqrt", "sqrt")):
         cases.append(

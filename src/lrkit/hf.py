@@ -22,9 +22,12 @@ Example:
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import logging
 import math
-from collections.abc import Mapping
+import weakref
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 try:
@@ -94,19 +97,36 @@ class MonitorCallback(Watched, TrainerCallback, ExportableState):
     after the step. When training ends the monitor judges the whole run
     (:meth:`lrkit.Monitor.finish`).
 
-    Without a ``monitor``, the first ``train`` builds one for the number of
+    The callback has the Trainer log the first step of a run from step 0
+    (``control.should_log`` at ``global_step`` 1, as
+    ``logging_first_step=True`` does: one more line in the logs): its loss
+    is the level the run starts from. Without it, the first logged mean of a
+    run whose LR blows it up within a few steps is already high, and the
+    monitor, seeing no start below it, reads the run as healthy.
+
+    Without a ``monitor``, each ``train`` builds one for the number of
     points the run will log (:meth:`lrkit.MonitorConfig.for_points` of
-    ``max_steps / logging_steps``), as :func:`lrkit.diagnose` reads the same
-    run's log afterwards. Detection is as fast as the logging: a NaN is seen
-    at the first log after it, so log often (``logging_steps=10`` costs little).
-    By default the Trainer hides non-finite losses from its logs
+    ``max_steps / logging_steps``, plus the first step), as
+    :func:`lrkit.diagnose` reads the same run's log afterwards. A run that
+    will log fewer points than the monitor needs (``min_updates``, 10: the
+    Trainer's default ``logging_steps=500`` on a short run) is warned about
+    when it starts. Detection is as fast as the logging: a NaN is seen at the
+    first log after it, so log often (``logging_steps=10`` costs little). By
+    default the Trainer hides non-finite losses from its logs
     (``logging_nan_inf_filter=True``: a NaN step counts as the running mean);
-    the NaN gradient norm of such a step is still caught when gradients are
-    clipped (``max_grad_norm > 0``, the default), and
+    the NaN gradient norm of such a step is still caught (the Trainer logs
+    ``grad_norm`` whether it clips or not), and
     ``logging_nan_inf_filter=False`` shows the loss itself.
 
+    Each ``train`` that starts from step 0 (not resumed from a checkpoint)
+    is a run of its own, judged by a new monitor with the same settings:
+    each trial of ``Trainer.hyperparameter_search``, or the same model
+    trained again (its monitor then built with ``resumed=True``). The earlier
+    runs' monitors stay readable in :attr:`runs`.
+
     Args:
-        monitor: a :class:`lrkit.Monitor` to feed, or the
+        monitor: a :class:`lrkit.Monitor` to feed (the first run's; a later
+            run gets a new one with its config), or the
             :class:`lrkit.MonitorConfig` of a new one, or a dict of its
             settings (default: the defaults scaled to the run's logged
             points, see above). Its state is saved with each checkpoint
@@ -120,8 +140,10 @@ class MonitorCallback(Watched, TrainerCallback, ExportableState):
             evaluation logs metrics without it.
 
     Attributes:
-        monitor: the :class:`lrkit.Monitor`.
-        losses: the logged training losses fed (data, one per training log).
+        monitor: the :class:`lrkit.Monitor` of the latest ``train``.
+        runs: the monitors of the earlier ``train`` calls, oldest first.
+        losses: the logged training losses fed in the latest ``train`` (data,
+            one per training log).
         stopped_by: the :class:`lrkit.Finding` that stopped the latest
             ``train``, or None.
     """
@@ -151,28 +173,96 @@ class MonitorCallback(Watched, TrainerCallback, ExportableState):
             "val_key": self.val_key,
         }
         self._key = settings_key(self._args)
+        # the config each run's monitor is built with (None: sized to the run)
+        self._config = None if monitor is None else self.monitor.config
         self.losses: list[float] = []
+        self.runs: list[Monitor] = []
         self._val: float | None = None  # waiting for the next point
         self._last: int | None = None  # the step of the latest point
         self._missing_warned = False
+        self._begun = False  # a train() has started
+        self._model: weakref.ref[Any] | None = None  # the latest run's model
+        self._log_first = False  # make the Trainer log global_step 1
 
     def on_train_begin(
         self, args: Any, state: Any, control: Any, **kwargs: Any
     ) -> None:
         saved = _saved_state(self, state)
+        start = int(state.global_step or 0)
+        model = kwargs.get("model")
+        trained = start > 0  # from a checkpoint: the run trained before
+        if self._begun:
+            # a later train(): a run of its own (a trial of
+            # hyperparameter_search, a model trained again from step 0), judged
+            # alone by a new monitor with the same settings
+            self.runs.append(self.monitor)
+            again = self._model is not None and self._model() is model
+            trained = trained or (again and model is not None)  # its weights
+            self._watch = Watch(
+                self._config,
+                stop_on=tuple(self.stop_on),
+                verbose=self.verbose,
+                logger_name=__name__,
+            )
+            self._scale = self._config is None
+            self.losses, self._val, self._last = [], None, None
+        self._begun = True
+        try:
+            self._model = weakref.ref(model)
+        except TypeError:  # None
+            self._model = None
+        logging_on = _strategy(args) != "no"
+        # the first step's loss is the level the run starts from: without it,
+        # the first logged mean of a run blown up at once reads as its start
+        self._log_first = logging_on and start == 0
+        points = _points(args, state, first=self._log_first)
         if self._scale and self.monitor.updates == 0:
             self._scale = False
-            points = _points(args, state)
             if saved is not None:  # sized to the whole run, as it was
                 config = config_from_dict("monitor", saved["monitor"]["config"])
                 self._watch.monitor = Monitor(config)
             elif points is not None:
-                self._watch.monitor = Monitor(MonitorConfig.for_points(points))
+                config = MonitorConfig.for_points(max(1, points))
+                self._watch.monitor = Monitor(config)
         if saved is not None:  # resumed: the monitor knows the run so far
             self._watch.load(saved["monitor"])
             self._last, self._val = saved["last"], saved["val"]
-        # from a checkpoint: the run trained before
-        self._watch.begin(trained_before=int(state.global_step or 0) > 0)
+        self._watch.begin(trained_before=trained)
+        self._warn_few(args, state, points, logging_on)
+
+    def _warn_few(
+        self, args: Any, state: Any, points: int | None, logging_on: bool
+    ) -> None:
+        """Warn when the run logs too few training losses for the monitor."""
+        need = self.monitor.config.min_updates
+        if not logging_on:
+            logger.warning(
+                "lrkit MonitorCallback: logging_strategy='no': the Trainer logs "
+                "no training loss and the monitor sees nothing. Log the run "
+                "(logging_strategy='steps', logging_steps=10)."
+            )
+            return
+        if points is None or self.monitor.updates + points >= need:
+            return
+        left = int(state.max_steps or 0) - int(state.global_step or 0)
+        logger.warning(
+            "lrkit MonitorCallback: this run logs %d training loss%s "
+            "(max_steps=%d, logging_strategy=%r, logging_steps=%s): too few for "
+            "the monitor, whose checks of the curve start after %d "
+            "(MonitorConfig.min_updates); it sees a NaN at most. Log more often: "
+            "logging_strategy='steps', logging_steps=%d.",
+            points,
+            "" if points == 1 else "es",
+            int(state.max_steps or 0),
+            _strategy(args),
+            getattr(args, "logging_steps", None),
+            need,
+            max(1, left // (3 * need)),
+        )
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self._log_first and int(state.global_step) == 1:
+            control.should_log = True
 
     def _feed(self, step: int, loss: float | None, **kw: Any) -> list[Finding]:
         if self._last is not None and step <= self._last:
@@ -257,22 +347,31 @@ class MonitorCallback(Watched, TrainerCallback, ExportableState):
         return {"args": dict(self._args), "attributes": {"lrkit_state": saved}}
 
 
-def _points(args: Any, state: Any) -> int | None:
-    """How many training logs a run will write (None when unknown)."""
-    strategy = str(getattr(args, "logging_strategy", "steps")).rsplit(".", 1)[-1]
+def _strategy(args: Any) -> str:
+    """The Trainer's ``logging_strategy`` as a lower-case name."""
+    return str(getattr(args, "logging_strategy", "steps")).rsplit(".", 1)[-1].lower()
+
+
+def _points(args: Any, state: Any, *, first: bool = False) -> int | None:
+    """How many training logs a run will write (None when unknown); ``first``:
+    global_step 1 is logged too (``logging_first_step``, or MonitorCallback)."""
+    strategy = _strategy(args)
     max_steps = int(getattr(state, "max_steps", 0) or 0)
     max_steps -= int(getattr(state, "global_step", 0) or 0)  # a resumed run
-    if strategy.lower() == "epoch":
+    if strategy == "epoch":
         epochs = _number(getattr(state, "num_train_epochs", None))
-        return max(1, int(epochs)) if epochs is not None and epochs > 0 else None
-    if strategy.lower() != "steps" or max_steps <= 0:
+        if epochs is None or epochs <= 0:
+            return None
+        return max(1, int(epochs)) + (1 if first and max_steps > 1 else 0)
+    if strategy != "steps" or max_steps <= 0:
         return None
     every = float(getattr(args, "logging_steps", 0) or 0)
     if every <= 0:
         return None
     if every < 1:  # a fraction of the run
         every = math.ceil(max_steps * every)
-    return max(1, max_steps // max(1, int(every)))
+    every = max(1, int(every))
+    return max_steps // every + (1 if first and every > 1 else 0)
 
 
 def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
@@ -301,23 +400,45 @@ class GuardCallback(TrainerCallback, ExportableState):
     ``on_pre_optimizer_step`` the guard gets the step's loss (the mean over
     its micro-batches; their sum when the Trainer passes ``num_items_in_batch``,
     with which the model already divides by the step's item count), the
-    validation ``eval_loss`` after each evaluation and, when it is not
-    finite, the gradient norm (the Trainer has clipped the gradients
-    by then, so a finite norm says little). When the guard restores (or skips
+    validation ``eval_loss`` after each evaluation (warned about once when
+    the evaluations log no ``val_key``) and the gradient norm: every step's
+    with ``max_grad_norm=0`` (the gradients the callback sees are then the
+    step's own, and ``exploding_grad`` in ``on`` works), else only a
+    non-finite one (the Trainer has clipped the gradients by then, so a
+    finite norm says little; ``exploding_grad`` in ``on`` is refused when
+    training starts). When the guard restores (or skips
     a spike's update), the step runs on zero gradients and the state the guard
     restored is written back after it (``on_optimizer_step``), so the update
     changes nothing; the Trainer's LR scheduler still steps (it advances on the
-    rejected step, from the state the guard restored). After
+    rejected step, from the state the guard restored; a restore rewinds it
+    with the rest, so the schedule ends the restored steps short of its end:
+    the Trainer stops at ``max_steps`` all the same). After
     ``max_recoveries`` recoveries in a row :class:`lrkit.torch.GuardError`
-    ends ``train`` with the history.
+    ends ``train`` with the history (the hook removed, the model no longer
+    marked as guarded for a MonitorCallback).
+
+    With ``logging_nan_inf_filter=False`` the Trainer adds every loss to a
+    running loss that it resets by subtracting it from itself, so one NaN
+    would leave every later log NaN after the guard recovered: the callback
+    hands the Trainer, for a non-finite loss the guard rejects, the mean of
+    the losses since the last log (what the Trainer's own filter adds). That
+    step's log shows the stand-in; its gradient norm is still logged.
 
     With several processes every rank's guard gets the mean over ranks of the
     step's loss (one all-reduce of three numbers a step) and the gradient norm
     after the gradients were averaged: the guards decide alike and all ranks
-    restore the same step together. A ``compute_loss`` that does not take the
-    model's ``loss`` (a custom loss on the logits) leaves nothing to read:
-    warned about once, nothing is guarded. No ``skip_batches``: the Trainer
-    owns the loop.
+    restore the same step together. When the Trainer computes the loss
+    outside the model (``label_smoothing_factor``, ``compute_loss_func``, a
+    custom ``compute_loss``: the model is called without labels) there is no
+    loss to read: warned about (when training starts for
+    ``label_smoothing_factor``, at the first step otherwise), the guard
+    watches the gradient norm only (a NaN or inf gradient; an exploding one
+    with ``max_grad_norm=0``). No ``skip_batches``: the Trainer owns the loop.
+
+    Each ``train`` builds a guard of its own; one from step 0 (a trial of
+    ``hyperparameter_search``) is a run of its own, and a ``monitor`` passed
+    in as a :class:`lrkit.Monitor` judges the first one only: a later one
+    gets a new monitor with its config.
 
     Args:
         val_key: the evaluation metric fed as the validation loss
@@ -333,6 +454,14 @@ class GuardCallback(TrainerCallback, ExportableState):
     Attributes:
         guard: the :class:`lrkit.torch.Guard` of the latest ``train`` (None
             before); ``guard.events`` is its history of recoveries.
+        runs: the guards of the earlier ``train`` calls, oldest first (their
+            snapshots freed; ``events`` and ``monitor`` readable).
+
+    Raises:
+        TypeError: a setting neither this callback nor the guard takes (the
+            message lists them).
+        ValueError: (at ``train``) ``exploding_grad`` in ``on`` while the
+            Trainer clips the gradients (``max_grad_norm > 0``).
 
     Example:
         >>> from lrkit.hf import GuardCallback
@@ -343,16 +472,26 @@ class GuardCallback(TrainerCallback, ExportableState):
     def __init__(self, *, val_key: str = "eval_loss", **settings: Any) -> None:
         super().__init__()
         self.val_key = check_key("val_key", val_key)
+        _known_settings(settings)
         self.settings = guard_settings(settings, "the Trainer")
         self._args, self._not_json, self._key = guard_identity(
             self.val_key, self.settings
         )
         self.guard: Guard | None = None
+        self.runs: list[Guard] = []
         self._micro: list[float] = []
         self._summed = False  # the micro-batch losses add up to the step's
         self._val: float | None = None
         self._hook: Any = None
         self._warned = False
+        self._val_warned = False
+        self._training = False
+        self._clipped = True  # the Trainer clips the gradients (max_grad_norm > 0)
+        self._stand_in = False  # hand the Trainer a finite stand-in for a NaN loss
+        # the sum and count of the finite losses read since the Trainer's last
+        # log, and their mean over the window before (the stand-in's value)
+        self._window = (0.0, 0)
+        self._before: float | None = None
         self._undo = StepUndo()  # makes a rejected step change nothing
 
     def on_train_begin(
@@ -368,7 +507,30 @@ class GuardCallback(TrainerCallback, ExportableState):
                 f"train begin; got {type(model).__name__} and "
                 f"{type(inner).__name__}."
             )
+        self._clipped = float(getattr(args, "max_grad_norm", 0) or 0) > 0
+        on = self.settings.get("on", ())
+        if self._clipped and "exploding_grad" in on:
+            _check.fail(
+                "on",
+                "free of 'exploding_grad' when the Trainer clips the gradients "
+                f"(max_grad_norm={args.max_grad_norm})",
+                on,
+                "The Trainer clips them before its callbacks see them, so the "
+                "guard never gets the norm of an exploding gradient: set "
+                "max_grad_norm=0 in TrainingArguments, or leave 'exploding_grad' "
+                "out.",
+            )
+        if _warn_outside_loss(args):
+            self._warned = True  # not again at the first step
         self._finish()
+        if self.guard is not None:
+            self.runs.append(self.guard)
+        settings = dict(self.settings)
+        given = settings.get("monitor")
+        if self.runs and isinstance(given, Monitor):
+            # a later train(): a run of its own (a trial of
+            # hyperparameter_search, a resumed one), not the first one's curve
+            settings["monitor"] = Monitor(given.config)
         loader = kwargs.get("train_dataloader")
         self.guard = Guard(
             model,
@@ -377,9 +539,15 @@ class GuardCallback(TrainerCallback, ExportableState):
             scaler=getattr(optimizer, "scaler", None),
             loaders=[loader] if isinstance(loader, torch.utils.data.DataLoader) else (),
             # a resumed run numbers its steps on from its checkpoint's
-            **{"first_step": int(state.global_step or 0), **self.settings},
+            **{"first_step": int(state.global_step or 0), **settings},
         )
         self._micro, self._val, self._undo = [], None, StepUndo()
+        self._window, self._before, self._training = (0.0, 0), None, True
+        # the Trainer's NaN filter off, a non-finite loss would stay in its
+        # running loss (reset by subtracting it from itself) for good
+        self._stand_in = (
+            not getattr(args, "logging_nan_inf_filter", True) and "nan" in self.guard.on
+        )
         saved = _saved_state(self, state)
         if saved is not None:  # resumed: go on as the uninterrupted run
             self.guard.load_state_dict(saved["guard"])
@@ -398,16 +566,45 @@ class GuardCallback(TrainerCallback, ExportableState):
         # a MonitorCallback on the model does not stop for what it recovers
         set_guarded(model, self.guard.on)
 
-    def _read_loss(self, module: Any, args: Any, kwargs: Any, output: Any) -> None:
+    def _read_loss(self, module: Any, args: Any, kwargs: Any, output: Any) -> Any:
         if not module.training:
-            return
-        value = scalar(_output_loss(output))
-        if value is not None:
-            # given num_items_in_batch (the step's count of items, over its
-            # micro-batches), the model divides its summed loss by it: the
-            # step's loss is the sum of the micro-batches', not their mean
-            self._summed = kwargs.get("num_items_in_batch") is not None
-            self._micro.append(value)
+            return None
+        loss = _output_loss(output)
+        value = scalar(loss)
+        if value is None:
+            return None
+        # given num_items_in_batch (the step's count of items, over its
+        # micro-batches), the model divides its summed loss by it: the
+        # step's loss is the sum of the micro-batches', not their mean
+        self._summed = kwargs.get("num_items_in_batch") is not None
+        self._micro.append(value)
+        if math.isfinite(value):
+            total, n = self._window
+            self._window = (total + value, n + 1)
+            return None
+        if not self._stand_in or not isinstance(loss, torch.Tensor):
+            return None
+        # the guard rejects this step; the Trainer adds the loss to its running
+        # loss, which a NaN would spoil for the rest of the run: it gets the
+        # mean of the losses since its last log (what its own NaN filter adds)
+        total, n = self._window
+        mean = total / n if n else self._before
+        if mean is None:
+            return None
+        fill = loss.new_tensor(mean)
+        return _with_loss(output, torch.where(torch.isfinite(loss), loss, fill))
+
+    def on_log(
+        self,
+        args: Any,
+        state: Any,
+        control: Any,
+        logs: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        total, n = self._window
+        if logs and "loss" in logs and n:
+            self._before, self._window = total / n, (0.0, 0)
 
     def on_pre_optimizer_step(
         self, args: Any, state: Any, control: Any, **kwargs: Any
@@ -415,25 +612,32 @@ class GuardCallback(TrainerCallback, ExportableState):
         g = self.guard
         if g is None:
             return
-        if not self._micro:
+        norm = grad_norm(g.model)
+        if self._clipped and norm is not None and math.isfinite(norm):
+            norm = None  # clipped already: only a non-finite norm tells
+        if self._micro:
+            loss = step_loss(self._micro, summed=self._summed)
+            self._micro = []
+        else:
+            # no loss to read (label_smoothing_factor, compute_loss_func, a
+            # custom compute_loss): the guard watches the gradient norm only
+            loss = 0.0
             if not self._warned:
                 self._warned = True
                 logger.warning(
-                    "lrkit GuardCallback: the model's output has no loss (a custom "
-                    "compute_loss?); nothing is guarded."
+                    "lrkit GuardCallback: the model's output has no loss (the "
+                    "Trainer computes it outside the model: label_smoothing_factor, "
+                    "compute_loss_func or a custom compute_loss); the guard "
+                    "watches only the gradient norm (a NaN or inf gradient%s): "
+                    "loss spikes and divergence go unseen.",
+                    "" if self._clipped else ", an exploding one",
                 )
-            return
-        loss = step_loss(self._micro, summed=self._summed)
-        self._micro = []
         dist = torch.distributed
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             device = next(g.model.parameters()).device
             loss, self._val = mean_over_ranks(
                 loss, self._val, device, _all_reduce_sum, dist.get_world_size()
             )
-        norm = grad_norm(g.model)
-        if norm is not None and math.isfinite(norm):
-            norm = None  # clipped already: only a non-finite norm tells
         try:
             ok = g.step(loss, grad_norm=norm, val_loss=self._val)
         except Exception:  # GuardError: train() ends without on_train_end
@@ -456,15 +660,32 @@ class GuardCallback(TrainerCallback, ExportableState):
         metrics: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        value = _number((metrics or {}).get(self.val_key))
+        metrics = metrics or {}
+        value = _number(metrics.get(self.val_key))
         if value is not None:
             self._val = value
+        elif (
+            self._training
+            and not self._val_warned
+            and any(str(k).startswith("eval_") for k in metrics)
+        ):
+            self._val_warned = True
+            logger.warning(
+                "lrkit GuardCallback: no %r in the evaluation metrics (keys: %s); "
+                "the guard gets no validation loss. Pass val_key=...",
+                self.val_key,
+                ", ".join(sorted(map(str, metrics))),
+            )
 
     def _finish(self) -> None:
+        """The run is over (or failed): the hook off the model, the model no
+        longer marked guarded, the snapshots freed."""
+        self._training = False
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
         if self.guard is not None:
+            set_guarded(self.guard.model, None)
             self.guard.close()
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -487,6 +708,64 @@ class GuardCallback(TrainerCallback, ExportableState):
             }
         )
         return {"args": dict(self._args), "attributes": {"lrkit_state": saved}}
+
+
+def _with_loss(output: Any, loss: torch.Tensor) -> Any:
+    """``output`` (a model's, read by :func:`_output_loss`) with ``loss`` in
+    place of its loss."""
+    if isinstance(output, MutableMapping):
+        output["loss"] = loss  # a ModelOutput sets its attribute too
+        return output
+    if isinstance(output, tuple):
+        return (loss, *output[1:])
+    if isinstance(output, list):
+        return [loss, *output[1:]]
+    output.loss = loss
+    return output
+
+
+#: Guard's keyword arguments (guard_settings refuses those the Trainer gives)
+_GUARD_NAMES = list(inspect.signature(Guard).parameters)
+#: those GuardCallback takes
+_SETTINGS = [
+    n
+    for n in _GUARD_NAMES
+    if n not in ("model", "optimizer", "scheduler", "scaler", "loaders", "skip_batches")
+    and n != "first_step"  # the callback sets it: the checkpoint's step
+]
+
+
+def _known_settings(settings: Mapping[str, Any]) -> None:
+    """Refuse a setting that neither GuardCallback nor Guard takes."""
+    for name, value in settings.items():
+        if name not in _GUARD_NAMES:
+            close = difflib.get_close_matches(name, ["val_key", *_SETTINGS], n=1)
+            _check.fail(
+                name,
+                "a GuardCallback setting (val_key, or a lrkit.torch.Guard "
+                f"setting: {', '.join(_SETTINGS)})",
+                value,
+                f"Did you mean {close[0]}?" if close else None,
+                exc=TypeError,
+            )
+
+
+def _warn_outside_loss(args: Any) -> bool:
+    """Warn when the Trainer computes the loss outside the model (the model
+    is called without labels): GuardCallback cannot read it. True if warned."""
+    smoothing = _number(getattr(args, "label_smoothing_factor", 0)) or 0.0
+    if smoothing > 0:
+        logger.warning(
+            "lrkit GuardCallback: label_smoothing_factor=%s: the Trainer computes "
+            "the loss outside the model (called without labels), so the guard "
+            "cannot read it and watches only the gradient norm (a NaN or inf "
+            "gradient); loss spikes and divergence go unseen. Smooth the labels "
+            "in the model's own loss instead (label_smoothing_factor=0) to guard "
+            "the loss.",
+            smoothing,
+        )
+        return True
+    return False
 
 
 def _saved_state(callback: Any, state: Any) -> dict[str, Any] | None:
