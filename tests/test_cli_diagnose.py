@@ -108,7 +108,11 @@ def test_the_verdicts_advice_is_printed_with_the_findings(tmp_path: Path) -> Non
     assert rec["findings"]
     flat = " ".join(p.stdout.split())
     assert "advice: " + " ".join(rec["advice"].split()) in flat
-    assert all(f["kind"] + ": " in flat for f in rec["findings"])
+    # each kind's own advice follows, unless it is the verdict's, said above
+    for f in rec["findings"]:
+        advice = " ".join(f["advice"].split())
+        assert flat.count(advice) == 1, (advice, flat)
+        assert (f["kind"] + ": " + advice in flat) == (advice != rec["advice"])
 
 
 def test_a_finding_advises_from_the_lr_it_was_raised_at(tmp_path: Path) -> None:
@@ -267,9 +271,12 @@ def test_set_changes_a_threshold_and_bad_settings_are_one_line(tmp_path: Path) -
         assert p.stderr.startswith("lrkit: error: ") and message in p.stderr
 
 
-def test_on_a_terminal_a_spinner_then_the_verdict(tmp_path: Path) -> None:
+def test_on_a_terminal_a_spinner_then_the_verdict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tests.helpers import run_lrkit_tty
 
+    monkeypatch.delenv("CI", raising=False)  # a person at a terminal
     path = write_csv(tmp_path / "ok.csv", curve())
     code, out = run_lrkit_tty("diagnose", str(path))
     assert code == 0 and "healthy" in out
@@ -290,8 +297,12 @@ def test_baseline_loss(tmp_path: Path) -> None:
     p = lrkit("diagnose", str(path), "--json", "--baseline-loss", "2.303")
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["verdict"] == "lr too high"
-    p = lrkit("diagnose", str(path), "--baseline-loss", "inf")
-    assert p.returncode == 2 and "baseline_loss must be finite" in p.stderr
+    for bad in ("inf", "nan"):  # the option named as typed, not as a --set
+        p = lrkit("diagnose", str(path), "--baseline-loss", bad)
+        assert p.returncode == 2 and p.stderr == (
+            "lrkit: error: --baseline-loss must be finite, "
+            f"got --baseline-loss={bad}.\n"
+        )
 
 
 def test_classes_is_the_baseline_of_cross_entropy(tmp_path: Path) -> None:
@@ -308,8 +319,161 @@ def test_classes_is_the_baseline_of_cross_entropy(tmp_path: Path) -> None:
     p = lrkit("diagnose", str(path), "--json", "--classes", "20")
     assert json.loads(p.stdout)["verdict"] == "lr too low"
     p = lrkit("diagnose", str(path), "--classes", "10", "--baseline-loss", "2.3")
-    assert p.returncode == 2 and p.stderr.count("\n") == 1
-    assert "--classes and --baseline-loss: expected one of them" in p.stderr
+    assert p.returncode == 2 and p.stderr == (
+        "lrkit: error: --baseline-loss must be left out when --classes is given, "
+        "got --baseline-loss=2.3. --classes 10 means --baseline-loss 2.303; give "
+        "one of them.\n"
+    )
     p = lrkit("diagnose", str(path), "--classes", "1")
     assert p.returncode == 2
-    assert "--classes: expected an integer >= 2, got 1" in p.stderr
+    assert p.stderr == "lrkit: error: --classes must be an int >= 2, got --classes=1.\n"
+
+
+def test_no_spinner_in_a_log_file_even_with_force_color(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FORCE_COLOR (common in CI) makes rich take a log file for a terminal:
+    the spinner shows only when stderr really is one, and not under CI."""
+    import subprocess
+    import sys
+
+    from tests.helpers import _env, run_lrkit_tty
+
+    path = write_csv(tmp_path / "ok.csv", curve())
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.delenv("CI", raising=False)
+    log = tmp_path / "log.txt"
+    with log.open("w") as err:
+        code = subprocess.run(
+            [sys.executable, "-m", "lrkit", "diagnose", str(path)],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            env=_env(),
+            timeout=300,
+        ).returncode
+    assert code == 0 and log.read_text() == ""
+    monkeypatch.setenv("CI", "true")
+    code, out = run_lrkit_tty("diagnose", str(path))
+    assert code == 0 and "healthy" in out, out
+    assert "diagnosing" not in out and "reading " not in out
+
+
+def test_a_closed_stdout_keeps_the_exit_code(tmp_path: Path) -> None:
+    """`lrkit diagnose log | head -1`: the reader leaves; no error, and the
+    verdict's exit code (--exit-code) stays."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import _env
+
+    y = curve(seed=1)
+    y[400:] += np.exp(np.arange(200) / 10)  # diverged: exit 3 with --exit-code
+    path = write_csv(tmp_path / "bad.csv", y)
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    try:
+        for args, expected in (
+            ([], 0),
+            (["--exit-code"], 3),
+            (["--json", "--exit-code"], 3),
+        ):
+            p = subprocess.run(
+                [sys.executable, "-m", "lrkit", "diagnose", str(path), *args],
+                stdout=write,
+                stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                env=_env(),
+                timeout=300,
+                text=True,
+            )
+            assert (p.returncode, p.stderr) == (expected, ""), args
+    finally:
+        os.close(write)
+
+
+def test_a_directory_names_the_log_it_read(tmp_path: Path) -> None:
+    """A Hugging Face output directory: the latest checkpoint's
+    trainer_state.json is read, and the text says which."""
+    for step in (10, 20):
+        history = [{"step": t, "loss": 2.0 / (1 + t / 10)} for t in range(1, step + 1)]
+        folder = tmp_path / "out" / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        (folder / "trainer_state.json").write_text(
+            json.dumps({"log_history": history, "global_step": step})
+        )
+    p = lrkit("diagnose", str(tmp_path / "out"))
+    assert p.returncode == 0, p.stderr
+    picked = tmp_path / "out" / "checkpoint-20" / "trainer_state.json"
+    # (rich wraps a long path where it must: compared without whitespace)
+    assert f"read20stepsfrom{picked}" in "".join(p.stdout.split())
+
+
+# --- the figure (lrkit.plot.diagnosis_figure, which --out writes)
+
+
+def _figure(path: Path) -> object:
+    import lrkit
+    from lrkit.plot import diagnosis_figure
+
+    return diagnosis_figure(lrkit.read_log(path))
+
+
+def test_the_figure_legend_is_clear_of_the_data_and_names_the_lr(
+    tmp_path: Path,
+) -> None:
+    y = curve(seed=2)
+    y[450:] = math.nan  # NaN marks along the top, where the legend used to be
+    fig = _figure(write_csv(tmp_path / "nan.csv", y))
+    ax = fig.axes[0]  # type: ignore[attr-defined]
+    legend = ax.get_legend()
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert "learning rate (right axis)" in labels and "NaN / inf / overflow" in labels
+    fig.draw_without_rendering()  # type: ignore[attr-defined]
+    box, axes_box = legend.get_window_extent(), ax.get_window_extent()
+    assert box.y1 <= axes_box.y0  # below the axes
+    assert ax.get_xlabel() == "step"
+
+
+def test_the_figure_of_an_all_nan_log_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "nan.csv"
+    path.write_text("step,loss\n" + "".join(f"{t},nan\n" for t in range(50)))
+    ax = _figure(path).axes[0]  # type: ignore[attr-defined]
+    said = " ".join(t.get_text() for t in ax.texts)
+    assert "no finite loss to draw: all 50 logged losses are NaN" in said
+
+
+def test_the_figure_names_the_step_column_and_tells_overlaps_apart(
+    tmp_path: Path,
+) -> None:
+    """A log per epoch: the x axis says epoch; overlapping findings (overfitting
+    and a plateau) get edge lines and hatchings of their own."""
+    ep = np.arange(30)
+    lines = ["epoch,train_loss,val_loss"] + [
+        f"{e},{2 * math.exp(-e / 5) + 0.1},"
+        f"{2 * math.exp(-e / 5) + 0.3 + max(0, e - 10) * 0.05}"
+        for e in ep
+    ]
+    path = tmp_path / "epochs.csv"
+    path.write_text("\n".join(lines) + "\n")
+    ax = _figure(path).axes[0]  # type: ignore[attr-defined]
+    assert ax.get_xlabel() == "epoch"
+    hatches = {p.get_hatch() for p in ax.patches if p.get_hatch()}
+    kinds = [t.get_text().strip() for t in ax.texts]
+    assert len(kinds) >= 2 and len(hatches) >= len(kinds) - 1, (kinds, hatches)
+
+
+def test_the_running_median_has_no_edge_bias_and_scales_with_the_log() -> None:
+    from lrkit.plot import centred_median, median_half_window
+
+    falling = np.linspace(10.0, 0.0, 101)  # a straight fall: its own median
+    at, med = centred_median(falling, 4)
+    assert np.array_equal(at, np.arange(101)) and np.allclose(med, falling)
+    # a 9-point median on a short log; about 1/200 of a million-step one
+    assert median_half_window(20) == 0 and median_half_window(600) == 4
+    assert median_half_window(1_000_000) == 2500
+    noisy = np.random.default_rng(0).standard_normal(1_000_000)
+    at, med = centred_median(noisy, median_half_window(len(noisy)))
+    assert 3000 < len(at) <= 4000  # evaluated at a sample of the indices
+    assert float(np.abs(med[20:-20]).max()) < 0.1  # windows of 5 001: smooth

@@ -148,8 +148,16 @@ def test_a_task_without_loss_fn_and_ctrl_c(tmp_path: Path) -> None:
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["suggestion"] > 0
     p = lrkit("find", "owntask:interrupted", "--out", "res2", cwd=tmp_path)
-    assert p.returncode == 130 and p.stderr.strip() == "lrkit: interrupted"
-    assert not (tmp_path / "res2" / "lr_find.json").exists()
+    assert p.returncode == 130, p.stderr
+    # the curve recorded before Ctrl-C is kept, and the one line says where
+    res2 = tmp_path / "res2"
+    assert p.stderr.count("\n") == 1 and p.stderr.startswith(
+        "lrkit: interrupted; the curve so far (29 steps, LR 1e-07 to "
+    )
+    assert f"is saved in {Path('res2', 'lr_find.json')} and " in p.stderr
+    saved = json.loads((res2 / "lr_find.json").read_text())
+    assert saved["stop_reason"] == "interrupted" and len(saved["lrs"]) == 29
+    assert (res2 / "lr_find.png").stat().st_size > 1000
 
 
 KERAS_TASK = """
@@ -351,12 +359,230 @@ def test_installed_console_script(tmp_path: Path) -> None:
     assert json.loads(p.stdout)["steps_done"] > 0
 
 
-def test_on_a_terminal_a_progress_bar_then_the_summary(tmp_path: Path) -> None:
+def test_on_a_terminal_a_progress_bar_then_the_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tests.helpers import run_lrkit_tty
 
+    monkeypatch.delenv("CI", raising=False)  # a person at a terminal
     code, out = run_lrkit_tty("find", "--out", str(tmp_path))
     assert code == 0, out
-    assert "range test" in out and "suggested LR" in out  # the bar, then the panel
+    assert "━" in out and "suggested LR" in out  # the bar, then the panel
     assert (tmp_path / "lr_find.json").exists()
     # in a log (no terminal) there is no bar
     assert "range test" not in lrkit("find", "--out", str(tmp_path)).stderr
+
+
+PRINTING_TASKS = """
+import os
+import sys
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+print("importing the task module")  # at import time
+
+
+def make_task():
+    print("loading data ...")  # in the factory
+    torch.manual_seed(0)
+    x = torch.randn(128, 4)
+    y = x.sum(1, keepdim=True)
+    model = torch.nn.Linear(4, 1)
+    calls = []
+
+    def loss_fn(out, target):  # while the test runs: Python and C-level writes
+        calls.append(1)
+        if len(calls) % 10 == 1:
+            print(f"batch {len(calls)}")
+            sys.stdout.flush()
+            os.write(1, b"raw write to fd 1\\n")
+        return torch.nn.functional.mse_loss(out, target)
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    return model, opt, loss_fn, DataLoader(TensorDataset(x, y), batch_size=16)
+
+
+def fails_late():  # a runtime failure after 20 recorded steps
+    model, opt, loss_fn, loader = make_task()
+    n = [0]
+
+    def failing(out, target):
+        n[0] += 1
+        if n[0] > 20:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return loss_fn(out, target)
+
+    return model, opt, failing, loader
+"""
+
+
+def test_json_stdout_is_the_record_alone_when_the_task_prints(tmp_path: Path) -> None:
+    """What the module prints at import, the factory and the training print
+    (Lightning, Keras and HF do) goes to stderr with --json: stdout parses."""
+    (tmp_path / "printing.py").write_text(PRINTING_TASKS)
+    p = lrkit("find", "printing:make_task", "--json", "--num-steps", "40", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["task"] == "printing:make_task"
+    for printed in ("importing the task module", "loading data", "batch 11", "raw"):
+        assert printed in p.stderr and printed not in p.stdout
+    # without --json the summary is on stdout, and so are the task's prints
+    p = lrkit("find", "printing:make_task", "--num-steps", "40", cwd=tmp_path)
+    assert p.returncode == 0 and "loading data" in p.stdout, p.stderr
+
+
+def test_a_failure_during_the_test_keeps_the_curve(tmp_path: Path) -> None:
+    """A runtime failure (an OOM at step 21) saves the curve recorded so far
+    and says so in its one line; the exit code stays 1, stdout empty."""
+    (tmp_path / "printing.py").write_text(PRINTING_TASKS)
+    p = lrkit("find", "printing:fails_late", "--json", "-o", "res", cwd=tmp_path)
+    assert p.returncode == 1 and p.stdout == "", p.stderr
+    line = p.stderr.splitlines()[-1]
+    assert line.startswith(
+        "lrkit: error: the range test failed: RuntimeError: CUDA out of memory "
+        "(simulated); the curve so far (20 steps, LR 1e-07 to "
+    )
+    assert line.endswith(
+        f"is saved in {Path('res', 'lr_find.json')} and {Path('res', 'lr_find.png')}."
+    )
+    saved = json.loads((tmp_path / "res" / "lr_find.json").read_text())
+    assert len(saved["lrs"]) == 20 and saved["stop_reason"] == "interrupted"
+    assert (tmp_path / "res" / "lr_find.png").stat().st_size > 1000
+
+
+def test_no_progress_bar_in_a_log_file_even_with_force_color(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FORCE_COLOR (common in CI) makes rich take a log file for a terminal:
+    the bar is drawn only when stderr really is one, and not under CI."""
+    from tests.helpers import _env, run_lrkit_tty
+
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.delenv("CI", raising=False)
+    log = tmp_path / "log.txt"
+    with log.open("w") as err:
+        p = subprocess.run(
+            [sys.executable, "-m", "lrkit", "find", "--num-steps", "50"],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            cwd=tmp_path,
+            env=_env(),
+            timeout=300,
+            text=True,
+        )
+    assert p.returncode == 0, log.read_text()
+    assert log.read_text() == ""  # no bar frames, no escape codes
+    monkeypatch.setenv("CI", "true")  # a CI job's console is a terminal here
+    code, out = run_lrkit_tty("find", "--num-steps", "50", "--out", str(tmp_path))
+    assert code == 0 and "suggested LR" in out, out
+    assert "━" not in out  # the bar
+
+
+def test_errors_inside_the_users_module_are_its_failure(tmp_path: Path) -> None:
+    """A module that does not exist is a usage error (2); one that exists and
+    fails to import (a syntax error, a missing dependency) failed itself (1).
+    A factory's wrong return type says what it was."""
+    (tmp_path / "syntax_bad.py").write_text("def make(:\n    pass\n")
+    (tmp_path / "needs_dep.py").write_text("import no_such_dependency_xyz\n")
+    (tmp_path / "three.py").write_text("def make():\n    return 1, 2, 3\n")
+    p = lrkit("find", "syntax_bad:make", cwd=tmp_path)
+    assert p.returncode == 1 and p.stderr.count("\n") == 1, p.stderr
+    assert p.stderr.startswith(
+        "lrkit: error: importing module 'syntax_bad' of TARGET='syntax_bad:make' "
+        "failed: SyntaxError:"
+    )
+    assert "line 1" in p.stderr
+    p = lrkit("find", "needs_dep:make", cwd=tmp_path)
+    assert p.returncode == 1
+    assert "failed: ModuleNotFoundError: No module named 'no_such_dependency_xyz'" in (
+        p.stderr
+    )
+    p = lrkit("find", "no_such_module_xyz.sub:make", cwd=tmp_path)
+    assert p.returncode == 2 and "cannot import module" in p.stderr
+    p = lrkit("find", "three:make", cwd=tmp_path)
+    assert p.returncode == 2 and p.stderr.rstrip().endswith("got a tuple of 3 items.")
+
+
+# --- the range-test figure (lrkit.plot.range_test_figure, which find writes)
+
+
+def _synthetic(mode: str = "exp", **kw: object) -> object:
+    """A range test on a made-up loss: flat, a valley near LR 0.1, then up."""
+    import lrkit
+
+    def step(lr: float) -> float:
+        return 2.0 - 1.5 * math.exp(-((math.log10(lr) + 1) ** 2)) + 3 * lr**2
+
+    return lrkit.range_test(step, mode=mode, **kw)  # type: ignore[arg-type]
+
+
+def test_the_figure_has_a_linear_lr_axis_for_a_linear_ladder(tmp_path: Path) -> None:
+    from lrkit.plot import range_test_figure
+
+    linear = _synthetic("linear", start_lr=1e-3, end_lr=2.0, num_steps=60)
+    ax = range_test_figure(linear).axes[0]  # type: ignore[arg-type]
+    assert ax.get_xscale() == "linear"
+    assert ax.get_xlim()[0] < 0.05  # the ladder's start in view, not squeezed
+    ax = range_test_figure(_synthetic()).axes[0]  # type: ignore[arg-type]
+    assert ax.get_xscale() == "log"
+    # and through the command: the PNG of a linear ladder (a figure for both)
+    p = lrkit(
+        "find",
+        "--mode",
+        "linear",
+        "--end-lr",
+        "2",
+        "--num-steps",
+        "40",
+        "-o",
+        "o",
+        cwd=tmp_path,
+    )
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "o" / "lr_find.png").stat().st_size > 1000
+
+
+def test_the_figure_keeps_the_validation_minimum_in_view() -> None:
+    """The validation loss, which a suggestion may rest on, dips below the
+    smoothed training curve: the y axis reaches down to it."""
+    from lrkit.plot import range_test_figure
+
+    def val() -> float:
+        return 0.05  # far below the training losses (>= 0.5)
+
+    result = _synthetic(val_fn=val, val_every=5)
+    low, _ = range_test_figure(result).axes[0].get_ylim()  # type: ignore[arg-type]
+    assert low < 0.05
+
+
+def test_the_figure_says_why_there_is_no_suggestion() -> None:
+    import lrkit
+    from lrkit.plot import range_test_figure
+
+    def texts(result: object) -> str:
+        fig = range_test_figure(result)  # type: ignore[arg-type]
+        return " ".join(t.get_text() for t in fig.axes[0].texts).replace("\n", " ")
+
+    never = lrkit.range_test(lambda lr: math.nan, num_steps=30)
+    assert never.suggestion is None
+    assert "No suggestion: the loss was NaN/inf from the first step" in texts(never)
+    # NaN from the third step: two finite losses, no curve to draw
+    at_once = lrkit.range_test(lambda lr: 1.0 if lr < 1.1e-7 else math.nan)
+    assert at_once.suggestion is None and at_once.reasons
+    said = texts(at_once)
+    assert said.startswith("No suggestion: ") and at_once.reasons[0][:30] in said
+    # a ladder of under a decade (1e-7 to 1.2e-7): a few plain tick labels, not
+    # the log axis's crowded minor ones
+    fig = range_test_figure(at_once)  # type: ignore[arg-type]
+    fig.draw_without_rendering()
+    ax = fig.axes[0]
+    low, high = ax.get_xlim()
+    shown = [
+        t.get_text()
+        for minor in (False, True)
+        for t in ax.get_xticklabels(minor=minor)
+        if t.get_text() and low <= t.get_position()[0] <= high
+    ]
+    assert 2 <= len(shown) <= 6 and "1.1e-07" in shown, shown
+    assert not texts(_synthetic())  # with a suggestion: nothing written over it

@@ -169,3 +169,47 @@ def test_a_long_schedule_is_previewed_from_a_sample(tmp_path: Path) -> None:
     # one million steps and fewer: every step
     r = lrkit_cli("schedule", "cosine(1000000)", "--json")
     assert len(json.loads(r.stdout)["lrs"]) == 1_000_000
+
+
+def test_the_png_legend_sits_below_the_axes_clear_of_the_curves() -> None:
+    """Four overlaid schedules: a legend inside the axes covered them."""
+    from lrkit.plot import plot_schedules
+
+    specs = ["cosine(1000)", "one_cycle(1000)", "wsd(1000)", "linear(1000)"]
+    fig = plot_schedules(
+        {spec: [lrkit.parse_schedule(spec)(t) for t in range(1000)] for spec in specs}
+    )
+    ax = fig.axes[0]
+    assert ax.get_legend() is None and len(fig.legends) == 1
+    fig.draw_without_rendering()  # the layout placed it
+    legend = fig.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == specs
+    assert legend.get_window_extent().y1 <= ax.get_window_extent().y0
+
+
+def test_without_base_lr_the_png_axis_reads_lr_multiplier(tmp_path: Path) -> None:
+    """Without --base-lr the values are multipliers of the base LR, and the
+    y axis says so; with it (even --base-lr 1: absolute) it says learning rate.
+    The command's PNG is compared pixel by pixel with the figure drawn with
+    each label."""
+    from matplotlib.image import imread
+
+    from lrkit.plot import plot_schedules
+
+    spec = "cosine(200)"
+    lrs = [lrkit.parse_schedule(spec)(t) for t in range(200)]
+    drawn = {}
+    for label in ("LR multiplier", "learning rate"):
+        path = tmp_path / f"{label}.png"
+        plot_schedules({spec: lrs}, path, steps={spec: range(200)}, ylabel=label)
+        drawn[label] = imread(path)
+    assert plot_schedules({spec: lrs}, ylabel="LR multiplier").axes[0].get_ylabel() == (
+        "LR multiplier"
+    )
+    for args, label in (([], "LR multiplier"), (["--base-lr", "1"], "learning rate")):
+        out = tmp_path / label.replace(" ", "_")
+        r = lrkit_cli("schedule", spec, *args, "--out", str(out))
+        assert r.returncode == 0, r.stderr
+        assert (imread(out / "schedule.png") == drawn[label]).all(), args
+    r = lrkit_cli("schedule", spec, "--json")
+    assert json.loads(r.stdout)["base_lr"] == 1.0  # the record as before

@@ -3,7 +3,9 @@
 Conventions shared by every command:
 
 - ``--json`` prints one machine-readable JSON document on stdout and nothing else
-  there (progress and messages go to stderr);
+  there (progress, messages and what the user's code prints go to stderr);
+- progress bars and spinners only when stderr is a terminal and ``CI`` is unset;
+- output cut short by its reader (``| head -1``) ends quietly, exit code kept;
 - ``--out DIR`` is where figures and records are written;
 - bad input prints one line ``lrkit: error: ...`` on stderr and exits with code 2;
   a failure while running exits with code 1. No tracebacks for user errors.
@@ -94,6 +96,76 @@ def writing(path: Path) -> Iterator[Path]:
         fail(f"cannot write {str(path)!r}: {e.strerror or e}.", EXIT_RUNTIME)
 
 
+def interactive() -> bool:
+    """Whether a progress bar or spinner may be drawn: stderr is a terminal
+    (``isatty``, not what ``FORCE_COLOR`` claims) and no CI runs the command
+    (``CI`` unset, empty, ``0`` or ``false``). A log file, a pipe or a CI job's
+    console never get one."""
+    try:
+        tty = os.isatty(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):  # replaced, closed: no terminal
+        tty = False
+    return tty and os.environ.get("CI", "").strip().lower() in ("", "0", "false")
+
+
+@contextlib.contextmanager
+def stdout_to_stderr(active: bool = True) -> Iterator[None]:
+    """While active, what user code prints (``print``, a library's progress
+    lines, a C extension's writes to file descriptor 1) goes to stderr, so that
+    stdout holds only the ``--json`` document."""
+    if not active:
+        yield
+        return
+    sys.stdout.flush()
+    saved: int | None = None
+    try:
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    except (OSError, ValueError):  # no real descriptors (an embedding host)
+        saved = None
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        if saved is not None:
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
+def _drop_stdout() -> None:
+    """Send what is still to be written on stdout nowhere (its reader left)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # pragma: no cover - no descriptor
+        pass
+
+
+@contextlib.contextmanager
+def reader_may_leave() -> Iterator[None]:
+    """Print on stdout; a reader that left (``lrkit diagnose log | head -1``)
+    ends the output quietly: the rest is dropped and the command goes on to its
+    own exit code (``--exit-code``'s verdict included), with no traceback and
+    no ``BrokenPipeError`` message at exit."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _drop_stdout()
+
+
+class OutConsole(Console):
+    """The console of a command's output on stdout: when its reader leaves
+    (a closed pipe), it falls silent instead of exiting with code 1 as
+    ``rich`` does, so that the command keeps its own exit code."""
+
+    def on_broken_pipe(self) -> None:
+        _drop_stdout()
+        self.quiet = True
+
+
 OutOption = Annotated[
     Path,
     typer.Option("--out", "-o", help="Directory for figures and records."),
@@ -135,8 +207,15 @@ def _load_factory(target: str) -> Any:
         module_name = module_name[:-3].replace("/", ".").replace("\\", ".")
     try:
         module = importlib.import_module(module_name)
-    except Exception as e:
-        fail(f"cannot import module {module_name!r} of TARGET={target!r}: {e}")
+    except ModuleNotFoundError as e:
+        parts = module_name.split(".")
+        named = {".".join(parts[: i + 1]) for i in range(len(parts))}
+        if e.name in named:  # TARGET names no module: a usage error
+            fail(f"cannot import module {module_name!r} of TARGET={target!r}: {e}")
+        fail(_import_failed(module_name, target, e), EXIT_RUNTIME)
+    except Exception as e:  # the module itself failed (a syntax error, a
+        # missing dependency, a file it reads): its failure, not a usage error
+        fail(_import_failed(module_name, target, e), EXIT_RUNTIME)
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -147,6 +226,15 @@ def _load_factory(target: str) -> Any:
     if not callable(obj):
         fail(f"TARGET must name a callable factory, got {target!r} = {obj!r}.")
     return obj
+
+
+def _import_failed(module_name: str, target: str, e: BaseException) -> str:
+    """The one line for a module of TARGET that raised while it was imported
+    (a SyntaxError names its file and line itself)."""
+    return (
+        f"importing module {module_name!r} of TARGET={target!r} failed: "
+        f"{type(e).__name__}: {e}"
+    )
 
 
 #: Tasks of the other adapters, told apart by a key only they have:
@@ -215,8 +303,19 @@ def _task_parts(task: Any, target: str) -> dict[str, Any]:
         f"the factory {target!r} must return (model, optimizer, loss_fn, "
         f"train_loader[, val_loader]) or a dict with those keys (PyTorch), a dict "
         f"with model and x (Keras) or with estimator, X and y (scikit-learn), got "
-        f"{type(task).__name__}."
+        f"{_described(task)}."
     )
+
+
+def _described(value: Any) -> str:
+    """What a factory returned, in words: ``a tuple of 3 items``, ``None``."""
+    if value is None:
+        return "None"
+    kind = type(value).__name__
+    article = "an" if kind[:1].lower() in "aeiou" else "a"
+    if isinstance(value, (tuple, list)):
+        return f"{article} {kind} of {len(value)} item{'s' if len(value) != 1 else ''}"
+    return f"{article} {kind}"
 
 
 @app.command()
@@ -273,7 +372,8 @@ def find(
     """Run an LR range test and suggest a learning rate.
 
     With no TARGET it runs the embedded demo (handwritten digits, a small MLP).
-    Writes lr_find.png and lr_find.json under --out.
+    Writes lr_find.png and lr_find.json under --out (the curve so far when the
+    test fails or is interrupted).
     """
     import time
 
@@ -287,108 +387,154 @@ def find(
         if given not in choices:
             listed = ", ".join(repr(c) for c in choices)
             fail(_check.message(flag, f"one of {listed}", given))
-    if target is None:
-        from .demo import make_task as factory
+    # with --json, stdout is the record's alone: what the user's module, its
+    # factory and the training print goes to stderr
+    with stdout_to_stderr(json_out):
+        if target is None:
+            from .demo import make_task as factory
 
-        target_name = "lrkit.demo:make_task"
-    else:
-        factory = _load_factory(target)
-        target_name = target
-    out = out_dir(out)
-    args = {} if seed is None else {"seed": seed}
-    try:  # a call its signature refuses is a usage error; one inside it, not
-        inspect.signature(factory).bind(**args)
-    except TypeError as e:
-        fail(f"calling the factory {target_name!r} failed: {e}")
-    except ValueError:  # no signature to read (a builtin): the call tells
-        pass
-    try:
-        task = factory(**args)
-    except Exception as e:
-        fail(
-            f"the factory {target_name!r} raised {type(e).__name__}: {e}", EXIT_RUNTIME
-        )
-    parts = _task_parts(task, target_name)
-    framework = _framework(parts)
-    if not val:
-        parts.pop("val_loader", None)
-        parts.pop("validation_data", None)
-    for key, value in (("amp", amp), ("device", device)):
-        if value is not None and framework != "torch":
-            fail(f"--{key} is for PyTorch tasks, not for a {framework} task.")
-        if value is not None:
-            parts[key] = value
-    if framework != "torch" and confirm_steps:
-        fail("--confirm-steps is for PyTorch tasks (lrkit.find_lr).")
-    if framework == "torch":
-        parts["confirm_steps"] = confirm_steps
-
-    run: Any
-    try:
-        if framework == "Keras":
-            from .keras import find_lr as keras_find_lr
-
-            def run(**kw: Any) -> Any:
-                return keras_find_lr(parts.pop("model"), parts.pop("x"), **kw, **parts)
-        elif framework == "scikit-learn":
-            from .sklearn import find_lr as sklearn_find_lr
-
-            def run(**kw: Any) -> Any:
-                return sklearn_find_lr(
-                    parts.pop("estimator"),
-                    parts.pop("X"),
-                    parts.pop("y"),
-                    **kw,
-                    **parts,
-                )
+            target_name = "lrkit.demo:make_task"
         else:
-            from . import find_lr
+            factory = _load_factory(target)
+            target_name = target
+        out = out_dir(out)
+        args = {} if seed is None else {"seed": seed}
+        try:  # a call its signature refuses is a usage error; one inside it, not
+            inspect.signature(factory).bind(**args)
+        except TypeError as e:
+            fail(f"calling the factory {target_name!r} failed: {e}")
+        except ValueError:  # no signature to read (a builtin): the call tells
+            pass
+        try:
+            task = factory(**args)
+        except Exception as e:
+            fail(
+                f"the factory {target_name!r} raised {type(e).__name__}: {e}",
+                EXIT_RUNTIME,
+            )
+        parts = _task_parts(task, target_name)
+        framework = _framework(parts)
+        if not val:
+            parts.pop("val_loader", None)
+            parts.pop("validation_data", None)
+        for key, value in (("amp", amp), ("device", device)):
+            if value is not None and framework != "torch":
+                fail(f"--{key} is for PyTorch tasks, not for a {framework} task.")
+            if value is not None:
+                parts[key] = value
+        if framework != "torch" and confirm_steps:
+            fail("--confirm-steps is for PyTorch tasks (lrkit.find_lr).")
+        if framework == "torch":
+            parts["confirm_steps"] = confirm_steps
 
-            def run(**kw: Any) -> Any:
-                return find_lr(
-                    parts.pop("model"),
-                    parts.pop("optimizer"),
-                    parts.pop("loss_fn", None),
-                    parts.pop("train_loader"),
-                    **kw,
-                    **parts,
+        run: Any
+        try:
+            if framework == "Keras":
+                from .keras import find_lr as keras_find_lr
+
+                def run(**kw: Any) -> Any:
+                    return keras_find_lr(
+                        parts.pop("model"), parts.pop("x"), **kw, **parts
+                    )
+            elif framework == "scikit-learn":
+                from .sklearn import find_lr as sklearn_find_lr
+
+                def run(**kw: Any) -> Any:
+                    return sklearn_find_lr(
+                        parts.pop("estimator"),
+                        parts.pop("X"),
+                        parts.pop("y"),
+                        **kw,
+                        **parts,
+                    )
+            else:
+                from . import find_lr
+
+                def run(**kw: Any) -> Any:
+                    return find_lr(
+                        parts.pop("model"),
+                        parts.pop("optimizer"),
+                        parts.pop("loss_fn", None),
+                        parts.pop("train_loader"),
+                        **kw,
+                        **parts,
+                    )
+        except ImportError as e:  # torch, keras or scikit-learn missing
+            fail(str(e), EXIT_RUNTIME)
+
+        t0 = time.perf_counter()
+        error: tuple[str, int] | None = None  # reported once the bar is gone
+        partial: Any = None  # the curve recorded before a failure or Ctrl-C
+        try:  # a bar on a terminal only (not in a log file, a pipe or CI)
+            result = run(
+                start_lr=start_lr,
+                end_lr=end_lr,
+                num_steps=num_steps,
+                mode=mode,
+                suggest=rule,
+                progress=interactive(),
+            )
+        except KeyboardInterrupt as e:
+            partial = getattr(e, "lrkit_range_test", None)
+            error = ("interrupted", 130)
+        except (ValueError, TypeError) as e:
+            partial = getattr(e, "lrkit_range_test", None)
+            if not _check.is_ours(e):  # the framework failed inside the test
+                error = (
+                    f"the range test failed: {type(e).__name__}: {e}",
+                    EXIT_RUNTIME,
                 )
-    except ImportError as e:  # torch, keras or scikit-learn missing
-        fail(str(e), EXIT_RUNTIME)
-
-    t0 = time.perf_counter()
-    error: tuple[str, int] | None = None  # reported once the bar is gone
-    try:  # progress=True: the range test's own bar, on a terminal only
-        result = run(
-            start_lr=start_lr,
-            end_lr=end_lr,
-            num_steps=num_steps,
-            mode=mode,
-            suggest=rule,
-            progress=True,
-        )
-    except (ValueError, TypeError) as e:
-        if not _check.is_ours(e):  # the framework failed inside the test
+            else:
+                error = (_typed_error(str(e), amp, device), EXIT_USAGE)
+        except Exception as e:
+            partial = getattr(e, "lrkit_range_test", None)
             error = (f"the range test failed: {type(e).__name__}: {e}", EXIT_RUNTIME)
-        else:
-            error = (_typed_error(str(e), amp, device), EXIT_USAGE)
-    except Exception as e:
-        error = (f"the range test failed: {type(e).__name__}: {e}", EXIT_RUNTIME)
     if error is not None:
-        fail(*error)
+        _fail_keeping(error, partial, out)
     elapsed = time.perf_counter() - t0
 
     with writing(out / "lr_find.json") as json_path:
         result.save(json_path)
     with writing(out / "lr_find.png") as png_path:
         result.plot(png_path)
-    if json_out:
-        record = result.to_dict()
-        record["task"] = target_name
-        record["files"] = {"json": str(json_path), "png": str(png_path)}
-        print_json(record)
-        return
-    _print_find_summary(result, target_name, elapsed, json_path, png_path)
+    with reader_may_leave():
+        if json_out:
+            record = result.to_dict()
+            record["task"] = target_name
+            record["files"] = {"json": str(json_path), "png": str(png_path)}
+            print_json(record)
+            return
+        _print_find_summary(result, target_name, elapsed, json_path, png_path)
+
+
+def _fail_keeping(error: tuple[str, int], partial: Any, out: Path) -> NoReturn:
+    """Exit with ``error`` (``("interrupted", 130)`` for Ctrl-C), first saving
+    the curve the range test recorded before it, when there is one, as
+    ``lr_find.json`` and ``lr_find.png`` under ``out``; the one line says so."""
+    message, code = error
+    saved = ""
+    if partial is not None and len(getattr(partial, "lrs", ())):
+        try:
+            json_path = out / "lr_find.json"
+            partial.save(json_path)
+            files = str(json_path)
+            try:  # the figure is a bonus: the record is what counts
+                png_path = out / "lr_find.png"
+                partial.plot(png_path)
+                files = f"{json_path} and {png_path}"
+            except (Exception, KeyboardInterrupt):  # a second Ctrl-C: skipped
+                pass
+            saved = (
+                f"the curve so far ({len(partial.lrs)} steps, LR "
+                f"{partial.lrs[0]:.3g} to {partial.lrs[-1]:.3g}) is saved in {files}"
+            )
+        except Exception as e:  # a full disk: the first error still counts
+            saved = f"the curve so far could not be saved: {e}"
+    if code == 130:
+        one_line = f"lrkit: interrupted; {saved}" if saved else "lrkit: interrupted"
+        sys.stderr.write(one_line + "\n")
+        raise SystemExit(130)
+    fail(f"{message.rstrip('.')}; {saved}." if saved else message, code)
 
 
 def _typed_error(text: str, amp: str | None, device: str | None) -> str:
@@ -410,7 +556,7 @@ def _print_find_summary(
 
     from .plot import range_test_terminal
 
-    console = Console()
+    console = OutConsole()
 
     def fmt(x: float | None) -> str:
         return "none" if x is None else f"{x:.3g}"
@@ -548,9 +694,14 @@ def schedule_command(
         ),
     ] = None,
     base_lr: Annotated[
-        float,
-        typer.Option("--base-lr", help="LR the schedule multiplies (1: absolute)."),
-    ] = 1.0,
+        float | None,
+        typer.Option(
+            "--base-lr",
+            help="LR the schedule multiplies (1: the values are absolute LRs); "
+            "without it the values are shown as LR multipliers.",
+            show_default=False,
+        ),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="Directory for schedule.png."),
@@ -592,6 +743,8 @@ def schedule_command(
             parsed.append(parse_schedule(spec))
         except ScheduleSyntaxError as e:
             fail(e.one_line())
+    multiplier = base_lr is None  # the schedule's own values
+    base_lr = 1.0 if base_lr is None else base_lr
     if not (base_lr >= 0 and base_lr < float("inf")):
         fail(f"--base-lr must be a finite number >= 0, got --base-lr={base_lr!r}.")
     if steps is None:
@@ -641,20 +794,22 @@ def schedule_command(
                 figure,
                 log=log,
                 steps={r["spec"]: _curve(r)[0] for r in records},
+                ylabel="LR multiplier" if multiplier else "learning rate",
             )
     n_warnings = sum(len(r.get("warnings", [])) for r in records)
 
-    if json_:
-        head: dict[str, Any] = {"steps": steps, "base_lr": base_lr}
-        if figure is not None:
-            head["figure"] = str(figure)
-        print_json(
-            {**head, **records[0]}
-            if len(records) == 1
-            else {**head, "schedules": records}
-        )
-    else:
-        _print_schedules(records, steps, base_lr, figure)
+    with reader_may_leave():
+        if json_:
+            head: dict[str, Any] = {"steps": steps, "base_lr": base_lr}
+            if figure is not None:
+                head["figure"] = str(figure)
+            print_json(
+                {**head, **records[0]}
+                if len(records) == 1
+                else {**head, "schedules": records}
+            )
+        else:
+            _print_schedules(records, steps, base_lr, figure)
     if lint_ and n_warnings:
         raise typer.Exit(EXIT_LINT)
 
@@ -673,7 +828,7 @@ def _print_schedules(
 
     from .plot import schedule_sparkline
 
-    console = Console(soft_wrap=True)
+    console = OutConsole(soft_wrap=True)
     for r in records:
         s = r["summary"]
         console.print(f"[bold]{r['spec']}[/bold]", highlight=False)
@@ -829,6 +984,7 @@ def diagnose(
     Prints a verdict (healthy, diverged, lr too high, lr too low, overfitting,
     too short) and the findings with advice in LR terms; --json prints them as JSON.
     """
+    from . import _check
     from ._check import LRKitError
     from .logs import read_log
     from .monitor import diagnose as run_diagnose
@@ -837,52 +993,58 @@ def diagnose(
     if classes is not None:
         if baseline_loss is not None:
             fail(
-                "--classes and --baseline-loss: expected one of them, got both "
-                f"(--classes {classes} means --baseline-loss "
-                f"{math.log(max(classes, 1)):.4g})",
-                EXIT_USAGE,
+                _check.message(
+                    "--baseline-loss",
+                    "left out when --classes is given",
+                    baseline_loss,
+                    f"--classes {classes} means --baseline-loss "
+                    f"{math.log(max(classes, 1)):.4g}; give one of them.",
+                )
             )
         if classes < 2:
-            fail(
-                f"--classes: expected an integer >= 2, got {classes}",
-                EXIT_USAGE,
-            )
+            fail(_check.message("--classes", "an int >= 2", classes))
         baseline_loss = math.log(classes)
 
     def busy(text: str) -> contextlib.AbstractContextManager[Any]:
         """A spinner on a terminal (a million-line log takes seconds)."""
-        return console.status(text) if console.is_terminal else contextlib.nullcontext()
+        return console.status(text) if interactive() else contextlib.nullcontext()
 
-    error: tuple[str, int] | None = None  # reported once the spinner is gone
-    with busy(f"reading {file}"):
-        try:
-            history = read_log(
-                file,
-                loss_key=loss_key,
-                val_key=val_key,
-                lr_key=lr_key,
-                grad_norm_key=grad_norm_key,
-                step_key=step_key,
-            )
-        except ImportError as e:
-            error = (str(e), EXIT_RUNTIME)
-        except LRKitError as e:  # LogFormatError: names the file and line
-            error = (str(e), EXIT_USAGE)
-        except (ValueError, TypeError) as e:  # a --*-key naming no column
-            keys = ("loss_key", "val_key", "lr_key", "grad_norm_key", "step_key")
-            error = (_as_typed(str(e), keys), EXIT_USAGE)
-    if error is not None:
-        fail(*error)
-    settings = _monitor_settings(set_ or [])
-    with busy(f"diagnosing {len(history.loss):,} logged losses"):
-        try:
-            result = run_diagnose(
-                history, resumed=resumed, baseline_loss=baseline_loss, **settings
-            )
-        except (ValueError, TypeError) as e:  # a threshold out of its range
-            error = (f"--set: {e}", EXIT_USAGE)
-    if error is not None:
-        fail(*error)
+    # with --json, stdout is the record's alone: nothing a log reader's
+    # library prints (TensorBoard, MLflow) goes there
+    with stdout_to_stderr(json_out):
+        error: tuple[str, int] | None = None  # reported once the spinner is gone
+        with busy(f"reading {file}"):
+            try:
+                history = read_log(
+                    file,
+                    loss_key=loss_key,
+                    val_key=val_key,
+                    lr_key=lr_key,
+                    grad_norm_key=grad_norm_key,
+                    step_key=step_key,
+                )
+            except ImportError as e:
+                error = (str(e), EXIT_RUNTIME)
+            except LRKitError as e:  # LogFormatError: names the file and line
+                error = (str(e), EXIT_USAGE)
+            except (ValueError, TypeError) as e:  # a --*-key naming no column
+                keys = ("loss_key", "val_key", "lr_key", "grad_norm_key", "step_key")
+                error = (_as_typed(str(e), keys), EXIT_USAGE)
+        if error is not None:
+            fail(*error)
+        settings = _monitor_settings(set_ or [])
+        with busy(f"diagnosing {len(history.loss):,} logged losses"):
+            try:
+                result = run_diagnose(
+                    history, resumed=resumed, baseline_loss=baseline_loss, **settings
+                )
+            except (ValueError, TypeError) as e:  # a threshold out of its range
+                if str(e).startswith("baseline_loss"):  # --baseline-loss, not --set
+                    error = (_as_typed(str(e), ("baseline_loss",)), EXIT_USAGE)
+                else:
+                    error = (f"--set: {e}", EXIT_USAGE)
+        if error is not None:
+            fail(*error)
     figure: str | None = None
     if out is not None:
         directory = out_dir(out)
@@ -897,18 +1059,27 @@ def diagnose(
         record["columns"] = dict(history.columns)
         record["notes"] = list(history.notes)
         record["figure"] = figure
-        print_json(record)
+        with reader_may_leave():
+            print_json(record)
         _verdict_exit(exit_code, result.verdict)
         return
+    with reader_may_leave():
+        _print_diagnosis(result, history, file, figure)
+    _verdict_exit(exit_code, result.verdict)
 
+
+def _print_diagnosis(result: Any, history: Any, file: Path, figure: str | None) -> None:
+    """The verdict, the findings table and the advice, on stdout."""
     from rich.table import Table
 
-    console = Console()
+    console = OutConsole()
     style = _VERDICT_STYLE.get(result.verdict, "bold")
     console.print(f"[{style}]{result.verdict}[/]  {result.summary}", highlight=False)
     columns = ", ".join(f"{k}={v!r}" for k, v in history.columns.items())
+    # a directory: the log in it that was read (the latest checkpoint's, ...)
+    source = history.source if history.source and file.is_dir() else str(file)
     console.print(
-        f"read {len(history)} steps from {file} ({columns})",
+        f"read {len(history)} steps from {source} ({columns})",
         style="dim",
         highlight=False,
     )
@@ -940,7 +1111,8 @@ def diagnose(
     for f in result.findings:
         if f.kind not in seen:
             seen.add(f.kind)
-            console.print(f"{f.kind}: {f.advice}", highlight=False)
+            if f.advice.strip() != result.advice.strip():  # said once, above
+                console.print(f"{f.kind}: {f.advice}", highlight=False)
     for f in result.withdrawn:
         why = (
             f.advice[:1].lower() + f.advice[1:]
@@ -956,7 +1128,6 @@ def diagnose(
         )
     if figure is not None:
         console.print(f"figure: {figure}", highlight=False)
-    _verdict_exit(exit_code, result.verdict)
 
 
 EXIT_PROBLEM = 3  # `lrkit diagnose --exit-code` found an LR problem

@@ -68,28 +68,54 @@ def _rule_points(result: RangeTestResult) -> Any:
 def range_test_figure(
     result: RangeTestResult, *, path: str | Path | None = None, ax: Any = None
 ) -> Figure:
-    """Loss vs LR on a log axis: raw points, a lag-free smoothed curve, the
-    validation losses (if any), the suggested LR and its low..high range."""
+    """Loss vs LR: raw points, a lag-free smoothed curve, the validation losses
+    (if any), the suggested LR and its low..high range.
+
+    The LR axis is logarithmic for an ``exp`` ladder and linear for a
+    ``linear`` one. The loss axis fits the smoothed curve and every finite
+    validation loss before the training loss stopped being finite (the
+    validation minimum a suggestion may rest on stays in view). Without a
+    suggestion the axes say so and why (a test that diverged at once, a loss
+    that was never finite).
+    """
     from .suggest import smooth_curve
 
     fig, ax = _new_axes(ax)
     lrs = np.asarray(result.lrs, dtype=float)
     losses = np.asarray(result.losses, dtype=float)
-    ax.set_xscale("log")
+    linear = result.settings.mode == "linear"
+    if not linear:
+        ax.set_xscale("log")
     ax.plot(lrs, losses, ".", color="0.7", ms=3, label="loss (raw)")
+    positive = lrs[lrs > 0]
+    if not linear and len(positive) > 1 and positive.max() < 10 * positive.min():
+        # under a decade: a log axis's own ticks crowd into each other
+        from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+        ax.xaxis.set_minor_locator(NullLocator())
     if len(lrs) and float(np.min(lrs)) == float(np.max(lrs)):  # one LR: a decade
-        ax.set_xlim(float(lrs[0]) / 10**0.5, float(lrs[0]) * 10**0.5)
+        x0 = float(lrs[0])
+        ax.set_xlim(*((x0 * 0.5, x0 * 1.5) if linear else (x0 / 10**0.5, x0 * 10**0.5)))
     finite = _rule_points(result)
+    vx = lrs[list(result.val_steps)] if result.val_losses else np.zeros(0)
+    vy = np.asarray(result.val_losses, dtype=float)
     if finite.sum() >= 3:
         xs, ys = smooth_curve(lrs[finite], losses[finite])
         ax.plot(xs, ys, "-", color="C0", lw=2, label="loss (smoothed)")
         lo, hi = float(np.min(ys)), float(ys[0])
+        # the validation losses while the training loss was finite (the
+        # suggestion may rest on their minimum): in view
+        last = int(np.flatnonzero(finite)[-1])
+        in_test = np.isfinite(vy) & (np.asarray(result.val_steps[: len(vy)]) <= last)
+        if in_test.any():
+            lo = min(lo, float(np.min(vy[in_test])))
         pad = 0.25 * max(hi - lo, 1e-12)
         top = max(hi, float(np.median(losses[finite][: max(3, len(ys) // 10)])))
         ax.set_ylim(lo - pad, top + 2 * pad)
-    if result.val_losses:
-        vx = lrs[list(result.val_steps)]
-        ax.plot(vx, result.val_losses, "s-", color="C2", ms=3, lw=1, label="validation")
+    if len(vy):
+        ax.plot(vx, vy, "s-", color="C2", ms=3, lw=1, label="validation")
     s = result.suggestion
     if s is not None:
         if result.low is not None and result.high is not None:
@@ -99,7 +125,26 @@ def range_test_figure(
         ax.axvline(
             lrs[-1], color="C3", ls=":", lw=1, label=f"stopped ({result.stop_reason})"
         )
-    ax.set_xlabel("learning rate")
+    if s is None:
+        ax.text(
+            0.5,
+            0.5,
+            _no_suggestion_text(result, int(finite.sum())),
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            fontsize=9,
+            wrap=True,
+            bbox={
+                "boxstyle": "round",
+                "facecolor": "white",
+                "edgecolor": "C3",
+                "alpha": 0.85,
+            },
+        )
+        if not np.isfinite(losses).any():  # nothing to scale the loss axis by
+            ax.set_yticks([])
+    ax.set_xlabel("learning rate" + (" (linear ladder)" if linear else ""))
     ax.set_ylabel("loss")
     conf = f", confidence {result.confidence:.2f}" if s is not None else ""
     ax.set_title(f"LR range test{conf}")
@@ -107,6 +152,26 @@ def range_test_figure(
     ax.legend(fontsize="small", loc="best")
     _save(fig, path)
     return fig
+
+
+def _no_suggestion_text(result: RangeTestResult, n_finite: int) -> str:
+    """What the range-test figure says in place of a suggestion: none, and why."""
+    import textwrap
+
+    n = len(result.lrs)
+    if n == 0:
+        why = "no step was recorded"
+    elif n_finite == 0:
+        why = (
+            f"the loss was NaN/inf from the first step (LR {result.lrs[0]:.3g}): "
+            "not an LR effect; check the data, the loss and the model's output"
+        )
+    elif result.reasons:
+        why = result.reasons[0]
+    else:
+        losses = "loss" if n_finite == 1 else "losses"
+        why = f"{n_finite} finite {losses} before the stop ({result.stop_reason})"
+    return "\n".join(textwrap.wrap(f"No suggestion: {why}".strip(), 60))
 
 
 def sweep_figure(
@@ -298,8 +363,12 @@ def plot_schedules(
     log: bool = False,
     title: str | None = None,
     steps: Mapping[str, Sequence[int]] | None = None,
+    ylabel: str = "learning rate",
 ) -> Figure:
     """Plot one or several LR curves (one value per step) on one axis.
+
+    The legend (several curves, or one with a short label) goes below the
+    axes, one row per curve, so that it never covers a curve.
 
     Args:
         curves: ``{label: lrs}``; several curves are overlaid.
@@ -308,24 +377,26 @@ def plot_schedules(
         title: figure title.
         steps: ``{label: steps}``, the step of each LR of a curve sampled
             from a long schedule (default: 0, 1, 2, ...).
+        ylabel: the y axis label (``"LR multiplier"`` for a schedule's values
+            before a base LR scales them).
 
     Returns:
         The matplotlib ``Figure`` (no pyplot state is touched).
     """
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    fig = Figure(figsize=(8, 4.5 + 0.2 * max(len(curves) - 1, 0)), layout="constrained")
     ax = fig.subplots()
     for label, lrs in curves.items():
         xs = steps[label] if steps is not None and label in steps else range(len(lrs))
         ax.plot(xs, lrs, label=label, linewidth=1.5)
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("learning rate")
+    ax.set_ylabel(ylabel)
     if log:
         ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
     if len(curves) > 1 or any(len(k) <= 80 for k in curves):
-        ax.legend(fontsize="small", loc="best")
+        fig.legend(fontsize="small", loc="outside lower center", frameon=False)
     if title:
         ax.set_title(title)
     if path is not None:
@@ -351,14 +422,20 @@ def diagnosis_figure(
 ) -> Figure:
     """The training curve with the monitor's findings shaded.
 
-    Draws the training loss (raw, and a centred running median of up to 9:
-    ``2·min(4, n // 30) + 1`` of ``n`` losses; a short log as it is), the validation
-    loss, non-finite losses as red marks along the top, each finding as a band
-    from its first to its last step coloured by severity (labelled with its
-    kind), and the LR on a second axis when the history has one. When the run
-    blew up (a ``critical`` finding) and the blow-up would flatten the rest of
-    the curve, the y axis is scaled to the losses before it, with headroom, and
-    the title says that higher values are clipped.
+    Draws the training loss (raw, and over it a centred running median: of 9
+    losses up to 2 000 of them, of about 1/200 of the log on a longer one, the
+    window narrowed at both ends so that the first and last points are not
+    pulled towards the middle; a short log of under 30 losses as it is), the
+    validation loss, non-finite losses as red marks along the top, each finding
+    as a band from its first to its last step coloured by severity, with edge
+    lines and, from the second kind on, a hatching of its own (labelled with its
+    kind), and the LR (dashed) on a second axis when the history has one. The
+    legend sits below the axes, clear of the data. When the run blew up (a
+    ``critical`` finding) and the blow-up would flatten the rest of the curve,
+    the y axis is scaled to the losses before it, with headroom, and the title
+    says that higher values are clipped. The x axis is labelled with the log's
+    step column (``epoch`` for a log per epoch). A log without one finite loss
+    says so in the axes.
 
     Args:
         history: the run (:class:`lrkit.History`).
@@ -378,17 +455,14 @@ def diagnosis_figure(
     loss = np.asarray(history.loss, dtype=float)
     # off the plottable range too: an overflow logged as a number (~1e308)
     finite = np.isfinite(loss) & (np.abs(loss) < _PLOTTABLE)
-    # a centred running median of up to 9 losses, fewer on a short log (a
-    # line per epoch is already an average: it is drawn as it is)
-    half = min(4, int(finite.sum()) // 30)
+    # a centred running median (a line per epoch is already an average: a
+    # short log is drawn as it is)
+    half = median_half_window(int(finite.sum()))
     if half:
         ax.plot(steps[finite], loss[finite], lw=0.6, alpha=0.45, color="#4C72B0")
-        y = loss[finite]
-        med = np.array(
-            [np.median(y[max(0, i - half) : i + half + 1]) for i in range(len(y))]
-        )
-        ax.plot(steps[finite], med, lw=1.6, color="#4C72B0", label="train loss")
-    else:
+        at, med = centred_median(loss[finite], half)
+        ax.plot(steps[finite][at], med, lw=1.6, color="#4C72B0", label="train loss")
+    elif finite.any():
         ax.plot(
             steps[finite],
             loss[finite],
@@ -429,6 +503,11 @@ def diagnosis_figure(
         and float(values.min()) > 0
         and float(values.max()) > _LOG_RANGE * float(values.min())
     )
+    bad_marks: dict[str, Any] = {
+        "color": "#C44E52",
+        "label": "NaN / inf / overflow",
+        "clip_on": False,
+    }
     if log_y:  # a blow-up, or a loss falling by decades: every value shown
         lo, hi = float(values.min()), float(values.max())
         ax.set_yscale("log")
@@ -436,11 +515,7 @@ def diagnosis_figure(
         pad = 0.0
         if (~finite).any():
             ax.plot(
-                steps[~finite],
-                np.full((~finite).sum(), hi * 1.15),
-                "x",
-                color="#C44E52",
-                label="NaN / inf / overflow",
+                steps[~finite], np.full((~finite).sum(), hi * 1.15), "x", **bad_marks
             )
     elif len(values):
         lo, hi = np.percentile(values, [0.5, 99.5])
@@ -454,17 +529,50 @@ def diagnosis_figure(
                 steps[~finite],
                 np.full((~finite).sum(), hi + 0.5 * pad),
                 "x",
-                color="#C44E52",
-                label="NaN / inf / overflow",
+                **bad_marks,
             )
-    labelled: set[str] = set()
+    else:  # not one finite loss: the marks along the middle, and a word why
+        if len(steps):
+            ax.plot(
+                steps,
+                np.full(len(steps), 0.5),
+                "x",
+                transform=ax.get_xaxis_transform(),
+                **bad_marks,
+            )
+        n_bad = int((~finite).sum())
+        ax.text(
+            0.5,
+            0.62,
+            f"no finite loss to draw: all {n_bad} logged losses are NaN, inf or "
+            "overflowed"
+            if n_bad
+            else "no loss logged",
+            transform=ax.transAxes,
+            ha="center",
+            va="bottom",
+            fontsize=9,
+            bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "#C44E52"},
+        )
+        ax.set_yticks([])
+    labelled: dict[str, int] = {}
     for f in diagnosis.findings:
         color = _SEVERITY_COLOR.get(f.severity, "#8172B3")
         left, right = f.first_step, max(f.last_step, f.first_step + 1)
-        ax.axvspan(left, right, color=color, alpha=0.18, lw=0)
-        if f.kind not in labelled:  # each kind once, staggered: legible
-            i = len(labelled)
-            labelled.add(f.kind)
+        first_of_kind = f.kind not in labelled
+        i = labelled.setdefault(f.kind, len(labelled))
+        ax.axvspan(left, right, color=color, alpha=0.16, lw=0)
+        # edge lines and a hatching per kind: overlapping bands stay apart
+        ax.axvspan(
+            left,
+            right,
+            fill=False,
+            edgecolor=color,
+            hatch=_HATCHES[i % len(_HATCHES)],
+            lw=0.8,
+            alpha=0.55,
+        )
+        if first_of_kind:  # each kind labelled once, staggered: legible
             ax.text(
                 left,
                 0.98 - 0.07 * (i % 4),
@@ -475,9 +583,14 @@ def diagnosis_figure(
                 fontsize=7,
                 color=color,
             )
+    handles, labels = ax.get_legend_handles_labels()
     if len(history.lr):
         lr_ax = ax.twinx()
-        lr_ax.plot(history.lr_steps, history.lr, "--", lw=0.9, color="0.45", label="LR")
+        (lr_line,) = lr_ax.plot(
+            history.lr_steps, history.lr, "--", lw=0.9, color="0.45", label="LR"
+        )
+        handles.append(lr_line)
+        labels.append("learning rate (right axis)")
         lr_ax.set_ylabel("learning rate")
         lr_values = history.lr[np.isfinite(history.lr)]
         if len(lr_values) and lr_values.min() > 0:
@@ -485,7 +598,7 @@ def diagnosis_figure(
                 lr_ax.set_yscale("log")
             else:
                 lr_ax.set_ylim(0, 1.15 * float(lr_values.max()))
-    ax.set_xlabel("step")
+    ax.set_xlabel(history.columns.get("step") or "step")
     ax.set_ylabel("loss")
     title = f"{diagnosis.verdict}: {diagnosis.summary}"
     hidden = int(np.sum(every > top))
@@ -498,10 +611,82 @@ def diagnosis_figure(
     elif log_y:
         title += "\n(log-scale y axis: the losses span several decades)"
     ax.set_title(title, fontsize=9)
-    if ax.get_legend_handles_labels()[0]:  # nothing labelled on an empty run
-        ax.legend(loc="upper right", fontsize=8)
+    if handles:  # below the axes, clear of the data and of the NaN marks
+        ax.legend(
+            handles,
+            labels,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.13),
+            ncols=len(handles),
+            fontsize=8,
+            frameon=False,
+        )
     _save(fig, path)
     return fig
+
+
+#: Hatchings of the finding bands, one per kind in order (the first plain).
+_HATCHES = ("", "////", "\\\\\\\\", "..", "xx")
+#: A longer series' running median is evaluated at this many indices (a
+#: figure is about 800 pixels wide).
+_MEDIAN_POINTS = 4000
+
+
+def median_half_window(n: int) -> int:
+    """Half the window of the running median drawn over ``n`` losses.
+
+    0 (no median: the log is drawn as it is) under 30 losses, at most 4 (a
+    median of 9) below 2 000, then ``n // 400`` (a window of about 1/200 of
+    the log: a 9-point median is no smoother on a million steps).
+
+    Example:
+        >>> [median_half_window(n) for n in (20, 60, 600, 10_000, 1_000_000)]
+        [0, 2, 4, 25, 2500]
+    """
+    return max(min(4, n // 30), n // 400)
+
+
+def centred_median(y: np.ndarray, half: int) -> tuple[np.ndarray, np.ndarray]:
+    """A centred running median of ``y`` over ``2 * half + 1`` points.
+
+    Near either end the window narrows symmetrically (``min(half, i, n-1-i)``
+    on each side), so the first and the last values are the data's own and a
+    falling curve is not pulled down at its start. A long series is
+    evaluated at about ``_MEDIAN_POINTS`` evenly spaced indices (less the
+    two ends, whose windows would be a point or two).
+
+    Returns:
+        ``(indices, medians)``.
+
+    Example:
+        >>> centred_median(np.array([5.0, 1.0, 2.0, 3.0, 0.0]), 1)[1].tolist()
+        [5.0, 2.0, 2.0, 2.0, 0.0]
+    """
+    n = len(y)
+    at = np.arange(n)
+    wide = np.minimum(np.minimum(at, n - 1 - at), half)
+    if n > _MEDIAN_POINTS:
+        at = np.unique(np.linspace(0, n - 1, _MEDIAN_POINTS).round().astype(int))
+        wide = np.minimum(np.minimum(at, n - 1 - at), half)
+        # the ends' windows of a point or two would be raw noise: left out
+        # (the curve starts one sample in)
+        keep = wide >= min(half, (n - 1) // (_MEDIAN_POINTS - 1))
+        at, wide = at[keep], wide[keep]
+    out = np.empty(len(at))
+    inner = wide == half
+    if inner.any() and half > 0:  # full windows: in blocks, as strided views
+        windows = np.lib.stride_tricks.sliding_window_view(y, 2 * half + 1)
+        rows = at[inner] - half
+        block = max(1, 20_000_000 // (2 * half + 1))
+        parts = [
+            np.median(windows[rows[k : k + block]], axis=1)
+            for k in range(0, len(rows), block)
+        ]
+        out[inner] = np.concatenate(parts)
+    for j in np.flatnonzero(~inner):
+        i, h = int(at[j]), int(wide[j])
+        out[j] = np.median(y[i - h : i + h + 1])
+    return at, out
 
 
 def _clip_step(
