@@ -942,3 +942,101 @@ def test_plateau_reductions_in_warmup_keep_their_factor_with_min_lr() -> None:
     assert float(keras.ops.convert_to_numpy(lr(0))) == pytest.approx(0.1 / 101)
     model.fit(x, y, batch_size=64, epochs=2, verbose=0, callbacks=[Worse(), cb])
     assert cb.state.reductions == 2  # the LR is at min_lr even at base_lr
+
+
+# ------------------------------------------------- PlateauCallback: resume
+@pytest.mark.parametrize("backup_first", [True, False], ids=["backup", "plateau"])
+@pytest.mark.parametrize("kind", ["float", "schedule"])
+def test_plateau_callback_resumes_with_backup_and_restore(
+    kind: str, backup_first: bool, tmp_path: Any
+) -> None:
+    """A fit interrupted at the start of epoch 3 and resumed by a new model
+    and callback (BackupAndRestore and PlateauCallback sharing backup_dir,
+    either listed first) trains with the LRs, plateau state and weights of the
+    uninterrupted run. BackupAndRestore listed first saves the optimizer
+    before the callback's reduction of that epoch: a float LR lags it there."""
+    x, y = tiny_data()
+    backup = tmp_path / "backup"
+
+    def callback(backup_dir: Any) -> PlateauCallback:
+        return PlateauCallback(
+            ReduceOnPlateau(patience=0, factor=0.5, threshold=0.99),
+            monitor="loss",
+            backup_dir=backup_dir,
+        )
+
+    def run(
+        backup_dir: Any, *extra: Any, cb: Any = None
+    ) -> tuple[Any, PlateauCallback, Any, LRs]:
+        lr: object = 0.05
+        if kind == "schedule":
+            lr = Schedule(Warmup(steps=3) >> Cosine(total_steps=30), base_lr=0.05)
+        model = tiny_model(lr)
+        cb = cb or callback(backup_dir)
+        pair = [cb]
+        if backup_dir is not None:
+            pair = [keras.callbacks.BackupAndRestore(str(backup_dir)), cb]
+            if not backup_first:
+                pair.reverse()
+        spy = LRs()
+        history = model.fit(
+            x, y, batch_size=16, epochs=6, shuffle=False, verbose=0,
+            callbacks=[*pair, spy, *extra],
+        )  # fmt: skip
+        return model, cb, history, spy
+
+    model, whole, _, whole_lrs = run(None)
+    for again in (False, True):  # a new process, or the same callback again
+        first = callback(backup)
+        with pytest.raises(RuntimeError, match="interrupted"):
+            run(backup, _Interrupt(3), cb=first)
+        saved = json.loads((backup / "lrkit_plateau.json").read_text())
+        assert saved["epoch"] == 2 and saved["state"]["reductions"] == 2
+        resumed_model, resumed, history, lrs = run(backup, cb=first if again else None)
+        assert history.epoch == [3, 4, 5]  # BackupAndRestore did resume
+        assert lrs.seen == whole_lrs.seen[3 * 4 :]  # 4 batches an epoch
+        assert resumed.state == whole.state and whole.state.reductions == 5
+        for a, b in zip(resumed_model.get_weights(), model.get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert not (backup / "lrkit_plateau.json").exists()  # the run ended
+
+
+def test_plateau_callback_backup_errors_and_warnings(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    x, y = tiny_data()
+    with pytest.raises(TypeError, match="backup_dir must be a directory path"):
+        PlateauCallback(backup_dir=3)  # type: ignore[arg-type]
+    path = tmp_path / "lrkit_plateau.json"
+    path.write_text("{not json")
+    cb = PlateauCallback(monitor="loss", backup_dir=tmp_path)
+    fit = {"batch_size": 16, "epochs": 2, "verbose": 0}
+    with pytest.raises(ValueError, match=r"backup_dir must be .*lrkit_plateau\.json"):
+        tiny_model(0.05).fit(x, y, callbacks=[cb], **fit)
+    assert cb.state == ReduceOnPlateau().init()  # unchanged
+    state = ReduceOnPlateau().init().to_dict()
+    state.update(scale=-1.0, best={"t": "float", "v": "inf"})
+    path.write_text(json.dumps({"state": state, "base": None, "epoch": 0}))
+    with pytest.raises(ValueError, match=r"lrkit_plateau\.json: state\['scale'\] must"):
+        tiny_model(0.05).fit(
+            x, y, callbacks=[PlateauCallback(backup_dir=tmp_path)], **fit
+        )
+    # a state without BackupAndRestore: the model starts over at epoch 0 while
+    # the plateau goes on from epoch 2; said once, and training goes on
+    state.update(scale=0.25, reductions=2, evals=3, best=1.0)
+    path.write_text(json.dumps({"state": state, "base": 0.05, "epoch": 2}))
+    cb = PlateauCallback(monitor="loss", backup_dir=tmp_path)
+    model = tiny_model(0.05)
+    spy = LRs()
+    with caplog.at_level("WARNING", logger="lrkit.keras"):
+        model.fit(x, y, callbacks=[cb, spy], **fit)
+    said = [r.message for r in caplog.records if "end of epoch 2" in r.message]
+    assert len(said) == 1 and "starts at epoch 0" in said[0]
+    assert spy.seen[0] == pytest.approx(0.05 * 0.25)  # the state's LR, base 0.05
+    # a state set by hand is not overwritten by a backup
+    path.write_text(json.dumps({"state": state, "base": 0.05, "epoch": 2}))
+    cb = PlateauCallback(monitor="loss", backup_dir=tmp_path)
+    cb.state = ReduceOnPlateau().init()
+    spy = LRs()
+    tiny_model(0.05).fit(x, y, callbacks=[cb, spy], **fit)
+    assert spy.seen[0] == pytest.approx(0.05)

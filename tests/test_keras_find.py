@@ -279,7 +279,14 @@ def test_class_weight_weighs_each_example_as_fit_does() -> None:
     def curve(**kw: Any) -> list[float]:
         kw.setdefault("y", YT)
         kw.setdefault("x", XT)
-        r = lk.find_lr(digits_model(), num_steps=40, progress=False, **kw)
+        model = digits_model()
+        if "loss" in kw:  # one-hot labels
+            del kw["loss"]
+            model.compile(
+                optimizer=keras.optimizers.Adam(1e-3),
+                loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+            )
+        r = lk.find_lr(model, num_steps=40, progress=False, **kw)
         return list(r.losses)
 
     base = curve(sample_weight=per_example)
@@ -294,10 +301,35 @@ def test_class_weight_weighs_each_example_as_fit_does() -> None:
         model, XT, one_hot, class_weight=weights, num_steps=20, progress=False
     )
     assert len(r.losses) >= 10  # ran on the weighted one-hot labels
-    with pytest.raises(ValueError, match=r"class_weight must be a weight for every"):
-        curve(class_weight={0: 1.0})
+    # a class left out weighs 1.0, as in fit (one-hot labels too)
+    assert curve(class_weight={3: 3.0}) == base
+    assert curve(y=one_hot, class_weight={3: 3.0}, loss=None) == curve(
+        y=one_hot, sample_weight=per_example, loss=None
+    )
     with pytest.raises(TypeError, match="class_weight must be None when x is a"):
         curve(x=[(XT, YT)], y=None, class_weight=weights)
+
+
+def test_class_weight_rounds_float_labels_as_fit_does() -> None:
+    """Keras rounds float labels to the nearest class before looking up the
+    weight (0.7 is class 1, 0.2 class 0), in a column (n, 1) too: the curve
+    equals the one with those weights as sample_weight."""
+    ones = YT >= 5
+    soft = np.where(ones, 0.7, 0.2).astype("float32")
+    weights = np.where(ones, 5.0, 1.0).astype("float32")
+
+    def curve(y: Any, **kw: Any) -> list[float]:
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential(
+            [keras.Input((64,)), keras.layers.Dense(1, activation="sigmoid")]
+        )
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+        return list(lk.find_lr(model, XT, y, num_steps=30, progress=False, **kw).losses)
+
+    want = curve(soft, sample_weight=weights)
+    assert curve(soft, class_weight={1: 5.0}) == want
+    assert curve(soft[:, None], class_weight={0: 1.0, 1: 5.0}) == want
+    assert curve(soft) != want
 
 
 class _Sub(keras.Model):  # type: ignore[misc]
@@ -653,3 +685,207 @@ def test_validation_in_every_form_fit_takes() -> None:
     for count in (5, None):
         result = lk.find_lr(digits_model(), _NumBatches(count), num_steps=40)
         assert len(result.lrs) == 40 or result.stop_reason != "completed"
+
+
+# ------------------------------------------- a custom train_step, loss_key
+class _OwnStep(keras.Model):  # type: ignore[misc]
+    """A custom train_step as Keras's torch guide writes one: its loss is
+    ``self(x) - y`` under autograd (NumPy ``y`` fails there), logged as
+    ``"total"``; it records the types of the ``x`` and ``y`` it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dense = keras.layers.Dense(10)
+        self.total = keras.metrics.Mean(name="total")
+        self.given: list[tuple[str, str]] = []
+
+    def call(self, x: Any) -> Any:
+        return self.dense(x)
+
+    def train_step(self, data: Any) -> dict[str, Any]:
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        self.given.append((type(x).__name__, type(y).__name__))
+        self.zero_grad()
+        loss = keras.ops.mean((self(x, training=True) - y) ** 2)
+        loss.backward()
+        grads = [v.value.grad for v in self.trainable_weights]
+        with torch.no_grad():
+            self.optimizer.apply(grads, self.trainable_weights)
+        self.total.update_state(loss)
+        return {"total": self.total.result()}
+
+    @property
+    def metrics(self) -> list[Any]:
+        return [self.total]
+
+
+def own_step_model() -> Any:
+    keras.utils.set_random_seed(0)
+    model = _OwnStep()
+    model(XT[:1])
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    return model
+
+
+ONE_HOT = np.eye(10, dtype="float32")[YT]
+
+
+def test_train_step_is_given_the_tensors_fit_gives_it() -> None:
+    model = own_step_model()
+    model.fit(XT, ONE_HOT, batch_size=64, epochs=1, verbose=0)
+    in_fit = set(model.given)
+    assert in_fit == {("Tensor", "Tensor")}
+    for data in (
+        (XT, ONE_HOT),
+        ([(XT[i : i + 64], ONE_HOT[i : i + 64]) for i in range(0, 640, 64)],),
+    ):
+        model = own_step_model()
+        result = lk.find_lr(
+            model, *data, num_steps=30, loss_key="total", progress=False
+        )
+        assert set(model.given) == in_fit
+        assert len(result.losses) > 20 and np.isfinite(result.losses[:20]).all()
+
+
+def test_a_loss_logged_under_another_key_needs_loss_key() -> None:
+    model = own_step_model()
+    before = everything(model)
+    with pytest.raises(
+        ValueError,
+        match=r"loss_key must be a key of the logs model\.train_on_batch returns "
+        r"\('total'\), got loss_key='loss'\. .*pass loss_key=",
+    ):
+        lk.find_lr(model, XT, ONE_HOT, num_steps=30, progress=False)
+    assert_same(before, everything(model))
+    with pytest.raises(TypeError, match="loss_key must be a non-empty log key"):
+        lk.find_lr(model, XT, ONE_HOT, loss_key="")
+    # the compiled loss's key, for training and validation alike
+    result = lk.find_lr(
+        digits_model(),
+        XT,
+        YT,
+        validation_data=(XV, YV),
+        loss_key="accuracy",
+        num_steps=30,
+        progress=False,
+    )
+    assert max(result.losses) <= 1 and max(result.val_losses) <= 1  # accuracies
+
+
+# ------------------------------------------------------- inputs fit refuses
+def test_python_lists_of_rows_are_refused_naming_the_argument() -> None:
+    with pytest.raises(ValueError, match="Unrecognized data type"):  # fit too
+        digits_model().fit(XT.tolist(), YT.tolist(), verbose=0)
+    model = digits_model()
+    before = everything(model)
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"x": XT.tolist(), "y": YT.tolist()}, "x"),
+        ({"x": XT.tolist()}, "x"),
+        ({"x": XT, "y": YT.tolist()}, "y"),
+        ({"x": XT, "y": YT, "sample_weight": [1.0] * len(YT)}, "sample_weight"),
+        (
+            {"x": XT, "y": YT, "validation_data": (XV.tolist(), YV)},
+            r"validation_data\[0\]",
+        ),
+        (
+            {"x": XT, "y": YT, "validation_data": (XV, YV.tolist())},
+            r"validation_data\[1\]",
+        ),
+    ]
+    for kwargs, name in cases:
+        x = kwargs.pop("x")
+        with pytest.raises(
+            TypeError,
+            match=rf"^{name} must be a NumPy array .* got a Python list of numbers\. "
+            r"Convert it with np\.asarray",
+        ):
+            lk.find_lr(model, x, **kwargs)
+    assert_same(before, everything(model))
+
+
+def test_non_finite_inputs_are_refused_before_anything_runs() -> None:
+    model = digits_model()
+    before = everything(model)
+    nan, inf = XT.copy(), XT.copy()
+    nan[3, 5] = np.nan
+    inf[7, 1] = np.inf
+    message = r"must be finite numbers \(no NaN or infinity\), got non-finite values\."
+    for x in (nan, inf, torch.from_numpy(nan)):
+        with pytest.raises(ValueError, match="^x " + message):
+            lk.find_lr(model, x, YT)
+    with pytest.raises(ValueError, match=r"^validation_data\[0\] " + message):
+        lk.find_lr(model, XT, YT, validation_data=(nan[:100], YT[:100]))
+    assert_same(before, everything(model))
+    # integer inputs (token ids) cannot be NaN and pass
+    keras.utils.set_random_seed(0)
+    ids = keras.Sequential(
+        [keras.Input((64,), dtype="int32"), keras.layers.Embedding(17, 4),
+         keras.layers.Flatten(), keras.layers.Dense(10)]
+    )  # fmt: skip
+    ids.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(True))
+    result = lk.find_lr(ids, _X[:1400].astype("int32"), YT, num_steps=20)
+    assert len(result.lrs) > 10
+
+
+# ---------------------------------------------------------- validation_split
+def test_validation_split_holds_out_the_last_rows_as_fit_does() -> None:
+    """validation_split=0.25 is validation_data=(the last quarter of the rows),
+    taken before shuffling; sample_weight is split alike and class_weight
+    weighs the training rows."""
+    split = 1050  # floor(1400 * 0.75), as fit
+    weights = np.where(YT == 3, 2.0, 1.0).astype("float32")
+    kw: dict[str, Any] = {"batch_size": 64, "num_steps": 40, "progress": False}
+    held = lk.find_lr(
+        digits_model(), XT, YT, sample_weight=weights, validation_split=0.25, **kw
+    )
+    given = lk.find_lr(
+        digits_model(),
+        XT[:split],
+        YT[:split],
+        sample_weight=weights[:split],
+        validation_data=(XT[split:], YT[split:], weights[split:]),
+        **kw,
+    )
+    assert len(held.val_losses) > 3
+    assert held.losses == given.losses and held.val_losses == given.val_losses
+    cw = {3: 2.0}
+    held = lk.find_lr(
+        digits_model(), XT, YT, class_weight=cw, validation_split=0.25, **kw
+    )
+    given = lk.find_lr(
+        digits_model(),
+        XT[:split],
+        YT[:split],
+        class_weight=cw,
+        validation_data=(XT[split:], YT[split:]),
+        **kw,
+    )
+    assert held.losses == given.losses and held.val_losses == given.val_losses
+
+
+def test_validation_split_is_refused_where_fit_cannot_split() -> None:
+    model = digits_model()
+    before = everything(model)
+    batches = [(XT[:64], YT[:64])]
+    cases: list[tuple[dict[str, Any], type[Exception], str]] = [
+        ({"x": batches}, ValueError, "validation_split must be 0 when x is a dataset"),
+        (
+            {"x": _Digits()},
+            ValueError,
+            "validation_split must be 0 when x is a dataset",
+        ),
+        (
+            {"x": XT, "y": YT, "validation_data": (XV, YV)},
+            ValueError,
+            "validation_split must be 0 when validation_data is given",
+        ),
+        ({"x": XT[:1], "y": YT[:1]}, ValueError, "leaves rows in both parts of x"),
+        ({"x": XT, "y": YT, "validation_split": 1.0}, ValueError, r"in \[0, 1\)"),
+        ({"x": XT, "y": YT, "validation_split": "0.2"}, TypeError, "a real number"),
+    ]
+    for kwargs, exc, text in cases:
+        kwargs.setdefault("validation_split", 0.2)
+        x = kwargs.pop("x")
+        with pytest.raises(exc, match=text):
+            lk.find_lr(model, x, **kwargs)
+    assert_same(before, everything(model))

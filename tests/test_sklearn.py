@@ -373,3 +373,30 @@ def test_an_sgd_lr_schedule_the_test_does_not_replay_is_named(schedule: str) -> 
     assert any(f"learning_rate='{schedule}'" in x for x in r.suggestion_info.reasons)
     plain = lsk.find_lr(mlp(solver="sgd"), XT, YT, num_steps=60).suggestion_info
     assert plain is not None and not any("learning_rate=" in x for x in plain.reasons)
+
+
+def test_a_verbose_estimator_prints_nothing_and_is_left_verbose(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """verbose=True makes partial_fit print "Iteration ..." for every update:
+    the copy the test trains is quiet; the estimator given keeps its setting."""
+    clf = mlp(verbose=True)
+    result = lsk.find_lr(clf, XT, YT, num_steps=40, progress=False)
+    assert len(result.lrs) > 10
+    assert capsys.readouterr().out == ""
+    assert clf.get_params()["verbose"] is True
+
+
+def test_negative_sample_weights_are_refused() -> None:
+    weights = np.ones(len(YT))
+    weights[[5, 9]] = -1.0
+    clf = mlp()
+    with pytest.raises(
+        ValueError,
+        match=r"sample_weight must be weights >= 0, got 2 negative weights "
+        r"\(sample_weight\[5\]=-1\.0\)\.",
+    ):
+        lsk.find_lr(clf, XT, YT, sample_weight=weights, num_steps=20)
+    assert not hasattr(clf, "coefs_")
+    weights[[5, 9]] = 0.0  # zero is a weight (the row is left out)
+    assert len(lsk.find_lr(clf, XT, YT, sample_weight=weights, num_steps=20).lrs)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 import random
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -33,6 +34,7 @@ from keras import ops
 
 from . import _check
 from ._util import Batches, known_len
+from ._watch import check_key
 from .rangetest import (
     Mode,
     Progress,
@@ -98,6 +100,101 @@ def _take(value: Any, index: np.ndarray[Any, Any]) -> Any:
     if isinstance(value, np.ndarray):
         return value[index]
     return ops.take(value, ops.convert_to_tensor(index), axis=0)
+
+
+def _slice(value: Any, start: int, end: int) -> Any:
+    """Rows ``start:end`` of an array, or of each array in a dict / list / tuple."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        return {k: _slice(v, start, end) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_slice(v, start, end) for v in value)
+    return value[start:end]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (numbers.Number, np.generic)) and not isinstance(
+        value, (str, bytes)
+    )
+
+
+def _python_rows(value: Any) -> bool:
+    """A Python list (or tuple) of numbers or of rows of numbers (``x.tolist()``),
+    which ``fit`` refuses; a list of ``(x, y)`` batches of arrays is not one."""
+    if not isinstance(value, (list, tuple)) or not value:
+        return False
+    first = value[0]
+    while isinstance(first, (list, tuple)) and first:
+        first = first[0]
+    return _is_number(first)
+
+
+def _refuse_rows(name: str, value: Any) -> None:
+    """Refuse data given as Python lists of rows, as ``fit`` does, naming ``name``."""
+    if _python_rows(value):
+        _check.fail(
+            name,
+            "a NumPy array (or a dict / list of arrays) or a dataset of batches",
+            f"a Python {type(value).__name__} of numbers",
+            "Convert it with np.asarray(...) (model.fit refuses Python lists "
+            "of rows too).",
+            exc=TypeError,
+            shown=True,
+        )
+
+
+def _finite(name: str, value: Any) -> None:
+    """Refuse NaN or infinite inputs up front, as :mod:`lrkit.sklearn` does (they
+    make every loss NaN: the test would end at its first step). Non-numeric
+    arrays (strings for a lookup layer) are left to the model."""
+    for leaf in _leaves(value):
+        if isinstance(leaf, np.ndarray):
+            if leaf.dtype.kind not in "fc":  # ints, bools, strings: no NaN
+                continue
+            ok = bool(np.isfinite(leaf).all())
+        else:
+            try:  # a backend tensor: checked where it lives
+                ok = bool(ops.convert_to_numpy(ops.all(ops.isfinite(leaf))))
+            except Exception:  # not numbers: the model says what it cannot use
+                continue
+        if not ok:
+            _check.fail(
+                name,
+                "finite numbers (no NaN or infinity)",
+                "non-finite values",
+                shown=True,
+            )
+
+
+def _is_torch_loader(value: Any) -> bool:
+    """A torch ``DataLoader``, whose batches ``fit`` takes as they are."""
+    return any(
+        cls.__name__ == "DataLoader" and "torch.utils.data" in cls.__module__
+        for cls in type(value).__mro__
+    )
+
+
+def _converter(
+    source: Any,
+) -> Callable[[tuple[Any, Any, Any]], tuple[Any, Any, Any]]:
+    """How ``fit`` hands a source's batches to ``train_step``: as backend
+    tensors, or as they are for a torch ``DataLoader``."""
+    return (lambda batch: batch) if _is_torch_loader(source) else _tensors
+
+
+def _tensors(batch: tuple[Any, Any, Any]) -> tuple[Any, Any, Any]:
+    """A batch's parts as backend tensors, as ``fit`` hands them to
+    ``train_step`` (it converts batches of arrays, PyDatasets, generators and
+    ``tf.data``; a custom step doing ``self(x) - y`` fails on NumPy ``y``)."""
+    return tuple(  # type: ignore[return-value]
+        None
+        if part is None
+        else keras.tree.map_structure(
+            lambda v: v if v is None else ops.convert_to_tensor(v), part
+        )
+        for part in batch
+    )
 
 
 class _ArrayBatches:
@@ -197,7 +294,10 @@ def _unpack(batch: Any, name: str) -> tuple[Any, Any, Any]:
 def _class_weights(
     class_weight: Any, y: Any, sample_weight: Any
 ) -> np.ndarray[Any, Any]:
-    """Per-example weights from ``class_weight`` (as ``fit`` makes them)."""
+    """Per-example weights from ``class_weight``, as ``fit`` makes them (Keras's
+    ``class_weight_to_sample_weights``): one-hot rows read by their argmax, a
+    label column squeezed, labels rounded to the nearest integer, a class
+    missing from the dict weighing 1.0; times ``sample_weight`` if given."""
     if not isinstance(class_weight, Mapping) or not all(
         _check.is_real(w) and w >= 0 for w in class_weight.values()
     ):
@@ -216,18 +316,23 @@ def _class_weights(
             exc=TypeError,
             shown=True,
         )
-    if labels.ndim == 2 and labels.shape[1] > 1:
-        labels = labels.argmax(axis=1)  # one-hot rows
-    labels = labels.reshape(len(labels), -1)[:, 0]
-    missing = sorted({int(c) for c in np.unique(labels)} - set(class_weight))
-    if missing:
+    if labels.ndim > 1:
+        if labels.shape[-1] != 1:
+            labels = np.argmax(labels, axis=-1)  # one-hot rows
+        else:
+            labels = np.squeeze(labels, axis=-1)
+    if labels.ndim != 1:
         _check.fail(
             "class_weight",
-            "a weight for every class in y",
-            f"none for classes {missing[:10]}",
+            "given with y as one label (or one-hot row) per example",
+            f"y of shape {tuple(_numpy(y).shape)}",
             shown=True,
         )
-    weights = np.array([float(class_weight[int(c)]) for c in labels], "float32")
+    labels = np.round(labels).astype("int32")
+    weights = np.array(
+        [float(class_weight.get(int(c), 1.0)) for c in labels],
+        dtype=keras.backend.floatx(),
+    )
     if sample_weight is not None:
         weights = weights * _numpy(sample_weight).reshape(len(weights))
     return weights
@@ -445,6 +550,7 @@ def find_lr(
     sample_weight: Any = None,
     class_weight: Mapping[Any, float] | None = None,
     validation_data: Any = None,
+    validation_split: float = 0.0,
     start_lr: float = 1e-7,
     end_lr: float = 10.0,
     num_steps: int | None = None,
@@ -453,6 +559,7 @@ def find_lr(
     val_every: int = 2,
     shuffle: bool = True,
     seed: int = 0,
+    loss_key: str = "loss",
     progress: bool | Callable[[Progress], None] | None = True,
     suggest: bool | str = True,
 ) -> RangeTestResult:
@@ -480,20 +587,29 @@ def find_lr(
             (``(x, y)`` or ``(x, y, sample_weight)``): a ``tf.data.Dataset``,
             a ``keras.utils.PyDataset``, a torch ``DataLoader``, a generator.
             Restarted when it runs out (a generator cannot be: it must hold
-            enough batches).
+            enough batches). Batches reach ``train_step`` as backend tensors,
+            as in ``fit`` (a torch ``DataLoader``'s as it yields them). Python
+            lists of rows are refused (``fit`` refuses them too), and so are
+            arrays holding NaN or infinity.
         y: the targets when ``x`` is an array.
         batch_size: batch size for arrays (default 32, as in ``fit``); must
             be left out for datasets, which batch themselves.
         sample_weight: per-example weights for arrays.
         class_weight: weights per class for arrays, as in ``fit``: each
-            example's weight is its class's (labels as integers, or one-hot
-            rows), times its ``sample_weight`` when both are given.
+            example's weight is its class's (labels rounded to integers, or
+            one-hot rows; a class left out weighs 1.0), times its
+            ``sample_weight`` when both are given (``fit`` refuses both).
         validation_data: optional, as in ``fit``: ``(x_val, y_val)`` or
             ``(x_val, y_val, sample_weight)`` arrays, or a dataset of batches.
             Its first ``val_batches`` batches are evaluated (``test_on_batch``,
             inference mode) every ``val_every`` steps as a cheap validation
             signal; the rule uses it to cap the LR where validation stops
             improving.
+        validation_split: as in ``fit``: the last fraction of the rows of
+            array data (taken before any shuffling; ``class_weight`` applies
+            to the rest only) is held out as ``validation_data``. 0: none.
+            Refused for datasets (``fit`` refuses them too) and together with
+            ``validation_data`` (which ``fit`` would silently prefer).
         start_lr: first LR of the ladder.
         end_lr: last LR of the ladder.
         num_steps: optimizer steps (one LR each); by default 25 per decade of
@@ -505,6 +621,10 @@ def find_lr(
         shuffle: shuffle array data (each pass in a new order drawn from
             ``seed``, not from the global random state).
         seed: seed of that order.
+        loss_key: the batch loss's key in the logs ``train_on_batch`` (and
+            ``test_on_batch``, for validation) returns: ``"loss"``; a custom
+            ``train_step`` may log it under another name. A missing key is an
+            error that lists the keys there were.
         progress: ``True`` (default): a progress bar on stderr while the test
             runs, when stderr is a terminal or a notebook (none in a log file
             or under CI); ``False`` or ``None``: none; or a function called with
@@ -557,8 +677,13 @@ def find_lr(
     seed = _check.non_negative_int("seed", seed)
     val_batches = _check.positive_int("val_batches", val_batches)
     val_every = _check.positive_int("val_every", val_every)
+    loss_key = check_key("loss_key", loss_key)
+    validation_split = _check.fraction(
+        "validation_split", validation_split, high_open=True
+    )
     check_hooks(suggest, progress)
     start_lr, end_lr, num_steps, mode = check_ladder(start_lr, end_lr, num_steps, mode)
+    _refuse_rows("x", x)
 
     batches: Any
     n_examples: int | None = None
@@ -580,6 +705,7 @@ def find_lr(
         if not n_examples:
             _check.fail("x", "arrays with at least one row", "0 rows", shown=True)
         for name, part in (("y", y), ("sample_weight", sample_weight)):
+            _refuse_rows(name, part)
             if part is not None and _structure_len(part) != n_examples:
                 _check.fail(
                     name,
@@ -596,6 +722,31 @@ def find_lr(
                 "Pass y=..., or x as a dataset yielding (x, y) batches.",
                 exc=TypeError,
             )
+        _finite("x", x)
+        if validation_split:
+            if validation_data is not None:
+                _check.fail(
+                    "validation_split",
+                    "0 when validation_data is given",
+                    validation_split,
+                    "Give one of the two (fit would ignore validation_split).",
+                )
+            # as fit: the last rows, before any shuffling
+            split_at = math.floor(n_examples * (1.0 - validation_split))
+            if split_at in (0, n_examples):
+                _check.fail(
+                    "validation_split",
+                    f"a fraction that leaves rows in both parts of x "
+                    f"({n_examples} rows)",
+                    validation_split,
+                )
+            validation_data = tuple(
+                _slice(v, split_at, n_examples) for v in (x, y, sample_weight)
+            )
+            x, y, sample_weight = (
+                _slice(v, 0, split_at) for v in (x, y, sample_weight)
+            )
+            n_examples = split_at
         if class_weight is not None:
             sample_weight = _class_weights(class_weight, y, sample_weight)
         batches = _ArrayBatches(x, y, sample_weight, batch_size, shuffle, seed)
@@ -610,6 +761,13 @@ def find_lr(
                 "arrays (with y) or a dataset of batches",
                 x,
                 exc=TypeError,
+            )
+        if validation_split:
+            _check.fail(
+                "validation_split",
+                "0 when x is a dataset (fit splits arrays only)",
+                validation_split,
+                "Pass validation_data=... instead.",
             )
         for name, part in (
             ("y", y),
@@ -657,6 +815,9 @@ def find_lr(
             and bool(validation_data)
             and all(isinstance(b, tuple) for b in validation_data)
         )  # [(x, y), ...]: batches; [x_val, y_val] or (x_val, y_val): arrays
+        if isinstance(validation_data, (tuple, list)) and not batch_list:
+            for i, part in enumerate(validation_data[:3]):
+                _refuse_rows(f"validation_data[{i}]", part)
         if (
             isinstance(validation_data, (tuple, list))
             and not batch_list
@@ -684,6 +845,7 @@ def find_lr(
                     + " rows",
                     shown=True,
                 )
+            _finite("validation_data[0]", xv)
             val_fixed = _ArrayBatches(
                 xv, yv, wv, batch_size or 32, shuffle=False, seed=0
             ).first(val_batches)
@@ -709,10 +871,25 @@ def find_lr(
     saved_rngs = _source_rngs([x, val_source])
 
     first: list[Any] = []  # the batch that built an unbuilt model, trained first
+    # fit hands train_step backend tensors (a DataLoader's batches as they are)
+    convert = _converter(x)
+    convert_val = _converter(val_source)
 
     def next_batch() -> tuple[Any, Any, Any]:
         batch = first.pop() if first else next(batches)
-        return _unpack(batch, "x")
+        return convert(_unpack(batch, "x"))
+
+    def loss_of(logs: Mapping[str, Any], call: str) -> float:
+        if loss_key not in logs:
+            keys = ", ".join(repr(k) for k in sorted(logs)) or "none"
+            _check.fail(
+                "loss_key",
+                f"a key of the logs model.{call} returns ({keys})",
+                loss_key,
+                "A custom train_step / test_step that logs its loss under "
+                "another name: pass loss_key=... (the training loss).",
+            )
+        return float(logs[loss_key])
 
     def step_fn(lr: float) -> float:
         opt.learning_rate = lr
@@ -720,10 +897,10 @@ def find_lr(
         for _ in range(accumulation):
             bx, by, bw = next_batch()
             logs = model.train_on_batch(bx, by, sample_weight=bw, return_dict=True)
-            total += float(logs["loss"])
+            total += loss_of(logs, "train_on_batch")
         return total / accumulation
 
-    val_cache: list[tuple[Any, Any, Any]] = list(val_fixed or [])
+    val_cache: list[tuple[Any, Any, Any]] = [_tensors(b) for b in val_fixed or []]
 
     def val_fn() -> float:
         if not val_cache:  # a dataset's first batches (one pass at most)
@@ -732,11 +909,12 @@ def find_lr(
                 count = source.count
                 taken = val_batches if count is None else min(val_batches, count)
                 val_cache.extend(
-                    _unpack(next(source), "validation_data") for _ in range(taken)
+                    convert_val(_unpack(next(source), "validation_data"))
+                    for _ in range(taken)
                 )
             else:
                 for batch in itertools.islice(iter(val_source), val_batches):
-                    val_cache.append(_unpack(batch, "validation_data"))
+                    val_cache.append(convert_val(_unpack(batch, "validation_data")))
             if not val_cache:
                 _check.fail(
                     "validation_data",
@@ -744,8 +922,9 @@ def find_lr(
                     val_source,
                 )
         losses = [
-            float(
-                model.test_on_batch(vx, vy, sample_weight=vw, return_dict=True)["loss"]
+            loss_of(
+                model.test_on_batch(vx, vy, sample_weight=vw, return_dict=True),
+                "test_on_batch",
             )
             for vx, vy, vw in val_cache
         ]
@@ -756,7 +935,7 @@ def find_lr(
         # a subclassed model never called has no weights yet: build it on a batch
         if not model.built:
             first.append(next(batches))
-            model(_unpack(first[0], "x")[0])
+            model(convert(_unpack(first[0], "x"))[0])
         if not opt.built:  # its variables (moments, iterations) exist from here on
             opt.build(model.trainable_variables)
         params = sum(int(np.prod(v.shape)) for v in model.trainable_variables)

@@ -31,9 +31,9 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -511,6 +511,60 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):  # type: ignore
         )
 
 
+_T = TypeVar("_T")
+
+
+def _backup_dir(value: Any) -> Path | None:
+    """A callback's ``backup_dir`` argument, checked (None: no backup)."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        _check.fail("backup_dir", "a directory path", value, exc=TypeError)
+    return Path(value)
+
+
+def _read_backup(path: Path | None, load: Callable[[dict[str, Any]], _T]) -> _T | None:
+    """What ``load`` makes of the state a callback wrote to ``path`` with
+    :func:`_write_backup` (``load`` checks it and applies it), or None when
+    there is none. A file that is not such a state is a ``ValueError`` naming
+    ``backup_dir``; one that ``load`` refuses with lrkit's own message, that
+    message after the file's path."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        state = json.loads(path.read_text())
+        if not isinstance(state, dict):
+            raise TypeError(f"a JSON {type(state).__name__}, not an object")
+        return load(state)
+    except (OSError, ValueError, TypeError, AttributeError, KeyError) as e:
+        if _check.is_ours(e):
+            raise type(e)(f"{path}: {e}") from None
+        _check.fail(
+            "backup_dir",
+            f"a directory whose {path.name} this callback wrote",
+            f"{path} ({e})",
+            "Delete the file to start the callback's state afresh.",
+            shown=True,
+        )
+
+
+def _write_backup(path: Path | None, state: Mapping[str, Any]) -> None:
+    """Write a callback's state (plain JSON) to ``path``, atomically: a crash
+    while writing leaves the last one whole. Nothing without a ``backup_dir``."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(state, allow_nan=False))
+    os.replace(tmp, path)
+
+
+def _drop_backup(path: Path | None) -> None:
+    """The run ended: delete its state, as ``BackupAndRestore`` does its own."""
+    if path is not None:
+        path.unlink(missing_ok=True)
+
+
 class PlateauCallback(keras.callbacks.Callback):  # type: ignore[misc]
     """Reduce-on-plateau for ``model.fit`` that also works with a schedule.
 
@@ -531,9 +585,25 @@ class PlateauCallback(keras.callbacks.Callback):  # type: ignore[misc]
     the base LR is ``lr / state.scale``. Repeated ``fit`` calls with the same
     callback continue the same way.
 
+    **Resume after a crash.** Keras saves no callback state, so with
+    ``backup_dir`` the callback writes its state (and a float LR's base) as
+    JSON to ``backup_dir/lrkit_plateau.json`` at the end of each epoch, reads
+    it back when a ``fit`` starts (a new process after a crash, or a ``fit``
+    retried with this callback; not over a :attr:`state` set by hand), and
+    deletes it when training ends, as ``MonitorCallback(backup_dir=...)`` and
+    ``keras.callbacks.BackupAndRestore`` do: give both the same directory
+    (either listed first) and a resumed ``fit`` uses the LRs of the
+    uninterrupted run. A float LR is set from the saved base: listed first,
+    ``BackupAndRestore`` saves the optimizer before this callback's reduction
+    of the epoch. A state from another epoch than the one training resumes
+    at is warned about.
+
     Args:
         plateau: the settings (default ``ReduceOnPlateau()``).
         monitor: the log key to watch (``"val_loss"``).
+        backup_dir: a directory (created when missing) for the state of a
+            run that may be interrupted; the one given to
+            ``BackupAndRestore``. None: nothing is written.
 
     Attributes:
         state: the :class:`lrkit.PlateauState` (set it to resume).
@@ -558,7 +628,11 @@ class PlateauCallback(keras.callbacks.Callback):  # type: ignore[misc]
     """
 
     def __init__(
-        self, plateau: ReduceOnPlateau | None = None, *, monitor: str = "val_loss"
+        self,
+        plateau: ReduceOnPlateau | None = None,
+        *,
+        monitor: str = "val_loss",
+        backup_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
         if plateau is None:
@@ -574,10 +648,13 @@ class PlateauCallback(keras.callbacks.Callback):  # type: ignore[misc]
             )
         self.plateau = plateau
         self.monitor = check_key("monitor", monitor)
+        self.backup_dir = _backup_dir(backup_dir)
         self._missing_warned = False
         self._seen = False
         self._state: PlateauState = plateau.init()
         self._base: float | None = None
+        self._set_by_hand = False  # state set since the last fit: no backup read
+        self._resumed_after: int | None = None  # the epoch a backup was written at
 
     @property
     def state(self) -> PlateauState:
@@ -596,6 +673,7 @@ class PlateauCallback(keras.callbacks.Callback):  # type: ignore[misc]
             )
         _check.positive("state.scale", value.scale)
         self._state = value
+        self._set_by_hand = True  # a backup is not read over it
 
     def _target(self) -> tuple[Any, Schedule | None]:
         """The optimizer that holds the learning rate, and the Schedule if any.
@@ -652,16 +730,74 @@ class PlateauCallback(keras.callbacks.Callback):  # type: ignore[misc]
                 )
             )
 
+    def _state_path(self) -> Path | None:
+        return None if self.backup_dir is None else self.backup_dir / _PLATEAU_FILE
+
+    def _load_backup(self) -> float | None:
+        """Load the state ``backup_dir`` holds, if any; the base of a float
+        LR it holds (None: none, or a schedule's)."""
+
+        def load(saved: dict[str, Any]) -> tuple[PlateauState, float | None, int]:
+            state = dict(saved["state"])
+            state["best"] = from_json_float(state["best"])
+            plateau = PlateauState.from_dict(state)
+            base = saved["base"]
+            base = None if base is None else _check.positive("base", base)
+            epoch = _check.non_negative_int("epoch", saved["epoch"])
+            return plateau, base, epoch
+
+        loaded = _read_backup(self._state_path(), load)
+        if loaded is None:
+            return None
+        self._state, base, self._resumed_after = loaded
+        return base
+
+    def _save_backup(self, epoch: int) -> None:
+        state = self._state.to_dict()
+        state["best"] = json_float(state["best"])
+        _write_backup(
+            self._state_path(), {"state": state, "base": self._base, "epoch": epoch}
+        )
+
+    def _apply(self, opt: Any, schedule: Schedule | None) -> None:
+        """Put the state's scale on the schedule, or on the float LR."""
+        if schedule is not None:
+            schedule.set_plateau_scale(self._state.scale)
+            schedule.set_plateau_floor(self.plateau.min_lr_of(0))
+        elif self._base is not None:
+            opt.learning_rate = self._base * self._state.scale
+
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
         opt, schedule = self._target()
-        scale = self._state.scale
+        # a backup exists while a fit did not end: this one resumes it (in a
+        # new process, or again with this callback)
+        base = None if self._set_by_hand else self._load_backup()
+        self._set_by_hand = False
         if schedule is not None:
             self._check_fit(opt, schedule)
-            schedule.set_plateau_scale(scale)
-            schedule.set_plateau_floor(self.plateau.min_lr_of(0))
+            self._apply(opt, schedule)
+        elif base is not None:  # the backup's: the optimizer's may lag a reduction
+            self._base = base
+            self._apply(opt, schedule)
         else:  # the float LR already includes the scale (see Resume)
-            self._base = float(ops.convert_to_numpy(opt.learning_rate)) / scale
+            lr = float(ops.convert_to_numpy(opt.learning_rate))
+            self._base = lr / self._state.scale
         self._seen = False  # the monitored key in this fit's logs
+
+    def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        if self._resumed_after is None:
+            return
+        after, self._resumed_after = self._resumed_after, None
+        if epoch != after + 1:
+            logger.warning(
+                "lrkit PlateauCallback: its state in %s is from the end of epoch "
+                "%d but training starts at epoch %d: restore the model from the "
+                "same point (keras.callbacks.BackupAndRestore with the same "
+                "backup_dir), or the plateau goes on from another epoch",
+                self._state_path(),
+                after,
+                epoch,
+            )
 
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
         if not self._seen and not self._missing_warned:
@@ -671,9 +807,13 @@ class PlateauCallback(keras.callbacks.Callback):  # type: ignore[misc]
                 "validation data?); the LR was never updated",
                 self.monitor,
             )
+        _drop_backup(self._state_path())
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        logs = logs if logs is not None else {}
+        self._update(logs if logs is not None else {})
+        self._save_backup(epoch)
+
+    def _update(self, logs: dict[str, Any]) -> None:
         value = logs.get(self.monitor)
         if value is None:
             if self.monitor.startswith("val_") and not any(
@@ -698,10 +838,10 @@ class PlateauCallback(keras.callbacks.Callback):  # type: ignore[misc]
             # eps judged at base_lr, or the schedule's value now if higher
             ref = max(unscaled, schedule.base_lr)
             refs = [ref] if ref > 0.0 else []
-            self.state = self.plateau.update_clamped(self.state, value, refs)
+            self._state = self.plateau.update_clamped(self._state, value, refs)
         else:
             unscaled = self._base if self._base is not None else 1.0
-            self.state = self.plateau.update(self.state, value, lr=unscaled)
+            self._state = self.plateau.update(self._state, value, lr=unscaled)
         if schedule is not None:
             schedule.set_plateau_scale(self.state.scale)
             schedule.set_plateau_floor(self.plateau.min_lr_of(0))
@@ -787,13 +927,11 @@ class MonitorCallback(StepState, Watched, keras.callbacks.Callback):  # type: ig
         backup_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
-        if backup_dir is not None and not isinstance(backup_dir, (str, os.PathLike)):
-            _check.fail("backup_dir", "a directory path", backup_dir, exc=TypeError)
+        self.backup_dir = _backup_dir(backup_dir)
         self._watch = Watch(
             monitor, stop_on=stop_on, verbose=verbose, logger_name=__name__
         )
         self.loss_key = check_key("loss_key", loss_key)
-        self.backup_dir = None if backup_dir is None else Path(backup_dir)
         self._check_step: int | None = None  # the step a loaded state expects
         self.losses: list[float] = []
         self._step = 0
@@ -827,38 +965,19 @@ class MonitorCallback(StepState, Watched, keras.callbacks.Callback):  # type: ig
 
     def _load_backup(self) -> bool:
         """Load the state ``backup_dir`` holds, if any; True when loaded."""
-        path = self._state_path()
-        if path is None or not path.is_file():
-            return False
-        try:
-            state = json.loads(path.read_text())
-            state["val"] = (
-                None if state.get("val") is None else from_json_float(state["val"])
-            )
-        except (OSError, ValueError, TypeError, AttributeError) as e:
-            _check.fail(
-                "backup_dir",
-                "a directory whose lrkit_monitor.json this callback wrote",
-                f"{path} ({e})",
-                "Delete the file to start the run's monitoring afresh.",
-                shown=True,
-            )
-        try:
+
+        def load(state: dict[str, Any]) -> bool:
+            val = state.get("val")
+            state["val"] = None if val is None else from_json_float(val)
             self.load_state_dict(state)
-        except ValueError as e:
-            raise ValueError(f"{path}: {e}") from None
-        return True
+            return True
+
+        return _read_backup(self._state_path(), load) is not None
 
     def _save_backup(self) -> None:
-        path = self._state_path()
-        if path is None:
-            return
         state = self.state_dict()
         state["val"] = None if self._val is None else json_float(self._val)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(state, allow_nan=False))
-        os.replace(tmp, path)  # a crash while writing leaves the last one whole
+        _write_backup(self._state_path(), state)
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
         try:
@@ -936,13 +1055,14 @@ class MonitorCallback(StepState, Watched, keras.callbacks.Callback):  # type: ig
             self._step += 1
             self._val = None
         self._watch.finish()
-        path = self._state_path()
-        if path is not None:
-            path.unlink(missing_ok=True)  # the run ended: as BackupAndRestore
+        _drop_backup(self._state_path())
 
 
 #: The file ``MonitorCallback(backup_dir=...)`` keeps its state in.
 _STATE_FILE = "lrkit_monitor.json"
+
+#: The file ``PlateauCallback(backup_dir=...)`` keeps its state in.
+_PLATEAU_FILE = "lrkit_plateau.json"
 
 
 from ._keras_find import Snapshot, find_lr, snapshot  # noqa: E402

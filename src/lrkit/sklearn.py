@@ -203,11 +203,12 @@ def find_lr(
             ``solver="sgd"`` or ``"adam"`` (``"lbfgs"`` has no learning
             rate). Never changed: the test runs on a clone (unfitted) or a deep
             copy (fitted: the test starts from its weights).
-            ``early_stopping`` is off in the copy (``partial_fit`` refuses it).
+            ``early_stopping`` is off in the copy (``partial_fit`` refuses it),
+            and so is ``verbose`` (it would print a line per update).
         X: training inputs (an array-like or a sparse matrix).
         y: training targets (a column ``(n, 1)`` is flattened, as in ``fit``).
-        sample_weight: optional per-row weights of the training loss, passed to
-            ``partial_fit`` (scikit-learn >= 1.7).
+        sample_weight: optional per-row weights (finite, >= 0) of the
+            training loss, passed to ``partial_fit`` (scikit-learn >= 1.7).
         validation_data: optional ``(X_val, y_val)``: the loss on it (its
             first ``MAX_VAL_ROWS`` rows; the loss sklearn trains on, without the
             penalty) is evaluated every ``val_every`` steps as a cheap validation
@@ -302,6 +303,16 @@ def find_lr(
                 f"an array of shape {weights.shape}",
                 shown=True,
             )
+        negative = np.flatnonzero(weights < 0)
+        if len(negative):
+            row = int(negative[0])
+            _check.fail(
+                "sample_weight",
+                "weights >= 0",
+                f"{len(negative)} negative weights "
+                f"(sample_weight[{row}]={float(weights[row])!r})",
+                shown=True,
+            )
         if "sample_weight" not in inspect.signature(estimator.partial_fit).parameters:
             _check.fail(
                 "sample_weight",
@@ -377,8 +388,11 @@ def find_lr(
 
     est = copy.deepcopy(estimator) if fitted else clone(estimator)
     # one update per partial_fit, whatever the batch; partial_fit refuses
-    # early stopping, and warm_start makes it refuse batches missing a class
-    est.set_params(batch_size=batch_size, early_stopping=False, warm_start=False)
+    # early stopping, and warm_start makes it refuse batches missing a class;
+    # verbose would print a line per rung
+    est.set_params(
+        batch_size=batch_size, early_stopping=False, warm_start=False, verbose=False
+    )
     if fitted and getattr(est, "best_loss_", 0.0) is None:
         est.best_loss_ = np.inf  # fitted with early stopping: no training best
     batches = IndexBatches(n, batch_size, seed)
