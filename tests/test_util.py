@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from tests.helpers import _env, run_python_tty
@@ -57,7 +58,10 @@ def script(tmp_path):  # type: ignore[no-untyped-def]
     return str(path)
 
 
-def test_range_test_shows_a_bar_on_a_terminal(script: str) -> None:
+def test_range_test_shows_a_bar_on_a_terminal(
+    script: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CI", raising=False)  # a person at a terminal
     code, out = run_python_tty(script, "find", "on")
     assert code == 0, out
     assert "range test" in out and "/60" in out and "lr " in out
@@ -84,7 +88,40 @@ def test_no_bar_when_stderr_is_a_pipe_or_file(script: str) -> None:
     assert p.stderr == "" and p.stdout.strip() == "steps 60"
 
 
-def test_a_range_test_inside_a_sweep_adds_no_second_bar(script: str) -> None:
+@pytest.mark.parametrize("where", ["file", "ci"])
+def test_no_bar_in_a_log_file_with_force_color_nor_under_ci(
+    script: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """FORCE_COLOR (set by many CI systems) makes rich claim a terminal: the
+    bar's frames went into the log file. A CI job's console that is a
+    terminal gets none either (CI=true)."""
+    if where == "file":
+        env = {**_env(), "FORCE_COLOR": "1"}
+        env.pop("CI", None)
+        log = tmp_path / "err.log"
+        with open(log, "w") as err:
+            p = subprocess.run(
+                [sys.executable, script, "find", "on"],
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                timeout=120,
+            )
+        assert p.returncode == 0 and p.stdout.strip() == "steps 60"
+        assert log.read_text() == ""
+    else:
+        monkeypatch.setenv("CI", "true")
+        code, out = run_python_tty(script, "find", "on")
+        assert code == 0, out
+        assert "range test" not in out and "steps 60" in out
+
+
+def test_a_range_test_inside_a_sweep_adds_no_second_bar(
+    script: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CI", raising=False)
     code, out = run_python_tty(script, "sweep-of-finds", "on")
     assert code == 0, out  # rich refuses two live displays at once: no LiveError
     assert "sweep" in out and "/3" in out and "best lr" in out

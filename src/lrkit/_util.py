@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -71,6 +73,18 @@ def check_progress(progress: Any) -> None:
 _bar_active = False  # one bar at a time: a range test inside a sweep adds none
 
 
+def interactive() -> bool:
+    """Whether a progress bar or spinner may be drawn: stderr is a terminal
+    (``isatty``, not what ``FORCE_COLOR`` claims) and no CI runs the command
+    (``CI`` unset, empty, ``0`` or ``false``). A log file, a pipe or a CI job's
+    console never get one."""
+    try:
+        tty = os.isatty(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):  # replaced, closed: no terminal
+        tty = False
+    return tty and os.environ.get("CI", "").strip().lower() in ("", "0", "false")
+
+
 @contextlib.contextmanager
 def progress_hook(
     progress: Any, label: str, show: Callable[[Any], tuple[int, int, str]]
@@ -102,7 +116,9 @@ def progress_hook(
     )
 
     console = Console(stderr=True)
-    if not (console.is_terminal or console.is_jupyter):
+    # (not console.is_terminal: FORCE_COLOR makes rich claim a terminal, and
+    # the bar's frames would fill a log file)
+    if not (interactive() or console.is_jupyter):
         yield None
         return
     bar = Progress(

@@ -97,15 +97,10 @@ def writing(path: Path) -> Iterator[Path]:
 
 
 def interactive() -> bool:
-    """Whether a progress bar or spinner may be drawn: stderr is a terminal
-    (``isatty``, not what ``FORCE_COLOR`` claims) and no CI runs the command
-    (``CI`` unset, empty, ``0`` or ``false``). A log file, a pipe or a CI job's
-    console never get one."""
-    try:
-        tty = os.isatty(sys.stderr.fileno())
-    except (AttributeError, OSError, ValueError):  # replaced, closed: no terminal
-        tty = False
-    return tty and os.environ.get("CI", "").strip().lower() in ("", "0", "false")
+    """Whether a bar or spinner may be drawn (see :func:`lrkit._util.interactive`)."""
+    from ._util import interactive as on_terminal
+
+    return on_terminal()
 
 
 @contextlib.contextmanager
