@@ -118,6 +118,20 @@ def test_the_default_monitor_is_sized_to_the_logged_points(tmp_path: Path) -> No
     assert cb.monitor.config == config
 
 
+def test_an_evaluation_before_train_keeps_the_monitor_sized(tmp_path: Path) -> None:
+    """A baseline trainer.evaluate() before train(): the default monitor is
+    still sized to the run (it kept the defaults, windows of 64 on a run of
+    13 points; review), and that evaluation is part of the curve."""
+    cb = MonitorCallback(verbose=False)
+    trainer = hf_trainer(
+        tmp_path, 60, callbacks=[cb], save_strategy="no", logging_steps=5
+    )
+    trainer.evaluate()
+    trainer.train()
+    assert cb.monitor.config == lrkit.MonitorConfig.for_points(13)
+    assert cb.monitor.stats()["val_losses"] >= 1 and len(cb.losses) == 13
+
+
 def test_a_missing_eval_key_is_warned_about_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -257,6 +271,10 @@ def test_guard_callback_bad_arguments() -> None:
         GuardCallback(skip_batches=1)
     with pytest.raises(TypeError, match="scheduler must be left out"):
         GuardCallback(scheduler=None)
+    # the trainer's step (a checkpoint's when resumed): overriding it put the
+    # guard's steps out of line with the trainer's (review)
+    with pytest.raises(TypeError, match="first_step must be left out"):
+        GuardCallback(first_step=1000)
     with pytest.raises(ValueError, match="every"):
         GuardCallback(every=0)
     with pytest.raises(TypeError, match="val_key must be a non-empty log key"):
@@ -608,6 +626,24 @@ def test_the_first_step_is_logged_so_an_lr_far_too_high_is_seen(
     assert steps[:3] == [1, 10, 20]
     assert cb.stopped_by is not None and cb.stopped_by.kind == "diverged"
     assert trainer.state.global_step < 150
+
+
+def test_a_log_per_epoch_keeps_its_epoch_means(tmp_path: Path) -> None:
+    """With logging_strategy="epoch" no first-step line is forced: each line
+    stays its epoch's mean (review: the first epoch's loss changed)."""
+    torch.manual_seed(0)
+    cb = MonitorCallback(verbose=False)
+    trainer = hf_trainer(
+        tmp_path,
+        60,
+        callbacks=[cb],
+        save_strategy="no",
+        eval_strategy="no",
+        logging_strategy="epoch",
+    )
+    trainer.train()
+    steps = [s for s, _ in _logged(trainer, "loss")]
+    assert steps and 1 not in steps and len(cb.losses) == len(steps)
 
 
 @pytest.mark.parametrize("every", [500, 1])

@@ -1007,6 +1007,10 @@ def test_plateau_callback_backup_errors_and_warnings(
     x, y = tiny_data()
     with pytest.raises(TypeError, match="backup_dir must be a directory path"):
         PlateauCallback(backup_dir=3)  # type: ignore[arg-type]
+    # "" would write into the current directory (BackupAndRestore refuses it)
+    for cb in (PlateauCallback, MonitorCallback):
+        with pytest.raises(ValueError, match="backup_dir must be a non-empty"):
+            cb(backup_dir="")
     path = tmp_path / "lrkit_plateau.json"
     path.write_text("{not json")
     cb = PlateauCallback(monitor="loss", backup_dir=tmp_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import random
 from typing import Any
@@ -674,7 +675,9 @@ def test_validation_in_every_form_fit_takes() -> None:
     }
     for name, val in forms.items():
         result = lk.find_lr(digits_model(), XT, YT, validation_data=val, num_steps=40)
-        assert len(result.val_losses) > 3 and np.isfinite(result.val_losses).all(), name
+        assert len(result.val_losses) >= 3 and np.isfinite(result.val_losses).all(), (
+            name
+        )
     same = [
         lk.find_lr(
             digits_model(), XT, YT, batch_size=64, validation_data=v, num_steps=40
@@ -770,6 +773,58 @@ def test_a_loss_logged_under_another_key_needs_loss_key() -> None:
         progress=False,
     )
     assert max(result.losses) <= 1 and max(result.val_losses) <= 1  # accuracies
+
+
+class _OwnTrainStepOnly(keras.Model):
+    """A custom train_step that logs "mse"; Keras's own test_step ("loss")."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.d = keras.layers.Dense(1)
+
+    def call(self, x: Any) -> Any:
+        return self.d(x)
+
+    def train_step(self, data: Any) -> Any:
+        x, y = data[0], data[1]
+        self.zero_grad()
+        loss = keras.ops.mean((self(x) - y) ** 2)
+        loss.backward()
+        grads = [v.value.grad for v in self.trainable_weights]
+        with torch.no_grad():
+            self.optimizer.apply(grads, self.trainable_weights)
+        return {"mse": loss}
+
+
+def test_loss_key_with_keras_own_validation_step() -> None:
+    """loss_key names the custom train_step's key; validation through Keras's
+    own test_step logs "loss", read there (review: a ValueError mid-test
+    asked for the loss_key that was given; fit reports val_loss)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(128, 4)).astype("float32")
+    y = (x @ rng.normal(size=(4, 1))).astype("float32")
+    keras.utils.set_random_seed(0)
+    model = _OwnTrainStepOnly()
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    result = lk.find_lr(
+        model,
+        x,
+        y,
+        loss_key="mse",
+        validation_split=0.25,
+        num_steps=30,
+        progress=False,
+    )
+    assert len(result.val_losses) >= 3 and np.isfinite(result.val_losses).all()
+
+
+def test_a_negative_class_weight_is_refused_naming_the_class() -> None:
+    model = digits_model()
+    before = everything(model)
+    for bad in (-1.0, math.inf):
+        with pytest.raises(ValueError, match=r"class_weight\[3\] must be a finite"):
+            lk.find_lr(model, XT, YT, class_weight={3: bad}, progress=False)
+    assert_same(before, everything(model))
 
 
 # ------------------------------------------------------- inputs fit refuses

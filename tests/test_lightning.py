@@ -355,6 +355,10 @@ def test_guard_callback_refuses_what_it_cannot_do() -> None:
         GuardCallback(skip_batches=2)
     with pytest.raises(TypeError, match="optimizer must be left out"):
         GuardCallback(optimizer=None)
+    # the trainer's step (a checkpoint's when resumed): overriding it put the
+    # guard's steps out of line with the trainer's (review)
+    with pytest.raises(TypeError, match="first_step must be left out"):
+        GuardCallback(first_step=1000)
     with pytest.raises(ValueError, match="factor"):
         GuardCallback(factor=3.0)  # the Guard's own check, at construction
     with pytest.raises(TypeError, match="val_key must be a non-empty log key"):

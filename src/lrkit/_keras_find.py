@@ -299,7 +299,7 @@ def _class_weights(
     label column squeezed, labels rounded to the nearest integer, a class
     missing from the dict weighing 1.0; times ``sample_weight`` if given."""
     if not isinstance(class_weight, Mapping) or not all(
-        _check.is_real(w) and w >= 0 for w in class_weight.values()
+        _check.is_real(w) for w in class_weight.values()
     ):
         _check.fail(
             "class_weight",
@@ -307,6 +307,9 @@ def _class_weights(
             class_weight,
             exc=TypeError,
         )
+    for c, w in class_weight.items():
+        if not (w >= 0 and math.isfinite(w)):  # a number, out of range
+            _check.fail(f"class_weight[{c!r}]", "a finite weight >= 0", w)
     labels = _numpy(y) if _is_array(y) else None
     if labels is None:
         _check.fail(
@@ -623,8 +626,10 @@ def find_lr(
         seed: seed of that order.
         loss_key: the batch loss's key in the logs ``train_on_batch`` (and
             ``test_on_batch``, for validation) returns: ``"loss"``; a custom
-            ``train_step`` may log it under another name. A missing key is an
-            error that lists the keys there were.
+            ``train_step`` may log it under another name. Validation logs
+            without it are read at ``"loss"`` (Keras's own ``test_step``
+            beside a custom ``train_step``). A missing key is an error that
+            lists the keys there were.
         progress: ``True`` (default): a progress bar on stderr while the test
             runs, when stderr is a terminal or a notebook (none in a log file
             or under CI); ``False`` or ``None``: none; or a function called with
@@ -880,6 +885,10 @@ def find_lr(
         return convert(_unpack(batch, "x"))
 
     def loss_of(logs: Mapping[str, Any], call: str) -> float:
+        if call == "test_on_batch" and loss_key not in logs and "loss" in logs:
+            # a custom train_step beside Keras's own test_step, which logs
+            # "loss" (as fit reports val_loss for it)
+            return float(logs["loss"])
         if loss_key not in logs:
             keys = ", ".join(repr(k) for k in sorted(logs)) or "none"
             _check.fail(

@@ -99,10 +99,12 @@ class MonitorCallback(Watched, TrainerCallback, ExportableState):
 
     The callback has the Trainer log the first step of a run from step 0
     (``control.should_log`` at ``global_step`` 1, as
-    ``logging_first_step=True`` does: one more line in the logs): its loss
+    ``logging_first_step=True`` does: one more line in the logs, and the next
+    line's loss is then the mean of steps 2 to ``logging_steps``): its loss
     is the level the run starts from. Without it, the first logged mean of a
     run whose LR blows it up within a few steps is already high, and the
-    monitor, seeing no start below it, reads the run as healthy.
+    monitor, seeing no start below it, reads the run as healthy. Not with
+    ``logging_strategy="epoch"`` (each line stays its epoch's mean).
 
     Without a ``monitor``, each ``train`` builds one for the number of
     points the run will log (:meth:`lrkit.MonitorConfig.for_points` of
@@ -181,6 +183,7 @@ class MonitorCallback(Watched, TrainerCallback, ExportableState):
         self._last: int | None = None  # the step of the latest point
         self._missing_warned = False
         self._begun = False  # a train() has started
+        self._pre_train_evals: list[tuple[int, float]] = []  # before it
         self._model: weakref.ref[Any] | None = None  # the latest run's model
         self._log_first = False  # make the Trainer log global_step 1
 
@@ -211,12 +214,19 @@ class MonitorCallback(Watched, TrainerCallback, ExportableState):
             self._model = weakref.ref(model)
         except TypeError:  # None
             self._model = None
-        logging_on = _strategy(args) != "no"
+        strategy = _strategy(args)
+        logging_on = strategy != "no"
         # the first step's loss is the level the run starts from: without it,
         # the first logged mean of a run blown up at once reads as its start
-        self._log_first = logging_on and start == 0
-        points = _points(args, state, first=self._log_first)
-        if self._scale and self.monitor.updates == 0:
+        # (not with a log per epoch: each line is then the epoch's mean, which
+        # a first line would change)
+        self._log_first = logging_on and start == 0 and strategy != "epoch"
+        first = self._log_first or bool(getattr(args, "logging_first_step", False))
+        points = _points(args, state, first=first and start == 0)
+        # (evaluations before the first train(), a baseline trainer.evaluate(),
+        # are fed again to the monitor sized to the run)
+        early = self._pre_train_evals
+        if self._scale and self.monitor.updates == len(early):
             self._scale = False
             if saved is not None:  # sized to the whole run, as it was
                 config = config_from_dict("monitor", saved["monitor"]["config"])
@@ -224,6 +234,9 @@ class MonitorCallback(Watched, TrainerCallback, ExportableState):
             elif points is not None:
                 config = MonitorConfig.for_points(max(1, points))
                 self._watch.monitor = Monitor(config)
+                for at, v in early:
+                    self.monitor.update(at, None, val_loss=v)
+        self._pre_train_evals = []
         if saved is not None:  # resumed: the monitor knows the run so far
             self._watch.load(saved["monitor"])
             self._last, self._val = saved["last"], saved["val"]
@@ -323,6 +336,8 @@ class MonitorCallback(Watched, TrainerCallback, ExportableState):
             last = self._last
         self._val = None
         if last is None or step > last:
+            if not self._begun:  # before any train(): see on_train_begin
+                self._pre_train_evals.append((step, val))
             self._stop_if(self._feed(step, None, val_loss=val), control)
         else:
             self._val = val

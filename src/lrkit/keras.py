@@ -520,6 +520,8 @@ def _backup_dir(value: Any) -> Path | None:
         return None
     if not isinstance(value, (str, os.PathLike)):
         _check.fail("backup_dir", "a directory path", value, exc=TypeError)
+    if not os.fspath(value):  # "" would write into the current directory
+        _check.fail("backup_dir", "a non-empty directory path", value)
     return Path(value)
 
 

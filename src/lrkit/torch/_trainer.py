@@ -116,7 +116,15 @@ def step_loss(micro: list[float], *, summed: bool = False) -> float:
     return total if summed else total / len(micro)
 
 
-_OWN = ("model", "optimizer", "scheduler", "scaler", "loaders", "skip_batches")
+_OWN = (
+    "model",
+    "optimizer",
+    "scheduler",
+    "scaler",
+    "loaders",
+    "skip_batches",
+    "first_step",  # the trainer's own step count (a checkpoint's when resumed)
+)
 
 
 def guard_settings(settings: Mapping[str, Any], trainer: str) -> dict[str, Any]:
