@@ -22,8 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import difflib
-import inspect
 import logging
 import math
 import weakref
@@ -487,7 +485,6 @@ class GuardCallback(TrainerCallback, ExportableState):
     def __init__(self, *, val_key: str = "eval_loss", **settings: Any) -> None:
         super().__init__()
         self.val_key = check_key("val_key", val_key)
-        _known_settings(settings)
         self.settings = guard_settings(settings, "the Trainer")
         self._args, self._not_json, self._key = guard_identity(
             self.val_key, self.settings
@@ -737,32 +734,6 @@ def _with_loss(output: Any, loss: torch.Tensor) -> Any:
         return [loss, *output[1:]]
     output.loss = loss
     return output
-
-
-#: Guard's keyword arguments (guard_settings refuses those the Trainer gives)
-_GUARD_NAMES = list(inspect.signature(Guard).parameters)
-#: those GuardCallback takes
-_SETTINGS = [
-    n
-    for n in _GUARD_NAMES
-    if n not in ("model", "optimizer", "scheduler", "scaler", "loaders", "skip_batches")
-    and n != "first_step"  # the callback sets it: the checkpoint's step
-]
-
-
-def _known_settings(settings: Mapping[str, Any]) -> None:
-    """Refuse a setting that neither GuardCallback nor Guard takes."""
-    for name, value in settings.items():
-        if name not in _GUARD_NAMES:
-            close = difflib.get_close_matches(name, ["val_key", *_SETTINGS], n=1)
-            _check.fail(
-                name,
-                "a GuardCallback setting (val_key, or a lrkit.torch.Guard "
-                f"setting: {', '.join(_SETTINGS)})",
-                value,
-                f"Did you mean {close[0]}?" if close else None,
-                exc=TypeError,
-            )
 
 
 def _warn_outside_loss(args: Any) -> bool:

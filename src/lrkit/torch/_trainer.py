@@ -132,8 +132,24 @@ def guard_settings(settings: Mapping[str, Any], trainer: str) -> dict[str, Any]:
     callback takes (not the objects it takes from ``trainer``, nor
     ``skip_batches``: the trainer owns the loop) by building a guard on a
     throwaway module now, not when training starts; return them."""
+    import difflib
+    import inspect
+
     from .guard import Guard
 
+    names = list(inspect.signature(Guard).parameters)
+    allowed = [n for n in names if n not in _OWN]
+    for name, value in settings.items():
+        if name not in names:  # a misspelt setting: the valid names
+            close = difflib.get_close_matches(name, ["val_key", *allowed], n=1)
+            _check.fail(
+                name,
+                "a GuardCallback setting (val_key, or a lrkit.torch.Guard "
+                f"setting: {', '.join(allowed)})",
+                value,
+                f"Did you mean {close[0]}?" if close else None,
+                exc=TypeError,
+            )
     for name in _OWN:
         if name in settings:
             why = "; the trainer owns the loop" if name == "skip_batches" else ""
