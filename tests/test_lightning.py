@@ -254,6 +254,103 @@ def test_a_second_fit_continues_the_steps() -> None:
     assert [c[0] for c in mon.calls] == list(range(32))
 
 
+def _csv_fit(
+    module: Reg,
+    cbs: list[Any],
+    root: Path,
+    *,
+    epochs: int,
+    val: bool = False,
+    ckpt: Path | None = None,
+    checkpoint: bool = False,
+) -> Any:
+    """Fit with a CSVLogger logging every step under ``root``."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    torch.manual_seed(0)
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        callbacks=cbs,
+        logger=CSVLogger(root, name="run"),
+        log_every_n_steps=1,
+        default_root_dir=root,
+        enable_checkpointing=checkpoint,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        num_sanity_val_steps=0,
+    )
+    train = torch.utils.data.DataLoader(_data(), batch_size=32)
+    vloader = torch.utils.data.DataLoader(_data(128, seed=1), batch_size=64)
+    trainer.fit(module, train, vloader if val else None, ckpt_path=ckpt)
+    return trainer
+
+
+def test_points_take_the_step_the_loggers_use_on_a_resume_without_its_state(
+    tmp_path: Path,
+) -> None:
+    """A checkpoint saved without the callback (added on resume): its points
+    used to be numbered from 0 (the NaN at global step 20 reported at 4)."""
+    _csv_fit(NaNAtStep(0.05), [], tmp_path / "a", epochs=1, checkpoint=True)
+    (ckpt,) = (tmp_path / "a").rglob("*.ckpt")
+    mon = Recording()
+    cb = MonitorCallback(mon, loss_key="train_loss", stop_on=(), verbose=False)
+    module = NaNAtStep(0.05, log_key="train_loss")
+    _csv_fit(module, [cb], tmp_path / "b", epochs=2, ckpt=ckpt)
+    assert [c[0] for c in mon.calls] == list(range(16, 32))
+    # the steps of the log that lrkit diagnose reads, and the same findings
+    (run,) = (tmp_path / "b").glob("run/version_*")
+    log = lrkit.read_log(run, loss_key="train_loss")
+    assert log.steps.tolist() == list(range(16, 32))
+    assert (mon.findings[0].kind, mon.findings[0].first_step) == ("nan", 20)
+
+
+def test_a_second_fit_on_the_same_trainer_keeps_lightnings_steps(
+    tmp_path: Path,
+) -> None:
+    """The final validation loss of a fit used to take a step of its own, and
+    the next fit's points were one step late (the NaN at 20 reported at 21).
+    Two fits of one Trainer are judged as the one fit of them both."""
+    mon = lrkit.Monitor()
+    cb = MonitorCallback(mon, stop_on=(), verbose=False)
+    torch.manual_seed(0)
+    module = NaNAtStep(0.05)
+    module.nan_once = True
+    trainer = _csv_fit(module, [cb], tmp_path / "a", epochs=1, val=True)
+    assert mon.last_step == 16  # the validation loss, judged with the run
+    trainer.fit_loop.max_epochs = 2
+    train = torch.utils.data.DataLoader(_data(), batch_size=32)
+    vloader = torch.utils.data.DataLoader(_data(128, seed=1), batch_size=64)
+    trainer.fit(module, train, vloader)
+    assert trainer.global_step == 32 and mon.last_step == 32
+    assert [(f.kind, f.first_step) for f in mon.findings] == [("nan", 20)]
+    # as one fit of two epochs: bit for bit
+    whole = MonitorCallback(lrkit.Monitor(), stop_on=(), verbose=False)
+    torch.manual_seed(0)
+    module = NaNAtStep(0.05)
+    module.nan_once = True
+    _csv_fit(module, [whole], tmp_path / "b", epochs=2, val=True)
+    assert json.dumps(mon.state_dict()) == json.dumps(whole.monitor.state_dict())
+
+
+def test_the_default_monitor_is_sized_to_the_run_as_diagnose_sizes_its_log(
+    tmp_path: Path,
+) -> None:
+    """A short run (64 steps) at an LR too low: lrkit diagnose of its log
+    (sized with MonitorConfig.for_points) finds it too slow; the live
+    callback with the default Monitor() found nothing."""
+    cb = MonitorCallback(loss_key="train_loss", verbose=False)
+    module = Reg(0.002, log_key="train_loss")
+    trainer = _csv_fit(module, [cb], tmp_path, epochs=4)
+    assert cb.monitor.config == lrkit.MonitorConfig.for_points(64)
+    assert cb.state_dict()["monitor"]["config"] == cb.monitor.config.to_dict()
+    (run,) = tmp_path.glob("run/version_*")
+    log = lrkit.diagnose(lrkit.read_log(run, loss_key="train_loss"))
+    live = [(f.kind, f.first_step) for f in cb.monitor.findings]
+    assert live == [(f.kind, f.first_step) for f in log.findings] == [("too_slow", 20)]
+    assert trainer.global_step == 64
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="stop_on must be"):
         MonitorCallback(stop_on=("explode",))
@@ -359,6 +456,14 @@ def test_guard_callback_refuses_what_it_cannot_do() -> None:
     # guard's steps out of line with the trainer's (review)
     with pytest.raises(TypeError, match="first_step must be left out"):
         GuardCallback(first_step=1000)
+    # a misspelt setting names the valid ones (it was Guard.__init__'s bare
+    # TypeError; review)
+    with pytest.raises(
+        TypeError,
+        match=r"evry must be a GuardCallback setting.*"
+        r"Did you mean every\?",
+    ):
+        GuardCallback(evry=10)
     with pytest.raises(ValueError, match="factor"):
         GuardCallback(factor=3.0)  # the Guard's own check, at construction
     with pytest.raises(TypeError, match="val_key must be a non-empty log key"):
@@ -400,20 +505,37 @@ class NaNAtStep(Reg):
         return loss * float("nan") if self.trainer.global_step == 20 else loss
 
 
+class Crash(pl.Callback):  # type: ignore[misc]
+    """Ends fit with an error when epoch ``at`` starts (after the checkpoint
+    of the epoch before): an interrupted run."""
+
+    def __init__(self, at: int | None) -> None:
+        self.at = at
+
+    def on_train_epoch_start(self, trainer: Any, module: Any) -> None:
+        if trainer.current_epoch == self.at:
+            raise RuntimeError("interrupted")
+
+
 def _resumable(
-    tmp_path: Path, epochs: int, ckpt: Path | None, factor: float = 0.3
+    tmp_path: Path,
+    epochs: int,
+    ckpt: Path | None,
+    factor: float = 0.3,
+    crash_at: int | None = None,
 ) -> list[Any]:
     """Fit Reg (a NaN at step 20) with a guard and a monitor, checkpointing
-    every epoch; from ``ckpt`` when given."""
+    every epoch; from ``ckpt`` when given; interrupted at epoch ``crash_at``."""
     torch.manual_seed(0)
     module = NaNAtStep(0.05)
     cbs = [
         GuardCallback(every=10, factor=factor),
         MonitorCallback(stop_on=(), verbose=False),
     ]
+    checkpoint = pl.callbacks.ModelCheckpoint(tmp_path, save_top_k=-1)
     trainer = pl.Trainer(
         max_epochs=epochs,
-        callbacks=[*cbs, pl.callbacks.ModelCheckpoint(tmp_path, save_top_k=-1)],
+        callbacks=[*cbs, checkpoint, Crash(crash_at)],
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -430,7 +552,8 @@ def test_fit_from_a_checkpoint_goes_on_with_the_guard_and_monitor_state(
     tmp_path: Path,
 ) -> None:
     whole = _resumable(tmp_path / "a", 4, None)
-    _resumable(tmp_path / "b", 2, None)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        _resumable(tmp_path / "b", 4, None, crash_at=2)
     (ckpt,) = (tmp_path / "b").glob("epoch=1-*.ckpt")
     # the callbacks' state is plain data: a weights-only load reads it
     saved = torch.load(ckpt, weights_only=True)["callbacks"]
@@ -445,6 +568,8 @@ def test_fit_from_a_checkpoint_goes_on_with_the_guard_and_monitor_state(
     assert mon.last_step == whole[1].monitor.last_step == 64  # the last val
     assert [f.kind for f in mon.findings] == ["nan"]
     assert json.dumps(mon.state_dict()) == json.dumps(whole[1].monitor.state_dict())
+    # sized to the whole run (64 steps) when it started, and resumed so
+    assert mon.config == lrkit.MonitorConfig.for_points(64)
 
 
 DDP_SCRIPT = """
@@ -534,7 +659,10 @@ def test_monitor_under_ddp_stops_every_rank_together(tmp_path: Path) -> None:
     both ranks end after the same step with the same weights."""
     rank0, rank1 = _ddp(tmp_path, "monitor")
     assert rank0[0] == rank1[0] == 14
-    assert [k for k, _ in rank0[1]] == ["nan"] and rank1[1] == []
+    assert [k for k, _ in rank0[1]] == ["nan"]
+    # rank 1 saw no NaN (its monitor, sized to the 32-step run, reads the
+    # 14 steps it got, stopped while still falling, as too slow at the end)
+    assert [k for k, _ in rank1[1] if k != "too_slow"] == []
     assert rank0[4] == rank1[4]
 
 
@@ -588,6 +716,25 @@ def test_a_monitor_beside_a_guard_does_not_stop_for_what_the_guard_recovers() ->
     alone = MonitorCallback(verbose=False)
     _fit(NaNAtStep(0.05), alone, epochs=2)
     assert alone.stopped_by is not None and alone.stopped_by.kind == "nan"
+
+
+def test_a_guard_error_leaves_the_module_unguarded_for_a_later_monitor() -> None:
+    """A GuardError ends fit without on_fit_end: the module used to stay
+    marked as guarded, and a MonitorCallback in a later fit of it no longer
+    stopped on NaN (the run went on to its end on NaN weights)."""
+    from lrkit.torch import GuardError
+
+    module = Reg(0.05, nan_at=3)  # NaN from the 4th batch on
+    guard = GuardCallback(every=1, max_recoveries=2)
+    with pytest.raises(GuardError):
+        _fit(module, guard, epochs=1)
+    assert not guard.guard._saved  # closed: its snapshots freed
+    module.batch_losses = []
+    module.nan_at = 5
+    mon = MonitorCallback(verbose=False)
+    trainer = _fit(module, mon, epochs=1)
+    assert mon.stopped_by is not None and mon.stopped_by.kind == "nan"
+    assert trainer.global_step == 6
 
 
 def test_guard_events_reach_the_trainers_logger(tmp_path: Path) -> None:

@@ -49,6 +49,7 @@ from ._watch import (
     Watch,
     Watched,
     check_key,
+    config_from_dict,
     guarded,
     monitor_json,
     set_guarded,
@@ -115,8 +116,16 @@ class MonitorCallback(StepState, Watched, _Keyed, pl.Callback):
     ``on_before_optimizer_step``, after AMP unscaling; under ``16-mixed`` a
     non-finite norm is the scaler skipping a step and is not passed on) and
     the LR the step used (the first param group of the stepping optimizer).
+    Each point is at the step Lightning's loggers give it
+    (``trainer.fit_loop.epoch_loop._batches_that_stepped``: ``global_step``
+    less one under automatic optimization, the batch count under manual
+    optimization), so findings name the steps of the logs, of
+    :class:`GuardCallback` and of ``lrkit diagnose``, on a resumed run too.
     After each validation run (sanity check excluded),
-    ``trainer.callback_metrics[val_key]`` goes with the next point. New
+    ``trainer.callback_metrics[val_key]`` goes with the next point (the
+    loggers put it at the step before); the last one, with no point after
+    it, is fed alone at the step after the last when training ends (a later
+    ``fit`` of the run takes it back and gives it to its first point). New
     findings of warning or critical severity are printed with their advice
     (``verbose``; the ``lrkit.lightning`` logger gets them at INFO level);
     while a finding of a kind in ``stop_on`` (any severity) is raised or
@@ -125,12 +134,22 @@ class MonitorCallback(StepState, Watched, _Keyed, pl.Callback):
     processes each rank watches its own loss and the stop is agreed across
     ranks (any rank stopping stops all; a one-boolean all-reduce per step).
     When training ends the monitor judges the whole run
-    (:meth:`lrkit.Monitor.finish`). Steps are counted across ``fit`` calls.
+    (:meth:`lrkit.Monitor.finish`). A later ``fit`` goes on with the run (on
+    a new Trainer, whose steps start at 0 again, its points follow the last).
+
+    Without a ``monitor``, the first ``fit`` builds one for the number of
+    points the run will feed (:meth:`lrkit.MonitorConfig.for_points` of
+    ``trainer.estimated_stepping_batches`` less the steps already taken), as
+    :func:`lrkit.diagnose` sizes the monitor of the run's log (with
+    ``log_every_n_steps=1``) afterwards: on a short run the two agree. Its
+    config is saved with the state, and a run resumed from a checkpoint
+    goes on with it.
 
     Args:
         monitor: a :class:`lrkit.Monitor` to feed, or the
             :class:`lrkit.MonitorConfig` of a new one, or a dict of its
-            settings (default: the defaults). Its state is saved with each
+            settings (default: sized to the run, see above). Its state is
+            saved with each
             checkpoint (:meth:`state_dict`) and ``fit(ckpt_path=...)`` goes
             on with it.
         stop_on: finding kinds that stop training (``nan``, ``diverged`` by
@@ -203,8 +222,12 @@ class MonitorCallback(StepState, Watched, _Keyed, pl.Callback):
                 "grad_norm": grad_norm,
             }
         )
+        self._scale = monitor is None  # size the default monitor to the run
         self.losses: list[float] = []
-        self._step = 0  # the next point's step
+        self._step = 0  # the smallest step the next point may take
+        # a validation loss fed at the end of a fit that a later fit goes on
+        # from: the monitor's state before it, that loss and _step
+        self._end: tuple[dict[str, Any], float, int] | None = None
         self._micro: list[float] = []  # losses of the current step's micro-batches
         self._norm: float | None = None  # of the step being taken
         self._lr: float | None = None  # that the step being taken uses
@@ -220,6 +243,22 @@ class MonitorCallback(StepState, Watched, _Keyed, pl.Callback):
         logger.warning("lrkit MonitorCallback: %s (logged: %s)", text, shown)
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        if self._end is not None:
+            # a later fit goes on with the run: the last fit's final validation
+            # loss goes with its first point, as within a fit (fed alone at the
+            # end, it took the step Lightning gives that point)
+            state, self._val, self._step = self._end
+            self._end = None
+            self.monitor.load_state_dict(state)
+            self._watch._withdrawn_shown = len(self.monitor.withdrawn)
+        if self._scale:
+            # the first fit, not from a checkpoint with this callback's state:
+            # sized to the run as lrkit.diagnose sizes its log's monitor
+            self._scale = False
+            points = _points(trainer)
+            if points is not None and self.monitor.updates == 0:
+                config = MonitorConfig.for_points(points)
+                self._watch.monitor = Monitor(config)
         # fit(ckpt_path=...): the run trained before
         self._watch.begin(trained_before=trainer.global_step > 0)
         self._micro = []
@@ -287,12 +326,15 @@ class MonitorCallback(StepState, Watched, _Keyed, pl.Callback):
         loss = step_loss(self._micro)
         self._micro = []
         self.losses.append(loss)
+        # the step Lightning's loggers give this one (a new Trainer on the same
+        # run numbers from 0 again: the points go on after the last)
+        step = max(_logged_step(trainer), self._step)
         found = self.monitor.update(
-            self._step, loss, val_loss=self._val, grad_norm=self._norm, lr=self._lr
+            step, loss, val_loss=self._val, grad_norm=self._norm, lr=self._lr
         )
         self._watch.guarded = guarded(pl_module)  # a GuardCallback's kinds
         hit = self._watch.report(found) is not None
-        self._step += 1
+        self._step = step + 1
         self._val = None
         self._norm = None
         strategy = getattr(trainer, "strategy", None)
@@ -317,10 +359,77 @@ class MonitorCallback(StepState, Watched, _Keyed, pl.Callback):
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         if self._val is not None:
+            # judged with the run, at the step after its last point; a later
+            # fit on the run takes it back (on_train_start), so that its steps
+            # stay Lightning's
+            self._end = (self.monitor.state_dict(), self._val, self._step)
             self.monitor.update(self._step, None, val_loss=self._val)
             self._step += 1
             self._val = None
         self._watch.finish()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The monitor's :meth:`~lrkit.Monitor.state_dict` (its config
+        included), the next step and a validation loss not fed yet (plain
+        data): what a resumed run needs to go on judging the run from its
+        start, with the monitor sized as it was. Saved after ``fit`` ended,
+        the final validation loss is the one not fed yet."""
+        if self._end is not None:
+            state, val, step = self._end
+            return {"monitor": state, "step": step, "val": val}
+        return super().state_dict()
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Go on from :meth:`state_dict`; a monitor built here (no
+        ``monitor`` given) takes the saved config, sized to the whole run.
+
+        Raises:
+            ValueError: not a dict :meth:`state_dict` returned (nothing is
+                changed).
+        """
+        expected = "a dict returned by MonitorCallback.state_dict()"
+        saved = state_dict.get("monitor") if isinstance(state_dict, Mapping) else None
+        config = saved.get("config") if isinstance(saved, Mapping) else None
+        old = self._watch.monitor
+        if self._scale and isinstance(config, Mapping):
+            try:
+                self._watch.monitor = Monitor(config_from_dict("monitor", dict(config)))
+            except (TypeError, ValueError):
+                _check.bad_state_dict(expected, state_dict, " (monitor config)")
+        try:
+            super().load_state_dict(state_dict)
+        except BaseException:
+            self._watch.monitor = old
+            raise
+        self._scale = False
+        self._end = None
+
+
+def _logged_step(trainer: Any) -> int:
+    """The step Lightning's loggers give the optimizer step being taken
+    (``fit_loop.epoch_loop._batches_that_stepped``: one a step under
+    automatic optimization, one a batch under manual optimization whatever
+    the optimizers do; read in ``on_train_batch_end``)."""
+    loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+    n = getattr(loop, "_batches_that_stepped", None)
+    if isinstance(n, int) and not isinstance(n, bool) and n >= 0:
+        return n
+    return max(0, int(trainer.global_step) - 1)  # pragma: no cover - older Lightning
+
+
+def _points(trainer: Any) -> int | None:
+    """How many points the coming fit feeds (None when unknown or unbounded):
+    ``trainer.estimated_stepping_batches`` less the steps already taken."""
+    try:
+        total = float(trainer.estimated_stepping_batches)
+    except Exception:  # no loader length (an IterableDataset), ...
+        return None
+    if not math.isfinite(total) or total < 1:
+        return None
+    loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+    done = getattr(loop, "_batches_that_stepped", 0)
+    done = done if isinstance(done, int) else int(trainer.global_step)
+    return max(1, int(total) - done)
 
 
 class GuardCallback(_Keyed, pl.Callback):
@@ -479,9 +588,25 @@ class GuardCallback(_Keyed, pl.Callback):
             self._val = _scalar(trainer.callback_metrics.get(self.val_key))
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        self._finish(pl_module)
+
+    def on_exception(
+        self, trainer: Any, pl_module: Any, exception: BaseException
+    ) -> None:
+        # a GuardError (or any error, a KeyboardInterrupt) ends fit without
+        # on_fit_end: a MonitorCallback in a later fit of the module must stop
+        # for NaN again, and the snapshots must not outlive the run
+        self._finish(pl_module)
+
+    def _finish(self, pl_module: Any) -> None:
+        """The run is over (or failed): the module no longer marked guarded,
+        the guard's snapshots (memory, spill files) freed."""
+        self._undo.undo()  # a step the guard rejected: as the guard left it
+        self._micro = []
         set_guarded(pl_module, None)
         if self.guard is not None:
-            self.guard.close()  # its snapshots (memory, spill files) go
+            set_guarded(self.guard.model, None)
+            self.guard.close()
 
     def state_dict(self) -> dict[str, Any]:
         """Saved in Lightning's checkpoints: the guard's
