@@ -223,6 +223,7 @@ class MonitorCallback(StepState, Watched, _Keyed, pl.Callback):
             }
         )
         self._scale = monitor is None  # size the default monitor to the run
+        self._stopped = False
         self.losses: list[float] = []
         self._step = 0  # the smallest step the next point may take
         # a validation loss fed at the end of a fit that a later fit goes on
@@ -259,6 +260,7 @@ class MonitorCallback(StepState, Watched, _Keyed, pl.Callback):
             if points is not None and self.monitor.updates == 0:
                 config = MonitorConfig.for_points(points)
                 self._watch.monitor = Monitor(config)
+        self._stopped = False  # this callback stopped the fit
         # fit(ckpt_path=...): the run trained before
         self._watch.begin(trained_before=trainer.global_step > 0)
         self._micro = []
@@ -342,6 +344,7 @@ class MonitorCallback(StepState, Watched, _Keyed, pl.Callback):
             hit = bool(strategy.reduce_boolean_decision(hit, all=False))
         if hit:
             trainer.should_stop = True
+            self._stopped = True
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking:
@@ -366,7 +369,11 @@ class MonitorCallback(StepState, Watched, _Keyed, pl.Callback):
             self.monitor.update(self._step, None, val_loss=self._val)
             self._step += 1
             self._val = None
-        self._watch.finish()
+        if not self._stopped:
+            # (a run this callback stopped, on this rank's finding or another
+            # rank's, is not judged as a whole: its end is the problem's, and
+            # a curve cut short while falling is no "still steep" run)
+            self._watch.finish()
 
     def state_dict(self) -> dict[str, Any]:
         """The monitor's :meth:`~lrkit.Monitor.state_dict` (its config
