@@ -324,9 +324,12 @@ def test_classes_is_the_baseline_of_cross_entropy(tmp_path: Path) -> None:
         "got --baseline-loss=2.3. --classes 10 means --baseline-loss 2.303; give "
         "one of them.\n"
     )
-    p = lrkit("diagnose", str(path), "--classes", "1")
-    assert p.returncode == 2
-    assert p.stderr == "lrkit: error: --classes must be an int >= 2, got --classes=1.\n"
+    for extra in ((), ("--baseline-loss", "2")):  # --classes judged first
+        p = lrkit("diagnose", str(path), "--classes", "1", *extra)
+        assert p.returncode == 2
+        assert p.stderr == (
+            "lrkit: error: --classes must be an int >= 2, got --classes=1.\n"
+        )
 
 
 def test_no_spinner_in_a_log_file_even_with_force_color(

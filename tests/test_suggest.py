@@ -576,3 +576,13 @@ def test_a_ladder_too_coarse_to_read_says_so() -> None:
     x = np.linspace(-7, 1, 100)
     losses = 1.0 - 0.6 / (1 + np.exp(-(x + 2.0) / 0.3)) + np.where(x > 0, 5 * x, 0)
     assert not any("per decade" in r for r in suggest(10**x, losses).reasons)
+    # a linear ladder of 40 steps is sparse at its start only: dense where the
+    # loss moves, not coarse (review: it read "4.9 steps per decade")
+    lin = np.linspace(1e-7, 10, 40)
+    x = np.log10(lin)
+    losses = (
+        1.0
+        - 0.6 / (1 + np.exp(-(x - 0.3) / 0.1))
+        + np.where(x > 0.8, 20 * (x - 0.8), 0)
+    )
+    assert not any("per decade" in r for r in suggest(lin, losses).reasons)

@@ -186,6 +186,13 @@ class Watch:
         self.monitor.load_state_dict(state)
         self._loaded = True
 
+    def rewind(self, state: Any) -> None:
+        """Go back to an earlier :meth:`~lrkit.Monitor.state_dict` of this
+        same run (a later fit takes back what the last one fed at its end);
+        the withdrawals it holds were printed already."""
+        self.monitor.load_state_dict(state)
+        self._withdrawn_shown = len(self.monitor.withdrawn)
+
     def say(self, text: str) -> None:
         """Log ``text`` at INFO level; print it too when ``verbose``."""
         self.logger.info(text)

@@ -986,6 +986,8 @@ def diagnose(
 
     console = err_console()
     if classes is not None:
+        if classes < 2:
+            fail(_check.message("--classes", "an int >= 2", classes))
         if baseline_loss is not None:
             fail(
                 _check.message(
@@ -993,11 +995,9 @@ def diagnose(
                     "left out when --classes is given",
                     baseline_loss,
                     f"--classes {classes} means --baseline-loss "
-                    f"{math.log(max(classes, 1)):.4g}; give one of them.",
+                    f"{math.log(classes):.4g}; give one of them.",
                 )
             )
-        if classes < 2:
-            fail(_check.message("--classes", "an int >= 2", classes))
         baseline_loss = math.log(classes)
 
     def busy(text: str) -> contextlib.AbstractContextManager[Any]:

@@ -551,7 +551,8 @@ class GuardCallback(TrainerCallback, ExportableState):
             scaler=getattr(optimizer, "scaler", None),
             loaders=[loader] if isinstance(loader, torch.utils.data.DataLoader) else (),
             # a resumed run numbers its steps on from its checkpoint's
-            **{"first_step": int(state.global_step or 0), **settings},
+            first_step=int(state.global_step or 0),
+            **settings,
         )
         self._micro, self._val, self._undo = [], None, StepUndo()
         self._window, self._before, self._training = (0.0, 0), None, True

@@ -844,11 +844,7 @@ class PlateauCallback(keras.callbacks.Callback):  # type: ignore[misc]
         else:
             unscaled = self._base if self._base is not None else 1.0
             self._state = self.plateau.update(self._state, value, lr=unscaled)
-        if schedule is not None:
-            schedule.set_plateau_scale(self.state.scale)
-            schedule.set_plateau_floor(self.plateau.min_lr_of(0))
-        elif self._base is not None:
-            opt.learning_rate = self._base * self.state.scale
+        self._apply(opt, schedule)
         logs["plateau_scale"] = self.state.scale
 
 

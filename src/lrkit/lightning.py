@@ -250,8 +250,7 @@ class MonitorCallback(StepState, Watched, _Keyed, pl.Callback):
             # end, it took the step Lightning gives that point)
             state, self._val, self._step = self._end
             self._end = None
-            self.monitor.load_state_dict(state)
-            self._watch._withdrawn_shown = len(self.monitor.withdrawn)
+            self._watch.rewind(state)
         if self._scale:
             # the first fit, not from a checkpoint with this callback's state:
             # sized to the run as lrkit.diagnose sizes its log's monitor
@@ -525,7 +524,8 @@ class GuardCallback(_Keyed, pl.Callback):
             scaler=getattr(trainer.precision_plugin, "scaler", None),
             loaders=[loader] if isinstance(loader, torch.utils.data.DataLoader) else (),
             # a resumed run numbers its steps on from its checkpoint's
-            **{"first_step": int(trainer.global_step), **self.settings},
+            first_step=int(trainer.global_step),
+            **self.settings,
         )
         if self._resume is not None:
             self.guard.load_state_dict(self._resume)

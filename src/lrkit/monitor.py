@@ -758,14 +758,14 @@ _UNSTABLE_KINDS = frozenset({"nan", "diverged", "spike", "exploding_grad"})
 _DEAD_GAIN = 0.1
 _DEAD_UPDATES = 100
 _STATE_FORMAT = "lrkit.Monitor"
-# not part of state_dict: the thresholds (the loading monitor's own hold) and
-# what follows from them
 #: A gradient-norm outlier counts toward ``oscillating`` when the level after
 #: it is above the level before it (less the trend) by this many noise units.
 _CONFIRM_Z = 1.0
 #: Fields added since the state's version 1, with their plain value when a
 #: saved state lacks them.
 _ADDED_FIELDS: dict[str, Any] = {"_pending": {"t": "deque", "v": []}}
+# not part of state_dict: the thresholds (the loading monitor's own hold) and
+# what follows from them
 _NOT_SAVED = frozenset({"config", "_alpha"})
 
 _STATE_FIELDS = (

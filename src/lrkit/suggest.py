@@ -825,7 +825,8 @@ def suggest(
     drop = float(start - nominal.min())
     sigma_s = c.sigma / math.sqrt(_kernel_points(bandwidth, _density(c.x)))
     diverged = stop_reason in ("diverged", "nan") or c.nan_lr is not None
-    per_decade = _density(c.x)
+    # (around the curve's minimum: a linear ladder is sparse only at its start)
+    per_decade = _density(c.x, float(c.x[int(np.argmin(nominal))]), 2.0 * bandwidth)
     coarse = (
         f"the ladder has {per_decade:.1f} steps per decade of LR (fewer than "
         f"{MIN_PER_DECADE}): each LR got too few steps to move the loss, and the "
