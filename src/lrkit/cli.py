@@ -999,6 +999,8 @@ def diagnose(
                 )
             )
         baseline_loss = math.log(classes)
+    if baseline_loss is not None and not math.isfinite(baseline_loss):
+        fail(_check.message("--baseline-loss", "finite", baseline_loss))
 
     def busy(text: str) -> contextlib.AbstractContextManager[Any]:
         """A spinner on a terminal (a million-line log takes seconds)."""
@@ -1034,10 +1036,7 @@ def diagnose(
                     history, resumed=resumed, baseline_loss=baseline_loss, **settings
                 )
             except (ValueError, TypeError) as e:  # a threshold out of its range
-                if str(e).startswith("baseline_loss"):  # --baseline-loss, not --set
-                    error = (_as_typed(str(e), ("baseline_loss",)), EXIT_USAGE)
-                else:
-                    error = (f"--set: {e}", EXIT_USAGE)
+                error = (f"--set: {e}", EXIT_USAGE)
         if error is not None:
             fail(*error)
     figure: str | None = None

@@ -296,13 +296,9 @@ class MonitorCallback(Watched, TrainerCallback, ExportableState):
         val = _number(logs.get(self.val_key))
         if val is not None:
             self._evaluated(int(state.global_step), val, control)
-        elif any(str(k).startswith("eval_") for k in logs) and not self._missing_warned:
-            self._missing_warned = True
-            logger.warning(
-                "lrkit MonitorCallback: no %r in the evaluation logs (keys: %s); "
-                "validation is not watched. Pass val_key=...",
-                self.val_key,
-                ", ".join(sorted(map(str, logs))),
+        elif not self._missing_warned:
+            self._missing_warned = _warn_no_val(
+                "MonitorCallback", self.val_key, logs, "validation is not watched"
             )
         loss = _number(logs.get(self.loss_key))
         if loss is None:
@@ -677,17 +673,12 @@ class GuardCallback(TrainerCallback, ExportableState):
         value = _number(metrics.get(self.val_key))
         if value is not None:
             self._val = value
-        elif (
-            self._training
-            and not self._val_warned
-            and any(str(k).startswith("eval_") for k in metrics)
-        ):
-            self._val_warned = True
-            logger.warning(
-                "lrkit GuardCallback: no %r in the evaluation metrics (keys: %s); "
-                "the guard gets no validation loss. Pass val_key=...",
+        elif self._training and not self._val_warned:
+            self._val_warned = _warn_no_val(
+                "GuardCallback",
                 self.val_key,
-                ", ".join(sorted(map(str, metrics))),
+                metrics,
+                "the guard gets no validation loss",
             )
 
     def _finish(self) -> None:
@@ -735,6 +726,21 @@ def _with_loss(output: Any, loss: torch.Tensor) -> Any:
         return [loss, *output[1:]]
     output.loss = loss
     return output
+
+
+def _warn_no_val(who: str, key: str, logs: Mapping[str, Any], lost: str) -> bool:
+    """Warn when evaluation logs (``eval_*`` keys) hold no ``key``, saying what
+    is ``lost``; True if warned (a training log without it says nothing)."""
+    if not any(str(k).startswith("eval_") for k in logs):
+        return False
+    logger.warning(
+        "lrkit %s: no %r in the evaluation logs (keys: %s); %s. Pass val_key=...",
+        who,
+        key,
+        ", ".join(sorted(map(str, logs))),
+        lost,
+    )
+    return True
 
 
 def _warn_outside_loss(args: Any) -> bool:

@@ -663,11 +663,14 @@ def centred_median(y: np.ndarray, half: int) -> tuple[np.ndarray, np.ndarray]:
         [5.0, 2.0, 2.0, 2.0, 0.0]
     """
     n = len(y)
-    at = np.arange(n)
+    long = n > _MEDIAN_POINTS
+    at = (
+        np.unique(np.linspace(0, n - 1, _MEDIAN_POINTS).round().astype(int))
+        if long
+        else np.arange(n)
+    )
     wide = np.minimum(np.minimum(at, n - 1 - at), half)
-    if n > _MEDIAN_POINTS:
-        at = np.unique(np.linspace(0, n - 1, _MEDIAN_POINTS).round().astype(int))
-        wide = np.minimum(np.minimum(at, n - 1 - at), half)
+    if long:
         # the ends' windows of a point or two would be raw noise: left out
         # (the curve starts one sample in)
         keep = wide >= min(half, (n - 1) // (_MEDIAN_POINTS - 1))
